@@ -1,0 +1,68 @@
+"""The one error hierarchy. Each error maps to a gRPC status code and an HTTP status,
+so the gRPC servicers and the HTTP shim report the same failure the same way."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+
+class BackendAIError(Exception):
+    """Base of every error we raise on purpose. `str(err)` is the clear reason."""
+
+    grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    http_status: ClassVar[int] = 500
+
+
+class InvalidArgument(BackendAIError):
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+
+
+class NotFound(BackendAIError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+
+
+class FailedPrecondition(BackendAIError):
+    """The request is valid but the current state forbids it (e.g. an update runs)."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+
+
+class Unauthenticated(BackendAIError):
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+
+
+class Unavailable(BackendAIError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+
+
+class DeadlineExceeded(BackendAIError):
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+
+
+class NotConfigured(BackendAIError):
+    """A feature the request needs is not set up in this daemon's config."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 501
+
+
+class ServiceFailed(BackendAIError):
+    """The service did not reach the state asked for (exited at start, spawn error)."""
+
+    grpc_code = grpc.StatusCode.ABORTED
+    http_status = 500
+
+
+class ConfigError(BackendAIError):
+    """Invalid configuration: the message names the key."""
+
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400

@@ -1,0 +1,70 @@
+"""A latest-value feed for watch streams: current value first, then every change.
+
+Each subscriber has a small bounded buffer; a subscriber that falls behind loses the
+oldest intermediate values, never the latest, so memory stays bounded whatever the
+reader's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_BUFFER = 64
+
+
+class _Subscriber(Generic[T]):
+    __slots__ = ("buffer", "wakeup")
+
+    def __init__(self, size: int) -> None:
+        self.buffer: collections.deque[T] = collections.deque(maxlen=size)
+        self.wakeup = asyncio.Event()
+
+
+class Feed(Generic[T]):
+    def __init__(self, initial: T, *, buffer: int = DEFAULT_BUFFER) -> None:
+        self._value = initial
+        self._size = buffer
+        self._subscribers: set[_Subscriber[T]] = set()
+        self._closed = False
+
+    @property
+    def value(self) -> T:
+        return self._value
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, value: T) -> None:
+        """Set the current value and hand it to every subscriber (never blocks)."""
+        self._value = value
+        for sub in self._subscribers:
+            sub.buffer.append(value)
+            sub.wakeup.set()
+
+    def close(self) -> None:
+        """End every subscription after what it has buffered."""
+        self._closed = True
+        for sub in self._subscribers:
+            sub.wakeup.set()
+
+    async def subscribe(self) -> AsyncIterator[T]:
+        sub: _Subscriber[T] = _Subscriber(self._size)
+        self._subscribers.add(sub)
+        try:
+            yield self._value
+            while True:
+                while sub.buffer:
+                    yield sub.buffer.popleft()
+                if self._closed:
+                    return
+                sub.wakeup.clear()
+                if not sub.buffer and not self._closed:
+                    await sub.wakeup.wait()
+        finally:
+            self._subscribers.discard(sub)

@@ -1,0 +1,1 @@
+"""ai-manager: supervises the services beside it and updates them."""

@@ -1,0 +1,303 @@
+"""Manager configuration: frozen dataclasses loaded from TOML and validated at start.
+
+Every key and its default is documented in docs/CONFIG.md. Unknown keys are errors that
+name the key; so is every wrong type or value.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from backendai.errors import ConfigError
+from backendai.listen import ListenAddress
+
+SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+ROLES = ("agent", "hub")
+BACKENDS = ("process", "systemd", "rcd")
+RESTART_POLICIES = ("always", "on-failure", "never")
+MAX_CONFIG_BYTES = 1 << 20
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    name: str
+    command: tuple[str, ...] = ()
+    package: str = ""
+    backend: str = "process"
+    working_directory: str = ""
+    install_root: str = ""
+    package_url: str = ""
+    version: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    inherit_env: bool = True
+    user: str = ""
+    group: str = ""
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 10.0
+    start_secs: float = 1.0
+    autostart: bool = True
+    restart: str = "always"
+    success_exit_codes: tuple[int, ...] = (0,)
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.1
+    crash_loop_max: int = 5
+    crash_loop_window: float = 60.0
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+    unit: str = ""
+    rc_script: str = ""
+    keep_releases: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    role: str
+    http_listen: ListenAddress
+    grpc_listen: ListenAddress
+    state_dir: Path
+    services: tuple[ServiceConfig, ...]
+    auth_token_file: Path | None = None
+    insecure_no_auth: bool = False
+    log_level: str = "info"
+    log_format: str = "auto"
+    source: Path | None = None
+
+    @property
+    def primary(self) -> ServiceConfig:
+        return self.services[0]
+
+    def service(self, name: str) -> ServiceConfig | None:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        return None
+
+
+class _Table:
+    """Typed reads from one TOML table, each error naming the full key."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str) -> None:
+        self.data = data
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def get(self, name: str, kind: type[T] | tuple[type, ...], default: T, what: str) -> T:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        # bool is an int in Python; never accept one for the other.
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+            raise ConfigError(f"{self.key(name)}: must be {what}, got {value!r}")
+        return value  # type: ignore[return-value]
+
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self.get(name, (int, float), default, "a number")
+        if not minimum <= float(value) <= maximum:
+            raise ConfigError(f"{self.key(name)}: must be between {minimum} and {maximum}, "
+                              f"got {value!r}")
+        return float(value)
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.get(name, int, default, "an integer")
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{self.key(name)}: must be between {minimum} and {maximum}, "
+                              f"got {value!r}")
+        return value
+
+    def string(self, name: str, default: str, *, max_len: int = 4096) -> str:
+        value = self.get(name, str, default, "a string")
+        if len(value) > max_len or "\x00" in value:
+            raise ConfigError(f"{self.key(name)}: too long or contains NUL")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(name, default)
+        if value not in choices:
+            raise ConfigError(f"{self.key(name)}: must be one of {', '.join(choices)}, "
+                              f"got {value!r}")
+        return value
+
+    def converted(self, name: str, default: T, convert: Callable[[Any], T], what: str) -> T:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        try:
+            return convert(self.data[name])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(f"{self.key(name)}: must be {what}: {exc}") from None
+
+    def reject_unknown(self) -> None:
+        for name in self.data:
+            if name not in self.seen:
+                raise ConfigError(f"{self.key(name)}: unknown key")
+
+
+def _listen(value: Any) -> ListenAddress:
+    if not isinstance(value, str):
+        raise TypeError(f"got {value!r}")
+    return ListenAddress.parse(value)
+
+
+def _signal(value: Any) -> signal.Signals:
+    if not isinstance(value, str):
+        raise TypeError(f"got {value!r}")
+    name = value.upper()
+    name = name if name.startswith("SIG") else f"SIG{name}"
+    if name not in signal.Signals.__members__:
+        raise ValueError(f"unknown signal {value!r}")
+    return signal.Signals[name]
+
+
+def _command(value: Any) -> tuple[str, ...]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, str) and v and "\x00" not in v for v in value)):
+        raise TypeError("a non-empty list of non-empty strings")
+    if len(value) > 1000:
+        raise ValueError("at most 1000 arguments")
+    return tuple(value)
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise TypeError("a table of strings")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) or not isinstance(v, str) or "\x00" in v:
+            raise ValueError(f"bad entry {k!r}")
+        out[k] = v
+    return out
+
+
+def _exit_codes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value):
+        raise TypeError("a list of integers 0-255")
+    return tuple(value)
+
+
+def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
+    prefix = f"services[{index}]."
+    if not isinstance(data, dict):
+        raise ConfigError(f"services[{index}]: must be a table")
+    t = _Table(data, prefix)
+    if "name" not in data:
+        raise ConfigError(f"{prefix}name: required")
+    name = t.string("name", "")
+    if not SERVICE_NAME_RE.fullmatch(name):
+        raise ConfigError(f"{prefix}name: must match {SERVICE_NAME_RE.pattern}, got {name!r}")
+    backend = t.choice("backend", "process", BACKENDS)
+    command = t.converted("command", (), _command, "a non-empty list of strings")
+    if backend == "process" and not command:
+        raise ConfigError(f"{prefix}command: required for backend \"process\"")
+    svc = ServiceConfig(
+        name=name,
+        command=command,
+        backend=backend,
+        package=t.string("package", name),
+        working_directory=t.string("working_directory", ""),
+        install_root=t.string("install_root", ""),
+        package_url=t.string("package_url", ""),
+        version=t.string("version", "", max_len=128),
+        env=t.converted("env", {}, _env, "a table of NAME = \"value\""),
+        inherit_env=t.get("inherit_env", bool, True, "true or false"),
+        user=t.string("user", "", max_len=64),
+        group=t.string("group", "", max_len=64),
+        stop_signal=t.converted("stop_signal", signal.SIGTERM, _signal, "a signal name"),
+        stop_timeout=t.number("stop_timeout", 10.0, minimum=0.0, maximum=3600.0),
+        start_secs=t.number("start_secs", 1.0, minimum=0.0, maximum=3600.0),
+        autostart=t.get("autostart", bool, True, "true or false"),
+        restart=t.choice("restart", "always", RESTART_POLICIES),
+        success_exit_codes=t.converted("success_exit_codes", (0,), _exit_codes,
+                                       "a list of exit codes"),
+        backoff_initial=t.number("backoff_initial", 1.0, minimum=0.0, maximum=3600.0),
+        backoff_max=t.number("backoff_max", 30.0, minimum=0.0, maximum=86400.0),
+        backoff_jitter=t.number("backoff_jitter", 0.1, minimum=0.0, maximum=1.0),
+        crash_loop_max=t.integer("crash_loop_max", 5, minimum=0, maximum=1_000_000),
+        crash_loop_window=t.number("crash_loop_window", 60.0, minimum=0.0, maximum=86400.0),
+        log_max_bytes=t.integer("log_max_bytes", 10 * 1024 * 1024, minimum=4096,
+                                maximum=1 << 40),
+        log_backups=t.integer("log_backups", 5, minimum=0, maximum=1000),
+        unit=t.string("unit", f"{name}.service", max_len=256),
+        rc_script=t.string("rc_script", f"/etc/rc.d/rc.{name}"),
+        keep_releases=t.integer("keep_releases", 3, minimum=2, maximum=1000),
+    )
+    t.reject_unknown()
+    if svc.backoff_max < svc.backoff_initial:
+        raise ConfigError(f"{prefix}backoff_max: must be >= backoff_initial")
+    if svc.working_directory and not svc.install_root and not Path(
+            svc.working_directory).is_absolute():
+        raise ConfigError(f"{prefix}working_directory: must be absolute without install_root")
+    if svc.install_root and not Path(svc.install_root).is_absolute():
+        raise ConfigError(f"{prefix}install_root: must be an absolute path")
+    del state_dir
+    return svc
+
+
+def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
+    """Validate a decoded TOML document. Raises ConfigError naming the key."""
+    t = _Table(data, "")
+    role = t.choice("role", "agent", ROLES)
+    if "state_dir" not in data:
+        raise ConfigError("state_dir: required")
+    state_dir = Path(t.string("state_dir", ""))
+    if not state_dir.is_absolute():
+        raise ConfigError(f"state_dir: must be an absolute path, got {str(state_dir)!r}")
+    # A hub manager binds loopback by default (seeds: "localhost only for security").
+    default_host = "127.0.0.1"
+    http_listen = t.converted("http_listen", ListenAddress(default_host, 3081), _listen,
+                              "\"HOST:PORT\"")
+    grpc_listen = t.converted("grpc_listen", ListenAddress(default_host, 3082), _listen,
+                              "\"HOST:PORT\"")
+    token_file = t.string("auth_token_file", "")
+    insecure = t.get("insecure_no_auth", bool, False, "true or false")
+    log_level = t.choice("log_level", "info", ("debug", "info", "warning", "error"))
+    log_format = t.choice("log_format", "auto", ("auto", "json", "console"))
+    t.seen.add("services")
+    raw_services = data.get("services")
+    if not isinstance(raw_services, list) or not raw_services:
+        raise ConfigError("services: at least one [[services]] table is required")
+    if len(raw_services) > 1000:
+        raise ConfigError("services: at most 1000 services")
+    services = tuple(_service(s, i, state_dir) for i, s in enumerate(raw_services))
+    t.reject_unknown()
+    names = [s.name for s in services]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ConfigError(f"services[{i}].name: duplicate service name {n!r}")
+    exposed = not (http_listen.is_loopback and grpc_listen.is_loopback)
+    if exposed and not token_file and not insecure:
+        raise ConfigError(
+            "auth_token_file: required when http_listen or grpc_listen is not a loopback "
+            "address (or set insecure_no_auth = true to accept unauthenticated commands)")
+    return ManagerConfig(
+        role=role, http_listen=http_listen, grpc_listen=grpc_listen, state_dir=state_dir,
+        services=services, auth_token_file=Path(token_file) if token_file else None,
+        insecure_no_auth=insecure, log_level=log_level, log_format=log_format, source=source)
+
+
+def load(path: Path) -> ManagerConfig:
+    """Read and validate a TOML config file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {str(path)!r} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {str(path)!r} is not valid TOML: {exc}") from None
+    return parse(data, source=path)

@@ -1,0 +1,147 @@
+"""The service layer: the one code path behind both the gRPC servicer and the HTTP shim.
+
+It resolves and validates what a request names, then delegates to the service's unit.
+No transport details here, and no business logic in the transports.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from backendai import __version__
+from backendai.errors import InvalidArgument, NotConfigured, NotFound
+from manager.config import SERVICE_NAME_RE, ManagerConfig
+from manager.states import ServiceStatus
+from manager.unit import ServiceUnit
+
+DEFAULT_LOG_LINES = 100
+MAX_LOG_LINES = 100_000
+MAX_PATTERN_LEN = 200
+MAX_STOP_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    service: str
+    version: str
+    name: str  # package name, as the seeds' GET /version reports it
+    manager_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateStarted:
+    operation_id: str  # empty when the service already runs that version
+    version: str
+    message: str
+
+
+class Updater(Protocol):
+    """What the control layer needs from the updater (see updater.py)."""
+
+    async def update(self, service: str, version: str) -> UpdateStarted: ...
+
+
+def validate_lines(lines: int, *, allow_zero: bool = True) -> int:
+    """A log line count: 0 means the default; 1..MAX_LOG_LINES otherwise."""
+    if isinstance(lines, bool) or not isinstance(lines, int):
+        raise InvalidArgument("lines must be an integer")
+    if lines == 0 and allow_zero:
+        return DEFAULT_LOG_LINES
+    if not 1 <= lines <= MAX_LOG_LINES:
+        raise InvalidArgument(f"lines must be between 1 and {MAX_LOG_LINES}, got {lines}")
+    return lines
+
+
+def validate_timeout(timeout: float | None) -> float | None:
+    """A stop timeout in seconds; None or 0 means the service's configured stop_timeout."""
+    if timeout is None or timeout == 0:
+        return None
+    if not math.isfinite(timeout) or not 0 < timeout <= MAX_STOP_TIMEOUT:
+        raise InvalidArgument(
+            f"timeout must be between 0 and {MAX_STOP_TIMEOUT:g} seconds, got {timeout!r}")
+    return float(timeout)
+
+
+class ManagerControl:
+    def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
+                 updater: Updater | None = None) -> None:
+        self.config = config
+        self.units = dict(units)
+        self.updater = updater
+        self.manager_version = __version__
+        self.working_directory = os.getcwd()
+
+    @property
+    def role(self) -> str:
+        return self.config.role
+
+    @property
+    def primary(self) -> str:
+        return self.config.primary.name
+
+    def unit(self, name: str) -> ServiceUnit:
+        """The unit a request names; empty names the primary service."""
+        if not isinstance(name, str):
+            raise InvalidArgument("service must be a string")
+        if name == "":
+            name = self.primary
+        unit = self.units.get(name)
+        if unit is None:
+            if len(name) > 64 or not SERVICE_NAME_RE.fullmatch(name):
+                raise InvalidArgument("service name must be 1-64 characters of "
+                                      "letters, digits, '.', '_', '@', '-'")
+            raise NotFound(f"no service named {name!r} (known: {', '.join(self.units)})")
+        return unit
+
+    def status(self, name: str = "") -> ServiceStatus:
+        return self.unit(name).status()
+
+    def list(self, pattern: str = "") -> list[ServiceStatus]:
+        """Services whose name matches a glob pattern (all when empty), in config order."""
+        if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_LEN or "\x00" in pattern:
+            raise InvalidArgument(f"pattern must be a glob of at most {MAX_PATTERN_LEN} chars")
+        return [u.status() for n, u in self.units.items()
+                if not pattern or fnmatch.fnmatchcase(n, pattern)]
+
+    async def start(self, name: str = "", *, wait: bool = True) -> ServiceStatus:
+        return await self.unit(name).start(wait=wait)
+
+    async def stop(self, name: str = "", *, timeout: float | None = None,
+                   force: bool = False) -> ServiceStatus:
+        unit = self.unit(name)
+        return await unit.stop(timeout=validate_timeout(timeout), force=force)
+
+    async def restart(self, name: str = "") -> ServiceStatus:
+        return await self.unit(name).restart()
+
+    def version(self, name: str = "") -> VersionInfo:
+        unit = self.unit(name)
+        st = unit.status()
+        return VersionInfo(service=unit.name, version=st.version, name=unit.config.package,
+                           manager_version=self.manager_version)
+
+    async def logs(self, name: str = "", lines: int = DEFAULT_LOG_LINES) -> list[str]:
+        unit = self.unit(name)
+        return await unit.tail(validate_lines(lines))
+
+    def follow_logs(self, name: str = "", tail: int = 0, *,
+                    follow: bool = True) -> AsyncIterator[list[str]]:
+        unit = self.unit(name)
+        if isinstance(tail, bool) or not isinstance(tail, int) or not 0 <= tail <= MAX_LOG_LINES:
+            raise InvalidArgument(f"tail_lines must be between 0 and {MAX_LOG_LINES}")
+        return unit.follow(tail, follow=follow)
+
+    def watch(self, name: str = "") -> AsyncIterator[ServiceStatus]:
+        return self.unit(name).watch()
+
+    async def update(self, name: str, version: str) -> UpdateStarted:
+        unit = self.unit(name)
+        if self.updater is None:
+            raise NotConfigured("updates are not configured on this manager "
+                                f"(service {unit.name!r} has no install_root/package_url)")
+        return await self.updater.update(unit.name, version)

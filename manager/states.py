@@ -1,0 +1,55 @@
+"""Service states and the status snapshot every API layer reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class State(enum.Enum):
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    BACKOFF = "BACKOFF"
+    STOPPING = "STOPPING"
+    EXITED = "EXITED"
+    FATAL = "FATAL"
+
+    @property
+    def is_up(self) -> bool:
+        """A process of the service exists (or is being brought up)."""
+        return self in (State.STARTING, State.RUNNING, State.STOPPING)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSummary:
+    running_operation_id: str = ""
+    last_operation_id: str = ""
+    last_outcome: str = ""
+    last_message: str = ""
+    last_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """An immutable snapshot; a new one is published on every change."""
+
+    name: str
+    state: State
+    pid: int = 0
+    started_at: float = 0.0  # wall clock, 0 when not running
+    restarts: int = 0
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    version: str = ""
+    package: str = ""
+    backend: str = "process"
+    message: str = ""
+    state_since: float = 0.0
+    adopted: bool = False
+    update: UpdateSummary = field(default_factory=UpdateSummary)
+
+    @property
+    def running(self) -> bool:
+        """What the seeds' GET /status calls "running"."""
+        return self.state in (State.STARTING, State.RUNNING)

@@ -1,0 +1,54 @@
+"""The contract every backend's service unit fulfils (process, systemd, rcd).
+
+The control layer (`control.py`) only talks to units through this protocol, so the
+gRPC servicer and the HTTP shim behave the same whatever runs the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from manager.config import ServiceConfig
+from manager.states import ServiceStatus
+
+
+class ServiceUnit(Protocol):
+    config: ServiceConfig
+
+    @property
+    def name(self) -> str: ...
+
+    def status(self) -> ServiceStatus:
+        """The current snapshot; never waits for a lifecycle operation."""
+        ...
+
+    async def start(self, *, wait: bool = True) -> ServiceStatus:
+        """Start; with wait, return once RUNNING (raise ServiceFailed if it cannot)."""
+        ...
+
+    async def stop(self, *, timeout: float | None = None, force: bool = False) -> ServiceStatus:
+        """Stop the service and everything it started; return once STOPPED."""
+        ...
+
+    async def restart(self) -> ServiceStatus: ...
+
+    async def tail(self, lines: int) -> list[str]:
+        """The last `lines` lines of the service's log, oldest first."""
+        ...
+
+    def follow(self, tail: int, *, follow: bool = True) -> AsyncIterator[list[str]]:
+        """Batches of log lines: the last `tail` lines, then new lines as written."""
+        ...
+
+    def watch(self) -> AsyncIterator[ServiceStatus]:
+        """The current status, then every change (slow readers get the latest)."""
+        ...
+
+    async def run(self) -> None:
+        """Recover (re-adopt or autostart) and run background work until shutdown()."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Stop background work; leaves the service itself running. Idempotent."""
+        ...
