@@ -139,9 +139,12 @@ class ManagerControl:
     def watch(self, name: str = "") -> AsyncIterator[ServiceStatus]:
         return self.unit(name).watch()
 
-    async def update(self, name: str, version: str) -> UpdateStarted:
-        unit = self.unit(name)
+    def require_updater(self) -> Updater:
         if self.updater is None:
             raise NotConfigured("updates are not configured on this manager "
-                                f"(service {unit.name!r} has no install_root/package_url)")
-        return await self.updater.update(unit.name, version)
+                                "(no service has install_root and package_url)")
+        return self.updater
+
+    async def update(self, name: str, version: str) -> UpdateStarted:
+        unit = self.unit(name)
+        return await self.require_updater().update(unit.name, version)

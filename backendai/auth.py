@@ -1,0 +1,89 @@
+"""Bearer-token auth shared by the gRPC interceptor and the HTTP shim."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from backendai.errors import ConfigError
+
+# Health and reflection stay open so probes and `grpcurl list` work without a token.
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+MAX_TOKEN_BYTES = 4096
+
+
+def load_token(path: Path, key: str = "auth_token_file") -> bytes:
+    """Read a token file; refuse files others can read or that are empty."""
+    try:
+        st = path.stat()
+        raw = path.read_bytes()[:MAX_TOKEN_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+        raise ConfigError(f"{key}: {str(path)!r} must not be writable or readable by others "
+                          f"(chmod 600)")
+    token = raw.strip()
+    if not token or len(token) > MAX_TOKEN_BYTES or not token.isascii() or b" " in token:
+        raise ConfigError(f"{key}: {str(path)!r} must hold one token of printable ASCII")
+    return token
+
+
+def bearer_ok(header: str | bytes | None, token: bytes) -> bool:
+    """Constant-time check of an `Authorization: Bearer …` value."""
+    if header is None:
+        return False
+    value = header.encode("latin-1", "replace") if isinstance(header, str) else header
+    scheme, _, given = value.strip().partition(b" ")
+    if scheme.lower() != b"bearer":
+        return False
+    return hmac.compare_digest(given.strip(), token)
+
+
+def write_token(path: Path, token: str) -> None:
+    """Create a token file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Rejects calls to our services without the bearer token (UNAUTHENTICATED)."""
+
+    def __init__(self, token: bytes) -> None:
+        self._token = token
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_SERVICES):
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        if bearer_ok(metadata.get("authorization"), self._token):
+            return handler
+        return _deny(handler)
+
+
+def _deny(handler: Any) -> Any:
+    async def abort_unary(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+    async def abort_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        yield  # pragma: no cover - makes this an async generator
+
+    kwargs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort_stream, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort_unary, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort_stream, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(abort_unary, **kwargs)

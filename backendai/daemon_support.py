@@ -1,0 +1,73 @@
+"""Pieces every daemon's entry point shares: the ready file, the single-instance lock,
+and signal handling that only records the signal (a second SIGINT forces exit)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from backendai.errors import FailedPrecondition
+
+log = structlog.get_logger(__name__)
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    """Atomically write the bound addresses as JSON (tests and the demo read it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class InstanceLock:
+    """An flock on a file in the state directory: one daemon per state_dir."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = self.path.read_text().strip() or "another process"
+            raise FailedPrecondition(
+                f"{self.path.parent} is in use by pid {holder}; one daemon per state_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def install_signal_handlers(request_shutdown: Callable[[], None]) -> None:
+    """SIGTERM/SIGINT ask for a graceful stop; a second SIGINT exits at once."""
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        seen.append(sig)
+        log.info("daemon.signal", signal=sig.name)
+        if sig == signal.SIGINT and seen.count(signal.SIGINT) > 1:
+            os._exit(130)
+        request_shutdown()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)

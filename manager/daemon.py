@@ -1,0 +1,120 @@
+"""The manager daemon's lifecycle: run() returns only when fully stopped; shutdown() is
+idempotent; `async with ManagerDaemon(...)` wraps both.
+
+Graceful stop order: health NOT_SERVING, stop accepting HTTP, gRPC stop with grace,
+then the units' background work. Supervised services keep running: a restarted
+manager re-adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+from backendai.auth import load_token
+from backendai.daemon_support import InstanceLock, write_ready_file
+from backendai.errors import ConfigError
+from backendai.grpc_server import GrpcServer
+from manager.config import ManagerConfig
+from manager.control import ManagerControl
+from manager.grpc_api import SERVICE_NAME, ManagerServicer
+from manager.http_shim import HttpShim
+from manager.process_unit import ProcessUnit
+from manager.statestore import StateStore
+from manager.unit import ServiceUnit
+
+log = structlog.get_logger(__name__)
+
+GRACE = 2.0
+
+
+class ManagerDaemon:
+    def __init__(self, config: ManagerConfig, *, ready_file: Path | None = None) -> None:
+        self.config = config
+        self.ready_file = ready_file
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        self.control: ManagerControl | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    def request_shutdown(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        await self._done.wait()
+
+    async def __aenter__(self) -> ManagerDaemon:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.shutdown()
+
+    def _make_units(self, store: StateStore) -> dict[str, ServiceUnit]:
+        units: dict[str, ServiceUnit] = {}
+        for svc in self.config.services:
+            if svc.backend != "process":
+                raise ConfigError(f"services.{svc.name}.backend: {svc.backend!r} "
+                                  "is not available in this build")
+            units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir, store=store)
+        return units
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        cfg = self.config
+        lock = InstanceLock(cfg.state_dir / "manager.lock")
+        store: StateStore | None = None
+        try:
+            lock.acquire()
+            token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
+            store = StateStore(cfg.state_dir / "manager.db")
+            units = self._make_units(store)
+            control = self.control = ManagerControl(cfg, units)
+            servicer = ManagerServicer(control)
+            grpc_server = GrpcServer(cfg.grpc_listen, token=token,
+                                     services=[(SERVICE_NAME, servicer.add_to)])
+            http = HttpShim(control, cfg.http_listen, token=token)
+            async with asyncio.TaskGroup() as tg:
+                for unit in units.values():
+                    tg.create_task(unit.run(), name=f"unit-{unit.name}")
+                try:
+                    _, self.grpc_port = await grpc_server.start()
+                    _, self.http_port = await http.start()
+                    self._announce(started)
+                    await self._stop.wait()
+                    log.info("manager.stopping")
+                finally:
+                    await grpc_server.not_serving()
+                    await http.stop(GRACE)
+                    await grpc_server.stop(GRACE)
+                    for unit in units.values():
+                        await unit.shutdown()
+        finally:
+            if store is not None:
+                store.close()
+            lock.release()
+            self._done.set()
+            log.info("manager.stopped")
+
+    def _announce(self, started: float) -> None:
+        cfg = self.config
+        info = {
+            "pid": os.getpid(),
+            "role": cfg.role,
+            "http": f"{cfg.http_listen.host}:{self.http_port}",
+            "grpc": f"{cfg.grpc_listen.host}:{self.grpc_port}",
+            "http_port": self.http_port,
+            "grpc_port": self.grpc_port,
+            "state_dir": str(cfg.state_dir),
+        }
+        if self.ready_file is not None:
+            write_ready_file(self.ready_file, info)
+        log.info("manager.ready", startup_seconds=round(time.monotonic() - started, 3),
+                 **{k: v for k, v in info.items() if k != "pid"})

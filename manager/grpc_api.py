@@ -1,0 +1,165 @@
+"""backendai.v1.Manager over gRPC: translates messages to ManagerControl calls."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from backendai.errors import BackendAIError
+from backendai.v1 import manager_pb2 as pb
+from backendai.v1 import manager_pb2_grpc as pb_grpc
+from manager.control import ManagerControl
+from manager.states import ServiceStatus
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = "backendai.v1.Manager"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def status_to_pb(st: ServiceStatus, now: float | None = None) -> pb.ServiceStatus:
+    now = time.time() if now is None else now
+    msg = pb.ServiceStatus(
+        name=st.name, state=pb.ServiceState.Value(f"SERVICE_STATE_{st.state.value}"),
+        pid=st.pid, uptime_seconds=max(0.0, now - st.started_at) if st.started_at else 0.0,
+        restarts=st.restarts, version=st.version, package=st.package, backend=st.backend,
+        message=st.message, state_since_unix=st.state_since, adopted=st.adopted,
+        update=pb.UpdateSummary(
+            running_operation_id=st.update.running_operation_id,
+            last_operation_id=st.update.last_operation_id,
+            last_outcome=st.update.last_outcome, last_message=st.update.last_message,
+            last_version=st.update.last_version))
+    if st.exit_code is not None:
+        msg.exit_code = st.exit_code
+    if st.exit_signal is not None:
+        msg.exit_signal = st.exit_signal
+    return msg
+
+
+def _unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+           ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    """Map our errors to status codes; anything else is INTERNAL without internals."""
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except BackendAIError as exc:
+            await context.abort(exc.grpc_code, str(exc))
+        except Exception:
+            log.exception("grpc.internal_error", method=fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")  # context.abort always raises
+    return wrapper
+
+
+def _stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+            ) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except BackendAIError as exc:
+            await context.abort(exc.grpc_code, str(exc))
+        except Exception:
+            log.exception("grpc.internal_error", method=fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    return wrapper
+
+
+class ManagerServicer(pb_grpc.ManagerServicer):  # type: ignore[misc]
+    def __init__(self, control: ManagerControl) -> None:
+        self.control = control
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_ManagerServicer_to_server(self, server)
+
+    @_unary
+    async def Status(self, request: pb.StatusRequest, context: Any) -> pb.ServiceStatus:
+        return status_to_pb(self.control.status(request.service))
+
+    @_unary
+    async def ListServices(self, request: pb.ListServicesRequest,
+                           context: Any) -> pb.ListServicesResponse:
+        now = time.time()
+        return pb.ListServicesResponse(
+            services=[status_to_pb(s, now) for s in self.control.list(request.pattern)])
+
+    @_unary
+    async def Start(self, request: pb.StartRequest, context: Any) -> pb.ServiceStatus:
+        return status_to_pb(await self.control.start(request.service, wait=not request.no_wait))
+
+    @_unary
+    async def Stop(self, request: pb.StopRequest, context: Any) -> pb.ServiceStatus:
+        st = await self.control.stop(request.service, timeout=request.timeout_seconds or None,
+                                     force=request.force)
+        return status_to_pb(st)
+
+    @_unary
+    async def Restart(self, request: pb.RestartRequest, context: Any) -> pb.ServiceStatus:
+        return status_to_pb(await self.control.restart(request.service))
+
+    @_unary
+    async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+        info = self.control.version(request.service)
+        return pb.VersionResponse(version=info.version, name=info.name,
+                                  manager_version=info.manager_version, service=info.service)
+
+    @_unary
+    async def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsResponse:
+        unit = self.control.unit(request.service)
+        lines = await self.control.logs(unit.name, request.lines)
+        return pb.LogsResponse(service=unit.name, lines=lines)
+
+    @_stream
+    async def StreamLogs(self, request: pb.StreamLogsRequest,
+                         context: Any) -> AsyncIterator[pb.LogBatch]:
+        stream = self.control.follow_logs(request.service, request.tail_lines,
+                                          follow=not request.no_follow)
+        try:
+            async for batch in stream:
+                yield pb.LogBatch(lines=batch)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    @_stream
+    async def WatchStatus(self, request: pb.WatchStatusRequest,
+                          context: Any) -> AsyncIterator[pb.ServiceStatus]:
+        stream = self.control.watch(request.service)
+        try:
+            async for st in stream:
+                yield status_to_pb(st)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    @_unary
+    async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
+        started = await self.control.update(request.service, request.version)
+        return pb.UpdateResponse(operation_id=started.operation_id, message=started.message)
+
+    @_stream
+    async def WatchUpdate(self, request: pb.WatchUpdateRequest,
+                          context: Any) -> AsyncIterator[pb.UpdateEvent]:
+        self.control.require_updater()
+        yield pb.UpdateEvent()  # pragma: no cover - replaced when the updater lands
+
+    @_unary
+    async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
+        self.control.unit(request.service)
+        self.control.require_updater()
+        return pb.RollbackResponse()  # pragma: no cover
+
+    @_unary
+    async def ListReleases(self, request: pb.ListReleasesRequest,
+                           context: Any) -> pb.ListReleasesResponse:
+        self.control.unit(request.service)
+        self.control.require_updater()
+        return pb.ListReleasesResponse()  # pragma: no cover

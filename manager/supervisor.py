@@ -1,0 +1,295 @@
+"""The supervisor's decisions as a pure state machine.
+
+`transition(core, event, now, policy, roll)` takes the current `Core`, one event, the
+monotonic time and a uniform random number in [0, 1) (for backoff jitter) and returns
+the new `Core` plus the actions the I/O shell must carry out. No I/O, no clock reads:
+tests drive it with plain values.
+
+Restart rules (see docs/CONFIG.md for the keys):
+- an exit while STARTING (before `start_secs`) is a failed start; after more than
+  `crash_loop_max` consecutive failed starts the service is FATAL;
+- an exit from RUNNING is a crash; more than `crash_loop_max` crashes within
+  `crash_loop_window` seconds is a crash loop and also ends in FATAL (circus' flapping);
+- the first failure restarts at once, the n-th waits
+  `min(backoff_max, backoff_initial * 2**(n-2))`, +/- `backoff_jitter` of that;
+- `restart = "never"` stays EXITED; `"on-failure"` stays EXITED after a clean exit
+  (an exit code in `success_exit_codes`, no signal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from dataclasses import dataclass, field
+
+from manager.states import State
+
+KILL_GRACE = 5.0  # after SIGKILL, how long before a process that will not die is reported
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    start_secs: float = 1.0
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 10.0
+    restart: str = "always"
+    success_exit_codes: tuple[int, ...] = (0,)
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.1
+    crash_loop_max: int = 5
+    crash_loop_window: float = 60.0
+
+
+# ---- events -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StartRequested:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested:
+    timeout: float | None = None  # None: policy.stop_timeout
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    pid: int
+    code: int | None = None
+    signal: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """A manager restart found the service still running."""
+
+    pid: int
+    age: float  # seconds since the process started
+
+
+@dataclass(frozen=True, slots=True)
+class Vanished:
+    """A manager restart found that the service it had running is gone."""
+
+
+Event = (StartRequested | StopRequested | Spawned | SpawnFailed | Exited | TimerFired
+         | Adopted | Vanished)
+
+
+# ---- actions ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SignalGroup:
+    signal: signal.Signals
+
+
+@dataclass(frozen=True, slots=True)
+class KillGroup:
+    """SIGKILL everything left in the service's process group (also the sweep after exit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    token: int
+    delay: float
+
+
+Action = Spawn | SignalGroup | KillGroup | SetTimer
+
+
+# ---- state --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    state: State = State.STOPPED
+    pid: int = 0
+    restarts: int = 0
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    message: str = ""
+    timer: int = 0  # token of the one live timer; older tokens are stale
+    start_failures: int = 0  # consecutive exits before start_secs
+    crashes: tuple[float, ...] = field(default_factory=tuple)  # times of recent crashes
+    adopted: bool = False
+
+
+def _backoff(n: int, policy: Policy, roll: float) -> float:
+    if n <= 1:
+        return 0.0
+    base = min(policy.backoff_max, policy.backoff_initial * 2 ** min(n - 2, 60))
+    return max(0.0, base * (1.0 + policy.backoff_jitter * (2.0 * roll - 1.0)))
+
+
+def _arm(core: Core, delay: float) -> tuple[Core, SetTimer]:
+    token = core.timer + 1
+    return dataclasses.replace(core, timer=token), SetTimer(token, delay)
+
+
+def _disarm(core: Core) -> Core:
+    return dataclasses.replace(core, timer=core.timer + 1)
+
+
+def _spawn(core: Core, *, restart: bool) -> tuple[Core, list[Action]]:
+    core = _disarm(core)
+    return dataclasses.replace(
+        core, state=State.STARTING, pid=0, adopted=False,
+        restarts=core.restarts + (1 if restart else 0)), [Spawn()]
+
+
+def _running(core: Core, policy: Policy, age: float) -> tuple[Core, list[Action]]:
+    if age >= policy.start_secs:
+        core = _disarm(core)
+        return dataclasses.replace(core, state=State.RUNNING, start_failures=0), []
+    core, timer = _arm(core, policy.start_secs - age)
+    return dataclasses.replace(core, state=State.STARTING), [timer]
+
+
+def _after_failure(core: Core, now: float, policy: Policy, roll: float, *,
+                   during_start: bool, reason: str,
+                   clean: bool) -> tuple[Core, list[Action]]:
+    """Decide what follows an exit we did not ask for (or a failed spawn)."""
+    if policy.restart == "never" or (policy.restart == "on-failure" and clean):
+        return dataclasses.replace(_disarm(core), state=State.EXITED, pid=0, message=reason), []
+    window = policy.crash_loop_window
+    crashes = core.crashes
+    start_failures = core.start_failures
+    if during_start:
+        start_failures += 1
+        n = start_failures
+    else:
+        crashes = (*(t for t in crashes if window > 0 and now - t < window), now)
+        n = len(crashes)
+    core = dataclasses.replace(core, pid=0, crashes=crashes, start_failures=start_failures)
+    limit = policy.crash_loop_max
+    if limit > 0 and (start_failures > limit or (window > 0 and len(crashes) > limit)):
+        what = (f"{start_failures} failed starts in a row" if start_failures > limit
+                else f"{len(crashes)} crashes within {window:g}s")
+        return dataclasses.replace(_disarm(core), state=State.FATAL,
+                                   message=f"crash loop: {what}; last: {reason}"), []
+    delay = _backoff(n, policy, roll)
+    if delay <= 0:
+        core, actions = _spawn(dataclasses.replace(core, message=reason), restart=True)
+        return core, actions
+    core, timer = _arm(core, delay)
+    return dataclasses.replace(core, state=State.BACKOFF,
+                               message=f"{reason}; retrying in {delay:.2f}s"), [timer]
+
+
+def describe_exit(code: int | None, sig: int | None) -> str:
+    if sig is not None:
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        return f"killed by {name}"
+    if code is None:
+        return "exited (status unknown)"
+    return f"exited with code {code}"
+
+
+def transition(core: Core, event: Event, now: float, policy: Policy,
+               roll: float = 0.5) -> tuple[Core, list[Action]]:
+    """Apply one event. Returns the new core and the actions to carry out, in order."""
+    state = core.state
+    match event:
+        case StartRequested():
+            if state in (State.STOPPED, State.EXITED, State.FATAL, State.BACKOFF):
+                core = dataclasses.replace(core, start_failures=0, crashes=(), message="")
+                return _spawn(core, restart=False)
+            return core, []
+
+        case StopRequested(timeout=timeout, force=force):
+            if state in (State.STARTING, State.RUNNING):
+                core = dataclasses.replace(core, state=State.STOPPING, message="stop requested")
+                if force or core.pid == 0:
+                    core, timer = _arm(core, KILL_GRACE)
+                    return core, [KillGroup(), timer]
+                core, timer = _arm(core, policy.stop_timeout if timeout is None else timeout)
+                return core, [SignalGroup(policy.stop_signal), timer]
+            if state == State.STOPPING:
+                if force:
+                    core, timer = _arm(core, KILL_GRACE)
+                    return core, [KillGroup(), timer]
+                return core, []
+            if state in (State.BACKOFF, State.EXITED, State.FATAL):
+                return dataclasses.replace(_disarm(core), state=State.STOPPED, pid=0), []
+            return core, []
+
+        case Spawned(pid=pid):
+            if state != State.STARTING:
+                return core, []
+            core = dataclasses.replace(core, pid=pid, exit_code=None, exit_signal=None)
+            return _running(core, policy, 0.0)
+
+        case SpawnFailed(reason=reason):
+            if state != State.STARTING:
+                return core, []
+            return _after_failure(core, now, policy, roll, during_start=True,
+                                  reason=f"spawn failed: {reason}", clean=False)
+
+        case Exited(pid=pid, code=code, signal=sig):
+            if pid != core.pid or core.pid == 0:
+                return core, [KillGroup()]  # a stale exit; still sweep what it left
+            core = dataclasses.replace(core, exit_code=code, exit_signal=sig)
+            reason = describe_exit(code, sig)
+            if state == State.STOPPING:
+                core = dataclasses.replace(_disarm(core), state=State.STOPPED, pid=0,
+                                           message=f"stopped ({reason})")
+                return core, [KillGroup()]
+            if state in (State.STARTING, State.RUNNING):
+                clean = sig is None and code is not None and code in policy.success_exit_codes
+                core, actions = _after_failure(core, now, policy, roll,
+                                               during_start=state == State.STARTING,
+                                               reason=reason, clean=clean)
+                return core, [KillGroup(), *actions]
+            return core, [KillGroup()]
+
+        case TimerFired(token=token):
+            if token != core.timer:
+                return core, []
+            if state == State.STARTING:
+                return dataclasses.replace(_disarm(core), state=State.RUNNING,
+                                           start_failures=0), []
+            if state == State.BACKOFF:
+                return _spawn(core, restart=True)
+            if state == State.STOPPING:
+                core, timer = _arm(core, KILL_GRACE)
+                core = dataclasses.replace(core, message="stop timeout; killing the group")
+                return core, [KillGroup(), timer]
+            return core, []
+
+        case Adopted(pid=pid, age=age):
+            if state != State.STOPPED:
+                return core, []
+            core = dataclasses.replace(core, pid=pid, adopted=True, message="re-adopted")
+            return _running(core, policy, age)
+
+        case Vanished():
+            if state != State.STOPPED:
+                return core, []
+            core = dataclasses.replace(core, state=State.RUNNING, pid=0)
+            return _after_failure(core, now, policy, roll, during_start=False,
+                                  reason="exited while the manager was down", clean=False)
+    return core, []

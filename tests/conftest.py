@@ -1,0 +1,226 @@
+"""Shared test helpers: real ai-manager processes on 127.0.0.1 with port 0, real child
+services, real gRPC and HTTP clients. Everything a test starts is torn down."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+
+from backendai.v1 import manager_pb2 as pb
+from backendai.v1 import manager_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE = str(ROOT / "tests" / "fixtures" / "service.py")
+PY = sys.executable
+TAG_ENV = "AI_TEST_TAG"
+
+
+def assert_eventually(predicate: Callable[[], Any], timeout: float = 10.0,
+                      interval: float = 0.01, what: str = "") -> Any:
+    """Poll an external condition with a deadline on the monotonic clock."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"not true within {timeout}s: {what or predicate} (last={last!r})")
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(v)
+
+
+def to_toml(top: dict[str, Any], services: list[dict[str, Any]]) -> str:
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
+    for svc in services:
+        lines.append("\n[[services]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in svc.items()]
+    return "\n".join(lines) + "\n"
+
+
+def service_cmd(*args: str) -> list[str]:
+    return [PY, "-u", SERVICE, *args]
+
+
+def tagged_processes(tag: str) -> list[psutil.Process]:
+    out = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(TAG_ENV) == tag:
+                out.append(proc)
+    return out
+
+
+class ManagerProc:
+    """One real `ai-manager` process with its config, state and services."""
+
+    def __init__(self, root: Path, services: list[dict[str, Any]],
+                 top: dict[str, Any] | None = None) -> None:
+        self.root = root
+        self.tag = uuid.uuid4().hex
+        self.state_dir = root / "state"
+        self.config_path = root / "manager.toml"
+        self.ready_path = root / "ready.json"
+        self.log_path = root / "manager.log"
+        self.services = []
+        for svc in services:
+            svc = dict(svc)
+            svc.setdefault("working_directory", str(root))
+            env = dict(svc.get("env", {}))
+            env[TAG_ENV] = self.tag
+            svc["env"] = env
+            self.services.append(svc)
+        self.top = {"role": "agent", "http_listen": "127.0.0.1:0",
+                    "grpc_listen": "127.0.0.1:0", "state_dir": str(self.state_dir),
+                    "log_format": "json", **(top or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+        self._channel: grpc.Channel | None = None
+        self.token: str | None = None
+
+    def write_config(self) -> None:
+        self.config_path.write_text(to_toml(self.top, self.services))
+
+    def start(self, timeout: float = 20.0) -> ManagerProc:
+        self.write_config()
+        with contextlib.suppress(FileNotFoundError):
+            self.ready_path.unlink()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [PY, "-m", "manager.main", "--config", str(self.config_path),
+             "--ready-file", str(self.ready_path)],
+            stdout=log, stderr=log, cwd=ROOT, start_new_session=True)
+        log.close()
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"manager exited {self.proc.returncode}:\n{self.logs()}")
+            return self.ready_path.exists()
+
+        assert_eventually(ready, timeout, what="manager ready file")
+        self.info = json.loads(self.ready_path.read_text())
+        self._channel = None
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def http_port(self) -> int:
+        return int(self.info["http_port"])
+
+    @property
+    def grpc_addr(self) -> str:
+        return f"127.0.0.1:{self.info['grpc_port']}"
+
+    def stub(self) -> pb_grpc.ManagerStub:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.grpc_addr)
+        return pb_grpc.ManagerStub(self._channel)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")] if self.token else []
+
+    def status(self, service: str = "") -> pb.ServiceStatus:
+        return self.stub().Status(pb.StatusRequest(service=service), timeout=10,
+                                  metadata=self.metadata())
+
+    def http(self, method: str, path: str, body: bytes | str | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        try:
+            hdrs = dict(headers or {})
+            if self.token and "Authorization" not in hdrs:
+                hdrs["Authorization"] = f"Bearer {self.token}"
+            conn.request(method, path, body=body, headers=hdrs)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._close_channel()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        finally:
+            self._close_channel()
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def service_processes(self) -> list[psutil.Process]:
+        return tagged_processes(self.tag)
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_channel()
+        for proc in self.service_processes():
+            with contextlib.suppress(psutil.Error):
+                os.killpg(proc.pid, signal.SIGKILL) if proc.pid == os.getpgid(
+                    proc.pid) else None
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+@pytest.fixture
+def make_manager(tmp_path: Path) -> Iterator[Callable[..., ManagerProc]]:
+    made: list[ManagerProc] = []
+
+    def make(services: list[dict[str, Any]], top: dict[str, Any] | None = None,
+             name: str = "m") -> ManagerProc:
+        root = tmp_path / name
+        root.mkdir(exist_ok=True)
+        m = ManagerProc(root, services, top)
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.cleanup()
+
+
+def fast_service(name: str = "svc", *args: str, **over: Any) -> dict[str, Any]:
+    """A service config with test-friendly timings."""
+    svc: dict[str, Any] = {"name": name, "command": service_cmd(*args), "start_secs": 0.3,
+                           "stop_timeout": 3.0, "backoff_initial": 0.1, "backoff_max": 0.5}
+    svc.update(over)
+    return svc
