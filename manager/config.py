@@ -199,7 +199,8 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
     if not SERVICE_NAME_RE.fullmatch(name):
         raise ConfigError(f"{prefix}name: must match {SERVICE_NAME_RE.pattern}, got {name!r}")
     backend = t.choice("backend", "process", BACKENDS)
-    command = t.converted("command", (), _command, "a non-empty list of strings")
+    no_command: tuple[str, ...] = ()
+    command = t.converted("command", no_command, _command, "a non-empty list of strings")
     if backend == "process" and not command:
         raise ConfigError(f"{prefix}command: required for backend \"process\"")
     svc = ServiceConfig(

@@ -6,6 +6,7 @@ No transport details here, and no business logic in the transports.
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import math
 import os
@@ -101,7 +102,7 @@ class ManagerControl:
     def status(self, name: str = "") -> ServiceStatus:
         return self.unit(name).status()
 
-    def list(self, pattern: str = "") -> list[ServiceStatus]:
+    def list(self, pattern: str = "") -> builtins.list[ServiceStatus]:
         """Services whose name matches a glob pattern (all when empty), in config order."""
         if not isinstance(pattern, str) or len(pattern) > MAX_PATTERN_LEN or "\x00" in pattern:
             raise InvalidArgument(f"pattern must be a glob of at most {MAX_PATTERN_LEN} chars")
@@ -125,12 +126,12 @@ class ManagerControl:
         return VersionInfo(service=unit.name, version=st.version, name=unit.config.package,
                            manager_version=self.manager_version)
 
-    async def logs(self, name: str = "", lines: int = DEFAULT_LOG_LINES) -> list[str]:
+    async def logs(self, name: str = "", lines: int = DEFAULT_LOG_LINES) -> builtins.list[str]:
         unit = self.unit(name)
         return await unit.tail(validate_lines(lines))
 
     def follow_logs(self, name: str = "", tail: int = 0, *,
-                    follow: bool = True) -> AsyncIterator[list[str]]:
+                    follow: bool = True) -> AsyncIterator[builtins.list[str]]:
         unit = self.unit(name)
         if isinstance(tail, bool) or not isinstance(tail, int) or not 0 <= tail <= MAX_LOG_LINES:
             raise InvalidArgument(f"tail_lines must be between 0 and {MAX_LOG_LINES}")

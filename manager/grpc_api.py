@@ -14,7 +14,7 @@ from backendai.errors import BackendAIError
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.control import ManagerControl
-from manager.states import ServiceStatus
+from manager.states import ServiceStatus, State
 
 log = structlog.get_logger(__name__)
 
@@ -24,10 +24,14 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+STATE_TO_PB: dict[State, pb.ServiceState] = {
+    s: getattr(pb, f"SERVICE_STATE_{s.value}") for s in State}
+
+
 def status_to_pb(st: ServiceStatus, now: float | None = None) -> pb.ServiceStatus:
     now = time.time() if now is None else now
     msg = pb.ServiceStatus(
-        name=st.name, state=pb.ServiceState.Value(f"SERVICE_STATE_{st.state.value}"),
+        name=st.name, state=STATE_TO_PB[st.state],
         pid=st.pid, uptime_seconds=max(0.0, now - st.started_at) if st.started_at else 0.0,
         restarts=st.restarts, version=st.version, package=st.package, backend=st.backend,
         message=st.message, state_since_unix=st.state_since, adopted=st.adopted,
@@ -75,7 +79,7 @@ def _stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Res
     return wrapper
 
 
-class ManagerServicer(pb_grpc.ManagerServicer):  # type: ignore[misc]
+class ManagerServicer(pb_grpc.ManagerServicer):
     def __init__(self, control: ManagerControl) -> None:
         self.control = control
 

@@ -47,9 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     configure(cfg.log_level, cfg.log_format)
     try:
         asyncio.run(_serve(cfg, args.ready_file))
-    except* BackendAIError as group:
-        for exc in group.exceptions:
-            print(f"ai-manager: {exc}", file=sys.stderr)
+    except BackendAIError as exc:
+        print(f"ai-manager: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(BackendAIError)
+        if rest is not None or matched is None:
+            raise
+        for err in matched.exceptions:
+            print(f"ai-manager: {err}", file=sys.stderr)
         return 1
     return 0
 

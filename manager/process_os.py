@@ -41,10 +41,8 @@ def open_log_fifo(path: Path) -> tuple[int, int]:
     manager, and a blocking read-write descriptor to hand to the child as stdout/err.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkfifo(path, 0o600)
-    except FileExistsError:
-        pass
     if not path.is_fifo():
         raise OSError(f"{path} exists and is not a FIFO")
     reader = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -57,7 +55,7 @@ def open_log_fifo(path: Path) -> tuple[int, int]:
 def spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], output_fd: int,
           user: str = "", group: str = "") -> subprocess.Popen[bytes]:
     """Start the service in a new session; raises OSError/SubprocessError on failure."""
-    return subprocess.Popen(  # noqa: S603 - argv comes from the operator's config
+    return subprocess.Popen(
         list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=output_fd,
         stderr=output_fd, start_new_session=True, close_fds=True,
         user=user or None, group=group or None, extra_groups=[] if user else None)

@@ -162,8 +162,8 @@ class ProcessUnit:
                         return self.status()
                     if core.state in (State.FATAL, State.EXITED, State.STOPPED) or (
                             core.restarts != before or (pid and core.pid != pid)):
-                        raise ServiceFailed(
-                            f"service {self.name!r} failed to start: {core.message or core.state.value}")
+                        why = core.message or core.state.value
+                        raise ServiceFailed(f"service {self.name!r} failed to start: {why}")
                     await self._wait_change()
         except TimeoutError:
             raise DeadlineExceeded(
@@ -236,11 +236,9 @@ class ProcessUnit:
         env.update(cfg.env)
         env[process_os.SPAWN_ID_ENV] = spawn_id
         try:
-            if self._child_fd is None:
-                self._open_pipe()
-            assert self._child_fd is not None
+            child_fd = self._output_fd()
             cwd, argv = self.resolve_command()
-            popen = process_os.spawn(argv, cwd=cwd, env=env, output_fd=self._child_fd,
+            popen = process_os.spawn(argv, cwd=cwd, env=env, output_fd=child_fd,
                                      user=cfg.user, group=cfg.group)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             log.warning("service.spawn_failed", service=self.name, error=str(exc))
@@ -345,6 +343,13 @@ class ProcessUnit:
         self._publish()
 
     # ---- the log pipe -------------------------------------------------------------------
+
+    def _output_fd(self) -> int:
+        """The child's end of the log pipe, opening the pipe if it is not open yet."""
+        self._open_pipe()
+        if self._child_fd is None:
+            raise OSError("the log pipe is not open")
+        return self._child_fd
 
     def _open_pipe(self) -> None:
         if self._reader_fd is not None:

@@ -139,7 +139,7 @@ def _backoff(n: int, policy: Policy, roll: float) -> float:
     if n <= 1:
         return 0.0
     base = min(policy.backoff_max, policy.backoff_initial * 2 ** min(n - 2, 60))
-    return max(0.0, base * (1.0 + policy.backoff_jitter * (2.0 * roll - 1.0)))
+    return float(max(0.0, base * (1.0 + policy.backoff_jitter * (2.0 * roll - 1.0))))
 
 
 def _arm(core: Core, delay: float) -> tuple[Core, SetTimer]:
@@ -240,7 +240,8 @@ def transition(core: Core, event: Event, now: float, policy: Policy,
         case Spawned(pid=pid):
             if state != State.STARTING:
                 return core, []
-            core = dataclasses.replace(core, pid=pid, exit_code=None, exit_signal=None)
+            # exit_code/exit_signal keep describing the previous run, as supervisord does.
+            core = dataclasses.replace(core, pid=pid)
             return _running(core, policy, 0.0)
 
         case SpawnFailed(reason=reason):

@@ -89,8 +89,8 @@ class ManagerProc:
         self.ready_path = root / "ready.json"
         self.log_path = root / "manager.log"
         self.services = []
-        for svc in services:
-            svc = dict(svc)
+        for given in services:
+            svc = dict(given)
             svc.setdefault("working_directory", str(root))
             env = dict(svc.get("env", {}))
             env[TAG_ENV] = self.tag

@@ -201,7 +201,7 @@ def test_spawn_failure_backs_off():
 
 def test_manual_start_clears_fatal_and_history():
     core = Core(state=State.FATAL, start_failures=9, crashes=(1.0, 2.0), message="x")
-    core, acts = transition(core, StartRequested(), 5.0, P)
+    core, _ = transition(core, StartRequested(), 5.0, P)
     assert core.state == State.STARTING and core.start_failures == 0 and core.crashes == ()
 
 

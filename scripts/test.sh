@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: bootstrap, generated-code drift, lint, types, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+echo "== generated code drift"
+.venv/bin/python scripts/gen_protos.py --check
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy --strict"
+.venv/bin/mypy backendai manager hub agent aictl
+echo "== pytest"
+exec .venv/bin/pytest -q "$@"
