@@ -19,8 +19,10 @@ MAX_MESSAGE_BYTES = 4 << 20
 
 class GrpcServer:
     def __init__(self, listen: ListenAddress, *, token: bytes | None,
-                 services: Sequence[tuple[str, Callable[[Any], None]]]) -> None:
-        """services: (full service name, add-to-server function) pairs."""
+                 services: Sequence[tuple[str, Callable[[Any], None]]],
+                 credentials: grpc.ServerCredentials | None = None) -> None:
+        """services: (full service name, add-to-server function) pairs; credentials:
+        TLS (see backendai.tls.ServerTLS), None for plaintext."""
         interceptors = [TokenInterceptor(token)] if token else []
         self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -36,9 +38,13 @@ class GrpcServer:
         reflection.enable_server_reflection(
             [*self.names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
         self.port = 0
+        self.credentials = credentials
 
     async def start(self) -> tuple[str, int]:
-        self.port = self.server.add_insecure_port(str(self.listen))
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(str(self.listen))
+        else:
+            self.port = self.server.add_secure_port(str(self.listen), self.credentials)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.listen}")
         await self.server.start()

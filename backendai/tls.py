@@ -1,0 +1,126 @@
+"""TLS material for gRPC channels, from certificate files (PEM).
+
+Server side: a certificate and key, plus a client CA to require and verify client
+certificates (mutual TLS). Client side: a CA to verify the server, plus a certificate
+and key to present when the server wants mutual TLS. Files are read once at start;
+errors name the config key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from backendai.errors import ConfigError
+
+MAX_PEM_BYTES = 1 << 20
+
+
+def read_pem(path: Path, key: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc.strerror}") from None
+    if not data or len(data) > MAX_PEM_BYTES or b"-----BEGIN " not in data:
+        raise ConfigError(f"{key}: {str(path)!r} is not a PEM file")
+    return data
+
+
+def _path(table: dict[str, Any], name: str, prefix: str) -> Path | None:
+    value = table.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{prefix}.{name}: expected a file path")
+    return Path(value)
+
+
+def _check_keys(table: Any, allowed: tuple[str, ...], prefix: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{prefix}: expected a table")
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{prefix}.{key}: unknown key")
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTLS:
+    """`[tls]`: cert_file, key_file, client_ca_file (set: mutual TLS)."""
+
+    cert: bytes
+    key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_table(cls, table: Any, prefix: str = "tls") -> ServerTLS:
+        t = _check_keys(table, ("cert_file", "key_file", "client_ca_file"), prefix)
+        cert = _path(t, "cert_file", prefix)
+        key = _path(t, "key_file", prefix)
+        if cert is None or key is None:
+            raise ConfigError(f"{prefix}: cert_file and key_file are both required")
+        ca = _path(t, "client_ca_file", prefix)
+        return cls(read_pem(cert, f"{prefix}.cert_file"), read_pem(key, f"{prefix}.key_file"),
+                   read_pem(ca, f"{prefix}.client_ca_file") if ca else None)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)], root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """`[..._tls]` of a client: ca_file (else the system roots), cert_file + key_file
+    (mutual TLS), server_name (override the name checked in the server certificate)."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def from_table(cls, table: Any, prefix: str) -> ClientTLS:
+        t = _check_keys(table, ("ca_file", "cert_file", "key_file", "server_name"), prefix)
+        ca = _path(t, "ca_file", prefix)
+        cert = _path(t, "cert_file", prefix)
+        key = _path(t, "key_file", prefix)
+        if (cert is None) != (key is None):
+            raise ConfigError(f"{prefix}: cert_file and key_file go together")
+        name = t.get("server_name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigError(f"{prefix}.server_name: expected a host name")
+        return cls(read_pem(ca, f"{prefix}.ca_file") if ca else None,
+                   read_pem(cert, f"{prefix}.cert_file") if cert else None,
+                   read_pem(key, f"{prefix}.key_file") if key else None, name)
+
+    @classmethod
+    def from_files(cls, ca: Path | None = None, cert: Path | None = None,
+                   key: Path | None = None, server_name: str | None = None) -> ClientTLS:
+        """For command lines (aictl --ca/--cert/--key)."""
+        table: dict[str, Any] = {}
+        for name, value in (("ca_file", ca), ("cert_file", cert), ("key_file", key)):
+            if value is not None:
+                table[name] = str(value)
+        if server_name:
+            table["server_name"] = server_name
+        return cls.from_table(table, "tls")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert)
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file with errors that name the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{str(path)!r}: invalid TOML: {exc}") from None
