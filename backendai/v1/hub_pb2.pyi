@@ -23,6 +23,7 @@ class RolloutState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ROLLOUT_STATE_FAILED: _ClassVar[RolloutState]
     ROLLOUT_STATE_ROLLED_BACK: _ClassVar[RolloutState]
     ROLLOUT_STATE_ABORTED: _ClassVar[RolloutState]
+    ROLLOUT_STATE_HALTING: _ClassVar[RolloutState]
 
 class HostRolloutState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -49,6 +50,7 @@ ROLLOUT_STATE_SUCCEEDED: RolloutState
 ROLLOUT_STATE_FAILED: RolloutState
 ROLLOUT_STATE_ROLLED_BACK: RolloutState
 ROLLOUT_STATE_ABORTED: RolloutState
+ROLLOUT_STATE_HALTING: RolloutState
 HOST_ROLLOUT_STATE_UNSPECIFIED: HostRolloutState
 HOST_ROLLOUT_STATE_PENDING: HostRolloutState
 HOST_ROLLOUT_STATE_UPDATING: HostRolloutState

@@ -1,0 +1,744 @@
+"""The rollout state machine (pure): `transition(rollout, event, now)` returns the new
+rollout, the events to record (for WatchRollout) and the actions for the I/O shell.
+
+No I/O and no clock reads here: `now` is wall-clock seconds passed in (deadlines must
+survive a hub restart, so they are wall-clock), observations of the fleet arrive in
+`Tick`, manager answers arrive as events. The shell persists the result of every
+transition BEFORE it carries out the actions, so a hub killed at any moment restarts
+from a state that names every action it may have started; `Recover` then reconciles
+in-flight hosts with the managers' own update state instead of re-issuing updates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from backendai.errors import FailedPrecondition
+from hub.rollout_plan import HUB_WAVE_SPEC, Plan, Strategy, budget
+
+
+class RolloutState(enum.Enum):
+    PLANNED = "PLANNED"
+    UPDATING_HUB = "UPDATING_HUB"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    PAUSED = "PAUSED"
+    HALTING = "HALTING"
+    ROLLING_BACK = "ROLLING_BACK"
+    ABORTING = "ABORTING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ROLLED_BACK = "ROLLED_BACK"
+    ABORTED = "ABORTED"
+
+
+class HostState(enum.Enum):
+    PENDING = "PENDING"
+    UPDATING = "UPDATING"
+    VERIFYING = "VERIFYING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    UNREACHABLE = "UNREACHABLE"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    SKIPPED = "SKIPPED"
+
+
+TERMINAL = frozenset({RolloutState.SUCCEEDED, RolloutState.FAILED, RolloutState.ROLLED_BACK,
+                      RolloutState.ABORTED})
+IN_FLIGHT = frozenset({HostState.UPDATING, HostState.VERIFYING, HostState.ROLLING_BACK})
+HOST_DONE = frozenset({HostState.SUCCEEDED, HostState.FAILED, HostState.UNREACHABLE,
+                       HostState.ROLLED_BACK, HostState.ROLLBACK_FAILED, HostState.SKIPPED})
+ROLLBACK_OK = frozenset({"succeeded", "rolled_back"})
+
+
+@dataclass(frozen=True, slots=True)
+class HostRun:
+    name: str
+    wave: int
+    state: HostState = HostState.PENDING
+    from_version: str = ""
+    operation_id: str = ""
+    message: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    deadline: float = 0.0          # step deadline (UPDATING, ROLLING_BACK) or healthy deadline
+    healthy_since: float = 0.0     # VERIFYING: first observation running on the target version
+    attempts: int = 0
+    moved: bool = False            # the host switched to the target version (rollback candidate)
+    failed: bool = False           # counts against the failure budget
+    lost: bool = False             # the last contact with its manager failed
+    step: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    id: str
+    version: str
+    service: str
+    strategy: Strategy
+    seed: int
+    specs: tuple[str, ...]
+    hosts: Mapping[str, HostRun]     # insertion order = plan order
+    state: RolloutState = RolloutState.RUNNING
+    current_wave: int = -1
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float = 0.0
+    message: str = ""
+    resume_at: float = 0.0
+    awaiting_promote: bool = False
+    paused_from: RolloutState | None = None
+    halted: bool = False
+    next_event: int = 0
+    include_hub: bool = False
+    description: str = ""
+    target_labels: Mapping[str, str] = field(default_factory=dict)
+    target_hosts: tuple[str, ...] = ()
+
+    @property
+    def wave_count(self) -> int:
+        return len(self.specs)
+
+    def wave_hosts(self, wave: int) -> list[HostRun]:
+        return [h for h in self.hosts.values() if h.wave == wave]
+
+    @property
+    def active(self) -> bool:
+        return self.state not in TERMINAL and self.state != RolloutState.PLANNED
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    total: int = 0
+    pending: int = 0
+    in_progress: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    rolled_back: int = 0
+    rollback_failed: int = 0
+    skipped: int = 0
+
+
+def counts(r: Rollout) -> Counts:
+    tally = dict.fromkeys(HostState, 0)
+    for h in r.hosts.values():
+        tally[h.state] += 1
+    return Counts(total=len(r.hosts), pending=tally[HostState.PENDING],
+                  in_progress=sum(tally[s] for s in IN_FLIGHT),
+                  succeeded=tally[HostState.SUCCEEDED], failed=tally[HostState.FAILED],
+                  unreachable=tally[HostState.UNREACHABLE],
+                  rolled_back=tally[HostState.ROLLED_BACK],
+                  rollback_failed=tally[HostState.ROLLBACK_FAILED],
+                  skipped=tally[HostState.SKIPPED])
+
+
+# ------------------------------------------------------------------ events in
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the hub's live view says about a host (from the manager's WatchStatus)."""
+
+    reachable: bool
+    running: bool
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    observations: Mapping[str, Observation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """The hub (re)started with this rollout active."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAccepted:
+    host: str
+    operation_id: str     # "" = already on that version
+    from_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackAccepted:
+    host: str
+    operation_id: str
+    to_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    host: str
+    unreachable: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class OperationStep:
+    host: str
+    operation_id: str
+    step: str
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFinished:
+    host: str
+    operation_id: str
+    outcome: str          # succeeded | failed | rolled_back | rollback_failed
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    host: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerReport:
+    """Manager.Status as the reconcile step sees it."""
+
+    version: str
+    running_operation_id: str
+    last_operation_id: str
+    last_outcome: str
+    last_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    host: str
+    report: ManagerReport
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Operator request: pause | resume | promote | abort | retry_failed."""
+
+    command: str
+    reason: str = ""
+
+
+Event = (Tick | Recover | UpdateAccepted | RollbackAccepted | CallFailed | OperationStep
+         | OperationFinished | ConnectionLost | Reconciled | Control)
+
+# ------------------------------------------------------------------ actions out
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateHost:
+    host: str
+    version: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackHost:
+    host: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOperation:
+    host: str
+    operation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileHost:
+    host: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelHost:
+    host: str
+
+
+Action = UpdateHost | RollbackHost | WatchOperation | ReconcileHost | CancelHost
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One recorded event (WatchRollout). `index` is assigned in order, no gaps."""
+
+    index: int
+    at: float
+    kind: str
+    state: RolloutState
+    host: str = ""
+    wave: int = -1
+    message: str = ""
+    host_state: HostState | None = None
+    counts: Counts = field(default_factory=Counts)
+    final: bool = False
+
+
+# ------------------------------------------------------------------ the machine
+
+
+class _Step:
+    """Mutable scratch for one transition; the rollout itself stays immutable."""
+
+    def __init__(self, r: Rollout, now: float) -> None:
+        self.r = r
+        self.now = now
+        self.hosts = dict(r.hosts)
+        self.notes: list[tuple[str, str, int, str, HostState | None]] = []
+        self.actions: list[Action] = []
+
+    def set(self, **changes: object) -> None:
+        self.r = replace(self.r, **changes)  # type: ignore[arg-type]  # dataclass fields
+
+    def host(self, name: str, kind: str | None = None, note: str = "",
+             **changes: object) -> HostRun:
+        """Change a host; `kind` records an event, `note` is its message (and the
+        host's message unless one is given)."""
+        if note and "message" not in changes:
+            changes["message"] = note
+        h = replace(self.hosts[name], **changes)  # type: ignore[arg-type]  # dataclass fields
+        self.hosts[name] = h
+        if kind:
+            self.notes.append((kind, name, h.wave, note or h.message, h.state))
+        return h
+
+    def note(self, kind: str, message: str = "", wave: int = -1) -> None:
+        self.notes.append((kind, "", wave, message, None))
+
+
+def new_rollout(*, rollout_id: str, version: str, service: str, strategy: Strategy,
+                plan: Plan, now: float, include_hub: bool = False, description: str = "",
+                target_labels: Mapping[str, str] | None = None,
+                target_hosts: tuple[str, ...] = (),
+                dry_run: bool = False) -> tuple[Rollout, list[Note]]:
+    hosts = {name: HostRun(name=name, wave=w) for w, wave in enumerate(plan.waves)
+             for name in wave}
+    r = Rollout(id=rollout_id, version=version, service=service, strategy=strategy,
+                seed=plan.seed, specs=plan.specs, hosts=hosts,
+                state=RolloutState.PLANNED if dry_run else RolloutState.RUNNING,
+                created_at=now, updated_at=now, include_hub=include_hub,
+                description=description, target_labels=dict(target_labels or {}),
+                target_hosts=target_hosts)
+    if dry_run:
+        return r, []
+    step = _Step(r, now)
+    step.note("rollout.created", f"version {version} to {len(hosts)} hosts in "
+              f"{len(plan.waves)} waves (seed {plan.seed})")
+    r2, notes, _ = _finish(step)
+    return r2, notes
+
+
+def transition(r: Rollout, event: Event, now: float) -> tuple[Rollout, list[Note], list[Action]]:
+    """Apply one event. Raises FailedPrecondition for a control request the current
+    state forbids (nothing changes then)."""
+    step = _Step(r, now)
+    if r.state in TERMINAL and not (isinstance(event, Control)
+                                    and event.command == "retry_failed"):
+        if isinstance(event, Control):
+            raise FailedPrecondition(f"rollout {r.id} is {r.state.value.lower()}; "
+                                     f"{event.command} needs an active rollout")
+        return r, [], []
+    if isinstance(event, Control):
+        _control(step, event)
+    elif isinstance(event, Tick):
+        _observe(step, event.observations)
+    elif isinstance(event, Recover):
+        for h in r.hosts.values():
+            if h.state in (HostState.UPDATING, HostState.ROLLING_BACK):
+                step.actions.append(ReconcileHost(h.name, r.service))
+        step.note("rollout.recovered", "hub restarted; reconciling in-flight hosts")
+    else:
+        _host_event(step, event)
+    _advance(step)
+    return _finish(step)
+
+
+def _finish(step: _Step) -> tuple[Rollout, list[Note], list[Action]]:
+    r = replace(step.r, hosts=step.hosts, updated_at=step.now)
+    c = counts(r)
+    notes = []
+    for i, (kind, host, wave, message, host_state) in enumerate(step.notes):
+        notes.append(Note(index=r.next_event + i, at=step.now, kind=kind, state=r.state,
+                          host=host, wave=wave, message=message, host_state=host_state,
+                          counts=c))
+    if notes and r.state in TERMINAL:
+        notes[-1] = replace(notes[-1], final=True)
+    r = replace(r, next_event=r.next_event + len(notes))
+    return r, notes, step.actions
+
+
+# ------------------------------------------------------------------ operator control
+
+def _control(step: _Step, ev: Control) -> None:
+    r = step.r
+    cmd = ev.command
+    why = f": {ev.reason}" if ev.reason else ""
+    if cmd == "pause":
+        if r.state not in (RolloutState.RUNNING, RolloutState.WAITING,
+                           RolloutState.UPDATING_HUB):
+            raise FailedPrecondition(f"cannot pause a rollout that is {r.state.value.lower()}")
+        step.set(paused_from=r.state, state=RolloutState.PAUSED)
+        step.note("rollout.paused", "paused; in-flight hosts finish" + why)
+    elif cmd == "resume":
+        if r.state != RolloutState.PAUSED:
+            raise FailedPrecondition(f"cannot resume a rollout that is {r.state.value.lower()}")
+        step.set(state=r.paused_from or RolloutState.RUNNING, paused_from=None)
+        step.note("rollout.resumed", "resumed" + why)
+    elif cmd == "promote":
+        if r.state != RolloutState.WAITING:
+            raise FailedPrecondition("promote needs a rollout waiting between waves; it is "
+                                     + r.state.value.lower())
+        step.set(state=RolloutState.RUNNING, awaiting_promote=False, resume_at=0.0)
+        step.note("rollout.promoted", "promoted to the next wave" + why)
+        _start_wave(step, r.current_wave + 1)
+    elif cmd == "abort":
+        if r.state in (RolloutState.ROLLING_BACK, RolloutState.ABORTING):
+            raise FailedPrecondition(f"rollout is already {r.state.value.lower()}")
+        _skip_pending(step, "aborted")
+        step.set(state=RolloutState.ABORTING, halted=False, message="aborted" + why)
+        step.note("rollout.aborting", "aborted; in-flight hosts finish" + why)
+    elif cmd == "retry_failed":
+        _retry(step, why)
+    else:
+        raise FailedPrecondition(f"unknown command {cmd!r}")
+
+
+def _retry(step: _Step, why: str) -> None:
+    r = step.r
+    if r.state not in (RolloutState.RUNNING, RolloutState.WAITING, RolloutState.PAUSED,
+                       RolloutState.FAILED):
+        raise FailedPrecondition(f"retry-failed needs a running or failed rollout; it is "
+                                 f"{r.state.value.lower()}")
+    again = {HostState.FAILED, HostState.UNREACHABLE}
+    if r.state == RolloutState.FAILED:
+        again.add(HostState.SKIPPED)
+    names = [h.name for h in step.hosts.values()
+             if h.state in again or (h.failed and h.state in HOST_DONE)]
+    if not names:
+        raise FailedPrecondition("no failed hosts to retry")
+    for name in names:
+        step.host(name, "host.retry", "will retry" + why, state=HostState.PENDING,
+                  failed=False, lost=False, message="", operation_id="", step="")
+    if r.state == RolloutState.FAILED:
+        step.set(state=RolloutState.RUNNING, halted=False, finished_at=0.0, message="")
+        step.note("rollout.state", f"retrying {len(names)} hosts")
+
+
+# ------------------------------------------------------------------ host events
+
+def _host_event(step: _Step, ev: Event) -> None:
+    name = getattr(ev, "host", "")
+    h = step.hosts.get(name)
+    if h is None:
+        return
+    target = step.r.version
+    if isinstance(ev, UpdateAccepted) and h.state == HostState.UPDATING:
+        if not ev.operation_id:
+            step.host(name, "host.verifying", f"already on {target}",
+                      state=HostState.VERIFYING, from_version=ev.from_version, moved=False,
+                      deadline=step.now + step.r.strategy.healthy_deadline_seconds)
+        else:
+            step.host(name, "host.accepted", f"update {ev.operation_id} from "
+                      f"{ev.from_version or '?'}", operation_id=ev.operation_id,
+                      from_version=ev.from_version, lost=False)
+    elif isinstance(ev, RollbackAccepted) and h.state == HostState.ROLLING_BACK:
+        step.host(name, "host.step", f"rollback {ev.operation_id} to {ev.to_version}",
+                  operation_id=ev.operation_id, lost=False)
+    elif isinstance(ev, CallFailed):
+        if h.state == HostState.UPDATING:
+            st = HostState.UNREACHABLE if ev.unreachable else HostState.FAILED
+            step.host(name, "host." + st.value.lower(), state=st, failed=True,
+                      lost=ev.unreachable, message=ev.message, finished_at=step.now)
+        elif h.state == HostState.ROLLING_BACK:
+            step.host(name, "host.rollback_failed", state=HostState.ROLLBACK_FAILED,
+                      message=ev.message, finished_at=step.now)
+    elif isinstance(ev, OperationStep):
+        if h.state in (HostState.UPDATING, HostState.ROLLING_BACK) \
+                and ev.operation_id == h.operation_id:
+            step.host(name, "host.step", f"{ev.step} {ev.status} {ev.message}".strip(),
+                      step=ev.step)
+    elif isinstance(ev, OperationFinished):
+        if ev.operation_id == h.operation_id:
+            _finished(step, h, ev.outcome, ev.message)
+    elif isinstance(ev, ConnectionLost):
+        if h.state in (HostState.UPDATING, HostState.ROLLING_BACK):
+            step.host(name, "host.lost", ev.message, lost=True)
+            step.actions.append(ReconcileHost(name, step.r.service))
+    elif isinstance(ev, Reconciled):
+        _reconciled(step, h, ev.report)
+
+
+def _finished(step: _Step, h: HostRun, outcome: str, message: str) -> None:
+    now = step.now
+    if h.state == HostState.UPDATING:
+        if outcome == "succeeded":
+            step.host(h.name, "host.verifying", message or "updated; checking health",
+                      state=HostState.VERIFYING, moved=h.from_version != step.r.version,
+                      healthy_since=0.0, lost=False,
+                      deadline=now + step.r.strategy.healthy_deadline_seconds)
+        elif outcome == "rolled_back":
+            step.host(h.name, "host.rolled_back", "update failed; manager rolled back: "
+                      + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now)
+        elif outcome == "rollback_failed":
+            step.host(h.name, "host.rollback_failed", "update and rollback failed: "
+                      + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now)
+        else:
+            step.host(h.name, "host.failed", "update failed: " + (message or outcome),
+                      state=HostState.FAILED, failed=True, finished_at=now)
+    elif h.state == HostState.ROLLING_BACK:
+        if outcome in ROLLBACK_OK:
+            step.host(h.name, "host.rolled_back", message or "rolled back",
+                      state=HostState.ROLLED_BACK, moved=False, finished_at=now)
+        else:
+            step.host(h.name, "host.rollback_failed", "rollback failed: " + message,
+                      state=HostState.ROLLBACK_FAILED, finished_at=now)
+
+
+def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
+    """After a hub restart or a broken watch: adopt what the manager itself says."""
+    if h.state not in (HostState.UPDATING, HostState.ROLLING_BACK):
+        return
+    rollback = h.state == HostState.ROLLING_BACK
+    if rep.running_operation_id:
+        step.host(h.name, "host.reconciled", f"operation {rep.running_operation_id} still "
+                  "running; watching it", operation_id=rep.running_operation_id, lost=False)
+        step.actions.append(WatchOperation(h.name, rep.running_operation_id))
+    elif h.operation_id and rep.last_operation_id == h.operation_id:
+        step.host(h.name, "host.reconciled", f"operation {h.operation_id} ended "
+                  f"{rep.last_outcome}", lost=False)
+        _finished(step, step.hosts[h.name], rep.last_outcome or "failed", "after reconcile")
+    elif rollback:
+        if rep.version == h.from_version and h.from_version:
+            _finished(step, h, "succeeded", f"on {rep.version} (reconciled)")
+        else:
+            step.host(h.name, "host.reconciled", "rollback not started; issuing it", lost=False)
+            step.actions.append(RollbackHost(h.name, step.r.service))
+    elif rep.version == step.r.version:
+        step.host(h.name, "host.reconciled", f"already on {rep.version}", lost=False,
+                  operation_id=h.operation_id or rep.last_operation_id,
+                  from_version=h.from_version or ("?" if rep.last_version else ""))
+        _finished(step, step.hosts[h.name], "succeeded", f"on {rep.version} (reconciled)")
+    elif h.operation_id:
+        step.host(h.name, "host.failed", f"operation {h.operation_id} unknown to the manager",
+                  state=HostState.FAILED, failed=True, finished_at=step.now, lost=False)
+    else:
+        # Persisted as UPDATING but the update never reached the manager: issue it now.
+        step.host(h.name, "host.reconciled", "update not started; issuing it", lost=False)
+        step.actions.append(UpdateHost(h.name, step.r.version, step.r.service))
+
+
+def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
+    now = step.now
+    s = step.r.strategy
+    for h in list(step.hosts.values()):
+        if h.state == HostState.VERIFYING:
+            obs = observations.get(h.name)
+            if obs is not None and obs.reachable and obs.running \
+                    and obs.version == step.r.version:
+                since = h.healthy_since or now
+                if now - since >= s.min_healthy_seconds:
+                    step.host(h.name, "host.succeeded", f"healthy on {step.r.version}",
+                              state=HostState.SUCCEEDED, healthy_since=since,
+                              finished_at=now, message="")
+                    continue
+                if not h.healthy_since:
+                    step.host(h.name, None, healthy_since=since)
+            elif obs is not None and h.healthy_since:
+                step.host(h.name, "host.step", "unhealthy again; health timer restarts",
+                          healthy_since=0.0)
+            if now >= step.hosts[h.name].deadline and \
+                    step.hosts[h.name].state == HostState.VERIFYING:
+                seen = (f"running {obs.version}" if obs and obs.running else
+                        "not running") if obs else "no status"
+                step.host(h.name, "host.failed", f"not healthy on {step.r.version} within "
+                          f"{s.healthy_deadline_seconds:g}s ({seen})",
+                          state=HostState.FAILED, failed=True, finished_at=now)
+        elif h.state in (HostState.UPDATING, HostState.ROLLING_BACK) and now >= h.deadline:
+            step.actions.append(CancelHost(h.name))
+            if h.state == HostState.ROLLING_BACK:
+                step.host(h.name, "host.rollback_failed", "rollback step deadline exceeded",
+                          state=HostState.ROLLBACK_FAILED, finished_at=now)
+            else:
+                st = HostState.UNREACHABLE if h.lost else HostState.FAILED
+                step.host(h.name, "host." + st.value.lower(),
+                          f"step deadline of {s.step_deadline_seconds:g}s exceeded"
+                          + (" (manager unreachable)" if h.lost else f" at {h.step or 'start'}"),
+                          state=st, failed=True, finished_at=now)
+
+
+# ------------------------------------------------------------------ progress
+
+def _advance(step: _Step) -> None:
+    r = step.r
+    if r.state in (RolloutState.RUNNING, RolloutState.UPDATING_HUB, RolloutState.WAITING,
+                   RolloutState.PAUSED) and _over_budget(step):
+        return
+    if r.state == RolloutState.WAITING and not r.awaiting_promote and step.now >= r.resume_at:
+        step.set(state=RolloutState.RUNNING, resume_at=0.0)
+        step.note("rollout.state", "pause over")
+        _start_wave(step, r.current_wave + 1)
+    elif r.state in (RolloutState.RUNNING, RolloutState.UPDATING_HUB):
+        if r.current_wave < 0:
+            _start_wave(step, 0)
+        _progress(step)
+    elif r.state in (RolloutState.HALTING, RolloutState.ABORTING):
+        if not _busy(step):
+            _drained(step)
+    elif r.state == RolloutState.ROLLING_BACK and not _busy(step):
+        bad = [h for h in step.hosts.values() if h.state == HostState.ROLLBACK_FAILED
+               and not h.failed]
+        _end(step, RolloutState.FAILED if bad else RolloutState.ROLLED_BACK,
+             step.r.message + (f"; {len(bad)} hosts failed to roll back" if bad else
+                               "; moved hosts rolled back"))
+
+
+def _busy(step: _Step) -> bool:
+    return any(h.state in IN_FLIGHT for h in step.hosts.values())
+
+
+def _drained(step: _Step) -> None:
+    r = step.r
+    if r.state == RolloutState.ABORTING:
+        _end(step, RolloutState.ABORTED, r.message)
+        return
+    moved = [h for h in step.hosts.values() if h.moved and h.state == HostState.SUCCEEDED
+             and step.r.specs[h.wave] != HUB_WAVE_SPEC]
+    if not r.strategy.auto_rollback:
+        _end(step, RolloutState.FAILED, r.message)
+    elif not moved:
+        _end(step, RolloutState.ROLLED_BACK, r.message + "; no host had moved")
+    else:
+        step.set(state=RolloutState.ROLLING_BACK)
+        step.note("rollout.rolling_back", f"rolling back {len(moved)} hosts")
+        deadline = step.now + r.strategy.step_deadline_seconds
+        for h in moved:
+            step.host(h.name, "host.rollback_started", f"back to {h.from_version}",
+                      state=HostState.ROLLING_BACK, operation_id="", started_at=step.now,
+                      deadline=deadline, step="")
+            step.actions.append(RollbackHost(h.name, r.service))
+
+
+def _end(step: _Step, state: RolloutState, message: str) -> None:
+    step.set(state=state, finished_at=step.now, message=message, awaiting_promote=False)
+    step.note("rollout.finished", message or state.value.lower())
+
+
+def _over_budget(step: _Step) -> bool:
+    r = step.r
+    s = r.strategy
+    total_failed = 0
+    for w in range(r.wave_count):
+        wave = [step.hosts[h.name] for h in r.wave_hosts(w)]
+        failed = sum(1 for h in wave if h.failed)
+        total_failed += failed
+        allowed = 0 if r.specs[w] == HUB_WAVE_SPEC else budget(s.max_failures_per_wave,
+                                                               len(wave))
+        if failed > allowed:
+            _halt(step, f"wave {w} ({r.specs[w]}): {failed} failed hosts exceed the budget "
+                  f"of {allowed}")
+            return True
+    allowed_total = budget(s.max_failures_total, len(r.hosts))
+    if total_failed > allowed_total:
+        _halt(step, f"{total_failed} failed hosts exceed the rollout budget of {allowed_total}")
+        return True
+    return False
+
+
+def _halt(step: _Step, why: str) -> None:
+    _skip_pending(step, "halted")
+    step.set(state=RolloutState.HALTING, halted=True, message="halted: " + why,
+             awaiting_promote=False, paused_from=None)
+    step.note("rollout.halting", "halted: " + why)
+    if not _busy(step):
+        _drained(step)
+
+
+def _skip_pending(step: _Step, why: str) -> None:
+    for h in list(step.hosts.values()):
+        if h.state == HostState.PENDING:
+            step.host(h.name, "host.skipped", why, state=HostState.SKIPPED,
+                      finished_at=step.now)
+
+
+def _start_wave(step: _Step, wave: int) -> None:
+    r = step.r
+    if wave >= r.wave_count:
+        return
+    hub = r.specs[wave] == HUB_WAVE_SPEC
+    step.set(current_wave=wave,
+             state=RolloutState.UPDATING_HUB if hub else RolloutState.RUNNING)
+    step.note("wave.started", f"wave {wave} ({r.specs[wave]}): "
+              f"{len(r.wave_hosts(wave))} hosts", wave=wave)
+    _progress(step)
+
+
+def _progress(step: _Step) -> None:
+    """Start pending hosts of the waves reached, then move on when the wave is done."""
+    while True:
+        r = step.r
+        if r.state not in (RolloutState.RUNNING, RolloutState.UPDATING_HUB):
+            return
+        reached = [h for h in step.hosts.values() if h.wave <= r.current_wave]
+        busy = sum(1 for h in reached if h.state in IN_FLIGHT)
+        limit = r.strategy.max_parallel or len(reached)
+        for h in reached:
+            if busy >= limit:
+                break
+            if h.state == HostState.PENDING:
+                busy += 1
+                step.host(h.name, "host.started", f"updating to {r.version}",
+                          state=HostState.UPDATING, attempts=h.attempts + 1,
+                          started_at=step.now, finished_at=0.0, operation_id="",
+                          deadline=step.now + r.strategy.step_deadline_seconds,
+                          healthy_since=0.0, step="", message="")
+                step.actions.append(UpdateHost(h.name, r.version, r.service))
+        if any(h.state not in HOST_DONE for h in (step.hosts[x.name] for x in reached)):
+            return
+        step.note("wave.done", f"wave {r.current_wave} done", wave=r.current_wave)
+        if r.current_wave + 1 >= r.wave_count:
+            bad = [h for h in step.hosts.values() if h.state != HostState.SUCCEEDED]
+            if bad:
+                _end(step, RolloutState.FAILED, f"{len(bad)} of {len(step.hosts)} hosts "
+                     f"are not on {r.version}")
+            else:
+                _end(step, RolloutState.SUCCEEDED, f"all {len(step.hosts)} hosts on "
+                     f"{r.version}")
+            return
+        was_hub = r.specs[r.current_wave] == HUB_WAVE_SPEC
+        if not was_hub and r.strategy.pause_until_promote:
+            step.set(state=RolloutState.WAITING, awaiting_promote=True)
+            step.note("rollout.waiting", "waiting for promote")
+            return
+        if not was_hub and r.strategy.pause_seconds > 0:
+            step.set(state=RolloutState.WAITING,
+                     resume_at=step.now + r.strategy.pause_seconds)
+            step.note("rollout.waiting", f"pausing {r.strategy.pause_seconds:g}s")
+            return
+        nxt = r.current_wave + 1
+        hub = r.specs[nxt] == HUB_WAVE_SPEC
+        step.set(current_wave=nxt,
+                 state=RolloutState.UPDATING_HUB if hub else RolloutState.RUNNING)
+        step.note("wave.started", f"wave {nxt} ({r.specs[nxt]}): "
+                  f"{len(r.wave_hosts(nxt))} hosts", wave=nxt)
+
+
+def as_dict(obj: object) -> object:
+    """Plain-data form of engine values (for the store)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, Mapping):
+        return {k: as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [as_dict(v) for v in obj]
+    return obj
