@@ -54,13 +54,13 @@ class Host:
         return [IP, "netns", "exec", self.netns, *argv]
 
     def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        proc = subprocess.Popen(self.argv(argv), **kwargs)  # noqa: S603 - test argv
+        proc = subprocess.Popen(self.argv(argv), **kwargs)
         self.procs.append(proc)
         return proc
 
     def run(self, argv: list[str], timeout: float = 60, **kwargs: Any,
             ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(argv), capture_output=True, text=True,  # noqa: S603
+        return subprocess.run(self.argv(argv), capture_output=True, text=True,
                               timeout=timeout, check=False, **kwargs)
 
     def link_down(self) -> None:
