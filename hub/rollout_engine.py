@@ -742,3 +742,8 @@ def as_dict(obj: object) -> object:
     if isinstance(obj, tuple | list):
         return [as_dict(v) for v in obj]
     return obj
+
+
+def as_dict_fields(obj: object) -> dict[str, object]:
+    """`as_dict` of a dataclass instance, typed as a dict."""
+    return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]  # callers pass dataclass instances

@@ -1,0 +1,53 @@
+"""Decorators for grpc.aio servicer methods: our errors become their status codes;
+anything else is logged and becomes INTERNAL "internal error" (never a stack trace)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from backendai.errors import BackendAIError
+
+log = structlog.get_logger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+          ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await fn(self, request, context)
+        except BackendAIError as exc:
+            await context.abort(exc.grpc_code, str(exc))
+        except grpc.aio.AioRpcError as exc:  # a downstream call failed: pass its status on
+            await context.abort(exc.code(), exc.details() or exc.code().name)
+        except Exception:
+            log.exception("grpc.internal_error", method=fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")  # context.abort always raises
+    return wrapper
+
+
+def stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
+           ) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except BackendAIError as exc:
+            await context.abort(exc.grpc_code, str(exc))
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or exc.code().name)
+        except Exception:
+            log.exception("grpc.internal_error", method=fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    return wrapper

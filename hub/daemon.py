@@ -1,0 +1,113 @@
+"""The hub daemon's lifecycle: run() returns only when fully stopped; shutdown() is
+idempotent. Graceful stop order: health NOT_SERVING, gRPC stop with grace, then the
+rollout runners (their state is already on disk) and the inventory watchers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import structlog
+
+from backendai.auth import load_token
+from backendai.daemon_support import InstanceLock, write_ready_file
+from backendai.grpc_server import GrpcServer
+from hub.config import HubConfig
+from hub.fleet import Fleet
+from hub.grpc_api import SERVICE_NAME, HubServicer
+from hub.inventory import Inventory
+from hub.manager_links import ManagerLinks
+from hub.rollouts import Rollouts
+from hub.store import HubStore
+
+log = structlog.get_logger(__name__)
+
+GRACE = 2.0
+
+
+class HubDaemon:
+    def __init__(self, config: HubConfig, *, ready_file: Path | None = None,
+                 version: str = "unknown") -> None:
+        self.config = config
+        self.version = version
+        self.ready_file = ready_file
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        self.port = 0
+
+    def request_shutdown(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        await self._done.wait()
+
+    async def run(self) -> None:
+        started = time.monotonic()
+        cfg = self.config
+        lock = InstanceLock(cfg.state_dir / "hub.lock")
+        store: HubStore | None = None
+        links: ManagerLinks | None = None
+        try:
+            lock.acquire()
+            token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
+            manager_token = load_token(cfg.manager_token_file, "manager_token_file") \
+                if cfg.manager_token_file else token
+            store = HubStore(cfg.state_dir / "hub.db")
+            links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
+                                 call_timeout=cfg.call_timeout)
+            inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval)
+            static = [*cfg.hosts, *([cfg.self_host] if cfg.self_host else [])]
+            for entry in static:
+                inventory.add(entry)
+            static_names = frozenset(e.name for e in static)
+            for entry in store.registered_hosts():
+                if entry.name not in static_names:
+                    inventory.add(entry)
+            fleet = Fleet(inventory=inventory, links=links, store=store,
+                          static_names=static_names)
+            rollouts = Rollouts(store=store, links=links, inventory=inventory,
+                                hub_host=cfg.self_host.name if cfg.self_host else None,
+                                tick=cfg.tick_seconds)
+            version = self.version
+            servicer = HubServicer(version=version, inventory=inventory, fleet=fleet,
+                                   rollouts=rollouts)
+            server = GrpcServer(cfg.grpc_listen, token=token,
+                                services=[(SERVICE_NAME, servicer.add_to)],
+                                credentials=cfg.tls.credentials() if cfg.tls else None)
+            async with asyncio.TaskGroup() as tg:
+                watch = tg.create_task(inventory.run(), name="inventory")
+                runs = tg.create_task(rollouts.run(), name="rollouts")
+                try:
+                    _, self.port = await server.start()
+                    self._announce(started, version)
+                    await self._stop.wait()
+                    log.info("hub.stopping")
+                finally:
+                    await server.not_serving()
+                    await server.stop(GRACE)
+                    for task in (runs, watch):
+                        task.cancel()
+                    for task in (runs, watch):
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+        finally:
+            if links is not None:
+                await links.close()
+            if store is not None:
+                store.close()
+            lock.release()
+            self._done.set()
+            log.info("hub.stopped")
+
+    def _announce(self, started: float, version: str) -> None:
+        cfg = self.config
+        info = {"pid": os.getpid(), "grpc": f"{cfg.grpc_listen.host}:{self.port}",
+                "grpc_port": self.port, "version": version, "state_dir": str(cfg.state_dir)}
+        if self.ready_file is not None:
+            write_ready_file(self.ready_file, info)
+        log.info("hub.ready", startup_seconds=round(time.monotonic() - started, 3),
+                 **{k: v for k, v in info.items() if k != "pid"})

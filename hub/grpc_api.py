@@ -1,0 +1,140 @@
+"""backendai.v1.Hub over gRPC: translates messages to the fleet and rollout services."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from backendai.errors import InvalidArgument
+from backendai.grpc_handlers import stream, unary
+from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import hub_pb2_grpc as pb_grpc
+from backendai.v1 import manager_pb2 as mpb
+from hub import pb_convert as conv
+from hub.fleet import Fleet
+from hub.inventory import Inventory
+from hub.rollouts import Rollouts
+
+SERVICE_NAME = "backendai.v1.Hub"
+MAX_ID = 100
+
+
+def _id(value: str) -> str:
+    if len(value) > MAX_ID or not value.isprintable():
+        raise InvalidArgument("id: not a rollout id")
+    return value
+
+
+class HubServicer(pb_grpc.HubServicer):
+    def __init__(self, *, version: str, inventory: Inventory, fleet: Fleet,
+                 rollouts: Rollouts) -> None:
+        self.version = version
+        self.inventory = inventory
+        self.fleet = fleet
+        self.rollouts = rollouts
+        self.started = time.time()
+        self.hostname = socket.gethostname()
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_HubServicer_to_server(self, server)
+
+    @unary
+    async def GetInfo(self, request: pb.HubInfoRequest, context: Any) -> pb.HubInfo:
+        active = self.rollouts.store.ids(limit=1, active_only=True)
+        return pb.HubInfo(version=self.version, uptime_seconds=time.time() - self.started,
+                          hostname=self.hostname, host_count=len(self.inventory.hosts),
+                          active_rollout_id=active[0] if active else "",
+                          started_unix=self.started)
+
+    def _hosts(self, request: pb.ListHostsRequest, role: str | None) -> pb.ListHostsResponse:
+        now = time.time()
+        views = self.inventory.select(dict(request.labels), list(request.names), role=role)
+        return pb.ListHostsResponse(hosts=[conv.host(v, self.inventory, now) for v in views])
+
+    @unary
+    async def ListHosts(self, request: pb.ListHostsRequest, context: Any) -> pb.ListHostsResponse:
+        return self._hosts(request, None)
+
+    @unary
+    async def ListAgents(self, request: pb.ListHostsRequest,
+                         context: Any) -> pb.ListHostsResponse:
+        return self._hosts(request, "agent")
+
+    @unary
+    async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
+        return self.fleet.register(request)
+
+    @unary
+    async def Heartbeat(self, request: pb.HeartbeatRequest,
+                        context: Any) -> pb.HeartbeatResponse:
+        return self.fleet.heartbeat(request)
+
+    @unary
+    async def StartRollout(self, request: pb.StartRolloutRequest,
+                           context: Any) -> pb.StartRolloutResponse:
+        r = self.rollouts.start(conv.start_request(request))
+        return pb.StartRolloutResponse(rollout=conv.rollout(r))
+
+    @unary
+    async def GetRollout(self, request: pb.GetRolloutRequest, context: Any) -> pb.Rollout:
+        return conv.rollout(self.rollouts.get(_id(request.id)))
+
+    @unary
+    async def ListRollouts(self, request: pb.ListRolloutsRequest,
+                           context: Any) -> pb.ListRolloutsResponse:
+        found = self.rollouts.list(request.limit, request.active_only)
+        return pb.ListRolloutsResponse(
+            rollouts=[conv.rollout(r, with_hosts=request.with_hosts) for r in found])
+
+    def _control(self, request: pb.RolloutControlRequest, command: str) -> pb.Rollout:
+        return conv.rollout(self.rollouts.control(_id(request.id), command, request.reason))
+
+    @unary
+    async def PauseRollout(self, request: pb.RolloutControlRequest, context: Any) -> pb.Rollout:
+        return self._control(request, "pause")
+
+    @unary
+    async def ResumeRollout(self, request: pb.RolloutControlRequest,
+                            context: Any) -> pb.Rollout:
+        return self._control(request, "resume")
+
+    @unary
+    async def PromoteRollout(self, request: pb.RolloutControlRequest,
+                             context: Any) -> pb.Rollout:
+        return self._control(request, "promote")
+
+    @unary
+    async def AbortRollout(self, request: pb.RolloutControlRequest, context: Any) -> pb.Rollout:
+        return self._control(request, "abort")
+
+    @unary
+    async def RetryFailed(self, request: pb.RolloutControlRequest, context: Any) -> pb.Rollout:
+        return self._control(request, "retry_failed")
+
+    @stream
+    async def WatchRollout(self, request: pb.WatchRolloutRequest,
+                           context: Any) -> AsyncIterator[pb.RolloutEvent]:
+        rid = self.rollouts.get(_id(request.id)).id
+        async for n in self.rollouts.watch(rid, request.from_index,
+                                           follow=not request.no_follow):
+            yield conv.note(rid, n)
+
+    @unary
+    async def HostStatus(self, request: pb.HostStatusRequest,
+                         context: Any) -> pb.HostStatusResponse:
+        return await self.fleet.host_status(list(request.hosts), request.timeout_seconds)
+
+    @unary
+    async def RestartService(self, request: pb.RestartServiceRequest,
+                             context: Any) -> mpb.ServiceStatus:
+        return await self.fleet.restart(request.host, request.service)
+
+    @stream
+    async def StreamHostLogs(self, request: pb.StreamHostLogsRequest,
+                             context: Any) -> AsyncIterator[mpb.LogBatch]:
+        async for batch in self.fleet.logs(request):
+            yield batch

@@ -1,0 +1,171 @@
+"""The fleet inventory: hosts from the static config plus those that registered, and the
+live state of each, kept current from its manager's WatchStatus stream (reconnecting
+with jittered exponential backoff, so a fleet of managers coming back does not see a
+synchronized reconnect storm)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+
+from backendai.errors import NotFound
+from backendai.v1 import agent_pb2 as apb
+from backendai.v1 import manager_pb2 as mpb
+from hub.config import HostEntry
+from hub.manager_links import ManagerLinks, describe
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+
+
+@dataclass(slots=True)
+class HostView:
+    entry: HostEntry
+    reachable: bool = False
+    status: mpb.ServiceStatus | None = None
+    last_seen: float = 0.0
+    message: str = "not contacted yet"
+    agent_address: str = ""
+    agent_version: str = ""
+    agent_heartbeat: float = 0.0
+    facts: apb.HostFacts | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def version(self) -> str:
+        return self.status.version if self.status is not None else ""
+
+    @property
+    def running(self) -> bool:
+        return self.status is not None and self.status.state == mpb.SERVICE_STATE_RUNNING
+
+
+class Inventory:
+    def __init__(self, links: ManagerLinks, *, heartbeat_interval: float) -> None:
+        self.links = links
+        self.heartbeat_interval = heartbeat_interval
+        self.hosts: dict[str, HostView] = {}
+        self.changed = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self.connected = 0
+
+    def add(self, entry: HostEntry) -> HostView:
+        """Add or replace a host; (re)start its watcher when its manager address changed."""
+        old = self.hosts.get(entry.name)
+        view = HostView(entry)
+        if old is not None:
+            if old.entry == entry:
+                return old
+            if old.entry.manager_address == entry.manager_address and \
+                    old.entry.service == entry.service:
+                old.entry = entry
+                return old
+            self._stop_watch(old)
+            view.agent_address, view.agent_version = old.agent_address, old.agent_version
+            view.agent_heartbeat, view.facts = old.agent_heartbeat, old.facts
+        self.hosts[entry.name] = view
+        self._start_watch(view)
+        return view
+
+    def get(self, name: str) -> HostView:
+        view = self.hosts.get(name)
+        if view is None:
+            raise NotFound(f"host {name!r}: not in the inventory")
+        return view
+
+    def select(self, labels: dict[str, str], names: Iterable[str] = (),
+               *, role: str | None = None) -> list[HostView]:
+        wanted = list(names)
+        for name in wanted:
+            self.get(name)
+        out = []
+        for view in self.hosts.values():
+            if role is not None and view.entry.role != role:
+                continue
+            if wanted and view.name not in wanted:
+                continue
+            if any(view.entry.labels.get(k) != v for k, v in labels.items()):
+                continue
+            out.append(view)
+        return sorted(out, key=lambda v: v.name)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        """Watch every host until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for view in self.hosts.values():
+                self._start_watch(view)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self._tg = None
+                for view in self.hosts.values():
+                    self._stop_watch(view)
+
+    def _start_watch(self, view: HostView) -> None:
+        if self._tg is not None and view.task is None:
+            view.task = self._tg.create_task(self._watch(view), name=f"watch-{view.name}")
+
+    def _stop_watch(self, view: HostView) -> None:
+        if view.task is not None:
+            view.task.cancel()
+            view.task = None
+
+    async def _watch(self, view: HostView) -> None:
+        backoff = BACKOFF_INITIAL
+        while True:
+            entry = view.entry
+            try:
+                stub = self.links.stub(entry.manager_address)
+                call = stub.WatchStatus(mpb.WatchStatusRequest(service=entry.service))
+                try:
+                    async for st in call:
+                        if not view.reachable:
+                            self.connected += 1
+                            log.info("inventory.host_up", host=view.name, version=st.version)
+                        view.reachable, view.status = True, st
+                        view.last_seen, view.message = time.time(), st.message
+                        backoff = BACKOFF_INITIAL
+                        self.changed.set()
+                finally:
+                    call.cancel()
+                reason = "status stream ended"
+            except grpc.aio.AioRpcError as exc:
+                reason = describe(exc)
+            except Exception as exc:
+                log.exception("inventory.watch_error", host=view.name)
+                reason = f"internal error: {type(exc).__name__}"
+            if view.reachable:
+                self.connected -= 1
+                log.warning("inventory.host_down", host=view.name, reason=reason)
+            view.reachable, view.message = False, reason
+            self.changed.set()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def close(self) -> None:
+        for view in self.hosts.values():
+            task = view.task
+            self._stop_watch(view)
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def agent_connected(self, view: HostView, now: float) -> bool:
+        return bool(view.agent_heartbeat) and \
+            now - view.agent_heartbeat < 3 * self.heartbeat_interval

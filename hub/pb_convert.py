@@ -1,0 +1,114 @@
+"""Engine and inventory values to and from `backendai.v1` hub messages."""
+
+from __future__ import annotations
+
+import time
+
+from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import manager_pb2 as mpb
+from hub import rollout_engine as E
+from hub.inventory import HostView, Inventory
+from hub.rollout_plan import Strategy, make_strategy
+from hub.rollouts import StartRequest
+
+ROLLOUT_STATES: dict[E.RolloutState, pb.RolloutState] = {
+    s: getattr(pb, "ROLLOUT_STATE_" + s.value) for s in E.RolloutState}
+HOST_STATES: dict[E.HostState, pb.HostRolloutState] = {
+    s: getattr(pb, "HOST_ROLLOUT_STATE_" + s.value) for s in E.HostState}
+
+
+def rollout_state(s: E.RolloutState) -> pb.RolloutState:
+    return ROLLOUT_STATES[s]
+
+
+def host_state(s: E.HostState | None) -> pb.HostRolloutState:
+    return HOST_STATES[s] if s is not None else pb.HOST_ROLLOUT_STATE_UNSPECIFIED
+
+
+def counts(c: E.Counts) -> pb.OutcomeCounts:
+    return pb.OutcomeCounts(total=c.total, pending=c.pending, in_progress=c.in_progress,
+                            succeeded=c.succeeded, failed=c.failed, unreachable=c.unreachable,
+                            rolled_back=c.rolled_back, rollback_failed=c.rollback_failed,
+                            skipped=c.skipped)
+
+
+def strategy(s: Strategy) -> pb.RolloutStrategy:
+    return pb.RolloutStrategy(
+        waves=list(s.waves), max_parallel=s.max_parallel,
+        min_healthy_seconds=s.min_healthy_seconds,
+        healthy_deadline_seconds=s.healthy_deadline_seconds,
+        step_deadline_seconds=s.step_deadline_seconds,
+        max_failures_per_wave=s.max_failures_per_wave,
+        max_failures_total=s.max_failures_total, pause_seconds=s.pause_seconds,
+        pause_until_promote=s.pause_until_promote, auto_rollback=s.auto_rollback)
+
+
+def rollout(r: E.Rollout, *, with_hosts: bool = True) -> pb.Rollout:
+    msg = pb.Rollout(
+        id=r.id, version=r.version, state=rollout_state(r.state),
+        target=pb.RolloutTarget(labels=dict(r.target_labels), hosts=list(r.target_hosts)),
+        strategy=strategy(r.strategy), seed=r.seed, service=r.service,
+        include_hub=r.include_hub, counts=counts(E.counts(r)), current_wave=r.current_wave,
+        created_unix=r.created_at, updated_unix=r.updated_at, finished_unix=r.finished_at,
+        message=r.message, next_event_index=r.next_event, resume_at_unix=r.resume_at,
+        description=r.description, awaiting_promote=r.awaiting_promote)
+    for w, spec in enumerate(r.specs):
+        hosts = r.wave_hosts(w)
+        msg.waves.append(pb.Wave(
+            index=w, spec=spec, hosts=[h.name for h in hosts],
+            failures=sum(1 for h in hosts if h.failed),
+            started=w <= r.current_wave and r.state != E.RolloutState.PLANNED,
+            done=all(h.state in E.HOST_DONE for h in hosts)))
+    if with_hosts:
+        msg.hosts.extend(
+            pb.RolloutHost(name=h.name, wave=h.wave, state=host_state(h.state),
+                           from_version=h.from_version, operation_id=h.operation_id,
+                           message=h.message, started_unix=h.started_at,
+                           finished_unix=h.finished_at, attempts=h.attempts, step=h.step)
+            for h in r.hosts.values())
+    return msg
+
+
+def note(rollout_id: str, n: E.Note) -> pb.RolloutEvent:
+    return pb.RolloutEvent(
+        index=n.index, rollout_id=rollout_id, at_unix=n.at, kind=n.kind, host=n.host,
+        wave=n.wave, message=n.message, state=rollout_state(n.state),
+        host_state=host_state(n.host_state), counts=counts(n.counts),
+        final=n.final)
+
+
+def start_request(req: pb.StartRolloutRequest) -> StartRequest:
+    s = req.strategy
+    strat = make_strategy(
+        waves=list(s.waves), max_parallel=s.max_parallel,
+        min_healthy_seconds=s.min_healthy_seconds,
+        healthy_deadline_seconds=s.healthy_deadline_seconds,
+        step_deadline_seconds=s.step_deadline_seconds,
+        max_failures_per_wave=s.max_failures_per_wave, max_failures_total=s.max_failures_total,
+        pause_seconds=s.pause_seconds, pause_until_promote=s.pause_until_promote,
+        auto_rollback=s.auto_rollback if s.HasField("auto_rollback") else True)
+    return StartRequest(
+        version=req.version, strategy=strat, labels=dict(req.target.labels),
+        hosts=tuple(req.target.hosts), seed=s.seed if s.HasField("seed") else None,
+        dry_run=req.dry_run, service=req.service, include_hub=req.include_hub,
+        description=req.description)
+
+
+def host(view: HostView, inventory: Inventory, now: float | None = None) -> pb.Host:
+    now = time.time() if now is None else now
+    st = view.status
+    e = view.entry
+    msg = pb.Host(
+        name=e.name, manager_address=e.manager_address, labels=e.labels, role=e.role,
+        source=e.source, reachable=view.reachable,
+        state=st.state if st is not None else mpb.SERVICE_STATE_UNSPECIFIED,
+        version=view.version, last_seen_unix=view.last_seen, message=view.message,
+        service=st.name if st is not None else e.service,
+        agent_address=view.agent_address, agent_version=view.agent_version,
+        agent_last_heartbeat_unix=view.agent_heartbeat,
+        agent_connected=inventory.agent_connected(view, now))
+    if st is not None:
+        msg.update.CopyFrom(st.update)
+    if view.facts is not None:
+        msg.facts.CopyFrom(view.facts)
+    return msg

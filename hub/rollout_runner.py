@@ -1,0 +1,215 @@
+"""The rollout engine's I/O shell: feeds events into the pure state machine, persists
+each result BEFORE carrying out its actions, and carries them out against the managers'
+gRPC API (Status, Update, WatchUpdate, Rollback). One task per host at a time.
+
+Events from host tasks go through one queue, so the machine sees them in order; the
+loop ticks every `tick` seconds with observations of the hosts being verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+import structlog
+
+from backendai.v1 import manager_pb2 as mpb
+from hub import rollout_engine as E
+from hub.inventory import Inventory
+from hub.manager_links import ManagerLinks, describe, is_unreachable
+from hub.store import HubStore
+
+log = structlog.get_logger(__name__)
+
+RECONCILE_BACKOFF_MAX = 5.0
+
+
+class RolloutRunner:
+    def __init__(self, rollout: E.Rollout, *, store: HubStore, links: ManagerLinks,
+                 inventory: Inventory, publish: Callable[[str, list[E.Note]], None],
+                 tick: float) -> None:
+        self.r = rollout
+        self.store = store
+        self.links = links
+        self.inventory = inventory
+        self.publish = publish
+        self.tick = tick
+        self.queue: asyncio.Queue[E.Event] = asyncio.Queue()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.timeout = links.call_timeout
+
+    # ---------------------------------------------------------------- the loop
+
+    async def run(self, *, recovered: bool) -> None:
+        log.info("rollout.run", rollout=self.r.id, recovered=recovered, state=self.r.state.value)
+        try:
+            self.apply(E.Recover() if recovered else E.Tick(self._observations()))
+            while self.r.active:
+                try:
+                    async with asyncio.timeout(self.tick):
+                        event = await self.queue.get()
+                except TimeoutError:
+                    event = E.Tick(self._observations())
+                self.apply(event)
+        finally:
+            for task in self.tasks.values():
+                task.cancel()
+            for task in self.tasks.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.tasks.clear()
+        log.info("rollout.done", rollout=self.r.id, state=self.r.state.value,
+                 message=self.r.message)
+
+    def apply(self, event: E.Event) -> E.Rollout:
+        """One transition: persist, publish, act. Raises what the machine raises for a
+        control request the state forbids (then nothing changed)."""
+        old = self.r
+        new, notes, actions = E.transition(old, event, time.time())
+        if not notes and not actions and new.hosts == old.hosts and new.state == old.state:
+            self.r = new  # only the clock moved: nothing to persist
+            return new
+        changed = [h for name, h in new.hosts.items() if old.hosts.get(name) is not h]
+        self.store.save(new, changed, notes)  # durable before any action is carried out
+        self.r = new
+        if notes:
+            self.publish(new.id, notes)
+        for action in actions:
+            self._act(action)
+        return new
+
+    def _observations(self) -> dict[str, E.Observation]:
+        out = {}
+        for name, h in self.r.hosts.items():
+            if h.state == E.HostState.VERIFYING:
+                view = self.inventory.hosts.get(name)
+                if view is not None and view.status is not None:
+                    out[name] = E.Observation(view.reachable, view.running, view.version)
+        return out
+
+    # ---------------------------------------------------------------- actions
+
+    def _act(self, action: E.Action) -> None:
+        if isinstance(action, E.CancelHost):
+            self._cancel(action.host)
+        elif isinstance(action, E.UpdateHost):
+            self._spawn(action.host, self._update(action.host, action.version, action.service))
+        elif isinstance(action, E.WatchOperation):
+            self._spawn(action.host, self._watch(action.host, action.operation_id))
+        elif isinstance(action, E.ReconcileHost):
+            self._spawn(action.host, self._reconcile(action.host, action.service))
+        elif isinstance(action, E.RollbackHost):
+            self._spawn(action.host, self._rollback(action.host, action.service))
+
+    def _cancel(self, host: str) -> None:
+        task = self.tasks.pop(host, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _spawn(self, host: str, coro: Coroutine[Any, Any, None]) -> None:
+        self._cancel(host)
+        task = asyncio.get_running_loop().create_task(self._guard(host, coro),
+                                                      name=f"rollout-{host}")
+        self.tasks[host] = task
+
+    async def _guard(self, host: str, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("rollout.host_task_error", rollout=self.r.id, host=host)
+            self.queue.put_nowait(E.ConnectionLost(host, f"internal error: {exc!r}"))
+        finally:
+            if self.tasks.get(host) is asyncio.current_task():
+                del self.tasks[host]
+
+    def _address(self, host: str) -> str:
+        return self.inventory.get(host).entry.manager_address
+
+    async def _status(self, host: str, service: str) -> mpb.ServiceStatus:
+        stub = self.links.stub(self._address(host))
+        async with asyncio.timeout(self.timeout):
+            result: mpb.ServiceStatus = await stub.Status(mpb.StatusRequest(service=service))
+            return result
+
+    @staticmethod
+    def _report(st: mpb.ServiceStatus) -> E.ManagerReport:
+        u = st.update
+        return E.ManagerReport(version=st.version,
+                               running_operation_id=u.running_operation_id,
+                               last_operation_id=u.last_operation_id,
+                               last_outcome=u.last_outcome, last_version=u.last_version)
+
+    async def _update(self, host: str, version: str, service: str) -> None:
+        stub = self.links.stub(self._address(host))
+        try:
+            st = await self._status(host, service)
+            if st.update.running_operation_id:
+                # an update already runs there: adopt it rather than issue another
+                self.queue.put_nowait(E.Reconciled(host, self._report(st)))
+                return
+            async with asyncio.timeout(self.timeout):
+                resp = await stub.Update(mpb.UpdateRequest(service=service, version=version))
+        except grpc.aio.AioRpcError as exc:
+            self.queue.put_nowait(E.CallFailed(host, is_unreachable(exc), describe(exc)))
+            return
+        except TimeoutError:
+            self.queue.put_nowait(E.CallFailed(host, True, "manager did not answer in time"))
+            return
+        self.queue.put_nowait(E.UpdateAccepted(host, resp.operation_id, st.version))
+        if resp.operation_id:
+            await self._watch(host, resp.operation_id)
+
+    async def _rollback(self, host: str, service: str) -> None:
+        stub = self.links.stub(self._address(host))
+        try:
+            async with asyncio.timeout(self.timeout):
+                resp = await stub.Rollback(mpb.RollbackRequest(service=service))
+        except grpc.aio.AioRpcError as exc:
+            self.queue.put_nowait(E.CallFailed(host, is_unreachable(exc), describe(exc)))
+            return
+        except TimeoutError:
+            self.queue.put_nowait(E.CallFailed(host, True, "manager did not answer in time"))
+            return
+        self.queue.put_nowait(E.RollbackAccepted(host, resp.operation_id, resp.version))
+        await self._watch(host, resp.operation_id)
+
+    async def _watch(self, host: str, op_id: str) -> None:
+        stub = self.links.stub(self._address(host))
+        call = stub.WatchUpdate(mpb.WatchUpdateRequest(operation_id=op_id))
+        try:
+            async for ev in call:
+                if ev.final:
+                    self.queue.put_nowait(E.OperationFinished(host, op_id, ev.outcome,
+                                                              ev.message))
+                    return
+                self.queue.put_nowait(E.OperationStep(host, op_id, ev.step, ev.status,
+                                                      ev.message))
+            reason = "update stream ended before the outcome"
+        except grpc.aio.AioRpcError as exc:
+            reason = describe(exc)
+        finally:
+            call.cancel()
+        self.queue.put_nowait(E.ConnectionLost(host, reason))
+
+    async def _reconcile(self, host: str, service: str) -> None:
+        """Ask the manager for its own update state until it answers (the engine's step
+        deadline cancels this when the manager stays away)."""
+        backoff = 0.2
+        while True:
+            try:
+                st = await self._status(host, service)
+            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                why = describe(exc) if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
+                log.info("rollout.reconcile_retry", rollout=self.r.id, host=host, reason=why)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+                backoff = min(backoff * 2, RECONCILE_BACKOFF_MAX)
+                continue
+            self.queue.put_nowait(E.Reconciled(host, self._report(st)))
+            return
