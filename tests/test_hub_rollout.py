@@ -4,9 +4,12 @@ honours the Manager API semantics, see tests/fixtures/sim_manager.py)."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import manager_pb2 as mpb
+from backendai.v1 import manager_pb2_grpc as mpb_grpc
 from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for
 
 
@@ -50,3 +53,157 @@ def test_staged_rollout_succeeds_and_every_host_updated_once(procs):
     # the canary wave ended before the next wave started
     kinds = [(e.kind, e.wave) for e in events if e.kind.startswith("wave.")]
     assert kinds[:3] == [("wave.started", 0), ("wave.done", 0), ("wave.started", 1)]
+
+
+def wave_of(r, host):
+    return next(w.index for w in r.waves if host in w.hosts)
+
+
+def test_canary_failing_health_gate_halts_rolls_back_others_untouched(procs):
+    sim = procs(SimManagers, hosts=5, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    plan = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(seed=1))).rollout
+    canary = plan.waves[0].hosts[0]
+    sim.rules([{"host": canary, "outcome": "rolled_back"}])
+    r = start_rollout(hub)
+    assert r.waves[0].hosts == [canary]  # the dry run showed exactly this plan
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_ROLLED_BACK, done
+    assert "budget" in done.message
+    assert sim.updates_per_host() == {canary: 1}  # nobody else was touched
+    c = done.counts
+    assert (c.rolled_back, c.skipped, c.succeeded) == (1, 4, 0)
+    states = {h.name: h.state for h in done.hosts}
+    assert states[canary] == pb.HOST_ROLLOUT_STATE_ROLLED_BACK
+    versions = {h.name: h.version for h in hub.call("ListAgents", pb.ListHostsRequest()).hosts}
+    assert set(versions.values()) == {"1.0"}
+
+
+def test_budget_hit_in_later_wave_rolls_back_moved_hosts(procs):
+    sim = procs(SimManagers, hosts=8, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    plan = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
+            seed=1, waves=["1", "3", "100%"]))).rollout
+    last = list(plan.waves[2].hosts)
+    sim.rules([{"host": last[0], "outcome": "failed"}, {"host": last[1], "outcome": "failed"}])
+    r = start_rollout(hub, waves=("1", "3", "100%"), max_failures_per_wave="1",
+                      max_failures_total="1")
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_ROLLED_BACK, done
+    rollbacks = {e["host"] for e in sim.journal() if e["call"] == "rollback"}
+    moved = {h.name for h in done.hosts if h.state == pb.HOST_ROLLOUT_STATE_ROLLED_BACK
+             and h.name not in last[:2]}
+    assert rollbacks == moved and len(moved) >= 3  # waves 0 and 1 at least
+    assert last[0] not in rollbacks and last[1] not in rollbacks
+    assert done.counts.failed == 2
+    wait_for(lambda: {h.version for h in hub.call("ListAgents", pb.ListHostsRequest()).hosts}
+             == {"1.0"}, what="every host back on 1.0")
+
+
+def test_hung_host_hits_step_deadline(procs):
+    sim = procs(SimManagers, hosts=3, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    sim.rules([{"host": "agent-001", "outcome": "hang"}])
+    r = start_rollout(hub, waves=("100%",), step_deadline_seconds=1.5,
+                      max_failures_per_wave="1", max_failures_total="1")
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_FAILED, done
+    hung = next(h for h in done.hosts if h.name == "agent-001")
+    assert hung.state == pb.HOST_ROLLOUT_STATE_FAILED
+    assert "deadline" in hung.message
+    assert done.counts.succeeded == 2
+
+
+def test_pause_promote_abort(procs):
+    sim = procs(SimManagers, hosts=6, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    r = start_rollout(hub, pause_until_promote=True)
+    hub.wait_rollout(r.id, (pb.ROLLOUT_STATE_WAITING,))
+    assert sum(sim.updates_per_host().values()) == 1
+    paused = hub.call("PauseRollout", pb.RolloutControlRequest(id=r.id, reason="lunch"))
+    assert paused.state == pb.ROLLOUT_STATE_PAUSED
+    resumed = hub.call("ResumeRollout", pb.RolloutControlRequest(id=r.id))
+    assert resumed.state == pb.ROLLOUT_STATE_WAITING
+    promoted = hub.call("PromoteRollout", pb.RolloutControlRequest(id=r.id))
+    assert promoted.state == pb.ROLLOUT_STATE_RUNNING
+    hub.wait_rollout(r.id, (pb.ROLLOUT_STATE_WAITING,))
+    assert sum(sim.updates_per_host().values()) == 3
+    aborted = hub.call("AbortRollout", pb.RolloutControlRequest(id=r.id, reason="enough"))
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert aborted.state in (pb.ROLLOUT_STATE_ABORTING, pb.ROLLOUT_STATE_ABORTED)
+    assert done.state == pb.ROLLOUT_STATE_ABORTED
+    assert (done.counts.succeeded, done.counts.skipped) == (3, 3)
+    assert sum(sim.updates_per_host().values()) == 3
+    with pytest.raises(grpc.RpcError) as err:
+        hub.call("PromoteRollout", pb.RolloutControlRequest(id=r.id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_watch_rollout_resumes_from_an_index(procs):
+    sim = procs(SimManagers, hosts=4, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    r = start_rollout(hub)
+    stream = hub.stub().WatchRollout(pb.WatchRolloutRequest(id=r.id), timeout=30,
+                                     metadata=hub.metadata())
+    first = [next(stream) for _ in range(3)]
+    stream.cancel()
+    rest = list(hub.stub().WatchRollout(pb.WatchRolloutRequest(id=r.id, from_index=3),
+                                        timeout=30, metadata=hub.metadata()))
+    seen = first + rest
+    assert [e.index for e in seen] == list(range(len(seen)))
+    assert seen[-1].final and seen[-1].state == pb.ROLLOUT_STATE_SUCCEEDED
+    assert [e.index for e in hub.events(r.id, 5)] == list(range(5, len(seen)))
+
+
+@pytest.mark.slow
+def test_hub_kill9_mid_wave_resumes_without_updating_any_host_twice(procs):
+    sim = procs(SimManagers, hosts=8, delay=1.0).start()
+    hub = procs(HubProc, sim.hosts).start()
+    r = start_rollout(hub, waves=("2", "50%", "100%"), max_parallel=2)
+    for _ in range(3):  # kill it three times, each with updates in flight
+        def in_flight():
+            cur = hub.rollout(r.id)
+            return any(h.state == pb.HOST_ROLLOUT_STATE_UPDATING and h.operation_id
+                       for h in cur.hosts) or cur.state in TERMINAL
+        wait_for(in_flight, 30, "an update in flight")
+        hub.kill9()
+        hub.start()
+    done = hub.wait_rollout(r.id, TERMINAL, timeout=60)
+    assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+    assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
+    kinds = [e.kind for e in hub.events(r.id)]
+    assert kinds.count("rollout.recovered") >= 1
+    events = hub.events(r.id)
+    assert [e.index for e in events] == list(range(len(events)))
+
+
+@pytest.mark.slow
+def test_hub_killed_while_hosts_finish_reconciles_their_outcome(procs):
+    """The managers finish (or fail) while the hub is down: the restarted hub takes each
+    outcome from Status.update instead of updating again."""
+    sim = procs(SimManagers, hosts=4, delay=1.0).start()
+    hub = procs(HubProc, sim.hosts).start()
+    sim.rules([{"host": "agent-002", "outcome": "rolled_back"}])
+    r = start_rollout(hub, waves=("100%",), max_failures_per_wave="1", max_failures_total="1")
+    wait_for(lambda: sum(1 for h in hub.rollout(r.id).hosts if h.operation_id) == 4, 20,
+             "all four updates accepted")
+    hub.kill9()
+    assert len([h for h in sim.journal() if h["call"] == "update"]) == 4
+
+    def all_finished():
+        for addr in sim.hosts.values():
+            with grpc.insecure_channel(addr) as ch:
+                st = mpb_grpc.ManagerStub(ch).Status(mpb.StatusRequest(), timeout=5)
+                if st.update.running_operation_id:
+                    return False
+        return True
+    wait_for(all_finished, 20, "the managers finished on their own")
+    hub.start()
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_FAILED, done  # one host failed: not all on 2.0
+    assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
+    states = {h.name: h.state for h in done.hosts}
+    assert states["agent-002"] == pb.HOST_ROLLOUT_STATE_ROLLED_BACK
+    assert sum(1 for s in states.values() if s == pb.HOST_ROLLOUT_STATE_SUCCEEDED) == 3
