@@ -21,6 +21,7 @@ SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 ROLES = ("agent", "hub")
 BACKENDS = ("process", "systemd", "rcd")
 RESTART_POLICIES = ("always", "on-failure", "never")
+HEALTH_PROBES = ("none", "grpc", "http", "tcp", "command")
 MAX_CONFIG_BYTES = 1 << 20
 
 T = TypeVar("T")
@@ -56,6 +57,20 @@ class ServiceConfig:
     unit: str = ""
     rc_script: str = ""
     keep_releases: int = 3
+    # updates (manager/updater.py; docs/CONFIG.md "Updates")
+    package_credentials_file: str = ""
+    package_public_key: str = ""
+    package_max_bytes: int = 1 << 30
+    download_timeout: float = 30.0
+    download_retries: int = 3
+    extract_max_bytes: int = 4 << 30
+    extract_max_files: int = 100_000
+    health_probe: str = "none"
+    health_target: str = ""
+    health_command: tuple[str, ...] = ()
+    health_version_method: str = ""
+    min_healthy_time: float = 5.0
+    healthy_deadline: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +249,26 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         unit=t.string("unit", f"{name}.service", max_len=256),
         rc_script=t.string("rc_script", f"/etc/rc.d/rc.{name}"),
         keep_releases=t.integer("keep_releases", 3, minimum=2, maximum=1000),
+        package_credentials_file=t.string("package_credentials_file", ""),
+        package_public_key=t.string("package_public_key", ""),
+        package_max_bytes=t.integer("package_max_bytes", 1 << 30, minimum=1024,
+                                    maximum=1 << 40),
+        download_timeout=t.number("download_timeout", 30.0, minimum=0.1, maximum=3600.0),
+        download_retries=t.integer("download_retries", 3, minimum=0, maximum=100),
+        extract_max_bytes=t.integer("extract_max_bytes", 4 << 30, minimum=1024,
+                                    maximum=1 << 40),
+        extract_max_files=t.integer("extract_max_files", 100_000, minimum=1,
+                                    maximum=10_000_000),
+        health_probe=t.choice("health_probe", "none", HEALTH_PROBES),
+        health_target=t.string("health_target", "", max_len=2048),
+        health_command=t.converted("health_command", no_command, _command,
+                                   "a non-empty list of strings"),
+        health_version_method=t.string("health_version_method", "", max_len=256),
+        min_healthy_time=t.number("min_healthy_time", 5.0, minimum=0.0, maximum=3600.0),
+        healthy_deadline=t.number("healthy_deadline", 60.0, minimum=0.1, maximum=86400.0),
     )
     t.reject_unknown()
+    _check_update_keys(svc, prefix)
     if svc.backoff_max < svc.backoff_initial:
         raise ConfigError(f"{prefix}backoff_max: must be >= backoff_initial")
     if svc.working_directory and not svc.install_root and not Path(
@@ -245,6 +278,36 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         raise ConfigError(f"{prefix}install_root: must be an absolute path")
     del state_dir
     return svc
+
+
+def _check_update_keys(svc: ServiceConfig, prefix: str) -> None:
+    if svc.package_url:
+        if "{version}" not in svc.package_url:
+            raise ConfigError(f"{prefix}package_url: must contain the {{version}} placeholder")
+        if not re.match(r"^(https?|file)://", svc.package_url):
+            raise ConfigError(f"{prefix}package_url: must start with http://, https:// "
+                              "or file://")
+        if "@" in svc.package_url.split("/")[2]:
+            raise ConfigError(f"{prefix}package_url: must not hold credentials; use "
+                              "package_credentials_file")
+        if not svc.install_root:
+            raise ConfigError(f"{prefix}install_root: required with package_url")
+    for key in ("package_credentials_file", "package_public_key"):
+        value = getattr(svc, key)
+        if value and not Path(value).is_absolute():
+            raise ConfigError(f"{prefix}{key}: must be an absolute path")
+    if svc.health_probe in ("grpc", "http", "tcp") and not svc.health_target:
+        raise ConfigError(f"{prefix}health_target: required for health_probe "
+                          f"{svc.health_probe!r}")
+    if svc.health_probe == "http" and not re.match(r"^https?://", svc.health_target):
+        raise ConfigError(f"{prefix}health_target: must be an http:// or https:// URL")
+    if svc.health_probe == "command" and not svc.health_command:
+        raise ConfigError(f"{prefix}health_command: required for health_probe \"command\"")
+    if svc.health_version_method and (
+            svc.health_probe != "grpc"
+            or not re.fullmatch(r"[A-Za-z0-9_.]+/[A-Za-z0-9_]+", svc.health_version_method)):
+        raise ConfigError(f"{prefix}health_version_method: must be 'package.Service/Method' "
+                          "and needs health_probe = \"grpc\"")
 
 
 def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:

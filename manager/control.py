@@ -19,6 +19,7 @@ from backendai.errors import InvalidArgument, NotConfigured, NotFound
 from manager.config import SERVICE_NAME_RE, ManagerConfig
 from manager.states import ServiceStatus
 from manager.unit import ServiceUnit
+from manager.update_journal import EventRecord, OpRecord
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -41,10 +42,33 @@ class UpdateStarted:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class RollbackStarted:
+    operation_id: str
+    version: str  # the release switched back to
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseInfo:
+    version: str
+    current: bool
+    previous: bool
+    installed: float  # unix time
+
+
 class Updater(Protocol):
     """What the control layer needs from the updater (see updater.py)."""
 
     async def update(self, service: str, version: str) -> UpdateStarted: ...
+
+    async def rollback(self, service: str) -> RollbackStarted: ...
+
+    def releases(self, service: str) -> builtins.list[ReleaseInfo]: ...
+
+    def watch(self, operation_id: str) -> AsyncIterator[EventRecord]: ...
+
+    def operation(self, operation_id: str) -> OpRecord | None: ...
+
 
 
 def validate_lines(lines: int, *, allow_zero: bool = True) -> int:
@@ -149,3 +173,14 @@ class ManagerControl:
     async def update(self, name: str, version: str) -> UpdateStarted:
         unit = self.unit(name)
         return await self.require_updater().update(unit.name, version)
+
+    async def rollback(self, name: str) -> RollbackStarted:
+        unit = self.unit(name)
+        return await self.require_updater().rollback(unit.name)
+
+    def releases(self, name: str) -> builtins.list[ReleaseInfo]:
+        unit = self.unit(name)
+        return self.require_updater().releases(unit.name)
+
+    def watch_update(self, operation_id: str) -> AsyncIterator[EventRecord]:
+        return self.require_updater().watch(operation_id)

@@ -27,6 +27,7 @@ from manager.http_shim import HttpShim
 from manager.process_unit import ProcessUnit
 from manager.statestore import StateStore
 from manager.unit import ServiceUnit
+from manager.updater import Updater
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +77,9 @@ class ManagerDaemon:
             token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
             store = StateStore(cfg.state_dir / "manager.db")
             units = self._make_units(store)
-            control = self.control = ManagerControl(cfg, units)
+            updater = Updater(cfg, units, store) if any(
+                s.install_root for s in cfg.services) else None
+            control = self.control = ManagerControl(cfg, units, updater)
             servicer = ManagerServicer(control)
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)])
@@ -84,6 +87,8 @@ class ManagerDaemon:
             async with asyncio.TaskGroup() as tg:
                 for unit in units.values():
                     tg.create_task(unit.run(), name=f"unit-{unit.name}")
+                if updater is not None:  # after the units: they re-adopt services first
+                    tg.create_task(updater.run(), name="updater")
                 try:
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
@@ -94,6 +99,8 @@ class ManagerDaemon:
                     await grpc_server.not_serving()
                     await http.stop(GRACE)
                     await grpc_server.stop(GRACE)
+                    if updater is not None:
+                        await updater.shutdown()
                     for unit in units.values():
                         await unit.shutdown()
         finally:

@@ -152,18 +152,29 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @_stream
     async def WatchUpdate(self, request: pb.WatchUpdateRequest,
                           context: Any) -> AsyncIterator[pb.UpdateEvent]:
-        self.control.require_updater()
-        yield pb.UpdateEvent()  # pragma: no cover - replaced when the updater lands
+        stream = self.control.watch_update(request.operation_id)
+        op = None
+        try:
+            async for ev in stream:
+                if op is None:
+                    op = self.control.require_updater().operation(ev.op_id)
+                yield pb.UpdateEvent(
+                    operation_id=ev.op_id, step=ev.step, status=ev.status, message=ev.message,
+                    elapsed_seconds=ev.elapsed, at_unix=ev.at, final=ev.final,
+                    outcome=ev.outcome, from_version=op.from_version if op else "",
+                    to_version=op.to_version if op else "", service=op.service if op else "")
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
 
     @_unary
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
-        self.control.unit(request.service)
-        self.control.require_updater()
-        return pb.RollbackResponse()  # pragma: no cover
+        started = await self.control.rollback(request.service)
+        return pb.RollbackResponse(operation_id=started.operation_id, version=started.version)
 
     @_unary
     async def ListReleases(self, request: pb.ListReleasesRequest,
                            context: Any) -> pb.ListReleasesResponse:
-        self.control.unit(request.service)
-        self.control.require_updater()
-        return pb.ListReleasesResponse()  # pragma: no cover
+        return pb.ListReleasesResponse(releases=[
+            pb.Release(version=r.version, current=r.current, previous=r.previous,
+                       installed_unix=r.installed)
+            for r in self.control.releases(request.service)])

@@ -21,6 +21,41 @@ CREATE TABLE IF NOT EXISTS services (
     restarts INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL
 );
+-- The updater's journal (manager/update_journal.py): each step is recorded before it acts.
+CREATE TABLE IF NOT EXISTS update_ops (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,             -- 'update' | 'rollback'
+    from_version TEXT NOT NULL,
+    to_version TEXT NOT NULL,
+    state TEXT NOT NULL,            -- 'running' | 'done'
+    outcome TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    finished REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS update_events (
+    op_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    elapsed REAL NOT NULL DEFAULT 0,
+    at REAL NOT NULL,
+    final INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (op_id, seq)
+);
+CREATE TABLE IF NOT EXISTS releases (
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    installed REAL NOT NULL,
+    PRIMARY KEY (service, version)
+);
+CREATE TABLE IF NOT EXISTS release_pointers (
+    service TEXT PRIMARY KEY,
+    previous TEXT NOT NULL DEFAULT ''
+);
 """
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from manager.config import ServiceConfig
-from manager.states import ServiceStatus
+from manager.states import ServiceStatus, UpdateSummary
 
 
 class ServiceUnit(Protocol):
@@ -51,4 +51,12 @@ class ServiceUnit(Protocol):
 
     async def shutdown(self) -> None:
         """Stop background work; leaves the service itself running. Idempotent."""
+        ...
+
+    def set_version(self, version: str) -> None:
+        """The release version the service now runs (set by the updater)."""
+        ...
+
+    def set_update_summary(self, summary: UpdateSummary) -> None:
+        """The update in progress and the last outcome, shown in status (updater)."""
         ...

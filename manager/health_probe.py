@@ -1,0 +1,189 @@
+"""The update health gate: the service stays up for `min_healthy_time`, its configured
+probe passes within `healthy_deadline`, and it reports the expected version.
+
+Probes: gRPC health (`grpc.health.v1.Health/Check`, plus an optional `version_method`
+called with an empty request whose response field 1 is the version), HTTP GET (2xx; a
+JSON object body with "version" must equal the target), TCP connect, or a command (exit
+0; run with AI_EXPECTED_VERSION set; a JSON object on stdout with "version" must match).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from backendai.errors import BackendAIError
+from backendai.v1 import manager_pb2 as pb
+from manager.config import ServiceConfig
+
+PROBE_TIMEOUT = 5.0
+INTERVAL = 0.2
+MAX_BODY = 64 * 1024
+
+
+class HealthFailed(BackendAIError):
+    """The new release did not become healthy: the update rolls back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSpec:
+    kind: str = "none"            # none | grpc | http | tcp | command
+    target: str = ""              # host:port (grpc, tcp) or URL (http)
+    command: tuple[str, ...] = ()
+    version_method: str = ""      # grpc only: full method returning VersionReport-shaped
+    timeout: float = PROBE_TIMEOUT
+
+    @classmethod
+    def of(cls, cfg: ServiceConfig) -> ProbeSpec:
+        return cls(kind=cfg.health_probe, target=cfg.health_target,
+                   command=cfg.health_command, version_method=cfg.health_version_method,
+                   timeout=min(PROBE_TIMEOUT, cfg.healthy_deadline))
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    message: str = ""
+    version: str | None = None    # the version the service reported, when it reports one
+
+
+def _json_version(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("version"), str):
+        return str(data["version"])
+    return None
+
+
+async def probe_once(spec: ProbeSpec, expected: str) -> ProbeResult:
+    try:
+        async with asyncio.timeout(spec.timeout):
+            match spec.kind:
+                case "grpc":
+                    return await _grpc(spec)
+                case "http":
+                    return await asyncio.to_thread(_http, spec)
+                case "tcp":
+                    return await _tcp(spec)
+                case "command":
+                    return await _command(spec, expected)
+                case _:
+                    return ProbeResult(True)
+    except TimeoutError:
+        return ProbeResult(False, f"{spec.kind} probe timed out after {spec.timeout:g}s")
+
+
+async def _grpc(spec: ProbeSpec) -> ProbeResult:
+    async with grpc.aio.insecure_channel(spec.target) as channel:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        try:
+            resp = await check(health_pb2.HealthCheckRequest(service=""),
+                               timeout=spec.timeout)
+        except grpc.aio.AioRpcError as exc:
+            return ProbeResult(False, f"gRPC health check failed: {exc.code().name}")
+        if resp.status != health_pb2.HealthCheckResponse.SERVING:
+            return ProbeResult(False, "gRPC health says "
+                               f"{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
+        if not spec.version_method:
+            return ProbeResult(True)
+        call = channel.unary_unary(
+            "/" + spec.version_method.lstrip("/"),
+            request_serializer=lambda b: b,
+            response_deserializer=pb.VersionReport.FromString)
+        try:
+            report = await call(b"", timeout=spec.timeout)
+        except grpc.aio.AioRpcError as exc:
+            return ProbeResult(False, f"{spec.version_method} failed: {exc.code().name}")
+        return ProbeResult(True, version=report.version)
+
+
+def _http(spec: ProbeSpec) -> ProbeResult:
+    req = urllib.request.Request(spec.target, method="GET")  # noqa: S310 - config-checked URL
+    try:
+        with urllib.request.urlopen(req, timeout=spec.timeout) as resp:  # noqa: S310
+            body = resp.read(MAX_BODY)
+            return ProbeResult(True, version=_json_version(body))
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return ProbeResult(False, f"HTTP probe got status {exc.code}")
+    except (urllib.error.URLError, OSError) as exc:
+        return ProbeResult(False, f"HTTP probe failed: {getattr(exc, 'reason', exc)}")
+
+
+async def _tcp(spec: ProbeSpec) -> ProbeResult:
+    host, _, port = spec.target.rpartition(":")
+    try:
+        _reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    except (OSError, ValueError) as exc:
+        return ProbeResult(False, f"TCP connect to {spec.target} failed: {exc}")
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return ProbeResult(True)
+
+
+async def _command(spec: ProbeSpec, expected: str) -> ProbeResult:
+    env = dict(os.environ, AI_EXPECTED_VERSION=expected)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *spec.command, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, env=env)
+    except OSError as exc:
+        return ProbeResult(False, f"health command cannot run: {exc}")
+    try:
+        out, _ = await proc.communicate()
+    except asyncio.CancelledError:
+        proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        return ProbeResult(False, f"health command exited {proc.returncode}")
+    return ProbeResult(True, version=_json_version(out[:MAX_BODY]))
+
+
+async def health_gate(spec: ProbeSpec, expected: str, *, min_healthy_time: float,
+                      deadline: float, down_reason: Callable[[], str | None]) -> str:
+    """Return a summary once healthy; raise HealthFailed when not within the deadline.
+
+    `down_reason()` says why the service is not up (crashed, restarted), or None.
+    """
+    started = time.monotonic()
+    last = "no probe result yet"
+    try:
+        async with asyncio.timeout(deadline):
+            while True:
+                why = down_reason()
+                if why is not None:
+                    raise HealthFailed(why)
+                result = await probe_once(spec, expected)
+                if result.version is not None and result.version != expected:
+                    raise HealthFailed(f"service reports version {result.version[:64]!r}, "
+                                       f"expected {expected!r}")
+                up_for = time.monotonic() - started
+                if result.ok and up_for >= min_healthy_time:
+                    why = down_reason()
+                    if why is not None:
+                        raise HealthFailed(why)
+                    return (f"healthy ({spec.kind} probe) after {up_for:.2f}s")
+                if not result.ok:
+                    last = result.message
+                wait = INTERVAL if not result.ok else min(
+                    INTERVAL, max(0.0, min_healthy_time - up_for))
+                await asyncio.sleep(wait)
+    except TimeoutError:
+        raise HealthFailed(f"not healthy within {deadline:g}s: {last}") from None

@@ -1,0 +1,210 @@
+"""Fetches a release's files from the package store: `http://`, `https://` or `file://`.
+
+Streams to disk in a worker thread (never the whole package in memory), with a maximum
+size, connect/read timeouts, bounded retries with exponential backoff, and resume of a
+partial download with `Range` where the server supports it. Credentials come from a file
+(`user:password` for basic auth, or `Bearer TOKEN`); they are sent only to the store's
+host (never along a redirect) and never appear in logs or errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from backendai.errors import BackendAIError, NotFound, Unavailable
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 1 << 16
+SCHEMES = ("http", "https", "file")
+
+
+class FetchFailed(BackendAIError):
+    """The package could not be fetched (after retries)."""
+
+
+class TooLarge(FetchFailed):
+    """The file is larger than the configured maximum."""
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPolicy:
+    timeout: float = 30.0        # connect and per-read timeout, seconds
+    retries: int = 3             # further attempts after the first
+    backoff: float = 0.5         # first retry delay; doubles each time
+    max_bytes: int = 1 << 30
+
+
+def expand_url(template: str, version: str) -> str:
+    """The package URL for a (validated) version."""
+    return template.replace("{version}", version)
+
+
+def sibling_url(url: str, name: str) -> str:
+    """The URL of a file in the same directory (SHA256SUMS beside the package)."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.rsplit("/", 1)[0] + "/" + name
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def file_name(url: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def redact(url: str) -> str:
+    """A URL safe for logs: no user info, no query."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def load_credentials(path: Path) -> str:
+    """The Authorization header value from a credentials file."""
+    text = path.read_text().strip()
+    if not text or "\n" in text:
+        raise ValueError("credentials file must hold one line")
+    if text.lower().startswith("bearer "):
+        return "Bearer " + text[7:].strip()
+    if ":" not in text:
+        raise ValueError("credentials must be 'user:password' or 'Bearer TOKEN'")
+    return "Basic " + base64.b64encode(text.encode()).decode("ascii")
+
+
+class _Retryable(Exception):
+    pass
+
+
+def fetch(url: str, dest: Path, policy: FetchPolicy, *, authorization: str | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> int:
+    """Fetch url into dest (resuming a partial dest); return its size. Blocking: thread."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise FetchFailed(f"unsupported package URL scheme {scheme!r}")
+    if scheme == "file":
+        return _copy_file(url, dest, policy.max_bytes)
+    last = ""
+    for attempt in range(policy.retries + 1):
+        if attempt:
+            delay = policy.backoff * (2 ** (attempt - 1))
+            log.info("fetch.retry", url=redact(url), attempt=attempt, delay=delay, error=last)
+            sleep(delay)
+        try:
+            return _http_once(url, dest, policy, authorization)
+        except _Retryable as exc:
+            last = str(exc)
+    raise Unavailable(f"cannot fetch {redact(url)} after {policy.retries + 1} attempts: {last}")
+
+
+def _copy_file(url: str, dest: Path, max_bytes: int) -> int:
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise TooLarge(f"{path.name} is {size} bytes, more than the maximum {max_bytes}")
+        with path.open("rb") as src, dest.open("wb") as out:
+            copied = _pump(src, out, 0, max_bytes, path.name)
+            out.flush()
+            os.fsync(out.fileno())
+            return copied
+    except FileNotFoundError:
+        raise NotFound(f"{redact(url)} does not exist in the package store") from None
+    except IsADirectoryError:
+        raise FetchFailed(f"{redact(url)} is a directory") from None
+    except PermissionError:
+        raise FetchFailed(f"{redact(url)}: permission denied") from None
+
+
+def _pump(src: object, out: object, have: int, max_bytes: int, name: str) -> int:
+    read = src.read  # type: ignore[attr-defined]
+    write = out.write  # type: ignore[attr-defined]
+    while True:
+        chunk = read(CHUNK)
+        if not chunk:
+            return have
+        have += len(chunk)
+        if have > max_bytes:
+            raise TooLarge(f"{name} is larger than the maximum {max_bytes} bytes")
+        write(chunk)
+
+
+def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | None) -> int:
+    have = dest.stat().st_size if dest.exists() else 0
+    req = urllib.request.Request(url, method="GET")  # noqa: S310 - scheme checked above
+    req.add_header("User-Agent", "ai-manager")
+    if authorization:
+        req.add_unredirected_header("Authorization", authorization)
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    name = file_name(url)
+    try:
+        resp = urllib.request.urlopen(req, timeout=policy.timeout)  # noqa: S310
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 404:
+            raise NotFound(f"{redact(url)} not found in the package store (HTTP 404)") from None
+        if exc.code == 416 and have:
+            dest.unlink()  # our partial file is not a prefix of theirs: start over
+            raise _Retryable("range not satisfiable; restarting") from None
+        if exc.code in (401, 403):
+            raise FetchFailed(f"{redact(url)}: access denied (HTTP {exc.code}); check the "
+                              "credentials file") from None
+        if exc.code >= 500 or exc.code == 429:
+            raise _Retryable(f"HTTP {exc.code}") from None
+        raise FetchFailed(f"{redact(url)}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Retryable(f"store unreachable: {reason}") from None
+    with resp:
+        status = resp.status
+        resumed = status == 206 and have > 0
+        if not resumed:
+            have = 0
+        length = resp.headers.get("Content-Length")
+        expected = have + int(length) if length and length.isdigit() else None
+        if expected is not None and expected > policy.max_bytes:
+            raise TooLarge(f"{name} is {expected} bytes, more than the maximum "
+                           f"{policy.max_bytes}")
+        try:
+            with dest.open("ab" if resumed else "wb") as out:
+                got = _pump(resp, out, have, policy.max_bytes, name)
+                out.flush()
+                os.fsync(out.fileno())
+        except (http.client.IncompleteRead, TimeoutError, ConnectionError) as exc:
+            raise _Retryable(f"download interrupted: {type(exc).__name__}") from None
+        if expected is not None and got < expected:
+            raise _Retryable(f"truncated download: got {got} of {expected} bytes")
+        if resumed:
+            log.info("fetch.resumed", url=redact(url), from_byte=have)
+        return got
+
+
+def fetch_small(url: str, dest: Path, policy: FetchPolicy, *, authorization: str | None,
+                limit: int, missing_ok: bool = False) -> bytes | None:
+    """Fetch a small file (SHA256SUMS, its signature) and return its bytes."""
+    small = FetchPolicy(timeout=policy.timeout, retries=policy.retries, backoff=policy.backoff,
+                        max_bytes=limit)
+    try:
+        fetch(url, dest, small, authorization=authorization)
+    except NotFound:
+        if missing_ok:
+            return None
+        raise
+    return dest.read_bytes()
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,152 @@
+"""The updater's journal in the manager's SQLite file (tables in statestore.SCHEMA).
+
+An operation row plus its ordered events: each step's "started" event is written
+(durably: synchronous=FULL) before the step acts, so a restarted manager knows exactly
+where an interrupted operation stood. Events are also what WatchUpdate replays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAX_OPS_KEPT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    id: str
+    service: str
+    kind: str            # "update" | "rollback"
+    from_version: str
+    to_version: str
+    state: str = "running"
+    outcome: str = ""
+    message: str = ""
+    created: float = 0.0
+    finished: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    op_id: str
+    seq: int
+    step: str
+    status: str
+    message: str = ""
+    elapsed: float = 0.0
+    at: float = 0.0
+    final: bool = False
+    outcome: str = ""
+
+
+_SELECT_OP = ("SELECT id, service, kind, from_version, to_version, state, outcome, message, "
+              "created, finished")
+_SELECT_EV = "SELECT op_id, seq, step, status, message, elapsed, at, final, outcome"
+
+
+class UpdateJournal:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def create_op(self, op: OpRecord, first: EventRecord) -> None:
+        with self._tx():
+            self.db.execute("INSERT INTO update_ops ("
+                            "id, service, kind, from_version, to_version, state, outcome, message, "
+                            "created, finished)"
+                            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (op.id, op.service, op.kind, op.from_version, op.to_version,
+                             op.state, op.outcome, op.message, op.created, op.finished))
+            self._insert_event(first)
+        self._trim(op.service)
+
+    def _insert_event(self, ev: EventRecord) -> None:
+        self.db.execute("INSERT INTO update_events ("
+                        "op_id, seq, step, status, message, elapsed, at, final, outcome)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
+                        (ev.op_id, ev.seq, ev.step, ev.status, ev.message, ev.elapsed, ev.at,
+                         int(ev.final), ev.outcome))
+
+    def append(self, op_id: str, step: str, status: str, message: str = "",
+               elapsed: float = 0.0, *, final: bool = False, outcome: str = "") -> EventRecord:
+        with self._tx():
+            row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
+                                  "WHERE op_id = ?", (op_id,)).fetchone()
+            ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed,
+                             time.time(), final, outcome)
+            self._insert_event(ev)
+            if final:
+                self.db.execute("UPDATE update_ops SET state='done', outcome=?, message=?, "
+                                "finished=? WHERE id=?", (outcome, message, ev.at, op_id))
+        return ev
+
+    def op(self, op_id: str) -> OpRecord | None:
+        row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE id = ?",
+                              (op_id,)).fetchone()
+        return OpRecord(*row) if row else None
+
+    def running_ops(self) -> list[OpRecord]:
+        rows = self.db.execute(_SELECT_OP + " FROM update_ops WHERE state = 'running' "
+                               "ORDER BY created").fetchall()
+        return [OpRecord(*r) for r in rows]
+
+    def last_done(self, service: str) -> OpRecord | None:
+        row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? AND "
+                              "state = 'done' ORDER BY finished DESC LIMIT 1",
+                              (service,)).fetchone()
+        return OpRecord(*row) if row else None
+
+    def events(self, op_id: str, after: int = -1) -> list[EventRecord]:
+        rows = self.db.execute(_SELECT_EV + " FROM update_events WHERE op_id = ? AND "
+                               "seq > ? ORDER BY seq", (op_id, after)).fetchall()
+        return [EventRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
+                for r in rows]
+
+    def _trim(self, service: str) -> None:
+        """Keep the newest MAX_OPS_KEPT finished operations per service."""
+        old = self.db.execute(
+            "SELECT id FROM update_ops WHERE service = ? AND state = 'done' "
+            "ORDER BY created DESC LIMIT -1 OFFSET ?", (service, MAX_OPS_KEPT)).fetchall()
+        for (op_id,) in old:
+            with self._tx():
+                self.db.execute("DELETE FROM update_events WHERE op_id = ?", (op_id,))
+                self.db.execute("DELETE FROM update_ops WHERE id = ?", (op_id,))
+
+    # ---- releases on disk -----------------------------------------------------------
+
+    def record_release(self, service: str, version: str) -> None:
+        self.db.execute("INSERT INTO releases (service, version, installed) VALUES (?,?,?) "
+                        "ON CONFLICT(service, version) DO UPDATE SET installed=excluded.installed",
+                        (service, version, time.time()))
+
+    def forget_release(self, service: str, version: str) -> None:
+        self.db.execute("DELETE FROM releases WHERE service = ? AND version = ?",
+                        (service, version))
+
+    def installed(self, service: str) -> dict[str, float]:
+        rows = self.db.execute("SELECT version, installed FROM releases WHERE service = ?",
+                               (service,)).fetchall()
+        return {str(v): float(t) for v, t in rows}
+
+    def previous(self, service: str) -> str:
+        row = self.db.execute("SELECT previous FROM release_pointers WHERE service = ?",
+                              (service,)).fetchone()
+        return str(row[0]) if row else ""
+
+    def set_previous(self, service: str, version: str) -> None:
+        self.db.execute("INSERT INTO release_pointers (service, previous) VALUES (?, ?) "
+                        "ON CONFLICT(service) DO UPDATE SET previous=excluded.previous",
+                        (service, version))

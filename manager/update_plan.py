@@ -1,0 +1,171 @@
+"""The update operation as a pure state machine: events in, a new plan and actions out.
+
+No I/O and no clock here; `updater.py` journals each step before it acts, carries the
+actions out and feeds the results back. The sequence of an update:
+
+    download -> verify -> stage -> stop -> switch -> start -> health -> commit
+
+Validation happens before the operation exists. A failure before `stop` ends the
+operation as `failed` with the service untouched. Any failure from `stop` on rolls
+back: rollback_stop -> rollback_switch -> rollback_start -> rollback_health, ending
+`rolled_back` (or `rollback_failed` if a rollback step fails). A manual rollback is the
+same machine with the steps `stop, switch, start, health, commit` towards the previous
+release. After a manager crash, `Interrupted` with the last journaled event decides:
+before `stop` -> failed (nothing changed); `commit` -> finish it; otherwise roll back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+UPDATE_STEPS = ("download", "verify", "stage", "stop", "switch", "start", "health", "commit")
+ROLLBACK_OP_STEPS = ("stop", "switch", "start", "health", "commit")
+ROLLBACK_STEPS = ("rollback_stop", "rollback_switch", "rollback_start", "rollback_health")
+FIRST_DESTRUCTIVE = "stop"
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+class Phase(enum.Enum):
+    FORWARD = "forward"
+    ROLLBACK = "rollback"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: tuple[str, ...] = UPDATE_STEPS
+    phase: Phase = Phase.FORWARD
+    current: str = ""          # the step being carried out
+    failure: str = ""          # why the forward sequence failed (kept for the final report)
+    outcome: Outcome | None = None
+
+
+# ---- events -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StepOk:
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    step: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """Recovery after a manager crash: the last journaled event of the operation."""
+
+    step: str      # "" if none after validation
+    status: str    # "started" | "ok" | "failed" | "skipped"
+    message: str = ""
+
+
+Event = Begin | StepOk | StepFailed | Interrupted
+
+
+# ---- actions ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    outcome: Outcome
+    message: str
+
+
+Action = Run | Finish
+
+
+def _destructive(steps: tuple[str, ...], step: str) -> bool:
+    """Whether the step may have changed the host (it is `stop` or later)."""
+    if FIRST_DESTRUCTIVE not in steps or step not in steps:
+        return step in ROLLBACK_STEPS
+    return steps.index(step) >= steps.index(FIRST_DESTRUCTIVE)
+
+
+def _run(plan: Plan, step: str) -> tuple[Plan, list[Action]]:
+    return replace(plan, current=step), [Run(step)]
+
+
+def _finish(plan: Plan, outcome: Outcome, message: str) -> tuple[Plan, list[Action]]:
+    return (replace(plan, phase=Phase.DONE, current="", outcome=outcome),
+            [Finish(outcome, message)])
+
+
+def _fail_forward(plan: Plan, step: str, message: str) -> tuple[Plan, list[Action]]:
+    failure = f"{step} failed: {message}"
+    if not _destructive(plan.steps, step):
+        return _finish(replace(plan, failure=failure), Outcome.FAILED, failure)
+    return _run(replace(plan, phase=Phase.ROLLBACK, failure=failure), ROLLBACK_STEPS[0])
+
+
+def _next(steps: tuple[str, ...], step: str) -> str | None:
+    i = steps.index(step) + 1
+    return steps[i] if i < len(steps) else None
+
+
+def transition(plan: Plan, event: Event) -> tuple[Plan, list[Action]]:
+    if plan.phase is Phase.DONE:
+        return plan, []
+    match event:
+        case Begin():
+            return _run(plan, plan.steps[0])
+        case StepOk(step=step) if step == plan.current:
+            seq = plan.steps if plan.phase is Phase.FORWARD else ROLLBACK_STEPS
+            nxt = _next(seq, step)
+            if nxt is not None:
+                return _run(plan, nxt)
+            if plan.phase is Phase.FORWARD:
+                return _finish(plan, Outcome.SUCCEEDED, "")
+            return _finish(plan, Outcome.ROLLED_BACK, f"{plan.failure}; rolled back")
+        case StepFailed(step=step, message=msg) if step == plan.current:
+            if plan.phase is Phase.FORWARD:
+                return _fail_forward(plan, step, msg)
+            return _finish(plan, Outcome.ROLLBACK_FAILED,
+                           f"{plan.failure}; rollback failed at {step}: {msg}")
+        case Interrupted(step=step, status=status, message=msg):
+            return _recover(plan, step, status, msg)
+    return plan, []  # a stale or unexpected event changes nothing
+
+
+def _recover(plan: Plan, step: str, status: str, msg: str) -> tuple[Plan, list[Action]]:
+    why = "interrupted by a manager restart"
+    if step in ROLLBACK_STEPS or (status == "failed" and _destructive(plan.steps, step)):
+        failure = plan.failure or (f"{step} failed: {msg}" if status == "failed"
+                                   else f"{why} during {step}")
+        # Every rollback step is idempotent: start the rollback over from its beginning.
+        return _run(replace(plan, phase=Phase.ROLLBACK, failure=failure), ROLLBACK_STEPS[0])
+    if status == "failed":
+        return _finish(plan, Outcome.FAILED, f"{step} failed: {msg}")
+    if step not in plan.steps:  # nothing ran after validation
+        return _finish(plan, Outcome.FAILED, f"{why} before the download; nothing changed")
+    if status in ("ok", "skipped"):
+        if not _destructive(plan.steps, step):  # the next step never began
+            return _finish(plan, Outcome.FAILED, f"{why} after {step}; nothing changed")
+        nxt = _next(plan.steps, step)
+        if nxt is None:
+            return _finish(plan, Outcome.SUCCEEDED, "")
+        step = nxt
+    if step == plan.steps[-1]:  # commit: the release is healthy, finish recording it
+        return _run(plan, step)
+    if not _destructive(plan.steps, step):
+        return _finish(plan, Outcome.FAILED, f"{why} during {step}; nothing changed")
+    return _run(replace(plan, phase=Phase.ROLLBACK, failure=f"{why} during {step}"),
+                ROLLBACK_STEPS[0])

@@ -1,0 +1,248 @@
+"""Helpers for the update tests: a source tree with a tiny versioned service, releases
+built with the real `aictl release build`, a real HTTP package store on 127.0.0.1 (GET
+with Range, PUT, fault modes), and manager service configs for updates."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import socket
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from backendai.v1 import manager_pb2 as pb
+from tests.conftest import PY, ROOT, ManagerProc
+
+# The service our test releases run (as agent/main.py): reads its release's VERSION and
+# behaviour file, serves GET /health -> {"version": ...} on HEALTH_PORT (SO_REUSEPORT, so
+# the test can hold the port reserved without a race), and misbehaves on request.
+SERVICE_MAIN = r'''
+import json, os, signal, socket, sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+root = Path(__file__).resolve().parent.parent
+version = (root / "VERSION").read_text().strip()
+beh_path = root / "agent" / "behavior.json"
+behavior = json.loads(beh_path.read_text()) if beh_path.exists() else {}
+print(f"service starting version={version} pid={os.getpid()}", flush=True)
+if behavior.get("crash"):
+    print("crashing at start", flush=True)
+    sys.exit(3)
+reported = behavior.get("report_version", version)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 503 if behavior.get("unhealthy") else 200
+        body = json.dumps({"version": reported}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+class S(HTTPServer):
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+port = int(os.environ.get("HEALTH_PORT", "0"))
+if port:
+    S(("127.0.0.1", port), H).serve_forever()
+while True:
+    time.sleep(3600)
+'''
+
+
+def make_source(root: Path) -> Path:
+    """A source tree shaped like this repo, whose agent is the test service."""
+    src = root / "src"
+    for pkg in ("agent", "hub", "backendai"):
+        (src / pkg).mkdir(parents=True, exist_ok=True)
+        (src / pkg / "__init__.py").write_text("")
+    (src / "agent" / "main.py").write_text(SERVICE_MAIN)
+    (src / "hub" / "main.py").write_text(SERVICE_MAIN)
+    return src
+
+
+def build_release(src: Path, out: Path, version: str, *, behavior: dict[str, Any] | None = None,
+                  key: Path | None = None, blob_bytes: int = 0) -> Path:
+    """Build with the real CLI (`aictl release build`); return OUT/VERSION."""
+    (src / "agent" / "behavior.json").write_text(json.dumps(behavior or {}))
+    blob = src / "agent" / "blob.bin"
+    if blob_bytes:
+        with blob.open("wb") as fh:
+            fh.write(os.urandom(blob_bytes))
+    else:
+        blob.unlink(missing_ok=True)
+    cmd = [PY, "-m", "aictl.main", "release", "build", version, "--out", str(out),
+           "--source", str(src)]
+    if key is not None:
+        cmd += ["--key", str(key)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return out / version
+
+
+def install(install_root: Path, archive: Path, version: str) -> None:
+    """What the installer does for the first release: extract it and point current at it."""
+    from manager.package_extract import ExtractLimits, extract_release
+    from manager.release_dirs import ReleaseDirs
+
+    extract_release(archive, install_root / "releases", version, ExtractLimits())
+    ReleaseDirs(str(install_root)).switch(version)
+
+
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A port held bound (not listening) with SO_REUSEPORT: only our service can bind it."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", 0))
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def update_service(install_root: Path, package_url: str, port: int,
+                   **over: Any) -> dict[str, Any]:
+    svc: dict[str, Any] = {
+        "name": "agent", "command": ["bin/ai-agent"], "install_root": str(install_root),
+        "package_url": package_url, "health_probe": "http",
+        "health_target": f"http://127.0.0.1:{port}/health", "min_healthy_time": 0.5,
+        "healthy_deadline": 8.0, "start_secs": 0.3, "stop_timeout": 3.0,
+        "backoff_initial": 0.1, "backoff_max": 0.3, "crash_loop_max": 2,
+        "download_timeout": 5.0, "download_retries": 1,
+        "env": {"HEALTH_PORT": str(port), "AI_PYTHON": PY}}
+    svc.update(over)
+    return svc
+
+
+class StoreServer(http.server.ThreadingHTTPServer):
+    """A package store: GET (Range), PUT, optional auth, and injected faults."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _StoreHandler)
+        self.root = root
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.truncate = 0          # truncate this many next GET responses
+        self.ranges = True         # honour Range
+        self.require_auth = ""     # exact Authorization value required, if set
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _StoreHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: StoreServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _path(self) -> Path | None:
+        rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
+        p = (self.server.root / rel).resolve()
+        return p if p.is_relative_to(self.server.root.resolve()) else None
+
+    def _authorized(self) -> bool:
+        want = self.server.require_auth
+        if want and self.headers.get("Authorization") != want:
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+        return True
+
+    def do_GET(self) -> None:
+        self.server.requests.append(("GET", self.path, dict(self.headers)))
+        if not self._authorized():
+            return
+        p = self._path()
+        if p is None or not p.is_file():
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = p.read_bytes()
+        start = 0
+        rng = self.headers.get("Range", "")
+        if rng.startswith("bytes=") and rng.endswith("-") and self.server.ranges:
+            start = int(rng[6:-1])
+        body = data[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.server.truncate > 0:
+            self.server.truncate -= 1
+            self.wfile.write(body[:len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def do_PUT(self) -> None:
+        self.server.requests.append(("PUT", self.path, dict(self.headers)))
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if not self._authorized():
+            return
+        p = self._path()
+        if p is None:
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(body)
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def watch_op(m: ManagerProc, op_id: str, timeout: float = 60.0) -> list[pb.UpdateEvent]:
+    """Every event of an operation until its final one (WatchUpdate)."""
+    events = []
+    for ev in m.stub().WatchUpdate(pb.WatchUpdateRequest(operation_id=op_id),
+                                   timeout=timeout, metadata=m.metadata()):
+        events.append(ev)
+        if ev.final:
+            break
+    return events
+
+
+def steps(events: list[pb.UpdateEvent]) -> list[str]:
+    return [f"{e.step}:{e.status}" for e in events]
+
+
+def running_version(m: ManagerProc, port: int) -> str:
+    """The version the running service itself reports over HTTP."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+        return str(json.loads(r.read())["version"])
