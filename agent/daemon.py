@@ -1,0 +1,98 @@
+"""The agent daemon's lifecycle: serve backendai.v1.Agent (+ health, reflection) and keep
+registered with the hub. run() returns only when fully stopped; shutdown() is idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import structlog
+
+from agent.config import AgentConfig
+from agent.facts import read_facts
+from agent.grpc_api import SERVICE_NAME, AgentServicer
+from agent.registration import Registration
+from backendai.auth import load_token
+from backendai.daemon_support import write_ready_file
+from backendai.grpc_server import GrpcServer
+from backendai.v1 import agent_pb2 as pb
+
+log = structlog.get_logger(__name__)
+
+GRACE = 2.0
+FACTS_TTL = 1.0
+
+
+class AgentDaemon:
+    def __init__(self, config: AgentConfig, *, version: str,
+                 ready_file: Path | None = None) -> None:
+        self.config = config
+        self.version = version
+        self.ready_file = ready_file
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        self.port = 0
+        self._facts: tuple[float, pb.HostFacts] | None = None
+
+    def request_shutdown(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        await self._done.wait()
+
+    async def facts(self) -> pb.HostFacts:
+        """Host facts, cached for a second (reads /proc in a thread)."""
+        now = time.monotonic()
+        if self._facts is None or now - self._facts[0] > FACTS_TTL:
+            self._facts = (now, await asyncio.to_thread(read_facts, self.config.disk_path))
+        return self._facts[1]
+
+    async def run(self) -> None:
+        cfg = self.config
+        started = time.time()
+        try:
+            token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
+            hub_token = load_token(cfg.hub_token_file, "hub_token_file") \
+                if cfg.hub_token_file else None
+            registration = Registration(cfg, token=hub_token, version=self.version,
+                                        facts=self.facts, started=started) \
+                if cfg.hub_address else None
+            servicer = AgentServicer(name=cfg.name, version=self.version,
+                                     hub_address=cfg.hub_address, started=started,
+                                     facts=self.facts, registration=registration)
+            server = GrpcServer(cfg.grpc_listen, token=token,
+                                services=[(SERVICE_NAME, servicer.add_to)],
+                                credentials=cfg.tls.credentials() if cfg.tls else None)
+            async with asyncio.TaskGroup() as tg:
+                try:
+                    host, self.port = await server.start()
+                    if registration is not None:
+                        if not registration.advertise and host not in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+                            registration.advertise = f"{host}:{self.port}"
+                        reg_task = tg.create_task(registration.run(), name="registration")
+                    self._announce(started)
+                    await self._stop.wait()
+                    log.info("agent.stopping")
+                finally:
+                    await server.not_serving()
+                    await server.stop(GRACE)
+                    if registration is not None:
+                        reg_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await reg_task
+        finally:
+            self._done.set()
+            log.info("agent.stopped")
+
+    def _announce(self, started: float) -> None:
+        cfg = self.config
+        info = {"pid": os.getpid(), "grpc": f"{cfg.grpc_listen.host}:{self.port}",
+                "grpc_port": self.port, "name": cfg.name, "version": self.version}
+        if self.ready_file is not None:
+            write_ready_file(self.ready_file, info)
+        log.info("agent.ready", startup_seconds=round(time.time() - started, 3),
+                 **{k: v for k, v in info.items() if k != "pid"})

@@ -1,0 +1,89 @@
+"""Registration with the hub and the heartbeat loop: register, then heartbeat every
+interval the hub asks for (±10% jitter); on any failure reconnect with exponential
+backoff and full jitter (agent/backoff.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+import structlog
+
+from agent.backoff import reconnect_delay
+from agent.config import AgentConfig
+from backendai.channels import open_channel
+from backendai.v1 import agent_pb2 as apb
+from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import hub_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_BASE = 0.5
+CALL_TIMEOUT = 10.0
+
+
+class Registration:
+    def __init__(self, cfg: AgentConfig, *, token: bytes | None, version: str,
+                 facts: Callable[[], Awaitable[apb.HostFacts]], started: float) -> None:
+        self.cfg = cfg
+        self.token = token
+        self.version = version
+        self.facts = facts
+        self.started = started
+        self.advertise = cfg.advertise_address
+        self.registered = False
+        self.last_heartbeat = 0.0
+        self.interval = cfg.heartbeat_interval
+        self.attempts = 0
+
+    async def run(self) -> None:
+        channel = open_channel(self.cfg.hub_address, token=self.token, tls=self.cfg.hub_tls)
+        stub = pb_grpc.HubStub(channel)
+        try:
+            while True:
+                try:
+                    await self._session(stub)
+                except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                    reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) \
+                        else "timeout"
+                    if self.registered:
+                        log.warning("agent.hub_lost", hub=self.cfg.hub_address, reason=reason)
+                    self.registered = False
+                self.attempts += 1
+                delay = reconnect_delay(self.attempts, base=BACKOFF_BASE,
+                                        cap=self.cfg.reconnect_max,
+                                        roll=random.random)
+                await asyncio.sleep(delay)
+        finally:
+            await channel.close(grace=None)
+
+    async def _session(self, stub: pb_grpc.HubStub) -> None:
+        """Register, then heartbeat until the hub is lost or asks to register again."""
+        async with asyncio.timeout(CALL_TIMEOUT):
+            resp = await stub.Register(pb.RegisterRequest(
+                name=self.cfg.name, role="agent", manager_address=self.cfg.manager_address,
+                agent_address=self.advertise, labels=self.cfg.labels, version=self.version,
+                facts=await self.facts()))
+        self._beat(resp.heartbeat_interval_seconds)
+        log.info("agent.registered", hub=self.cfg.hub_address, name=resp.name,
+                 interval=self.interval)
+        while True:
+            await asyncio.sleep(self.interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter
+            async with asyncio.timeout(CALL_TIMEOUT):
+                hb = await stub.Heartbeat(pb.HeartbeatRequest(
+                    name=self.cfg.name, version=self.version,
+                    uptime_seconds=time.time() - self.started, facts=await self.facts()))
+            if hb.reregister:
+                log.info("agent.reregister", hub=self.cfg.hub_address)
+                return
+            self._beat(hb.heartbeat_interval_seconds)
+
+    def _beat(self, interval: float) -> None:
+        self.registered = True
+        self.attempts = 0
+        self.last_heartbeat = time.time()
+        if 0.05 <= interval <= 3600:
+            self.interval = interval
