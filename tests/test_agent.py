@@ -20,7 +20,7 @@ from backendai.v1 import agent_pb2_grpc as apb_grpc
 from backendai.v1 import hub_pb2 as pb
 from tests.fixtures.hub_procs import ROOT, HubProc, Proc, SimManagers, toml, wait_for
 
-HUB_TOKEN = "hub-secret"  # noqa: S105 - a test token
+HUB_TOKEN = "hub-secret"
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
