@@ -56,6 +56,10 @@ class ServiceConfig:
     log_backups: int = 5
     unit: str = ""
     rc_script: str = ""
+    systemd_scope: str = "system"  # systemd/rcd backends (manager/systemd_unit.py, rcd_unit.py)
+    log_file: str = ""
+    status_interval: float = 1.0
+    call_timeout: float = 30.0
     keep_releases: int = 3
     # updates (manager/updater.py; docs/CONFIG.md "Updates")
     package_credentials_file: str = ""
@@ -203,6 +207,20 @@ def _exit_codes(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+SYSTEMD_UNIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]{0,240}\.service$")
+
+
+def _check_host_keys(svc: ServiceConfig, prefix: str) -> None:
+    """The systemd and rcd backends' keys (names that become argv must not be options)."""
+    if svc.backend == "systemd" and not SYSTEMD_UNIT_RE.fullmatch(svc.unit):
+        raise ConfigError(f"{prefix}unit: must be a systemd service name like "
+                          f"\"ai-agent.service\", got {svc.unit!r}")
+    if svc.backend == "rcd" and not Path(svc.rc_script).is_absolute():
+        raise ConfigError(f"{prefix}rc_script: must be an absolute path")
+    if svc.log_file and not Path(svc.log_file).is_absolute():
+        raise ConfigError(f"{prefix}log_file: must be an absolute path")
+
+
 def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
     prefix = f"services[{index}]."
     if not isinstance(data, dict):
@@ -248,6 +266,10 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         log_backups=t.integer("log_backups", 5, minimum=0, maximum=1000),
         unit=t.string("unit", f"{name}.service", max_len=256),
         rc_script=t.string("rc_script", f"/etc/rc.d/rc.{name}"),
+        systemd_scope=t.choice("systemd_scope", "system", ("system", "user")),
+        log_file=t.string("log_file", f"/var/log/{name}.log" if backend == "rcd" else ""),
+        status_interval=t.number("status_interval", 1.0, minimum=0.05, maximum=3600.0),
+        call_timeout=t.number("call_timeout", 30.0, minimum=0.1, maximum=3600.0),
         keep_releases=t.integer("keep_releases", 3, minimum=2, maximum=1000),
         package_credentials_file=t.string("package_credentials_file", ""),
         package_public_key=t.string("package_public_key", ""),
@@ -276,6 +298,7 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         raise ConfigError(f"{prefix}working_directory: must be absolute without install_root")
     if svc.install_root and not Path(svc.install_root).is_absolute():
         raise ConfigError(f"{prefix}install_root: must be an absolute path")
+    _check_host_keys(svc, prefix)
     del state_dir
     return svc
 

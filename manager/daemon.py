@@ -25,7 +25,9 @@ from manager.control import ManagerControl
 from manager.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.http_shim import HttpShim
 from manager.process_unit import ProcessUnit
+from manager.rcd_unit import RcdUnit
 from manager.statestore import StateStore
+from manager.systemd_unit import SystemdUnit
 from manager.unit import ServiceUnit
 from manager.updater import Updater
 
@@ -61,10 +63,16 @@ class ManagerDaemon:
     def _make_units(self, store: StateStore) -> dict[str, ServiceUnit]:
         units: dict[str, ServiceUnit] = {}
         for svc in self.config.services:
-            if svc.backend != "process":
+            if svc.backend == "systemd":
+                units[svc.name] = SystemdUnit(svc)
+            elif svc.backend == "rcd":
+                units[svc.name] = RcdUnit(svc)
+            elif svc.backend == "process":
+                units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir,
+                                              store=store)
+            else:
                 raise ConfigError(f"services.{svc.name}.backend: {svc.backend!r} "
                                   "is not available in this build")
-            units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir, store=store)
         return units
 
     async def run(self) -> None:

@@ -1,0 +1,174 @@
+"""What the systemd and rcd backends share: a unit whose process is run by someone else
+(systemd, an rc.d script), observed by polling.
+
+A subclass says how to observe the service (`observe()` -> `Observed`) and how to carry
+out lifecycle requests; this class keeps the published status, the WatchStatus feed,
+the lock that serializes lifecycle requests, the background poll loop (every
+`status_interval` seconds) and the updater hooks. `status()` never waits: it returns
+the snapshot of the last observation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import structlog
+
+from backendai.errors import BackendAIError, DeadlineExceeded, ServiceFailed
+from backendai.feed import Feed
+from manager.config import ServiceConfig
+from manager.states import ServiceStatus, State, UpdateSummary
+
+log = structlog.get_logger(__name__)
+
+WAIT_POLL = 0.05  # seconds between observations while a request waits for a state
+WAIT_MARGIN = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """One observation of the service, as the host's init reports it."""
+
+    state: State
+    pid: int = 0
+    started_at: float = 0.0
+    restarts: int = 0
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    message: str = ""
+    exists: bool = True
+
+
+def read_version(cfg: ServiceConfig) -> str:
+    """current/VERSION under install_root, else the configured static version."""
+    if cfg.install_root:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = (Path(cfg.install_root) / "current" / "VERSION").read_text().strip()
+            if text and len(text) <= 128:
+                return text
+    return cfg.version or "unknown"
+
+
+class PolledUnit:
+    backend = "polled"
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.update_summary = UpdateSummary()
+        self._lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        self._observed = Observed(State.STOPPED, message="not observed yet")
+        self._state_since = time.time()
+        self._version = read_version(config)
+        self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
+
+    # ---- subclass hooks -----------------------------------------------------------------
+
+    async def observe(self) -> Observed:
+        raise NotImplementedError
+
+    # ---- the ServiceUnit contract (shared part) ----------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def status(self) -> ServiceStatus:
+        return self.feed.value
+
+    def watch(self) -> AsyncIterator[ServiceStatus]:
+        return self.feed.subscribe()
+
+    async def run(self) -> None:
+        """Observe the service every status_interval seconds until shutdown()."""
+        while not self._stopped.is_set():
+            with contextlib.suppress(BackendAIError):
+                await self.refresh()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.status_interval):
+                    await self._stopped.wait()
+
+    async def shutdown(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.feed.close()
+
+    # ---- hooks for the updater ----------------------------------------------------------
+
+    def set_version(self, version: str) -> None:
+        self._version = version
+        self._publish()
+
+    def set_update_summary(self, summary: UpdateSummary) -> None:
+        self.update_summary = summary
+        self._publish()
+
+    # ---- observation ------------------------------------------------------------------
+
+    async def refresh(self) -> Observed:
+        """Observe now and publish what changed. A failed observation is published too
+        (the state stays, the message says why) and re-raised."""
+        try:
+            obs = await self.observe()
+        except BackendAIError as exc:
+            self._apply(replace(self._observed, message=str(exc)))
+            raise
+        self._apply(obs)
+        return obs
+
+    def _apply(self, obs: Observed) -> None:
+        old = self._observed
+        self._observed = obs
+        if obs.state != old.state:
+            self._state_since = time.time()
+            log.info("service.state", service=self.name, backend=self.backend,
+                     state=obs.state.value, previous=old.state.value, pid=obs.pid,
+                     reason=obs.message)
+        self._publish()
+
+    def _snapshot(self) -> ServiceStatus:
+        obs = self._observed
+        return ServiceStatus(
+            name=self.name, state=obs.state, pid=obs.pid,
+            started_at=obs.started_at if obs.pid else 0.0, restarts=obs.restarts,
+            exit_code=obs.exit_code, exit_signal=obs.exit_signal, version=self._version,
+            package=self.config.package, backend=self.backend, message=obs.message,
+            state_since=self._state_since, update=self.update_summary)
+
+    def _publish(self) -> None:
+        snap = self._snapshot()
+        if snap != self.feed.value:
+            self.feed.publish(snap)
+
+    async def wait_running(self, before: Observed, what: str) -> ServiceStatus:
+        """After a start request: return once the service has been RUNNING with the same
+        pid for start_secs; raise ServiceFailed if it fails, restarts or stops meanwhile."""
+        start_secs = self.config.start_secs
+        limit = start_secs + self.config.call_timeout + WAIT_MARGIN
+        seen: int | None = None  # the pid first seen RUNNING
+        seen_at = 0.0
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    obs = await self.refresh()
+                    if obs.restarts > before.restarts or (seen is not None and obs.pid != seen) or \
+                            obs.state in (State.EXITED, State.FATAL, State.BACKOFF,
+                                          State.STOPPED):
+                        why = obs.message or obs.state.value
+                        raise ServiceFailed(f"service {self.name!r} failed to {what}: {why}")
+                    if obs.state == State.RUNNING:
+                        now = time.monotonic()
+                        if seen is None:
+                            seen, seen_at = obs.pid, now
+                        if now - seen_at >= start_secs:
+                            return self.status()
+                    await asyncio.sleep(WAIT_POLL)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"service {self.name!r} did not reach RUNNING within {limit:g}s") from None

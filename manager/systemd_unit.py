@@ -1,0 +1,226 @@
+"""The systemd backend: a service run by systemd, driven through `systemctl`.
+
+Lifecycle requests are `systemctl start|stop|restart|kill` (each call with a timeout;
+`--user` when `systemd_scope = "user"`); status is `systemctl show` of ActiveState,
+SubState, MainPID, ExecMainStartTimestampMonotonic, NRestarts, Result, ExecMainCode and
+ExecMainStatus, mapped to our states by the pure `observe_properties`. systemd restarts
+the service itself (the unit's `Restart=`); the manager's restart/backoff keys do not
+apply. Status changes are found by polling `systemctl show` every `status_interval`
+seconds (one ~10 ms call) and every 50 ms while a request waits for a state.
+
+Logs come from `journalctl -u UNIT -o json` (last N; `-f` for StreamLogs), or, when the
+service sets `log_file`, from that file (the unit writes it with
+`StandardOutput=append:FILE`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from pathlib import Path
+
+import structlog
+
+from backendai.errors import DeadlineExceeded, NotFound, ServiceFailed
+from manager.config import ServiceConfig
+from manager.external_log import ExternalLog
+from manager.host_command import CommandResult, run_command, stream_lines
+from manager.polled_unit import Observed, PolledUnit
+from manager.states import ServiceStatus, State
+
+log = structlog.get_logger(__name__)
+
+PROPERTIES = ("LoadState", "ActiveState", "SubState", "MainPID",
+              "ExecMainStartTimestampMonotonic", "NRestarts", "Result", "ExecMainCode",
+              "ExecMainStatus")
+CLD_EXITED = 1  # ExecMainCode values (siginfo si_code)
+CLD_KILLED = 2
+CLD_DUMPED = 3
+
+
+def parse_show(text: str) -> dict[str, str]:
+    """`systemctl show` output (KEY=VALUE lines) as a dict."""
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props[key] = value
+    return props
+
+
+def _int(props: Mapping[str, str], key: str) -> int:
+    try:
+        return int(props.get(key, "0") or "0")
+    except ValueError:
+        return 0
+
+
+def observe_properties(props: Mapping[str, str], unit: str, *, now_wall: float,
+                       now_mono: float) -> Observed:
+    """Map systemd's unit properties to our states (pure: the clocks are passed in)."""
+    load = props.get("LoadState", "")
+    if load in ("not-found", "bad-setting", "error", "masked"):
+        return Observed(State.STOPPED, exists=load != "not-found",
+                        message=f"unit {unit} is {load}")
+    active = props.get("ActiveState", "")
+    sub = props.get("SubState", "")
+    result = props.get("Result", "")
+    pid = _int(props, "MainPID")
+    restarts = _int(props, "NRestarts")
+    code = _int(props, "ExecMainCode")
+    status = _int(props, "ExecMainStatus")
+    exit_code = status if code == CLD_EXITED else None
+    exit_signal = status if code in (CLD_KILLED, CLD_DUMPED) else None
+    started_at = 0.0
+    mono_us = _int(props, "ExecMainStartTimestampMonotonic")
+    if pid and mono_us:
+        started_at = now_wall - max(0.0, now_mono - mono_us / 1e6)
+    if active in ("active", "reloading", "refreshing"):
+        state = State.RUNNING
+        message = "" if sub == "running" else f"{active} ({sub})"
+    elif active == "activating":
+        if sub.startswith("auto-restart"):
+            state, message = State.BACKOFF, f"exited ({result}); systemd restarts it"
+        else:
+            state, message = State.STARTING, f"activating ({sub})"
+    elif active == "deactivating":
+        state, message = State.STOPPING, f"deactivating ({sub})"
+    elif active == "failed":
+        state = State.FATAL if result == "start-limit-hit" else State.EXITED
+        message = f"failed ({result})"
+    elif active == "inactive" and result not in ("", "success"):
+        state, message = State.EXITED, f"inactive ({result})"
+    elif active == "inactive":
+        state, message = State.STOPPED, ""
+    else:
+        state, message = State.STOPPED, f"unknown state {active}/{sub}"
+    return Observed(state, pid=pid if state.is_up else 0,
+                    started_at=started_at, restarts=restarts, exit_code=exit_code,
+                    exit_signal=exit_signal, message=message)
+
+
+def journal_message(line: bytes) -> str | None:
+    """The MESSAGE of one `journalctl -o json` line (binary messages come as byte arrays)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    msg = entry.get("MESSAGE")
+    if isinstance(msg, str):
+        return msg
+    if isinstance(msg, list) and all(isinstance(b, int) and 0 <= b < 256 for b in msg):
+        return bytes(msg).decode("utf-8", "replace").rstrip("\n")
+    return None
+
+
+class SystemdUnit(PolledUnit):
+    backend = "systemd"
+
+    def __init__(self, config: ServiceConfig) -> None:
+        super().__init__(config)
+        self.unit = config.unit
+        user = config.systemd_scope == "user"
+        self._systemctl = ["systemctl", "--user"] if user else ["systemctl"]
+        self._journal = ["journalctl", "--user", f"--user-unit={self.unit}"] if user else \
+            ["journalctl", f"--unit={self.unit}"]
+        self._file = ExternalLog(Path(config.log_file)) if config.log_file else None
+
+    async def _systemctl_call(self, *args: str, timeout: float | None = None) -> CommandResult:
+        return await run_command([*self._systemctl, *args],
+                                 timeout=timeout or self.config.call_timeout)
+
+    async def observe(self) -> Observed:
+        res = await self._systemctl_call("show", "--property=" + ",".join(PROPERTIES),
+                                         "--", self.unit)
+        if res.returncode != 0:
+            raise ServiceFailed(f"systemctl show {self.unit} failed: {res.reason}")
+        return observe_properties(parse_show(res.stdout), self.unit, now_wall=time.time(),
+                                  now_mono=time.monotonic())
+
+    async def _existing(self) -> Observed:
+        obs = await self.refresh()
+        if not obs.exists:
+            raise NotFound(f"systemd unit {self.unit!r} not found "
+                           f"(systemctl{' --user' if len(self._systemctl) > 1 else ''})")
+        return obs
+
+    async def _act(self, verb: str, *extra: str, timeout: float | None = None) -> None:
+        res = await self._systemctl_call(verb, *extra, "--", self.unit, timeout=timeout)
+        if res.returncode != 0:
+            raise ServiceFailed(f"systemctl {verb} {self.unit} failed: {res.reason}")
+        log.info("systemd.requested", service=self.name, verb=verb, unit=self.unit)
+
+    async def start(self, *, wait: bool = True) -> ServiceStatus:
+        async with self._lock:
+            before = await self._existing()
+            if before.state == State.RUNNING:
+                return self.status()
+            if not wait:
+                await self._act("start", "--no-block")
+                await self.refresh()
+                return self.status()
+            await self._act("start", timeout=self.config.call_timeout + self.config.start_secs)
+            return await self.wait_running(before, "start")
+
+    async def stop(self, *, timeout: float | None = None, force: bool = False) -> ServiceStatus:
+        async with self._lock:
+            await self._existing()
+            await self._stop(timeout, force)
+            return self.status()
+
+    async def _stop(self, timeout: float | None, force: bool) -> None:
+        if force:
+            await self._kill()
+        limit = self.config.stop_timeout if timeout is None else timeout
+        try:
+            await self._act("stop", timeout=limit + 1.0)
+        except DeadlineExceeded:
+            # systemd's own TimeoutStopSec is longer than the caller wants to wait.
+            log.warning("systemd.stop_timeout", service=self.name, timeout=limit)
+            await self._kill()
+            await self._act("stop")
+        await self.refresh()
+
+    async def _kill(self) -> None:
+        res = await self._systemctl_call("kill", "--signal=SIGKILL", "--", self.unit)
+        log.info("systemd.killed", service=self.name, unit=self.unit, rc=res.returncode)
+
+    async def restart(self) -> ServiceStatus:
+        async with self._lock:
+            before = await self._existing()
+            await self._act("restart",
+                            timeout=self.config.call_timeout + self.config.stop_timeout
+                            + self.config.start_secs)
+            return await self.wait_running(before, "restart")
+
+    # ---- logs -------------------------------------------------------------------------
+
+    async def tail(self, lines: int) -> list[str]:
+        if self._file is not None:
+            return await self._file.tail(lines)
+        res = await run_command([*self._journal, "--output=json", "--no-pager", "--quiet",
+                                 f"--lines={lines}"], timeout=self.config.call_timeout)
+        out = [m for m in map(journal_message, res.stdout.encode().splitlines())
+               if m is not None]
+        return out[-lines:]
+
+    def follow(self, tail: int, *, follow: bool = True) -> AsyncIterator[list[str]]:
+        if self._file is not None:
+            return self._file.follow(tail, follow=follow)
+        return self._follow_journal(tail, follow)
+
+    async def _follow_journal(self, tail: int, follow: bool) -> AsyncGenerator[list[str], None]:
+        if not follow:
+            lines = await self.tail(tail) if tail else []
+            if lines:
+                yield lines
+            return
+        argv = [*self._journal, "--output=json", "--no-pager", "--quiet", "--follow",
+                f"--lines={tail}"]
+        async for batch in stream_lines(argv, first_line_timeout=self.config.call_timeout):
+            lines = [m for m in map(journal_message, batch) if m is not None]
+            if lines:
+                yield lines

@@ -1,0 +1,313 @@
+"""The systemd backend against a REAL systemd (a private `systemd --user`, see
+tests/systemd_harness.py): the units come from deploy/ (installed by deploy/install.sh
+--systemd-user, the user-mode variant of the same templates), a real ai-manager with
+backend = "systemd" drives them through systemctl.
+
+Not covered here (no journald in this setup): reading the journal with content. The
+journal path is exercised (journalctl runs and finds nothing), the JSON parsing is
+tested on journalctl's real output format, and log lines are tested through `log_file`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from backendai.v1 import manager_pb2 as pb
+from manager.states import State
+from manager.systemd_unit import journal_message, observe_properties, parse_show
+from tests.conftest import PY, ROOT, SERVICE, ManagerProc, assert_eventually
+from tests.systemd_harness import UserSystemd, scratch_root, user_systemd
+
+pytestmark = [pytest.mark.systemd]
+__all__ = ["scratch_root", "user_systemd"]  # fixtures used by the tests below
+
+INSTALL = ROOT / "deploy" / "install.sh"
+UNIT = "ai-agent.service"
+
+
+def make_release(base: Path, version: str, *service_args: str) -> Path:
+    """A release directory whose bin/ai-agent runs the test service."""
+    rel = base / f"release-{version}"
+    (rel / "bin").mkdir(parents=True)
+    (rel / "VERSION").write_text(version + "\n")
+    args = " ".join(service_args)
+    script = rel / "bin" / "ai-agent"
+    script.write_text(f"#!/bin/sh\nexport SERVICE_VERSION={version}\n"
+                      f"exec {PY} -u {SERVICE} {args}\n")
+    script.chmod(0o755)
+    return rel
+
+
+def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(INSTALL), "--prefix", str(root), "--systemd-user", "--no-venv",
+                           "--no-start", "--restart-sec", "100ms", *args, "agent"],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def installed(user_systemd: UserSystemd, scratch_root: Path) -> Iterator[Path]:
+    """deploy/install.sh --systemd-user into a scratch root; uninstalled afterwards."""
+    rel = make_release(scratch_root, "1.0.0", "--interval", "0.2")
+    res = install(scratch_root, "--release", str(rel))
+    assert res.returncode == 0, res.stderr
+    assert (user_systemd.unit_dir / UNIT).exists()
+    try:
+        yield scratch_root
+    finally:
+        res = install(scratch_root, "--uninstall")
+        assert res.returncode == 0, res.stderr
+        assert not (user_systemd.unit_dir / UNIT).exists()
+
+
+def systemd_service(root: Path, **over: Any) -> dict[str, Any]:
+    svc: dict[str, Any] = {
+        "name": "ai-agent", "package": "@backend-ai/agent", "backend": "systemd",
+        "systemd_scope": "user", "unit": UNIT, "install_root": str(root / "opt" / "ai-agent"),
+        "status_interval": 0.1, "start_secs": 0.3, "stop_timeout": 10.0}
+    svc.update(over)
+    return svc
+
+
+@pytest.fixture
+def manager(installed: Path, make_manager: Callable[..., ManagerProc]) -> ManagerProc:
+    return make_manager([systemd_service(installed)]).start()
+
+
+def main_pid(sd: UserSystemd) -> int:
+    return int(sd.show(UNIT, "MainPID")["MainPID"])
+
+
+def state_of(m: ManagerProc) -> str:
+    return pb.ServiceState.Name(m.status().state)
+
+
+# ---- pure parts ----------------------------------------------------------------------
+
+def test_property_mapping_covers_systemd_states() -> None:
+    def obs(**props: str) -> Any:
+        return observe_properties({"LoadState": "loaded", **props}, UNIT,
+                                  now_wall=1000.0, now_mono=50.0)
+
+    running = obs(ActiveState="active", SubState="running", MainPID="42", NRestarts="3",
+                  ExecMainStartTimestampMonotonic="40000000")
+    assert (running.state, running.pid, running.restarts) == (State.RUNNING, 42, 3)
+    assert running.started_at == pytest.approx(990.0)
+    assert obs(ActiveState="activating", SubState="auto-restart",
+               Result="signal").state == State.BACKOFF
+    assert obs(ActiveState="activating", SubState="start").state == State.STARTING
+    assert obs(ActiveState="deactivating", SubState="stop-sigterm").state == State.STOPPING
+    assert obs(ActiveState="inactive", SubState="dead", Result="success").state == State.STOPPED
+    exited = obs(ActiveState="failed", SubState="failed", Result="exit-code", ExecMainCode="1",
+                 ExecMainStatus="3")
+    assert (exited.state, exited.exit_code) == (State.EXITED, 3)
+    killed = obs(ActiveState="inactive", Result="signal", ExecMainCode="2", ExecMainStatus="9")
+    assert (killed.state, killed.exit_signal) == (State.EXITED, 9)
+    assert obs(ActiveState="failed", Result="start-limit-hit").state == State.FATAL
+    missing = observe_properties({"LoadState": "not-found", "ActiveState": "inactive"}, UNIT,
+                                 now_wall=0, now_mono=0)
+    assert not missing.exists and "not-found" in missing.message
+    assert parse_show("A=1\nB=x=y\nbogus\n") == {"A": "1", "B": "x=y"}
+
+
+def test_journal_json_lines_are_parsed() -> None:
+    """journalctl -o json: MESSAGE is a string, or an array of bytes when not UTF-8 text."""
+    assert journal_message(b'{"MESSAGE": "hello", "_PID": "7"}') == "hello"
+    raw = json.dumps({"MESSAGE": list(b"caf\xc3\xa9 \xff\n")}).encode()
+    assert journal_message(raw) == "caf\u00e9 \ufffd"
+    assert journal_message(b'{"MESSAGE": null}') is None
+    assert journal_message(b"not json") is None
+    assert journal_message(b"[1, 2]") is None
+
+
+# ---- against the real systemd ----------------------------------------------------------
+
+def test_units_from_deploy_templates_verify(user_systemd: UserSystemd, installed: Path) -> None:
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    unit_file = user_systemd.unit_dir / UNIT
+    text = unit_file.read_text()
+    for line in ("Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 "PrivateTmp=yes", "StartLimitIntervalSec=0", "WantedBy=default.target"):
+        assert line in text
+    res = subprocess.run(["systemd-analyze", "verify", "--user", str(unit_file)],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env={**os.environ, **user_systemd.env})
+    assert res.returncode == 0, res.stderr
+    assert user_systemd.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
+
+
+def test_start_stop_restart_status(user_systemd: UserSystemd, manager: ManagerProc) -> None:
+    assert state_of(manager) == "SERVICE_STATE_STOPPED"
+    st = manager.status()
+    assert (st.backend, st.version, st.package) == ("systemd", "1.0.0", "@backend-ai/agent")
+
+    st = manager.stub().Start(pb.StartRequest(), timeout=60)
+    assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_RUNNING"
+    assert st.pid == main_pid(user_systemd) > 0
+    assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "active"
+    # the seeds' JSON API sees the same
+    code, body = manager.http("GET", "/status")
+    assert code == 200 and json.loads(body)["running"] is True
+    code, body = manager.http("GET", "/version")
+    assert json.loads(body)["version"] == "1.0.0"
+    assert json.loads(body)["name"] == "@backend-ai/agent"
+    # starting a running service is a no-op
+    assert manager.stub().Start(pb.StartRequest(), timeout=60).pid == st.pid
+
+    old = st.pid
+    code, body = manager.http("POST", "/restart")
+    assert code == 200 and json.loads(body) == {"success": True}
+    new = main_pid(user_systemd)
+    assert new not in (0, old)
+    assert manager.status().pid == new
+    assert not Path(f"/proc/{old}").exists() or _is_zombie(old)
+
+    st = manager.stub().Stop(pb.StopRequest(), timeout=60)
+    assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED"
+    assert st.pid == 0
+    assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
+    # forced stop of a running service: SIGKILL through systemctl kill, then stop
+    manager.stub().Start(pb.StartRequest(), timeout=60)
+    st = manager.stub().Stop(pb.StopRequest(force=True), timeout=60)
+    assert pb.ServiceState.Name(st.state) in ("SERVICE_STATE_STOPPED", "SERVICE_STATE_EXITED")
+    assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] in ("inactive", "failed")
+
+
+def _is_zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return True
+
+
+def test_crash_and_systemd_restart_seen_in_watch_status(
+        user_systemd: UserSystemd, manager: ManagerProc) -> None:
+    first = manager.stub().Start(pb.StartRequest(), timeout=60)
+    seen: queue.Queue[pb.ServiceStatus] = queue.Queue()
+    stream = manager.stub().WatchStatus(pb.WatchStatusRequest(), timeout=120)
+
+    def pump() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for st in stream:
+                seen.put(st)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        assert seen.get(timeout=30).pid == first.pid  # the current status comes first
+        os.kill(first.pid, signal.SIGKILL)
+        updates: list[pb.ServiceStatus] = []
+
+        def restarted() -> bool:
+            while not seen.empty():
+                updates.append(seen.get())
+            return any(u.pid not in (0, first.pid) and u.restarts >= first.restarts + 1
+                       and pb.ServiceState.Name(u.state) == "SERVICE_STATE_RUNNING"
+                       for u in updates)
+
+        assert_eventually(restarted, 30, what="systemd's restart seen in WatchStatus")
+        # systemd, not the manager, restarted it: NRestarts counts it
+        assert int(user_systemd.show(UNIT, "NRestarts")["NRestarts"]) >= 1
+        assert manager.status().pid == main_pid(user_systemd)
+    finally:
+        stream.cancel()
+        reader.join(10)
+
+
+def test_manager_kill9_leaves_the_unit_running(user_systemd: UserSystemd,
+                                               manager: ManagerProc) -> None:
+    pid = manager.stub().Start(pb.StartRequest(), timeout=60).pid
+    manager.kill9()
+    assert main_pid(user_systemd) == pid  # the service is systemd's, not the manager's
+    manager.start()
+    st = manager.status()
+    assert (pb.ServiceState.Name(st.state), st.pid) == ("SERVICE_STATE_RUNNING", pid)
+
+
+def test_logs_from_log_file_and_empty_journal(user_systemd: UserSystemd, installed: Path,
+                                               make_manager: Callable[..., ManagerProc]) -> None:
+    log_file = installed / "ai-agent.log"
+    dropin = user_systemd.unit_dir / f"{UNIT}.d"
+    dropin.mkdir()
+    (dropin / "log.conf").write_text(f"[Service]\nStandardOutput=append:{log_file}\n"
+                                     "StandardError=inherit\n")
+    user_systemd.systemctl("daemon-reload")
+    try:
+        m = make_manager([systemd_service(installed, log_file=str(log_file))]).start()
+        pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
+        code, body = m.http("GET", "/logs?lines=50")
+        assert code == 200
+        assert_eventually(lambda: f"started pid={pid}" in json.loads(
+            m.http("GET", "/logs?lines=50")[1])["logs"], 20, what="log line")
+        # StreamLogs follows the file as systemd's service appends ticks
+        stream = m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=1), timeout=60)
+        got: list[str] = []
+        for batch in stream:
+            got += batch.lines
+            if sum("tick" in line for line in got) >= 2:
+                break
+        stream.cancel()
+        # without log_file the journal is read: journalctl runs and has nothing here
+        j = make_manager([systemd_service(installed)], name="journal").start()
+        code, body = j.http("GET", "/logs?lines=10")
+        assert code == 200 and json.loads(body)["logs"] == ""
+    finally:
+        for f in dropin.iterdir():
+            f.unlink()
+        dropin.rmdir()
+        user_systemd.systemctl("daemon-reload")
+
+
+def test_missing_unit_is_not_found(installed: Path,
+                                   make_manager: Callable[..., ManagerProc]) -> None:
+    m = make_manager([systemd_service(installed, unit="no-such-unit.service")]).start()
+    with pytest.raises(grpc.RpcError) as err:
+        m.stub().Start(pb.StartRequest(), timeout=60)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no-such-unit.service" in (err.value.details() or "")
+    code, body = m.http("POST", "/stop")
+    assert code == 404 and json.loads(body)["success"] is False
+    assert "not-found" in m.status().message
+
+
+def test_bad_unit_names_are_config_errors(tmp_path: Path) -> None:
+    for bad in ("--now.service", "ai-agent", "a b.service", "../x.service", "x" * 300 + ".service",
+                "ai-agent.service; rm -rf /"):
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(f'state_dir = "{tmp_path}"\n[[services]]\nname = "a"\n'
+                       f'backend = "systemd"\nunit = {json.dumps(bad)}\n')
+        res = subprocess.run([PY, "-m", "manager.main", "--config", str(cfg), "--check-config"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+        assert res.returncode != 0, bad
+        assert "services[0].unit" in res.stdout + res.stderr, bad
+    cfg.write_text(f'state_dir = "{tmp_path}"\n[[services]]\nname = "a"\n'
+                   'backend = "systemd"\nsystemd_scope = "session"\n')
+    res = subprocess.run([PY, "-m", "manager.main", "--config", str(cfg), "--check-config"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert res.returncode != 0 and "services[0].systemd_scope" in res.stdout + res.stderr
+
+
+def test_systemctl_missing_is_a_clear_error(installed: Path, tmp_path: Path,
+                                            make_manager: Callable[..., ManagerProc],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # the manager inherits it: no systemctl to find
+    m = make_manager([systemd_service(installed)]).start()
+    with pytest.raises(grpc.RpcError) as err:
+        m.stub().Start(pb.StartRequest(), timeout=60)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "systemctl" in (err.value.details() or "")
+    assert "systemctl" in m.status().message
