@@ -80,7 +80,7 @@ class RolloutRunner:
         if notes:
             self.publish(new.id, notes)
         for action in actions:
-            self._act(action)
+            self.act(action)
         return new
 
     def _observations(self) -> dict[str, E.Observation]:
@@ -94,7 +94,7 @@ class RolloutRunner:
 
     # ---------------------------------------------------------------- actions
 
-    def _act(self, action: E.Action) -> None:
+    def act(self, action: E.Action) -> None:
         if isinstance(action, E.CancelHost):
             self._cancel(action.host)
         elif isinstance(action, E.UpdateHost):

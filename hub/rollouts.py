@@ -66,7 +66,7 @@ class Rollouts:
             finally:
                 self._tg = None
 
-    def _start_runner(self, r: E.Rollout, *, recovered: bool) -> None:
+    def _start_runner(self, r: E.Rollout, *, recovered: bool) -> RolloutRunner:
         if self._tg is None:
             raise FailedPrecondition("hub is shutting down")
         runner = RolloutRunner(r, store=self.store, links=self.links, inventory=self.inventory,
@@ -81,6 +81,9 @@ class Rollouts:
                 await self._notify()
 
         self._tg.create_task(go(), name=f"rollout-{r.id}")
+        if not recovered:
+            runner.apply(E.Tick())  # the first wave starts before the caller gets an answer
+        return runner
 
     def _publish(self, rollout_id: str, notes: list[E.Note]) -> None:
         asyncio.get_running_loop().create_task(self._notify())
@@ -136,8 +139,7 @@ class Rollouts:
         self.store.save(r, r.hosts.values(), notes)
         log.info("rollout.created", rollout=rid, version=req.version, hosts=len(r.hosts),
                  waves=len(plan.waves), seed=seed)
-        self._start_runner(r, recovered=False)
-        return r
+        return self._start_runner(r, recovered=False).r
 
     def get(self, rollout_id: str) -> E.Rollout:
         if not rollout_id:
@@ -177,12 +179,11 @@ class Rollouts:
         if active and active[0] != r.id:
             raise FailedPrecondition(f"rollout {active[0]} is still active")
         self.store.save(new, new.hosts.values(), notes)
-        self._start_runner(new, recovered=False)
-        runner = self.runners[new.id]
-        for action in actions:
-            runner._act(action)
         self._publish(new.id, notes)
-        return new
+        runner = self._start_runner(new, recovered=False)
+        for action in actions:
+            runner.act(action)
+        return runner.r
 
     async def watch(self, rollout_id: str, from_index: int,
                     follow: bool) -> AsyncIterator[E.Note]:

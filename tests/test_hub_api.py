@@ -1,0 +1,313 @@
+"""The hub's API at its edges: auth, TLS and mutual TLS, bad input, dry runs, fleet
+fan-out, registration, self-update order. A real ai-hub process; managers are the
+simulation in tests/fixtures/sim_manager.py (FAKE: see there why)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import hub_pb2_grpc as pb_grpc
+from backendai.v1 import manager_pb2 as mpb
+from tests.fixtures.hub_procs import ROOT, TERMINAL, HubProc, SimManagers, toml, wait_for
+
+TOKEN = "hub-token-1"
+MTOKEN = "manager-token-1"
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+
+
+@pytest.fixture
+def procs(tmp_path):
+    made = []
+
+    def make(kind, *args, **kwargs):
+        p = kind(tmp_path, *args, **kwargs)
+        made.append(p)
+        return p
+
+    yield make
+    for p in reversed(made):
+        p.cleanup()
+
+
+def code_of(fn):
+    with pytest.raises(grpc.RpcError) as err:
+        fn()
+    return err.value.code(), err.value.details()
+
+
+def test_tokens_both_ways(procs):
+    """Callers need the hub's token; the hub sends the managers' token to them."""
+    sim = procs(SimManagers, hosts=2, token=MTOKEN).start()
+    hub = procs(HubProc, sim.hosts, token=TOKEN, manager_token=MTOKEN).start()
+    wait_for(lambda: all(h.reachable for h in hub.call("ListHosts", pb.ListHostsRequest()).hosts),
+             what="the hub reaches token-protected managers")
+    stub = hub.stub()
+    code, _ = code_of(lambda: stub.ListHosts(pb.ListHostsRequest(), timeout=5))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = code_of(lambda: stub.ListHosts(pb.ListHostsRequest(), timeout=5,
+                                             metadata=[("authorization", "Bearer nope")]))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = code_of(lambda: stub.StartRollout(pb.StartRolloutRequest(version="2.0"),
+                                                timeout=5))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    r = hub.call("StartRollout", pb.StartRolloutRequest(version="2.0")).rollout
+    assert hub.wait_rollout(r.id, TERMINAL).state == pb.ROLLOUT_STATE_SUCCEEDED
+    # health and reflection stay open (grpcurl with no token)
+    out = subprocess.run([GRPCURL, "-plaintext", hub.address, "list"], capture_output=True,
+                         text=True, timeout=30)
+    assert "backendai.v1.Hub" in out.stdout
+
+
+def test_wrong_manager_token_shows_hosts_unreachable(procs):
+    sim = procs(SimManagers, hosts=1, token=MTOKEN).start()
+    hub = procs(HubProc, sim.hosts, manager_token="wrong-token").start()
+    host = wait_for(lambda: next(iter(h for h in hub.call("ListHosts", pb.ListHostsRequest())
+                                      .hosts if "UNAUTHENTICATED" in h.message), None), 20)
+    assert not host.reachable
+
+
+@pytest.mark.parametrize(("request_", "code", "words"), [
+    (pb.StartRolloutRequest(version=""), grpc.StatusCode.INVALID_ARGUMENT, "version"),
+    (pb.StartRolloutRequest(version="../../etc"), grpc.StatusCode.INVALID_ARGUMENT, "version"),
+    (pb.StartRolloutRequest(version="x" * 5000), grpc.StatusCode.INVALID_ARGUMENT, "version"),
+    (pb.StartRolloutRequest(version="2.0", strategy=pb.RolloutStrategy(waves=["0"])),
+     grpc.StatusCode.INVALID_ARGUMENT, "strategy.waves"),
+    (pb.StartRolloutRequest(version="2.0", strategy=pb.RolloutStrategy(waves=["150%"])),
+     grpc.StatusCode.INVALID_ARGUMENT, "percentage"),
+    (pb.StartRolloutRequest(version="2.0", strategy=pb.RolloutStrategy(
+        step_deadline_seconds=-5)), grpc.StatusCode.INVALID_ARGUMENT, "step_deadline"),
+    (pb.StartRolloutRequest(version="2.0", strategy=pb.RolloutStrategy(
+        max_failures_total="many")), grpc.StatusCode.INVALID_ARGUMENT, "max_failures_total"),
+    (pb.StartRolloutRequest(version="2.0", target=pb.RolloutTarget(hosts=["ghost"])),
+     grpc.StatusCode.INVALID_ARGUMENT, "ghost"),
+    (pb.StartRolloutRequest(version="2.0", target=pb.RolloutTarget(labels={"site": "mars"})),
+     grpc.StatusCode.INVALID_ARGUMENT, "matches no hosts"),
+    (pb.StartRolloutRequest(version="2.0", include_hub=True),
+     grpc.StatusCode.FAILED_PRECONDITION, "self"),
+])
+def test_bad_start_requests_are_refused_and_change_nothing(procs, request_, code, words):
+    sim = procs(SimManagers, hosts=2).start()
+    hub = procs(HubProc, sim.hosts).start()
+    got, details = code_of(lambda: hub.call("StartRollout", request_))
+    assert got == code and words in details
+    assert list(hub.call("ListRollouts", pb.ListRolloutsRequest()).rollouts) == []
+    assert sim.journal() == []
+
+
+def test_bad_ids_and_control_without_rollout(procs):
+    sim = procs(SimManagers, hosts=1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    assert code_of(lambda: hub.call("GetRollout", pb.GetRolloutRequest(id="nope")))[0] == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: hub.call("GetRollout", pb.GetRolloutRequest(id="x" * 500)))[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: hub.call("PauseRollout", pb.RolloutControlRequest()))[0] == \
+        grpc.StatusCode.FAILED_PRECONDITION
+    assert code_of(lambda: hub.call("RestartService", pb.RestartServiceRequest(
+        host="ghost")))[0] == grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: hub.call("Register", pb.RegisterRequest(
+        name="../x", role="agent")))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: hub.call("Register", pb.RegisterRequest(
+        name="new", role="agent")))[0] == grpc.StatusCode.INVALID_ARGUMENT  # no manager
+    assert code_of(lambda: hub.call("Register", pb.RegisterRequest(
+        name="new", role="agent", manager_address="1.2.3.4:99999")))[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_dry_run_previews_the_plan_and_one_active_rollout_at_a_time(procs):
+    sim = procs(SimManagers, hosts=10, delay=2.0).start()
+    labels = {n: {"group": "a" if i % 2 else "b"} for i, n in enumerate(sorted(sim.hosts))}
+    hub = procs(HubProc, sim.hosts, labels=labels).start()
+    req = pb.StartRolloutRequest(version="2.0", dry_run=True, target=pb.RolloutTarget(
+        labels={"group": "a"}), strategy=pb.RolloutStrategy(seed=42, waves=["1", "60%"]))
+    plan = hub.call("StartRollout", req).rollout
+    assert plan.id == "" and plan.state == pb.ROLLOUT_STATE_PLANNED
+    assert [len(w.hosts) for w in plan.waves] == [1, 4]
+    assert all(labels[h]["group"] == "a" for w in plan.waves for h in w.hosts)
+    assert hub.call("StartRollout", req).rollout.waves == plan.waves  # same seed, same plan
+    assert sim.journal() == [] and not hub.call("ListRollouts", pb.ListRolloutsRequest()).rollouts
+    req.dry_run = False
+    real = hub.call("StartRollout", req).rollout
+    assert [w.hosts for w in real.waves] == [w.hosts for w in plan.waves] and real.seed == 42
+    got, details = code_of(lambda: hub.call("StartRollout", req))
+    assert got == grpc.StatusCode.FAILED_PRECONDITION and real.id in details
+    hub.call("AbortRollout", pb.RolloutControlRequest(id=real.id))
+    hub.wait_rollout(real.id, TERMINAL)
+    listed = hub.call("ListRollouts", pb.ListRolloutsRequest(with_hosts=True)).rollouts
+    assert [r.id for r in listed] == [real.id] and len(listed[0].hosts) == 5
+
+
+def test_fleet_fan_out_status_restart_and_logs(procs):
+    sim = procs(SimManagers, hosts=3).start()
+    hub = procs(HubProc, {**sim.hosts, "dead": "127.0.0.1:1"}).start()
+    resp = hub.call("HostStatus", pb.HostStatusRequest(timeout_seconds=2))
+    by = {h.host: h for h in resp.hosts}
+    assert set(by) == {*sim.hosts, "dead"}
+    assert all(by[n].reachable and by[n].services[0].version == "1.0" for n in sim.hosts)
+    assert not by["dead"].reachable and by["dead"].error
+    st = hub.call("RestartService", pb.RestartServiceRequest(host="agent-001"))
+    assert st.restarts == 1
+    batches = hub.stub().StreamHostLogs(pb.StreamHostLogsRequest(host="agent-002", tail_lines=3),
+                                        timeout=20)
+    lines = []
+    for batch in batches:
+        lines += batch.lines
+        if len(lines) >= 5:
+            batches.cancel()
+            break
+    assert lines[0].startswith("agent-002 sim log line") and "follow line" in lines[-1]
+    done = list(hub.stub().StreamHostLogs(pb.StreamHostLogsRequest(
+        host="agent-000", tail_lines=2, no_follow=True), timeout=20))
+    assert [len(b.lines) for b in done] == [2]
+    hosts = {h.name: h for h in hub.call("ListHosts", pb.ListHostsRequest()).hosts}
+    assert not hosts["dead"].reachable and hosts["agent-000"].state == mpb.SERVICE_STATE_RUNNING
+
+
+def test_self_update_order_updates_the_hub_first(procs):
+    sim = procs(SimManagers, hosts=4, delay=0.3).start()
+    agents = {n: a for n, a in sim.hosts.items() if n != "agent-000"}
+    hub = procs(HubProc, agents, self_manager=sim.hosts["agent-000"]).start()
+    r = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", include_hub=True, strategy=pb.RolloutStrategy(seed=3))).rollout
+    assert r.waves[0].spec == "hub" and list(r.waves[0].hosts) == ["hub"]
+    assert r.state == pb.ROLLOUT_STATE_UPDATING_HUB
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+    order = [e["host"] for e in sim.journal() if e["call"] == "update"]
+    assert order[0] == "agent-000" and sorted(order) == sorted(sim.hosts)  # hub's manager first
+
+
+def test_hub_killed_during_its_self_update_resumes_the_agent_waves(procs):
+    """What the seeds' order looks like on a host: the hub's manager restarts the hub in
+    the middle of the hub wave; the new hub process picks the rollout up."""
+    sim = procs(SimManagers, hosts=3, delay=1.0).start()
+    agents = {n: a for n, a in sim.hosts.items() if n != "agent-000"}
+    hub = procs(HubProc, agents, self_manager=sim.hosts["agent-000"]).start()
+    r = hub.call("StartRollout", pb.StartRolloutRequest(version="2.0", include_hub=True)).rollout
+    wait_for(sim.journal, 10, "the hub asked its own manager to update it")
+    hub.kill9()
+    hub.start()
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+    assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
+
+
+def test_managers_can_register_themselves(procs):
+    sim = procs(SimManagers, hosts=2).start()
+    hub = procs(HubProc, {}).start()
+    resp = hub.call("Register", pb.RegisterRequest(
+        name="nas-1", role="manager", manager_address=sim.hosts["agent-001"],
+        labels={"site": "home"}))
+    assert resp.heartbeat_interval_seconds > 0
+    host = wait_for(lambda: next(iter(h for h in hub.call("ListHosts", pb.ListHostsRequest(
+        labels={"site": "home"})).hosts if h.reachable), None), 20)
+    assert host.name == "nas-1" and host.source == "registered" and host.version == "1.0"
+    hb = hub.call("Heartbeat", pb.HeartbeatRequest(name="unknown-host"))
+    assert hb.reregister
+    hub.stop()
+    hub.start()  # registered hosts are remembered
+    assert [h.name for h in hub.call("ListHosts", pb.ListHostsRequest()).hosts] == ["nas-1"]
+
+
+@pytest.mark.parametrize(("extra", "error"), [
+    ("bogus = 1\n", "bogus: unknown key"),
+    ('grpc_listen = "0.0.0.0:0"\n', "auth_token_file: required"),
+    ('[[hosts]]\nname = "a"\nmanager = "x:1:2"\n', "hosts[0].manager"),
+    ('[[hosts]]\nname = "a"\n', "hosts[0].manager: required"),
+    ('[[hosts]]\nname = "a"\nmanager = "h:1"\n[[hosts]]\nname = "a"\nmanager = "h:2"\n',
+     "duplicate host names a"),
+    ('[tls]\ncert_file = "/nonexistent"\nkey_file = "/nonexistent"\n', "tls.cert_file"),
+    ('inventory_file = "missing.toml"\n', "missing.toml"),
+])
+def test_hub_config_errors_name_the_key(tmp_path, extra, error):
+    path = tmp_path / "hub.toml"
+    top = f"state_dir = {toml(str(tmp_path / 's'))}\n"
+    if "grpc_listen" not in extra:
+        top += 'grpc_listen = "127.0.0.1:0"\n'
+    path.write_text(top + extra)
+    out = subprocess.run([sys.executable, "-m", "hub.main", "--config", str(path),
+                          "--check-config"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=30)
+    assert out.returncode == 2, out
+    assert error in out.stderr
+
+
+# ---------------------------------------------------------------- TLS
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A CA, a server certificate for 127.0.0.1, and a client certificate (openssl)."""
+    d = tmp_path_factory.mktemp("certs")
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=test-ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    for key in d.glob("*.key"):
+        key.chmod(0o600)
+    return d
+
+
+def test_mutual_tls_hub_and_managers(procs, certs):
+    c = certs
+    sim = procs(SimManagers, hosts=2, tls=["--tls-cert", str(c / "server.pem"), "--tls-key",
+                                           str(c / "server.key"), "--client-ca",
+                                           str(c / "ca.pem")]).start()
+    hub = procs(HubProc, sim.hosts)  # configured below, then started
+    hub.extra.update({"tls": {"cert_file": str(c / "server.pem"),
+                              "key_file": str(c / "server.key"),
+                              "client_ca_file": str(c / "ca.pem")},
+                      "manager_tls": {"ca_file": str(c / "ca.pem"),
+                                      "cert_file": str(c / "client.pem"),
+                                      "key_file": str(c / "client.key")}})
+    hub.write_config = _write_config_with_tables(hub)
+    hub.start()
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(c / "ca.pem").read_bytes(),
+        private_key=(c / "client.key").read_bytes(),
+        certificate_chain=(c / "client.pem").read_bytes())
+    with grpc.secure_channel(hub.address, creds) as ch:
+        stub = pb_grpc.HubStub(ch)
+        wait_for(lambda: all(h.reachable for h in stub.ListHosts(
+            pb.ListHostsRequest(), timeout=5).hosts), 20, "hub reaches managers over mTLS")
+    # no client certificate: the handshake fails
+    anon = grpc.ssl_channel_credentials(root_certificates=(c / "ca.pem").read_bytes())
+    with grpc.secure_channel(hub.address, anon) as ch:
+        code, _ = code_of(lambda: pb_grpc.HubStub(ch).ListHosts(pb.ListHostsRequest(),
+                                                                timeout=5))
+        assert code == grpc.StatusCode.UNAVAILABLE
+    # plaintext to a TLS port fails too
+    with grpc.insecure_channel(hub.address) as ch:
+        code, _ = code_of(lambda: pb_grpc.HubStub(ch).ListHosts(pb.ListHostsRequest(),
+                                                                timeout=5))
+        assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def _write_config_with_tables(hub):
+    """HubProc writes flat keys; TLS needs [tls] / [manager_tls] tables."""
+    tables = {k: hub.extra.pop(k) for k in ("tls", "manager_tls")}
+    plain = HubProc.write_config
+
+    def write():
+        plain(hub)
+        text = hub.config_path.read_text()
+        head, sep, rest = text.partition("[[hosts]]")
+        extra = "".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in t.items())
+                        for name, t in tables.items())
+        hub.config_path.write_text(head + extra + sep + rest)
+    return write
