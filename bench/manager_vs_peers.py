@@ -1,0 +1,581 @@
+"""Our ai-manager side by side with supervisord and a real `systemd --user`.
+
+    .venv/bin/python bench/manager_vs_peers.py [--quick] [--rounds N] [--json PATH]
+
+Each round starts every subject afresh, in an order that rotates from round to round,
+and measures the same figure on each in turn; the table shows the median over rounds,
+the spread (min-max) and the ratio ours/peer. Everything talks to 127.0.0.1 or unix
+sockets. supervisord is installed from PyPI into bench/.venv-peers on first use;
+systemd is skipped (and says why) where it cannot start.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import functools
+import json
+import os
+import shlex
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers_ours import OurManager, pb
+from peers_supervisord import Program, Supervisord, ensure_supervisord
+from peers_systemd import SystemdUser, unavailable_reason
+
+SLEEPER = ["/bin/sleep", "infinity"]
+STUBBORN = ["/bin/sh", "-c", "trap '' TERM; exec /bin/sleep infinity"]
+THIS = str(Path(__file__).resolve())
+
+# key: (unit, target for ours, lower is better)
+FIGURES: dict[str, tuple[str, str, bool]] = {
+    "rss_mb_1": ("MB", "<= 45", True),
+    "rss_mb_50": ("MB", "<= 45", True),
+    "status_p50_ms_grpc": ("ms", "<= supervisord", True),
+    "status_p50_ms_http": ("ms", "<= supervisord", True),
+    "status_all50_ms": ("ms", "<= supervisord/5", True),
+    "restart_ms": ("ms", "<= 20", True),
+    "stop_ignoring_term_s": ("s", "<= 1.1", True),
+    "log_lines_per_s": ("lines/s", ">= 200000", False),
+    "log_latency_p99_ms": ("ms", "<= 50", True),
+    "start_ready_s": ("s", "<= 0.6", True),
+}
+EXTRA = ("status_p99_ms_grpc", "status_p99_ms_http", "status_all50_ms_http")
+
+
+class Results:
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, list[float]]] = {}
+
+    def add(self, figure: str, subject: str, value: float) -> None:
+        self.values.setdefault(figure, {}).setdefault(subject, []).append(value)
+
+    def median(self, figure: str, subject: str) -> float | None:
+        vals = self.values.get(figure, {}).get(subject)
+        return statistics.median(vals) if vals else None
+
+    def spread(self, figure: str, subject: str) -> tuple[float, float] | None:
+        vals = self.values.get(figure, {}).get(subject)
+        return (min(vals), max(vals)) if vals else None
+
+    def as_json(self) -> dict[str, dict[str, float | None]]:
+        out: dict[str, dict[str, float | None]] = {}
+        for key in FIGURES:
+            ours, sup = self.median(key, "ours"), self.median(key, "supervisord")
+            entry: dict[str, float | None] = {"ours": ours, "supervisord": sup}
+            if (sd := self.median(key, "systemd")) is not None:
+                entry["systemd"] = sd
+            entry["ratio"] = ours / sup if ours is not None and sup else None
+            out[key] = entry
+        return out
+
+
+# ---- small measuring tools ------------------------------------------------------------
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def children(pid: int) -> set[int]:
+    """Live (non-zombie) children of a process, across all its threads."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.update(int(c) for c in text.split())
+    return {c for c in found if alive(c)}
+
+
+def alive(pid: int) -> bool:
+    """The pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def running_sleep(pid: int) -> bool:
+    """The pid is a live /bin/sleep: forked and exec'd."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return comm == "sleep" and alive(pid)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.001) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := pred():
+            return got
+        time.sleep(interval)
+    raise TimeoutError(f"not within {timeout}s: {what}")
+
+
+def timed_calls(call: Callable[[], Any], n: int) -> list[float]:
+    """Milliseconds of each of n sequential calls (after a short warm-up)."""
+    for _ in range(min(20, n)):
+        call()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---- the subjects, behind one small interface ---------------------------------------
+
+class Subject(abc.ABC):
+    name = ""
+    pid = 0  # the daemon's
+
+    @abc.abstractmethod
+    def start(self) -> float:
+        """Start the daemon; seconds until its API answers."""
+
+    @abc.abstractmethod
+    def running_pid(self, svc: str) -> int:
+        """The service's pid when RUNNING, else 0."""
+
+    @abc.abstractmethod
+    def status_calls(self, svc: str) -> dict[str, Callable[[], Any]]:
+        """One status call per transport."""
+
+    @abc.abstractmethod
+    def status_all_calls(self) -> dict[str, Callable[[], Any]]:
+        """One all-services status call per transport."""
+
+    @abc.abstractmethod
+    def start_service(self, svc: str) -> None: ...
+
+    @abc.abstractmethod
+    def stop_service(self, svc: str) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class Ours(Subject):
+    name = "ours"
+
+    def __init__(self, root: Path, services: list[dict[str, Any]]) -> None:
+        conf = [{"name": s["name"], "command": s["argv"], "start_secs": float(s["start_secs"]),
+                 "stop_timeout": float(s["stop_timeout"]), "autostart": s["autostart"],
+                 "crash_loop_window": 0.0, "crash_loop_max": 0, "working_directory": str(root),
+                 **({"restart": "never"} if s.get("once") else {})} for s in services]
+        self.m = OurManager(root, conf)
+
+    def start(self) -> float:
+        took = self.m.start()
+        self.pid = self.m.pid
+        return took
+
+    def running_pid(self, svc: str) -> int:
+        st = self.m.status(svc)
+        return st.pid if st.state == pb.SERVICE_STATE_RUNNING else 0
+
+    def status_calls(self, svc: str) -> dict[str, Callable[[], Any]]:
+        req = pb.StatusRequest(service=svc)
+        stub = self.m.grpc()
+        return {"grpc": lambda: stub.Status(req, timeout=30),
+                "http": lambda: self.m.get(f"/status?service={svc}")}
+
+    def status_all_calls(self) -> dict[str, Callable[[], Any]]:
+        req = pb.ListServicesRequest()
+        stub = self.m.grpc()
+        return {"grpc": lambda: stub.ListServices(req, timeout=30),
+                "http": lambda: self.m.get("/api/services?page_size=50")}
+
+    def start_service(self, svc: str) -> None:
+        self.m.grpc().Start(pb.StartRequest(service=svc), timeout=30)
+
+    def stop_service(self, svc: str) -> None:
+        self.m.grpc().Stop(pb.StopRequest(service=svc), timeout=30)
+
+    def close(self) -> None:
+        self.m.close()
+
+
+class SupervisordSubject(Subject):
+    name = "supervisord"
+
+    def __init__(self, root: Path, services: list[dict[str, Any]], exe: Path) -> None:
+        self.exe = exe
+        self.s = Supervisord(root, [
+            Program(s["name"], s["argv"], startsecs=int(s["start_secs"]),
+                    stopwaitsecs=int(s["stop_timeout"]), autostart=s["autostart"])
+            for s in services if not s.get("once")])
+
+    def start(self) -> float:
+        took = self.s.start(self.exe)
+        self.pid = self.s.pid
+        return took
+
+    def running_pid(self, svc: str) -> int:
+        info = self.s.info(svc)
+        return int(info["pid"]) if info["statename"] == "RUNNING" else 0
+
+    def status_calls(self, svc: str) -> dict[str, Callable[[], Any]]:
+        return {"xmlrpc": lambda: self.s.info(svc)}
+
+    def status_all_calls(self) -> dict[str, Callable[[], Any]]:
+        return {"xmlrpc": self.s.all_info}
+
+    def start_service(self, svc: str) -> None:
+        self.s.rpc().supervisor.startProcess(svc)
+
+    def stop_service(self, svc: str) -> None:
+        self.s.rpc().supervisor.stopProcess(svc)
+
+    def close(self) -> None:
+        self.s.close()
+
+
+class SystemdSubject(Subject):
+    name = "systemd"
+
+    def __init__(self, root: Path, services: list[dict[str, Any]]) -> None:
+        self.sd = SystemdUser(root)
+        self.services = [s for s in services if not s.get("once")]
+        for s in self.services:
+            self.sd.write_unit(s["name"], "\n".join([
+                "[Unit]", "StartLimitIntervalSec=0", "[Service]",
+                f"ExecStart={shlex.join(s['argv'])}", "Restart=always", "RestartSec=100ms",
+                f"TimeoutStopSec={s['stop_timeout']}", ""]))
+
+    def start(self) -> float:
+        took = self.sd.start()
+        self.pid = self.sd.pid
+        auto = [s["name"] + ".service" for s in self.services if s["autostart"]]
+        if auto:
+            self.sd.systemctl("start", *auto)
+        return took
+
+    def running_pid(self, svc: str) -> int:
+        info = self.sd.show(svc + ".service")[0]
+        return int(info["MainPID"]) if info.get("SubState") == "running" else 0
+
+    def status_calls(self, svc: str) -> dict[str, Callable[[], Any]]:
+        return {"systemctl": lambda: self.sd.show(svc + ".service")}
+
+    def status_all_calls(self) -> dict[str, Callable[[], Any]]:
+        units = [s["name"] + ".service" for s in self.services]
+        return {"systemctl": lambda: self.sd.show(*units)}
+
+    def start_service(self, svc: str) -> None:
+        self.sd.systemctl("start", svc + ".service")
+
+    def stop_service(self, svc: str) -> None:
+        self.sd.systemctl("stop", svc + ".service")
+
+    def close(self) -> None:
+        self.sd.close()
+
+
+# ---- the benchmark --------------------------------------------------------------------
+
+def svc(name: str, argv: list[str], *, start_secs: int = 0, stop_timeout: int = 1,
+        autostart: bool = True, once: bool = False) -> dict[str, Any]:
+    return {"name": name, "argv": argv, "start_secs": start_secs,
+            "stop_timeout": stop_timeout, "autostart": autostart, "once": once}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick = args.quick
+        self.verbose = args.verbose
+        self.rounds = args.rounds or (2 if args.quick else 5)
+        self.calls = 400 if args.quick else 2000
+        self.all_calls = 40 if args.quick else 200
+        self.kills = 5 if args.quick else 20
+        self.settle = 0.5 if args.quick else 2.0
+        self.log_lines = 200_000 if args.quick else 1_000_000
+        self.latency_secs = 2.0 if args.quick else 5.0
+        self.results = Results()
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
+        self.subjects = ["ours", "supervisord"]
+        self.systemd_skip = "disabled (--no-systemd)" if args.no_systemd else unavailable_reason()
+        if not self.systemd_skip:
+            self.subjects.append("systemd")
+        self.supervisord = ensure_supervisord()
+        self.n = 0
+
+    def make(self, kind: str, services: list[dict[str, Any]]) -> Subject:
+        self.n += 1
+        root = self.tmp / f"{self.n:03d}-{kind}"
+        root.mkdir()
+        if kind == "ours":
+            return Ours(root, services)
+        if kind == "supervisord":
+            return SupervisordSubject(root, services, self.supervisord)
+        return SystemdSubject(root, services)
+
+    @contextmanager
+    def running(self, kind: str, services: list[dict[str, Any]]) -> Iterator[tuple[Subject, float]]:
+        subject = self.make(kind, services)
+        try:
+            took = subject.start()
+            for s in services:
+                if s["autostart"] and not s.get("once"):
+                    wait_for(functools.partial(subject.running_pid, s["name"]), 20,
+                             f"{kind}: {s['name']} running", 0.005)
+            yield subject, took
+        finally:
+            subject.close()
+
+    def order(self, rnd: int) -> list[str]:
+        k = rnd % len(self.subjects)
+        return self.subjects[k:] + self.subjects[:k]
+
+    def run(self) -> Results:
+        for rnd in range(self.rounds):
+            t0 = time.monotonic()
+            for scenario in (self.one_service, self.fifty_services, self.stop_ignoring_term):
+                for kind in self.order(rnd):
+                    t1 = time.monotonic()
+                    scenario(kind)
+                    self.note(f"{scenario.__name__} {kind}: {time.monotonic() - t1:.1f}s")
+            t1 = time.monotonic()
+            self.logs()
+            self.note(f"logs ours: {time.monotonic() - t1:.1f}s")
+            print(f"round {rnd + 1}/{self.rounds} done in {time.monotonic() - t0:.1f}s",
+                  file=sys.stderr)
+        return self.results
+
+    def note(self, text: str) -> None:
+        if self.verbose:
+            print(text, file=sys.stderr)
+
+    def one_service(self, kind: str) -> None:
+        with self.running(kind, [svc("svc0", SLEEPER)]) as (subject, took):
+            self.results.add("start_ready_s", kind, took)
+            time.sleep(self.settle)
+            self.results.add("rss_mb_1", kind, rss_mb(subject.pid))
+            for transport, call in subject.status_calls("svc0").items():
+                n = self.calls if kind != "systemd" else max(20, self.calls // 20)
+                ms = timed_calls(call, n)
+                for key, q in (("status_p50_ms", 0.5), ("status_p99_ms", 0.99)):
+                    names = ([f"{key}_{transport}"] if transport in ("grpc", "http")
+                             else [f"{key}_grpc", f"{key}_http"])
+                    for name in names:
+                        self.results.add(name, kind, pct(ms, q))
+            self.results.add("restart_ms", kind, statistics.median(self.restarts(subject)))
+
+    def restarts(self, subject: Subject) -> list[float]:
+        """kill -9 of the service -> a new live child of the daemon, in milliseconds."""
+        out = []
+        for _ in range(self.kills):
+            old = wait_for(lambda: subject.running_pid("svc0"), 10, "svc0 running", 0.002)
+            others = children(subject.pid) - {old}
+            t0 = time.perf_counter()
+            os.kill(old, signal.SIGKILL)
+            known = others | {old}
+
+            def spawned(known: set[int] = known) -> set[int]:
+                return {c for c in children(subject.pid) - known if running_sleep(c)}
+
+            new = wait_for(spawned, 10, "a new service pid", 0.0002)
+            out.append((time.perf_counter() - t0) * 1000)
+
+            def reported(new: set[int] = new) -> bool:
+                return subject.running_pid("svc0") in new
+
+            wait_for(reported, 10, "new pid reported", 0.002)
+            time.sleep(0.05)
+        return out
+
+    def fifty_services(self, kind: str) -> None:
+        services = [svc(f"svc{i:02d}", SLEEPER) for i in range(50)]
+        with self.running(kind, services) as (subject, _):
+            time.sleep(self.settle)
+            self.results.add("rss_mb_50", kind, rss_mb(subject.pid))
+            for transport, call in subject.status_all_calls().items():
+                n = self.all_calls if kind != "systemd" else max(5, self.all_calls // 10)
+                p50 = pct(timed_calls(call, n), 0.5)
+                name = "status_all50_ms_http" if transport == "http" else "status_all50_ms"
+                self.results.add(name, kind, p50)
+
+    def stop_ignoring_term(self, kind: str) -> None:
+        """Stop of a service that ignores SIGTERM with a 1 s stop timeout: until gone."""
+        with self.running(kind, [svc("stubborn", STUBBORN, stop_timeout=1)]) as (subject, _):
+            pid = subject.running_pid("stubborn")
+            # Not before the shell has set SIGTERM to ignored and exec'd sleep.
+            wait_for(lambda: running_sleep(pid), 10, "stubborn exec'd", 0.002)
+            pgid = os.getpgid(pid)
+            t0 = time.perf_counter()
+            subject.stop_service("stubborn")
+            wait_for(lambda: not alive(pid), 15, "stubborn gone", 0.0005)
+            took = time.perf_counter() - t0
+            survivors = [p for p in _pids() if alive(p) and _pgid(p) == pgid]
+            if survivors:
+                raise RuntimeError(f"{kind}: processes survived the stop: {survivors}")
+            self.results.add("stop_ignoring_term_s", kind, took)
+
+    def logs(self) -> None:
+        """Ours only (the peers have no streaming log API): one StreamLogs client."""
+        go = self.tmp / f"go-{self.n}"
+        services = [
+            svc("burst", [sys.executable, THIS, "--as-writer", "burst", str(self.log_lines),
+                          str(go) + ".burst"], autostart=False, once=True),
+            svc("paced", [sys.executable, THIS, "--as-writer", "paced",
+                          str(int(self.latency_secs * 1000)), str(go) + ".paced"],
+                autostart=False, once=True),
+        ]
+        with self.running("ours", services) as (subject, _):
+            assert isinstance(subject, Ours)
+            rate = self.follow(subject, "burst", Path(str(go) + ".burst"), self.log_lines)
+            self.results.add("log_lines_per_s", "ours", rate)
+            lat = self.follow(subject, "paced", Path(str(go) + ".paced"),
+                              int(self.latency_secs * 1000), stamped=True)
+            self.results.add("log_latency_p99_ms", "ours", lat)
+
+    def follow(self, subject: Ours, name: str, go: Path, lines: int,
+               stamped: bool = False) -> float:
+        subject.start_service(name)
+        stream = subject.m.grpc().StreamLogs(pb.StreamLogsRequest(service=name, tail_lines=1),
+                                             timeout=120)
+        first = next(stream)  # the writer's "ready" line: the stream is following
+        if first.lines[-1:] != ["ready"]:
+            raise RuntimeError(f"expected the writer's ready line, got {first.lines!r}")
+        delays: list[float] = []
+        count = 0
+        t0 = time.perf_counter()
+        go.touch()
+        for batch in stream:
+            now = time.time()
+            if stamped:
+                delays.extend((now - float(line.split()[1])) * 1000 for line in batch.lines)
+            count += len(batch.lines)
+            if count >= lines:
+                break
+        took = time.perf_counter() - t0
+        stream.cancel()
+        return pct(delays, 0.99) if stamped else lines / took
+
+
+def _pids() -> Iterator[int]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            yield int(entry)
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return -1
+
+
+def writer(mode: str, count: int, go: Path) -> None:
+    """The service side of the log figures: say "ready", wait for go, then write."""
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    while not go.exists():
+        time.sleep(0.001)
+    if mode == "burst":
+        block = "".join(f"log line {i:07d} abcdefghijklmnopqrstuvwxyz\n" for i in range(1000))
+        for _ in range(count // 1000):
+            out.write(block)
+        out.flush()
+    else:  # paced: 1,000 stamped lines per second, each flushed at once
+        t0 = time.monotonic()
+        for i in range(count):
+            delay = t0 + i / 1000 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            out.write(f"stamp {time.time():.6f} {i}\n")
+            out.flush()
+    time.sleep(3600)
+
+
+# ---- output ----------------------------------------------------------------------------
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}" if v < 1 else f"{v:.2f}"
+
+
+def cell(res: Results, key: str, subject: str) -> str:
+    med, spread = res.median(key, subject), res.spread(key, subject)
+    if med is None or spread is None:
+        return "-"
+    return f"{fmt(med)} ({fmt(spread[0])}-{fmt(spread[1])})"
+
+
+def table(res: Results, subjects: list[str]) -> str:
+    peers = [s for s in subjects if s != "ours"]
+    head = ["figure", *(f"{s} median (min-max)" for s in subjects),
+            *(f"ours/{p}" for p in peers), "target (ours)"]
+    rows = [head, ["---"] * len(head)]
+    for key in (*FIGURES, *EXTRA):
+        unit, target, _ = FIGURES.get(key, ("ms", "", True))
+        ours = res.median(key, "ours")
+        ratios = []
+        for p in peers:
+            peer = res.median(key, p)
+            ratios.append(f"{ours / peer:.2f}" if ours is not None and peer else "-")
+        rows.append([f"{key} ({unit})", *(cell(res, key, s) for s in subjects), *ratios,
+                     target])
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run (under 90 s)")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds (default 5, quick 2)")
+    parser.add_argument("--json", type=Path, help="write the medians here as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="time each step")
+    parser.add_argument("--no-systemd", action="store_true", help="skip systemd --user")
+    parser.add_argument("--as-writer", nargs=3, metavar=("MODE", "COUNT", "GO"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.as_writer:
+        writer(args.as_writer[0], int(args.as_writer[1]), Path(args.as_writer[2]))
+        return 0
+    t0 = time.monotonic()
+    bench = Bench(args)
+    if bench.systemd_skip:
+        print(f"systemd: skipped: {bench.systemd_skip}", file=sys.stderr)
+    res = bench.run()
+    print(table(res, bench.subjects))
+    print(f"\n{bench.rounds} rounds, {bench.calls} status calls per transport, "
+          f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total")
+    if args.json:
+        args.json.write_text(json.dumps(res.as_json(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
