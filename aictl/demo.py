@@ -110,6 +110,9 @@ class DemoFleet:
                         "--ready-file", str(host.service_ready)],
             "install_root": str(host.install_root),
             "package_url": f"file://{self.store}/{{version}}/{pkg}-{{version}}.tar.gz",
+            # The releases are built without vendored packages: run them with this
+            # Python, which has the pinned ones (bin/ai-* honour AI_PYTHON).
+            "env": {"AI_PYTHON": sys.executable},
             "autostart": False, "start_secs": 0.5, "stop_timeout": 5.0,
             "backoff_initial": 0.2, "backoff_max": 2.0, "crash_loop_max": 3,
             "min_healthy_time": 1.0, "healthy_deadline": 20.0,

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -27,6 +28,7 @@ from backendai.v1 import manager_pb2 as pb
 from manager.config import ServiceConfig
 
 PROBE_TIMEOUT = 5.0
+READY_FILE = "ready-file:"
 INTERVAL = 0.2
 MAX_BODY = 64 * 1024
 
@@ -55,6 +57,20 @@ class ProbeResult:
     ok: bool
     message: str = ""
     version: str | None = None    # the version the service reported, when it reports one
+
+
+def resolve_target(target: str) -> str | None:
+    """The address to probe. `ready-file:/PATH` names the JSON ready file the service
+    writes once serving (`ai-hub`/`ai-agent --ready-file`); its "grpc" key is the address,
+    so services listening on port 0 can be probed. None while there is no such file."""
+    if not target.startswith(READY_FILE):
+        return target
+    try:
+        data = json.loads(Path(target.removeprefix(READY_FILE)).read_text())
+    except (OSError, ValueError):
+        return None
+    address = data.get("grpc") if isinstance(data, dict) else None
+    return address if isinstance(address, str) and address else None
 
 
 def _json_version(body: bytes) -> str | None:
@@ -86,7 +102,10 @@ async def probe_once(spec: ProbeSpec, expected: str) -> ProbeResult:
 
 
 async def _grpc(spec: ProbeSpec) -> ProbeResult:
-    async with grpc.aio.insecure_channel(spec.target) as channel:
+    target = resolve_target(spec.target)
+    if target is None:
+        return ProbeResult(False, f"no address yet in {spec.target.removeprefix(READY_FILE)}")
+    async with grpc.aio.insecure_channel(target) as channel:
         check = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -126,7 +145,10 @@ def _http(spec: ProbeSpec) -> ProbeResult:
 
 
 async def _tcp(spec: ProbeSpec) -> ProbeResult:
-    host, _, port = spec.target.rpartition(":")
+    target = resolve_target(spec.target)
+    if target is None:
+        return ProbeResult(False, f"no address yet in {spec.target.removeprefix(READY_FILE)}")
+    host, _, port = target.rpartition(":")
     try:
         _reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
     except (OSError, ValueError) as exc:
