@@ -1,0 +1,83 @@
+"""The hub driving real `ai-manager` processes (with the real updater): releases built
+with `aictl release build`, published to a file:// store, installed per host; a staged
+rollout to a good version, then one to a broken version that its canary's manager
+rolls back, halting the rollout with every other host untouched."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+
+import pytest
+
+from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import manager_pb2 as mpb
+from tests.conftest import PY, ROOT, assert_eventually
+from tests.fixtures.hub_procs import TERMINAL, HubProc
+from tests.update_support import (
+    build_release,
+    install,
+    make_source,
+    reserved_port,
+    update_service,
+)
+
+pytestmark = pytest.mark.slow
+
+HOSTS = 3
+
+
+@pytest.fixture
+def fleet(tmp_path, make_manager):
+    src = make_source(tmp_path)
+    out = tmp_path / "out"
+    store = tmp_path / "store"
+    store.mkdir()
+    for version, behavior in (("1.0.0", None), ("1.1.0", None), ("1.2.0", {"unhealthy": True})):
+        build_release(src, out, version, behavior=behavior)
+        res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
+                              str(out), "--to", store.as_uri()], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    url = (store / "{version}" / "agent-{version}.tar.gz").as_uri().replace(
+        "%7Bversion%7D", "{version}")
+    with contextlib.ExitStack() as stack:
+        managers = {}
+        for i in range(HOSTS):
+            port = stack.enter_context(reserved_port())
+            root = tmp_path / f"host{i}" / "opt" / "ai-agent"
+            install(root, out / "1.0.0" / "agent-1.0.0.tar.gz", "1.0.0")
+            svc = update_service(root, url, port, healthy_deadline=4.0, min_healthy_time=0.3)
+            managers[f"host-{i}"] = make_manager([svc], name=f"m{i}").start()
+        yield managers
+
+
+def test_rollout_with_real_managers_then_broken_version_halts(fleet, tmp_path):
+    for m in fleet.values():
+        assert_eventually(lambda m=m: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
+    hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in fleet.items()})
+    try:
+        hub.start()
+        r = hub.call("StartRollout", pb.StartRolloutRequest(
+            version="1.1.0", strategy=pb.RolloutStrategy(waves=["1", "100%"], seed=5,
+                                                         min_healthy_seconds=0.3))).rollout
+        done = hub.wait_rollout(r.id, TERMINAL, timeout=90)
+        assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+        assert {m.status().version for m in fleet.values()} == {"1.1.0"}
+
+        bad = hub.call("StartRollout", pb.StartRolloutRequest(
+            version="1.2.0", strategy=pb.RolloutStrategy(waves=["1", "100%"], seed=5))).rollout
+        canary = bad.waves[0].hosts[0]
+        done = hub.wait_rollout(bad.id, TERMINAL, timeout=90)
+        assert done.state == pb.ROLLOUT_STATE_ROLLED_BACK, done
+        states = {h.name: h.state for h in done.hosts}
+        assert states[canary] == pb.HOST_ROLLOUT_STATE_ROLLED_BACK
+        assert sum(1 for s in states.values() if s == pb.HOST_ROLLOUT_STATE_SKIPPED) == HOSTS - 1
+        for name, m in fleet.items():
+            st = m.status()
+            assert st.version == "1.1.0" and st.state == mpb.SERVICE_STATE_RUNNING
+            if name != canary:
+                assert st.update.last_version == "1.1.0"  # never asked for 1.2.0
+        assert fleet[canary].status().update.last_outcome == "rolled_back"
+    finally:
+        hub.cleanup()
