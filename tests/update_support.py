@@ -240,7 +240,7 @@ def steps(events: list[pb.UpdateEvent]) -> list[str]:
     return [f"{e.step}:{e.status}" for e in events]
 
 
-def running_version(m: ManagerProc, port: int) -> str:
+def running_version(port: int) -> str:
     """The version the running service itself reports over HTTP."""
     import urllib.request
 

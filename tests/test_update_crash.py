@@ -1,0 +1,73 @@
+"""kill -9 of the manager at every step of an update (and of its rollback): the next
+start finishes or rolls back the operation, the host ends on the old or the new
+version, running, nothing is left half-installed, and the outcome shows in status.
+
+The crash is the manager's test-only fault hook AI_MANAGER_TEST_CRASH_AT=STEP: the
+manager os._exit()s right after journaling that step's start, as if killed there.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from backendai.v1 import manager_pb2 as pb
+from manager.updater import CRASH_ENV
+from tests.conftest import assert_eventually
+from tests.test_update_manager import Env, assert_on, started, update
+from tests.update_support import reserved_port, steps, watch_op
+
+pytestmark = pytest.mark.slow
+
+CASES = [
+    # (crash at, release misbehaves, expected outcome, version the host ends on)
+    ("download", False, "failed", "1.0.0"),
+    ("verify", False, "failed", "1.0.0"),
+    ("stage", False, "failed", "1.0.0"),
+    ("stop", False, "rolled_back", "1.0.0"),
+    ("switch", False, "rolled_back", "1.0.0"),
+    ("start", False, "rolled_back", "1.0.0"),
+    ("health", False, "rolled_back", "1.0.0"),
+    ("commit", False, "succeeded", "1.1.0"),
+    ("rollback_stop", True, "rolled_back", "1.0.0"),
+    ("rollback_switch", True, "rolled_back", "1.0.0"),
+    ("rollback_start", True, "rolled_back", "1.0.0"),
+    ("rollback_health", True, "rolled_back", "1.0.0"),
+]
+
+
+@pytest.fixture
+def env(tmp_path, make_manager):
+    with reserved_port() as port:
+        e = Env(tmp_path, make_manager, port)
+        yield e
+        e.server.close()
+
+
+@pytest.mark.parametrize(("step", "bad", "outcome", "ends_on"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_kill9_at_every_step(env, monkeypatch, step, bad, outcome, ends_on):
+    env.build("1.0.0")
+    env.build("1.1.0", behavior={"crash": True} if bad else None)
+    env.install("1.0.0")
+    monkeypatch.setenv(CRASH_ENV, step)
+    m = env.manager()
+    started(env, m)
+    op = update(m, "1.1.0")
+    assert m.proc is not None
+    assert m.proc.wait(30) == 137, m.logs()
+    m._close_channel()
+    monkeypatch.delenv(CRASH_ENV)
+    m.start()
+    events = watch_op(m, op)
+    final = events[-1]
+    assert final.outcome == outcome, (steps(events), final.message)
+    # The journal shows the step that was interrupted, started but never finished.
+    assert f"{step}:started" in steps(events)
+    if outcome != "failed":
+        assert_eventually(lambda: m.status().state == pb.SERVICE_STATE_RUNNING, 20)
+    assert_on(env, m, ends_on)
+    st = m.status()
+    assert st.update.last_operation_id == op and st.update.last_outcome == outcome
+    assert st.update.running_operation_id == ""
+    on_disk = env.on_disk()
+    assert "1.0.0" in on_disk and all(not v.startswith(".") for v in on_disk)

@@ -1,0 +1,431 @@
+"""Updates end to end: real releases built with `aictl release build`, served by a real
+HTTP store on 127.0.0.1 (and file://), applied by real `ai-manager` processes driven
+through gRPC and the seeds' curl calls. Every fault case ends on the previous version,
+running, with nothing half-done on disk."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from backendai.v1 import manager_pb2 as pb
+from tests.conftest import PY, ROOT, assert_eventually
+from tests.update_support import (
+    StoreServer,
+    build_release,
+    install,
+    make_source,
+    reserved_port,
+    running_version,
+    steps,
+    update_service,
+    watch_op,
+)
+
+pytestmark = pytest.mark.slow
+
+
+class Env:
+    def __init__(self, tmp_path: Path, make_manager, port: int) -> None:
+        self.tmp = tmp_path
+        self.src = make_source(tmp_path)
+        self.out = tmp_path / "out"
+        self.store_root = tmp_path / "store"
+        self.store_root.mkdir()
+        self.server = StoreServer(self.store_root)
+        self.install_root = tmp_path / "opt" / "ai-agent"
+        self.port = port
+        self.make_manager = make_manager
+        self.url = f"{self.server.url}/{{version}}/agent-{{version}}.tar.gz"
+
+    def build(self, version: str, *, publish: bool = True, **kw) -> Path:
+        d = build_release(self.src, self.out, version, **kw)
+        if publish:
+            res = subprocess.run(
+                [PY, "-m", "aictl.main", "release", "publish", version, "--out", str(self.out),
+                 "--to", self.store_root.as_uri()], cwd=ROOT, capture_output=True, text=True,
+                timeout=60)
+            assert res.returncode == 0, res.stderr
+        return d
+
+    def install(self, version: str) -> None:
+        install(self.install_root, self.out / version / f"agent-{version}.tar.gz", version)
+
+    def manager(self, top: dict | None = None, **over):
+        svc = update_service(self.install_root, over.pop("package_url", self.url), self.port,
+                             **over)
+        return self.make_manager([svc], top).start()
+
+    def leftovers(self) -> list[str]:
+        out = [p.name for p in (self.install_root / "releases").iterdir()
+               if p.name.startswith(".")]
+        if (self.install_root / ".downloads").exists():
+            out.append(".downloads")
+        return out
+
+    def on_disk(self) -> list[str]:
+        return sorted(p.name for p in (self.install_root / "releases").iterdir())
+
+
+@pytest.fixture
+def env(tmp_path, make_manager):
+    with reserved_port() as port:
+        e = Env(tmp_path, make_manager, port)
+        yield e
+        e.server.close()
+
+
+def started(env: Env, m) -> int:
+    """Wait until the service answers its health URL; return its pid."""
+    assert_eventually(lambda: m.status().state == pb.SERVICE_STATE_RUNNING, 20,
+                      what="service running")
+    assert_eventually(lambda: _answers(env.port), 10, what="service answers")
+    return m.status().pid
+
+
+def _answers(port: int) -> bool:
+    return bool(running_version_safe(port))
+
+
+def running_version_safe(port: int) -> str:
+    try:
+        return running_version(port)
+    except OSError:
+        return ""
+
+
+def update(m, version: str) -> str:
+    resp = m.stub().Update(pb.UpdateRequest(version=version), timeout=10)
+    return resp.operation_id
+
+
+def assert_on(env: Env, m, version: str) -> None:
+    st = m.status()
+    assert st.state == pb.SERVICE_STATE_RUNNING, st
+    assert st.version == version
+    assert_eventually(lambda: running_version_safe(env.port) == version, 10,
+                      what=f"service reports {version}")
+    assert env.leftovers() == []
+    assert len(m.service_processes()) == 1
+
+
+# ---- the happy path ---------------------------------------------------------------------
+
+def test_update_succeeds_streams_every_step_and_replays(env):
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager()
+    started(env, m)
+    assert_on(env, m, "1.0.0")
+    op = update(m, "1.1.0")
+    assert len(op) == 32
+    events = watch_op(m, op)
+    assert steps(events) == [
+        "validate:ok", "download:started", "download:ok", "verify:started", "verify:ok",
+        "stage:started", "stage:ok", "stop:started", "stop:ok", "switch:started", "switch:ok",
+        "start:started", "start:ok", "health:started", "health:ok", "commit:started",
+        "commit:ok", "done:ok"]
+    final = events[-1]
+    assert final.final and final.outcome == "succeeded"
+    assert final.from_version == "1.0.0" and final.to_version == "1.1.0"
+    assert all(e.elapsed_seconds > 0 for e in events if e.status == "ok" and e.step != "validate")
+    assert_on(env, m, "1.1.0")
+    st = m.status()
+    assert st.update.last_operation_id == op and st.update.last_outcome == "succeeded"
+    assert st.update.last_version == "1.1.0" and st.update.running_operation_id == ""
+    # A finished operation replays from its first event to its final one.
+    assert steps(watch_op(m, op)) == steps(events)
+    rels = {r.version: r for r in m.stub().ListReleases(pb.ListReleasesRequest()).releases}
+    assert set(rels) == {"1.0.0", "1.1.0"}
+    assert rels["1.1.0"].current and rels["1.0.0"].previous
+    # Updating to the running version is a no-op success.
+    resp = m.stub().Update(pb.UpdateRequest(version="1.1.0"), timeout=10)
+    assert resp.operation_id == "" and "already" in resp.message
+    # Version over the seeds' API follows the release.
+    code, body = m.http("GET", "/version")
+    assert code == 200 and json.loads(body)["version"] == "1.1.0"
+
+
+def curl(m, method: str, path: str, data: str | None = None) -> tuple[int, dict]:
+    cmd = ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method,
+           f"http://127.0.0.1:{m.http_port}{path}"]
+    if data is not None:
+        cmd += ["-H", "Content-Type: application/json", "-d", data]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True)
+    body, _, code = res.stdout.rpartition("\n")
+    return int(code), json.loads(body)
+
+
+def test_seed_curl_update_conflict_and_bad_versions(env):
+    env.build("1.0.0")
+    env.build("2.1.44")
+    env.install("1.0.0")
+    m = env.manager(min_healthy_time=2.0)
+    started(env, m)
+    for bad in ["../x", "", "1" * 1000, "2.1.44\u00e9", "a/b"]:
+        code, body = curl(m, "POST", "/update", json.dumps({"version": bad}))
+        assert code == 400 and body["success"] is False and "version" in body["error"]
+    code, body = curl(m, "POST", "/update", '{"version": "2.1.44"}')
+    assert code == 200
+    assert body["success"] is True
+    assert body["message"] == "Update to version 2.1.44 started"
+    op = body["operationId"]
+    code, body = curl(m, "POST", "/update", '{"version": "2.1.44"}')
+    assert code == 409 and body["success"] is False and op in body["error"]
+    with pytest.raises(grpc.RpcError) as err:
+        update(m, "2.1.44")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert op in err.value.details()
+    assert m.status().update.running_operation_id == op
+    assert watch_op(m, op)[-1].outcome == "succeeded"
+    code, body = curl(m, "GET", "/version")
+    assert body["version"] == "2.1.44"
+    code, body = curl(m, "POST", "/update", '{"version": "2.1.44"}')
+    assert code == 200 and body["success"] is True
+
+
+def test_hub_manager_message_and_file_store(env):
+    env.build("1.0.0")
+    env.build("1.1.0")
+    install(env.install_root, env.out / "1.0.0" / "hub-1.0.0.tar.gz", "1.0.0")
+    url = (env.store_root / "{version}" / "hub-{version}.tar.gz").as_uri().replace(
+        "%7Bversion%7D", "{version}")
+    m = env.manager({"role": "hub"}, package_url=url, command=["bin/ai-hub"])
+    started(env, m)
+    code, body = curl(m, "POST", "/update", '{"version": "1.1.0"}')
+    assert code == 200 and body["message"] == "Hub update to version 1.1.0 started"
+    assert watch_op(m, body["operationId"])[-1].outcome == "succeeded"
+    assert_on(env, m, "1.1.0")
+
+
+def test_invalid_versions_change_nothing(env):
+    env.build("1.0.0")
+    env.install("1.0.0")
+    m = env.manager()
+    pid = started(env, m)
+    for bad in ["../x", "", "1" * 1000, "\u0662.\u0661", "a b", "x/../y", ".."]:
+        with pytest.raises(grpc.RpcError) as err:
+            update(m, bad)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        list(m.stub().WatchUpdate(pb.WatchUpdateRequest(operation_id="../nope"), timeout=5))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        list(m.stub().WatchUpdate(pb.WatchUpdateRequest(operation_id="0" * 32), timeout=5))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert m.status().pid == pid and m.status().update.last_operation_id == ""
+    assert env.on_disk() == ["1.0.0"]
+
+
+# ---- failures before anything is touched ------------------------------------------------
+
+def expect_failed(env: Env, m, version: str, match: str) -> list[pb.UpdateEvent]:
+    pid = m.status().pid
+    events = watch_op(m, update(m, version))
+    final = events[-1]
+    assert final.outcome == "failed", steps(events)
+    assert match in final.message, final.message
+    assert "stop:started" not in steps(events)
+    assert m.status().pid == pid
+    assert m.status().update.last_outcome == "failed"
+    assert_on(env, m, "1.0.0")
+    assert env.on_disk() == ["1.0.0"]
+    return events
+
+
+def test_version_missing_from_store(env):
+    env.build("1.0.0")
+    env.install("1.0.0")
+    m = env.manager()
+    started(env, m)
+    expect_failed(env, m, "9.9.9", "404")
+
+
+def test_unreachable_store(env):
+    env.build("1.0.0")
+    env.install("1.0.0")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    try:
+        m = env.manager(package_url=f"http://127.0.0.1:{s.getsockname()[1]}/{{version}}/a.tgz")
+        started(env, m)
+        expect_failed(env, m, "1.1.0", "unreachable")
+    finally:
+        s.close()
+
+
+def test_truncated_download(env):
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager()
+    started(env, m)
+    env.server.truncate = 1000
+    expect_failed(env, m, "1.1.0", "truncated")
+
+
+def test_checksum_mismatch(env):
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    pkg = env.store_root / "1.1.0" / "agent-1.1.0.tar.gz"
+    pkg.write_bytes(pkg.read_bytes() + b"tampered")
+    m = env.manager()
+    started(env, m)
+    expect_failed(env, m, "1.1.0", "checksum mismatch")
+
+
+def test_signatures(env):
+    keys = env.tmp / "keys"
+    keys.mkdir()
+    for name in ("release", "other"):
+        res = subprocess.run([PY, "-m", "aictl.main", "release", "keygen", "--out",
+                              str(keys / name)], cwd=ROOT, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+    assert (keys / "release.key").stat().st_mode & 0o777 == 0o600
+    env.build("1.0.0")
+    env.build("1.1.0", key=keys / "release.key")
+    env.build("1.2.0")                                  # unsigned
+    env.build("1.3.0", key=keys / "other.key")          # signed by someone else
+    env.install("1.0.0")
+    m = env.manager(package_public_key=str(keys / "release.pub"))
+    started(env, m)
+    expect_failed(env, m, "1.2.0", "unsigned releases are refused")
+    expect_failed(env, m, "1.3.0", "does not match")
+    sig = env.store_root / "1.1.0" / "SHA256SUMS.sig"
+    good = sig.read_bytes()
+    sig.write_bytes(b"not a signature")
+    expect_failed(env, m, "1.1.0", "SHA256SUMS.sig")
+    sig.write_bytes(good)
+    assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
+    assert_on(env, m, "1.1.0")
+
+
+def _publish_raw(env: Env, version: str, data: bytes) -> None:
+    import hashlib
+
+    d = env.store_root / version
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"agent-{version}.tar.gz").write_bytes(data)
+    (d / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  agent-{version}.tar.gz\n")
+
+
+def _hostile(version: str, info: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        v = tarfile.TarInfo("VERSION")
+        v.size = len(version) + 1
+        tar.addfile(v, io.BytesIO(f"{version}\n".encode()))
+        info.size = len(data) if info.isfile() else 0
+        tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return buf.getvalue()
+
+
+def _info(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    i = tarfile.TarInfo(name)
+    i.type, i.linkname = kind, link
+    return i
+
+
+def test_hostile_tarballs_never_install(env):
+    """Each hostile kind through a real manager (the extractor's own tests cover more)."""
+    env.build("1.0.0")
+    env.install("1.0.0")
+    m = env.manager(extract_max_bytes=1 << 20)
+    started(env, m)
+    cases = {
+        "2.0.1": (_info("../evil"), "'..'"),
+        "2.0.2": (_info("/tmp/evil-" + uuid.uuid4().hex), "absolute"),
+        "2.0.3": (_info("ln", tarfile.SYMTYPE, "../../../etc"), "leaves"),
+        "2.0.4": (_info("dev", tarfile.CHRTYPE), "device"),
+        "2.0.5": (_info("big"), "more than"),
+    }
+    for version, (info, match) in cases.items():
+        data = b"\0" * (2 << 20) if info.name == "big" else b"x"
+        _publish_raw(env, version, _hostile(version, info, data))
+        events = expect_failed(env, m, version, match)
+        assert "stage:failed" in steps(events)
+    assert not (env.install_root / "evil").exists()
+
+
+def test_full_disk(env, tmp_path):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    small = tmp_path / "small"
+    small.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {res.stderr.strip()}")
+    try:
+        env.install_root = small / "ai-agent"
+        env.build("1.0.0")
+        env.build("1.1.0", blob_bytes=3 << 20)  # incompressible: does not fit in 2 MB
+        env.install("1.0.0")
+        m = env.manager()
+        started(env, m)
+        expect_failed(env, m, "1.1.0", "No space left on device")
+        m.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+# ---- failures after the switch roll back --------------------------------------------------
+
+@pytest.mark.parametrize(("behavior", "match"), [
+    ({"crash": True}, "failed to start"),
+    ({"unhealthy": True}, "not healthy within"),
+    ({"report_version": "6.6.6"}, "reports version '6.6.6'"),
+])
+def test_bad_release_rolls_back(env, behavior, match):
+    env.build("1.0.0")
+    env.build("1.1.0", behavior=behavior)
+    env.install("1.0.0")
+    m = env.manager(healthy_deadline=3.0)
+    started(env, m)
+    events = watch_op(m, update(m, "1.1.0"))
+    final = events[-1]
+    assert final.outcome == "rolled_back", steps(events)
+    assert match in final.message and "rolled back to version 1.0.0" in final.message
+    assert [s for s in steps(events) if s.startswith("rollback_")] == [
+        "rollback_stop:started", "rollback_stop:ok", "rollback_switch:started",
+        "rollback_switch:ok", "rollback_start:started", "rollback_start:ok",
+        "rollback_health:started", "rollback_health:ok"]
+    assert_on(env, m, "1.0.0")
+    st = m.status()
+    assert st.update.last_outcome == "rolled_back" and st.update.last_version == "1.1.0"
+    rels = {r.version: r for r in m.stub().ListReleases(pb.ListReleasesRequest()).releases}
+    assert rels["1.0.0"].current
+
+
+def test_manual_rollback_and_pruning(env):
+    for v in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):
+        env.build(v)
+    env.install("1.0.0")
+    m = env.manager(keep_releases=2)
+    started(env, m)
+    with pytest.raises(grpc.RpcError) as err:
+        m.stub().Rollback(pb.RollbackRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    for v in ("1.1.0", "1.2.0", "1.3.0"):
+        assert watch_op(m, update(m, v))[-1].outcome == "succeeded"
+    assert env.on_disk() == ["1.2.0", "1.3.0"]
+    resp = m.stub().Rollback(pb.RollbackRequest(), timeout=10)
+    assert resp.version == "1.2.0"
+    events = watch_op(m, resp.operation_id)
+    assert events[-1].outcome == "succeeded"
+    assert "download:started" not in steps(events)
+    assert_on(env, m, "1.2.0")
+    rels = {r.version: r for r in m.stub().ListReleases(pb.ListReleasesRequest()).releases}
+    assert rels["1.2.0"].current and rels["1.3.0"].previous
