@@ -142,14 +142,13 @@ class DemoFleet:
             self.start_manager(host)
         hosts = [{"name": a.name, "manager": a.manager_grpc(), "labels": a.labels}
                  for a in self.agents]
-        self.hub.service_config.write_text(to_toml(
-            {"grpc_listen": "127.0.0.1:0", "state_dir": str(self.hub.root / "hub-state"),
-             "heartbeat_interval": 1.0, "log_format": "json"},
-            tables={"self": {"name": "hub", "manager_address": self.hub.manager_grpc()}},
-            arrays={"hosts": hosts}))
+        self._write_hub_config(hosts, "127.0.0.1:0")
         self._start_service(self.hub)
         info = wait_for(lambda: _read_json(self.hub.service_ready), 30, "the hub to be ready")
         self.hub_address = f"127.0.0.1:{info['grpc_port']}"
+        # Keep the port the kernel picked: when the hub updates itself and restarts,
+        # the agents and aictl find it where it was.
+        self._write_hub_config(hosts, self.hub_address)
         for agent in self.agents:
             agent.service_config.write_text(to_toml(
                 {"name": agent.name, "grpc_listen": "127.0.0.1:0",
@@ -157,6 +156,13 @@ class DemoFleet:
                  "labels": agent.labels, "heartbeat_interval": 1.0, "log_format": "json"}))
             self._start_service(agent)
         wait_for(self._all_connected, 60, "every agent to report to the hub")
+
+    def _write_hub_config(self, hosts: list[dict[str, Any]], listen: str) -> None:
+        self.hub.service_config.write_text(to_toml(
+            {"grpc_listen": listen, "state_dir": str(self.hub.root / "hub-state"),
+             "heartbeat_interval": 1.0, "log_format": "json"},
+            tables={"self": {"name": "hub", "manager_address": self.hub.manager_grpc()}},
+            arrays={"hosts": hosts}))
 
     def _start_service(self, host: HostSetup) -> None:
         code = self.run_aictl_manager(host, "Start")
@@ -281,8 +287,9 @@ def run(args: argparse.Namespace) -> int:
         endpoints.write_text(json.dumps(fleet.endpoints(), indent=2) + "\n")
         say(f"every endpoint is in {endpoints}")
         waves = "1,50%,100%" if args.agents > 2 else "1,100%"
-        say(f"rolling out {SECOND}: canary, then waves {waves}")
-        good = fleet.rollout(SECOND, ["--waves", waves, "--min-healthy", "1",
+        say(f"rolling out {SECOND} as the seeds do: the hub updates itself first, "
+            f"then the agents in waves {waves} (the first is the canary)")
+        good = fleet.rollout(SECOND, ["--waves", waves, "--min-healthy", "1", "--include-hub",
                                       "--description", "demo: good release"])
         say(f"rolling out the broken {BROKEN}: the canary fails its health gate, "
             "the rollout halts and rolls back")
