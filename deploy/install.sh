@@ -132,15 +132,18 @@ EOF
 
 # Install content (from stdin) at a path with a mode, only if it differs.
 put() {
-  local path=$1 mode=$2 tmp
-  tmp=$(mktemp "$(dirname "$path")/.install.XXXXXX")
+  local path=$1 mode=$2 tmp new
+  tmp=$(mktemp)  # compared outside the target directory: an unchanged one keeps its mtime
   cat > "$tmp"
-  chmod "$mode" "$tmp"
   if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "$mode" ]; then
     rm -f "$tmp"
     return 1
   fi
-  mv -f "$tmp" "$path"
+  new=$(mktemp "$(dirname "$path")/.install.XXXXXX")
+  cat "$tmp" > "$new"
+  rm -f "$tmp"
+  chmod "$mode" "$new"
+  mv -f "$new" "$path"
   changed "$path"
 }
 

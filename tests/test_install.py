@@ -1,0 +1,227 @@
+"""deploy/install.sh into a scratch root (--prefix): the seeds' layout, configs that the
+manager accepts, the token with mode 600, units enabled (offline, `systemctl --root`),
+idempotent (a second run changes nothing), --uninstall, and bad input that changes nothing.
+
+Not covered: the manager venv (`pip install` of this repository needs PyPI for its
+dependencies and a build backend; every run here uses --no-venv). Starting the installed
+units against a real systemd is covered in test_systemd_backend.py (--systemd-user).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PY, ROOT
+
+INSTALL = ROOT / "deploy" / "install.sh"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(INSTALL), *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def make_release(base: Path, role: str, version: str = "1.0.0") -> Path:
+    src = base / f"src-{role}-{version}"
+    (src / "bin").mkdir(parents=True)
+    (src / "VERSION").write_text(version + "\n")
+    exe = src / "bin" / f"ai-{role}"
+    exe.write_text("#!/bin/sh\nexec sleep 600\n")
+    exe.chmod(0o755)
+    tarball = base / f"{role}-{version}.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for path in sorted(src.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(src)), recursive=False)
+    return tarball
+
+
+def snapshot(root: Path) -> dict[str, tuple[object, ...]]:
+    """Every path under root with its type, mode, mtime and content (or link target)."""
+    out: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            if p.is_symlink():
+                out[str(p.relative_to(root))] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[str(p.relative_to(root))] = ("dir", st.st_mode, st.st_mtime_ns)
+            else:
+                out[str(p.relative_to(root))] = (
+                    "file", st.st_mode, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "manager.main", "--config", str(path), "--check-config"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+
+
+def test_agent_install_is_idempotent_and_uninstalls(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    release = make_release(tmp_path, "agent")
+    args = ("--prefix", str(root), "--release", str(release), "--no-venv", "agent")
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert "changed:" in first.stdout
+
+    opt = root / "opt" / "ai-agent"
+    assert os.readlink(opt / "current") == "releases/1.0.0"
+    assert (opt / "current" / "VERSION").read_text().strip() == "1.0.0"
+    assert (opt / "manager").is_dir()
+    etc = root / "etc" / "backend-ai"
+    token = etc / "manager.token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert len(token.read_text().strip()) == 64
+    assert etc.stat().st_mode & 0o777 == 0o750
+    for d in ("agent", "agent-manager"):
+        assert (root / "var" / "lib" / "backend-ai" / d).is_dir()
+    cfg = etc / "agent-manager.toml"
+    res = check_config(cfg)
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = cfg.read_text()
+    assert f'install_root = "{opt}"' in text and 'backend = "systemd"' in text
+    assert f'auth_token_file = "{token}"' in text
+
+    units = root / "etc" / "systemd" / "system"
+    for name in ("ai-agent", "ai-agent-manager"):
+        unit = (units / f"{name}.service").read_text()
+        for line in ("Restart=always", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                     "PrivateTmp=yes", "ProtectHome=yes", "WantedBy=multi-user.target"):
+            assert line in unit, (name, line)
+        assert "@" not in unit.replace("@backend-ai", "")  # every placeholder filled
+        assert (units / "multi-user.target.wants" / f"{name}.service").is_symlink()
+    assert f"ReadWritePaths=-{root}/var/lib/backend-ai/agent\n" in (
+        units / "ai-agent.service").read_text()
+    assert f"ReadWritePaths=-{opt} -{root}/var/lib/backend-ai/agent-manager\n" in (
+        units / "ai-agent-manager.service").read_text()
+    if shutil.which("systemd-analyze"):
+        venv_bin = opt / "manager" / "venv" / "bin"  # the unit's ExecStart must exist
+        venv_bin.mkdir(parents=True)
+        (venv_bin / "ai-manager").symlink_to(Path(PY).parent / "ai-manager")
+        res = subprocess.run(["systemd-analyze", "verify", "ai-agent.service",
+                              "ai-agent-manager.service"], cwd=units, capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert res.returncode == 0, res.stderr
+        shutil.rmtree(opt / "manager" / "venv")
+
+    before = snapshot(root)
+    second = run(*args)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() == "unchanged"
+    assert snapshot(root) == before
+
+    gone = run("--prefix", str(root), "--uninstall", "agent")
+    assert gone.returncode == 0, gone.stderr
+    assert files_under(root) == []
+    assert run("--prefix", str(root), "--uninstall", "agent").stdout.strip() == "unchanged"
+
+
+def test_hub_install_and_given_token(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    given = tmp_path / "fleet.token"
+    given.write_text("f" * 64 + "\n")
+    args = ("--prefix", str(root), "--release", str(make_release(tmp_path, "hub")),
+            "--no-venv", "--token-file", str(given), "hub")
+    assert run(*args).returncode == 0
+    opt = root / "opt" / "backend-ai" / "hub"
+    assert os.readlink(opt / "current") == "releases/1.0.0"
+    etc = root / "etc" / "backend-ai"
+    assert (etc / "manager.token").read_text() == given.read_text()
+    for name in ("manager.token", "hub.token"):
+        assert (etc / name).stat().st_mode & 0o777 == 0o600
+    assert (etc / "hub.token").read_text() != given.read_text()
+    res = check_config(etc / "hub-manager.toml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert '127.0.0.1:3081' in (etc / "hub-manager.toml").read_text()
+    units = root / "etc" / "systemd" / "system"
+    assert {p.name for p in units.glob("*.service")} == {"ai-hub.service",
+                                                          "ai-hub-manager.service"}
+    assert run(*args).stdout.strip() == "unchanged"
+    assert run("--prefix", str(root), "--uninstall", "hub").returncode == 0
+    assert files_under(root) == []
+
+
+def test_rcd_install(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    args = ("--prefix", str(root), "--rcd", "--release", str(make_release(tmp_path, "agent")),
+            "--no-venv", "agent")
+    assert run(*args).returncode == 0
+    rcd = root / "etc" / "rc.d"
+    script = (rcd / "rc.ai-agent").read_text()
+    assert f"AI_ROOT=${{AI_ROOT:-{root}/opt/ai-agent}}" in script
+    assert f"AI_LOG=${{AI_LOG:-{root}/var/log/ai-agent.log}}" in script
+    assert os.access(rcd / "rc.ai-agent-manager", os.X_OK)
+    go = (root / "boot" / "config" / "go").read_text().splitlines()
+    assert f"{rcd}/rc.ai-agent-manager start" in go and f"{rcd}/rc.ai-agent start" in go
+    cfg = root / "etc" / "backend-ai" / "agent-manager.toml"
+    assert 'backend = "rcd"' in cfg.read_text()
+    assert check_config(cfg).returncode == 0
+    # the installed script works with its rewritten defaults
+    res = subprocess.run([str(rcd / "rc.ai-agent"), "status"], capture_output=True, text=True,
+                         timeout=30, check=False)
+    assert (res.returncode, res.stdout.strip()) == (3, "ai-agent is not running")
+    assert run(*args).stdout.strip() == "unchanged"
+    assert run("--prefix", str(root), "--rcd", "--uninstall", "agent").returncode == 0
+    assert files_under(root) == ["boot/config/go"]
+    assert (root / "boot" / "config" / "go").read_text() == "#!/bin/bash\n"
+
+
+@pytest.mark.parametrize("problem", ["garbage", "bad-version", "no-binary", "missing",
+                                     "relative-prefix", "no-role", "two-roles", "rcd-hub",
+                                     "unknown-flag", "bad-restart-sec", "empty-token"])
+def test_bad_input_changes_nothing(tmp_path: Path, problem: str) -> None:
+    root = tmp_path / "root"
+    good = make_release(tmp_path, "agent")
+    release = str(good)
+    extra: list[str] = []
+    role = ["agent"]
+    prefix = str(root)
+    if problem == "garbage":
+        (tmp_path / "g.tar.gz").write_bytes(b"not a tarball")
+        release = str(tmp_path / "g.tar.gz")
+    elif problem == "bad-version":
+        bad = tmp_path / "bad"
+        (bad / "bin").mkdir(parents=True)
+        (bad / "VERSION").write_text("../../etc\n")
+        (bad / "bin" / "ai-agent").write_text("#!/bin/sh\n")
+        (bad / "bin" / "ai-agent").chmod(0o755)
+        release = str(bad)
+    elif problem == "no-binary":
+        bad = tmp_path / "nobin"
+        bad.mkdir()
+        (bad / "VERSION").write_text("1.0.0\n")
+        release = str(bad)
+    elif problem == "missing":
+        release = str(tmp_path / "nope.tar.gz")
+    elif problem == "relative-prefix":
+        prefix = "relative/root"
+    elif problem == "no-role":
+        role = []
+    elif problem == "two-roles":
+        role = ["agent", "hub"]
+    elif problem == "rcd-hub":
+        extra, role = ["--rcd"], ["hub"]
+    elif problem == "unknown-flag":
+        extra = ["--frobnicate"]
+    elif problem == "bad-restart-sec":
+        extra = ["--restart-sec", "1; rm -rf /"]
+    elif problem == "empty-token":
+        (tmp_path / "empty").write_text("")
+        extra = ["--token-file", str(tmp_path / "empty")]
+    res = run("--prefix", prefix, "--release", release, "--no-venv", *extra, *role)
+    assert res.returncode == 2, (problem, res.stdout, res.stderr)
+    assert res.stderr.startswith("install.sh: "), res.stderr
+    assert not root.exists()
+    assert not (ROOT / "relative").exists()

@@ -1,0 +1,253 @@
+"""The rcd backend with the real deploy/ rc scripts (rc.ai-agent, rc.ai-agent-manager),
+pointed at a temp directory through their environment variables (AI_ROOT, AI_ETC, AI_LOG,
+AI_PIDFILE), driven by a real ai-manager with backend = "rcd"."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+
+from backendai.v1 import manager_pb2 as pb
+from manager.rcd_unit import observe_rc_status
+from manager.states import State
+from tests.conftest import PY, ROOT, SERVICE, ManagerProc, assert_eventually
+
+RC_AGENT = ROOT / "deploy" / "rc.ai-agent"
+RC_MANAGER = ROOT / "deploy" / "rc.ai-agent-manager"
+
+
+def make_host(base: Path, *service_args: str, version: str = "1.0.0") -> dict[str, str]:
+    """An /opt/ai-agent-like tree with releases/V and current; returns the rc script env."""
+    root = base / "opt" / "ai-agent"
+    rel = root / "releases" / version
+    (rel / "bin").mkdir(parents=True)
+    (rel / "VERSION").write_text(version + "\n")
+    script = rel / "bin" / "ai-agent"
+    script.write_text(f"#!/bin/sh\nexport SERVICE_VERSION={version}\n"
+                      f"exec {PY} -u {SERVICE} {' '.join(service_args)}\n")
+    script.chmod(0o755)
+    (root / "current").symlink_to(f"releases/{version}")
+    return {"AI_ROOT": str(root), "AI_ETC": str(base / "etc"),
+            "AI_LOG": str(base / "log" / "ai-agent.log"),
+            "AI_PIDFILE": str(base / "run" / "ai-agent.pid"), "AI_STOP_TIMEOUT": "5"}
+
+
+def rc(script: Path, verb: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(script), verb], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def rcd_service(env: dict[str, str], **over: Any) -> dict[str, Any]:
+    svc: dict[str, Any] = {
+        "name": "ai-agent", "package": "@backend-ai/agent", "backend": "rcd",
+        "rc_script": str(RC_AGENT), "log_file": env["AI_LOG"], "env": env,
+        "install_root": env["AI_ROOT"], "status_interval": 0.1, "start_secs": 0.3,
+        "backoff_initial": 0.1, "backoff_max": 0.3, "crash_loop_max": 3}
+    svc.update(over)
+    return svc
+
+
+def pid_from(env: dict[str, str]) -> int:
+    return int(Path(env["AI_PIDFILE"]).read_text().split()[0])
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Any:
+    env = make_host(tmp_path, "--interval", "0.2")
+    yield env
+    rc(RC_AGENT, "stop", env)
+
+
+def test_status_mapping() -> None:
+    run = observe_rc_status(0, "ai-agent is running (pid 42)\n")
+    assert (run.state, run.pid) == (State.RUNNING, 42)
+    assert observe_rc_status(3, "ai-agent is not running").state == State.STOPPED
+    # many Unraid scripts always exit 0: the text decides
+    assert observe_rc_status(0, "nginx is not running").state == State.STOPPED
+    assert observe_rc_status(1, "dead but pid file exists").state == State.EXITED
+    odd = observe_rc_status(4, "what?")
+    assert odd.state == State.EXITED and "exit 4" in odd.message
+
+
+def test_rc_script_itself(host: dict[str, str]) -> None:
+    res = rc(RC_AGENT, "status", host)
+    assert (res.returncode, res.stdout.strip()) == (3, "ai-agent is not running")
+    res = rc(RC_AGENT, "start", host)
+    assert res.returncode == 0 and "Starting ai-agent" in res.stdout
+    pid = pid_from(host)
+    res = rc(RC_AGENT, "status", host)
+    assert (res.returncode, res.stdout.strip()) == (0, f"ai-agent is running (pid {pid})")
+    assert "already running" in rc(RC_AGENT, "start", host).stdout
+    assert pid_from(host) == pid
+    assert os.getpgid(pid) == pid  # its own process group: stop reaches all of it
+    assert_eventually(lambda: f"started pid={pid}" in Path(host["AI_LOG"]).read_text(),
+                      what="the service's output in AI_LOG")
+    os.kill(pid, signal.SIGKILL)
+    assert_eventually(lambda: gone(pid), what="service gone")
+    res = rc(RC_AGENT, "status", host)
+    assert (res.returncode, res.stdout.strip()) == (1, "ai-agent is dead but pid file exists")
+    assert rc(RC_AGENT, "restart", host).returncode == 0
+    new = pid_from(host)
+    assert new != pid and rc(RC_AGENT, "status", host).returncode == 0
+    res = rc(RC_AGENT, "stop", host)
+    assert res.returncode == 0 and gone(new)
+    assert not Path(host["AI_PIDFILE"]).exists()
+    assert rc(RC_AGENT, "status", host).returncode == 3
+    assert rc(RC_AGENT, "bogus", host).returncode == 2
+
+
+def test_manager_drives_rc_script(host: dict[str, str],
+                                  make_manager: Callable[..., ManagerProc]) -> None:
+    m = make_manager([rcd_service(host)]).start()
+    st = m.status()
+    assert (pb.ServiceState.Name(st.state), st.backend, st.version) == (
+        "SERVICE_STATE_STOPPED", "rcd", "1.0.0")
+    st = m.stub().Start(pb.StartRequest(), timeout=60)
+    assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_RUNNING"
+    assert st.pid == pid_from(host)
+    code, body = m.http("GET", "/status")
+    assert code == 200 and json.loads(body)["running"] is True
+    # logs come from the file the script's service writes
+    assert_eventually(lambda: f"started pid={st.pid}" in json.loads(
+        m.http("GET", "/logs?lines=20")[1])["logs"], what="log line via /logs")
+    stream = m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=1), timeout=60)
+    ticks = 0
+    for batch in stream:
+        ticks += sum("tick" in line for line in batch.lines)
+        if ticks >= 2:
+            break
+    stream.cancel()
+
+    code, body = m.http("POST", "/restart")
+    assert code == 200 and json.loads(body) == {"success": True}
+    new = pid_from(host)
+    assert new != st.pid and gone(st.pid) and m.status().pid == new
+    st = m.stub().Stop(pb.StopRequest(), timeout=60)
+    assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED" and gone(new)
+    assert rc(RC_AGENT, "status", host).returncode == 3
+
+
+def test_crash_is_restarted_and_seen_in_watch(host: dict[str, str],
+                                              make_manager: Callable[..., ManagerProc]) -> None:
+    m = make_manager([rcd_service(host)]).start()
+    first = m.stub().Start(pb.StartRequest(), timeout=60)
+    seen: queue.Queue[pb.ServiceStatus] = queue.Queue()
+    stream = m.stub().WatchStatus(pb.WatchStatusRequest(), timeout=120)
+
+    def pump() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for st in stream:
+                seen.put(st)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        assert seen.get(timeout=30).pid == first.pid
+        os.kill(first.pid, signal.SIGKILL)
+        updates: list[pb.ServiceStatus] = []
+
+        def restarted() -> bool:
+            while not seen.empty():
+                updates.append(seen.get())
+            return any(u.restarts == 1 and u.pid not in (0, first.pid)
+                       and pb.ServiceState.Name(u.state) == "SERVICE_STATE_RUNNING"
+                       for u in updates)
+
+        assert_eventually(restarted, 30, what="restart seen in WatchStatus")
+        assert any(pb.ServiceState.Name(u.state) != "SERVICE_STATE_RUNNING" for u in updates)
+        assert m.status().pid == pid_from(host)
+    finally:
+        stream.cancel()
+        reader.join(10)
+    # a stop through the manager is remembered: no restart after it
+    m.stub().Stop(pb.StopRequest(), timeout=60)
+    m.stub().Status(pb.StatusRequest(), timeout=10)
+    assert pb.ServiceState.Name(m.status().state) == "SERVICE_STATE_STOPPED"
+    assert not Path(host["AI_PIDFILE"]).exists()
+
+
+def test_crash_loop_ends_fatal(tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
+    env = make_host(tmp_path, "--exit-after", "0", "--code", "3")
+    m = make_manager([rcd_service(env)]).start()
+    with pytest.raises(grpc.RpcError) as err:
+        m.stub().Start(pb.StartRequest(), timeout=60)
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert_eventually(lambda: pb.ServiceState.Name(m.status().state) == "SERVICE_STATE_FATAL",
+                      30, what="FATAL after the crash loop")
+    assert "crash loop" in m.status().message
+
+
+def test_missing_script_is_not_found(tmp_path: Path,
+                                     make_manager: Callable[..., ManagerProc]) -> None:
+    env = make_host(tmp_path)
+    m = make_manager([rcd_service(env, rc_script=str(tmp_path / "rc.nope"))]).start()
+    with pytest.raises(grpc.RpcError) as err:
+        m.stub().Start(pb.StartRequest(), timeout=60)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "rc.nope" in (err.value.details() or "")
+    code, body = m.http("POST", "/restart")
+    assert code == 404 and "rc.nope" in json.loads(body)["error"]
+
+
+def test_hanging_script_times_out(tmp_path: Path,
+                                  make_manager: Callable[..., ManagerProc]) -> None:
+    env = make_host(tmp_path)
+    marker = tmp_path / "hung.pid"
+    script = tmp_path / "rc.hang"
+    script.write_text(f"#!/bin/sh\necho $$ > {marker}\nexec sleep 600\n")
+    script.chmod(0o755)
+    m = make_manager([rcd_service(env, rc_script=str(script), call_timeout=0.5,
+                                  status_interval=5.0)]).start()
+    with pytest.raises(grpc.RpcError) as err:
+        m.stub().Start(pb.StartRequest(), timeout=60)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "did not finish within 0.5s" in (err.value.details() or "")
+    assert "did not finish" in m.status().message
+    hung = int(marker.read_text())
+    assert_eventually(lambda: gone(hung), what="the timed-out script is killed")
+
+
+def test_manager_rc_script_runs_a_real_manager(tmp_path: Path) -> None:
+    """rc.ai-agent-manager starts ai-manager from AI_ROOT/manager/venv and stops it."""
+    env = make_host(tmp_path)
+    venv_bin = Path(env["AI_ROOT"]) / "manager" / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "ai-manager").symlink_to(Path(PY).parent / "ai-manager")
+    etc = Path(env["AI_ETC"])
+    etc.mkdir()
+    (etc / "agent-manager.toml").write_text(
+        f'http_listen = "127.0.0.1:0"\ngrpc_listen = "127.0.0.1:0"\n'
+        f'state_dir = "{tmp_path / "state"}"\nlog_format = "json"\n'
+        f'[[services]]\nname = "ai-agent"\nbackend = "rcd"\nrc_script = "{RC_AGENT}"\n'
+        f'log_file = "{env["AI_LOG"]}"\n')
+    menv = {**env, "AI_LOG": str(tmp_path / "log" / "ai-agent-manager.log"),
+            "AI_PIDFILE": str(tmp_path / "run" / "ai-agent-manager.pid")}
+    try:
+        assert rc(RC_MANAGER, "start", menv).returncode == 0
+        pid = pid_from(menv)
+        assert_eventually(lambda: "manager.ready" in Path(menv["AI_LOG"]).read_text(), 30,
+                          what="manager ready in its log")
+        assert rc(RC_MANAGER, "status", menv).returncode == 0
+    finally:
+        assert rc(RC_MANAGER, "stop", menv).returncode == 0
+    assert gone(pid)
+    assert rc(RC_MANAGER, "status", menv).returncode == 3
