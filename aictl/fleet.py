@@ -373,6 +373,12 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) >= 2**63:
+        raise argparse.ArgumentTypeError(f"a seed is an integer 0 to 2^63-1, got {text!r}")
+    return int(text)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = _connection_args()
 
@@ -413,7 +419,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="wait for `aictl rollout promote` between waves")
     p.add_argument("--no-auto-rollback", action="store_true",
                    help="on failure halt, but leave moved hosts where they are")
-    p.add_argument("--seed", type=_count, default=None, help="fixes wave membership")
+    p.add_argument("--seed", type=_seed, default=None, help="fixes wave membership")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="target hosts with these labels")
     p.add_argument("--hosts", default="", help="comma-separated host names to target")
