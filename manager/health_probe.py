@@ -4,7 +4,7 @@ probe passes within `healthy_deadline`, and it reports the expected version.
 Probes: gRPC health (`grpc.health.v1.Health/Check`, plus an optional `version_method`
 called with an empty request whose response field 1 is the version), HTTP GET (2xx; a
 JSON object body with "version" must equal the target), TCP connect, or a command (exit
-0; run with AI_EXPECTED_VERSION set; a JSON object on stdout with "version" must match).
+0; run with the service's `env` plus AI_EXPECTED_VERSION; a JSON object on stdout with "version" must match).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -44,12 +44,13 @@ class ProbeSpec:
     command: tuple[str, ...] = ()
     version_method: str = ""      # grpc only: full method returning VersionReport-shaped
     timeout: float = PROBE_TIMEOUT
+    env: Mapping[str, str] = field(default_factory=dict)  # command: the service's `env`
 
     @classmethod
     def of(cls, cfg: ServiceConfig) -> ProbeSpec:
         return cls(kind=cfg.health_probe, target=cfg.health_target,
                    command=cfg.health_command, version_method=cfg.health_version_method,
-                   timeout=min(PROBE_TIMEOUT, cfg.healthy_deadline))
+                   timeout=min(PROBE_TIMEOUT, cfg.healthy_deadline), env=dict(cfg.env))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,7 @@ async def _tcp(spec: ProbeSpec) -> ProbeResult:
 
 
 async def _command(spec: ProbeSpec, expected: str) -> ProbeResult:
-    env = dict(os.environ, AI_EXPECTED_VERSION=expected)
+    env = {**os.environ, **spec.env, "AI_EXPECTED_VERSION": expected}
     try:
         proc = await asyncio.create_subprocess_exec(
             *spec.command, stdout=asyncio.subprocess.PIPE,

@@ -58,6 +58,23 @@ class S(HTTPServer):
         super().server_bind()
 
 
+gport = int(os.environ.get("GRPC_PORT", "0"))
+if gport:  # grpc.health.v1 plus test.Info/Get answering a VersionReport-shaped message
+    from concurrent import futures
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    hs = health.HealthServicer()
+    hs.set("", health_pb2.HealthCheckResponse.NOT_SERVING if behavior.get("unhealthy")
+           else health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    raw = reported.encode()
+    # field 1 (string) = version, field 2 (varint) = something the prober must ignore
+    body = b"\x0a" + bytes([len(raw)]) + raw + b"\x10\x07"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Info", {
+        "Get": grpc.unary_unary_rpc_method_handler(lambda req, ctx: body)}),))
+    server.add_insecure_port(f"127.0.0.1:{gport}")
+    server.start()
 port = int(os.environ.get("HEALTH_PORT", "0"))
 if port:
     S(("127.0.0.1", port), H).serve_forever()
