@@ -4,7 +4,8 @@ probe passes within `healthy_deadline`, and it reports the expected version.
 Probes: gRPC health (`grpc.health.v1.Health/Check`, plus an optional `version_method`
 called with an empty request whose response field 1 is the version), HTTP GET (2xx; a
 JSON object body with "version" must equal the target), TCP connect, or a command (exit
-0; run with the service's `env` plus AI_EXPECTED_VERSION; a JSON object on stdout with "version" must match).
+0; run with the service's `env` plus AI_EXPECTED_VERSION; a JSON object on stdout with
+"version" must match).
 """
 
 from __future__ import annotations

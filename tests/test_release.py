@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -131,7 +130,8 @@ def test_publish_to_a_directory_and_to_http(tmp_path):
         assert res.returncode == 0, res.stderr
         assert "s3cret" not in res.stdout + res.stderr
         for name in ("agent-1.0.0.tar.gz", "hub-1.0.0.tar.gz", "SHA256SUMS"):
-            assert (web / "api/raw/1.0.0" / name).read_bytes() == (out / "1.0.0" / name).read_bytes()
+            published = web / "api/raw/1.0.0" / name
+            assert published.read_bytes() == (out / "1.0.0" / name).read_bytes()
         assert [p for m, p, _h in server.requests if m == "PUT"][-1].endswith("/SHA256SUMS")
         cred.write_text("Bearer wrong\n")
         res = aictl("release", "publish", "1.0.0", "--out", str(out), "--to",
