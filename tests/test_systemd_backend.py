@@ -30,6 +30,15 @@ from manager.states import State
 from manager.systemd_unit import journal_message, observe_properties, parse_show
 from tests.conftest import PY, ROOT, SERVICE, ManagerProc, assert_eventually
 from tests.systemd_harness import UserSystemd, scratch_root, user_systemd
+from tests.update_support import (
+    StoreServer,
+    build_release,
+    make_source,
+    reserved_port,
+    running_version,
+    steps,
+    watch_op,
+)
 
 pytestmark = [pytest.mark.systemd]
 __all__ = ["scratch_root", "user_systemd"]  # fixtures used by the tests below
@@ -311,3 +320,82 @@ def test_systemctl_missing_is_a_clear_error(installed: Path, tmp_path: Path,
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "systemctl" in (err.value.details() or "")
     assert "systemctl" in m.status().message
+
+
+# ---- updates through the systemd backend (manager/updater.py drives the unit) ------------
+
+def test_update_and_rollback_through_systemd(user_systemd: UserSystemd, scratch_root: Path,
+                                             make_manager: Callable[..., ManagerProc]) -> None:
+    """Releases built by `aictl release build`, served over HTTP on 127.0.0.1; the unit's
+    ExecStart runs from current/, so a switch plus a restart through systemctl updates it.
+    A release that crashes at start (systemd keeps restarting it) is rolled back."""
+    src = make_source(scratch_root)
+    out = scratch_root / "out"
+    store_root = scratch_root / "store"
+    store_root.mkdir()
+
+    def publish(version: str, **kw: Any) -> Path:
+        build_release(src, out, version, **kw)
+        res = subprocess.run(
+            [PY, "-m", "aictl.main", "release", "publish", version, "--out", str(out),
+             "--to", store_root.as_uri()], cwd=ROOT, capture_output=True, text=True,
+            timeout=60, check=False)
+        assert res.returncode == 0, res.stderr
+        return out / version / f"agent-{version}.tar.gz"
+
+    first = publish("1.0.0")
+    publish("1.1.0")
+    publish("1.2.0", behavior={"crash": True})
+    res = install(scratch_root, "--release", str(first))
+    assert res.returncode == 0, res.stderr
+    server = StoreServer(store_root)
+    dropin = user_systemd.unit_dir / f"{UNIT}.d"
+    try:
+        with reserved_port() as port:
+            dropin.mkdir()
+            (dropin / "env.conf").write_text(
+                f"[Service]\nEnvironment=HEALTH_PORT={port} AI_PYTHON={PY}\n")
+            user_systemd.systemctl("daemon-reload")
+            m = make_manager([systemd_service(
+                scratch_root, package_url=f"{server.url}/{{version}}/agent-{{version}}.tar.gz",
+                health_probe="http", health_target=f"http://127.0.0.1:{port}/health",
+                min_healthy_time=0.5, healthy_deadline=5.0, download_timeout=5.0)]).start()
+            m.stub().Start(pb.StartRequest(), timeout=60)
+            assert_eventually(lambda: _version_at(port) == "1.0.0", 20, what="1.0.0 serves")
+
+            events = watch_op(m, m.stub().Update(pb.UpdateRequest(version="1.1.0"),
+                                                 timeout=30).operation_id)
+            assert events[-1].outcome == "succeeded", steps(events)
+            assert _version_at(port) == "1.1.0" and m.status().version == "1.1.0"
+            assert m.status().pid == main_pid(user_systemd)
+            current = scratch_root / "opt" / "ai-agent" / "current"
+            assert os.readlink(current) == "releases/1.1.0"
+
+            events = watch_op(m, m.stub().Update(pb.UpdateRequest(version="1.2.0"),
+                                                 timeout=30).operation_id, timeout=120)
+            final = events[-1]
+            assert final.outcome == "rolled_back", steps(events)
+            assert "rolled back to version 1.1.0" in final.message
+            assert os.readlink(current) == "releases/1.1.0"
+            st = m.status()
+            assert (pb.ServiceState.Name(st.state), st.version) == (
+                "SERVICE_STATE_RUNNING", "1.1.0")
+            assert st.update.last_outcome == "rolled_back"
+            assert_eventually(lambda: _version_at(port) == "1.1.0", 20, what="1.1.0 serves")
+            assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "active"
+    finally:
+        server.close()
+        for f in dropin.glob("*"):
+            f.unlink()
+        with contextlib.suppress(OSError):
+            dropin.rmdir()
+        user_systemd.systemctl("stop", UNIT, check=False)
+        install(scratch_root, "--uninstall")
+        user_systemd.systemctl("daemon-reload")
+
+
+def _version_at(port: int) -> str:
+    try:
+        return running_version(port)
+    except OSError:
+        return ""
