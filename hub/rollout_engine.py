@@ -340,26 +340,47 @@ def new_rollout(*, rollout_id: str, version: str, service: str, strategy: Strate
 def transition(r: Rollout, event: Event, now: float) -> tuple[Rollout, list[Note], list[Action]]:
     """Apply one event. Raises FailedPrecondition for a control request the current
     state forbids (nothing changes then)."""
-    step = _Step(r, now)
     if r.state in TERMINAL and not (isinstance(event, Control)
                                     and event.command == "retry_failed"):
         if isinstance(event, Control):
             raise FailedPrecondition(f"rollout {r.id} is {r.state.value.lower()}; "
                                      f"{event.command} needs an active rollout")
         return r, [], []
+    step = _Step(r, now)
     if isinstance(event, Control):
         _control(step, event)
-    elif isinstance(event, Tick):
+    else:
+        _dispatch(step, event)
+    _advance(step)
+    return _finish(step)
+
+
+def transition_batch(r: Rollout, events: list[Event],
+                     now: float) -> tuple[Rollout, list[Note], list[Action]]:
+    """Apply several non-control events at the same `now`, then one progress pass: the
+    same result as one at a time for host events, at a fraction of the cost on a big
+    fleet (the shell drains its queue into one batch)."""
+    if r.state in TERMINAL:
+        return r, [], []
+    step = _Step(r, now)
+    for event in events:
+        if isinstance(event, Control):
+            raise TypeError("control requests go through transition()")
+        _dispatch(step, event)
+    _advance(step)
+    return _finish(step)
+
+
+def _dispatch(step: _Step, event: Event) -> None:
+    if isinstance(event, Tick):
         _observe(step, event.observations)
     elif isinstance(event, Recover):
-        for h in r.hosts.values():
+        for h in step.hosts.values():
             if h.state in (HostState.UPDATING, HostState.ROLLING_BACK):
-                step.actions.append(ReconcileHost(h.name, r.service))
+                step.actions.append(ReconcileHost(h.name, step.r.service))
         step.note("rollout.recovered", "hub restarted; reconciling in-flight hosts")
     else:
         _host_event(step, event)
-    _advance(step)
-    return _finish(step)
 
 
 def _finish(step: _Step) -> tuple[Rollout, list[Note], list[Action]]:

@@ -27,6 +27,7 @@ from hub.store import HubStore
 log = structlog.get_logger(__name__)
 
 RECONCILE_BACKOFF_MAX = 5.0
+MAX_BATCH = 2000
 
 
 class RolloutRunner:
@@ -52,10 +53,13 @@ class RolloutRunner:
             while self.r.active:
                 try:
                     async with asyncio.timeout(self.tick):
-                        event = await self.queue.get()
+                        first = await self.queue.get()
                 except TimeoutError:
-                    event = E.Tick(self._observations())
-                self.apply(event)
+                    first = E.Tick(self._observations())
+                batch = [first]
+                while len(batch) < MAX_BATCH and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                self.apply_batch(batch)
         finally:
             for task in self.tasks.values():
                 task.cancel()
@@ -69,12 +73,17 @@ class RolloutRunner:
     def apply(self, event: E.Event) -> E.Rollout:
         """One transition: persist, publish, act. Raises what the machine raises for a
         control request the state forbids (then nothing changed)."""
-        old = self.r
-        new, notes, actions = E.transition(old, event, time.time())
-        if not notes and not actions and new.hosts == old.hosts and new.state == old.state:
+        return self._commit(self.r, *E.transition(self.r, event, time.time()))
+
+    def apply_batch(self, events: list[E.Event]) -> E.Rollout:
+        return self._commit(self.r, *E.transition_batch(self.r, events, time.time()))
+
+    def _commit(self, old: E.Rollout, new: E.Rollout, notes: list[E.Note],
+                actions: list[E.Action]) -> E.Rollout:
+        changed = [h for name, h in new.hosts.items() if old.hosts.get(name) is not h]
+        if not notes and not actions and not changed and new.state == old.state:
             self.r = new  # only the clock moved: nothing to persist
             return new
-        changed = [h for name, h in new.hosts.items() if old.hosts.get(name) is not h]
         self.store.save(new, changed, notes)  # durable before any action is carried out
         self.r = new
         if notes:
