@@ -9,6 +9,8 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v unshare >/dev/null || need_apt+=(util-linux)
+# a real systemd (and systemd-analyze) for tests/test_systemd_backend.py's private systemd --user
+{ command -v systemctl >/dev/null && [ -x /lib/systemd/systemd ]; } || need_apt+=(systemd)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing ${need_apt[*]}" >&2

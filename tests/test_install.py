@@ -63,8 +63,9 @@ def files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
 
 
-def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "manager.main", "--config", str(path), "--check-config"],
+def check_config(path: Path, module: str = "manager.main") -> subprocess.CompletedProcess[str]:
+    """`ai-manager` / `ai-agent` / `ai-hub` --check-config on a written config."""
+    return subprocess.run([PY, "-m", module, "--config", str(path), "--check-config"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
 
 
@@ -89,6 +90,8 @@ def test_agent_install_is_idempotent_and_uninstalls(tmp_path: Path) -> None:
         assert (root / "var" / "lib" / "backend-ai" / d).is_dir()
     cfg = etc / "agent-manager.toml"
     res = check_config(cfg)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = check_config(etc / "agent.toml", "agent.main")
     assert res.returncode == 0, res.stdout + res.stderr
     text = cfg.read_text()
     assert f'install_root = "{opt}"' in text and 'backend = "systemd"' in text
@@ -143,6 +146,8 @@ def test_hub_install_and_given_token(tmp_path: Path) -> None:
         assert (etc / name).stat().st_mode & 0o777 == 0o600
     assert (etc / "hub.token").read_text() != given.read_text()
     res = check_config(etc / "hub-manager.toml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = check_config(etc / "hub.toml", "hub.main")
     assert res.returncode == 0, res.stdout + res.stderr
     assert '127.0.0.1:3081' in (etc / "hub-manager.toml").read_text()
     units = root / "etc" / "systemd" / "system"
