@@ -429,3 +429,23 @@ def test_manual_rollback_and_pruning(env):
     assert_on(env, m, "1.2.0")
     rels = {r.version: r for r in m.stub().ListReleases(pb.ListReleasesRequest()).releases}
     assert rels["1.2.0"].current and rels["1.3.0"].previous
+
+
+def test_store_credentials_from_a_file_are_used_and_never_logged(env):
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    cred = env.tmp / "store.cred"
+    cred.write_text("fleet:Sup3rS3cret\n")
+    cred.chmod(0o600)
+    import base64
+
+    env.server.require_auth = "Basic " + base64.b64encode(b"fleet:Sup3rS3cret").decode()
+    m = env.manager(package_credentials_file=str(cred))
+    started(env, m)
+    assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
+    cred.write_text("fleet:wrong-pass\n")
+    final = watch_op(m, update(m, "1.0.0"))[-1]
+    assert final.outcome == "failed" and "401" in final.message
+    assert "Sup3rS3cret" not in m.logs() and "wrong-pass" not in m.logs()
+    assert "wrong-pass" not in final.message
