@@ -1,7 +1,8 @@
 """Checks a downloaded package against SHA256SUMS, and SHA256SUMS against a detached
 Ed25519 signature when a public key is configured (then unsigned releases are refused).
 
-Crypto is the `cryptography` package's Ed25519; nothing hand-written here.
+Crypto is the `cryptography` package's Ed25519; nothing hand-written here. It is imported
+where it is used: loading it costs the idle manager ~7 MB RSS (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ import binascii
 import hashlib
 import re
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from backendai.errors import BackendAIError
 
@@ -56,6 +53,11 @@ def sha256_file(path: Path) -> str:
 
 def load_public_key(path: Path) -> bytes:
     """A public key file as written by `aictl release keygen` (PEM), or raw/base64 32 bytes."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - see top
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PublicKey,
+    )
+
     data = path.read_bytes()
     if data.lstrip().startswith(b"-----BEGIN"):
         key = serialization.load_pem_public_key(data)
@@ -85,6 +87,11 @@ def verify_signature(sums: bytes, signature: bytes | None, public_key: bytes) ->
     if signature is None:
         raise VerifyFailed(f"release is not signed ({SIG_NAME} missing) but a public key is "
                            "configured: unsigned releases are refused")
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - see top
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PublicKey,
+    )
+
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(decode_signature(signature), sums)
     except InvalidSignature:
