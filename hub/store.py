@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import HostEntry
-from hub.rollout_engine import (
+from hub.rollout_model import (
     Counts,
     HostRun,
     HostState,

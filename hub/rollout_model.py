@@ -1,0 +1,293 @@
+"""The rollout engine's values: states, per-host rows, the rollout, the events that go
+into the state machine, the actions that come out, and the notes it records. Plain
+frozen dataclasses and enums (persisted by hub/store.py, converted by hub/pb_convert.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hub.rollout_plan import Strategy
+
+
+class RolloutState(enum.Enum):
+    PLANNED = "PLANNED"
+    UPDATING_HUB = "UPDATING_HUB"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    PAUSED = "PAUSED"
+    HALTING = "HALTING"
+    ROLLING_BACK = "ROLLING_BACK"
+    ABORTING = "ABORTING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ROLLED_BACK = "ROLLED_BACK"
+    ABORTED = "ABORTED"
+
+
+class HostState(enum.Enum):
+    PENDING = "PENDING"
+    UPDATING = "UPDATING"
+    VERIFYING = "VERIFYING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    UNREACHABLE = "UNREACHABLE"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    SKIPPED = "SKIPPED"
+
+
+TERMINAL = frozenset({RolloutState.SUCCEEDED, RolloutState.FAILED, RolloutState.ROLLED_BACK,
+                      RolloutState.ABORTED})
+IN_FLIGHT = frozenset({HostState.UPDATING, HostState.VERIFYING, HostState.ROLLING_BACK})
+HOST_DONE = frozenset({HostState.SUCCEEDED, HostState.FAILED, HostState.UNREACHABLE,
+                       HostState.ROLLED_BACK, HostState.ROLLBACK_FAILED, HostState.SKIPPED})
+ROLLBACK_OK = frozenset({"succeeded", "rolled_back"})
+
+
+@dataclass(frozen=True, slots=True)
+class HostRun:
+    name: str
+    wave: int
+    state: HostState = HostState.PENDING
+    from_version: str = ""
+    operation_id: str = ""
+    message: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    deadline: float = 0.0          # step deadline (UPDATING, ROLLING_BACK) or healthy deadline
+    healthy_since: float = 0.0     # VERIFYING: first observation running on the target version
+    attempts: int = 0
+    moved: bool = False            # the host switched to the target version (rollback candidate)
+    failed: bool = False           # counts against the failure budget
+    lost: bool = False             # the last contact with its manager failed
+    step: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    id: str
+    version: str
+    service: str
+    strategy: Strategy
+    seed: int
+    specs: tuple[str, ...]
+    hosts: Mapping[str, HostRun]     # insertion order = plan order
+    state: RolloutState = RolloutState.RUNNING
+    current_wave: int = -1
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float = 0.0
+    message: str = ""
+    resume_at: float = 0.0
+    awaiting_promote: bool = False
+    paused_from: RolloutState | None = None
+    halted: bool = False
+    next_event: int = 0
+    include_hub: bool = False
+    description: str = ""
+    target_labels: Mapping[str, str] = field(default_factory=dict)
+    target_hosts: tuple[str, ...] = ()
+
+    @property
+    def wave_count(self) -> int:
+        return len(self.specs)
+
+    def wave_hosts(self, wave: int) -> list[HostRun]:
+        return [h for h in self.hosts.values() if h.wave == wave]
+
+    @property
+    def active(self) -> bool:
+        return self.state not in TERMINAL and self.state != RolloutState.PLANNED
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    total: int = 0
+    pending: int = 0
+    in_progress: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    rolled_back: int = 0
+    rollback_failed: int = 0
+    skipped: int = 0
+
+
+def counts(r: Rollout) -> Counts:
+    tally = dict.fromkeys(HostState, 0)
+    for h in r.hosts.values():
+        tally[h.state] += 1
+    return Counts(total=len(r.hosts), pending=tally[HostState.PENDING],
+                  in_progress=sum(tally[s] for s in IN_FLIGHT),
+                  succeeded=tally[HostState.SUCCEEDED], failed=tally[HostState.FAILED],
+                  unreachable=tally[HostState.UNREACHABLE],
+                  rolled_back=tally[HostState.ROLLED_BACK],
+                  rollback_failed=tally[HostState.ROLLBACK_FAILED],
+                  skipped=tally[HostState.SKIPPED])
+
+
+# ------------------------------------------------------------------ events in
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the hub's live view says about a host (from the manager's WatchStatus)."""
+
+    reachable: bool
+    running: bool
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    observations: Mapping[str, Observation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Recover:
+    """The hub (re)started with this rollout active."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAccepted:
+    host: str
+    operation_id: str     # "" = already on that version
+    from_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackAccepted:
+    host: str
+    operation_id: str
+    to_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    host: str
+    unreachable: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class OperationStep:
+    host: str
+    operation_id: str
+    step: str
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperationFinished:
+    host: str
+    operation_id: str
+    outcome: str          # succeeded | failed | rolled_back | rollback_failed
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    host: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerReport:
+    """Manager.Status as the reconcile step sees it."""
+
+    version: str
+    running_operation_id: str
+    last_operation_id: str
+    last_outcome: str
+    last_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    host: str
+    report: ManagerReport
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Operator request: pause | resume | promote | abort | retry_failed."""
+
+    command: str
+    reason: str = ""
+
+
+Event = (Tick | Recover | UpdateAccepted | RollbackAccepted | CallFailed | OperationStep
+         | OperationFinished | ConnectionLost | Reconciled | Control)
+
+# ------------------------------------------------------------------ actions out
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateHost:
+    host: str
+    version: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackHost:
+    host: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOperation:
+    host: str
+    operation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileHost:
+    host: str
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelHost:
+    host: str
+
+
+Action = UpdateHost | RollbackHost | WatchOperation | ReconcileHost | CancelHost
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One recorded event (WatchRollout). `index` is assigned in order, no gaps."""
+
+    index: int
+    at: float
+    kind: str
+    state: RolloutState
+    host: str = ""
+    wave: int = -1
+    message: str = ""
+    host_state: HostState | None = None
+    counts: Counts = field(default_factory=Counts)
+    final: bool = False
+
+
+def as_dict(obj: object) -> object:
+    """Plain-data form of engine values (for the store)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, Mapping):
+        return {k: as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [as_dict(v) for v in obj]
+    return obj
+
+
+def as_dict_fields(obj: object) -> dict[str, object]:
+    """`as_dict` of a dataclass instance, typed as a dict."""
+    return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]  # callers pass dataclass instances
