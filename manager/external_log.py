@@ -51,6 +51,19 @@ def last_lines(fd: int, end: int, count: int) -> list[str]:
     return _decode(b"\n".join(lines[-count:]) + b"\n")
 
 
+def line_boundary(fd: int, end: int) -> int:
+    """The offset just after the last newline before `end` (where a follower starts, so
+    an unfinished last line is delivered whole once it is finished)."""
+    pos = end
+    while pos > 0 and end - pos < READ_CHUNK:
+        size = min(TAIL_BLOCK, pos)
+        pos -= size
+        cut = os.pread(fd, size, pos).rfind(b"\n")
+        if cut >= 0:
+            return pos + cut + 1
+    return 0 if pos == 0 else end
+
+
 def _open(path: Path) -> int | None:
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
@@ -81,7 +94,7 @@ class ExternalLog:
         carry = b""
         try:
             if fd is not None:
-                offset = os.fstat(fd).st_size
+                offset = await asyncio.to_thread(line_boundary, fd, os.fstat(fd).st_size)
                 history = await asyncio.to_thread(last_lines, fd, offset, tail)
                 for i in range(0, len(history), BATCH_LINES):
                     yield history[i:i + BATCH_LINES]

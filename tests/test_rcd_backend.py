@@ -251,3 +251,95 @@ def test_manager_rc_script_runs_a_real_manager(tmp_path: Path) -> None:
         assert rc(RC_MANAGER, "stop", menv).returncode == 0
     assert gone(pid)
     assert rc(RC_MANAGER, "status", menv).returncode == 3
+
+
+def test_stop_is_remembered_and_manager_kill9_recovers(
+        tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
+    env = make_host(tmp_path, "--interval", "0.2")
+    calls = tmp_path / "status-calls"
+    wrapper = tmp_path / "rc.counting"  # the real script, counting the manager's polls
+    wrapper.write_text(f'#!/bin/sh\n[ "$1" = status ] && echo >> {calls}\nexec {RC_AGENT} "$@"\n')
+    wrapper.chmod(0o755)
+
+    def polls() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    m = make_manager([rcd_service(env, rc_script=str(wrapper))]).start()
+    try:
+        pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
+        # kill -9 of the manager: the service is the script's, it keeps running, and the
+        # restarted manager observes it (and supervises it again)
+        m.kill9()
+        assert pid_from(env) == pid and not gone(pid)
+        m.start()
+        assert_eventually(lambda: m.status().pid == pid, what="observed again")
+        os.kill(pid, signal.SIGKILL)
+        assert_eventually(lambda: m.status().restarts == 1 and m.status().pid not in (0, pid)
+                          and m.status().state == pb.SERVICE_STATE_RUNNING, 30,
+                          what="restarted after the manager restart")
+        # a stop through the manager stays a stop, however many polls follow
+        m.stub().Stop(pb.StopRequest(), timeout=60)
+        after = polls()
+        assert_eventually(lambda: polls() >= after + 5, 30, what="five more status polls")
+        assert m.status().state == pb.SERVICE_STATE_STOPPED
+        assert rc(RC_AGENT, "status", env).returncode == 3
+    finally:
+        rc(RC_AGENT, "stop", env)
+
+
+@pytest.mark.parametrize(("key", "value", "error"), [
+    ("rc_script", "rc.ai-agent", "services[0].rc_script: must be an absolute path"),
+    ("log_file", "logs/x.log", "services[0].log_file: must be an absolute path"),
+    ("status_interval", 0, "services[0].status_interval: must be between"),
+    ("call_timeout", -1, "services[0].call_timeout: must be between"),
+    ("call_timeout", "30", "services[0].call_timeout: must be a number"),
+    ("log_file", "/x\u0000y", "services[0].log_file: too long or contains NUL"),
+])
+def test_bad_rcd_keys_are_config_errors(tmp_path: Path, key: str, value: object,
+                                        error: str) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}"\n[[services]]\nname = "a"\nbackend = "rcd"\n'
+                   f"{key} = {json.dumps(value)}\n")
+    res = subprocess.run([PY, "-m", "manager.main", "--config", str(cfg), "--check-config"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+    assert res.returncode != 0
+    assert error in res.stdout + res.stderr
+
+
+async def test_external_log_tail_and_follow_across_truncation_and_rotation(
+        tmp_path: Path) -> None:
+    """The log file another program writes: tail, then follow through truncation and a
+    rotation (rename + new file), and a file that does not exist yet."""
+    import asyncio
+
+    from manager.external_log import ExternalLog
+
+    path = tmp_path / "svc.log"
+    log = ExternalLog(path, poll_interval=0.02)
+    assert await log.tail(10) == []
+    path.write_bytes(b"".join(b"line %d\n" % i for i in range(5000)) + b"partial")
+    assert await log.tail(3) == ["line 4997", "line 4998", "line 4999"]
+    got: list[str] = []
+    follower = log.follow(2)
+
+    async def take(n: int) -> None:
+        async with asyncio.timeout(20):
+            while len(got) < n:
+                got.extend(await anext(follower))
+
+    await take(2)
+    assert got == ["line 4998", "line 4999"]
+    with path.open("ab") as fh:
+        fh.write(b" done\nnext\n")
+    await take(4)
+    assert got[2:] == ["partial done", "next"]
+    path.write_bytes(b"after truncate\n")  # truncated and rewritten in place
+    await take(5)
+    assert got[4] == "after truncate"
+    with path.open("ab") as fh:
+        fh.write(b"last of old\n")
+    path.rename(tmp_path / "svc.log.1")
+    path.write_bytes(b"first of new\n")
+    await take(7)
+    assert got[5:] == ["last of old", "first of new"]
+    await follower.aclose()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
@@ -399,3 +400,40 @@ def _version_at(port: int) -> str:
         return running_version(port)
     except OSError:
         return ""
+
+
+def test_journal_follow_runs_journalctl_and_ends_it(
+        installed: Path, make_manager: Callable[..., ManagerProc]) -> None:
+    """StreamLogs from the journal keeps one `journalctl --follow` per stream (nothing to
+    read here: no journald) and kills it when the stream is cancelled."""
+    m = make_manager([systemd_service(installed)]).start()
+    assert m.proc is not None
+    manager = psutil.Process(m.proc.pid)
+
+    def followers() -> list[psutil.Process]:
+        out = []
+        for child in manager.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "--follow" in child.cmdline() and child.name() == "journalctl":
+                    out.append(child)
+        return out
+
+    stream = m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=5), timeout=60)
+    done = threading.Event()
+
+    def pump() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for _ in stream:
+                pass
+        done.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    procs = assert_eventually(followers, 20, what="journalctl --follow running")
+    assert "--user-unit=ai-agent.service" in procs[0].cmdline()
+    stream.cancel()
+    assert done.wait(20)
+    assert_eventually(lambda: not followers(), 20, what="journalctl ended with the stream")
+    # no_follow: just the (empty) history
+    assert list(m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=5, no_follow=True),
+                                    timeout=30)) == []
