@@ -65,6 +65,8 @@ class PolledUnit:
         self._observed = Observed(State.STOPPED, message="not observed yet")
         self._state_since = time.time()
         self._version = read_version(config)
+        self._asked = 0  # observations started / the newest one applied: a slow older
+        self._applied = 0  # observation never overwrites a newer one
         self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
 
     # ---- subclass hooks -----------------------------------------------------------------
@@ -87,8 +89,9 @@ class PolledUnit:
     async def run(self) -> None:
         """Observe the service every status_interval seconds until shutdown()."""
         while not self._stopped.is_set():
-            with contextlib.suppress(BackendAIError):
-                await self.refresh()
+            if not self._lock.locked():  # a request in progress observes for itself
+                with contextlib.suppress(BackendAIError):
+                    await self.refresh()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.status_interval):
                     await self._stopped.wait()
@@ -114,12 +117,18 @@ class PolledUnit:
     async def refresh(self) -> Observed:
         """Observe now and publish what changed. A failed observation is published too
         (the state stays, the message says why) and re-raised."""
+        self._asked += 1
+        seq = self._asked
         try:
             obs = await self.observe()
         except BackendAIError as exc:
-            self._apply(replace(self._observed, message=str(exc)))
+            if seq > self._applied:
+                self._applied = seq
+                self._apply(replace(self._observed, message=str(exc)))
             raise
-        self._apply(obs)
+        if seq > self._applied:
+            self._applied = seq
+            self._apply(obs)
         return obs
 
     def _apply(self, obs: Observed) -> None:

@@ -131,10 +131,10 @@ class RcdUnit(PolledUnit):
     async def run(self) -> None:
         """Observe every status_interval; restart the service when it died unasked."""
         while not self._stopped.is_set():
-            try:
-                obs = await self.refresh()
-            except BackendAIError:
-                obs = None
+            obs = None
+            if not self._lock.locked():  # a request in progress observes for itself
+                with contextlib.suppress(BackendAIError):
+                    obs = await self.refresh()
             if obs is not None:
                 if self._desired is None:
                     self._desired = "running" if obs.state == State.RUNNING else None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from backendai.errors import DeadlineExceeded, NotFound, ServiceFailed
+from backendai.errors import DeadlineExceeded, NotFound, ServiceFailed, Unavailable
 from manager.config import ServiceConfig
 from manager.external_log import ExternalLog
 from manager.host_command import CommandResult, run_command, stream_lines
@@ -135,8 +135,9 @@ class SystemdUnit(PolledUnit):
     async def observe(self) -> Observed:
         res = await self._systemctl_call("show", "--property=" + ",".join(PROPERTIES),
                                          "--", self.unit)
-        if res.returncode != 0:
-            raise ServiceFailed(f"systemctl show {self.unit} failed: {res.reason}")
+        if res.returncode != 0:  # e.g. "Failed to connect to bus": no systemd to ask
+            raise Unavailable(f"cannot get the status of {self.unit} from systemd: "
+                              f"{res.reason}")
         return observe_properties(parse_show(res.stdout), self.unit, now_wall=time.time(),
                                   now_mono=time.monotonic())
 

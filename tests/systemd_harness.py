@@ -3,13 +3,13 @@
 Inside `unshare --mount --propagation private --fork` a tmpfs goes over /run (with
 /run/systemd/system, so systemd believes it was booted with systemd), the shell moves
 into a new cgroup-v2 directory of its own, and `/lib/systemd/systemd --user` is exec'd
-with XDG_RUNTIME_DIR and XDG_CONFIG_HOME in a temp directory. With those two variables
+with XDG_RUNTIME_DIR and XDG_CONFIG_HOME in a scratch directory. With those two variables
 set, `systemctl --user` from outside talks to it. There is no journald: `journalctl
 --user` is empty. Teardown: `systemctl --user exit`, then whatever is left in the cgroup
 is killed and the cgroup directories are removed.
 
-Units must not live under /tmp: the deploy/ units use PrivateTmp=yes, so `scratch_root`
-gives a directory under /var/lib instead.
+Nothing a unit must see lives under /tmp: the deploy/ units use PrivateTmp=yes, so the
+systemd directories and `scratch_root` are under /var/lib/backendai-tests instead.
 """
 
 from __future__ import annotations
@@ -137,12 +137,17 @@ class UserSystemd:
 
 
 @pytest.fixture(scope="module")
-def user_systemd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserSystemd]:
-    """A private systemd --user; os.environ points systemctl --user at it meanwhile."""
+def user_systemd() -> Iterator[UserSystemd]:
+    """A private systemd --user; os.environ points systemctl --user at it meanwhile.
+
+    Its runtime directory is outside /tmp too: a manager run by a PrivateTmp unit must
+    still reach $XDG_RUNTIME_DIR/systemd/private."""
     reason = why_not()
     if reason:
         pytest.skip(f"cannot run a private systemd --user: {reason}")
-    sd = UserSystemd(tmp_path_factory.mktemp("systemd"))
+    base = SCRATCH_BASE / f"systemd-{uuid.uuid4().hex[:12]}"
+    base.mkdir(parents=True)
+    sd = UserSystemd(base)
     saved = {k: os.environ.get(k) for k in sd.env}
     try:
         sd.start()
@@ -155,6 +160,11 @@ def user_systemd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserSyste
             else:
                 os.environ[key] = value
         sd.stop()
+        leftover = sd.cgroup.exists()
+        shutil.rmtree(base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            SCRATCH_BASE.rmdir()
+        assert not leftover, f"cgroup {sd.cgroup} could not be removed"
 
 
 @pytest.fixture

@@ -194,6 +194,8 @@ def test_crash_loop_ends_fatal(tmp_path: Path, make_manager: Callable[..., Manag
     assert_eventually(lambda: pb.ServiceState.Name(m.status().state) == "SERVICE_STATE_FATAL",
                       30, what="FATAL after the crash loop")
     assert "crash loop" in m.status().message
+    # nothing left running (and nothing for the cleanup to race with)
+    assert_eventually(lambda: not m.service_processes(), 20, what="no service process left")
 
 
 def test_missing_script_is_not_found(tmp_path: Path,

@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
+from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.states import State
 from manager.systemd_unit import journal_message, observe_properties, parse_show
 from tests.conftest import PY, ROOT, SERVICE, ManagerProc, assert_eventually
@@ -437,3 +438,68 @@ def test_journal_follow_runs_journalctl_and_ends_it(
     # no_follow: just the (empty) history
     assert list(m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=5, no_follow=True),
                                     timeout=30)) == []
+
+
+def test_deployed_manager_unit_drives_the_agent_unit(user_systemd: UserSystemd,
+                                                     installed: Path) -> None:
+    """Both units as install.sh wrote them, run by systemd: ai-agent-manager.service
+    (hardened: NoNewPrivileges, ProtectSystem=strict, PrivateTmp, ReadWritePaths) runs
+    the real manager with the config install.sh wrote, which drives ai-agent.service
+    through systemctl --user. Test-only changes: the venv is this checkout's .venv,
+    the listen addresses are 127.0.0.1:0, and a drop-in adds --ready-file."""
+    opt = installed / "opt" / "ai-agent"
+    (opt / "manager" / "venv").symlink_to(Path(PY).parent.parent)
+    etc = installed / "etc" / "backend-ai"
+    cfg = etc / "agent-manager.toml"
+    text = cfg.read_text().replace('"0.0.0.0:3081"', '"127.0.0.1:0"').replace(
+        '"0.0.0.0:3082"', '"127.0.0.1:0"')
+    cfg.write_text(text + "status_interval = 0.2\nstart_secs = 0.3\n")
+    state = installed / "var" / "lib" / "backend-ai" / "agent-manager"
+    ready = state / "ready.json"
+    manager_unit = "ai-agent-manager.service"
+    dropin = user_systemd.unit_dir / f"{manager_unit}.d"
+    dropin.mkdir()
+    (dropin / "ready.conf").write_text(
+        f"[Service]\nExecStart=\nExecStart={opt}/manager/venv/bin/ai-manager "
+        f"--config {cfg} --ready-file {ready}\n")
+    user_systemd.systemctl("daemon-reload")
+    token = (etc / "manager.token").read_text().strip()
+    auth = [("authorization", f"Bearer {token}")]
+    try:
+        user_systemd.systemctl("start", manager_unit)
+        assert_eventually(ready.exists, 30, what="manager ready")
+        info = json.loads(ready.read_text())
+        with grpc.insecure_channel(f"127.0.0.1:{info['grpc_port']}") as channel:
+            stub = pb_grpc.ManagerStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Status(pb.StatusRequest(), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            st = stub.Status(pb.StatusRequest(), timeout=10, metadata=auth)
+            assert (st.name, st.backend, st.version) == ("ai-agent", "systemd", "1.0.0")
+            st = stub.Start(pb.StartRequest(), timeout=60, metadata=auth)
+            assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_RUNNING"
+            agent_pid = main_pid(user_systemd)
+            assert st.pid == agent_pid
+        # restarting the manager unit leaves the agent unit alone
+        manager_pid = int(user_systemd.show(manager_unit, "MainPID")["MainPID"])
+        ready.unlink()
+        user_systemd.systemctl("restart", manager_unit)
+        assert_eventually(ready.exists, 30, what="manager ready again")
+        assert int(user_systemd.show(manager_unit, "MainPID")["MainPID"]) != manager_pid
+        assert main_pid(user_systemd) == agent_pid
+        info = json.loads(ready.read_text())
+        with grpc.insecure_channel(f"127.0.0.1:{info['grpc_port']}") as channel:
+            stub = pb_grpc.ManagerStub(channel)
+            st = stub.Stop(pb.StopRequest(), timeout=60, metadata=auth)
+            assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED"
+        assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
+    finally:
+        user_systemd.systemctl("stop", manager_unit, check=False)
+        for f in dropin.glob("*"):
+            f.unlink()
+        dropin.rmdir()
+        (opt / "manager" / "venv").unlink()
+
+
+def _unit_state(sd: UserSystemd, unit: str) -> dict[str, str]:
+    return sd.show(unit, "ActiveState", "SubState", "Result", "ExecMainStatus")
