@@ -10,7 +10,9 @@ rc scripts do not restart a crashed service, so this unit does (the `restart`,
 `backoff_*` and `crash_loop_max` keys): once the service was seen running (or started
 through the manager) and is then found dead, it is started again after a backoff; more
 than `crash_loop_max` failed restarts in a row end in FATAL until the next manual start.
-A stop through the manager is remembered, so a stopped service stays stopped.
+A stop through the manager is remembered, so a stopped service stays stopped. Every call
+gets AI_STOP_TIMEOUT (the stop timeout in whole seconds), which deploy/'s rc scripts
+honour before they SIGKILL the service's process group.
 
 Logs are read from `log_file` (default `/var/log/NAME.log`), the file the script's
 service writes.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 from collections.abc import AsyncIterator
@@ -37,6 +40,7 @@ from manager.states import ServiceStatus, State
 log = structlog.get_logger(__name__)
 
 PID_RE = re.compile(r"\bpid\D{0,3}(\d{1,10})\b", re.IGNORECASE)
+STOP_TIMEOUT_ENV = "AI_STOP_TIMEOUT"
 NOT_RUNNING_RE = re.compile(r"\b(not running|stopped|dead|inactive)\b", re.IGNORECASE)
 
 
@@ -66,12 +70,16 @@ class RcdUnit(PolledUnit):
         self._failures = 0  # consecutive failed automatic restarts
         self._fatal = ""
 
-    async def _call(self, verb: str, timeout: float) -> CommandResult:
+    async def _call(self, verb: str, timeout: float, *,
+                    stop_timeout: float | None = None) -> CommandResult:
         cfg = self.config
         if not await asyncio.to_thread(os.path.isfile, self.script):
             raise NotFound(f"rc script {self.script!r} not found")
         env = dict(os.environ) if cfg.inherit_env else {"PATH": os.defpath}
         env.update(cfg.env)
+        # deploy/'s rc scripts wait this long for the service to stop before SIGKILL
+        env[STOP_TIMEOUT_ENV] = str(max(1, math.ceil(
+            cfg.stop_timeout if stop_timeout is None else stop_timeout)))
         return await run_command([self.script, verb], timeout=timeout, env=env)
 
     async def observe(self) -> Observed:
@@ -82,8 +90,9 @@ class RcdUnit(PolledUnit):
             return Observed(State.FATAL, restarts=self._restarts, message=self._fatal)
         return obs
 
-    async def _act(self, verb: str, timeout: float) -> None:
-        res = await self._call(verb, timeout)
+    async def _act(self, verb: str, timeout: float, *,
+                   stop_timeout: float | None = None) -> None:
+        res = await self._call(verb, timeout, stop_timeout=stop_timeout)
         log.info("rcd.called", service=self.name, verb=verb, rc=res.returncode)
         if res.returncode != 0:
             raise ServiceFailed(f"{self.script} {verb} failed: {res.reason}")
@@ -108,7 +117,7 @@ class RcdUnit(PolledUnit):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(obs.pid, 9)
             limit = self.config.stop_timeout if timeout is None else timeout
-            await self._act("stop", limit + self.config.call_timeout)
+            await self._act("stop", limit + self.config.call_timeout, stop_timeout=limit)
             await self.refresh()
             return self.status()
 

@@ -345,3 +345,22 @@ async def test_external_log_tail_and_follow_across_truncation_and_rotation(
     await take(7)
     assert got[5:] == ["last of old", "first of new"]
     await follower.aclose()
+
+
+def test_stop_timeout_reaches_the_script(tmp_path: Path,
+                                         make_manager: Callable[..., ManagerProc]) -> None:
+    """A service that ignores SIGTERM: the request's stop timeout (1 s) is passed to the
+    script as AI_STOP_TIMEOUT, which then SIGKILLs the group — long before the configured
+    stop_timeout of 600 s."""
+    env = make_host(tmp_path, "--ignore-term", "--grandchild")
+    m = make_manager([rcd_service(env, stop_timeout=600.0)]).start()
+    try:
+        st = m.stub().Start(pb.StartRequest(), timeout=60)
+        assert_eventually(lambda: len(m.service_processes()) >= 2, 20,
+                          what="service and its grandchild")
+        st = m.stub().Stop(pb.StopRequest(timeout_seconds=1.0), timeout=60)
+        assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED"
+        assert_eventually(lambda: not m.service_processes(), 20,
+                          what="the whole process group killed")
+    finally:
+        rc(RC_AGENT, "stop", env)
