@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -29,7 +30,9 @@ from manager.rcd_unit import RcdUnit
 from manager.statestore import StateStore
 from manager.systemd_unit import SystemdUnit
 from manager.unit import ServiceUnit
-from manager.updater import Updater
+
+if TYPE_CHECKING:
+    from manager.updater import Updater
 
 log = structlog.get_logger(__name__)
 
@@ -85,8 +88,11 @@ class ManagerDaemon:
             token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
             store = StateStore(cfg.state_dir / "manager.db")
             units = self._make_units(store)
-            updater = Updater(cfg, units, store) if any(
-                s.install_root for s in cfg.services) else None
+            updater: Updater | None = None
+            if any(s.install_root for s in cfg.services):
+                # Only a manager that updates loads the updater (and urllib, tarfile, ...).
+                from manager.updater import Updater  # noqa: PLC0415
+                updater = Updater(cfg, units, store)
             control = self.control = ManagerControl(cfg, units, updater)
             servicer = ManagerServicer(control)
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
