@@ -5,6 +5,7 @@ otherwise; JSON lines with --json). Pure formatting of the hub's messages."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
@@ -104,39 +105,56 @@ def summary(r: Any) -> str:
     return line
 
 
+def wave_label(r: Any, w: Any) -> str:
+    """"hub" for the hub's own wave, "canary" for the first wave of agents."""
+    if w.spec == "hub":
+        return "hub"
+    first = next((x.index for x in r.waves if x.spec != "hub"), 0)
+    return "canary" if w.index == first else f"wave {w.index}"
+
+
 def plan(r: Any) -> str:
     lines = [f"plan for version {r.version} (seed {r.seed}): {len(r.hosts)} hosts, "
              f"{len(r.waves)} waves"]
     for w in r.waves:
-        label = "canary" if w.index == 0 else f"wave {w.index}"
+        label = wave_label(r, w)
         lines.append(f"  {label:<8} {w.spec:>5}  {len(w.hosts):>4} hosts: "
                      + ", ".join(w.hosts))
     return "\n".join(lines)
 
 
-def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
-    filled = 0 if total == 0 else round(width * done / total)
-    return "[" + "#" * filled + "." * (width - filled) + "]"
+def bar(marks: Sequence[str], width: int = BAR_WIDTH) -> str:
+    """A progress bar of one mark per host, stretched to width: '#' succeeded,
+    'x' failed or unreachable, 'r' rolled back, '-' skipped, '>' in progress, '.' pending."""
+    if not marks:
+        return "[" + " " * width + "]"
+    cells = "".join(marks[i * len(marks) // width] for i in range(width))
+    return "[" + cells + "]"
+
+
+def _mark(state: int) -> str:
+    from backendai.v1 import hub_pb2 as hpb  # noqa: PLC0415
+
+    marks: dict[int, str] = {hpb.HOST_ROLLOUT_STATE_SUCCEEDED: "#", hpb.HOST_ROLLOUT_STATE_FAILED: "x",
+            hpb.HOST_ROLLOUT_STATE_UNREACHABLE: "x", hpb.HOST_ROLLOUT_STATE_ROLLBACK_FAILED: "x",
+            hpb.HOST_ROLLOUT_STATE_ROLLED_BACK: "r", hpb.HOST_ROLLOUT_STATE_SKIPPED: "-",
+            hpb.HOST_ROLLOUT_STATE_PENDING: "."}
+    return marks.get(state, ">")
 
 
 def waves_block(r: Any) -> list[str]:
     from backendai.v1 import hub_pb2 as hpb  # noqa: PLC0415
 
-    finished = {hpb.HOST_ROLLOUT_STATE_SUCCEEDED, hpb.HOST_ROLLOUT_STATE_FAILED,
-                hpb.HOST_ROLLOUT_STATE_UNREACHABLE, hpb.HOST_ROLLOUT_STATE_ROLLED_BACK,
-                hpb.HOST_ROLLOUT_STATE_ROLLBACK_FAILED, hpb.HOST_ROLLOUT_STATE_SKIPPED}
     by_wave: dict[int, list[Any]] = {}
     for h in r.hosts:
         by_wave.setdefault(h.wave, []).append(h)
     lines = []
     for w in r.waves:
-        hosts = by_wave.get(w.index, [])
-        done = sum(1 for h in hosts if h.state in finished)
+        hosts = sorted(by_wave.get(w.index, []), key=lambda h: "#xr>-.".find(_mark(h.state)))
         ok = sum(1 for h in hosts if h.state == hpb.HOST_ROLLOUT_STATE_SUCCEEDED)
-        label = "canary" if w.index == 0 else f"wave {w.index}"
         mark = ">" if w.index == r.current_wave and not r.finished_unix else " "
-        lines.append(f"{mark} {label:<7} {bar(done, len(hosts))} {ok}/{len(hosts)} ok"
-                     + (f", {w.failures} failed" if w.failures else ""))
+        lines.append(f"{mark} {wave_label(r, w):<7} {bar([_mark(h.state) for h in hosts])} "
+                     f"{ok}/{len(hosts)} ok" + (f", {w.failures} failed" if w.failures else ""))
     return lines
 
 
@@ -220,8 +238,10 @@ class LiveView:
             self.out.flush()
             return
         self._last_draw = time.monotonic()
+        width = shutil.get_terminal_size().columns
         screen = [summary(r), *waves_block(r), "", host_rows(r), "", *self.recent]
-        self.out.write("\x1b[H\x1b[2J" + "\n".join(screen) + "\n")
+        lines = [line[:width] for block in screen for line in block.split("\n")]
+        self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
         self.out.flush()
 
     def finish(self, r: Any) -> None:
