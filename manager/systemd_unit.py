@@ -2,11 +2,12 @@
 
 Lifecycle requests are `systemctl start|stop|restart|kill` (each call with a timeout;
 `--user` when `systemd_scope = "user"`); status is `systemctl show` of ActiveState,
-SubState, MainPID, ExecMainStartTimestampMonotonic, NRestarts, Result, ExecMainCode and
-ExecMainStatus, mapped to our states by the pure `observe_properties`. systemd restarts
-the service itself (the unit's `Restart=`); the manager's restart/backoff keys do not
-apply. Status changes are found by polling `systemctl show` every `status_interval`
-seconds (one ~10 ms call) and every 50 ms while a request waits for a state.
+SubState, MainPID, ExecMainStartTimestampMonotonic, NRestarts, Result, ExecMainCode,
+ExecMainStatus and Restart, mapped to our states by the pure `observe_properties`.
+systemd restarts the service itself (the unit's `Restart=`); the manager's restart and
+backoff keys do not apply; a manual start resets systemd's failed state first. Status
+changes are found by polling `systemctl show` every `status_interval` seconds (one
+~10 ms call) and every 50 ms while a request waits for a state.
 
 Logs come from `journalctl -u UNIT -o json` (last N; `-f` for StreamLogs), or, when the
 service sets `log_file`, from that file (the unit writes it with
@@ -33,7 +34,7 @@ log = structlog.get_logger(__name__)
 
 PROPERTIES = ("LoadState", "ActiveState", "SubState", "MainPID",
               "ExecMainStartTimestampMonotonic", "NRestarts", "Result", "ExecMainCode",
-              "ExecMainStatus")
+              "ExecMainStatus", "Restart")
 CLD_EXITED = 1  # ExecMainCode values (siginfo si_code)
 CLD_KILLED = 2
 CLD_DUMPED = 3
@@ -86,9 +87,12 @@ def observe_properties(props: Mapping[str, str], unit: str, *, now_wall: float,
             state, message = State.STARTING, f"activating ({sub})"
     elif active == "deactivating":
         state, message = State.STOPPING, f"deactivating ({sub})"
+    elif active == "failed" and (result == "start-limit-hit"
+                                 or props.get("Restart", "no") not in ("", "no")):
+        # a unit that systemd would restart is only left failed when systemd gave up
+        state, message = State.FATAL, f"failed ({result}); systemd gave up restarting it"
     elif active == "failed":
-        state = State.FATAL if result == "start-limit-hit" else State.EXITED
-        message = f"failed ({result})"
+        state, message = State.EXITED, f"failed ({result})"
     elif active == "inactive" and result not in ("", "success"):
         state, message = State.EXITED, f"inactive ({result})"
     elif active == "inactive":
@@ -159,6 +163,7 @@ class SystemdUnit(PolledUnit):
             before = await self._existing()
             if before.state == State.RUNNING:
                 return self.status()
+            await self._reset_failed(before)
             if not wait:
                 await self._act("start", "--no-block")
                 await self.refresh()
@@ -185,6 +190,12 @@ class SystemdUnit(PolledUnit):
             await self._act("stop")
         await self.refresh()
 
+    async def _reset_failed(self, obs: Observed) -> None:
+        """A manual start clears systemd's failed state and start-limit counter, as it
+        clears the crash-loop state of the process backend."""
+        if obs.state in (State.FATAL, State.EXITED):
+            await self._systemctl_call("reset-failed", "--", self.unit)
+
     async def _kill(self) -> None:
         res = await self._systemctl_call("kill", "--signal=SIGKILL", "--", self.unit)
         log.info("systemd.killed", service=self.name, unit=self.unit, rc=res.returncode)
@@ -192,6 +203,7 @@ class SystemdUnit(PolledUnit):
     async def restart(self) -> ServiceStatus:
         async with self._lock:
             before = await self._existing()
+            await self._reset_failed(before)
             await self._act("restart",
                             timeout=self.config.call_timeout + self.config.stop_timeout
                             + self.config.start_secs)

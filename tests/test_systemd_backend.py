@@ -127,6 +127,9 @@ def test_property_mapping_covers_systemd_states() -> None:
     killed = obs(ActiveState="inactive", Result="signal", ExecMainCode="2", ExecMainStatus="9")
     assert (killed.state, killed.exit_signal) == (State.EXITED, 9)
     assert obs(ActiveState="failed", Result="start-limit-hit").state == State.FATAL
+    # failed although systemd would restart it: it gave up (start limit)
+    assert obs(ActiveState="failed", Result="exit-code", Restart="always").state == State.FATAL
+    assert obs(ActiveState="failed", Result="exit-code", Restart="no").state == State.EXITED
     missing = observe_properties({"LoadState": "not-found", "ActiveState": "inactive"}, UNIT,
                                  now_wall=0, now_mono=0)
     assert not missing.exists and "not-found" in missing.message
@@ -503,3 +506,33 @@ def test_deployed_manager_unit_drives_the_agent_unit(user_systemd: UserSystemd,
 
 def _unit_state(sd: UserSystemd, unit: str) -> dict[str, str]:
     return sd.show(unit, "ActiveState", "SubState", "Result", "ExecMainStatus")
+
+
+def test_start_limit_is_fatal_and_a_manual_start_clears_it(
+        user_systemd: UserSystemd, scratch_root: Path,
+        make_manager: Callable[..., ManagerProc]) -> None:
+    """A unit (written here, not from deploy/: those never give up) that crashes until
+    systemd's start limit trips: FATAL; once fixed, a start through the manager resets the
+    failed state and runs it."""
+    unit = "crashy.service"
+    path = user_systemd.unit_dir / unit
+    path.write_text("[Unit]\nStartLimitIntervalSec=600\nStartLimitBurst=3\n"
+                    "[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=50ms\n")
+    user_systemd.systemctl("daemon-reload")
+    try:
+        m = make_manager([systemd_service(scratch_root, unit=unit)]).start()
+        with pytest.raises(grpc.RpcError) as err:
+            m.stub().Start(pb.StartRequest(), timeout=60)
+        assert err.value.code() == grpc.StatusCode.ABORTED
+        assert_eventually(lambda: state_of(m) == "SERVICE_STATE_FATAL", 30, what="FATAL")
+        assert "systemd gave up restarting it" in m.status().message
+        path.write_text(path.read_text().replace("/bin/false", "/bin/sleep 600"))
+        user_systemd.systemctl("daemon-reload")
+        st = m.stub().Start(pb.StartRequest(), timeout=60)
+        assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_RUNNING"
+        assert st.pid == int(user_systemd.show(unit, "MainPID")["MainPID"]) > 0
+    finally:
+        user_systemd.systemctl("stop", unit, check=False)
+        path.unlink()
+        user_systemd.systemctl("reset-failed", check=False)
+        user_systemd.systemctl("daemon-reload")
