@@ -26,9 +26,7 @@ from manager.control import ManagerControl
 from manager.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.http_shim import HttpShim
 from manager.process_unit import ProcessUnit
-from manager.rcd_unit import RcdUnit
 from manager.statestore import StateStore
-from manager.systemd_unit import SystemdUnit
 from manager.unit import ServiceUnit
 
 if TYPE_CHECKING:
@@ -66,9 +64,12 @@ class ManagerDaemon:
     def _make_units(self, store: StateStore) -> dict[str, ServiceUnit]:
         units: dict[str, ServiceUnit] = {}
         for svc in self.config.services:
+            # The systemd and rcd backends are imported only when used (~1 MB, ~20 ms).
             if svc.backend == "systemd":
+                from manager.systemd_unit import SystemdUnit  # noqa: PLC0415
                 units[svc.name] = SystemdUnit(svc)
             elif svc.backend == "rcd":
+                from manager.rcd_unit import RcdUnit  # noqa: PLC0415
                 units[svc.name] = RcdUnit(svc)
             elif svc.backend == "process":
                 units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir,
