@@ -30,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peers_grpc_floor import GrpcFloor
 from peers_ours import OurManager, pb
 from peers_supervisord import Program, Supervisord, ensure_supervisord
 from peers_systemd import SystemdUser, unavailable_reason
@@ -412,7 +413,17 @@ class Bench:
                 self.results.add("rss_mb_1", kind, rss_mb(subject.pid))
             calls = {(kind, transport): call for kind, (subject, _) in up.items()
                      for transport, call in subject.status_calls("svc0").items()}
-            for (kind, transport), ms in self.interleaved(calls, self.calls, 50).items():
+            floor = GrpcFloor()
+            try:
+                stub, req = floor.start(), pb.StatusRequest(service="svc0")
+                calls["bare grpc.aio", "grpc"] = lambda: stub.Status(req, timeout=30)
+                samples = self.interleaved(calls, self.calls, 50)
+            finally:
+                floor.close()
+            for (kind, transport), ms in samples.items():
+                if kind == "bare grpc.aio":
+                    self.results.add("status_p50_ms_grpc_floor", kind, pct(ms, 0.5))
+                    continue
                 for key, q in (("status_p50_ms", 0.5), ("status_p99_ms", 0.99)):
                     # a peer's one status call stands against both of our transports
                     for name in ([f"{key}_{transport}"] if kind == "ours"
@@ -605,6 +616,8 @@ def main() -> int:
         print(f"systemd: skipped: {bench.systemd_skip}", file=sys.stderr)
     res = bench.run()
     print(table(res, bench.subjects))
+    print(f"\nstatus_p50_ms_grpc of a bare grpc.aio server (same proto, constant reply, "
+          f"interleaved): {cell(res, 'status_p50_ms_grpc_floor', 'bare grpc.aio')} ms")
     print(f"\n{bench.rounds} rounds, {bench.calls} status calls per transport, "
           f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total")
     if args.json:
