@@ -153,6 +153,17 @@ def test_hub_install_and_given_token(tmp_path: Path) -> None:
     units = root / "etc" / "systemd" / "system"
     assert {p.name for p in units.glob("*.service")} == {"ai-hub.service",
                                                           "ai-hub-manager.service"}
+    assert f"ReadWritePaths=-{root}/var/lib/backend-ai/hub\n" in (
+        units / "ai-hub.service").read_text()
+    if shutil.which("systemd-analyze"):
+        venv_bin = opt / "manager" / "venv" / "bin"
+        venv_bin.mkdir(parents=True)
+        (venv_bin / "ai-manager").symlink_to(Path(PY).parent / "ai-manager")
+        res = subprocess.run(["systemd-analyze", "verify", "ai-hub.service",
+                              "ai-hub-manager.service"], cwd=units, capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert res.returncode == 0, res.stderr
+        shutil.rmtree(opt / "manager" / "venv")
     assert run(*args).stdout.strip() == "unchanged"
     assert run("--prefix", str(root), "--uninstall", "hub").returncode == 0
     assert files_under(root) == []
