@@ -135,8 +135,9 @@ def bar(marks: Sequence[str], width: int = BAR_WIDTH) -> str:
 def _mark(state: int) -> str:
     from backendai.v1 import hub_pb2 as hpb  # noqa: PLC0415
 
-    marks: dict[int, str] = {hpb.HOST_ROLLOUT_STATE_SUCCEEDED: "#", hpb.HOST_ROLLOUT_STATE_FAILED: "x",
-            hpb.HOST_ROLLOUT_STATE_UNREACHABLE: "x", hpb.HOST_ROLLOUT_STATE_ROLLBACK_FAILED: "x",
+    marks: dict[int, str] = {
+        hpb.HOST_ROLLOUT_STATE_SUCCEEDED: "#", hpb.HOST_ROLLOUT_STATE_FAILED: "x",
+        hpb.HOST_ROLLOUT_STATE_UNREACHABLE: "x", hpb.HOST_ROLLOUT_STATE_ROLLBACK_FAILED: "x",
             hpb.HOST_ROLLOUT_STATE_ROLLED_BACK: "r", hpb.HOST_ROLLOUT_STATE_SKIPPED: "-",
             hpb.HOST_ROLLOUT_STATE_PENDING: "."}
     return marks.get(state, ">")

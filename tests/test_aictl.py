@@ -6,6 +6,7 @@ a version switch; the real manager's updates are covered in tests/test_update_*.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -144,8 +145,11 @@ def test_bad_flags_are_usage_errors(args):
 
 
 def test_unreachable_hub_exits_3_quickly():
-    started = time.monotonic()
-    out = aictl("agents", "--hub", "127.0.0.1:1", timeout=60)
+    # A port bound but not listening: connections are refused for as long as we hold it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        started = time.monotonic()
+        out = aictl("agents", "--hub", f"127.0.0.1:{closed.getsockname()[1]}", timeout=60)
     assert out.returncode == 3
     assert "unavailable" in out.stderr
     assert time.monotonic() - started < 45
