@@ -536,3 +536,38 @@ def test_start_limit_is_fatal_and_a_manual_start_clears_it(
         path.unlink()
         user_systemd.systemctl("reset-failed", check=False)
         user_systemd.systemctl("daemon-reload")
+
+
+def test_unresponsive_systemd_times_out_and_recovers(
+        user_systemd: UserSystemd, installed: Path,
+        make_manager: Callable[..., ManagerProc]) -> None:
+    """Fault injection on the real systemd: SIGSTOP it, so every systemctl call hangs.
+    Each call is cut at call_timeout, requests fail with DEADLINE_EXCEEDED, the status
+    says why, and everything recovers once systemd runs again."""
+    m = make_manager([systemd_service(installed, call_timeout=1.0)]).start()
+    assert m.stub().Start(pb.StartRequest(), timeout=60).pid == main_pid(user_systemd)
+    assert user_systemd.proc is not None
+    systemd = next(p for p in psutil.Process(user_systemd.proc.pid).children(recursive=True)
+                   if p.name() == "systemd")
+    systemd.suspend()
+    try:
+        assert_eventually(lambda: "did not finish within 1s" in m.status().message, 30,
+                          what="status says systemctl hangs")
+        with pytest.raises(grpc.RpcError) as err:
+            m.stub().Restart(pb.RestartRequest(), timeout=60)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        code, body = m.http("POST", "/stop")
+        assert code == 504 and "did not finish" in json.loads(body)["error"]
+    finally:
+        systemd.resume()
+
+    def agrees() -> bool:
+        # The timed-out requests may or may not reach systemd once it runs again (their
+        # bytes sit in its socket); either way the manager must report what systemd says.
+        active = user_systemd.show(UNIT, "ActiveState")["ActiveState"]
+        st = m.status()
+        want = {"active": pb.SERVICE_STATE_RUNNING, "inactive": pb.SERVICE_STATE_STOPPED}
+        return ("did not finish" not in st.message and st.pid == main_pid(user_systemd)
+                and want.get(active) == st.state)
+
+    assert_eventually(agrees, 30, what="status recovered and agrees with systemd")
