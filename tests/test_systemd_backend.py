@@ -571,3 +571,34 @@ def test_unresponsive_systemd_times_out_and_recovers(
                 and want.get(active) == st.state)
 
     assert_eventually(agrees, 30, what="status recovered and agrees with systemd")
+
+
+def test_concurrent_requests_are_serialized(user_systemd: UserSystemd,
+                                            manager: ManagerProc) -> None:
+    """Eight restarts and stops at once: each waits its turn (one lock per service), every
+    one succeeds, and the end state is what systemd says."""
+    manager.stub().Start(pb.StartRequest(), timeout=60)
+    results: queue.Queue[tuple[str, object]] = queue.Queue()
+
+    def call(kind: str) -> None:
+        try:
+            if kind == "restart":
+                st = manager.stub().Restart(pb.RestartRequest(), timeout=120)
+            else:
+                st = manager.stub().Stop(pb.StopRequest(), timeout=120)
+            results.put((kind, pb.ServiceState.Name(st.state)))
+        except grpc.RpcError as exc:
+            results.put((kind, exc.code()))
+
+    threads = [threading.Thread(target=call, args=("restart" if i % 4 else "stop",))
+               for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    got = [results.get_nowait() for _ in range(8)]
+    assert all(v == ("SERVICE_STATE_RUNNING" if k == "restart" else "SERVICE_STATE_STOPPED")
+               for k, v in got), got
+    active = user_systemd.show(UNIT, "ActiveState")["ActiveState"]
+    st = manager.status()
+    assert (active, st.pid) in (("active", main_pid(user_systemd)), ("inactive", 0))
