@@ -13,7 +13,8 @@
 #   --systemd-user        install the units for `systemctl --user` (tests, user setups)
 #   --no-start            enable but do not start
 #   --no-venv             do not create the manager's virtual environment
-#   --manager-source DIR  what pip installs into the manager venv (default: this repository)
+#   --manager-source SRC  what pip installs into the manager venv: a source directory
+#                         (default: this repository) or a wheel built elsewhere
 #   --pip-args "ARGS"     extra arguments for that pip install (e.g. --no-index --find-links W)
 #   --python PY           interpreter for the venv (default: python3)
 #   --token-file FILE     use this manager token (the same on every host) instead of a new one
@@ -63,13 +64,20 @@ while [ $# -gt 0 ]; do
     --uninstall) UNINSTALL=1 ;;
     --keep-state) KEEP_STATE=1 ;;
     hub|agent) [ -z "$ROLE" ] || die "only one role"; ROLE=$1 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (try --help)" ;;
   esac
   shift
 done
 [ -n "$ROLE" ] || die "usage: install.sh [options] hub|agent"
 if [ -n "$TOKEN_SRC" ] && [ ! -s "$TOKEN_SRC" ]; then die "--token-file: $TOKEN_SRC is missing or empty"; fi
+if [ "$VENV" = 1 ] && [ "$UNINSTALL" = 0 ]; then
+  if [ -f "$MANAGER_SOURCE" ]; then
+    [[ "$MANAGER_SOURCE" = *.whl ]] || die "--manager-source: a directory or a .whl file"
+  elif [ ! -f "$MANAGER_SOURCE/pyproject.toml" ]; then
+    die "--manager-source: $MANAGER_SOURCE has no pyproject.toml"
+  fi
+fi
 [[ "$RESTART_SEC" =~ ^[0-9]+(ms|s|min)?$ ]] || die "--restart-sec: like 1s or 100ms"
 if [ -n "$PREFIX" ]; then
   [[ "$PREFIX" = /* ]] || die "--prefix must be an absolute path"
@@ -198,9 +206,13 @@ install_venv() {
     "$PYTHON" -m venv "$venv"
     changed "$venv"
   fi
-  want=$(cd "$MANAGER_SOURCE" && find pyproject.toml backendai manager -type f \
-           \( -name '*.py' -o -name '*.toml' \) -print0 | sort -z | xargs -0 sha256sum \
-           | sha256sum | cut -d' ' -f1)
+  if [ -f "$MANAGER_SOURCE" ]; then  # a wheel built elsewhere (offline hosts)
+    want=$(sha256sum < "$MANAGER_SOURCE" | cut -d' ' -f1)
+  else
+    want=$(cd "$MANAGER_SOURCE" && find pyproject.toml backendai manager -type f \
+             \( -name '*.py' -o -name '*.toml' \) -print0 | sort -z | xargs -0 sha256sum \
+             | sha256sum | cut -d' ' -f1)
+  fi
   if [ "$(cat "$venv/.installed-from" 2>/dev/null)" != "$want" ]; then
     # shellcheck disable=SC2086  # PIP_ARGS is a list of arguments
     "$venv/bin/pip" install -q --disable-pip-version-check $PIP_ARGS "$MANAGER_SOURCE"

@@ -2,9 +2,11 @@
 manager accepts, the token with mode 600, units enabled (offline, `systemctl --root`),
 idempotent (a second run changes nothing), --uninstall, and bad input that changes nothing.
 
-Not covered: the manager venv (`pip install` of this repository needs PyPI for its
-dependencies and a build backend; every run here uses --no-venv). Starting the installed
-units against a real systemd is covered in test_systemd_backend.py (--systemd-user).
+The manager venv is created for real from a wheel of this repository, offline
+(--no-index --no-deps). Not covered: installing its third-party dependencies (that needs
+PyPI or a wheelhouse) and building from the source directory (needs a build backend the
+fresh venv lacks offline). Starting the installed units against a real systemd is covered
+in test_systemd_backend.py (--systemd-user).
 """
 
 from __future__ import annotations
@@ -241,3 +243,54 @@ def test_bad_input_changes_nothing(tmp_path: Path, problem: str) -> None:
     assert res.stderr.startswith("install.sh: "), res.stderr
     assert not root.exists()
     assert not (ROOT / "relative").exists()
+
+
+def build_wheel(out: Path) -> Path:
+    """A wheel of this repository's manager (backendai + manager packages and the
+    ai-manager entry point), zipped here: no `wheel`/build backend is needed offline."""
+    import base64  # noqa: PLC0415 - only this helper needs them
+    import zipfile  # noqa: PLC0415
+
+    name = "backendai_control-0.1.0"
+    files: dict[str, bytes] = {}
+    for pkg in ("backendai", "manager"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            files[str(path.relative_to(ROOT))] = path.read_bytes()
+    info = f"{name}.dist-info"
+    files[f"{info}/METADATA"] = b"Metadata-Version: 2.1\nName: backendai-control\nVersion: 0.1.0\n"
+    files[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                              b"Tag: py3-none-any\n")
+    files[f"{info}/entry_points.txt"] = b"[console_scripts]\nai-manager = manager.main:main\n"
+    record = []
+    for arc, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{arc},sha256={digest},{len(data)}")
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    wheel = out / f"{name}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for arc, data in files.items():
+            zf.writestr(arc, data)
+    return wheel
+
+
+def test_manager_venv_from_a_wheel(tmp_path: Path) -> None:
+    """The venv step for real, offline: `python3 -m venv`, then pip installs the manager
+    from a wheel (--no-index --no-deps: the third-party packages would come from PyPI or
+    a wheelhouse); a second run leaves the venv alone."""
+    root = tmp_path / "root"
+    wheel = build_wheel(tmp_path)
+    args = ("--prefix", str(root), "--manager-source", str(wheel), "--pip-args",
+            "--no-index --no-deps", "agent")
+    first = run(*args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    venv = root / "opt" / "ai-agent" / "manager" / "venv"
+    assert f"changed: {venv} (manager from {wheel})" in first.stdout
+    assert os.access(venv / "bin" / "ai-manager", os.X_OK)
+    assert "manager.main" in (venv / "bin" / "ai-manager").read_text()
+    assert list(venv.glob("lib/python3*/site-packages/manager/systemd_unit.py"))
+    before = snapshot(root)
+    assert run(*args).stdout.strip() == "unchanged"
+    assert snapshot(root) == before
+    bad = run("--prefix", str(tmp_path / "other"), "--manager-source", str(tmp_path), "agent")
+    assert bad.returncode == 2 and "no pyproject.toml" in bad.stderr
+    assert not (tmp_path / "other").exists()
