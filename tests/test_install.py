@@ -248,8 +248,8 @@ def test_bad_input_changes_nothing(tmp_path: Path, problem: str) -> None:
 def build_wheel(out: Path) -> Path:
     """A wheel of this repository's manager (backendai + manager packages and the
     ai-manager entry point), zipped here: no `wheel`/build backend is needed offline."""
-    import base64  # noqa: PLC0415 - only this helper needs them
-    import zipfile  # noqa: PLC0415
+    import base64
+    import zipfile
 
     name = "backendai_control-0.1.0"
     files: dict[str, bytes] = {}
