@@ -104,28 +104,51 @@ def _files(root: Path) -> list[Path]:
     return out
 
 
-def vendor_files(lock: Path) -> list[tuple[Path, str]]:
-    """(file, path inside vendor/) of each pinned distribution installed on this host."""
-    from importlib import metadata
-
-    out: list[tuple[Path, str]] = []
+def _requirement_names(lock: Path) -> list[str]:
+    names = []
     for raw in lock.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
+        if line and not line.startswith("-"):
+            names.append(line.split("==")[0].strip())
+    return names
+
+
+def vendor_files(lock: Path) -> list[tuple[Path, str]]:
+    """(file, path inside vendor/) of each pinned distribution installed on this host and
+    of everything those require (transitively; optional extras are left out)."""
+    import re
+    from importlib import metadata
+
+    out: dict[str, Path] = {}
+    todo = [(n, True) for n in _requirement_names(lock)]
+    seen: set[str] = set()
+    while todo:
+        name, required = todo.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
             continue
-        name = line.split("==")[0].strip()
+        seen.add(key)
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
+            if not required:
+                continue  # a dependency only under an environment marker we do not use
             raise ReleaseError(f"--vendor: {name} is not installed in {sys.prefix}") from None
+        for req in dist.requires or []:
+            spec, _, marker = req.partition(";")
+            if "extra" in marker:
+                continue
+            m = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec.strip())
+            if m:
+                todo.append((m.group(0), not marker.strip()))
         for f in dist.files or []:
             rel = str(f)
             if rel.startswith("..") or "__pycache__" in rel or rel.endswith(SKIP_SUFFIXES):
                 continue
             src = Path(str(dist.locate_file(f)))
             if src.is_file():
-                out.append((src, rel))
-    return sorted(out, key=lambda t: t[1])
+                out[rel] = src
+    return sorted(((src, rel) for rel, src in out.items()), key=lambda t: t[1])
 
 
 def build_archive(dest: Path, component: str, version: str, source: Path, *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -141,3 +142,27 @@ def test_publish_to_a_directory_and_to_http(tmp_path):
         server.close()
     res = aictl("release", "publish", "9.9.9", "--out", str(out), "--to", store.as_uri())
     assert res.returncode == 1 and "does not exist" in res.stderr
+
+
+@pytest.mark.slow
+def test_vendored_release_runs_the_real_agent_with_a_bare_host_python(tmp_path):
+    """`--vendor` makes a self-contained release: the real agent starts (here: --help)
+    from an empty environment with the host's plain python3, which has none of our
+    dependencies installed."""
+    bare = "/usr/bin/python3"
+    probe = subprocess.run([bare, "-c", "import grpc"], capture_output=True, check=False) \
+        if Path(bare).exists() else None
+    if probe is None or probe.returncode == 0:
+        pytest.skip("needs a /usr/bin/python3 without grpc to prove self-containment")
+    res = aictl("release", "build", "7.0.0", "--out", str(tmp_path / "out"), "--vendor")
+    assert res.returncode == 0, res.stderr
+    rel = tmp_path / "rel"
+    rel.mkdir()
+    with tarfile.open(tmp_path / "out/7.0.0/agent-7.0.0.tar.gz") as tar:
+        tar.extractall(rel, filter="data")
+    assert (rel / "vendor" / "typing_extensions.py").exists()  # a transitive dependency
+    run = subprocess.run([str(rel / "bin" / "ai-agent"), "--help"], capture_output=True,
+                         text=True, cwd="/", timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "AI_PYTHON": bare})
+    assert run.returncode == 0, run.stderr
+    assert "--config" in run.stdout
