@@ -41,10 +41,13 @@ class GrpcServer:
         self.credentials = credentials
 
     async def start(self) -> tuple[str, int]:
-        if self.credentials is None:
-            self.port = self.server.add_insecure_port(str(self.listen))
-        else:
-            self.port = self.server.add_secure_port(str(self.listen), self.credentials)
+        try:
+            if self.credentials is None:
+                self.port = self.server.add_insecure_port(str(self.listen))
+            else:
+                self.port = self.server.add_secure_port(str(self.listen), self.credentials)
+        except RuntimeError:  # grpcio raises this (not OSError) when the port is taken
+            self.port = 0
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.listen}")
         await self.server.start()

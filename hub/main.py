@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         version = release_version(cfg.version, release_anchors())
         asyncio.run(_serve(cfg, args.ready_file, version))
-    except BackendAIError as exc:
+    except (BackendAIError, OSError) as exc:
         print(f"ai-hub: {exc}", file=sys.stderr)
         return 1
     except BaseExceptionGroup as group:
-        matched, rest = group.split(BackendAIError)
+        matched, rest = group.split((BackendAIError, OSError))
         if rest is not None or matched is None:
             raise
         for err in matched.exceptions:

@@ -61,12 +61,13 @@ class RolloutRunner:
                     batch.append(self.queue.get_nowait())
                 self.apply_batch(batch)
         finally:
-            for task in self.tasks.values():
+            tasks = list(self.tasks.values())
+            self.tasks.clear()
+            for task in tasks:
                 task.cancel()
-            for task in self.tasks.values():
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            self.tasks.clear()
         log.info("rollout.done", rollout=self.r.id, state=self.r.state.value,
                  message=self.r.message)
 

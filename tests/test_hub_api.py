@@ -311,3 +311,23 @@ def _write_config_with_tables(hub):
                         for name, t in tables.items())
         hub.config_path.write_text(head + extra + sep + rest)
     return write
+
+
+def test_taken_port_and_second_hub_on_same_state_dir_fail_clearly(procs, tmp_path):
+    import socket
+
+    hub = procs(HubProc, {}).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        path = tmp_path / "other.toml"
+        path.write_text(f'state_dir = {toml(str(tmp_path / "other"))}\n'
+                        f'grpc_listen = "127.0.0.1:{port}"\n')
+        out = subprocess.run([sys.executable, "-m", "hub.main", "--config", str(path)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert out.returncode == 1 and f"cannot bind gRPC to 127.0.0.1:{port}" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "hub.main", "--config", str(hub.config_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert out.returncode == 1 and "one daemon per state_dir" in out.stderr
+    assert hub.proc.poll() is None

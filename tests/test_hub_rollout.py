@@ -207,3 +207,70 @@ def test_hub_killed_while_hosts_finish_reconciles_their_outcome(procs):
     states = {h.name: h.state for h in done.hosts}
     assert states["agent-002"] == pb.HOST_ROLLOUT_STATE_ROLLED_BACK
     assert sum(1 for s in states.values() if s == pb.HOST_ROLLOUT_STATE_SUCCEEDED) == 3
+
+
+def test_unreachable_host_counted_within_budget_then_retry_failed(procs):
+    sim = procs(SimManagers, hosts=3, delay=0.1).start()
+    hub = procs(HubProc, {**sim.hosts, "gone": "127.0.0.1:1"}).start()
+    sim.rules([{"host": "agent-001", "outcome": "failed"}])
+    r = start_rollout(hub, waves=("100%",), max_failures_per_wave="2", max_failures_total="2")
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_FAILED, done  # within budget, but not all on 2.0
+    assert (done.counts.unreachable, done.counts.failed, done.counts.succeeded) == (1, 1, 2)
+    assert "not on 2.0" in done.message
+    sim.rules([])
+    again = hub.call("RetryFailed", pb.RolloutControlRequest(id=r.id))
+    assert again.state == pb.ROLLOUT_STATE_RUNNING
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert (done.counts.unreachable, done.counts.failed, done.counts.succeeded) == (1, 0, 3)
+    assert sim.updates_per_host() == {"agent-000": 1, "agent-001": 2, "agent-002": 1}
+
+
+@pytest.mark.parametrize("outcome", ["wrong_version", "crash"])
+def test_host_not_healthy_on_the_new_version_fails_at_healthy_deadline(procs, outcome):
+    sim = procs(SimManagers, hosts=2, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    sim.rules([{"host": "agent-000", "outcome": outcome}])
+    r = start_rollout(hub, waves=("100%",), healthy_deadline_seconds=1.5,
+                      max_failures_per_wave="1", max_failures_total="1")
+    done = hub.wait_rollout(r.id, TERMINAL)
+    bad = next(h for h in done.hosts if h.name == "agent-000")
+    assert bad.state == pb.HOST_ROLLOUT_STATE_FAILED, done
+    assert "not healthy on 2.0" in bad.message
+    assert done.state == pb.ROLLOUT_STATE_FAILED
+
+
+@pytest.mark.slow
+def test_hub_killed_while_rolling_back_finishes_the_rollback_once(procs):
+    sim = procs(SimManagers, hosts=6, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    plan = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
+            seed=1, waves=["1", "3", "100%"]))).rollout
+    sim.rules([{"host": plan.waves[2].hosts[0], "outcome": "failed"},
+               {"call": "rollback", "delay": 6.0}])  # each rollback takes 1.5 s
+    r = start_rollout(hub, waves=("1", "3", "100%"))
+    hub.wait_rollout(r.id, (pb.ROLLOUT_STATE_ROLLING_BACK,))
+    wait_for(lambda: any(e["call"] == "rollback" for e in sim.journal()), 10)
+    hub.kill9()
+    hub.start()
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_ROLLED_BACK, done
+    rollbacks = [e["host"] for e in sim.journal() if e["call"] == "rollback"]
+    assert sorted(rollbacks) == sorted(set(rollbacks))  # none rolled back twice
+    assert set(rollbacks) == {h.name for h in done.hosts
+                              if h.state == pb.HOST_ROLLOUT_STATE_ROLLED_BACK}
+    assert sim.updates_per_host() == dict.fromkeys(sim.updates_per_host(), 1)
+
+
+@pytest.mark.slow
+def test_hub_graceful_stop_mid_rollout_resumes(procs):
+    sim = procs(SimManagers, hosts=4, delay=1.0).start()
+    hub = procs(HubProc, sim.hosts).start()
+    r = start_rollout(hub, waves=("1", "100%"))
+    wait_for(lambda: any(h.operation_id for h in hub.rollout(r.id).hosts), 10)
+    assert hub.stop() == 0
+    hub.start()
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+    assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)

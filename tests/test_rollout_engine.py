@@ -333,3 +333,33 @@ def test_bad_control_and_unknown_hosts_change_nothing():
         E.transition(r, E.Control("explode"), 1001)
     r2, _notes, acts = E.transition(r, E.OperationFinished("nope", "x", "succeeded"), 1001)
     assert r2.hosts == r.hosts and acts == []
+
+
+def test_a_batch_of_events_ends_where_one_at_a_time_does():
+    r, _, actions = start(waves=["1", "100%"], hosts=["a", "b", "c"])
+    canary = updates(actions)[0]
+    events = [E.UpdateAccepted(canary, "op", "1.0"), E.OperationStep(canary, "op", "stop", "ok"),
+              E.OperationFinished(canary, "op", "succeeded"),
+              E.Tick({canary: E.Observation(True, True, "2.0")})]
+    one = r
+    acts_one = []
+    for ev in events:
+        one, _, acts = E.transition(one, ev, 1001)
+        acts_one += acts
+    batch, notes, acts_batch = E.transition_batch(r, events, 1001)
+    assert batch.hosts == one.hosts and batch.state == one.state
+    assert sorted(updates(acts_batch)) == sorted(updates(acts_one)) == sorted(
+        {"a", "b", "c"} - {canary})
+    assert [n.index for n in notes] == list(range(r.next_event, batch.next_event))
+    with pytest.raises(TypeError):
+        E.transition_batch(r, [E.Control("pause")], 1001)
+
+
+def test_unreachable_host_when_manager_lost_past_the_deadline():
+    r, _, _actions = start(waves=["100%"], hosts=["a"], step_deadline_seconds=20)
+    r, _, _ = E.transition(r, E.UpdateAccepted("a", "op", "1.0"), 1001)
+    r, _, acts = E.transition(r, E.ConnectionLost("a", "UNAVAILABLE"), 1002)
+    assert acts == [E.ReconcileHost("a", "")]
+    r, _, acts = E.transition(r, E.Tick(), 1021)
+    assert r.hosts["a"].state == E.HostState.UNREACHABLE and E.CancelHost("a") in acts
+    assert r.state == E.RolloutState.ROLLED_BACK  # budget 0: halted, nothing had moved
