@@ -13,7 +13,7 @@ import pytest
 from backendai.v1 import manager_pb2 as pb
 from manager.updater import CRASH_ENV
 from tests.conftest import assert_eventually
-from tests.test_update_manager import Env, assert_on, started, update
+from tests.test_update_manager import Env, assert_on, running_version_safe, started, update
 from tests.update_support import reserved_port, steps, watch_op
 
 pytestmark = pytest.mark.slow
@@ -71,3 +71,38 @@ def test_kill9_at_every_step(env, monkeypatch, step, bad, outcome, ends_on):
     assert st.update.running_operation_id == ""
     on_disk = env.on_disk()
     assert "1.0.0" in on_disk and all(not v.startswith(".") for v in on_disk)
+
+
+def test_real_kill9_mid_download_and_mid_health(env):
+    """SIGKILL from outside (no hook) while bytes are flowing, then while the new release
+    is in its health gate."""
+    env.build("1.0.0")
+    env.build("1.1.0", blob_bytes=2 << 20)
+    env.install("1.0.0")
+    m = env.manager(min_healthy_time=3.0, healthy_deadline=20.0)
+    pid = started(env, m)
+    env.server.throttle = 0.05  # ~1.3 MB/s: the download takes a few seconds
+    op = update(m, "1.1.0")
+    part = env.install_root / ".downloads" / op / "agent-1.1.0.tar.gz"
+    assert_eventually(lambda: part.exists() and part.stat().st_size > 0, 20,
+                      what="download in progress")
+    m.kill9()
+    env.server.throttle = 0.0
+    m.start()
+    final = watch_op(m, op)[-1]
+    assert final.outcome == "failed" and "during download" in final.message
+    assert m.status().pid == pid  # re-adopted, never restarted
+    assert_on(env, m, "1.0.0")
+
+    op = update(m, "1.1.0")
+    for ev in m.stub().WatchUpdate(pb.WatchUpdateRequest(operation_id=op), timeout=60):
+        if (ev.step, ev.status) == ("health", "started"):
+            break
+    assert running_version_safe(env.port) == "1.1.0"  # the new release is up, being gated
+    m.kill9()
+    m.start()
+    events = watch_op(m, op)
+    assert events[-1].outcome == "rolled_back", steps(events)
+    assert "interrupted by a manager restart during health" in events[-1].message
+    assert_on(env, m, "1.0.0")
+    assert m.status().update.last_outcome == "rolled_back"

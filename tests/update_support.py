@@ -160,6 +160,7 @@ class StoreServer(http.server.ThreadingHTTPServer):
         self.truncate = 0          # truncate this many next GET responses
         self.ranges = True         # honour Range
         self.require_auth = ""     # exact Authorization value required, if set
+        self.throttle = 0.0        # seconds to pause after each 64 KiB sent (a slow store)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -170,6 +171,9 @@ class StoreServer(http.server.ThreadingHTTPServer):
     def close(self) -> None:
         self.shutdown()
         self.server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-response (a killed manager) is expected here."""
 
 
 class _StoreHandler(http.server.BaseHTTPRequestHandler):
@@ -220,6 +224,13 @@ class _StoreHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body[:len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
+            return
+        if self.server.throttle:
+            import time
+
+            for i in range(0, len(body), 1 << 16):
+                self.wfile.write(body[i:i + (1 << 16)])
+                time.sleep(self.server.throttle)
             return
         self.wfile.write(body)
 
