@@ -376,6 +376,10 @@ def test_full_disk(env, tmp_path):
         m = env.manager()
         started(env, m)
         expect_failed(env, m, "1.1.0", "No space left on device")
+        # Small to download, too big once unpacked: the disk fills up during stage.
+        _publish_raw(env, "1.2.0", _hostile("1.2.0", _info("zeros"), b"\0" * (3 << 20)))
+        events = expect_failed(env, m, "1.2.0", "No space left on device")
+        assert "stage:failed" in steps(events)
         m.stop()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
