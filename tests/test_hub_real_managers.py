@@ -12,9 +12,10 @@ import pytest
 
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
-from tests.conftest import PY, ROOT, assert_eventually
-from tests.fixtures.hub_procs import TERMINAL, HubProc
+from tests.conftest import PY, ROOT, assert_eventually, fast_service
+from tests.fixtures.hub_procs import TERMINAL, HubProc, wait_for
 from tests.update_support import (
+    StoreServer,
     build_release,
     install,
     make_source,
@@ -28,19 +29,25 @@ HOSTS = 3
 
 
 @pytest.fixture
-def fleet(tmp_path, make_manager):
+def store_server(tmp_path):
+    (tmp_path / "store").mkdir()
+    server = StoreServer(tmp_path / "store")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fleet(tmp_path, make_manager, store_server):
     src = make_source(tmp_path)
     out = tmp_path / "out"
     store = tmp_path / "store"
-    store.mkdir()
     for version, behavior in (("1.0.0", None), ("1.1.0", None), ("1.2.0", {"unhealthy": True})):
         build_release(src, out, version, behavior=behavior)
         res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
                               str(out), "--to", store.as_uri()], cwd=ROOT, capture_output=True,
                              text=True, timeout=60)
         assert res.returncode == 0, res.stderr
-    url = (store / "{version}" / "agent-{version}.tar.gz").as_uri().replace(
-        "%7Bversion%7D", "{version}")
+    url = f"{store_server.url}/{{version}}/agent-{{version}}.tar.gz"
     with contextlib.ExitStack() as stack:
         managers = {}
         for i in range(HOSTS):
@@ -79,5 +86,52 @@ def test_rollout_with_real_managers_then_broken_version_halts(fleet, tmp_path):
             if name != canary:
                 assert st.update.last_version == "1.1.0"  # never asked for 1.2.0
         assert fleet[canary].status().update.last_outcome == "rolled_back"
+    finally:
+        hub.cleanup()
+
+
+def downloads(server: StoreServer, version: str) -> int:
+    return sum(1 for method, path, _ in server.requests
+               if method == "GET" and path.endswith(f"agent-{version}.tar.gz"))
+
+
+def test_hub_kill9_mid_wave_with_real_managers_updates_each_host_once(fleet, tmp_path,
+                                                                     store_server):
+    hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in fleet.items()})
+    try:
+        hub.start()
+        r = hub.call("StartRollout", pb.StartRolloutRequest(
+            version="1.1.0", strategy=pb.RolloutStrategy(waves=["1", "100%"], seed=2))).rollout
+        for _ in range(2):
+            wait_for(lambda: any(h.state == pb.HOST_ROLLOUT_STATE_UPDATING and h.operation_id
+                                 for h in hub.rollout(r.id).hosts), 60, "an update in flight")
+            hub.kill9()
+            hub.start()
+        done = hub.wait_rollout(r.id, TERMINAL, timeout=90)
+        assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+        assert downloads(store_server, "1.1.0") == HOSTS  # one update per host, no more
+        for m in fleet.values():
+            st = m.status()
+            assert st.version == "1.1.0" and st.update.last_outcome == "succeeded"
+    finally:
+        hub.cleanup()
+
+
+def test_hub_follows_a_real_manager_going_away_and_coming_back(tmp_path, make_manager):
+    m = make_manager([fast_service()], name="solo").start()
+    hub = HubProc(tmp_path, {"solo": m.grpc_addr})
+    try:
+        hub.start()
+
+        def host():
+            return hub.call("ListHosts", pb.ListHostsRequest()).hosts[0]
+        wait_for(lambda: host().reachable and host().state == mpb.SERVICE_STATE_RUNNING, 20)
+        port = m.info["grpc_port"]
+        m.kill9()
+        wait_for(lambda: not host().reachable, 20, "hub notices the manager is gone")
+        assert host().message
+        m.top["grpc_listen"] = f"127.0.0.1:{port}"
+        m.start()
+        wait_for(lambda: host().reachable, 30, "hub reconnects to the restarted manager")
     finally:
         hub.cleanup()
