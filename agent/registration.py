@@ -1,6 +1,6 @@
 """Registration with the hub and the heartbeat loop: register, then heartbeat every
 interval the hub asks for (±10% jitter); on any failure reconnect with exponential
-backoff and full jitter (agent/backoff.py)."""
+backoff and full jitter (agent/backoff.py), the first window one heartbeat interval."""
 
 from __future__ import annotations
 
@@ -53,8 +53,11 @@ class Registration:
                         log.warning("agent.hub_lost", hub=self.cfg.hub_address, reason=reason)
                     self.registered = False
                 self.attempts += 1
-                delay = reconnect_delay(self.attempts, base=BACKOFF_BASE,
-                                        cap=self.cfg.reconnect_max,
+                # the first window is a heartbeat interval: agents that all lost a
+                # restarting hub come back spread over the time they would have
+                # heartbeated anyway, then the window doubles up to reconnect_max
+                base = max(BACKOFF_BASE, min(self.interval, self.cfg.reconnect_max))
+                delay = reconnect_delay(self.attempts, base=base, cap=self.cfg.reconnect_max,
                                         roll=random.random)
                 await asyncio.sleep(delay)
         finally:
