@@ -15,6 +15,7 @@ import posixpath
 import shutil
 import tarfile
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,10 @@ def extract_release(archive: Path, releases_dir: Path, version: str,
                 tmp.mkdir()
                 # The "data" filter is a second line of defence behind check_members.
                 tar.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, EOFError, OSError) as exc:
+                # Read the compressed stream to its end, so gzip checks its CRC and length.
+                while tar.fileobj is not None and tar.fileobj.read(1 << 20):
+                    pass
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # disk full, permissions: not the archive's fault
             raise UnsafePackage(f"archive is not a valid tar.gz: {exc}") from None

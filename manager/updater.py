@@ -175,7 +175,12 @@ class Updater:
         installed = self.journal.installed(service)
         out = []
         for v in dirs.on_disk():
-            when = installed.get(v) or (dirs.releases / v).stat().st_mtime
+            when = installed.get(v)
+            if when is None:
+                try:
+                    when = (dirs.releases / v).stat().st_mtime
+                except FileNotFoundError:  # pruned just now
+                    continue
             out.append(ReleaseInfo(v, v == current, v == previous and v != current, when))
         return sorted(out, key=lambda r: r.installed, reverse=True)
 

@@ -274,3 +274,14 @@ def test_not_a_tarball(tmp_path):
     arc.write_bytes(os.urandom(5000))
     with pytest.raises(UnsafePackage, match="not a valid"):
         extract_release(arc, tmp_path / "r", "1.0", ExtractLimits())
+
+
+def test_corrupt_gzip_stream(tmp_path):
+    good = _tar(tmp_path / "good.tar.gz", [_member("f", data=b"abc" * 50_000)])
+    data = bytearray(good.read_bytes())
+    data[len(data) - 6] ^= 0xFF  # damage the gzip trailer (CRC/length): caught at the end
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(UnsafePackage, match="not a valid"):
+        extract_release(bad, tmp_path / "r", "1.0", ExtractLimits())
+    assert list((tmp_path / "r").iterdir()) == []
