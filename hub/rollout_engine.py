@@ -233,9 +233,9 @@ def _control(step: _Step, ev: Control) -> None:
     elif cmd == "abort":
         if r.state in (RolloutState.ROLLING_BACK, RolloutState.ABORTING):
             raise FailedPrecondition(f"rollout is already {r.state.value.lower()}")
-        _skip_pending(step, "aborted")
         step.set(state=RolloutState.ABORTING, halted=False, message="aborted" + why)
         step.note("rollout.aborting", "aborted; in-flight hosts finish" + why)
+        _skip_pending(step, "aborted")
     elif cmd == "retry_failed":
         _retry(step, why)
     else:
@@ -484,10 +484,10 @@ def _over_budget(step: _Step) -> bool:
 
 
 def _halt(step: _Step, why: str) -> None:
-    _skip_pending(step, "halted")
     step.set(state=RolloutState.HALTING, halted=True, message="halted: " + why,
              awaiting_promote=False, paused_from=None)
     step.note("rollout.halting", "halted: " + why)
+    _skip_pending(step, "halted")
     if not _busy(step):
         _drained(step)
 

@@ -363,3 +363,32 @@ def test_unreachable_host_when_manager_lost_past_the_deadline():
     r, _, acts = E.transition(r, E.Tick(), 1021)
     assert r.hosts["a"].state == E.HostState.UNREACHABLE and E.CancelHost("a") in acts
     assert r.state == E.RolloutState.ROLLED_BACK  # budget 0: halted, nothing had moved
+
+
+def test_a_failed_rollback_ends_failed_and_is_counted():
+    r, _, actions = start(waves=["1", "100%"], hosts=["a", "b", "c"], max_failures_total="0")
+    canary = updates(actions)[0]
+    r, _, _ = E.transition(r, E.UpdateAccepted(canary, "op", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "op", "succeeded"), 1002)
+    r, _, acts = E.transition(r, E.Tick({canary: E.Observation(True, True, "2.0")}), 1003)
+    others = updates(acts)
+    assert len(others) == 2
+    r, _, _ = E.transition(r, E.UpdateAccepted(others[0], "op1", "1.0"), 1004)
+    r, _, _ = E.transition(r, E.OperationFinished(others[0], "op1", "succeeded"), 1005)
+    r, notes, acts = E.transition(r, E.CallFailed(others[1], False, "FAILED_PRECONDITION"), 1005)
+    assert r.state == E.RolloutState.HALTING  # others[0] is still being verified
+    kinds = [n.kind for n in notes]
+    assert kinds[-1] == "rollout.halting" and "host.failed" in kinds
+    r, _, acts = E.transition(r, E.Tick({others[0]: E.Observation(True, True, "2.0")}), 1006)
+    assert r.state == E.RolloutState.ROLLING_BACK
+    assert sorted(a.host for a in acts if isinstance(a, E.RollbackHost)) == sorted(
+        [canary, others[0]])
+    r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb1", "1.0"), 1007)
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "rb1", "succeeded"), 1008)
+    r, _, _ = E.transition(r, E.CallFailed(others[0], True, "UNAVAILABLE"), 1008)
+    assert r.state == E.RolloutState.FAILED
+    c = E.counts(r)
+    assert (c.rolled_back, c.rollback_failed, c.failed) == (1, 1, 1)
+    assert "failed to roll back" in r.message
+    with pytest.raises(FailedPrecondition):
+        E.transition(r, E.Control("abort"), 1009)
