@@ -279,10 +279,10 @@ def _host_event(step: _Step, ev: Event) -> None:
         else:
             step.host(name, "host.accepted", f"update {ev.operation_id} from "
                       f"{ev.from_version or '?'}", operation_id=ev.operation_id,
-                      from_version=ev.from_version, lost=False)
+                      from_version=ev.from_version, lost=False, op_events=0)
     elif isinstance(ev, RollbackAccepted) and h.state == HostState.ROLLING_BACK:
         step.host(name, "host.step", f"rollback {ev.operation_id} to {ev.to_version}",
-                  operation_id=ev.operation_id, lost=False)
+                  operation_id=ev.operation_id, lost=False, op_events=0)
     elif isinstance(ev, CallFailed):
         if h.state == HostState.UPDATING:
             st = HostState.UNREACHABLE if ev.unreachable else HostState.FAILED
@@ -295,7 +295,7 @@ def _host_event(step: _Step, ev: Event) -> None:
         if h.state in (HostState.UPDATING, HostState.ROLLING_BACK) \
                 and ev.operation_id == h.operation_id:
             step.host(name, "host.step", f"{ev.step} {ev.status} {ev.message}".strip(),
-                      step=ev.step)
+                      step=ev.step, op_events=h.op_events + 1)
     elif isinstance(ev, OperationFinished):
         if ev.operation_id == h.operation_id:
             _finished(step, h, ev.outcome, ev.message)
@@ -339,9 +339,11 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
         return
     rollback = h.state == HostState.ROLLING_BACK
     if rep.running_operation_id:
+        seen = h.op_events if rep.running_operation_id == h.operation_id else 0
         step.host(h.name, "host.reconciled", f"operation {rep.running_operation_id} still "
-                  "running; watching it", operation_id=rep.running_operation_id, lost=False)
-        step.actions.append(WatchOperation(h.name, rep.running_operation_id))
+                  "running; watching it", operation_id=rep.running_operation_id, lost=False,
+                  op_events=seen)
+        step.actions.append(WatchOperation(h.name, rep.running_operation_id, seen))
     elif h.operation_id and rep.last_operation_id == h.operation_id:
         step.host(h.name, "host.reconciled", f"operation {h.operation_id} ended "
                   f"{rep.last_outcome}", lost=False)

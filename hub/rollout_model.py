@@ -65,6 +65,7 @@ class HostRun:
     failed: bool = False           # counts against the failure budget
     lost: bool = False             # the last contact with its manager failed
     step: str = ""
+    op_events: int = 0             # step events recorded for operation_id (to skip replays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +244,7 @@ class RollbackHost:
 class WatchOperation:
     host: str
     operation_id: str
+    skip: int = 0          # events of the stream already recorded (the manager replays them)
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,7 +110,8 @@ class RolloutRunner:
         elif isinstance(action, E.UpdateHost):
             self._spawn(action.host, self._update(action.host, action.version, action.service))
         elif isinstance(action, E.WatchOperation):
-            self._spawn(action.host, self._watch(action.host, action.operation_id))
+            self._spawn(action.host, self._watch(action.host, action.operation_id,
+                                                  action.skip))
         elif isinstance(action, E.ReconcileHost):
             self._spawn(action.host, self._reconcile(action.host, action.service))
         elif isinstance(action, E.RollbackHost):
@@ -190,7 +191,9 @@ class RolloutRunner:
         self.queue.put_nowait(E.RollbackAccepted(host, resp.operation_id, resp.version))
         await self._watch(host, resp.operation_id)
 
-    async def _watch(self, host: str, op_id: str) -> None:
+    async def _watch(self, host: str, op_id: str, skip: int = 0) -> None:
+        """Follow an operation to its final event; `skip`: step events already recorded
+        (a re-attached watch gets the whole operation replayed)."""
         stub = self.links.stub(self._address(host))
         call = stub.WatchUpdate(mpb.WatchUpdateRequest(operation_id=op_id))
         try:
@@ -199,6 +202,9 @@ class RolloutRunner:
                     self.queue.put_nowait(E.OperationFinished(host, op_id, ev.outcome,
                                                               ev.message))
                     return
+                if skip > 0:
+                    skip -= 1
+                    continue
                 self.queue.put_nowait(E.OperationStep(host, op_id, ev.step, ev.status,
                                                       ev.message))
             reason = "update stream ended before the outcome"

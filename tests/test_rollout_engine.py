@@ -392,3 +392,17 @@ def test_a_failed_rollback_ends_failed_and_is_counted():
     assert "failed to roll back" in r.message
     with pytest.raises(FailedPrecondition):
         E.transition(r, E.Control("abort"), 1009)
+
+
+def test_reattached_watch_skips_the_steps_already_recorded():
+    r, _, _ = start(waves=["100%"], hosts=["a"])
+    r, _, _ = E.transition(r, E.UpdateAccepted("a", "op", "1.0"), 1001)
+    for st in ("download", "verify"):
+        r, _, _ = E.transition(r, E.OperationStep("a", "op", st, "ok"), 1002)
+    r, _, acts = E.transition(r, E.Recover(), 1003)
+    r, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "op", "", "", "")),
+                              1004)
+    assert acts == [E.WatchOperation("a", "op", skip=2)]
+    _, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "other", "", "", "")),
+                               1004)
+    assert acts == [E.WatchOperation("a", "other", skip=0)]  # someone else's: watch it all
