@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import structlog
 
+from backendai.errors import NotFound
 from backendai.v1 import manager_pb2 as mpb
 from hub import rollout_engine as E
 from hub.inventory import Inventory
@@ -133,6 +134,8 @@ class RolloutRunner:
             await coro
         except asyncio.CancelledError:
             raise
+        except NotFound as exc:  # the host left the inventory (config edit + restart)
+            self.queue.put_nowait(E.CallFailed(host, False, str(exc)))
         except Exception as exc:
             log.exception("rollout.host_task_error", rollout=self.r.id, host=host)
             self.queue.put_nowait(E.ConnectionLost(host, f"internal error: {exc!r}"))

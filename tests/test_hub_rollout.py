@@ -274,3 +274,18 @@ def test_hub_graceful_stop_mid_rollout_resumes(procs):
     done = hub.wait_rollout(r.id, TERMINAL)
     assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
     assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
+
+
+@pytest.mark.slow
+def test_host_removed_from_inventory_across_a_restart_fails_fast(procs):
+    sim = procs(SimManagers, hosts=3, delay=2.0).start()
+    hub = procs(HubProc, sim.hosts).start()
+    r = start_rollout(hub, waves=("100%",), max_failures_per_wave="1", max_failures_total="1")
+    wait_for(lambda: all(h.operation_id for h in hub.rollout(r.id).hosts), 10)
+    hub.kill9()
+    del hub.hosts["agent-002"]
+    hub.start()
+    done = hub.wait_rollout(r.id, TERMINAL)
+    gone = next(h for h in done.hosts if h.name == "agent-002")
+    assert gone.state == pb.HOST_ROLLOUT_STATE_FAILED and "not in the inventory" in gone.message
+    assert done.counts.succeeded == 2
