@@ -18,7 +18,16 @@ from backendai.auth import write_token
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import agent_pb2_grpc as apb_grpc
 from backendai.v1 import hub_pb2 as pb
-from tests.fixtures.hub_procs import ROOT, HubProc, Proc, SimManagers, toml, wait_for
+from backendai.v1 import hub_pb2_grpc as pb_grpc
+from tests.fixtures.hub_procs import (
+    ROOT,
+    HubProc,
+    Proc,
+    SimManagers,
+    make_certs,
+    toml,
+    wait_for,
+)
 
 HUB_TOKEN = "hub-secret"
 
@@ -161,3 +170,30 @@ def test_reconnect_delays_spread_a_fleet_out():
     assert reconnect_delay(10, base=0.5, cap=30, roll=lambda: 0.999) <= 30
     assert reconnect_delay(100, base=0.5, cap=30, roll=lambda: 1.0) == 30
     assert reconnect_delay(3, base=0.5, cap=30, roll=lambda: 1.0) == 2.0
+
+
+def test_agent_registers_over_mutual_tls(procs, tmp_path):
+    c = make_certs(tmp_path)
+    sim = procs(SimManagers, hosts=1).start()
+    hub = procs(HubProc, {}, token=HUB_TOKEN, extra={"tls": {
+        "cert_file": str(c / "server.pem"), "key_file": str(c / "server.key"),
+        "client_ca_file": str(c / "ca.pem")}}).start()
+    write_token(tmp_path / "agent-hub.token", HUB_TOKEN)
+    common = {"hub_address": hub.address, "hub_token_file": str(tmp_path / "agent-hub.token"),
+              "manager_address": sim.hosts["agent-000"], "heartbeat_interval": 0.3,
+              "reconnect_max": 0.5}
+    good = procs(AgentProc, name="tls-ok", hub_tls={
+        "ca_file": str(c / "ca.pem"), "cert_file": str(c / "client.pem"),
+        "key_file": str(c / "client.key")}, **common).start()
+    bad = procs(AgentProc, name="tls-nocert", hub_tls={"ca_file": str(c / "ca.pem")},
+                **common).start()
+    wait_for(lambda: good.info_rpc().registered, 20, "agent with a client cert registers")
+    assert not bad.info_rpc().registered
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(c / "ca.pem").read_bytes(),
+        private_key=(c / "client.key").read_bytes(),
+        certificate_chain=(c / "client.pem").read_bytes())
+    with grpc.secure_channel(hub.address, creds) as ch:
+        names = [h.name for h in pb_grpc.HubStub(ch).ListAgents(
+            pb.ListHostsRequest(), timeout=5, metadata=hub.metadata()).hosts]
+    assert names == ["tls-ok"]

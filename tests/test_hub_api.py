@@ -4,7 +4,6 @@ simulation in tests/fixtures/sim_manager.py (FAKE: see there why)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,15 @@ import pytest
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 from backendai.v1 import manager_pb2 as mpb
-from tests.fixtures.hub_procs import ROOT, TERMINAL, HubProc, SimManagers, toml, wait_for
+from tests.fixtures.hub_procs import (
+    ROOT,
+    TERMINAL,
+    HubProc,
+    SimManagers,
+    make_certs,
+    toml,
+    wait_for,
+)
 
 TOKEN = "hub-token-1"
 MTOKEN = "manager-token-1"
@@ -243,24 +250,7 @@ def test_hub_config_errors_name_the_key(tmp_path, extra, error):
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    """A CA, a server certificate for 127.0.0.1, and a client certificate (openssl)."""
-    d = tmp_path_factory.mktemp("certs")
-
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=test-ca")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
-                      ("client", "extendedKeyUsage=clientAuth")):
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", f"/CN={name}")
-        (d / f"{name}.ext").write_text(ext + "\n")
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
-    for key in d.glob("*.key"):
-        key.chmod(0o600)
-    return d
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 def test_mutual_tls_hub_and_managers(procs, certs):
@@ -275,7 +265,6 @@ def test_mutual_tls_hub_and_managers(procs, certs):
                       "manager_tls": {"ca_file": str(c / "ca.pem"),
                                       "cert_file": str(c / "client.pem"),
                                       "key_file": str(c / "client.key")}})
-    hub.write_config = _write_config_with_tables(hub)
     hub.start()
     creds = grpc.ssl_channel_credentials(
         root_certificates=(c / "ca.pem").read_bytes(),
@@ -298,19 +287,6 @@ def test_mutual_tls_hub_and_managers(procs, certs):
         assert code == grpc.StatusCode.UNAVAILABLE
 
 
-def _write_config_with_tables(hub):
-    """HubProc writes flat keys; TLS needs [tls] / [manager_tls] tables."""
-    tables = {k: hub.extra.pop(k) for k in ("tls", "manager_tls")}
-    plain = HubProc.write_config
-
-    def write():
-        plain(hub)
-        text = hub.config_path.read_text()
-        head, sep, rest = text.partition("[[hosts]]")
-        extra = "".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in t.items())
-                        for name, t in tables.items())
-        hub.config_path.write_text(head + extra + sep + rest)
-    return write
 
 
 def test_taken_port_and_second_hub_on_same_state_dir_fail_clearly(procs, tmp_path):
