@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 MAX_LIST = 1000
 MAX_SEED = 2**63
+KEEP_FINISHED = 200  # finished rollouts kept (with their event logs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class Rollouts:
         if req.dry_run:
             return r
         self.store.save(r, r.hosts.values(), notes)
+        self.store.prune(KEEP_FINISHED)
         log.info("rollout.created", rollout=rid, version=req.version, hosts=len(r.hosts),
                  waves=len(plan.waves), seed=seed)
         return self._start_runner(r, recovered=False).r

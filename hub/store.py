@@ -110,6 +110,20 @@ class HubStore:
             "SELECT event FROM rollout_events WHERE rollout_id=? AND idx>=? ORDER BY idx "
             "LIMIT ?", (rollout_id, from_index, limit))]
 
+    def prune(self, keep: int) -> int:
+        """Forget finished rollouts beyond the newest `keep` (their rows and events)."""
+        old = [i for (i,) in self.db.execute(
+            "SELECT id FROM rollouts WHERE active=0 ORDER BY created DESC, rowid DESC "
+            "LIMIT -1 OFFSET ?", (keep,))]
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for rid in old:
+                for table in ("rollout_events", "rollout_hosts"):
+                    self.db.execute(f"DELETE FROM {table} WHERE rollout_id=?",  # noqa: S608 - fixed table names
+                                    (rid,))
+                self.db.execute("DELETE FROM rollouts WHERE id=?", (rid,))
+        return len(old)
+
     # ---------------------------------------------------------------- registered hosts
 
     def save_host(self, entry: HostEntry, at: float) -> None:
