@@ -411,6 +411,14 @@ class Bench:
             time.sleep(self.settle)
             for kind, (subject, _) in up.items():
                 self.results.add("rss_mb_1", kind, rss_mb(subject.pid))
+            stack = GrpcFloor(stack=True)
+            try:
+                stack.start()
+                time.sleep(self.settle)
+                assert stack.proc is not None
+                self.results.add("rss_mb_floor", "required stack", rss_mb(stack.proc.pid))
+            finally:
+                stack.close()
             calls = {(kind, transport): call for kind, (subject, _) in up.items()
                      for transport, call in subject.status_calls("svc0").items()}
             floor = GrpcFloor()
@@ -618,6 +626,9 @@ def main() -> int:
     print(table(res, bench.subjects))
     print(f"\nstatus_p50_ms_grpc of a bare grpc.aio server (same proto, constant reply, "
           f"interleaved): {cell(res, 'status_p50_ms_grpc_floor', 'bare grpc.aio')} ms")
+    print(f"RSS of the required stack alone (python, asyncio, grpc.aio server with health and "
+          f"reflection, structlog, psutil, h11, sqlite3): "
+          f"{cell(res, 'rss_mb_floor', 'required stack')} MB")
     print(f"\n{bench.rounds} rounds, {bench.calls} status calls per transport, "
           f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total")
     if args.json:

@@ -3,7 +3,11 @@ serves backendai.v1.Manager/Status with a constant reply and nothing else (no he
 reflection, service layer or logging). Measured interleaved with ours and the peers, it
 shows how much of our status latency is grpcio's own.
 
-    python bench/peers_grpc_floor.py   # prints the bound port, then serves until killed
+    python bench/peers_grpc_floor.py [--stack]  # prints the bound port, serves until killed
+
+With --stack it is the memory floor of the required stack instead: it also imports what
+the manager cannot do without (structlog, psutil, h11, sqlite3), serves health and
+reflection next to Manager, and listens with an asyncio TCP server, as the manager does.
 """
 
 from __future__ import annotations
@@ -30,10 +34,23 @@ class BareManager(pb_grpc.ManagerServicer):
         return REPLY
 
 
-async def serve() -> None:
+async def serve(stack: bool) -> None:
     server = grpc.aio.server()
     # Only Status is served: the other methods answer UNIMPLEMENTED, as intended here.
     pb_grpc.add_ManagerServicer_to_server(BareManager(), server)  # type: ignore[abstract]
+    if stack:
+        import sqlite3  # noqa: PLC0415, F401 - what the manager imports, for its RSS
+
+        import h11  # noqa: PLC0415, F401
+        import psutil  # noqa: PLC0415, F401
+        import structlog  # noqa: PLC0415, F401
+        from grpc_health.v1 import health, health_pb2_grpc  # noqa: PLC0415
+        from grpc_reflection.v1alpha import reflection  # noqa: PLC0415
+
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        reflection.enable_server_reflection(
+            ["backendai.v1.Manager", health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(port, flush=True)
@@ -43,13 +60,15 @@ async def serve() -> None:
 class GrpcFloor:
     """The bare server as a child process, with a sync client like the one used for ours."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stack: bool = False) -> None:
+        self.stack = stack
         self.proc: subprocess.Popen[str] | None = None
         self.channel: grpc.Channel | None = None
 
     def start(self) -> pb_grpc.ManagerStub:
-        self.proc = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, *(["--stack"] if self.stack else [])],
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.proc.stdout is not None
         port = int(self.proc.stdout.readline())
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -64,4 +83,4 @@ class GrpcFloor:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    asyncio.run(serve("--stack" in sys.argv[1:]))
