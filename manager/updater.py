@@ -335,7 +335,7 @@ class Updater:
                 await asyncio.to_thread(dirs.clear_current)
                 return "current removed (there was no release before)"
             case "commit":
-                return await asyncio.to_thread(self._commit, op)
+                return await self._commit(op)
         raise AssertionError(f"unknown step {step}")
 
     def _package_path(self, op: _Op) -> Path:
@@ -408,7 +408,9 @@ class Updater:
                                  min_healthy_time=op.cfg.min_healthy_time,
                                  deadline=op.cfg.healthy_deadline, down_reason=down_reason)
 
-    def _commit(self, op: _Op) -> str:
+    async def _commit(self, op: _Op) -> str:
+        """Record the release and prune old ones. The journal is only touched from the
+        event loop (one SQLite connection); deleting directories goes to a thread."""
         rec, dirs = op.rec, op.dirs
         self.journal.record_release(rec.service, rec.to_version)
         if rec.from_version and rec.from_version != rec.to_version:
@@ -421,7 +423,7 @@ class Updater:
             if v in keep:
                 continue
             try:
-                dirs.remove(v)
+                await asyncio.to_thread(dirs.remove, v)
             except OSError as exc:
                 log.warning("update.prune_failed", version=v, error=describe(exc))
                 continue
