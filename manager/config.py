@@ -64,6 +64,7 @@ class ServiceConfig:
     # updates (manager/updater.py; docs/CONFIG.md "Updates")
     package_credentials_file: str = ""
     package_public_key: str = ""
+    package_ca_file: str = ""
     package_max_bytes: int = 1 << 30
     download_timeout: float = 30.0
     download_retries: int = 3
@@ -273,6 +274,7 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         keep_releases=t.integer("keep_releases", 3, minimum=2, maximum=1000),
         package_credentials_file=t.string("package_credentials_file", ""),
         package_public_key=t.string("package_public_key", ""),
+        package_ca_file=t.string("package_ca_file", ""),
         package_max_bytes=t.integer("package_max_bytes", 1 << 30, minimum=1024,
                                     maximum=1 << 40),
         download_timeout=t.number("download_timeout", 30.0, minimum=0.1, maximum=3600.0),
@@ -315,7 +317,7 @@ def _check_update_keys(svc: ServiceConfig, prefix: str) -> None:
                               "package_credentials_file")
         if not svc.install_root:
             raise ConfigError(f"{prefix}install_root: required with package_url")
-    for key in ("package_credentials_file", "package_public_key"):
+    for key in ("package_credentials_file", "package_public_key", "package_ca_file"):
         value = getattr(svc, key)
         if value and not Path(value).is_absolute():
             raise ConfigError(f"{prefix}{key}: must be an absolute path")

@@ -13,6 +13,7 @@ import base64
 import http.client
 import os
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -45,6 +46,7 @@ class FetchPolicy:
     retries: int = 3             # further attempts after the first
     backoff: float = 0.5         # first retry delay; doubles each time
     max_bytes: int = 1 << 30
+    ca_file: str = ""            # https: trust this CA bundle instead of the system's
 
 
 def expand_url(template: str, version: str) -> str:
@@ -150,8 +152,12 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
     if have:
         req.add_header("Range", f"bytes={have}-")
     name = file_name(url)
+    context = None
+    if policy.ca_file and url.startswith("https:"):
+        context = ssl.create_default_context(cafile=policy.ca_file)
     try:
-        resp = urllib.request.urlopen(req, timeout=policy.timeout)  # noqa: S310
+        resp = urllib.request.urlopen(req, timeout=policy.timeout,  # noqa: S310
+                                      context=context)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 404:
@@ -167,6 +173,9 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
         raise FetchFailed(f"{redact(url)}: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise FetchFailed(f"{redact(url)}: the store's TLS certificate is not trusted "
+                              f"({reason.verify_message}); see package_ca_file") from None
         raise _Retryable(f"store unreachable: {reason}") from None
     with resp:
         status = resp.status
@@ -196,7 +205,7 @@ def fetch_small(url: str, dest: Path, policy: FetchPolicy, *, authorization: str
                 limit: int, missing_ok: bool = False) -> bytes | None:
     """Fetch a small file (SHA256SUMS, its signature) and return its bytes."""
     small = FetchPolicy(timeout=policy.timeout, retries=policy.retries, backoff=policy.backoff,
-                        max_bytes=limit)
+                        max_bytes=limit, ca_file=policy.ca_file)
     try:
         fetch(url, dest, small, authorization=authorization)
     except NotFound:

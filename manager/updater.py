@@ -345,7 +345,8 @@ class Updater:
     def _policy(self, cfg: ServiceConfig) -> package_fetch.FetchPolicy:
         return package_fetch.FetchPolicy(timeout=cfg.download_timeout,
                                          retries=cfg.download_retries,
-                                         max_bytes=cfg.package_max_bytes)
+                                         max_bytes=cfg.package_max_bytes,
+                                         ca_file=cfg.package_ca_file)
 
     async def _download(self, op: _Op) -> str:
         cfg = op.cfg

@@ -29,6 +29,7 @@ def test_update_defaults():
     ({"package_url": "http://nas/{version}.tgz"}, "install_root"),
     ({"package_public_key": "keys/release.pub"}, "package_public_key"),
     ({"package_credentials_file": "cred"}, "package_credentials_file"),
+    ({"package_ca_file": "ca.pem"}, "package_ca_file"),
     ({"health_probe": "ping"}, "health_probe"),
     ({"health_probe": "http"}, "health_target"),
     ({"health_probe": "http", "health_target": "127.0.0.1:80"}, "health_target"),

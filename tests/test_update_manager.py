@@ -453,3 +453,28 @@ def test_store_credentials_from_a_file_are_used_and_never_logged(env):
     assert final.outcome == "failed" and "401" in final.message
     assert "Sup3rS3cret" not in m.logs() and "wrong-pass" not in m.logs()
     assert "wrong-pass" not in final.message
+
+
+def test_https_store_with_its_own_ca(env):
+    """A store behind TLS with a private CA: trusted through package_ca_file, refused
+    (clearly, without retries) when the CA is not configured."""
+    from tests.update_support import self_signed_tls
+
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    tls, ca = self_signed_tls(env.tmp)
+    https = StoreServer(env.store_root, tls=tls)
+    try:
+        url = f"{https.url}/{{version}}/agent-{{version}}.tar.gz"
+        m = env.manager(package_url=url)
+        started(env, m)
+        expect_failed(env, m, "1.1.0", "TLS certificate is not trusted")
+        m.stop()
+        m.services[0]["package_ca_file"] = str(ca)
+        m.start()
+        started(env, m)
+        assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
+        assert_on(env, m, "1.1.0")
+    finally:
+        https.close()
