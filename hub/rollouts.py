@@ -5,6 +5,7 @@ restart), applies operator commands, and serves the event log to watchers."""
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -25,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 MAX_LIST = 1000
 MAX_SEED = 2**63
+SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 KEEP_FINISHED = 200  # finished rollouts kept (with their event logs)
 
 
@@ -107,8 +109,8 @@ class Rollouts:
                                   ", ".join(missing[:20]))
         if req.seed is not None and not 0 <= req.seed < MAX_SEED:
             raise InvalidArgument("strategy.seed: out of range")
-        if req.service and not check_host_name(req.service, "service"):
-            raise InvalidArgument("service: bad name")
+        if req.service and not SERVICE_RE.match(req.service):
+            raise InvalidArgument(f"service: not a service name: {req.service[:80]!r}")
         if len(req.description) > 1000:
             raise InvalidArgument("description: at most 1000 characters")
         hub = None
@@ -117,10 +119,11 @@ class Rollouts:
                 raise NotConfigured("include_hub: the hub's own manager is not configured "
                                     "([self] manager_address)")
             hub = self.hub_host
+        # labels and names both narrow the agent hosts; naming the hub's own host is
+        # the same as include_hub (it goes first, on its own)
         targets = [v.name for v in self.inventory.select(labels, names, role="agent")]
-        if names:  # explicit names may name the hub host too; it goes first on its own
-            targets = [n for n in names if n != self.hub_host]
-            hub = hub or (self.hub_host if self.hub_host in names else None)
+        if self.hub_host is not None and self.hub_host in names:
+            hub = self.hub_host
         if not targets and hub is None:
             raise InvalidArgument("target: matches no hosts")
         seed = req.seed if req.seed is not None else secrets.randbelow(2**32)

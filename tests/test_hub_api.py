@@ -98,6 +98,12 @@ def test_wrong_manager_token_shows_hosts_unreachable(procs):
      grpc.StatusCode.INVALID_ARGUMENT, "matches no hosts"),
     (pb.StartRolloutRequest(version="2.0", include_hub=True),
      grpc.StatusCode.FAILED_PRECONDITION, "self"),
+    (pb.StartRolloutRequest(version="2.0", service="../../bin/sh"),
+     grpc.StatusCode.INVALID_ARGUMENT, "service"),
+    (pb.StartRolloutRequest(version="2.0", target=pb.RolloutTarget(hosts=["a/b"])),
+     grpc.StatusCode.INVALID_ARGUMENT, "target.hosts"),
+    (pb.StartRolloutRequest(version="2.0", target=pb.RolloutTarget(labels={"bad key": "x"})),
+     grpc.StatusCode.INVALID_ARGUMENT, "target.labels"),
 ])
 def test_bad_start_requests_are_refused_and_change_nothing(procs, request_, code, words):
     sim = procs(SimManagers, hosts=2).start()
@@ -307,3 +313,17 @@ def test_taken_port_and_second_hub_on_same_state_dir_fail_clearly(procs, tmp_pat
                          capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert out.returncode == 1 and "one daemon per state_dir" in out.stderr
     assert hub.proc.poll() is None
+
+
+def test_target_names_and_labels_narrow_together_and_naming_the_hub_puts_it_first(procs):
+    sim = procs(SimManagers, hosts=5).start()
+    agents = {n: a for n, a in sim.hosts.items() if n != "agent-004"}
+    labels = {"agent-000": {"site": "x"}, "agent-001": {"site": "x"}, "agent-002": {"site": "y"}}
+    hub = procs(HubProc, agents, labels=labels, self_manager=sim.hosts["agent-004"]).start()
+    plan = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", dry_run=True, target=pb.RolloutTarget(
+            labels={"site": "x"}, hosts=["agent-001", "agent-002", "hub"]))).rollout
+    assert [list(w.hosts) for w in plan.waves] == [["hub"], ["agent-001"]]
+    assert plan.include_hub
+    everyone = hub.call("StartRollout", pb.StartRolloutRequest(version="2.0", dry_run=True))
+    assert sorted(h for w in everyone.rollout.waves for h in w.hosts) == sorted(agents)
