@@ -290,6 +290,27 @@ def as_dict(obj: object) -> object:
     return obj
 
 
-def as_dict_fields(obj: object) -> dict[str, object]:
-    """`as_dict` of a dataclass instance, typed as a dict."""
-    return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]  # callers pass dataclass instances
+def as_dict_fields(obj: object, skip: frozenset[str] = frozenset()) -> dict[str, object]:
+    """`as_dict` of a dataclass instance without the `skip` fields, typed as a dict."""
+    return {f.name: as_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)  # type: ignore[arg-type]  # callers pass dataclass instances
+            if f.name not in skip}
+
+
+HOST_FIELDS = tuple(f.name for f in dataclasses.fields(HostRun))
+COUNT_FIELDS = tuple(f.name for f in dataclasses.fields(Counts))
+
+
+def host_row(h: HostRun) -> dict[str, object]:
+    """A host row as plain data (the hot path of every save: no generic recursion)."""
+    row = {name: getattr(h, name) for name in HOST_FIELDS}
+    row["state"] = h.state.value
+    return row
+
+
+def note_row(n: Note) -> dict[str, object]:
+    return {"index": n.index, "at": n.at, "kind": n.kind, "state": n.state.value,
+            "host": n.host, "wave": n.wave, "message": n.message,
+            "host_state": n.host_state.value if n.host_state else None,
+            "counts": {name: getattr(n.counts, name) for name in COUNT_FIELDS},
+            "final": n.final}

@@ -20,6 +20,8 @@ from hub.rollout_model import (
     RolloutState,
     as_dict,
     as_dict_fields,
+    host_row,
+    note_row,
 )
 from hub.rollout_plan import Strategy
 
@@ -73,7 +75,7 @@ class HubStore:
 
     def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note]) -> None:
         """One transaction: the rollout core, the changed host rows, the new events."""
-        core = {k: v for k, v in as_dict_fields(r).items() if k != "hosts"}
+        core = as_dict_fields(r, skip=frozenset({"hosts"}))
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
@@ -84,10 +86,10 @@ class HubStore:
             self.db.executemany(
                 "INSERT INTO rollout_hosts (rollout_id, name, row) VALUES (?,?,?) "
                 "ON CONFLICT(rollout_id, name) DO UPDATE SET row=excluded.row",  # keeps rowid
-                [(r.id, h.name, json.dumps(as_dict(h))) for h in hosts])
+                [(r.id, h.name, json.dumps(host_row(h))) for h in hosts])
             self.db.executemany(
                 "INSERT INTO rollout_events (rollout_id, idx, event) VALUES (?,?,?)",
-                [(r.id, n.index, json.dumps(as_dict(n))) for n in notes])
+                [(r.id, n.index, json.dumps(note_row(n))) for n in notes])
 
     def load(self, rollout_id: str) -> Rollout | None:
         row = self.db.execute("SELECT core FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
