@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 import stat
 from collections.abc import Awaitable, Callable
@@ -42,6 +41,10 @@ def bearer_ok(header: str | bytes | None, token: bytes) -> bool:
     scheme, _, given = value.strip().partition(b" ")
     if scheme.lower() != b"bearer":
         return False
+    # hmac (with hashlib and OpenSSL's digests) costs ~0.7 MB RSS: only daemons that
+    # check tokens load it (docs/BENCHMARKS.md).
+    import hmac  # noqa: PLC0415
+
     return hmac.compare_digest(given.strip(), token)
 
 
