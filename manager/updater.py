@@ -67,7 +67,6 @@ class _Op:
         self.unit = unit
         self.dirs = ReleaseDirs(cfg.install_root)
         self.work = self.dirs.download_dir(rec.id)
-        self.package: Path | None = None
         self.health_pid = 0
 
 
@@ -91,8 +90,17 @@ class Updater:
     async def run(self) -> None:
         """Recover interrupted operations, then run operations until shutdown()."""
         await asyncio.sleep(0)  # let the units re-adopt their services first
-        interrupted = self.journal.running_ops()
-        for op in interrupted:
+        interrupted = []
+        for op in self.journal.running_ops():
+            cfg = self.config.service(op.service)
+            if cfg is None or not cfg.install_root or op.service not in self.units:
+                # The config changed while the manager was down: nothing left to drive.
+                self.journal.append(op.id, "done", "failed", "interrupted, and the service "
+                                    "is no longer configured for updates", final=True,
+                                    outcome=update_plan.Outcome.FAILED.value)
+                log.warning("update.abandoned", op=op.id, service=op.service)
+                continue
+            interrupted.append(op)
             self._running[op.service] = op.id
         for cfg in self._updatable():
             dirs = ReleaseDirs(cfg.install_root)
@@ -110,7 +118,7 @@ class Updater:
                 self._launch(op, update_plan.Interrupted(last.step, last.status, last.message))
             await self._stop.wait()
             self._tg = None
-            for task in self._tasks.values():
+            for task in list(self._tasks.values()):
                 task.cancel()
 
     async def shutdown(self) -> None:
