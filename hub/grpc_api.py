@@ -21,6 +21,7 @@ from hub.rollouts import Rollouts
 
 SERVICE_NAME = "backendai.v1.Hub"
 MAX_ID = 100
+MAX_INDEX = 2**62
 
 
 def _id(value: str) -> str:
@@ -118,6 +119,8 @@ class HubServicer(pb_grpc.HubServicer):
     @stream
     async def WatchRollout(self, request: pb.WatchRolloutRequest,
                            context: Any) -> AsyncIterator[pb.RolloutEvent]:
+        if request.from_index > MAX_INDEX:
+            raise InvalidArgument(f"from_index: at most {MAX_INDEX}")
         rid = self.rollouts.get(_id(request.id)).id
         async for n in self.rollouts.watch(rid, request.from_index,
                                            follow=not request.no_follow):
