@@ -4,6 +4,7 @@ the managers (status of many hosts, restart a service, follow a host's logs)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -78,7 +79,7 @@ class Fleet:
     # ---------------------------------------------------------------- fan-out
 
     async def host_status(self, names: list[str], timeout: float) -> pb.HostStatusResponse:
-        if timeout < 0 or timeout > 60:
+        if not math.isfinite(timeout) or timeout < 0 or timeout > 60:
             raise InvalidArgument("timeout_seconds: must be 0-60")
         views = [self.inventory.get(n) for n in names] if names else \
             sorted(self.inventory.hosts.values(), key=lambda v: v.name)

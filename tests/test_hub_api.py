@@ -123,6 +123,11 @@ def test_bad_ids_and_control_without_rollout(procs):
         grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(lambda: hub.call("PauseRollout", pb.RolloutControlRequest()))[0] == \
         grpc.StatusCode.FAILED_PRECONDITION
+    for bad in (float("nan"), -1.0, 1e9):
+        assert code_of(lambda bad=bad: hub.call("HostStatus", pb.HostStatusRequest(
+            timeout_seconds=bad)))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: hub.call("HostStatus", pb.HostStatusRequest(hosts=["ghost"])))[0] \
+        == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: list(hub.stub().WatchRollout(pb.WatchRolloutRequest(
         from_index=2**64 - 1), timeout=5)))[0] == grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(lambda: hub.call("RestartService", pb.RestartServiceRequest(
