@@ -66,7 +66,10 @@ class AgentDaemon:
                                      facts=self.facts, registration=registration)
             server = GrpcServer(cfg.grpc_listen, token=token,
                                 services=[(SERVICE_NAME, servicer.add_to)],
-                                credentials=cfg.tls.credentials() if cfg.tls else None)
+                                credentials=cfg.tls.credentials() if cfg.tls else None,
+                                # the manager's health gate reads the version here, without
+                                # a token (docs/SECURITY.md)
+                                open_methods=("/backendai.v1.Agent/GetInfo",))
             async with asyncio.TaskGroup() as tg:
                 try:
                     host, self.port = await server.start()

@@ -58,14 +58,17 @@ def write_token(path: Path, token: str) -> None:
 class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Rejects calls to our services without the bearer token (UNAUTHENTICATED)."""
 
-    def __init__(self, token: bytes) -> None:
+    def __init__(self, token: bytes, open_methods: tuple[str, ...] = ()) -> None:
+        """open_methods: full method names that need no token besides health and
+        reflection (e.g. a read-only version RPC a local health probe calls)."""
         self._token = token
+        self._open = OPEN_SERVICES + tuple(open_methods)
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any,
     ) -> Any:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_SERVICES):
+        if handler is None or details.method.startswith(self._open):
             return handler
         metadata = dict(details.invocation_metadata or ())
         if bearer_ok(metadata.get("authorization"), self._token):

@@ -20,10 +20,12 @@ MAX_MESSAGE_BYTES = 4 << 20
 class GrpcServer:
     def __init__(self, listen: ListenAddress, *, token: bytes | None,
                  services: Sequence[tuple[str, Callable[[Any], None]]],
-                 credentials: grpc.ServerCredentials | None = None) -> None:
+                 credentials: grpc.ServerCredentials | None = None,
+                 open_methods: tuple[str, ...] = ()) -> None:
         """services: (full service name, add-to-server function) pairs; credentials:
-        TLS (see backendai.tls.ServerTLS), None for plaintext."""
-        interceptors = [TokenInterceptor(token)] if token else []
+        TLS (see backendai.tls.ServerTLS), None for plaintext; open_methods: full
+        method names ("/pkg.Service/Method") callable without the token."""
+        interceptors = [TokenInterceptor(token, open_methods)] if token else []
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

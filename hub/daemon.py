@@ -77,7 +77,10 @@ class HubDaemon:
                                    rollouts=rollouts)
             server = GrpcServer(cfg.grpc_listen, token=token,
                                 services=[(SERVICE_NAME, servicer.add_to)],
-                                credentials=cfg.tls.credentials() if cfg.tls else None)
+                                credentials=cfg.tls.credentials() if cfg.tls else None,
+                                # the manager's health gate reads the version here, without
+                                # a token (docs/SECURITY.md)
+                                open_methods=("/backendai.v1.Hub/GetInfo",))
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(inventory.run(), name="inventory")
                 runs = tg.create_task(rollouts.run(), name="rollouts")

@@ -197,3 +197,11 @@ def test_agent_registers_over_mutual_tls(procs, tmp_path):
         names = [h.name for h in pb_grpc.HubStub(ch).ListAgents(
             pb.ListHostsRequest(), timeout=5, metadata=hub.metadata()).hosts]
     assert names == ["tls-ok"]
+
+
+def test_agent_version_rpc_stays_open_with_a_token(procs, tmp_path):
+    write_token(tmp_path / "agent.token", "agent-secret")
+    agent = procs(AgentProc, auth_token_file=str(tmp_path / "agent.token")).start()
+    assert agent.info_rpc().version == "3.1.4"  # what a manager's health gate calls
+    out = grpcurl("-plaintext", agent.address, "list")
+    assert "backendai.v1.Agent" in out.stdout  # reflection stays open

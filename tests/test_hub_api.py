@@ -64,6 +64,8 @@ def test_tokens_both_ways(procs):
     code, _ = code_of(lambda: stub.StartRollout(pb.StartRolloutRequest(version="2.0"),
                                                 timeout=5))
     assert code == grpc.StatusCode.UNAUTHENTICATED
+    # GetInfo stays open: a manager's health gate reads the version without a token
+    assert stub.GetInfo(pb.HubInfoRequest(), timeout=5).version == "9.9.9"
     r = hub.call("StartRollout", pb.StartRolloutRequest(version="2.0")).rollout
     assert hub.wait_rollout(r.id, TERMINAL).state == pb.ROLLOUT_STATE_SUCCEEDED
     # health and reflection stay open (grpcurl with no token)
