@@ -279,7 +279,8 @@ def _host_event(step: _Step, ev: Event) -> None:
         else:
             step.host(name, "host.accepted", f"update {ev.operation_id} from "
                       f"{ev.from_version or '?'}", operation_id=ev.operation_id,
-                      from_version=ev.from_version, lost=False, op_events=0)
+                      update_op=ev.operation_id, from_version=ev.from_version, lost=False,
+                      op_events=0)
     elif isinstance(ev, RollbackAccepted) and h.state == HostState.ROLLING_BACK:
         step.host(name, "host.step", f"rollback {ev.operation_id} to {ev.to_version}",
                   operation_id=ev.operation_id, lost=False, op_events=0)
@@ -334,38 +335,61 @@ def _finished(step: _Step, h: HostRun, outcome: str, message: str) -> None:
 
 
 def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
-    """After a hub restart or a broken watch: adopt what the manager itself says."""
+    """After a hub restart or a broken watch: adopt what the manager itself says. Never
+    issue an update or a rollback the manager may already have run."""
     if h.state not in (HostState.UPDATING, HostState.ROLLING_BACK):
         return
-    rollback = h.state == HostState.ROLLING_BACK
+    target = step.r.version
+    op = h.operation_id
     if rep.running_operation_id:
-        seen = h.op_events if rep.running_operation_id == h.operation_id else 0
+        seen = h.op_events if rep.running_operation_id == op else 0
+        adopt = {"update_op": rep.running_operation_id} if h.state == HostState.UPDATING else {}
         step.host(h.name, "host.reconciled", f"operation {rep.running_operation_id} still "
                   "running; watching it", operation_id=rep.running_operation_id, lost=False,
-                  op_events=seen)
+                  op_events=seen, **adopt)
         step.actions.append(WatchOperation(h.name, rep.running_operation_id, seen))
-    elif h.operation_id and rep.last_operation_id == h.operation_id:
-        step.host(h.name, "host.reconciled", f"operation {h.operation_id} ended "
-                  f"{rep.last_outcome}", lost=False)
+    elif op and rep.last_operation_id == op:
+        step.host(h.name, "host.reconciled", f"operation {op} ended {rep.last_outcome}",
+                  lost=False)
         _finished(step, step.hosts[h.name], rep.last_outcome or "failed", "after reconcile")
-    elif rollback:
-        if rep.version == h.from_version and h.from_version:
-            _finished(step, h, "succeeded", f"on {rep.version} (reconciled)")
-        else:
-            step.host(h.name, "host.reconciled", "rollback not started; issuing it", lost=False)
-            step.actions.append(RollbackHost(h.name, step.r.service))
-    elif rep.version == step.r.version:
+    elif h.state == HostState.ROLLING_BACK:
+        _reconciled_rollback(step, h, rep)
+    elif not op and rep.last_operation_id and rep.last_version == target:
+        # the hub went down between sending Update and recording its answer: the
+        # manager's last operation at this version is ours
+        step.host(h.name, "host.reconciled", f"adopting operation {rep.last_operation_id} "
+                  f"({rep.last_outcome})", operation_id=rep.last_operation_id,
+                  update_op=rep.last_operation_id, from_version=h.from_version or "?",
+                  lost=False)
+        _finished(step, step.hosts[h.name], rep.last_outcome or "failed", "after reconcile")
+    elif rep.version == target:
         step.host(h.name, "host.reconciled", f"already on {rep.version}", lost=False,
-                  operation_id=h.operation_id or rep.last_operation_id,
-                  from_version=h.from_version or ("?" if rep.last_version else ""))
+                  from_version=h.from_version or target)
         _finished(step, step.hosts[h.name], "succeeded", f"on {rep.version} (reconciled)")
-    elif h.operation_id:
-        step.host(h.name, "host.failed", f"operation {h.operation_id} unknown to the manager",
+    elif op:
+        step.host(h.name, "host.failed", f"operation {op} unknown to the manager",
                   state=HostState.FAILED, failed=True, finished_at=step.now, lost=False)
     else:
         # Persisted as UPDATING but the update never reached the manager: issue it now.
         step.host(h.name, "host.reconciled", "update not started; issuing it", lost=False)
-        step.actions.append(UpdateHost(h.name, step.r.version, step.r.service))
+        step.actions.append(UpdateHost(h.name, target, step.r.service))
+
+
+def _reconciled_rollback(step: _Step, h: HostRun, rep: ManagerReport) -> None:
+    op = h.operation_id
+    if not op and rep.last_operation_id and rep.last_operation_id != h.update_op:
+        # our Rollback reached the manager before the hub went down
+        step.host(h.name, "host.reconciled", f"adopting rollback {rep.last_operation_id} "
+                  f"({rep.last_outcome})", operation_id=rep.last_operation_id, lost=False)
+        _finished(step, step.hosts[h.name], rep.last_outcome or "failed", "after reconcile")
+    elif not op:
+        step.host(h.name, "host.reconciled", "rollback not started; issuing it", lost=False)
+        step.actions.append(RollbackHost(h.name, step.r.service))
+    elif rep.version == h.from_version:
+        _finished(step, h, "succeeded", f"on {rep.version} (reconciled)")
+    else:
+        step.host(h.name, "host.rollback_failed", f"rollback {op} unknown to the manager",
+                  state=HostState.ROLLBACK_FAILED, finished_at=step.now, lost=False)
 
 
 def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:

@@ -66,6 +66,7 @@ class HostRun:
     lost: bool = False             # the last contact with its manager failed
     step: str = ""
     op_events: int = 0             # step events recorded for operation_id (to skip replays)
+    update_op: str = ""            # the update's operation (kept while rolling back)
 
 
 @dataclass(frozen=True, slots=True)
