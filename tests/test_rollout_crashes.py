@@ -15,11 +15,13 @@ after the state was written but before the calls were made); the restarted hub f
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass, field
 
 import pytest
 
+from backendai.errors import FailedPrecondition
 from hub import rollout_engine as E
 from hub.rollout_plan import make_strategy, plan_waves
 
@@ -83,6 +85,7 @@ class World:
         self.watching: dict[str, str] = {}   # host -> op the hub is following
         self.crashes = 0
         self.n = 0
+        self.controls = False
 
     def apply(self, event: E.Event) -> list[E.Action]:
         self.r, notes, actions = E.transition(self.r, event, self.now)
@@ -127,7 +130,11 @@ class World:
     def step(self) -> None:
         roll = self.rng.random()
         self.now += self.rng.uniform(0, 2)
-        if roll < 0.03:  # the hub crashes: undelivered events are gone
+        if self.controls and roll < 0.02:  # an operator command, allowed or not
+            command = self.rng.choice(["pause", "resume", "promote", "abort", "retry_failed"])
+            with contextlib.suppress(FailedPrecondition):
+                self.act(self.apply(E.Control(command)))
+        elif roll < 0.05:  # the hub crashes: undelivered events are gone
             self.crashes += 1
             self.queue.clear()
             self.watching.clear()
@@ -155,9 +162,13 @@ class World:
 
     def run(self, limit: int = 20000) -> None:
         self.act(self.apply(E.Tick()))
-        for _ in range(limit):
+        for i in range(limit):
             if self.r.state in E.TERMINAL:
                 return
+            if i > limit // 2:
+                self.controls = False  # let it finish
+            if self.r.state == E.RolloutState.PAUSED and not self.controls:
+                self.act(self.apply(E.Control("resume")))
             if self.r.state == E.RolloutState.WAITING and self.r.awaiting_promote:
                 self.act(self.apply(E.Control("promote")))
             self.step()
@@ -187,3 +198,22 @@ def test_random_crashes_never_update_twice_and_always_end(seed):
     assert [n.index for n in world.notes] == list(range(r.next_event))
     c = E.counts(r)
     assert c.pending == 0 and c.in_progress == 0
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_operator_commands_with_crashes(seed):
+    """Pause, resume, promote, abort and retry-failed at random moments, among crashes:
+    a host is updated at most once per attempt the rollout made on it."""
+    rng = random.Random(1000 + seed)
+    world = World(1000 + seed, rng.randint(2, 10), failing=rng.choice([0, 1, 2]),
+                  waves=["1", "50%", "100%"], max_failures_per_wave="1",
+                  max_failures_total=rng.choice(["1", "3"]))
+    world.controls = True
+    world.run()
+    for name, m in world.managers.items():
+        assert m.updates <= world.r.hosts[name].attempts
+        assert m.rollbacks <= 1
+    assert world.r.state in E.TERMINAL
+    versions = {m.version for m in world.managers.values()}
+    if world.r.state == E.RolloutState.SUCCEEDED:
+        assert versions == {TARGET}
