@@ -48,7 +48,10 @@ class RolloutRunner:
     # ---------------------------------------------------------------- the loop
 
     async def run(self, *, recovered: bool) -> None:
-        log.info("rollout.run", rollout=self.r.id, recovered=recovered, state=self.r.state.value)
+        """Run until the rollout ends. Runs in its own task: the rollout id bound here is
+        on every log line of this task and of the host tasks it starts."""
+        structlog.contextvars.bind_contextvars(rollout=self.r.id)
+        log.info("rollout.run", recovered=recovered, state=self.r.state.value)
         try:
             self.apply(E.Recover() if recovered else E.Tick(self._observations()))
             while self.r.active:
@@ -69,7 +72,7 @@ class RolloutRunner:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        log.info("rollout.done", rollout=self.r.id, state=self.r.state.value,
+        log.info("rollout.done", state=self.r.state.value,
                  message=self.r.message)
 
     def apply(self, event: E.Event) -> E.Rollout:
@@ -137,7 +140,7 @@ class RolloutRunner:
         except NotFound as exc:  # the host left the inventory (config edit + restart)
             self.queue.put_nowait(E.CallFailed(host, False, str(exc)))
         except Exception as exc:
-            log.exception("rollout.host_task_error", rollout=self.r.id, host=host)
+            log.exception("rollout.host_task_error", host=host)
             self.queue.put_nowait(E.ConnectionLost(host, f"internal error: {exc!r}"))
         finally:
             if self.tasks.get(host) is asyncio.current_task():
@@ -226,7 +229,7 @@ class RolloutRunner:
                 st = await self._status(host, service)
             except (grpc.aio.AioRpcError, TimeoutError) as exc:
                 why = describe(exc) if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
-                log.info("rollout.reconcile_retry", rollout=self.r.id, host=host, reason=why)
+                log.info("rollout.reconcile_retry", host=host, reason=why)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
                 backoff = min(backoff * 2, RECONCILE_BACKOFF_MAX)
                 continue

@@ -4,6 +4,8 @@ honours the Manager API semantics, see tests/fixtures/sim_manager.py)."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -53,6 +55,10 @@ def test_staged_rollout_succeeds_and_every_host_updated_once(procs):
     # the canary wave ended before the next wave started
     kinds = [(e.kind, e.wave) for e in events if e.kind.startswith("wave.")]
     assert kinds[:3] == [("wave.started", 0), ("wave.done", 0), ("wave.started", 1)]
+    # structured logs carry the rollout id bound for the runner's task
+    logged = wait_for(lambda: [json.loads(line) for line in hub.logs().splitlines()
+                               if '"rollout.done"' in line])
+    assert logged[-1]["rollout"] == r.id and logged[-1]["state"] == "SUCCEEDED"
 
 
 def wave_of(r, host):
