@@ -135,3 +135,36 @@ def test_hub_follows_a_real_manager_going_away_and_coming_back(tmp_path, make_ma
         wait_for(lambda: host().reachable, 30, "hub reconnects to the restarted manager")
     finally:
         hub.cleanup()
+
+
+def test_manager_killed_mid_update_hub_reconciles_with_what_it_reports(fleet, tmp_path):
+    """kill -9 of a manager while it updates: the hub's watch breaks, it asks the
+    restarted manager for its own update state, and records what really happened."""
+    hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in fleet.items()})
+    try:
+        hub.start()
+        r = hub.call("StartRollout", pb.StartRolloutRequest(
+            version="1.1.0", strategy=pb.RolloutStrategy(waves=["1", "100%"], seed=2,
+                                                         max_failures_per_wave="1",
+                                                         max_failures_total="1"))).rollout
+        canary = r.waves[0].hosts[0]
+        m = fleet[canary]
+        wait_for(lambda: any(h.name == canary and h.operation_id and h.step
+                             for h in hub.rollout(r.id).hosts), 60, "canary mid-update")
+        m.kill9()
+        m.top["grpc_listen"] = m.grpc_addr
+        m.top["http_listen"] = f"127.0.0.1:{m.http_port}"
+        m.start()
+        done = hub.wait_rollout(r.id, TERMINAL, timeout=120)
+        host = next(h for h in done.hosts if h.name == canary)
+        st = m.status()
+        if st.version == "1.1.0":
+            assert host.state == pb.HOST_ROLLOUT_STATE_SUCCEEDED, done
+        else:
+            assert host.state in (pb.HOST_ROLLOUT_STATE_ROLLED_BACK,
+                                  pb.HOST_ROLLOUT_STATE_FAILED), done
+        assert st.state == mpb.SERVICE_STATE_RUNNING
+        kinds = [e.kind for e in hub.events(r.id) if e.host == canary]
+        assert "host.lost" in kinds and "host.reconciled" in kinds
+    finally:
+        hub.cleanup()
