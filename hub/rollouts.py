@@ -79,6 +79,10 @@ class Rollouts:
         async def go() -> None:
             try:
                 await runner.run(recovered=recovered)
+            except Exception:
+                # a bug must not take the hub (inventory, fan-out, other commands) down;
+                # the rollout stays active on disk and resumes at the next hub start
+                log.exception("rollout.runner_crashed", rollout=r.id)
             finally:
                 self.runners.pop(r.id, None)
                 await self._notify()
