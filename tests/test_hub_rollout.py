@@ -295,3 +295,30 @@ def test_host_removed_from_inventory_across_a_restart_fails_fast(procs):
     gone = next(h for h in done.hosts if h.name == "agent-002")
     assert gone.state == pb.HOST_ROLLOUT_STATE_FAILED and "not in the inventory" in gone.message
     assert done.counts.succeeded == 2
+
+
+@pytest.mark.slow
+def test_watcher_reconnecting_across_a_hub_restart_misses_nothing(procs):
+    sim = procs(SimManagers, hosts=4, delay=1.0).start()
+    hub = procs(HubProc, sim.hosts).start()
+    r = start_rollout(hub, waves=("1", "100%"))
+    seen: list[pb.RolloutEvent] = []
+    stream = hub.stub().WatchRollout(pb.WatchRolloutRequest(id=r.id), timeout=60)
+    for ev in stream:
+        seen.append(ev)
+        if ev.kind == "host.step":
+            break  # mid-update: the hub dies under the watcher
+    hub.kill9()
+    broke = False
+    try:
+        seen.extend(stream)  # what was already on its way, then the stream breaks
+    except grpc.RpcError:
+        broke = True
+    assert broke
+    hub.start(same_port=True)
+    for ev in hub.stub().WatchRollout(pb.WatchRolloutRequest(
+            id=r.id, from_index=seen[-1].index + 1), timeout=60):
+        seen.append(ev)
+    assert [e.index for e in seen] == list(range(len(seen)))
+    assert seen[-1].final and seen[-1].state == pb.ROLLOUT_STATE_SUCCEEDED
+    assert "rollout.recovered" in [e.kind for e in seen]
