@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -311,15 +312,14 @@ def svc(name: str, argv: list[str], *, start_secs: int = 0, stop_timeout: int = 
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
-        self.quick = args.quick
         self.verbose = args.verbose
-        self.rounds = args.rounds or (2 if args.quick else 5)
-        self.calls = 400 if args.quick else 2000
-        self.all_calls = 40 if args.quick else 200
-        self.kills = 5 if args.quick else 20
-        self.settle = 0.5 if args.quick else 2.0
-        self.log_lines = 200_000 if args.quick else 1_000_000
-        self.latency_secs = 2.0 if args.quick else 5.0
+        # (rounds, status calls, all-50 calls, kills, settle s, burst lines, paced s)
+        sizes = ((1, 60, 10, 2, 0.3, 20_000, 0.5) if args.smoke
+                 else (2, 400, 40, 5, 0.5, 200_000, 2.0) if args.quick
+                 else (5, 2000, 200, 20, 2.0, 1_000_000, 5.0))
+        (rounds, self.calls, self.all_calls, self.kills, self.settle, self.log_lines,
+         self.latency_secs) = sizes
+        self.rounds = args.rounds or rounds
         self.results = Results()
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
         self.subjects = ["ours", "supervisord"]
@@ -612,6 +612,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the medians here as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="time each step")
     parser.add_argument("--no-systemd", action="store_true", help="skip systemd --user")
+    parser.add_argument("--smoke", action="store_true",
+                        help=argparse.SUPPRESS)  # one tiny round: the tests' check of the script
     parser.add_argument("--as-writer", nargs=3, metavar=("MODE", "COUNT", "GO"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -622,7 +624,10 @@ def main() -> int:
     bench = Bench(args)
     if bench.systemd_skip:
         print(f"systemd: skipped: {bench.systemd_skip}", file=sys.stderr)
-    res = bench.run()
+    try:
+        res = bench.run()
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
     print(table(res, bench.subjects))
     print(f"\nstatus_p50_ms_grpc of a bare grpc.aio server (same proto, constant reply, "
           f"interleaved): {cell(res, 'status_p50_ms_grpc_floor', 'bare grpc.aio')} ms")
