@@ -41,6 +41,33 @@ def timed(fn, n: int) -> list[float]:
     return out
 
 
+def hub_side_list_ms(n: int) -> float:
+    """What ListHosts costs inside the hub (no transport): building the response for n
+    hosts with live state, the same code the servicer runs; median of 30."""
+    import asyncio  # noqa: PLC0415 - only this measurement needs it
+
+    from backendai.v1 import manager_pb2 as mpb  # noqa: PLC0415
+    from hub.config import HostEntry  # noqa: PLC0415
+    from hub.grpc_api import HubServicer  # noqa: PLC0415
+    from hub.inventory import HostView, Inventory  # noqa: PLC0415
+
+    async def measure() -> float:
+        inv = Inventory(None, heartbeat_interval=10.0)  # type: ignore[arg-type]
+        for i in range(n):
+            view = HostView(HostEntry(f"h{i:05d}", f"10.0.{i // 250}.{i % 250}:3082",
+                                      {"group": "g" + str(i % 4)}))
+            view.reachable, view.last_seen = True, time.time()
+            view.status = mpb.ServiceStatus(name="ai-agent", state=mpb.SERVICE_STATE_RUNNING,
+                                            version="2.0", pid=1000 + i)
+            inv.hosts[view.name] = view
+        servicer = HubServicer(version="x", inventory=inv, fleet=None,  # type: ignore[arg-type]
+                               rollouts=None)  # type: ignore[arg-type]
+        return statistics.median(timed(lambda: servicer._hosts(
+            pb.ListHostsRequest(), None).SerializeToString(), 30))
+
+    return asyncio.run(measure())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=500)
@@ -100,6 +127,7 @@ def main() -> int:
         lat = timed(lambda: hub.call("ListHosts", pb.ListHostsRequest(
             names=[next(iter(addresses))]), timeout=60), 30)
         results["list_one_host_p50_ms"] = round(statistics.median(lat), 1)
+        results["list_hosts_hub_side_ms"] = round(hub_side_list_ms(args.hosts), 2)
         lat = timed(lambda: hub.call("HostStatus", pb.HostStatusRequest(timeout_seconds=30),
                                      timeout=120), 5)
         results["host_status_fanout_p50_ms"] = round(statistics.median(lat), 1)
