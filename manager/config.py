@@ -58,6 +58,7 @@ class ServiceConfig:
     rc_script: str = ""
     systemd_scope: str = "system"  # systemd/rcd backends (manager/systemd_unit.py, rcd_unit.py)
     log_file: str = ""
+    journal_directory: str = ""
     status_interval: float = 1.0
     call_timeout: float = 30.0
     keep_releases: int = 3
@@ -220,6 +221,8 @@ def _check_host_keys(svc: ServiceConfig, prefix: str) -> None:
         raise ConfigError(f"{prefix}rc_script: must be an absolute path")
     if svc.log_file and not Path(svc.log_file).is_absolute():
         raise ConfigError(f"{prefix}log_file: must be an absolute path")
+    if svc.journal_directory and not Path(svc.journal_directory).is_absolute():
+        raise ConfigError(f"{prefix}journal_directory: must be an absolute path")
 
 
 def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
@@ -269,6 +272,7 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         rc_script=t.string("rc_script", f"/etc/rc.d/rc.{name}"),
         systemd_scope=t.choice("systemd_scope", "system", ("system", "user")),
         log_file=t.string("log_file", f"/var/log/{name}.log" if backend == "rcd" else ""),
+        journal_directory=t.string("journal_directory", ""),
         status_interval=t.number("status_interval", 1.0, minimum=0.05, maximum=3600.0),
         call_timeout=t.number("call_timeout", 30.0, minimum=0.1, maximum=3600.0),
         keep_releases=t.integer("keep_releases", 3, minimum=2, maximum=1000),

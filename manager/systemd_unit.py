@@ -9,9 +9,9 @@ backoff keys do not apply; a manual start resets systemd's failed state first. S
 changes are found by polling `systemctl show` every `status_interval` seconds (one
 ~10 ms call) and every 50 ms while a request waits for a state.
 
-Logs come from `journalctl -u UNIT -o json` (last N; `-f` for StreamLogs), or, when the
-service sets `log_file`, from that file (the unit writes it with
-`StandardOutput=append:FILE`).
+Logs come from `journalctl -u UNIT -o json` (last N; `-f` for StreamLogs; the journal
+files in `journal_directory` when set), or, when the service sets `log_file`, from that
+file (the unit writes it with `StandardOutput=append:FILE`).
 """
 
 from __future__ import annotations
@@ -128,8 +128,11 @@ class SystemdUnit(PolledUnit):
         self.unit = config.unit
         user = config.systemd_scope == "user"
         self._systemctl = ["systemctl", "--user"] if user else ["systemctl"]
-        self._journal = ["journalctl", "--user", f"--user-unit={self.unit}"] if user else \
-            ["journalctl", f"--unit={self.unit}"]
+        match = f"--user-unit={self.unit}" if user else f"--unit={self.unit}"
+        if config.journal_directory:  # every file there (--user would pick user-UID.journal)
+            self._journal = ["journalctl", f"--directory={config.journal_directory}", match]
+        else:
+            self._journal = ["journalctl", "--user", match] if user else ["journalctl", match]
         self._file = ExternalLog(Path(config.log_file)) if config.log_file else None
 
     async def _systemctl_call(self, *args: str, timeout: float | None = None) -> CommandResult:

@@ -4,9 +4,12 @@ Inside `unshare --mount --propagation private --fork` a tmpfs goes over /run (wi
 /run/systemd/system, so systemd believes it was booted with systemd), the shell moves
 into a new cgroup-v2 directory of its own, and `/lib/systemd/systemd --user` is exec'd
 with XDG_RUNTIME_DIR and XDG_CONFIG_HOME in a scratch directory. With those two variables
-set, `systemctl --user` from outside talks to it. There is no journald: `journalctl
---user` is empty. Teardown: `systemctl --user exit`, then whatever is left in the cgroup
-is killed and the cgroup directories are removed.
+set, `systemctl --user` from outside talks to it. A private systemd-journald runs in
+the same namespace (started before systemd, its files bound to `journal_dir`), so the
+units' output is in a real journal that `journalctl --directory=JOURNAL_DIR` reads; the
+host's own journal stays untouched (and empty here). Teardown: `systemctl --user exit`,
+then whatever is left in the cgroup tree (journald too) is killed and the cgroup
+directories are removed.
 
 Nothing a unit must see lives under /tmp: the deploy/ units use PrivateTmp=yes, so the
 systemd directories and `scratch_root` are under /var/lib/backendai-tests instead.
@@ -27,6 +30,7 @@ from pathlib import Path
 import pytest
 
 SYSTEMD = Path("/lib/systemd/systemd")
+JOURNALD = Path("/lib/systemd/systemd-journald")
 SCRATCH_BASE = Path("/var/lib/backendai-tests")
 
 
@@ -62,7 +66,11 @@ class UserSystemd:
         mount = cgroup2_mount()
         if mount is None:
             raise RuntimeError("no cgroup2 mount")
-        self.cgroup = mount / f"backendai-test-{uuid.uuid4().hex[:12]}"
+        # Named like a user manager's cgroup (a slice, then user@UID.service), so journald
+        # can tell which user unit wrote a line (_SYSTEMD_USER_UNIT).
+        self.slice = mount / f"backendai-test-{uuid.uuid4().hex[:12]}.slice"
+        self.cgroup = self.slice / f"user@{os.geteuid()}.service"
+        self.journal_dir = base / "journal"
         self.log_path = base / "systemd.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -77,9 +85,19 @@ class UserSystemd:
     def start(self, timeout: float = 30.0) -> None:
         self.runtime.mkdir(parents=True, mode=0o700)
         self.unit_dir.mkdir(parents=True)
+        self.journal_dir.mkdir()
+        # A private journald too (its sockets in the private /run, its files in
+        # journal_dir), so the journal is read for real: `journalctl --directory`.
+        journald = (
+            f"if [ -x {JOURNALD} ]; then mkdir -p /run/log/journal; "
+            f"mount --bind {self.journal_dir} /run/log/journal; "
+            f"{JOURNALD} >> {self.log_path} 2>&1 & "
+            "for i in $(seq 50); do [ -S /run/systemd/journal/stdout ] && break; sleep 0.1; "
+            "done; fi; ")
         script = (
             "set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/systemd/system; "
-            f"mkdir {self.cgroup}; echo $$ > {self.cgroup}/cgroup.procs; "
+            f"mkdir -p {self.cgroup}; echo $$ > {self.cgroup}/cgroup.procs; "
+            + journald +
             f"export XDG_RUNTIME_DIR={self.runtime} XDG_CONFIG_HOME={self.config_home}; "
             f"exec {SYSTEMD} --user")
         with self.log_path.open("ab") as log:
@@ -118,13 +136,14 @@ class UserSystemd:
         self._remove_cgroups()
 
     def _remove_cgroups(self) -> None:
-        """Kill anything left in our cgroup tree, then remove its directories bottom-up."""
-        if not self.cgroup.exists():
+        """Kill anything left in our cgroup tree (journald, too), then remove its
+        directories bottom-up."""
+        if not self.slice.exists():
             return
         deadline = time.monotonic() + 10
-        while self.cgroup.exists() and time.monotonic() < deadline:
-            dirs = [*sorted((p for p in self.cgroup.rglob("*") if p.is_dir()),
-                            key=lambda p: len(p.parts), reverse=True), self.cgroup]
+        while self.slice.exists() and time.monotonic() < deadline:
+            dirs = [*sorted((p for p in self.slice.rglob("*") if p.is_dir()),
+                            key=lambda p: len(p.parts), reverse=True), self.slice]
             for d in dirs:
                 with contextlib.suppress(OSError, ValueError):
                     for pid in (d / "cgroup.procs").read_text().split():
@@ -132,7 +151,7 @@ class UserSystemd:
                             os.kill(int(pid), signal.SIGKILL)
                 with contextlib.suppress(OSError):
                     d.rmdir()
-            if self.cgroup.exists():
+            if self.slice.exists():
                 time.sleep(0.05)
 
 
@@ -160,11 +179,11 @@ def user_systemd() -> Iterator[UserSystemd]:
             else:
                 os.environ[key] = value
         sd.stop()
-        leftover = sd.cgroup.exists()
+        leftover = sd.slice.exists()
         shutil.rmtree(base, ignore_errors=True)
         with contextlib.suppress(OSError):
             SCRATCH_BASE.rmdir()
-        assert not leftover, f"cgroup {sd.cgroup} could not be removed"
+        assert not leftover, f"cgroup {sd.slice} could not be removed"
 
 
 @pytest.fixture

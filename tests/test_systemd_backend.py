@@ -3,9 +3,8 @@ tests/systemd_harness.py): the units come from deploy/ (installed by deploy/inst
 --systemd-user, the user-mode variant of the same templates), a real ai-manager with
 backend = "systemd" drives them through systemctl.
 
-Not covered here (no journald in this setup): reading the journal with content. The
-journal path is exercised (journalctl runs and finds nothing), the JSON parsing is
-tested on journalctl's real output format, and log lines are tested through `log_file`.
+Logs: the harness runs a private journald, so the journal is read for real
+(`journal_directory`); `log_file` and the host's own (empty) journal are covered too.
 """
 
 from __future__ import annotations
@@ -602,3 +601,30 @@ def test_concurrent_requests_are_serialized(user_systemd: UserSystemd,
     active = user_systemd.show(UNIT, "ActiveState")["ActiveState"]
     st = manager.status()
     assert (active, st.pid) in (("active", main_pid(user_systemd)), ("inactive", 0))
+
+
+def test_logs_from_a_real_journal(user_systemd: UserSystemd, installed: Path,
+                                  make_manager: Callable[..., ManagerProc]) -> None:
+    """The harness's private journald records the unit's output; the manager reads it with
+    `journalctl --directory=... --user-unit=ai-agent.service -o json` (last N, then follow)."""
+    m = make_manager([systemd_service(
+        installed, journal_directory=str(user_systemd.journal_dir))]).start()
+    pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
+
+    def logs(lines: int) -> list[str]:
+        code, body = m.http("GET", f"/logs?lines={lines}")
+        assert code == 200
+        return list(json.loads(body)["logs"].splitlines())
+
+    assert_eventually(lambda: f"started pid={pid} version=1.0.0" in logs(100), 30,
+                      what="the service's first line in the journal")
+    assert_eventually(lambda: len(logs(3)) == 3, 30, what="exactly the last three lines")
+    got: list[str] = []
+    stream = m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=2), timeout=60)
+    for batch in stream:
+        got += batch.lines
+        if len(got) >= 5:
+            break
+    stream.cancel()
+    ticks = [int(line.split()[1]) for line in got if line.startswith("tick ")]
+    assert ticks == sorted(ticks) and len(ticks) >= 4  # history, then new lines in order
