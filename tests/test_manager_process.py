@@ -239,9 +239,17 @@ def test_concurrent_mixed_operations_end_consistent(make_manager):
     max_seen = [0]
     stop_watch = threading.Event()
 
+    def live_leader(proc: psutil.Process) -> bool:
+        """A running group leader (the service itself, not one of its children); a
+        process that exits while we look is not running."""
+        try:
+            return proc.pid == os.getpgid(proc.pid) and proc.status() != psutil.STATUS_ZOMBIE
+        except (ProcessLookupError, psutil.Error):
+            return False
+
     def watch_instances():
         while not stop_watch.is_set():
-            leaders = [p for p in m.service_processes() if p.pid == os.getpgid(p.pid)]
+            leaders = [p for p in m.service_processes() if live_leader(p)]
             max_seen[0] = max(max_seen[0], len(leaders))
 
     def call(i):
