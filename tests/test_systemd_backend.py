@@ -628,3 +628,25 @@ def test_logs_from_a_real_journal(user_systemd: UserSystemd, installed: Path,
     stream.cancel()
     ticks = [int(line.split()[1]) for line in got if line.startswith("tick ")]
     assert ticks == sorted(ticks) and len(ticks) >= 4  # history, then new lines in order
+
+
+def test_broken_unit_file_is_a_clear_error(user_systemd: UserSystemd, scratch_root: Path,
+                                           make_manager: Callable[..., ManagerProc]) -> None:
+    """A unit whose file systemd rejects (relative ExecStart): status says so, and a start
+    fails with systemd's own reason."""
+    unit = "broken.service"
+    path = user_systemd.unit_dir / unit
+    path.write_text("[Service]\nExecStart=relative/path\n")
+    user_systemd.systemctl("daemon-reload")
+    try:
+        m = make_manager([systemd_service(scratch_root, unit=unit)]).start()
+        assert_eventually(lambda: "bad-setting" in m.status().message, 20,
+                          what="status names the bad unit file")
+        with pytest.raises(grpc.RpcError) as err:
+            m.stub().Start(pb.StartRequest(), timeout=60)
+        assert err.value.code() == grpc.StatusCode.ABORTED
+        assert "systemctl start broken.service failed" in (err.value.details() or "")
+        assert state_of(m) == "SERVICE_STATE_STOPPED"
+    finally:
+        path.unlink()
+        user_systemd.systemctl("daemon-reload")
