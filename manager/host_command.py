@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,9 +79,19 @@ async def stream_lines(argv: Sequence[str], *, first_line_timeout: float,
                        ) -> AsyncGenerator[list[bytes], None]:
     """Run a long-lived reader (`journalctl -f`) and yield its stdout in batches of lines.
 
-    The process is killed when the caller stops iterating. Only starting it has a
-    timeout (the stream itself lasts as long as the caller wants it).
+    The process is killed when the caller stops iterating, and (through `setpriv
+    --pdeathsig KILL`, where util-linux has it) when the manager itself dies, so a
+    kill -9 of the manager leaves no follower behind (recent journalctl also exits once
+    its stdout is closed; older ones would wait for the next entry). Only starting it has
+    a timeout
+    (the stream itself lasts as long as the caller wants it).
     """
+    tool = argv[0]
+    if shutil.which(tool) is None:
+        raise NotConfigured(f"{tool!r} not found on this host")
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
     try:
         async with asyncio.timeout(first_line_timeout):
             proc = await asyncio.create_subprocess_exec(
@@ -89,9 +100,9 @@ async def stream_lines(argv: Sequence[str], *, first_line_timeout: float,
                 env=dict(env) if env is not None else None, start_new_session=True,
                 limit=1 << 20)
     except FileNotFoundError:
-        raise NotConfigured(f"{argv[0]!r} not found on this host") from None
+        raise NotConfigured(f"{tool!r} not found on this host") from None
     except TimeoutError:
-        raise DeadlineExceeded(f"{argv[0]} did not start within "
+        raise DeadlineExceeded(f"{tool} did not start within "
                                f"{first_line_timeout:g}s") from None
     try:
         while proc.stdout is not None:

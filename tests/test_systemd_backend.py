@@ -440,6 +440,22 @@ def test_journal_follow_runs_journalctl_and_ends_it(
     # no_follow: just the (empty) history
     assert list(m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=5, no_follow=True),
                                     timeout=30)) == []
+    # kill -9 of the manager mid-stream: its journalctl dies with it (pdeathsig)
+    stream = m.stub().StreamLogs(pb.StreamLogsRequest(tail_lines=5), timeout=60)
+    done.clear()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    orphan = assert_eventually(followers, 20, what="journalctl --follow running")[0]
+    m.kill9()
+    assert done.wait(20)
+
+    def orphan_gone() -> bool:
+        try:
+            return orphan.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    assert_eventually(orphan_gone, 20, what="journalctl ended with the manager")
 
 
 def test_deployed_manager_unit_drives_the_agent_unit(user_systemd: UserSystemd,
