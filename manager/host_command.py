@@ -83,8 +83,7 @@ async def stream_lines(argv: Sequence[str], *, first_line_timeout: float,
     --pdeathsig KILL`, where util-linux has it) when the manager itself dies, so a
     kill -9 of the manager leaves no follower behind (recent journalctl also exits once
     its stdout is closed; older ones would wait for the next entry). Only starting it has
-    a timeout
-    (the stream itself lasts as long as the caller wants it).
+    a timeout (the stream itself lasts as long as the caller wants it).
     """
     tool = argv[0]
     if shutil.which(tool) is None:
