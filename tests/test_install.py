@@ -294,3 +294,18 @@ def test_manager_venv_from_a_wheel(tmp_path: Path) -> None:
     bad = run("--prefix", str(tmp_path / "other"), "--manager-source", str(tmp_path), "agent")
     assert bad.returncode == 2 and "no pyproject.toml" in bad.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_a_newer_release_is_staged_but_current_stays(tmp_path: Path) -> None:
+    """Installing over an installed host adds the release; switching is the manager's job
+    (an update with health check and rollback), so current does not move."""
+    root = tmp_path / "root"
+    base = ("--prefix", str(root), "--no-venv", "agent")
+    assert run("--release", str(make_release(tmp_path, "agent", "1.0.0")), *base).returncode == 0
+    res = run("--release", str(make_release(tmp_path, "agent", "1.1.0")), *base)
+    assert res.returncode == 0, res.stderr
+    opt = root / "opt" / "ai-agent"
+    assert f"changed: {opt}/releases/1.1.0" in res.stdout
+    assert "note: current stays releases/1.0.0; update through the manager" in res.stdout
+    assert os.readlink(opt / "current") == "releases/1.0.0"
+    assert sorted(p.name for p in (opt / "releases").iterdir()) == ["1.0.0", "1.1.0"]
