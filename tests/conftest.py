@@ -194,9 +194,10 @@ class ManagerProc:
             self.proc.wait(10)
         self._close_channel()
         for proc in self.service_processes():
-            with contextlib.suppress(psutil.Error):
-                os.killpg(proc.pid, signal.SIGKILL) if proc.pid == os.getpgid(
-                    proc.pid) else None
+            # A process may exit while we look: ProcessLookupError / NoSuchProcess.
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if proc.pid == os.getpgid(proc.pid):
+                    os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(psutil.Error):
                 proc.kill()
 
