@@ -322,3 +322,23 @@ def test_watcher_reconnecting_across_a_hub_restart_misses_nothing(procs):
     assert [e.index for e in seen] == list(range(len(seen)))
     assert seen[-1].final and seen[-1].state == pb.ROLLOUT_STATE_SUCCEEDED
     assert "rollout.recovered" in [e.kind for e in seen]
+
+
+@pytest.mark.slow
+def test_many_hosts_many_hub_kills(procs):
+    """60 hosts, the hub killed five times while dozens of updates are in flight."""
+    sim = procs(SimManagers, hosts=60, delay=1.5).start()
+    hub = procs(HubProc, sim.hosts).start()
+    r = start_rollout(hub, waves=("1", "20%", "100%"))
+    for i in range(5):
+        threshold = 40 * (i + 1)
+        wait_for(lambda t=threshold: hub.rollout(r.id).next_event_index >= t
+                 or hub.rollout(r.id).state in TERMINAL, 60, f"{threshold} events")
+        hub.kill9()
+        hub.start()
+    done = hub.wait_rollout(r.id, TERMINAL, timeout=120)
+    assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done.message
+    assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
+    events = hub.events(r.id)
+    assert [e.index for e in events] == list(range(len(events)))
+    assert sum(e.kind == "rollout.recovered" for e in events) == 5
