@@ -74,8 +74,11 @@ class AgentDaemon:
                 try:
                     host, self.port = await server.start()
                     if registration is not None:
-                        if not registration.advertise and host not in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
-                            registration.advertise = f"{host}:{self.port}"
+                        if not registration.advertise:
+                            # a wildcard host is replaced by the hub with the address it
+                            # sees the registration come from
+                            bracketed = f"[{host}]" if ":" in host else host
+                            registration.advertise = f"{bracketed}:{self.port}"
                         reg_task = tg.create_task(registration.run(), name="registration")
                     self._announce(started)
                     await self._stop.wait()

@@ -24,6 +24,19 @@ MAX_FANOUT = 64
 MAX_TAIL = 100_000
 
 
+WILDCARDS = ("0.0.0.0", "[::]", "::")  # noqa: S104 - recognising, not binding
+
+
+def advertised_address(address: str, peer: str) -> str:
+    """`address` with a wildcard host replaced by the peer's IP (gRPC peer strings are
+    "ipv4:IP:PORT" or "ipv6:[IP]:PORT"); unchanged when there is nothing to replace."""
+    host, _, port = address.rpartition(":")
+    if host not in WILDCARDS or not peer.startswith(("ipv4:", "ipv6:")):
+        return address
+    ip = peer.split(":", 1)[1].rpartition(":")[0]
+    return f"{ip}:{port}" if ip else address
+
+
 class Fleet:
     def __init__(self, *, inventory: Inventory, links: ManagerLinks, store: HubStore,
                  static_names: frozenset[str]) -> None:
@@ -34,7 +47,9 @@ class Fleet:
 
     # ---------------------------------------------------------------- registration
 
-    def register(self, req: pb.RegisterRequest) -> pb.RegisterResponse:
+    def register(self, req: pb.RegisterRequest, peer: str = "") -> pb.RegisterResponse:
+        """peer: the caller as gRPC names it ("ipv4:10.0.0.5:53211"); it replaces a
+        wildcard host in the agent's address ("0.0.0.0:3080" -> "10.0.0.5:3080")."""
         name = check_host_name(req.name, "name")
         if req.role not in ("agent", "manager"):
             raise InvalidArgument(f"role: expected \"agent\" or \"manager\", got {req.role[:40]!r}")
@@ -42,6 +57,7 @@ class Fleet:
         manager = check_address(req.manager_address, "manager_address") \
             if req.manager_address else ""
         agent = check_address(req.agent_address, "agent_address") if req.agent_address else ""
+        agent = advertised_address(agent, peer)
         known = self.inventory.hosts.get(name)
         if known is None and not manager:
             raise InvalidArgument("manager_address: required for a host the hub does not "

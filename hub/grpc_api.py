@@ -67,7 +67,7 @@ class HubServicer(pb_grpc.HubServicer):
 
     @unary
     async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
-        return self.fleet.register(request)
+        return self.fleet.register(request, peer=context.peer() or "")
 
     @unary
     async def Heartbeat(self, request: pb.HeartbeatRequest,
