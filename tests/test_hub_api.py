@@ -336,3 +336,14 @@ def test_target_names_and_labels_narrow_together_and_naming_the_hub_puts_it_firs
     assert plan.include_hub
     everyone = hub.call("StartRollout", pb.StartRolloutRequest(version="2.0", dry_run=True))
     assert sorted(h for w in everyone.rollout.waves for h in w.hosts) == sorted(agents)
+
+
+def test_rollout_to_the_running_version_touches_nothing(procs):
+    sim = procs(SimManagers, hosts=3).start()
+    agents = {n: a for n, a in sim.hosts.items() if n != "agent-000"}
+    hub = procs(HubProc, agents, self_manager=sim.hosts["agent-000"]).start()
+    r = hub.call("StartRollout", pb.StartRolloutRequest(version="1.0", include_hub=True)).rollout
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+    assert sim.updates_per_host() == {}
+    assert {e["call"] for e in sim.journal()} == {"update-noop"}
