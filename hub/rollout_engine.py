@@ -274,7 +274,8 @@ def _host_event(step: _Step, ev: Event) -> None:
     if isinstance(ev, UpdateAccepted) and h.state == HostState.UPDATING:
         if not ev.operation_id:
             step.host(name, "host.verifying", f"already on {target}",
-                      state=HostState.VERIFYING, from_version=ev.from_version, moved=False,
+                      state=HostState.VERIFYING, moved=h.moved,
+                      from_version=h.from_version if h.moved else ev.from_version,
                       deadline=step.now + step.r.strategy.healthy_deadline_seconds)
         else:
             step.host(name, "host.accepted", f"update {ev.operation_id} from "
@@ -451,7 +452,7 @@ def _advance(step: _Step) -> None:
             _drained(step)
     elif r.state == RolloutState.ROLLING_BACK and not _busy(step):
         bad = [h for h in step.hosts.values() if h.state == HostState.ROLLBACK_FAILED
-               and not h.failed]
+               and h.rollback_sent]
         _end(step, RolloutState.FAILED if bad else RolloutState.ROLLED_BACK,
              step.r.message + (f"; {len(bad)} hosts failed to roll back" if bad else
                                "; moved hosts rolled back"))
@@ -466,7 +467,10 @@ def _drained(step: _Step) -> None:
     if r.state == RolloutState.ABORTING:
         _end(step, RolloutState.ABORTED, r.message)
         return
-    moved = [h for h in step.hosts.values() if h.moved and h.state == HostState.SUCCEEDED
+    # moved: on the new release, healthy or not (a host that updated but then failed
+    # the hub's own health check is on it too)
+    moved = [h for h in step.hosts.values() if h.moved
+             and h.state in (HostState.SUCCEEDED, HostState.FAILED)
              and step.r.specs[h.wave] != HUB_WAVE_SPEC]
     if not r.strategy.auto_rollback:
         _end(step, RolloutState.FAILED, r.message)
@@ -479,7 +483,7 @@ def _drained(step: _Step) -> None:
         for h in moved:
             step.host(h.name, "host.rollback_started", f"back to {h.from_version}",
                       state=HostState.ROLLING_BACK, operation_id="", started_at=step.now,
-                      deadline=deadline, step="")
+                      deadline=deadline, step="", rollback_sent=True)
             step.actions.append(RollbackHost(h.name, r.service))
 
 

@@ -67,6 +67,7 @@ class HostRun:
     step: str = ""
     op_events: int = 0             # step events recorded for operation_id (to skip replays)
     update_op: str = ""            # the update's operation (kept while rolling back)
+    rollback_sent: bool = False    # the rollout's auto-rollback took this host back
 
 
 @dataclass(frozen=True, slots=True)

@@ -342,3 +342,19 @@ def test_many_hosts_many_hub_kills(procs):
     events = hub.events(r.id)
     assert [e.index for e in events] == list(range(len(events)))
     assert sum(e.kind == "rollout.recovered" for e in events) == 5
+
+
+def test_canary_that_updates_but_then_crash_loops_is_rolled_back(procs):
+    """The manager says the update succeeded; the hub's own health check (RUNNING on the
+    target version for min_healthy_seconds) fails: the canary goes back."""
+    sim = procs(SimManagers, hosts=3, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    plan = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(seed=1))).rollout
+    canary = plan.waves[0].hosts[0]
+    sim.rules([{"host": canary, "outcome": "crash"}])
+    r = start_rollout(hub, healthy_deadline_seconds=1.5)
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_ROLLED_BACK, done
+    assert [e["host"] for e in sim.journal() if e["call"] == "rollback"] == [canary]
+    assert {h.name: h.state for h in done.hosts}[canary] == pb.HOST_ROLLOUT_STATE_ROLLED_BACK

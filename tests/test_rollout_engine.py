@@ -241,7 +241,8 @@ def test_verifying_needs_min_healthy_time_and_target_version():
 
 
 def test_wrong_version_after_update_fails_at_healthy_deadline():
-    r, _, _ = start(waves=["100%"], hosts=["a"], healthy_deadline_seconds=20)
+    r, _, _ = start(waves=["100%"], hosts=["a"], healthy_deadline_seconds=20,
+                    max_failures_per_wave="1", max_failures_total="1")
     r, _, _ = E.transition(r, E.UpdateAccepted("a", "op", "1.0"), 1000)
     r, _, _ = E.transition(r, E.OperationFinished("a", "op", "succeeded"), 1001)
     r, _, _ = E.transition(r, E.Tick({"a": E.Observation(True, True, "1.9")}), 1022)
@@ -406,3 +407,30 @@ def test_reattached_watch_skips_the_steps_already_recorded():
     _, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "other", "", "", "")),
                                1004)
     assert acts == [E.WatchOperation("a", "other", skip=0)]  # someone else's: watch it all
+
+
+def test_host_that_updated_but_failed_health_is_rolled_back_too():
+    r, _, actions = start(waves=["1", "100%"], hosts=["a", "b"], healthy_deadline_seconds=10)
+    canary = updates(actions)[0]
+    r, _, _ = E.transition(r, E.UpdateAccepted(canary, "op", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "op", "succeeded"), 1002)
+    crash = E.Tick({canary: E.Observation(True, False, "2.0")})  # crash-looping on 2.0
+    r, _, acts = E.transition(r, crash, 1013)
+    assert r.hosts[canary].state == E.HostState.ROLLING_BACK
+    assert acts == [E.RollbackHost(canary, "")]
+    r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb", "1.0"), 1014)
+    r, _, _ = E.transition(r, E.CallFailed(canary, False, "no previous release"), 1015)
+    assert r.state == E.RolloutState.FAILED  # its rollback failed: not ROLLED_BACK
+    assert "failed to roll back" in r.message
+
+
+def test_retried_host_keeps_what_it_moved_from():
+    r, _, _actions = start(waves=["100%"], hosts=["a"], healthy_deadline_seconds=10,
+                          auto_rollback=False)
+    r, _, _ = E.transition(r, E.UpdateAccepted("a", "op", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationFinished("a", "op", "succeeded"), 1002)
+    r, _, _ = E.transition(r, E.Tick({"a": E.Observation(True, False, "2.0")}), 1013)
+    assert r.state == E.RolloutState.FAILED and r.hosts["a"].moved
+    r, _, _acts = E.transition(r, E.Control("retry_failed"), 1020)
+    r, _, _ = E.transition(r, E.UpdateAccepted("a", "", "2.0"), 1021)  # already on 2.0
+    assert r.hosts["a"].moved and r.hosts["a"].from_version == "1.0"
