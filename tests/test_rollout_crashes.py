@@ -32,6 +32,7 @@ TARGET = "2.0"
 class Manager:
     name: str
     fails: bool
+    crashy: bool = False   # the update "succeeds", then the service crash-loops
     version: str = "1.0"
     previous: str = ""
     running: dict | None = None
@@ -75,7 +76,8 @@ class World:
         self.rng = random.Random(seed)
         names = [f"h{i}" for i in range(hosts)]
         bad = set(self.rng.sample(names, failing))
-        self.managers = {n: Manager(n, n in bad) for n in names}
+        crashy = {n for n in names if n not in bad and self.rng.random() < 0.1}
+        self.managers = {n: Manager(n, n in bad, n in crashy) for n in names}
         s = make_strategy(**strategy)
         self.r, self.notes = E.new_rollout(rollout_id="r", version=TARGET, service="",
                                            strategy=s, plan=plan_waves(names, s, seed),
@@ -124,7 +126,7 @@ class World:
                 self.watching.pop(a.host, None)
 
     def observations(self) -> E.Tick:
-        return E.Tick({n: E.Observation(True, m.running is None or m.running["kind"] != "x",
+        return E.Tick({n: E.Observation(True, not (m.crashy and m.version == TARGET),
                                         m.version) for n, m in self.managers.items()})
 
     def step(self) -> None:
