@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,8 @@ import pytest
 SYSTEMD = Path("/lib/systemd/systemd")
 JOURNALD = Path("/lib/systemd/systemd-journald")
 SCRATCH_BASE = Path("/var/lib/backendai-tests")
+CHECKOUT = Path(__file__).resolve().parent.parent
+TMP = Path("/tmp")
 
 
 def cgroup2_mount() -> Path | None:
@@ -86,6 +89,7 @@ class UserSystemd:
         self.runtime.mkdir(parents=True, mode=0o700)
         self.unit_dir.mkdir(parents=True)
         self.journal_dir.mkdir()
+        self._bind_checkout()
         # A private journald too (its sockets in the private /run, its files in
         # journal_dir), so the journal is read for real: `journalctl --directory`.
         journald = (
@@ -115,6 +119,22 @@ class UserSystemd:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"systemd --user did not come up: {self.log_path.read_text()}")
+
+    def _bind_checkout(self) -> None:
+        """The tests' units run code from this checkout (its virtualenv, the fixture
+        service). When the checkout itself lives under /tmp (a fresh clone there), the
+        units' PrivateTmp=yes would hide it: bind it read-only into every test unit with
+        a drop-in for all services, keeping PrivateTmp itself on."""
+        hidden = [p for p in {CHECKOUT, Path(sys.prefix).resolve(),
+                              Path(sys.executable).resolve().parent}
+                  if p == TMP or TMP in p.parents]
+        if not hidden:
+            return
+        dropin = self.unit_dir / "service.d"
+        dropin.mkdir(parents=True, exist_ok=True)
+        paths = " ".join(sorted(str(p) for p in hidden))
+        (dropin / "50-test-checkout.conf").write_text(
+            f"[Service]\nBindReadOnlyPaths={paths}\n")
 
     def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["systemctl", "--user", *args], env={**os.environ, **self.env},
