@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from backendai.errors import ConfigError
 from backendai.listen import ListenAddress
+from backendai.tls import ClientTLS, ServerTLS
 
 SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 ROLES = ("agent", "hub")
@@ -77,6 +78,7 @@ class ServiceConfig:
     health_version_method: str = ""
     min_healthy_time: float = 5.0
     healthy_deadline: float = 60.0
+    health_tls: ClientTLS | None = None  # `[services.health_tls]`: the probe speaks TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class ManagerConfig:
     insecure_no_auth: bool = False
     log_level: str = "info"
     log_format: str = "auto"
+    tls: ServerTLS | None = None  # `[tls]`: the gRPC listener serves TLS / mutual TLS
     source: Path | None = None
 
     @property
@@ -159,6 +162,18 @@ class _Table:
             return convert(self.data[name])
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{self.key(name)}: must be {what}: {exc}") from None
+
+    def tls_client(self, name: str) -> ClientTLS | None:
+        self.seen.add(name)
+        if name not in self.data:
+            return None
+        return ClientTLS.from_table(self.data[name], self.key(name))
+
+    def tls_server(self, name: str) -> ServerTLS | None:
+        self.seen.add(name)
+        if name not in self.data:
+            return None
+        return ServerTLS.from_table(self.data[name], self.key(name))
 
     def reject_unknown(self) -> None:
         for name in self.data:
@@ -294,6 +309,7 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         health_version_method=t.string("health_version_method", "", max_len=256),
         min_healthy_time=t.number("min_healthy_time", 5.0, minimum=0.0, maximum=3600.0),
         healthy_deadline=t.number("healthy_deadline", 60.0, minimum=0.1, maximum=86400.0),
+        health_tls=t.tls_client("health_tls"),
     )
     t.reject_unknown()
     _check_update_keys(svc, prefix)
@@ -332,6 +348,14 @@ def _check_update_keys(svc: ServiceConfig, prefix: str) -> None:
         raise ConfigError(f"{prefix}health_target: must be an http:// or https:// URL")
     if svc.health_probe == "command" and not svc.health_command:
         raise ConfigError(f"{prefix}health_command: required for health_probe \"command\"")
+    tls = svc.health_tls
+    if tls is not None:
+        if svc.health_probe not in ("grpc", "http"):
+            raise ConfigError(f"{prefix}health_tls: only the grpc and http probes speak TLS")
+        if svc.health_probe == "http" and (
+                not svc.health_target.startswith("https://") or tls.cert or tls.server_name):
+            raise ConfigError(f"{prefix}health_tls: the http probe needs an https:// "
+                              "health_target and takes only ca_file")
     if svc.health_version_method and (
             svc.health_probe != "grpc"
             or not re.fullmatch(r"[A-Za-z0-9_.]+/[A-Za-z0-9_]+", svc.health_version_method)):
@@ -358,6 +382,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     insecure = t.get("insecure_no_auth", bool, False, "true or false")
     log_level = t.choice("log_level", "info", ("debug", "info", "warning", "error"))
     log_format = t.choice("log_format", "auto", ("auto", "json", "console"))
+    tls = t.tls_server("tls")
     t.seen.add("services")
     raw_services = data.get("services")
     if not isinstance(raw_services, list) or not raw_services:
@@ -378,7 +403,8 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     return ManagerConfig(
         role=role, http_listen=http_listen, grpc_listen=grpc_listen, state_dir=state_dir,
         services=services, auth_token_file=Path(token_file) if token_file else None,
-        insecure_no_auth=insecure, log_level=log_level, log_format=log_format, source=source)
+        insecure_no_auth=insecure, log_level=log_level, log_format=log_format, tls=tls,
+        source=source)
 
 
 def load(path: Path) -> ManagerConfig:

@@ -97,7 +97,8 @@ class ManagerDaemon:
             control = self.control = ManagerControl(cfg, units, updater)
             servicer = ManagerServicer(control)
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
-                                     services=[(SERVICE_NAME, servicer.add_to)])
+                                     services=[(SERVICE_NAME, servicer.add_to)],
+                                     credentials=cfg.tls.credentials() if cfg.tls else None)
             http = HttpShim(control, cfg.http_listen, token=token)
             async with asyncio.TaskGroup() as tg:
                 for unit in units.values():

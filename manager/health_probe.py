@@ -24,7 +24,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2
 
+from backendai.channels import open_channel
 from backendai.errors import BackendAIError
+from backendai.tls import ClientTLS
 from backendai.v1 import manager_pb2 as pb
 from manager.config import ServiceConfig
 
@@ -46,12 +48,14 @@ class ProbeSpec:
     version_method: str = ""      # grpc only: full method returning VersionReport-shaped
     timeout: float = PROBE_TIMEOUT
     env: Mapping[str, str] = field(default_factory=dict)  # command: the service's `env`
+    tls: ClientTLS | None = None  # grpc / https: verify the service's certificate
 
     @classmethod
     def of(cls, cfg: ServiceConfig) -> ProbeSpec:
         return cls(kind=cfg.health_probe, target=cfg.health_target,
                    command=cfg.health_command, version_method=cfg.health_version_method,
-                   timeout=min(PROBE_TIMEOUT, cfg.healthy_deadline), env=dict(cfg.env))
+                   timeout=min(PROBE_TIMEOUT, cfg.healthy_deadline), env=dict(cfg.env),
+                   tls=cfg.health_tls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +111,7 @@ async def _grpc(spec: ProbeSpec) -> ProbeResult:
     target = resolve_target(spec.target)
     if target is None:
         return ProbeResult(False, f"no address yet in {spec.target.removeprefix(READY_FILE)}")
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with open_channel(target, tls=spec.tls) as channel:
         check = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -116,7 +120,8 @@ async def _grpc(spec: ProbeSpec) -> ProbeResult:
             resp = await check(health_pb2.HealthCheckRequest(service=""),
                                timeout=spec.timeout)
         except grpc.aio.AioRpcError as exc:
-            return ProbeResult(False, f"gRPC health check failed: {exc.code().name}")
+            return ProbeResult(False, f"gRPC health check failed: {exc.code().name}: "
+                                      f"{(exc.details() or '')[:200]}")
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             return ProbeResult(False, "gRPC health says "
                                f"{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
@@ -136,7 +141,13 @@ async def _grpc(spec: ProbeSpec) -> ProbeResult:
 def _http(spec: ProbeSpec) -> ProbeResult:
     req = urllib.request.Request(spec.target, method="GET")  # noqa: S310 - config-checked URL
     try:
-        with urllib.request.urlopen(req, timeout=spec.timeout) as resp:  # noqa: S310
+        context = None
+        if spec.tls is not None and spec.tls.ca is not None:
+            import ssl  # noqa: PLC0415 - only https probes with a private CA need it
+
+            context = ssl.create_default_context(cadata=spec.tls.ca.decode("ascii", "replace"))
+        with urllib.request.urlopen(req, timeout=spec.timeout,  # noqa: S310
+                                    context=context) as resp:
             body = resp.read(MAX_BODY)
             return ProbeResult(True, version=_json_version(body))
     except urllib.error.HTTPError as exc:

@@ -103,6 +103,7 @@ class ManagerProc:
         self.info: dict[str, Any] = {}
         self._channel: grpc.Channel | None = None
         self.token: str | None = None
+        self.credentials: grpc.ChannelCredentials | None = None  # TLS managers' clients
 
     def write_config(self) -> None:
         self.config_path.write_text(to_toml(self.top, self.services))
@@ -142,7 +143,8 @@ class ManagerProc:
 
     def stub(self) -> pb_grpc.ManagerStub:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.grpc_addr)
+            self._channel = grpc.insecure_channel(self.grpc_addr) if self.credentials is None \
+                else grpc.secure_channel(self.grpc_addr, self.credentials)
         return pb_grpc.ManagerStub(self._channel)
 
     def metadata(self) -> list[tuple[str, str]]:
