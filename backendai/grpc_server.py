@@ -42,7 +42,10 @@ class GrpcServer:
         self.port = 0
         self.credentials = credentials
 
-    async def start(self) -> tuple[str, int]:
+    def bind(self) -> int:
+        """Bind the port (a taken port fails here, before anything else starts)."""
+        if self.port:
+            return self.port
         try:
             if self.credentials is None:
                 self.port = self.server.add_insecure_port(str(self.listen))
@@ -52,6 +55,11 @@ class GrpcServer:
             self.port = 0
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.listen}")
+        return self.port
+
+    async def start(self) -> tuple[str, int]:
+        """Bind (unless bind() did), serve, and say SERVING in health."""
+        self.bind()
         await self.server.start()
         for name in ["", *self.names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -100,6 +100,10 @@ class ManagerDaemon:
                                      services=[(SERVICE_NAME, servicer.add_to)],
                                      credentials=cfg.tls.credentials() if cfg.tls else None)
             http = HttpShim(control, cfg.http_listen, token=token)
+            # Bind both ports before any service starts: a taken port fails the start
+            # cleanly instead of leaving a freshly spawned service behind.
+            grpc_server.bind()
+            await http.bind()
             async with asyncio.TaskGroup() as tg:
                 for unit in units.values():
                     tg.create_task(unit.run(), name=f"unit-{unit.name}")

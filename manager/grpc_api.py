@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
-import structlog
 
-from backendai.errors import BackendAIError
+from backendai.grpc_handlers import stream, unary
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.control import ManagerControl
 from manager.states import ServiceStatus, State
 
-log = structlog.get_logger(__name__)
-
 SERVICE_NAME = "backendai.v1.Manager"
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
 
 
 STATE_TO_PB: dict[State, pb.ServiceState] = {
@@ -47,38 +40,6 @@ def status_to_pb(st: ServiceStatus, now: float | None = None) -> pb.ServiceStatu
     return msg
 
 
-def _unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
-           ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
-    """Map our errors to status codes; anything else is INTERNAL without internals."""
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
-        try:
-            return await fn(self, request, context)
-        except BackendAIError as exc:
-            await context.abort(exc.grpc_code, str(exc))
-        except Exception:
-            log.exception("grpc.internal_error", method=fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        raise AssertionError("unreachable")  # context.abort always raises
-    return wrapper
-
-
-def _stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]],
-            ) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Req,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
-        try:
-            async for item in fn(self, request, context):
-                yield item
-        except BackendAIError as exc:
-            await context.abort(exc.grpc_code, str(exc))
-        except Exception:
-            log.exception("grpc.internal_error", method=fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-    return wrapper
-
-
 class ManagerServicer(pb_grpc.ManagerServicer):
     def __init__(self, control: ManagerControl) -> None:
         self.control = control
@@ -86,44 +47,44 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ManagerServicer_to_server(self, server)
 
-    @_unary
+    @unary
     async def Status(self, request: pb.StatusRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(self.control.status(request.service))
 
-    @_unary
+    @unary
     async def ListServices(self, request: pb.ListServicesRequest,
                            context: Any) -> pb.ListServicesResponse:
         now = time.time()
         return pb.ListServicesResponse(
             services=[status_to_pb(s, now) for s in self.control.list(request.pattern)])
 
-    @_unary
+    @unary
     async def Start(self, request: pb.StartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(await self.control.start(request.service, wait=not request.no_wait))
 
-    @_unary
+    @unary
     async def Stop(self, request: pb.StopRequest, context: Any) -> pb.ServiceStatus:
         st = await self.control.stop(request.service, timeout=request.timeout_seconds or None,
                                      force=request.force)
         return status_to_pb(st)
 
-    @_unary
+    @unary
     async def Restart(self, request: pb.RestartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(await self.control.restart(request.service))
 
-    @_unary
+    @unary
     async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
         info = self.control.version(request.service)
         return pb.VersionResponse(version=info.version, name=info.name,
                                   manager_version=info.manager_version, service=info.service)
 
-    @_unary
+    @unary
     async def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsResponse:
         unit = self.control.unit(request.service)
         lines = await self.control.logs(unit.name, request.lines)
         return pb.LogsResponse(service=unit.name, lines=lines)
 
-    @_stream
+    @stream
     async def StreamLogs(self, request: pb.StreamLogsRequest,
                          context: Any) -> AsyncIterator[pb.LogBatch]:
         stream = self.control.follow_logs(request.service, request.tail_lines,
@@ -134,7 +95,7 @@ class ManagerServicer(pb_grpc.ManagerServicer):
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    @_stream
+    @stream
     async def WatchStatus(self, request: pb.WatchStatusRequest,
                           context: Any) -> AsyncIterator[pb.ServiceStatus]:
         stream = self.control.watch(request.service)
@@ -144,12 +105,12 @@ class ManagerServicer(pb_grpc.ManagerServicer):
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    @_unary
+    @unary
     async def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
         started = await self.control.update(request.service, request.version)
         return pb.UpdateResponse(operation_id=started.operation_id, message=started.message)
 
-    @_stream
+    @stream
     async def WatchUpdate(self, request: pb.WatchUpdateRequest,
                           context: Any) -> AsyncIterator[pb.UpdateEvent]:
         stream = self.control.watch_update(request.operation_id)
@@ -166,12 +127,12 @@ class ManagerServicer(pb_grpc.ManagerServicer):
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
 
-    @_unary
+    @unary
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
         started = await self.control.rollback(request.service)
         return pb.RollbackResponse(operation_id=started.operation_id, version=started.version)
 
-    @_unary
+    @unary
     async def ListReleases(self, request: pb.ListReleasesRequest,
                            context: Any) -> pb.ListReleasesResponse:
         return pb.ListReleasesResponse(releases=[

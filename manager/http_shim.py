@@ -161,11 +161,23 @@ class HttpShim:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> tuple[str, int]:
-        """Bind (port 0 = any free port); return the address actually bound."""
-        self._server = await asyncio.start_server(self._accept, self.listen.host,
-                                                  self.listen.port)
+    async def bind(self) -> tuple[str, int]:
+        """Bind (port 0 = any free port) without serving yet; return the bound address."""
+        if self._server is None:
+            try:
+                self._server = await asyncio.start_server(
+                    self._accept, self.listen.host, self.listen.port, start_serving=False)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot bind HTTP to {self.listen}: "
+                                         f"{exc.strerror or exc}") from None
         host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def start(self) -> tuple[str, int]:
+        """Bind (unless bind() did) and serve; return the address actually bound."""
+        host, port = await self.bind()
+        if self._server is not None:  # always, after bind()
+            await self._server.start_serving()
         log.debug("http.listening", host=host, port=port)
         return host, port
 

@@ -341,3 +341,23 @@ def test_manager_refuses_a_second_instance_on_the_same_state_dir(make_manager):
     assert out.returncode == 1 and "in use by pid" in out.stderr
     assert len(m.service_processes()) == 1
 
+
+
+@pytest.mark.parametrize("which", ["grpc_listen", "http_listen"])
+def test_manager_on_a_taken_port_exits_1_naming_it_and_leaves_no_service(
+        make_manager, which):
+    import socket
+    import sys
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        m = make_manager([fast_service("svc", "--interval", "1")],
+                         top={which: f"127.0.0.1:{port}"})
+        m.write_config()
+        out = subprocess.run([sys.executable, "-m", "manager.main", "--config",
+                              str(m.config_path)], capture_output=True, text=True, timeout=30,
+                             cwd=Path(__file__).parent.parent)
+    assert out.returncode == 1, out.stderr
+    assert f"127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+    assert m.service_processes() == []

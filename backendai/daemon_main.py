@@ -1,0 +1,87 @@
+"""The command line every daemon shares: `PROG --config FILE [--ready-file PATH]
+[--check-config] [--version]`.
+
+Exit status: 0 after a clean stop (or a valid `--check-config`), 2 for a config error,
+1 when the daemon cannot run (port taken, state_dir in use, ...), each with one line on
+stderr that names the cause. The daemon module is imported only to serve, so `--help`
+and `--check-config` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from backendai import __version__
+from backendai.daemon_support import install_signal_handlers
+from backendai.errors import BackendAIError
+from backendai.logging_setup import configure
+
+
+class DaemonConfig(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+    @property
+    def log_format(self) -> str: ...
+
+
+class Daemon(Protocol):
+    def request_shutdown(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+C = TypeVar("C", bound=DaemonConfig)
+FAILURES = (BackendAIError, OSError)
+
+
+def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, type=Path, help="TOML config file")
+    parser.add_argument("--ready-file", type=Path,
+                        help="write the bound addresses here as JSON once serving")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config and exit")
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    return parser.parse_args(argv)
+
+
+async def _serve(make: Callable[[], Daemon]) -> None:
+    daemon = make()
+    install_signal_handlers(daemon.request_shutdown)
+    await daemon.run()
+
+
+def daemon_main(prog: str, description: str, argv: list[str] | None, *,
+                load: Callable[[Path], C], summary: Callable[[C], str],
+                make: Callable[[C, Path | None], Daemon]) -> int:
+    """Parse the command line, load the config with `load`, and run `make(cfg,
+    ready_file)` until it stops. `summary(cfg)` is what `--check-config` prints."""
+    args = parse_args(prog, description, argv)
+    try:
+        cfg = load(args.config)
+    except BackendAIError as exc:
+        print(f"{prog}: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"{prog}: {args.config}: ok ({summary(cfg)})")
+        return 0
+    configure(cfg.log_level, cfg.log_format)
+    try:
+        asyncio.run(_serve(lambda: make(cfg, args.ready_file)))
+    except FAILURES as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        matched, rest = group.split(FAILURES)
+        if rest is not None or matched is None:
+            raise
+        for err in matched.exceptions:
+            print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    return 0
