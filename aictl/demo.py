@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from aictl.demo_fleet import (
     Daemon,
     DemoError,
     install_release,
     manager_argv,
     repo_root,
-    to_toml,
     wait_for,
 )
 
@@ -121,10 +122,10 @@ class DemoFleet:
                                       else "backendai.v1.Agent/GetInfo"),
         }
         path = host.root / "manager.toml"
-        path.write_text(to_toml(
+        path.write_text(tomli_w.dumps(
             {"role": host.role, "http_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0",
-             "state_dir": str(host.root / "manager-state"), "log_format": "json"},
-            arrays={"services": [service]}))
+             "state_dir": str(host.root / "manager-state"), "log_format": "json",
+             "services": [service]}))
         return path
 
     def start_manager(self, host: HostSetup) -> None:
@@ -150,7 +151,7 @@ class DemoFleet:
         # the agents and aictl find it where it was.
         self._write_hub_config(hosts, self.hub_address)
         for agent in self.agents:
-            agent.service_config.write_text(to_toml(
+            agent.service_config.write_text(tomli_w.dumps(
                 {"name": agent.name, "grpc_listen": "127.0.0.1:0",
                  "hub_address": self.hub_address, "manager_address": agent.manager_grpc(),
                  "labels": agent.labels, "heartbeat_interval": 1.0, "log_format": "json"}))
@@ -158,11 +159,11 @@ class DemoFleet:
         wait_for(self._all_connected, 60, "every agent to report to the hub")
 
     def _write_hub_config(self, hosts: list[dict[str, Any]], listen: str) -> None:
-        self.hub.service_config.write_text(to_toml(
+        self.hub.service_config.write_text(tomli_w.dumps(
             {"grpc_listen": listen, "state_dir": str(self.hub.root / "hub-state"),
-             "heartbeat_interval": 1.0, "log_format": "json"},
-            tables={"self": {"name": "hub", "manager_address": self.hub.manager_grpc()}},
-            arrays={"hosts": hosts}))
+             "heartbeat_interval": 1.0, "log_format": "json",
+             "self": {"name": "hub", "manager_address": self.hub.manager_grpc()},
+             "hosts": hosts}))
 
     def _start_service(self, host: HostSetup) -> None:
         code = self.run_aictl_manager(host, "Start")

@@ -40,34 +40,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
-def to_toml(top: dict[str, Any], tables: dict[str, dict[str, Any]] | None = None,
-            arrays: dict[str, list[dict[str, Any]]] | None = None) -> str:
-    """A small TOML writer for the flat configs the demo makes."""
-    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
-    for name, table in (tables or {}).items():
-        lines.append(f"\n[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    for name, items in (arrays or {}).items():
-        for item in items:
-            lines.append(f"\n[[{name}]]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in item.items()]
-    return "\n".join(lines) + "\n"
-
-
 @dataclass
 class Daemon:
     """One process the demo started, with its ready file and log."""

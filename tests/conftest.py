@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import psutil
 import pytest
+import tomli_w
 
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
@@ -42,26 +43,9 @@ def assert_eventually(predicate: Callable[[], Any], timeout: float = 10.0,
     raise AssertionError(f"not true within {timeout}s: {what or predicate} (last={last!r})")
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(v)
-
-
 def to_toml(top: dict[str, Any], services: list[dict[str, Any]]) -> str:
-    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
-    for svc in services:
-        lines.append("\n[[services]]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in svc.items()]
-    return "\n".join(lines) + "\n"
+    """A manager config: top-level keys, then the [[services]] tables."""
+    return tomli_w.dumps({**top, "services": services})
 
 
 def service_cmd(*args: str) -> list[str]:
@@ -227,3 +211,30 @@ def fast_service(name: str = "svc", *args: str, **over: Any) -> dict[str, Any]:
                            "stop_timeout": 3.0, "backoff_initial": 0.1, "backoff_max": 0.5}
     svc.update(over)
     return svc
+
+
+@pytest.fixture
+def env(tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> Iterator[Any]:
+    """The update tests' world (tests/update_support.py Env) with its store server."""
+    from tests.update_support import Env, reserved_port
+
+    with reserved_port() as port:
+        e = Env(tmp_path, make_manager, port)
+        yield e
+        e.server.close()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """procs(Kind, *args) makes a hub-side process object (tests/fixtures/hub_procs.py)
+    rooted in tmp_path; all are cleaned up, last made first."""
+    made: list[Any] = []
+
+    def make(kind: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        p = kind(tmp_path, *args, **kwargs)
+        made.append(p)
+        return p
+
+    yield make
+    for p in reversed(made):
+        p.cleanup()

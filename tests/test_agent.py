@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import tomli_w
 
 from agent.backoff import reconnect_delay
 from backendai.auth import write_token
@@ -25,7 +26,6 @@ from tests.fixtures.hub_procs import (
     Proc,
     SimManagers,
     make_certs,
-    toml,
     wait_for,
 )
 
@@ -45,7 +45,7 @@ class AgentProc(Proc):
         self.config_path = root / f"{name}.toml"
 
     def start(self) -> AgentProc:
-        self.config_path.write_text("".join(f"{k} = {toml(v)}\n" for k, v in self.config.items()))
+        self.config_path.write_text(tomli_w.dumps(self.config))
         argv = [sys.executable, "-m", "agent.main", "--config", str(self.config_path),
                 "--ready-file", str(self.ready_path)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -64,20 +64,6 @@ class AgentProc(Proc):
     def info_rpc(self) -> apb.AgentInfo:
         with grpc.insecure_channel(self.address) as ch:
             return apb_grpc.AgentStub(ch).GetInfo(apb.GetInfoRequest(), timeout=10)
-
-
-@pytest.fixture
-def procs(tmp_path):
-    made = []
-
-    def make(kind, *args, **kwargs):
-        p = kind(tmp_path, *args, **kwargs)
-        made.append(p)
-        return p
-
-    yield make
-    for p in reversed(made):
-        p.cleanup()
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -152,7 +138,7 @@ def test_agent_with_wrong_token_is_not_registered(procs, tmp_path):
 def test_agent_config_errors_name_the_key(tmp_path, config, error):
     path = tmp_path / "agent.toml"
     config = {"grpc_listen": "127.0.0.1:0", **config}
-    path.write_text("".join(f"{k} = {toml(v)}\n" for k, v in config.items()))
+    path.write_text(tomli_w.dumps(config))
     out = subprocess.run([sys.executable, "-m", "agent.main", "--config", str(path),
                           "--check-config"], capture_output=True, text=True, cwd=ROOT,
                          timeout=30)

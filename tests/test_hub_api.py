@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import tomli_w
 
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
@@ -20,27 +21,12 @@ from tests.fixtures.hub_procs import (
     HubProc,
     SimManagers,
     make_certs,
-    toml,
     wait_for,
 )
 
 TOKEN = "hub-token-1"
 MTOKEN = "manager-token-1"
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
-
-
-@pytest.fixture
-def procs(tmp_path):
-    made = []
-
-    def make(kind, *args, **kwargs):
-        p = kind(tmp_path, *args, **kwargs)
-        made.append(p)
-        return p
-
-    yield make
-    for p in reversed(made):
-        p.cleanup()
 
 
 def code_of(fn):
@@ -250,7 +236,7 @@ def test_managers_can_register_themselves(procs):
 ])
 def test_hub_config_errors_name_the_key(tmp_path, extra, error):
     path = tmp_path / "hub.toml"
-    top = f"state_dir = {toml(str(tmp_path / 's'))}\n"
+    top = tomli_w.dumps({"state_dir": str(tmp_path / "s")})
     if "grpc_listen" not in extra:
         top += 'grpc_listen = "127.0.0.1:0"\n'
     path.write_text(top + extra)
@@ -313,7 +299,7 @@ def test_taken_port_and_second_hub_on_same_state_dir_fail_clearly(procs, tmp_pat
         s.listen()
         port = s.getsockname()[1]
         path = tmp_path / "other.toml"
-        path.write_text(f'state_dir = {toml(str(tmp_path / "other"))}\n'
+        path.write_text(tomli_w.dumps({"state_dir": str(tmp_path / "other")}) +
                         f'grpc_listen = "127.0.0.1:{port}"\n')
         out = subprocess.run([sys.executable, "-m", "hub.main", "--config", str(path)],
                              capture_output=True, text=True, cwd=ROOT, timeout=30)

@@ -15,20 +15,6 @@ from backendai.v1 import manager_pb2_grpc as mpb_grpc
 from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for
 
 
-@pytest.fixture
-def procs(tmp_path):
-    made = []
-
-    def make(kind, *args, **kwargs):
-        p = kind(tmp_path, *args, **kwargs)
-        made.append(p)
-        return p
-
-    yield make
-    for p in reversed(made):
-        p.cleanup()
-
-
 def start_rollout(hub, version="2.0", waves=("1", "50%", "100%"), **strategy):
     req = pb.StartRolloutRequest(version=version,
                                  strategy=pb.RolloutStrategy(waves=list(waves), seed=1,

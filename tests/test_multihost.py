@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from aictl import release
-from aictl.demo_fleet import install_release, to_toml
+from aictl.demo_fleet import install_release
 from backendai.auth import write_token
 from tests.conftest import assert_eventually
 from tests.netns import Host, NetnsLab, unavailable_reason
@@ -73,18 +74,18 @@ class Fleet:
         d.mkdir()
         install_root = d / "opt" / "ai-agent"
         install_release(self.store / OLD / f"agent-{OLD}.tar.gz", install_root, OLD)
-        (d / "agent.toml").write_text(to_toml({
+        (d / "agent.toml").write_text(tomli_w.dumps({
             "name": host.name, "grpc_listen": f"{host.address}:3080",
             # The agent's API is read-only host facts; the manager's health gate calls it.
             "insecure_no_auth": True,
             "hub_address": f"{self.hub.address}:3000", "hub_token_file": str(self.token),
             "manager_address": f"{host.address}:3082", "heartbeat_interval": 0.5,
             "labels": {"site": "lab"}, "log_format": "json"}))
-        (d / "manager.toml").write_text(to_toml(
+        (d / "manager.toml").write_text(tomli_w.dumps(
             {"role": "agent", "http_listen": f"{host.address}:3081",
              "grpc_listen": f"{host.address}:3082", "state_dir": str(d / "state"),
-             "auth_token_file": str(self.token), "log_format": "json"},
-            arrays={"services": [{
+             "auth_token_file": str(self.token), "log_format": "json",
+             "services": [{
                 "name": "ai-agent", "package": "@backend-ai/agent",
                 "command": ["bin/ai-agent", "--config", str(d / "agent.toml")],
                 "env": {"AI_PYTHON": PY}, "install_root": str(install_root),
@@ -102,13 +103,13 @@ class Fleet:
     def start_hub(self) -> None:
         d = self.root / "hub"
         d.mkdir()
-        (d / "hub.toml").write_text(to_toml(
+        (d / "hub.toml").write_text(tomli_w.dumps(
             {"grpc_listen": f"{self.hub.address}:3000", "state_dir": str(d / "state"),
              "auth_token_file": str(self.token), "manager_token_file": str(self.token),
              "call_timeout": 3.0, "heartbeat_interval": 0.5, "tick_seconds": 0.1,
-             "version": OLD, "log_format": "json"},
-            arrays={"hosts": [{"name": a.name, "manager": f"{a.address}:3082",
-                               "labels": {"site": "lab"}} for a in self.agents]}))
+             "version": OLD, "log_format": "json",
+             "hosts": [{"name": a.name, "manager": f"{a.address}:3082",
+                        "labels": {"site": "lab"}} for a in self.agents]}))
         with (d / "hub.log").open("ab") as log:
             self.hub.popen([PY, "-m", "hub.main", "--config", str(d / "hub.toml"),
                             "--ready-file", str(d / "ready.json")], cwd=ROOT, stdout=log,

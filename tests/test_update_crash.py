@@ -13,8 +13,14 @@ import pytest
 from backendai.v1 import manager_pb2 as pb
 from manager.updater import CRASH_ENV
 from tests.conftest import assert_eventually
-from tests.test_update_manager import Env, assert_on, running_version_safe, started, update
-from tests.update_support import reserved_port, steps, watch_op
+from tests.update_support import (
+    assert_on,
+    running_version_safe,
+    started,
+    steps,
+    update,
+    watch_op,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +41,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def env(tmp_path, make_manager):
-    with reserved_port() as port:
-        e = Env(tmp_path, make_manager, port)
-        yield e
-        e.server.close()
 
 
 @pytest.mark.parametrize(("step", "bad", "outcome", "ends_on"), CASES,

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import PY
-from tests.test_update_manager import Env, assert_on, started, update
-from tests.update_support import reserved_port, steps, watch_op
+from tests.update_support import Env, assert_on, reserved_port, started, steps, update, watch_op
 
 pytestmark = pytest.mark.slow
 
@@ -16,12 +15,6 @@ FETCH_HEALTH = ("import os, sys, urllib.request; sys.stdout.write(urllib.request
                 ".read().decode())")
 
 
-@pytest.fixture
-def env(tmp_path, make_manager):
-    with reserved_port() as port:
-        e = Env(tmp_path, make_manager, port)
-        yield e
-        e.server.close()
 
 
 def probe_config(kind: str, env: Env, gport: int) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backendai.v1 import manager_pb2 as pb
-from tests.conftest import PY, ROOT, ManagerProc
+from tests.conftest import PY, ROOT, ManagerProc, assert_eventually
 
 # The service our test releases run (as agent/main.py): reads its release's VERSION and
 # behaviour file, serves GET /health -> {"version": ...} on HEALTH_PORT (SO_REUSEPORT, so
@@ -310,3 +310,82 @@ def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert_path, key_path)
     return ctx, cert_path
+
+
+class Env:
+    """One update test's world: a source tree, releases, a real HTTP store, an install
+    root and the managers that update it."""
+
+    def __init__(self, tmp_path: Path, make_manager, port: int) -> None:
+        self.tmp = tmp_path
+        self.src = make_source(tmp_path)
+        self.out = tmp_path / "out"
+        self.store_root = tmp_path / "store"
+        self.store_root.mkdir()
+        self.server = StoreServer(self.store_root)
+        self.install_root = tmp_path / "opt" / "ai-agent"
+        self.port = port
+        self.make_manager = make_manager
+        self.url = f"{self.server.url}/{{version}}/agent-{{version}}.tar.gz"
+
+    def build(self, version: str, *, publish: bool = True, **kw) -> Path:
+        d = build_release(self.src, self.out, version, **kw)
+        if publish:
+            res = subprocess.run(
+                [PY, "-m", "aictl.main", "release", "publish", version, "--out", str(self.out),
+                 "--to", self.store_root.as_uri()], cwd=ROOT, capture_output=True, text=True,
+                timeout=60)
+            assert res.returncode == 0, res.stderr
+        return d
+
+    def install(self, version: str) -> None:
+        install(self.install_root, self.out / version / f"agent-{version}.tar.gz", version)
+
+    def manager(self, top: dict | None = None, **over):
+        svc = update_service(self.install_root, over.pop("package_url", self.url), self.port,
+                             **over)
+        return self.make_manager([svc], top).start()
+
+    def leftovers(self) -> list[str]:
+        out = [p.name for p in (self.install_root / "releases").iterdir()
+               if p.name.startswith(".")]
+        if (self.install_root / ".downloads").exists():
+            out.append(".downloads")
+        return out
+
+    def on_disk(self) -> list[str]:
+        return sorted(p.name for p in (self.install_root / "releases").iterdir())
+
+
+def started(env: Env, m) -> int:
+    """Wait until the service answers its health URL; return its pid."""
+    assert_eventually(lambda: m.status().state == pb.SERVICE_STATE_RUNNING, 20,
+                      what="service running")
+    assert_eventually(lambda: _answers(env.port), 10, what="service answers")
+    return m.status().pid
+
+
+def _answers(port: int) -> bool:
+    return bool(running_version_safe(port))
+
+
+def running_version_safe(port: int) -> str:
+    try:
+        return running_version(port)
+    except OSError:
+        return ""
+
+
+def update(m, version: str) -> str:
+    resp = m.stub().Update(pb.UpdateRequest(version=version), timeout=10)
+    return resp.operation_id
+
+
+def assert_on(env: Env, m, version: str) -> None:
+    st = m.status()
+    assert st.state == pb.SERVICE_STATE_RUNNING, st
+    assert st.version == version
+    assert_eventually(lambda: running_version_safe(env.port) == version, 10,
+                      what=f"service reports {version}")
+    assert env.leftovers() == []
+    assert len(m.service_processes()) == 1
