@@ -16,39 +16,16 @@ import os
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-TAIL_BLOCK = 64 * 1024
+from manager.logstore import TAIL_BLOCK, decode_lines, read_last_lines
+
 READ_CHUNK = 1024 * 1024
 BATCH_LINES = 1000
 
 
-def _decode(data: bytes) -> list[str]:
-    """Newline-terminated lines to text; bad UTF-8 becomes U+FFFD, a trailing CR goes."""
-    lines = data.decode("utf-8", "replace").split("\n")
-    lines.pop()
-    return [line.removesuffix("\r") for line in lines]
-
-
 def last_lines(fd: int, end: int, count: int) -> list[str]:
     """The last `count` complete lines before byte `end`, read backwards in blocks."""
-    if count <= 0 or end <= 0:
-        return []
-    blocks: list[bytes] = []
-    pos = end
-    newlines = 0
-    while pos > 0 and newlines <= count:
-        size = min(TAIL_BLOCK, pos)
-        pos -= size
-        block = os.pread(fd, size, pos)
-        blocks.append(block)
-        newlines += block.count(b"\n")
-    data = b"".join(reversed(blocks))
-    cut = data.rfind(b"\n")
-    if cut < 0:
-        return []
-    lines = data[:cut].split(b"\n")
-    if pos > 0:
-        del lines[0]  # may be the tail of a line that starts before what we read
-    return _decode(b"\n".join(lines[-count:]) + b"\n")
+    lines = read_last_lines(lambda size, pos: os.pread(fd, size, pos), end, count)
+    return decode_lines(b"\n".join(lines) + b"\n") if lines else []
 
 
 def line_boundary(fd: int, end: int) -> int:
@@ -113,7 +90,7 @@ class ExternalLog:
                         data = carry + data
                         cut = data.rfind(b"\n") + 1
                         carry = data[cut:]
-                        lines = _decode(data[:cut])
+                        lines = decode_lines(data[:cut])
                         for i in range(0, len(lines), BATCH_LINES):
                             yield lines[i:i + BATCH_LINES]
                         if size > offset:
@@ -122,7 +99,7 @@ class ExternalLog:
                         os.close(fd)
                         fd = None
                         if carry:
-                            yield _decode(carry + b"\n")
+                            yield decode_lines(carry + b"\n")
                         continue
                 await asyncio.sleep(self.poll_interval)
         finally:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,7 +266,7 @@ class LogStore:
         Returns the lines to deliver first (an unterminated last line, a notice about files
         deleted before this reader got to them), or None if no file could be opened.
         """
-        out = _decode_lines(cur.carry + b"\n") if cur.carry else []
+        out = decode_lines(cur.carry + b"\n") if cur.carry else []
         done_at = cur.start + cur.offset
         cur.file.close()
         for seq in range(max(cur.seq + 1, min(self._starts)), self._seq + 1):
@@ -369,7 +369,7 @@ class _Cursor:
             data = self.carry + data
         cut = data.rfind(b"\n") + 1
         self.carry = data[cut:]
-        return _decode_lines(data[:cut])
+        return decode_lines(data[:cut])
 
 
 def _last_lines(files: list[tuple[_SharedFd, int]], count: int) -> list[str]:
@@ -380,18 +380,26 @@ def _last_lines(files: list[tuple[_SharedFd, int]], count: int) -> list[str]:
         if len(found) >= count:
             break
         found[:0] = _file_last_lines(file, end, count - len(found))
-    return _decode_lines(b"\n".join(found) + b"\n") if found else []
+    return decode_lines(b"\n".join(found) + b"\n") if found else []
 
 
 def _file_last_lines(file: _SharedFd, end: int, count: int) -> list[bytes]:
-    """The last count complete lines before end, read backwards in TAIL_BLOCK blocks."""
+    return read_last_lines(file.pread, end, count)
+
+
+def read_last_lines(pread: Callable[[int, int], bytes], end: int, count: int) -> list[bytes]:
+    """The last count complete lines before byte `end` (without their newlines), read
+    backwards in TAIL_BLOCK blocks with `pread(size, offset)`: a multi-GB log costs a few
+    blocks, not a scan."""
+    if count <= 0 or end <= 0:
+        return []
     blocks: list[bytes] = []
     pos = end
     newlines = 0
     while pos > 0 and newlines <= count:  # count + 1 newlines delimit count lines
         size = min(TAIL_BLOCK, pos)
         pos -= size
-        block = file.pread(size, pos)
+        block = pread(size, pos)
         blocks.append(block)
         newlines += block.count(b"\n")
     data = b"".join(reversed(blocks))
@@ -404,7 +412,7 @@ def _file_last_lines(file: _SharedFd, end: int, count: int) -> list[bytes]:
     return lines[-count:]
 
 
-def _decode_lines(data: bytes) -> list[str]:
+def decode_lines(data: bytes) -> list[str]:
     """Decode newline-terminated lines; invalid UTF-8 becomes U+FFFD, a trailing CR goes."""
     text = data.decode("utf-8", "replace")
     lines = text.split("\n")  # not splitlines(): only "\n" ends a line
