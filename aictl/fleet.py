@@ -52,6 +52,9 @@ def _connection_args() -> argparse.ArgumentParser:
                    help="client certificate for mutual TLS")
     g.add_argument("--tls-key", default=os.environ.get("AICTL_TLS_KEY", ""),
                    help="client key for mutual TLS")
+    g.add_argument("--tls-server-name", default=os.environ.get("AICTL_TLS_SERVER_NAME", ""),
+                   help="name to check in the hub's certificate (when dialling an IP the "
+                        "certificate does not list)")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     return common
 
@@ -81,22 +84,19 @@ class Hub:
 def _open_channel(grpc_mod: Any, args: argparse.Namespace) -> grpc.Channel:
     if not (args.tls_ca or args.tls_cert or args.tls_key):
         return grpc_mod.insecure_channel(args.hub)
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+    from backendai.errors import ConfigError  # noqa: PLC0415
+    from backendai.tls import ClientTLS  # noqa: PLC0415
 
-    def read(path: str, flag: str) -> bytes | None:
-        if not path:
-            return None
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise CliError(f"{flag}: cannot read {path!r}: {exc.strerror}", EXIT_USAGE) from None
+    def path(value: str) -> Path | None:
+        return Path(value) if value else None
 
-    creds = grpc_mod.ssl_channel_credentials(
-        root_certificates=read(args.tls_ca, "--tls-ca"),
-        private_key=read(args.tls_key, "--tls-key"),
-        certificate_chain=read(args.tls_cert, "--tls-cert"))
-    return grpc_mod.secure_channel(args.hub, creds)
+    try:
+        tls = ClientTLS.from_files(path(args.tls_ca), path(args.tls_cert), path(args.tls_key),
+                                   args.tls_server_name,
+                                   names=("--tls-ca", "--tls-cert", "--tls-key"))
+    except ConfigError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    return grpc_mod.secure_channel(args.hub, tls.credentials(), options=tls.channel_options())
 
 
 def _run(handler: Callable[[Hub, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -63,9 +63,7 @@ def token_interceptors(token: bytes | None) -> Sequence[grpc.aio.ClientIntercept
 def open_channel(address: str, *, token: bytes | None = None, tls: ClientTLS | None = None,
                  options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An aio channel to "HOST:PORT" carrying the token; TLS when `tls` is given."""
-    opts = [*CHANNEL_OPTIONS, *options]
-    if tls is not None and tls.server_name:
-        opts.append(("grpc.ssl_target_name_override", tls.server_name))
+    opts = [*CHANNEL_OPTIONS, *options, *(tls.channel_options() if tls else [])]
     interceptors = token_interceptors(token)
     if tls is None:
         return grpc.aio.insecure_channel(address, options=opts, interceptors=interceptors)

@@ -100,15 +100,20 @@ class ClientTLS:
 
     @classmethod
     def from_files(cls, ca: Path | None = None, cert: Path | None = None,
-                   key: Path | None = None, server_name: str | None = None) -> ClientTLS:
-        """For command lines (aictl --ca/--cert/--key)."""
-        table: dict[str, Any] = {}
-        for name, value in (("ca_file", ca), ("cert_file", cert), ("key_file", key)):
-            if value is not None:
-                table[name] = str(value)
-        if server_name:
-            table["server_name"] = server_name
-        return cls.from_table(table, "tls")
+                   key: Path | None = None, server_name: str | None = None, *,
+                   names: tuple[str, str, str] = ("ca_file", "cert_file", "key_file"),
+                   ) -> ClientTLS:
+        """For command lines (aictl --tls-ca/--tls-cert/--tls-key): `names` are what
+        errors call the three files."""
+        if (cert is None) != (key is None):
+            raise ConfigError(f"{names[1]} and {names[2]} go together")
+        return cls(read_pem(ca, names[0]) if ca else None,
+                   read_pem(cert, names[1]) if cert else None,
+                   read_pem(key, names[2]) if key else None, server_name or None)
+
+    def channel_options(self) -> list[tuple[str, str]]:
+        """Options a channel needs besides the credentials (the name to check)."""
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(

@@ -173,3 +173,45 @@ def test_token_file_is_sent_and_a_wrong_one_refused(tmp_path):
     finally:
         hub.cleanup()
         sim.cleanup()
+
+
+def test_tls_flags_reach_a_mutual_tls_hub_and_bad_files_are_usage_errors(tmp_path):
+    from tests.fixtures.hub_procs import make_certs
+
+    (tmp_path / "certs").mkdir()
+    c = make_certs(tmp_path / "certs")
+    sim = SimManagers(tmp_path, hosts=1, delay=0.05).start()
+    hub = HubProc(tmp_path, sim.hosts, extra={"tls": {
+        "cert_file": str(c / "server.pem"), "key_file": str(c / "server.key"),
+        "client_ca_file": str(c / "ca.pem")}})
+    try:
+        hub.start()
+        port = hub.info["grpc_port"]
+        mutual = ["--tls-ca", str(c / "ca.pem"), "--tls-cert", str(c / "client.pem"),
+                  "--tls-key", str(c / "client.key")]
+        out = aictl("agents", "--hub", f"127.0.0.1:{port}", *mutual, "--json")
+        assert out.returncode == 0, out.stderr
+        assert [h["name"] for h in json.loads(out.stdout)] == list(sim.hosts)
+        # the certificate names "localhost" too: dial that name, or check it explicitly
+        out = aictl("agents", "--hub", f"localhost:{port}", *mutual, "--json")
+        assert out.returncode == 0, out.stderr
+        out = aictl("agents", "--hub", f"127.0.0.1:{port}", *mutual,
+                    "--tls-server-name", "not-the-hub", "--json")
+        assert out.returncode == 3 and "unavailable" in out.stderr
+        # no client certificate, or plaintext: refused by the hub, exit 3 (unavailable)
+        out = aictl("agents", "--hub", hub.address, "--tls-ca", str(c / "ca.pem"))
+        assert out.returncode == 3, out.stderr
+        out = aictl("agents", "--hub", hub.address)
+        assert out.returncode == 3, out.stderr
+        # bad flags: exit 2, one line naming the flag, nothing sent
+        for args, message in (
+                (["--tls-ca", str(tmp_path / "missing.pem")], "--tls-ca: cannot read"),
+                (["--tls-ca", str(c / "ca.pem"), "--tls-cert", str(c / "client.pem")],
+                 "--tls-cert and --tls-key go together"),
+                (["--tls-ca", str(c / "ca.srl")], "--tls-ca: ")):
+            out = aictl("agents", "--hub", hub.address, *args)
+            assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+            assert "Traceback" not in out.stderr
+    finally:
+        hub.cleanup()
+        sim.cleanup()
