@@ -76,6 +76,38 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _deny(handler)
 
 
+class SyncTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """The same check for a thread-pool `grpc.server`."""
+
+    def __init__(self, token: bytes, open_methods: tuple[str, ...] = ()) -> None:
+        self._token = token
+        self._open = OPEN_SERVICES + tuple(open_methods)
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(self._open):
+            return handler
+        metadata = dict(details.invocation_metadata or ())
+        if bearer_ok(metadata.get("authorization"), self._token):
+            return handler
+        return _deny_sync(handler)
+
+
+def _deny_sync(handler: Any) -> Any:
+    def abort(request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+
+    kwargs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
+
+
 def _deny(handler: Any) -> Any:
     async def abort_unary(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")

@@ -1,10 +1,11 @@
-"""Decorators for grpc.aio servicer methods: our errors become their status codes;
-anything else is logged and becomes INTERNAL "internal error" (never a stack trace)."""
+"""Decorators for servicer methods (grpc.aio, and thread-pool grpc.server below): our
+errors become their status codes; anything else is logged and becomes INTERNAL
+"internal error" (never a stack trace)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -50,4 +51,35 @@ def stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp
         except Exception:
             log.exception("grpc.internal_error", method=fn.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    return wrapper
+
+
+# ---- the same for servicers on a thread-pool `grpc.server` (see backendai/grpc_server.py) --
+
+def unary_sync(fn: Callable[[Any, Req, grpc.ServicerContext], Resp],
+               ) -> Callable[[Any, Req, grpc.ServicerContext], Resp]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Resp:
+        try:
+            return fn(self, request, context)
+        except BackendAIError as exc:
+            context.abort(exc.grpc_code, str(exc))
+        except Exception:
+            log.exception("grpc.internal_error", method=fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")  # context.abort always raises
+    return wrapper
+
+
+def stream_sync(fn: Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]],
+                ) -> Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Iterator[Resp]:
+        try:
+            yield from fn(self, request, context)
+        except BackendAIError as exc:
+            context.abort(exc.grpc_code, str(exc))
+        except Exception:
+            log.exception("grpc.internal_error", method=fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
     return wrapper

@@ -1,39 +1,58 @@
-"""A grpc.aio server with what every daemon of ours serves besides its own service:
+"""A gRPC server with what every daemon of ours serves besides its own service:
 grpc.health.v1.Health, server reflection (so `grpcurl list/describe` need no .proto),
-and the bearer-token interceptor when a token is configured."""
+and the bearer-token interceptor when a token is configured.
+
+Two flavours behind one async lifecycle: a grpc.aio server (hub, agent), or, with
+`threads=N`, a thread-pool `grpc.server` (the manager: its unary calls answer ~0.1 ms
+faster because a completion is not handed from grpc's poller thread to the event loop;
+docs/BENCHMARKS.md). Servicers must match the flavour (async or plain methods).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from backendai.auth import TokenInterceptor
+from backendai.auth import SyncTokenInterceptor, TokenInterceptor
 from backendai.listen import ListenAddress
 
 MAX_MESSAGE_BYTES = 4 << 20
+OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+           ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+           ("grpc.so_reuseport", 0)]
 
 
 class GrpcServer:
     def __init__(self, listen: ListenAddress, *, token: bytes | None,
                  services: Sequence[tuple[str, Callable[[Any], None]]],
                  credentials: grpc.ServerCredentials | None = None,
-                 open_methods: tuple[str, ...] = ()) -> None:
+                 open_methods: tuple[str, ...] = (), threads: int = 0) -> None:
         """services: (full service name, add-to-server function) pairs; credentials:
         TLS (see backendai.tls.ServerTLS), None for plaintext; open_methods: full
-        method names ("/pkg.Service/Method") callable without the token."""
-        interceptors = [TokenInterceptor(token, open_methods)] if token else []
-        self.server = grpc.aio.server(
-            interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.so_reuseport", 0)])
+        method names ("/pkg.Service/Method") callable without the token; threads: serve
+        from a pool of that many threads (also the most concurrent calls and streams;
+        more are refused with RESOURCE_EXHAUSTED) instead of grpc.aio."""
+        self.threads = threads
+        self.server: Any
+        if threads:
+            sync_interceptors = [SyncTokenInterceptor(token, open_methods)] if token else []
+            self.server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+                interceptors=sync_interceptors, options=OPTIONS,
+                maximum_concurrent_rpcs=threads)
+            self.health: Any = health.HealthServicer()
+        else:
+            interceptors = [TokenInterceptor(token, open_methods)] if token else []
+            self.server = grpc.aio.server(interceptors=interceptors, options=OPTIONS)
+            self.health = health.aio.HealthServicer()
         self.listen = listen
         self.names = [name for name, _ in services]
-        self.health = health.aio.HealthServicer()
         for _, add in services:
             add(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -60,14 +79,29 @@ class GrpcServer:
     async def start(self) -> tuple[str, int]:
         """Bind (unless bind() did), serve, and say SERVING in health."""
         self.bind()
-        await self.server.start()
-        for name in ["", *self.names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        if self.threads:
+            self.server.start()
+            for name in ["", *self.names]:
+                self.health.set(name, serving)
+        else:
+            await self.server.start()
+            for name in ["", *self.names]:
+                await self.health.set(name, serving)
         return self.listen.host, self.port
 
     async def not_serving(self) -> None:
         """First step of a graceful stop: tell health checkers we are going away."""
-        await self.health.enter_graceful_shutdown()
+        if self.threads:
+            self.health.enter_graceful_shutdown()
+        else:
+            await self.health.enter_graceful_shutdown()
 
     async def stop(self, grace: float) -> None:
-        await self.server.stop(grace)
+        """Stop with grace; calls still running then are cancelled. The event loop keeps
+        running meanwhile (a thread-pool servicer may need it to finish its calls)."""
+        if self.threads:
+            stopped = self.server.stop(grace)
+            await asyncio.to_thread(stopped.wait, grace + 5.0)
+        else:
+            await self.server.stop(grace)

@@ -21,6 +21,7 @@ from backendai.auth import load_token
 from backendai.daemon_support import InstanceLock, write_ready_file
 from backendai.errors import ConfigError
 from backendai.grpc_server import GrpcServer
+from backendai.loop_bridge import LoopBridge
 from manager.config import ManagerConfig
 from manager.control import ManagerControl
 from manager.grpc_api import SERVICE_NAME, ManagerServicer
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 GRACE = 2.0
+# gRPC calls and streams served at once (each holds a pool thread while it runs; more
+# are refused with RESOURCE_EXHAUSTED). A hub holds one WatchStatus per manager.
+GRPC_THREADS = 64
 
 
 class ManagerDaemon:
@@ -95,10 +99,11 @@ class ManagerDaemon:
                 from manager.updater import Updater  # noqa: PLC0415
                 updater = Updater(cfg, units, store)
             control = self.control = ManagerControl(cfg, units, updater)
-            servicer = ManagerServicer(control)
+            servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
-                                     credentials=cfg.tls.credentials() if cfg.tls else None)
+                                     credentials=cfg.tls.credentials() if cfg.tls else None,
+                                     threads=GRPC_THREADS)
             http = HttpShim(control, cfg.http_listen, token=token)
             # Bind both ports before any service starts: a taken port fails the start
             # cleanly instead of leaving a freshly spawned service behind.
@@ -110,6 +115,11 @@ class ManagerDaemon:
                 if updater is not None:  # after the units: they re-adopt services first
                     tg.create_task(updater.run(), name="updater")
                 try:
+                    # Serve only once the units have re-adopted their services and the
+                    # updater knows its interrupted operations (their tasks' first steps).
+                    await asyncio.sleep(0)
+                    if updater is not None:
+                        await updater.recovered.wait()
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
                     self._announce(started)

@@ -80,6 +80,7 @@ class Updater:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tick = asyncio.Event()            # replaced after each journaled event
         self._stop = asyncio.Event()
+        self.recovered = asyncio.Event()        # set once interrupted operations are known
         self._tg: asyncio.TaskGroup | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -109,6 +110,7 @@ class Updater:
             dirs.remove_downloads(keep={op.id for op in interrupted})
             self._publish_version(cfg.name)
             self._publish_summary(cfg.name)
+        self.recovered.set()
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             for op in interrupted:
