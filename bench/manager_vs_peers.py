@@ -271,15 +271,18 @@ class Bench:
                 stack.close()
             calls = {(kind, transport): call for kind, (subject, _) in up.items()
                      for transport, call in subject.status_calls("svc0").items()}
-            floor = GrpcFloor()
+            floors = {"bare grpc.aio": GrpcFloor(), "bare grpc.server": GrpcFloor(threads=True)}
             try:
-                stub, req = floor.start(), pb.StatusRequest(service="svc0")
-                calls["bare grpc.aio", "grpc"] = lambda: stub.Status(req, timeout=30)
+                req = pb.StatusRequest(service="svc0")
+                for name, floor in floors.items():
+                    stub = floor.start()
+                    calls[name, "grpc"] = lambda stub=stub: stub.Status(req, timeout=30)
                 samples = self.interleaved(calls, self.calls, 50)
             finally:
-                floor.close()
+                for floor in floors.values():
+                    floor.close()
             for (kind, transport), ms in samples.items():
-                if kind == "bare grpc.aio":
+                if kind in floors:
                     self.results.add("status_p50_ms_grpc_floor", kind, pct(ms, 0.5))
                     continue
                 for key, q in (("status_p50_ms", 0.5), ("status_p99_ms", 0.99)):
@@ -479,8 +482,10 @@ def main() -> int:
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
     print(table(res, bench.subjects))
-    print(f"\nstatus_p50_ms_grpc of a bare grpc.aio server (same proto, constant reply, "
-          f"interleaved): {cell(res, 'status_p50_ms_grpc_floor', 'bare grpc.aio')} ms")
+    print(f"\nstatus_p50_ms_grpc of bare servers (same proto, constant reply, interleaved): "
+          f"grpc.aio {cell(res, 'status_p50_ms_grpc_floor', 'bare grpc.aio')} ms, "
+          f"thread-pool grpc.server "
+          f"{cell(res, 'status_p50_ms_grpc_floor', 'bare grpc.server')} ms")
     print(f"RSS of the required stack alone (python, asyncio, grpc.aio server with health and "
           f"reflection, structlog, psutil, h11, sqlite3): "
           f"{cell(res, 'rss_mb_floor', 'required stack')} MB")

@@ -3,7 +3,10 @@ serves backendai.v1.Manager/Status with a constant reply and nothing else (no he
 reflection, service layer or logging). Measured interleaved with ours and the peers, it
 shows how much of our status latency is grpcio's own.
 
-    python bench/peers_grpc_floor.py [--stack]  # prints the bound port, serves until killed
+    python bench/peers_grpc_floor.py [--stack | --threads]  # prints the port, serves until killed
+
+With --threads it is a bare thread-pool `grpc.server` instead (what the manager serves
+its Manager service with since it moved off grpc.aio).
 
 With --stack it is the memory floor of the required stack instead: it also imports what
 the manager cannot do without (structlog, psutil, h11, sqlite3), serves health and
@@ -27,6 +30,22 @@ from backendai.v1 import manager_pb2 as pb  # noqa: E402 - after the path set-up
 from backendai.v1 import manager_pb2_grpc as pb_grpc  # noqa: E402
 
 REPLY = pb.ServiceStatus(name="svc0", state=pb.SERVICE_STATE_RUNNING, pid=1, backend="process")
+
+
+class BareSyncManager(pb_grpc.ManagerServicer):
+    def Status(self, request: pb.StatusRequest, context: Any) -> pb.ServiceStatus:
+        return REPLY
+
+
+def serve_threads() -> None:
+    from concurrent import futures  # noqa: PLC0415
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    pb_grpc.add_ManagerServicer_to_server(BareSyncManager(), server)  # type: ignore[abstract]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
 
 
 class BareManager(pb_grpc.ManagerServicer):
@@ -60,14 +79,16 @@ async def serve(stack: bool) -> None:
 class GrpcFloor:
     """The bare server as a child process, with a sync client like the one used for ours."""
 
-    def __init__(self, *, stack: bool = False) -> None:
+    def __init__(self, *, stack: bool = False, threads: bool = False) -> None:
         self.stack = stack
+        self.threads = threads
         self.proc: subprocess.Popen[str] | None = None
         self.channel: grpc.Channel | None = None
 
     def start(self) -> pb_grpc.ManagerStub:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, *(["--stack"] if self.stack else [])],
+            [sys.executable, __file__, *(["--stack"] if self.stack else []),
+             *(["--threads"] if self.threads else [])],
             stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.proc.stdout is not None
         port = int(self.proc.stdout.readline())
@@ -83,4 +104,7 @@ class GrpcFloor:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve("--stack" in sys.argv[1:]))
+    if "--threads" in sys.argv[1:]:
+        serve_threads()
+    else:
+        asyncio.run(serve("--stack" in sys.argv[1:]))
