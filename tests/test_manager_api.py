@@ -224,6 +224,61 @@ def test_watch_status_sends_current_then_changes(manager):
     assert states == [pb.SERVICE_STATE_STOPPING, pb.SERVICE_STATE_STOPPED]
 
 
+def test_cancelled_streams_give_their_threads_back(manager):
+    """Each open stream holds one of the manager's gRPC threads (manager/daemon.py
+    GRPC_THREADS = 64): streams that clients cancel, or whose deadline passes, must
+    release theirs, or the manager would stop answering after 64 of them."""
+    from manager.daemon import GRPC_THREADS
+
+    for i in range(GRPC_THREADS + 16):
+        if i % 2:
+            stream = manager.stub().WatchStatus(pb.WatchStatusRequest(service="helper"),
+                                                timeout=30)
+        else:
+            stream = manager.stub().StreamLogs(pb.StreamLogsRequest(service="ai-agent",
+                                                                   tail_lines=1), timeout=30)
+        next(stream)
+        stream.cancel()
+    for _ in range(GRPC_THREADS + 16):  # idle watchers whose deadline ends them
+        with pytest.raises(grpc.RpcError) as info:
+            list(manager.stub().WatchStatus(pb.WatchStatusRequest(service="helper"),
+                                            timeout=0.05))
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert_eventually(lambda: manager.status("helper").state == RUNNING, 10)
+    ok = manager.stub().Restart(pb.RestartRequest(service="helper"), timeout=30)
+    assert ok.state == RUNNING
+
+
+def test_more_streams_than_threads_are_refused_and_then_served_again(manager):
+    from manager.daemon import GRPC_THREADS
+
+    streams = []
+    try:
+        for _ in range(GRPC_THREADS):
+            stream = manager.stub().WatchStatus(pb.WatchStatusRequest(service="helper"),
+                                                timeout=60)
+            next(stream)  # it is being served: it holds a thread
+            streams.append(stream)
+        with pytest.raises(grpc.RpcError) as info:
+            manager.status("helper")
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # the HTTP API does not share the gRPC threads
+        code, body = manager.http("GET", "/status")
+        assert code == 200 and json.loads(body)["running"] is True
+    finally:
+        for stream in streams:
+            stream.cancel()
+    assert_eventually(lambda: _status_ok(manager), 10, what="served again")
+    assert manager.proc is not None and manager.proc.poll() is None
+
+
+def _status_ok(m: ManagerProc) -> bool:
+    try:
+        return m.status("helper").state == RUNNING
+    except grpc.RpcError:
+        return False
+
+
 def test_token_required_everywhere_when_configured(make_manager, tmp_path):
     token_file = tmp_path / "token"
     write_token(token_file, "s3cret-token")

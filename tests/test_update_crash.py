@@ -53,13 +53,14 @@ def test_kill9_at_every_step(env, monkeypatch, step, bad, outcome, ends_on):
     monkeypatch.setenv(CRASH_ENV, step)
     m = env.manager()
     started(env, m)
+    code = grpc.StatusCode.OK
     try:
         op = update(m, "1.1.0")
     except grpc.RpcError as exc:
         # The hook can kill the manager before its reply leaves (the operation runs on
         # the event loop, the reply is sent from a gRPC thread): the id is in status.
-        assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
-        op = ""
+        code, op = exc.code(), ""
+    assert code in (grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE), code
     assert m.proc is not None
     assert m.proc.wait(30) == 137, m.logs()
     m._close_channel()
