@@ -11,8 +11,12 @@ docs/BENCHMARKS.md). Servicers must match the flavour (async or plain methods).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import stat
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,12 +36,16 @@ class GrpcServer:
     def __init__(self, listen: ListenAddress, *, token: bytes | None,
                  services: Sequence[tuple[str, Callable[[Any], None]]],
                  credentials: grpc.ServerCredentials | None = None,
-                 open_methods: tuple[str, ...] = (), threads: int = 0) -> None:
+                 open_methods: tuple[str, ...] = (), threads: int = 0,
+                 unix_socket: Path | None = None) -> None:
         """services: (full service name, add-to-server function) pairs; credentials:
         TLS (see backendai.tls.ServerTLS), None for plaintext; open_methods: full
         method names ("/pkg.Service/Method") callable without the token; threads: serve
         from a pool of that many threads (also the most concurrent calls and streams;
-        more are refused with RESOURCE_EXHAUSTED) instead of grpc.aio."""
+        more are refused with RESOURCE_EXHAUSTED) instead of grpc.aio; unix_socket: also
+        serve on this unix socket, plaintext, mode 0600 (local clients; the token, when
+        configured, is still required)."""
+        self.unix_socket = unix_socket
         self.threads = threads
         self.server: Any
         if threads:
@@ -74,7 +82,29 @@ class GrpcServer:
             self.port = 0
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {self.listen}")
+        if self.unix_socket is not None:
+            self._bind_unix(self.unix_socket)
         return self.port
+
+    def _bind_unix(self, path: Path) -> None:
+        try:
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()  # left by a manager that was killed (the state_dir lock is ours)
+            else:
+                raise OSError(f"cannot bind gRPC to unix:{path}: exists and is not a socket")
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = os.umask(0o177)  # created 0600: only this user (root) can connect
+        try:
+            bound = self.server.add_insecure_port(f"unix:{path}")
+        except RuntimeError:
+            bound = 0
+        finally:
+            os.umask(old)
+        if not bound:
+            raise OSError(f"cannot bind gRPC to unix:{path}")
+        os.chmod(path, 0o600)
 
     async def start(self) -> tuple[str, int]:
         """Bind (unless bind() did), serve, and say SERVING in health."""
@@ -105,3 +135,6 @@ class GrpcServer:
             await asyncio.to_thread(stopped.wait, grace + 5.0)
         else:
             await self.server.stop(grace)
+        if self.unix_socket is not None and self.port:
+            with contextlib.suppress(OSError):
+                self.unix_socket.unlink()

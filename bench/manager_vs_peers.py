@@ -53,7 +53,8 @@ FIGURES: dict[str, tuple[str, str, bool]] = {
     "log_latency_p99_ms": ("ms", "<= 50", True),
     "start_ready_s": ("s", "<= 0.6", True),
 }
-EXTRA = ("status_p99_ms_grpc", "status_p99_ms_http", "status_all50_ms_http")
+EXTRA = ("status_p50_ms_grpc_unix", "status_p99_ms_grpc", "status_p99_ms_http",
+         "status_p99_ms_grpc_unix", "status_all50_ms_http")
 
 
 class Results:
@@ -288,7 +289,7 @@ class Bench:
                 for key, q in (("status_p50_ms", 0.5), ("status_p99_ms", 0.99)):
                     # a peer's one status call stands against both of our transports
                     for name in ([f"{key}_{transport}"] if kind == "ours"
-                                 else [f"{key}_grpc", f"{key}_http"]):
+                                 else [f"{key}_grpc", f"{key}_http", f"{key}_grpc_unix"]):
                         self.results.add(name, kind, pct(ms, q))
             for kind, (subject, _) in up.items():
                 self.results.add("restart_ms", kind, statistics.median(self.restarts(subject)))

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import psutil
+import tomli_w
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,16 +28,6 @@ TAG_ENV = "AI_BENCH_TAG"
 __all__ = ["TAG_ENV", "OurManager", "pb"]
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value)
-
-
 class OurManager:
     def __init__(self, root: Path, services: list[dict[str, Any]]) -> None:
         self.root = root
@@ -46,6 +37,9 @@ class OurManager:
         self.state_dir = root / "state"
         self.config = root / "manager.toml"
         self.ready = root / "ready.json"
+        self.socket = root / "grpc.sock"  # local clients, as supervisorctl's unix socket
+        self.unix_channel: grpc.Channel | None = None
+        self.unix_stub: pb_grpc.ManagerStub | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
         self.info: dict[str, Any] = {}
@@ -54,13 +48,10 @@ class OurManager:
         self.http: http.client.HTTPConnection | None = None
 
     def write_config(self) -> None:
-        top = {"role": "agent", "http_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0",
-               "state_dir": str(self.state_dir), "log_format": "json"}
-        text = [f"{k} = {_toml(v)}" for k, v in top.items()]
-        for svc in self.services:
-            text.append("\n[[services]]")
-            text += [f"{k} = {_toml(v)}" for k, v in svc.items()]
-        self.config.write_text("\n".join(text) + "\n")
+        self.config.write_text(tomli_w.dumps({
+            "role": "agent", "http_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0",
+            "grpc_socket": str(self.socket), "state_dir": str(self.state_dir),
+            "log_format": "json", "services": self.services}))
 
     def start(self, timeout: float = 20.0) -> float:
         """Start `ai-manager`; returns seconds from spawn to the ready file (both listeners up)."""
@@ -84,12 +75,18 @@ class OurManager:
         self.info = json.loads(self.ready.read_text())
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.info['grpc_port']}")
         self.stub = pb_grpc.ManagerStub(self.channel)
+        self.unix_channel = grpc.insecure_channel(f"unix:{self.socket}")
+        self.unix_stub = pb_grpc.ManagerStub(self.unix_channel)
         self.http = http.client.HTTPConnection("127.0.0.1", self.info["http_port"], timeout=30)
         return took
 
     def grpc(self) -> pb_grpc.ManagerStub:
         assert self.stub is not None
         return self.stub
+
+    def grpc_unix(self) -> pb_grpc.ManagerStub:
+        assert self.unix_stub is not None
+        return self.unix_stub
 
     def get(self, path: str) -> Any:
         assert self.http is not None
@@ -118,8 +115,9 @@ class OurManager:
                 self.proc.wait(10)
         if self.http is not None:
             self.http.close()
-        if self.channel is not None:
-            self.channel.close()
+        for channel in (self.channel, self.unix_channel):
+            if channel is not None:
+                channel.close()
         # The manager leaves its services running on stop (a restart re-adopts them).
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):

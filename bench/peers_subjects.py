@@ -67,8 +67,10 @@ class Ours(Subject):
     def status_calls(self, svc: str) -> dict[str, Callable[[], Any]]:
         req = pb.StatusRequest(service=svc)
         stub = self.m.grpc()
+        unix = self.m.grpc_unix()
         return {"grpc": lambda: stub.Status(req, timeout=30),
-                "http": lambda: self.m.get(f"/status?service={svc}")}
+                "http": lambda: self.m.get(f"/status?service={svc}"),
+                "grpc_unix": lambda: unix.Status(req, timeout=30)}
 
     def status_all_calls(self) -> dict[str, Callable[[], Any]]:
         req = pb.ListServicesRequest()

@@ -24,6 +24,7 @@ BACKENDS = ("process", "systemd", "rcd")
 RESTART_POLICIES = ("always", "on-failure", "never")
 HEALTH_PROBES = ("none", "grpc", "http", "tcp", "command")
 MAX_CONFIG_BYTES = 1 << 20
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 
 T = TypeVar("T")
 
@@ -93,6 +94,7 @@ class ManagerConfig:
     log_level: str = "info"
     log_format: str = "auto"
     tls: ServerTLS | None = None  # `[tls]`: the gRPC listener serves TLS / mutual TLS
+    grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
     source: Path | None = None
 
     @property
@@ -383,6 +385,11 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     log_level = t.choice("log_level", "info", ("debug", "info", "warning", "error"))
     log_format = t.choice("log_format", "auto", ("auto", "json", "console"))
     tls = t.tls_server("tls")
+    socket_path = t.string("grpc_socket", "")
+    if socket_path and (not Path(socket_path).is_absolute()
+                        or len(socket_path.encode()) > MAX_SOCKET_PATH):
+        raise ConfigError(f"grpc_socket: must be an absolute path of at most "
+                          f"{MAX_SOCKET_PATH} bytes, got {socket_path[:120]!r}")
     t.seen.add("services")
     raw_services = data.get("services")
     if not isinstance(raw_services, list) or not raw_services:
@@ -404,7 +411,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         role=role, http_listen=http_listen, grpc_listen=grpc_listen, state_dir=state_dir,
         services=services, auth_token_file=Path(token_file) if token_file else None,
         insecure_no_auth=insecure, log_level=log_level, log_format=log_format, tls=tls,
-        source=source)
+        grpc_socket=Path(socket_path) if socket_path else None, source=source)
 
 
 def load(path: Path) -> ManagerConfig:

@@ -103,7 +103,7 @@ class ManagerDaemon:
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
                                      credentials=cfg.tls.credentials() if cfg.tls else None,
-                                     threads=GRPC_THREADS)
+                                     threads=GRPC_THREADS, unix_socket=cfg.grpc_socket)
             http = HttpShim(control, cfg.http_listen, token=token)
             # Bind both ports before any service starts: a taken port fails the start
             # cleanly instead of leaving a freshly spawned service behind.
@@ -151,6 +151,8 @@ class ManagerDaemon:
             "grpc_port": self.grpc_port,
             "state_dir": str(cfg.state_dir),
         }
+        if cfg.grpc_socket is not None:
+            info["grpc_socket"] = str(cfg.grpc_socket)
         if self.ready_file is not None:
             write_ready_file(self.ready_file, info)
         log.info("manager.ready", startup_seconds=round(time.monotonic() - started, 3),

@@ -16,6 +16,7 @@ import pytest
 
 from backendai.auth import write_token
 from backendai.v1 import manager_pb2 as pb
+from backendai.v1 import manager_pb2_grpc as pb_grpc
 from tests.conftest import ManagerProc, assert_eventually, fast_service
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -333,3 +334,63 @@ def test_token_file_readable_by_others_is_refused(make_manager, tmp_path):
                          capture_output=True, text=True, timeout=30,
                          cwd=Path(__file__).parent.parent)
     assert out.returncode == 1 and "auth_token_file" in out.stderr
+
+
+def test_grpc_on_a_unix_socket_for_local_clients(make_manager, tmp_path):
+    sock = tmp_path / "run" / "manager.sock"
+    write_token(tmp_path / "t.token", "sock-secret")
+    m = make_manager([fast_service("svc")], top={
+        "grpc_socket": str(sock), "auth_token_file": str(tmp_path / "t.token")})
+    m.token = "sock-secret"
+    m.start()
+    assert m.info["grpc_socket"] == str(sock)
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+    with grpc.insecure_channel(f"unix:{sock}") as ch:
+        stub = pb_grpc.ManagerStub(ch)
+        assert_eventually(lambda: stub.Status(pb.StatusRequest(), timeout=5,
+                                              metadata=m.metadata()).state == RUNNING)
+        with pytest.raises(grpc.RpcError) as info:  # the token is required here too
+            stub.Status(pb.StatusRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    out = subprocess.run([GRPCURL, "-plaintext", "-unix", "-H", "authorization: Bearer sock-secret",
+                          str(sock), "backendai.v1.Manager/Status"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0 and json.loads(out.stdout)["name"] == "svc", out.stderr
+    # kill -9 leaves the socket file behind: the next start replaces it
+    m.kill9()
+    assert sock.exists()
+    m.start()
+    with grpc.insecure_channel(f"unix:{sock}") as ch:
+        st = pb_grpc.ManagerStub(ch).Status(pb.StatusRequest(), timeout=5, metadata=m.metadata())
+        assert st.state == RUNNING
+    # a clean stop removes it
+    assert m.stop() == 0
+    assert not sock.exists()
+
+
+def test_grpc_socket_path_that_is_not_a_socket_is_refused(make_manager, tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    m = make_manager([fast_service("svc")], top={"grpc_socket": str(target)})
+    m.write_config()
+    out = subprocess.run([sys.executable, "-m", "manager.main", "--config",
+                          str(m.config_path)], capture_output=True, text=True, timeout=30,
+                         cwd=Path(__file__).parent.parent)
+    assert out.returncode == 1 and "exists and is not a socket" in out.stderr, out.stderr
+    assert target.read_text() == "keep me\n"
+    assert m.service_processes() == []
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("relative.sock", "grpc_socket: must be an absolute path"),
+    ("/" + "x" * 120, "at most 107 bytes"),
+    (7, "grpc_socket: must be a string"),
+])
+def test_bad_grpc_socket_config(tmp_path, value, message):
+    from backendai.errors import ConfigError
+    from manager import config
+
+    with pytest.raises(ConfigError) as info:
+        config.parse({"state_dir": str(tmp_path), "grpc_socket": value,
+                      "services": [{"name": "svc", "command": ["true"]}]})
+    assert message in str(info.value)
