@@ -14,6 +14,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,5 +109,12 @@ class NetnsLab:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(10)
         for host in self.hosts.values():
+            # What the managers supervised outlives them by design: kill everything
+            # still running inside the namespace before it goes.
+            pids = subprocess.run([IP, "netns", "pids", host.netns], capture_output=True,
+                                  text=True, timeout=30, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             _ip("netns", "del", host.netns, check=False)
         _ip("netns", "del", self.switch, check=False)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import tomli_w
 
@@ -31,13 +32,19 @@ pytestmark = pytest.mark.netns
 
 
 @pytest.fixture
-def lab():
+def lab(tmp_path):
     reason = unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
     made = NetnsLab()
     yield made
     made.close()
+    # nothing the lab ran survives it: managers, hub, and the agents they supervised
+    def left() -> list[list[str]]:
+        return [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                if any(str(tmp_path) in arg for arg in p.info["cmdline"] or ())]
+
+    assert_eventually(lambda: not left(), 10, what=f"no process left: {left()}")
 
 
 def wait_ready(path: Path, host: Host, what: str) -> dict[str, Any]:
