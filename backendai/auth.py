@@ -55,73 +55,64 @@ def write_token(path: Path, token: str) -> None:
         fh.write(token + "\n")
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Rejects calls to our services without the bearer token (UNAUTHENTICATED)."""
+DENIED = "missing or invalid bearer token"
 
+
+class _TokenCheck:
     def __init__(self, token: bytes, open_methods: tuple[str, ...] = ()) -> None:
         """open_methods: full method names that need no token besides health and
         reflection (e.g. a read-only version RPC a local health probe calls)."""
         self._token = token
         self._open = OPEN_SERVICES + tuple(open_methods)
 
+    def allows(self, handler: Any, details: Any) -> bool:
+        if handler is None or details.method.startswith(self._open):
+            return True
+        metadata = dict(details.invocation_metadata or ())
+        return bearer_ok(metadata.get("authorization"), self._token)
+
+
+class TokenInterceptor(_TokenCheck, grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Rejects calls to our services without the bearer token (UNAUTHENTICATED)."""
+
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any,
     ) -> Any:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(self._open):
-            return handler
-        metadata = dict(details.invocation_metadata or ())
-        if bearer_ok(metadata.get("authorization"), self._token):
-            return handler
-        return _deny(handler)
+        return handler if self.allows(handler, details) else _like(handler, _abort, _abort_gen)
 
 
-class SyncTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class SyncTokenInterceptor(_TokenCheck, grpc.ServerInterceptor):  # type: ignore[misc]
     """The same check for a thread-pool `grpc.server`."""
-
-    def __init__(self, token: bytes, open_methods: tuple[str, ...] = ()) -> None:
-        self._token = token
-        self._open = OPEN_SERVICES + tuple(open_methods)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or details.method.startswith(self._open):
-            return handler
-        metadata = dict(details.invocation_metadata or ())
-        if bearer_ok(metadata.get("authorization"), self._token):
-            return handler
-        return _deny_sync(handler)
+        return handler if self.allows(handler, details) else _like(
+            handler, _abort_sync, _abort_sync)
 
 
-def _deny_sync(handler: Any) -> Any:
-    def abort(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+async def _abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
 
+
+async def _abort_gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+    yield  # pragma: no cover - makes this an async generator
+
+
+def _abort_sync(request: Any, context: grpc.ServicerContext) -> None:
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+
+
+def _like(handler: Any, unary: Any, streaming: Any) -> Any:
+    """A handler of the same kind as `handler` that runs `unary` (or, answering with a
+    stream, `streaming`) instead."""
     kwargs = {"request_deserializer": handler.request_deserializer,
               "response_serializer": handler.response_serializer}
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
-
-
-def _deny(handler: Any) -> Any:
-    async def abort_unary(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-
-    async def abort_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
-        yield  # pragma: no cover - makes this an async generator
-
-    kwargs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort_stream, **kwargs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort_unary, **kwargs)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort_stream, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(abort_unary, **kwargs)
+        return grpc.unary_stream_rpc_method_handler(streaming, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
