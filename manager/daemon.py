@@ -74,7 +74,7 @@ class ManagerDaemon:
                 units[svc.name] = SystemdUnit(svc)
             elif svc.backend == "rcd":
                 from manager.rcd_unit import RcdUnit  # noqa: PLC0415
-                units[svc.name] = RcdUnit(svc)
+                units[svc.name] = RcdUnit(svc, store)
             elif svc.backend == "process":
                 units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir,
                                               store=store)

@@ -10,7 +10,9 @@ rc scripts do not restart a crashed service, so this unit does (the `restart`,
 `backoff_*` and `crash_loop_max` keys): once the service was seen running (or started
 through the manager) and is then found dead, it is started again after a backoff; more
 than `crash_loop_max` failed restarts in a row end in FATAL until the next manual start.
-A stop through the manager is remembered, so a stopped service stays stopped. Every call
+What was last asked (start or stop) is kept in the state store: a stopped service stays
+stopped, across manager restarts too, and one that died while the manager was down is
+started again by the next manager. Every call
 gets AI_STOP_TIMEOUT (the stop timeout in whole seconds), which deploy/'s rc scripts
 honour before they SIGKILL the service's process group.
 
@@ -36,6 +38,7 @@ from manager.external_log import ExternalLog
 from manager.host_command import CommandResult, run_command
 from manager.polled_unit import Observed, PolledUnit
 from manager.states import ServiceStatus, State
+from manager.statestore import ServiceRecord, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -61,11 +64,16 @@ def observe_rc_status(returncode: int, output: str) -> Observed:
 class RcdUnit(PolledUnit):
     backend = "rcd"
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, store: StateStore | None = None) -> None:
         super().__init__(config)
         self.script = config.rc_script
         self.logs = ExternalLog(Path(config.log_file))
-        self._desired: str | None = None  # "running" / "stopped"; None until first seen
+        self.store = store
+        # "running" / "stopped", as last asked (kept in the state store, so a restarted
+        # manager restarts a service that died while it was down, and leaves a stopped one
+        # alone); None: never asked, adopt what the first observation shows.
+        record = store.load_service(config.name) if store is not None else None
+        self._desired: str | None = record.desired if record is not None else None
         self._restarts = 0
         self._failures = 0  # consecutive failed automatic restarts
         self._fatal = ""
@@ -100,6 +108,7 @@ class RcdUnit(PolledUnit):
     async def start(self, *, wait: bool = True) -> ServiceStatus:
         async with self._lock:
             self._desired, self._failures, self._fatal = "running", 0, ""
+            self._save()
             before = await self.refresh()
             if before.state == State.RUNNING:
                 return self.status()
@@ -112,6 +121,7 @@ class RcdUnit(PolledUnit):
     async def stop(self, *, timeout: float | None = None, force: bool = False) -> ServiceStatus:
         async with self._lock:
             self._desired, self._fatal = "stopped", ""
+            self._save()
             obs = await self.refresh()
             if force and obs.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -124,10 +134,15 @@ class RcdUnit(PolledUnit):
     async def restart(self) -> ServiceStatus:
         async with self._lock:
             self._desired, self._failures, self._fatal = "running", 0, ""
+            self._save()
             before = await self.refresh()
             await self._act("restart", self.config.stop_timeout + self.config.call_timeout
                             + self.config.start_secs)
             return await self.wait_running(before, "restart")
+
+    def _save(self) -> None:
+        if self.store is not None and self._desired is not None:
+            self.store.save_service(ServiceRecord(self.name, desired=self._desired))
 
     async def tail(self, lines: int) -> list[str]:
         return await self.logs.tail(lines)
@@ -146,7 +161,9 @@ class RcdUnit(PolledUnit):
                     obs = await self.refresh()
             if obs is not None:
                 if self._desired is None:
-                    self._desired = "running" if obs.state == State.RUNNING else None
+                    if obs.state == State.RUNNING:
+                        self._desired = "running"
+                        self._save()
                 elif self._needs_restart(obs):
                     await self._auto_restart()
                     continue

@@ -289,6 +289,42 @@ def test_stop_is_remembered_and_manager_kill9_recovers(
         rc(RC_AGENT, "stop", env)
 
 
+def test_what_was_asked_survives_a_manager_kill9(
+        tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
+    """A service that dies while its manager is down is started by the next manager; one
+    stopped through the manager stays stopped after the manager is killed and restarted."""
+    env = make_host(tmp_path, "--interval", "0.2")
+    calls = tmp_path / "status-calls"
+    wrapper = tmp_path / "rc.counting"  # the real script, counting the manager's polls
+    wrapper.write_text(f'#!/bin/sh\n[ "$1" = status ] && echo >> {calls}\nexec {RC_AGENT} "$@"\n')
+    wrapper.chmod(0o755)
+
+    def polls() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    m = make_manager([rcd_service(env, rc_script=str(wrapper))]).start()
+    try:
+        pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
+        m.kill9()
+        os.kill(pid, signal.SIGKILL)  # dies while nobody supervises it
+        assert_eventually(lambda: gone(pid), what="service gone")
+        assert rc(RC_AGENT, "status", env).returncode != 0
+        m.start()
+        assert_eventually(lambda: m.status().state == pb.SERVICE_STATE_RUNNING
+                          and m.status().pid not in (0, pid), 30,
+                          what="started again by the restarted manager")
+        m.stub().Stop(pb.StopRequest(), timeout=60)
+        m.kill9()
+        m.start()
+        # it stays stopped however many polls the new manager makes
+        after = polls()
+        assert_eventually(lambda: polls() >= after + 5, 30, what="five more status polls")
+        assert m.status().state == pb.SERVICE_STATE_STOPPED
+        assert rc(RC_AGENT, "status", env).returncode == 3
+    finally:
+        rc(RC_AGENT, "stop", env)
+
+
 @pytest.mark.parametrize(("key", "value", "error"), [
     ("rc_script", "rc.ai-agent", "services[0].rc_script: must be an absolute path"),
     ("log_file", "logs/x.log", "services[0].log_file: must be an absolute path"),
