@@ -71,6 +71,7 @@ class ServiceConfig:
     package_max_bytes: int = 1 << 30
     download_timeout: float = 30.0
     download_retries: int = 3
+    download_deadline: float = 3600.0
     extract_max_bytes: int = 4 << 30
     extract_max_files: int = 100_000
     health_probe: str = "none"
@@ -300,6 +301,8 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
                                     maximum=1 << 40),
         download_timeout=t.number("download_timeout", 30.0, minimum=0.1, maximum=3600.0),
         download_retries=t.integer("download_retries", 3, minimum=0, maximum=100),
+        download_deadline=t.number("download_deadline", 3600.0, minimum=1.0,
+                                   maximum=7 * 86400.0),
         extract_max_bytes=t.integer("extract_max_bytes", 4 << 30, minimum=1024,
                                     maximum=1 << 40),
         extract_max_files=t.integer("extract_max_files", 100_000, minimum=1,

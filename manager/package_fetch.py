@@ -47,6 +47,7 @@ class FetchPolicy:
     backoff: float = 0.5         # first retry delay; doubles each time
     max_bytes: int = 1 << 30
     ca_file: str = ""            # https: trust this CA bundle instead of the system's
+    deadline: float = 3600.0     # the whole download, retries included, seconds
 
 
 def expand_url(template: str, version: str) -> str:
@@ -98,17 +99,21 @@ def fetch(url: str, dest: Path, policy: FetchPolicy, *, authorization: str | Non
         raise FetchFailed(f"unsupported package URL scheme {scheme!r}")
     if scheme == "file":
         return _copy_file(url, dest, policy.max_bytes)
-    last = ""
+    deadline = time.monotonic() + policy.deadline
+    last, tried = "", 0
     for attempt in range(policy.retries + 1):
         if attempt:
             delay = policy.backoff * (2 ** (attempt - 1))
+            if time.monotonic() + delay > deadline:
+                break
             log.info("fetch.retry", url=redact(url), attempt=attempt, delay=delay, error=last)
             sleep(delay)
+        tried += 1
         try:
-            return _http_once(url, dest, policy, authorization)
+            return _http_once(url, dest, policy, authorization, deadline)
         except _Retryable as exc:
             last = str(exc)
-    raise Unavailable(f"cannot fetch {redact(url)} after {policy.retries + 1} attempts: {last}")
+    raise Unavailable(f"cannot fetch {redact(url)} after {tried} attempts: {last}")
 
 
 def _copy_file(url: str, dest: Path, max_bytes: int) -> int:
@@ -130,10 +135,16 @@ def _copy_file(url: str, dest: Path, max_bytes: int) -> int:
         raise FetchFailed(f"{redact(url)}: permission denied") from None
 
 
-def _pump(src: object, out: object, have: int, max_bytes: int, name: str) -> int:
+def _pump(src: object, out: object, have: int, max_bytes: int, name: str, *,
+          deadline: tuple[float, float] | None = None) -> int:
+    """Copy src to out; deadline: (monotonic end, the configured seconds) of the whole
+    download, so a store that trickles bytes cannot hold an update for ever."""
     read = src.read  # type: ignore[attr-defined]
     write = out.write  # type: ignore[attr-defined]
     while True:
+        if deadline is not None and time.monotonic() > deadline[0]:
+            raise FetchFailed(f"{name}: the download took longer than {deadline[1]:g}s "
+                              "(download_deadline)")
         chunk = read(CHUNK)
         if not chunk:
             return have
@@ -143,7 +154,8 @@ def _pump(src: object, out: object, have: int, max_bytes: int, name: str) -> int
         write(chunk)
 
 
-def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | None) -> int:
+def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | None,
+               deadline: float) -> int:
     have = dest.stat().st_size if dest.exists() else 0
     req = urllib.request.Request(url, method="GET")  # noqa: S310 - scheme checked above
     req.add_header("User-Agent", "ai-manager")
@@ -189,7 +201,8 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
                            f"{policy.max_bytes}")
         try:
             with dest.open("ab" if resumed else "wb") as out:
-                got = _pump(resp, out, have, policy.max_bytes, name)
+                got = _pump(resp, out, have, policy.max_bytes, name,
+                            deadline=(deadline, policy.deadline))
                 out.flush()
                 os.fsync(out.fileno())
         except (http.client.IncompleteRead, TimeoutError, ConnectionError) as exc:
@@ -205,7 +218,7 @@ def fetch_small(url: str, dest: Path, policy: FetchPolicy, *, authorization: str
                 limit: int, missing_ok: bool = False) -> bytes | None:
     """Fetch a small file (SHA256SUMS, its signature) and return its bytes."""
     small = FetchPolicy(timeout=policy.timeout, retries=policy.retries, backoff=policy.backoff,
-                        max_bytes=limit, ca_file=policy.ca_file)
+                        max_bytes=limit, ca_file=policy.ca_file, deadline=policy.deadline)
     try:
         fetch(url, dest, small, authorization=authorization)
     except NotFound:

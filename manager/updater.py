@@ -356,7 +356,8 @@ class Updater:
         return package_fetch.FetchPolicy(timeout=cfg.download_timeout,
                                          retries=cfg.download_retries,
                                          max_bytes=cfg.package_max_bytes,
-                                         ca_file=cfg.package_ca_file)
+                                         ca_file=cfg.package_ca_file,
+                                         deadline=cfg.download_deadline)
 
     async def _download(self, op: _Op) -> str:
         cfg = op.cfg

@@ -43,6 +43,8 @@ def test_update_defaults():
     ({"healthy_deadline": 0}, "healthy_deadline"),
     ({"package_max_bytes": 10}, "package_max_bytes"),
     ({"download_retries": 1000}, "download_retries"),
+    ({"download_deadline": 0.5}, "download_deadline"),
+    ({"download_deadline": "1h"}, "download_deadline"),
     ({"keep_releases": 1}, "keep_releases"),
 ])
 def test_bad_update_keys_are_named(over, key):

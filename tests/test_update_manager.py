@@ -189,6 +189,19 @@ def test_truncated_download(env):
     expect_failed(env, m, "1.1.0", "truncated")
 
 
+def test_a_store_that_trickles_hits_the_download_deadline(env):
+    """Every read arrives within download_timeout, but the whole package would take
+    ~5 s: download_deadline = 1 s fails the update, and nothing changes."""
+    env.build("1.0.0")
+    env.build("1.1.0", blob_bytes=4 << 20)
+    env.install("1.0.0")
+    m = env.manager(download_deadline=1.0)
+    started(env, m)
+    env.server.throttle = 0.08  # per 64 KiB: ~0.8 MB/s
+    events = expect_failed(env, m, "1.1.0", "took longer than 1s (download_deadline)")
+    assert "verify:started" not in steps(events)
+
+
 def test_checksum_mismatch(env):
     env.build("1.0.0")
     env.build("1.1.0")
