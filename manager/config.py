@@ -96,6 +96,7 @@ class ManagerConfig:
     log_format: str = "auto"
     tls: ServerTLS | None = None  # `[tls]`: the gRPC listener serves TLS / mutual TLS
     grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
+    grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
     source: Path | None = None
 
     @property
@@ -388,6 +389,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     log_level = t.choice("log_level", "info", ("debug", "info", "warning", "error"))
     log_format = t.choice("log_format", "auto", ("auto", "json", "console"))
     tls = t.tls_server("tls")
+    max_calls = t.integer("grpc_max_calls", 64, minimum=4, maximum=4096)
     socket_path = t.string("grpc_socket", "")
     if socket_path and (not Path(socket_path).is_absolute()
                         or len(socket_path.encode()) > MAX_SOCKET_PATH):
@@ -414,7 +416,8 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         role=role, http_listen=http_listen, grpc_listen=grpc_listen, state_dir=state_dir,
         services=services, auth_token_file=Path(token_file) if token_file else None,
         insecure_no_auth=insecure, log_level=log_level, log_format=log_format, tls=tls,
-        grpc_socket=Path(socket_path) if socket_path else None, source=source)
+        grpc_socket=Path(socket_path) if socket_path else None, grpc_max_calls=max_calls,
+        source=source)
 
 
 def load(path: Path) -> ManagerConfig:

@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 GRACE = 2.0
-# gRPC calls and streams served at once (each holds a pool thread while it runs; more
-# are refused with RESOURCE_EXHAUSTED). A hub holds one WatchStatus per manager.
-GRPC_THREADS = 64
 
 
 class ManagerDaemon:
@@ -103,7 +100,8 @@ class ManagerDaemon:
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
                                      credentials=cfg.tls.credentials() if cfg.tls else None,
-                                     threads=GRPC_THREADS, unix_socket=cfg.grpc_socket)
+                                     threads=cfg.grpc_max_calls,
+                                     unix_socket=cfg.grpc_socket)
             http = HttpShim(control, cfg.http_listen, token=token)
             # Bind both ports before any service starts: a taken port fails the start
             # cleanly instead of leaving a freshly spawned service behind.

@@ -22,6 +22,7 @@ from tests.conftest import ManagerProc, assert_eventually, fast_service
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 CURL = shutil.which("curl")
 RUNNING = pb.SERVICE_STATE_RUNNING
+GRPC_THREADS = 64  # the default grpc_max_calls
 
 
 def grpcurl(m: ManagerProc, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -226,11 +227,9 @@ def test_watch_status_sends_current_then_changes(manager):
 
 
 def test_cancelled_streams_give_their_threads_back(manager):
-    """Each open stream holds one of the manager's gRPC threads (manager/daemon.py
-    GRPC_THREADS = 64): streams that clients cancel, or whose deadline passes, must
-    release theirs, or the manager would stop answering after 64 of them."""
-    from manager.daemon import GRPC_THREADS
-
+    """Each open stream holds one of the manager's gRPC threads (`grpc_max_calls`,
+    default 64): streams that clients cancel, or whose deadline passes, must release
+    theirs, or the manager would stop answering after 64 of them."""
     for i in range(GRPC_THREADS + 16):
         if i % 2:
             stream = manager.stub().WatchStatus(pb.WatchStatusRequest(service="helper"),
@@ -250,12 +249,13 @@ def test_cancelled_streams_give_their_threads_back(manager):
     assert ok.state == RUNNING
 
 
-def test_more_streams_than_threads_are_refused_and_then_served_again(manager):
-    from manager.daemon import GRPC_THREADS
-
+def test_more_streams_than_threads_are_refused_and_then_served_again(make_manager):
+    manager = make_manager([fast_service("helper", "--interval", "1")],
+                           top={"grpc_max_calls": 8}).start()
+    assert_eventually(lambda: _status_ok(manager))
     streams = []
     try:
-        for _ in range(GRPC_THREADS):
+        for _ in range(8):
             stream = manager.stub().WatchStatus(pb.WatchStatusRequest(service="helper"),
                                                 timeout=60)
             next(stream)  # it is being served: it holds a thread
@@ -381,16 +381,20 @@ def test_grpc_socket_path_that_is_not_a_socket_is_refused(make_manager, tmp_path
     assert m.service_processes() == []
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("relative.sock", "grpc_socket: must be an absolute path"),
-    ("/" + "x" * 120, "at most 107 bytes"),
-    (7, "grpc_socket: must be a string"),
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("grpc_socket", "relative.sock", "grpc_socket: must be an absolute path"),
+    ("grpc_socket", "/" + "x" * 120, "at most 107 bytes"),
+    ("grpc_socket", 7, "grpc_socket: must be a string"),
+    ("grpc_max_calls", 0, "grpc_max_calls: must be between 4 and 4096"),
+    ("grpc_max_calls", 10**9, "grpc_max_calls: must be between 4 and 4096"),
+    ("grpc_max_calls", "64", "grpc_max_calls: must be an integer"),
+    ("grpc_max_calls", True, "grpc_max_calls: must be an integer"),
 ])
-def test_bad_grpc_socket_config(tmp_path, value, message):
+def test_bad_grpc_listener_config(tmp_path, key, value, message):
     from backendai.errors import ConfigError
     from manager import config
 
     with pytest.raises(ConfigError) as info:
-        config.parse({"state_dir": str(tmp_path), "grpc_socket": value,
+        config.parse({"state_dir": str(tmp_path), key: value,
                       "services": [{"name": "svc", "command": ["true"]}]})
     assert message in str(info.value)
