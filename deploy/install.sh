@@ -102,6 +102,15 @@ else
   WANTED_BY=multi-user.target
 fi
 RC_DIR=$PREFIX/etc/rc.d
+# The manager's local gRPC socket (grpc_socket): in the unit's RuntimeDirectory, or for
+# rc.d under /var/run.
+if [ "$RCD" = 1 ]; then
+  SOCKET=$PREFIX/var/run/$MANAGER/grpc.sock
+elif [ "$USER_MODE" = 1 ]; then
+  SOCKET=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}/$MANAGER/grpc.sock
+else
+  SOCKET=/run/$MANAGER/grpc.sock
+fi
 GO_FILE=$PREFIX/boot/config/go
 LIVE=1  # talk to a running init (not with --prefix, unless --systemd-user)
 if [ -n "$PREFIX" ] && [ "$USER_MODE" = 0 ]; then LIVE=0; fi
@@ -126,10 +135,11 @@ systemd_scope = \"user\""
 ProtectKernelTunables=yes"
   [ "$USER_MODE" = 0 ] || host_hardening="# (--systemd-user: no ProtectHome/ProtectKernelTunables)"
   BACKEND_KEYS=$backend_keys HOST_HARDENING=$host_hardening "$PYTHON" - "$1" "$ROOT" "$ETC" \
-    "$STATE" "$WANTED_BY" "$RESTART_SEC" "$backend" <<'EOF'
+    "$STATE" "$WANTED_BY" "$RESTART_SEC" "$backend" "$SOCKET" <<'EOF'
 import os, sys
 text = open(sys.argv[1]).read()
-keys = dict(zip(["ROOT", "ETC", "STATE", "WANTED_BY", "RESTART_SEC", "BACKEND"], sys.argv[2:]))
+keys = dict(zip(["ROOT", "ETC", "STATE", "WANTED_BY", "RESTART_SEC", "BACKEND", "SOCKET"],
+                sys.argv[2:]))
 keys["BACKEND_KEYS"] = os.environ["BACKEND_KEYS"]
 keys["HOST_HARDENING"] = os.environ["HOST_HARDENING"]
 for k, v in keys.items():

@@ -498,6 +498,14 @@ def test_deployed_manager_unit_drives_the_agent_unit(user_systemd: UserSystemd,
             assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_RUNNING"
             agent_pid = main_pid(user_systemd)
             assert st.pid == agent_pid
+        # the local socket install.sh configured, in the unit's RuntimeDirectory
+        sock = user_systemd.runtime / "ai-agent-manager" / "grpc.sock"
+        assert info["grpc_socket"] == str(sock)
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"
+        with grpc.insecure_channel(f"unix:{sock}") as channel:
+            st = pb_grpc.ManagerStub(channel).Status(pb.StatusRequest(), timeout=10,
+                                                     metadata=auth)
+            assert st.pid == agent_pid
         # restarting the manager unit leaves the agent unit alone
         manager_pid = int(user_systemd.show(manager_unit, "MainPID")["MainPID"])
         ready.unlink()
@@ -511,6 +519,8 @@ def test_deployed_manager_unit_drives_the_agent_unit(user_systemd: UserSystemd,
             st = stub.Stop(pb.StopRequest(), timeout=60, metadata=auth)
             assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED"
         assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
+        user_systemd.systemctl("stop", manager_unit)
+        assert not sock.parent.exists()  # systemd removed the RuntimeDirectory
     finally:
         user_systemd.systemctl("stop", manager_unit, check=False)
         for f in dropin.glob("*"):
