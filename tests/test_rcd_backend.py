@@ -255,17 +255,23 @@ def test_manager_rc_script_runs_a_real_manager(tmp_path: Path) -> None:
     assert rc(RC_MANAGER, "status", menv).returncode == 3
 
 
-def test_stop_is_remembered_and_manager_kill9_recovers(
-        tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
-    env = make_host(tmp_path, "--interval", "0.2")
+def counting_rc_script(tmp_path: Path) -> tuple[Path, Callable[[], int]]:
+    """The real rc script behind a wrapper that counts the manager's status polls."""
     calls = tmp_path / "status-calls"
-    wrapper = tmp_path / "rc.counting"  # the real script, counting the manager's polls
+    wrapper = tmp_path / "rc.counting"
     wrapper.write_text(f'#!/bin/sh\n[ "$1" = status ] && echo >> {calls}\nexec {RC_AGENT} "$@"\n')
     wrapper.chmod(0o755)
 
     def polls() -> int:
         return len(calls.read_text().splitlines()) if calls.exists() else 0
 
+    return wrapper, polls
+
+
+def test_stop_is_remembered_and_manager_kill9_recovers(
+        tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
+    env = make_host(tmp_path, "--interval", "0.2")
+    wrapper, polls = counting_rc_script(tmp_path)
     m = make_manager([rcd_service(env, rc_script=str(wrapper))]).start()
     try:
         pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
@@ -294,14 +300,7 @@ def test_what_was_asked_survives_a_manager_kill9(
     """A service that dies while its manager is down is started by the next manager; one
     stopped through the manager stays stopped after the manager is killed and restarted."""
     env = make_host(tmp_path, "--interval", "0.2")
-    calls = tmp_path / "status-calls"
-    wrapper = tmp_path / "rc.counting"  # the real script, counting the manager's polls
-    wrapper.write_text(f'#!/bin/sh\n[ "$1" = status ] && echo >> {calls}\nexec {RC_AGENT} "$@"\n')
-    wrapper.chmod(0o755)
-
-    def polls() -> int:
-        return len(calls.read_text().splitlines()) if calls.exists() else 0
-
+    wrapper, polls = counting_rc_script(tmp_path)
     m = make_manager([rcd_service(env, rc_script=str(wrapper))]).start()
     try:
         pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
