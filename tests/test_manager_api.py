@@ -398,3 +398,21 @@ def test_bad_grpc_listener_config(tmp_path, key, value, message):
         config.parse({"state_dir": str(tmp_path), key: value,
                       "services": [{"name": "svc", "command": ["true"]}]})
     assert message in str(info.value)
+
+
+def test_sigterm_with_open_streams_stops_cleanly(manager):
+    """Streams in progress (a watcher, a log follower) end when the manager stops: the
+    clients see the stream close, the manager exits 0, the services keep running."""
+    watch = manager.stub().WatchStatus(pb.WatchStatusRequest(service="helper"), timeout=60)
+    follow = manager.stub().StreamLogs(pb.StreamLogsRequest(service="ai-agent", tail_lines=1),
+                                       timeout=60)
+    next(watch)
+    next(follow)
+    before = {p.pid for p in manager.service_processes()}
+    assert manager.stop() == 0  # SIGTERM; waits at most 20 s
+    for stream in (watch, follow):
+        with pytest.raises(grpc.RpcError) as info:
+            for _ in stream:
+                pass
+        assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    assert {p.pid for p in manager.service_processes()} == before
