@@ -15,9 +15,10 @@ from agent.config import AgentConfig
 from agent.facts import read_facts
 from agent.grpc_api import SERVICE_NAME, AgentServicer
 from agent.registration import Registration
-from backendai.auth import load_token
-from backendai.daemon_support import write_ready_file
+from backendai.auth import Token
+from backendai.daemon_support import Secrets, write_ready_file
 from backendai.grpc_server import GrpcServer
+from backendai.tls import ReloadableServerCredentials
 from backendai.v1 import agent_pb2 as pb
 
 log = structlog.get_logger(__name__)
@@ -33,9 +34,14 @@ class AgentDaemon:
         self.version = version
         self.ready_file = ready_file
         self._stop = asyncio.Event()
+        self.secrets = Secrets()
         self._done = asyncio.Event()
         self.port = 0
         self._facts: tuple[float, pb.HostFacts] | None = None
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the token and certificate files (all or nothing)."""
+        return self.secrets.reload()
 
     def request_shutdown(self) -> None:
         self._stop.set()
@@ -55,9 +61,11 @@ class AgentDaemon:
         cfg = self.config
         started = time.time()
         try:
-            token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
-            hub_token = load_token(cfg.hub_token_file, "hub_token_file") \
+            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            hub_token = Token.from_file(cfg.hub_token_file, "hub_token_file") \
                 if cfg.hub_token_file else None
+            tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
+            self.secrets = Secrets([token, hub_token], tls)
             registration = Registration(cfg, token=hub_token, version=self.version,
                                         facts=self.facts, started=started) \
                 if cfg.hub_address else None
@@ -66,7 +74,7 @@ class AgentDaemon:
                                      facts=self.facts, registration=registration)
             server = GrpcServer(cfg.grpc_listen, token=token,
                                 services=[(SERVICE_NAME, servicer.add_to)],
-                                credentials=cfg.tls.credentials() if cfg.tls else None,
+                                credentials=tls.credentials() if tls else None,
                                 # the manager's health gate reads the version here, without
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Agent/GetInfo",))

@@ -14,6 +14,7 @@ import structlog
 
 from agent.backoff import reconnect_delay
 from agent.config import AgentConfig
+from backendai.auth import Token
 from backendai.channels import open_channel
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
@@ -26,7 +27,7 @@ CALL_TIMEOUT = 10.0
 
 
 class Registration:
-    def __init__(self, cfg: AgentConfig, *, token: bytes | None, version: str,
+    def __init__(self, cfg: AgentConfig, *, token: bytes | Token | None, version: str,
                  facts: Callable[[], Awaitable[apb.HostFacts]], started: float) -> None:
         self.cfg = cfg
         self.token = token

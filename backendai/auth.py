@@ -33,6 +33,29 @@ def load_token(path: Path, key: str = "auth_token_file") -> bytes:
     return token
 
 
+class Token:
+    """A bearer token that can change while the daemon runs: SIGHUP re-reads its file
+    (`reload()`), and every check and every outgoing call uses the current value."""
+
+    def __init__(self, value: bytes, path: Path | None = None,
+                 key: str = "auth_token_file") -> None:
+        self.value = value
+        self.path = path
+        self.key = key
+
+    @classmethod
+    def from_file(cls, path: Path, key: str = "auth_token_file") -> Token:
+        return cls(load_token(path, key), path, key)
+
+    def reread(self) -> bytes:
+        """The file's token now (ConfigError if it is unusable); assign it to `value`."""
+        return load_token(self.path, self.key) if self.path is not None else self.value
+
+
+def as_token(token: bytes | Token | None) -> Token | None:
+    return Token(token) if isinstance(token, bytes) else token
+
+
 def bearer_ok(header: str | bytes | None, token: bytes) -> bool:
     """Constant-time check of an `Authorization: Bearer …` value."""
     if header is None:
@@ -59,17 +82,17 @@ DENIED = "missing or invalid bearer token"
 
 
 class _TokenCheck:
-    def __init__(self, token: bytes, open_methods: tuple[str, ...] = ()) -> None:
+    def __init__(self, token: bytes | Token, open_methods: tuple[str, ...] = ()) -> None:
         """open_methods: full method names that need no token besides health and
         reflection (e.g. a read-only version RPC a local health probe calls)."""
-        self._token = token
+        self._token = Token(token) if isinstance(token, bytes) else token
         self._open = OPEN_SERVICES + tuple(open_methods)
 
     def allows(self, handler: Any, details: Any) -> bool:
         if handler is None or details.method.startswith(self._open):
             return True
         metadata = dict(details.invocation_metadata or ())
-        return bearer_ok(metadata.get("authorization"), self._token)
+        return bearer_ok(metadata.get("authorization"), self._token.value)
 
 
 class TokenInterceptor(_TokenCheck, grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from backendai.auth import Token, as_token
 from backendai.grpc_server import MAX_MESSAGE_BYTES
 from backendai.tls import ClientTLS
 
@@ -29,15 +30,15 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
-def _with_token(details: grpc.aio.ClientCallDetails, token: bytes) -> grpc.aio.ClientCallDetails:
+def _with_token(details: grpc.aio.ClientCallDetails, token: Token) -> grpc.aio.ClientCallDetails:
     metadata = grpc.aio.Metadata(*(tuple(details.metadata or ())))
-    metadata.add("authorization", "Bearer " + token.decode("ascii"))
+    metadata.add("authorization", "Bearer " + token.value.decode("ascii"))
     return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata,
                                       details.credentials, details.wait_for_ready)
 
 
 class _TokenUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    def __init__(self, token: bytes) -> None:
+    def __init__(self, token: Token) -> None:
         self.token = token
 
     async def intercept_unary_unary(self, continuation: Callable[..., Any],
@@ -46,7 +47,7 @@ class _TokenUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[mi
 
 
 class _TokenUnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    def __init__(self, token: bytes) -> None:
+    def __init__(self, token: Token) -> None:
         self.token = token
 
     async def intercept_unary_stream(self, continuation: Callable[..., Any],
@@ -54,13 +55,15 @@ class _TokenUnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[
         return await continuation(_with_token(details, self.token), request)
 
 
-def token_interceptors(token: bytes | None) -> Sequence[grpc.aio.ClientInterceptor]:
-    if not token:
+def token_interceptors(token: bytes | Token | None) -> Sequence[grpc.aio.ClientInterceptor]:
+    held = as_token(token)
+    if held is None or not held.value:
         return []
-    return [_TokenUnaryUnary(token), _TokenUnaryStream(token)]
+    return [_TokenUnaryUnary(held), _TokenUnaryStream(held)]
 
 
-def open_channel(address: str, *, token: bytes | None = None, tls: ClientTLS | None = None,
+def open_channel(address: str, *, token: bytes | Token | None = None,
+                 tls: ClientTLS | None = None,
                  options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
     """An aio channel to "HOST:PORT" carrying the token; TLS when `tls` is given."""
     opts = [*CHANNEL_OPTIONS, *options, *(tls.channel_options() if tls else [])]

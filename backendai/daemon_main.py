@@ -33,6 +33,8 @@ class DaemonConfig(Protocol):
 class Daemon(Protocol):
     def request_shutdown(self) -> None: ...
 
+    def reload(self) -> bool: ...
+
     async def run(self) -> None: ...
 
 
@@ -53,7 +55,7 @@ def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.
 
 async def _serve(make: Callable[[], Daemon]) -> None:
     daemon = make()
-    install_signal_handlers(daemon.request_shutdown)
+    install_signal_handlers(daemon.request_shutdown, daemon.reload)
     await daemon.run()
 
 

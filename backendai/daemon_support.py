@@ -9,13 +9,15 @@ import fcntl
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from backendai.errors import FailedPrecondition
+from backendai.auth import Token
+from backendai.errors import ConfigError, FailedPrecondition
+from backendai.tls import ReloadableServerCredentials
 
 log = structlog.get_logger(__name__)
 
@@ -56,18 +58,49 @@ class InstanceLock:
             self.fd = None
 
 
-def install_signal_handlers(request_shutdown: Callable[[], None]) -> None:
-    """SIGTERM/SIGINT ask for a graceful stop; a second SIGINT exits at once."""
+def install_signal_handlers(request_shutdown: Callable[[], None],
+                            reload: Callable[[], object] | None = None) -> None:
+    """SIGTERM/SIGINT ask for a graceful stop; a second SIGINT exits at once; SIGHUP
+    calls `reload` (re-read token and certificate files)."""
     loop = asyncio.get_running_loop()
     seen: list[int] = []
 
     def on_signal(sig: signal.Signals) -> None:
         seen.append(sig)
         log.info("daemon.signal", signal=sig.name)
+        if sig == signal.SIGHUP:
+            if reload is not None:
+                reload()
+            return
         if sig == signal.SIGINT and seen.count(signal.SIGINT) > 1:
             os._exit(130)
         request_shutdown()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
+
+
+class Secrets:
+    """What SIGHUP re-reads: a daemon's token files and its server certificate files.
+    All or nothing: if any file is unusable, the error is logged and every value in use
+    stays as it was."""
+
+    def __init__(self, tokens: Sequence[Token | None] = (),
+                 tls: ReloadableServerCredentials | None = None) -> None:
+        self.tokens = [t for t in tokens if t is not None]
+        self.tls = tls
+
+    def reload(self) -> bool:
+        try:
+            values = [t.reread() for t in self.tokens]
+            tls = self.tls.prepare() if self.tls is not None else None
+        except ConfigError as exc:
+            log.warning("daemon.reload_failed", error=str(exc))
+            return False
+        for token, value in zip(self.tokens, values, strict=True):
+            token.value = value
+        if self.tls is not None and tls is not None:
+            self.tls.use(tls)
+        log.info("daemon.reloaded", tokens=len(values), tls=tls is not None)
+        return True

@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from backendai.auth import SyncTokenInterceptor, TokenInterceptor
+from backendai.auth import SyncTokenInterceptor, Token, TokenInterceptor
 from backendai.listen import ListenAddress
 
 MAX_MESSAGE_BYTES = 4 << 20
@@ -33,7 +33,7 @@ OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 
 
 class GrpcServer:
-    def __init__(self, listen: ListenAddress, *, token: bytes | None,
+    def __init__(self, listen: ListenAddress, *, token: bytes | Token | None,
                  services: Sequence[tuple[str, Callable[[Any], None]]],
                  credentials: grpc.ServerCredentials | None = None,
                  open_methods: tuple[str, ...] = (), threads: int = 0,

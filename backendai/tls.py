@@ -55,6 +55,8 @@ class ServerTLS:
     cert: bytes
     key: bytes
     client_ca: bytes | None = None
+    files: tuple[Path, Path, Path | None] | None = None  # where they were read from
+    prefix: str = "tls"
 
     @classmethod
     def from_table(cls, table: Any, prefix: str = "tls") -> ServerTLS:
@@ -64,13 +66,59 @@ class ServerTLS:
         if cert is None or key is None:
             raise ConfigError(f"{prefix}: cert_file and key_file are both required")
         ca = _path(t, "client_ca_file", prefix)
+        return cls._read(cert, key, ca, prefix)
+
+    @classmethod
+    def _read(cls, cert: Path, key: Path, ca: Path | None, prefix: str) -> ServerTLS:
         return cls(read_pem(cert, f"{prefix}.cert_file"), read_pem(key, f"{prefix}.key_file"),
-                   read_pem(ca, f"{prefix}.client_ca_file") if ca else None)
+                   read_pem(ca, f"{prefix}.client_ca_file") if ca else None,
+                   (cert, key, ca), prefix)
+
+    def reread(self) -> ServerTLS:
+        """The same files read again (ConfigError naming the key if one is unusable)."""
+        if self.files is None:
+            return self
+        return self._read(*self.files, self.prefix)
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(
             [(self.key, self.cert)], root_certificates=self.client_ca,
             require_client_auth=self.client_ca is not None)
+
+
+class ReloadableServerCredentials:
+    """Server credentials whose certificate, key and client CA can be replaced while the
+    server runs (SIGHUP): gRPC asks `_fetch` before every new TLS handshake, so new
+    connections get the new files and open ones keep theirs."""
+
+    def __init__(self, tls: ServerTLS) -> None:
+        self.current = tls
+        self._pending: ServerTLS | None = None
+
+    @staticmethod
+    def _config(tls: ServerTLS) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(tls.key, tls.cert)], root_certificates=tls.client_ca)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._config(self.current), self._fetch,
+            require_client_authentication=self.current.client_ca is not None)
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        pending, self._pending = self._pending, None
+        return self._config(pending) if pending is not None else None
+
+    def prepare(self) -> ServerTLS:
+        """Read the files again; raises ConfigError (and changes nothing) when unusable."""
+        new = self.current.reread()
+        if (new.client_ca is None) != (self.current.client_ca is None):
+            raise ConfigError(f"{new.prefix}.client_ca_file: turning mutual TLS on or off "
+                              "needs a restart")
+        return new
+
+    def use(self, new: ServerTLS) -> None:
+        self.current = self._pending = new
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import structlog
 
-from backendai.auth import load_token
-from backendai.daemon_support import InstanceLock, write_ready_file
+from backendai.auth import Token
+from backendai.daemon_support import InstanceLock, Secrets, write_ready_file
 from backendai.grpc_server import GrpcServer
+from backendai.tls import ReloadableServerCredentials
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
@@ -35,8 +36,13 @@ class HubDaemon:
         self.version = version
         self.ready_file = ready_file
         self._stop = asyncio.Event()
+        self.secrets = Secrets()
         self._done = asyncio.Event()
         self.port = 0
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the token and certificate files (all or nothing)."""
+        return self.secrets.reload()
 
     def request_shutdown(self) -> None:
         self._stop.set()
@@ -53,9 +59,12 @@ class HubDaemon:
         links: ManagerLinks | None = None
         try:
             lock.acquire()
-            token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
-            manager_token = load_token(cfg.manager_token_file, "manager_token_file") \
+            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            manager_token = Token.from_file(cfg.manager_token_file, "manager_token_file") \
                 if cfg.manager_token_file else token
+            tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
+            self.secrets = Secrets([token, *([manager_token] if manager_token is not token
+                                             else [])], tls)
             store = HubStore(cfg.state_dir / "hub.db")
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
                                  call_timeout=cfg.call_timeout)
@@ -77,7 +86,7 @@ class HubDaemon:
                                    rollouts=rollouts)
             server = GrpcServer(cfg.grpc_listen, token=token,
                                 services=[(SERVICE_NAME, servicer.add_to)],
-                                credentials=cfg.tls.credentials() if cfg.tls else None,
+                                credentials=tls.credentials() if tls else None,
                                 # the manager's health gate reads the version here, without
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Hub/GetInfo",))

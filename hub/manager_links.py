@@ -7,6 +7,7 @@ import asyncio
 
 import grpc
 
+from backendai.auth import Token
 from backendai.channels import open_channel
 from backendai.tls import ClientTLS
 from backendai.v1 import manager_pb2_grpc as mpb_grpc
@@ -25,7 +26,7 @@ def describe(exc: grpc.aio.AioRpcError) -> str:
 
 
 class ManagerLinks:
-    def __init__(self, *, token: bytes | None, tls: ClientTLS | None,
+    def __init__(self, *, token: bytes | Token | None, tls: ClientTLS | None,
                  call_timeout: float) -> None:
         self.token = token
         self.tls = tls

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from backendai.auth import load_token
-from backendai.daemon_support import InstanceLock, write_ready_file
+from backendai.auth import Token
+from backendai.daemon_support import InstanceLock, Secrets, write_ready_file
 from backendai.errors import ConfigError
 from backendai.grpc_server import GrpcServer
 from backendai.loop_bridge import LoopBridge
+from backendai.tls import ReloadableServerCredentials
 from manager.config import ManagerConfig
 from manager.control import ManagerControl
 from manager.grpc_api import SERVICE_NAME, ManagerServicer
@@ -45,8 +46,13 @@ class ManagerDaemon:
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
         self.control: ManagerControl | None = None
+        self.secrets = Secrets()
         self.grpc_port = 0
         self.http_port = 0
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the token and certificate files (all or nothing)."""
+        return self.secrets.reload()
 
     def request_shutdown(self) -> None:
         self._stop.set()
@@ -87,7 +93,9 @@ class ManagerDaemon:
         store: StateStore | None = None
         try:
             lock.acquire()
-            token = load_token(cfg.auth_token_file) if cfg.auth_token_file else None
+            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
+            self.secrets = Secrets([token], tls)
             store = StateStore(cfg.state_dir / "manager.db")
             units = self._make_units(store)
             updater: Updater | None = None
@@ -99,7 +107,7 @@ class ManagerDaemon:
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
-                                     credentials=cfg.tls.credentials() if cfg.tls else None,
+                                     credentials=tls.credentials() if tls else None,
                                      threads=cfg.grpc_max_calls,
                                      unix_socket=cfg.grpc_socket)
             http = HttpShim(control, cfg.http_listen, token=token)

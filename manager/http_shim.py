@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, unquote
 import h11
 import structlog
 
-from backendai.auth import bearer_ok
+from backendai.auth import Token, as_token, bearer_ok
 from backendai.errors import BackendAIError, InvalidArgument, NotFound
 from backendai.listen import ListenAddress
 from manager.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
@@ -127,11 +127,11 @@ def service_json(st: ServiceStatus, now: float) -> JSON:
 
 class HttpShim:
     def __init__(self, control: ManagerControl, listen: ListenAddress, *,
-                 token: bytes | None = None, max_connections: int = MAX_CONNECTIONS,
+                 token: bytes | Token | None = None, max_connections: int = MAX_CONNECTIONS,
                  request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.control = control
         self.listen = listen
-        self.token = token
+        self.token = as_token(token)
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self._server: asyncio.Server | None = None
@@ -348,7 +348,8 @@ class HttpShim:
         headers: dict[bytes, bytes] = {}
         for field, raw in event.headers:
             headers.setdefault(field, raw)
-        if self.token is not None and not bearer_ok(headers.get(b"authorization"), self.token):
+        if self.token is not None and not bearer_ok(headers.get(b"authorization"),
+                                                    self.token.value):
             raise HttpError(401, "missing or invalid bearer token",
                             [("WWW-Authenticate", "Bearer")])
         matches = [(m, route) for route in self._routes if (m := route[1].fullmatch(path))]

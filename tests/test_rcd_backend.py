@@ -244,11 +244,17 @@ def test_manager_rc_script_runs_a_real_manager(tmp_path: Path) -> None:
     menv = {**env, "AI_LOG": str(tmp_path / "log" / "ai-agent-manager.log"),
             "AI_PIDFILE": str(tmp_path / "run" / "ai-agent-manager.pid")}
     try:
+        assert rc(RC_MANAGER, "reload", menv).returncode == 7  # not running yet
         assert rc(RC_MANAGER, "start", menv).returncode == 0
         pid = pid_from(menv)
         assert_eventually(lambda: "manager.ready" in Path(menv["AI_LOG"]).read_text(), 30,
                           what="manager ready in its log")
         assert rc(RC_MANAGER, "status", menv).returncode == 0
+        # reload: SIGHUP to the manager, which re-reads its secrets and keeps running
+        assert rc(RC_MANAGER, "reload", menv).returncode == 0
+        assert_eventually(lambda: "daemon.reloaded" in Path(menv["AI_LOG"]).read_text(), 30,
+                          what="the manager reloaded")
+        assert pid_from(menv) == pid and not gone(pid)
     finally:
         assert rc(RC_MANAGER, "stop", menv).returncode == 0
     assert gone(pid)

@@ -25,6 +25,7 @@ import grpc
 import psutil
 import pytest
 
+from backendai.auth import write_token
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.states import State
@@ -514,8 +515,15 @@ def test_deployed_manager_unit_drives_the_agent_unit(user_systemd: UserSystemd,
         assert int(user_systemd.show(manager_unit, "MainPID")["MainPID"]) != manager_pid
         assert main_pid(user_systemd) == agent_pid
         info = json.loads(ready.read_text())
+        # systemctl reload (ExecReload: SIGHUP) puts a rotated token in force, no restart
+        manager_pid = int(user_systemd.show(manager_unit, "MainPID")["MainPID"])
+        write_token(etc / "manager.token", "rotated-token")
+        user_systemd.systemctl("reload", manager_unit)
+        auth = [("authorization", "Bearer rotated-token")]
         with grpc.insecure_channel(f"127.0.0.1:{info['grpc_port']}") as channel:
             stub = pb_grpc.ManagerStub(channel)
+            assert_eventually(lambda: _authorized(stub, auth), 20, what="rotated token")
+            assert int(user_systemd.show(manager_unit, "MainPID")["MainPID"]) == manager_pid
             st = stub.Stop(pb.StopRequest(), timeout=60, metadata=auth)
             assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED"
         assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
@@ -527,6 +535,16 @@ def test_deployed_manager_unit_drives_the_agent_unit(user_systemd: UserSystemd,
             f.unlink()
         dropin.rmdir()
         (opt / "manager" / "venv").unlink()
+
+
+def _authorized(stub: pb_grpc.ManagerStub, auth: list[tuple[str, str]]) -> bool:
+    try:
+        stub.Status(pb.StatusRequest(), timeout=10, metadata=auth)
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+            raise
+        return False
+    return True
 
 
 def _unit_state(sd: UserSystemd, unit: str) -> dict[str, str]:

@@ -1,0 +1,158 @@
+"""SIGHUP re-reads token and certificate files without a restart (manager, hub, agent):
+the new ones take effect for new calls and connections; an unusable file changes
+nothing and is logged. Real daemons, real signals, real TLS handshakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from backendai.auth import Token, write_token
+from backendai.daemon_support import Secrets
+from backendai.errors import ConfigError
+from backendai.tls import ReloadableServerCredentials, ServerTLS
+from backendai.v1 import hub_pb2 as hpb
+from backendai.v1 import hub_pb2_grpc as hpb_grpc
+from backendai.v1 import manager_pb2 as pb
+from backendai.v1 import manager_pb2_grpc as pb_grpc
+from tests.conftest import ManagerProc, assert_eventually, fast_service
+from tests.fixtures.hub_procs import HubProc, make_certs
+
+
+def grpc_code(stub: pb_grpc.ManagerStub, token: str | None) -> grpc.StatusCode:
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    try:
+        stub.Status(pb.StatusRequest(), timeout=5, metadata=metadata)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def hup(m: ManagerProc | HubProc) -> None:
+    assert m.proc is not None
+    m.proc.send_signal(signal.SIGHUP)
+
+
+def log_events(m: ManagerProc | HubProc) -> list[dict[str, object]]:
+    return [json.loads(line) for line in m.logs().splitlines() if line.startswith("{")]
+
+
+def test_manager_sighup_rotates_its_token_and_keeps_it_when_the_file_is_bad(
+        make_manager, tmp_path):
+    token_file = tmp_path / "manager.token"
+    write_token(token_file, "token-one")
+    m = make_manager([fast_service("svc")], top={"auth_token_file": str(token_file)}).start()
+    stub = m.stub()
+    assert grpc_code(stub, "token-one") == grpc.StatusCode.OK
+    write_token(token_file, "token-two")
+    assert grpc_code(stub, "token-one") == grpc.StatusCode.OK  # read at start, until HUP
+    hup(m)
+    assert_eventually(lambda: grpc_code(stub, "token-two") == grpc.StatusCode.OK, 10)
+    assert grpc_code(stub, "token-one") == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = m.http("GET", "/status", headers={"Authorization": "Bearer token-one"})
+    assert code == 401
+    code, _ = m.http("GET", "/status", headers={"Authorization": "Bearer token-two"})
+    assert code == 200
+    # an unusable file (readable by others) is refused: token-two stays in force
+    write_token(token_file, "token-three")
+    token_file.chmod(0o644)
+    hup(m)
+    assert_eventually(lambda: any(e["event"] == "daemon.reload_failed"
+                                  for e in log_events(m)), 10)
+    failed = next(e for e in log_events(m) if e["event"] == "daemon.reload_failed")
+    assert "auth_token_file" in str(failed["error"]) and "token-three" not in m.logs()
+    assert grpc_code(stub, "token-two") == grpc.StatusCode.OK
+    assert grpc_code(stub, "token-three") == grpc.StatusCode.UNAUTHENTICATED
+    assert m.proc is not None and m.proc.poll() is None
+
+
+def mtls_creds(c: Path) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(
+        root_certificates=(c / "ca.pem").read_bytes(),
+        private_key=(c / "client.key").read_bytes(),
+        certificate_chain=(c / "client.pem").read_bytes())
+
+
+def tls_status(address: str, creds: grpc.ChannelCredentials) -> grpc.StatusCode:
+    with grpc.secure_channel(address, creds) as channel:  # a new connection, a new handshake
+        return grpc_code(pb_grpc.ManagerStub(channel), None)
+
+
+def test_manager_sighup_replaces_its_certificates_for_new_connections(
+        make_manager, tmp_path_factory, tmp_path):
+    old = make_certs(tmp_path_factory.mktemp("old"))
+    new = make_certs(tmp_path_factory.mktemp("new"))
+    live = tmp_path / "tls"
+    shutil.copytree(old, live)
+    m = make_manager([fast_service("svc")], top={"tls": {
+        "cert_file": str(live / "server.pem"), "key_file": str(live / "server.key"),
+        "client_ca_file": str(live / "ca.pem")}}).start()
+    assert tls_status(m.grpc_addr, mtls_creds(old)) == grpc.StatusCode.OK
+    assert tls_status(m.grpc_addr, mtls_creds(new)) == grpc.StatusCode.UNAVAILABLE
+    for name in ("server.pem", "server.key", "ca.pem"):
+        shutil.copy(new / name, live / name)
+    hup(m)
+    assert_eventually(lambda: tls_status(m.grpc_addr, mtls_creds(new)) == grpc.StatusCode.OK,
+                      10, what="the new certificates in use")
+    assert tls_status(m.grpc_addr, mtls_creds(old)) == grpc.StatusCode.UNAVAILABLE
+    # a broken key file: the reload is refused, the new certificates stay in use
+    (live / "server.key").write_text("not a key\n")
+    hup(m)
+    assert_eventually(lambda: any(e["event"] == "daemon.reload_failed"
+                                  for e in log_events(m)), 10)
+    assert tls_status(m.grpc_addr, mtls_creds(new)) == grpc.StatusCode.OK
+
+
+def test_hub_sighup_rotates_its_token(tmp_path):
+    hub = HubProc(tmp_path, {}, token="hub-one")
+    try:
+        hub.start()
+
+        def code(token: str) -> grpc.StatusCode:
+            with grpc.insecure_channel(hub.address) as channel:
+                try:
+                    hpb_grpc.HubStub(channel).ListHosts(
+                        hpb.ListHostsRequest(), timeout=5,
+                        metadata=[("authorization", f"Bearer {token}")])
+                except grpc.RpcError as exc:
+                    return exc.code()
+            return grpc.StatusCode.OK
+
+        assert code("hub-one") == grpc.StatusCode.OK
+        write_token(tmp_path / "hub.token", "hub-two")
+        hup(hub)
+        assert_eventually(lambda: code("hub-two") == grpc.StatusCode.OK, 10)
+        assert code("hub-one") == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        hub.cleanup()
+
+
+def test_secrets_reload_is_all_or_nothing(tmp_path, tmp_path_factory):
+    certs = make_certs(tmp_path_factory.mktemp("certs"))
+    token_file = tmp_path / "t.token"
+    write_token(token_file, "first")
+    token = Token.from_file(token_file)
+    tls = ReloadableServerCredentials(ServerTLS.from_table(
+        {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key")}))
+    secrets = Secrets([token], tls)
+    write_token(token_file, "second")
+    os.rename(certs / "server.key", certs / "server.key.moved")
+    assert secrets.reload() is False
+    assert token.value == b"first"  # the good token file did not go in alone
+    os.rename(certs / "server.key.moved", certs / "server.key")
+    assert secrets.reload() is True and token.value == b"second"
+    # mutual TLS cannot be switched on by a reload
+    mutual = ReloadableServerCredentials(ServerTLS.from_table(
+        {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key")}))
+    assert mutual.current.files is not None
+    cert, key, _ = mutual.current.files
+    mutual.current = ServerTLS(mutual.current.cert, mutual.current.key, None,
+                               (cert, key, certs / "ca.pem"))
+    with pytest.raises(ConfigError, match="mutual TLS on or off needs a restart"):
+        mutual.prepare()
