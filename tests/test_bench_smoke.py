@@ -1,0 +1,54 @@
+"""The other benchmarks keep working: bench/hub_scale.py (a real ai-hub against
+simulated managers) and bench/update_timing.py (a real manager updating a real
+release), each run tiny. Their figures are not asserted: timing belongs in
+docs/BENCHMARKS.md, not in a test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import psutil
+
+from tests.conftest import PY, ROOT
+
+MARKERS = ("hub.main", "manager.main", "agent.main", "sim_manager", "bin/ai-agent",
+           "service.py")
+
+
+def left_behind(since: float) -> list[list[str]]:
+    """Our daemons and services started since `since` that are still running."""
+    out = []
+    for proc in psutil.process_iter(["cmdline", "create_time", "status"]):
+        cmd = proc.info["cmdline"] or []
+        if (proc.info["create_time"] >= since and proc.info["status"] != psutil.STATUS_ZOMBIE
+                and any(m in arg for arg in cmd for m in MARKERS)):
+            out.append(cmd)
+    return out
+
+
+def test_hub_scale_runs_a_full_rollout_and_reports_its_figures():
+    since = time.time() - 1
+    out = subprocess.run([PY, "bench/hub_scale.py", "--hosts", "12", "--procs", "1",
+                          "--delay", "0.05", "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout[out.stdout.index("{"):])
+    assert figures["updates_issued"] == 12
+    for key in ("list_hosts_hub_side_ms", "rollout_wall_seconds", "rollout_hub_cpu_seconds",
+                "hub_rss_after_rollout_mb"):
+        assert figures[key] > 0, key
+    assert left_behind(since) == []
+
+
+def test_update_timing_reports_every_step():
+    since = time.time() - 1
+    out = subprocess.run([PY, "bench/update_timing.py", "--mb", "1", "--runs", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {line.split("|")[1].strip() for line in out.stdout.splitlines()
+            if line.startswith("| ")}
+    assert {"download", "verify", "stage", "stop", "switch", "start", "health", "commit",
+            "total", "downtime"} <= rows
+    assert left_behind(since) == []
