@@ -1,6 +1,6 @@
 """Registration with the hub and the heartbeat loop: register, then heartbeat every
 interval the hub asks for (±10% jitter); on any failure reconnect with exponential
-backoff and full jitter (agent/backoff.py), the first window one heartbeat interval."""
+backoff and full jitter (backendai/backoff.py), the first window one heartbeat interval."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 import grpc
 import structlog
 
-from agent.backoff import reconnect_delay
 from agent.config import AgentConfig
 from backendai.auth import Token
+from backendai.backoff import reconnect_delay
 from backendai.channels import open_channel
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb

@@ -54,8 +54,8 @@ class Fleet:
         if req.role not in ("agent", "manager"):
             raise InvalidArgument(f"role: expected \"agent\" or \"manager\", got {req.role[:40]!r}")
         labels = check_labels(dict(req.labels), "labels")
-        manager = check_address(req.manager_address, "manager_address") \
-            if req.manager_address else ""
+        manager = advertised_address(check_address(req.manager_address, "manager_address"),
+                                     peer) if req.manager_address else ""
         agent = check_address(req.agent_address, "agent_address") if req.agent_address else ""
         agent = advertised_address(agent, peer)
         known = self.inventory.hosts.get(name)

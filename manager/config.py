@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from backendai.errors import ConfigError
+from backendai.config_fields import Table, check_host_name
+from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
 
@@ -84,6 +86,19 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HubLink:
+    """`[hub]`: register this host with a hub (manager/hub_registration.py)."""
+
+    address: str                      # the hub's gRPC "HOST:PORT"
+    name: str                         # this host's name in the fleet
+    token_file: Path | None = None    # the hub's bearer token
+    advertise_address: str = ""       # how the hub reaches this manager; "": grpc_listen
+    labels: Mapping[str, str] = field(default_factory=dict)
+    register_interval: float = 60.0   # re-register this often (a hub that lost its state)
+    tls: ClientTLS | None = None      # `[hub.tls]`: TLS to the hub
+
+
+@dataclass(frozen=True, slots=True)
 class ManagerConfig:
     role: str
     http_listen: ListenAddress
@@ -97,6 +112,7 @@ class ManagerConfig:
     tls: ServerTLS | None = None  # `[tls]`: the gRPC listener serves TLS / mutual TLS
     grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
     grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
+    hub: HubLink | None = None
     source: Path | None = None
 
     @property
@@ -369,6 +385,30 @@ def _check_update_keys(svc: ServiceConfig, prefix: str) -> None:
                           "and needs health_probe = \"grpc\"")
 
 
+def _hub_link(data: Any) -> HubLink:
+    t = Table(data, "hub")
+    address = t.address("address")
+    if not address:
+        raise ConfigError("hub.address: required in [hub] (the hub's gRPC \"HOST:PORT\")")
+    try:
+        name = check_host_name(t.text("name") or _default_host_name(), "hub.name")
+    except InvalidArgument as exc:
+        raise ConfigError(str(exc)) from None
+    tls = t.table("tls")
+    link = HubLink(
+        address=address, name=name, token_file=t.path("token_file", absolute=True),
+        advertise_address=t.address("advertise_address"), labels=t.labels("labels"),
+        register_interval=t.seconds("register_interval", 60.0, low=1.0, high=86400.0),
+        tls=ClientTLS.from_table(tls, "hub.tls") if tls is not None else None)
+    t.done()
+    return link
+
+
+def _default_host_name() -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].lstrip("-_.")
+    return name or "host"
+
+
 def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     """Validate a decoded TOML document. Raises ConfigError naming the key."""
     t = _Table(data, "")
@@ -390,6 +430,8 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     log_format = t.choice("log_format", "auto", ("auto", "json", "console"))
     tls = t.tls_server("tls")
     max_calls = t.integer("grpc_max_calls", 64, minimum=4, maximum=4096)
+    t.seen.add("hub")
+    hub = _hub_link(data["hub"]) if "hub" in data else None
     socket_path = t.string("grpc_socket", "")
     if socket_path and (not Path(socket_path).is_absolute()
                         or len(socket_path.encode()) > MAX_SOCKET_PATH):
@@ -417,7 +459,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         services=services, auth_token_file=Path(token_file) if token_file else None,
         insecure_no_auth=insecure, log_level=log_level, log_format=log_format, tls=tls,
         grpc_socket=Path(socket_path) if socket_path else None, grpc_max_calls=max_calls,
-        source=source)
+        hub=hub, source=source)
 
 
 def load(path: Path) -> ManagerConfig:

@@ -21,6 +21,7 @@ from backendai.auth import Token
 from backendai.daemon_support import InstanceLock, Secrets, write_ready_file
 from backendai.errors import ConfigError
 from backendai.grpc_server import GrpcServer
+from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
 from backendai.tls import ReloadableServerCredentials
 from manager.config import ManagerConfig
@@ -95,7 +96,9 @@ class ManagerDaemon:
             lock.acquire()
             token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
-            self.secrets = Secrets([token], tls)
+            hub_token = Token.from_file(cfg.hub.token_file, "hub.token_file") \
+                if cfg.hub is not None and cfg.hub.token_file else None
+            self.secrets = Secrets([token, hub_token], tls)
             store = StateStore(cfg.state_dir / "manager.db")
             units = self._make_units(store)
             updater: Updater | None = None
@@ -120,6 +123,7 @@ class ManagerDaemon:
                     tg.create_task(unit.run(), name=f"unit-{unit.name}")
                 if updater is not None:  # after the units: they re-adopt services first
                     tg.create_task(updater.run(), name="updater")
+                registering: asyncio.Task[None] | None = None
                 try:
                     # Serve only once the units have re-adopted their services and the
                     # updater knows its interrupted operations (their tasks' first steps).
@@ -128,10 +132,13 @@ class ManagerDaemon:
                         await updater.recovered.wait()
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
+                    registering = self._register(tg, control, hub_token)
                     self._announce(started)
                     await self._stop.wait()
                     log.info("manager.stopping")
                 finally:
+                    if registering is not None:
+                        registering.cancel()
                     await grpc_server.not_serving()
                     await http.stop(GRACE)
                     await grpc_server.stop(GRACE)
@@ -145,6 +152,22 @@ class ManagerDaemon:
             lock.release()
             self._done.set()
             log.info("manager.stopped")
+
+    def _register(self, tg: asyncio.TaskGroup, control: ManagerControl,
+                  token: Token | None) -> asyncio.Task[None] | None:
+        """With `[hub]`: register this host with the hub, in the background."""
+        link = self.config.hub
+        if link is None:
+            return None
+        # Only a manager that registers loads the hub's protos.
+        from manager.hub_registration import HubRegistration  # noqa: PLC0415
+
+        listen = self.config.grpc_listen
+        registration = HubRegistration(
+            link, token=token,
+            manager_address=lambda: str(ListenAddress(listen.host, self.grpc_port)),
+            version=lambda: control.status().version)
+        return tg.create_task(registration.run(), name="hub-registration")
 
     def _announce(self, started: float) -> None:
         cfg = self.config

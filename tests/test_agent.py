@@ -14,8 +14,8 @@ import grpc
 import pytest
 import tomli_w
 
-from agent.backoff import reconnect_delay
 from backendai.auth import write_token
+from backendai.backoff import reconnect_delay
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import agent_pb2_grpc as apb_grpc
 from backendai.v1 import hub_pb2 as pb

@@ -1,6 +1,6 @@
-"""Reconnect pacing (pure): exponential backoff with full jitter, so a fleet of agents
-that lost the hub at the same moment (a hub restart) comes back spread over the whole
-window instead of in one synchronized storm."""
+"""Reconnect pacing (pure): exponential backoff with full jitter, so a fleet (agents, or
+managers registering) that lost the hub at the same moment (a hub restart) comes back
+spread over the whole window instead of in one synchronized storm."""
 
 from __future__ import annotations
 

@@ -1,0 +1,82 @@
+"""The manager registers its host with a hub (`[hub]` in the config), so hosts join the
+fleet without an entry in the hub's static inventory (DESIGN.md: "a static file plus
+managers that register").
+
+Register(role "manager", the address the hub should dial, labels) at start, retried
+with exponential backoff and full jitter until the hub answers (a fleet of managers
+that lost a restarting hub comes back spread out), then again every
+`register_interval` (±10 %), so a hub that lost its state learns the host back. The hub
+watches the manager itself (WatchStatus) once it knows the address: no heartbeat here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+import grpc
+import structlog
+
+from backendai.auth import Token
+from backendai.backoff import reconnect_delay
+from backendai.channels import open_channel
+from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import hub_pb2_grpc as pb_grpc
+from manager.config import HubLink
+
+log = structlog.get_logger(__name__)
+
+CALL_TIMEOUT = 10.0
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 60.0
+
+
+class HubRegistration:
+    def __init__(self, link: HubLink, *, token: Token | None,
+                 manager_address: Callable[[], str], version: Callable[[], str]) -> None:
+        """manager_address(): the address to advertise (known once the port is bound);
+        version(): the primary service's version now."""
+        self.link = link
+        self.token = token
+        self.manager_address = manager_address
+        self.version = version
+        self.registered = False
+        self.attempts = 0
+
+    async def run(self) -> None:
+        channel = open_channel(self.link.address, token=self.token, tls=self.link.tls)
+        stub = pb_grpc.HubStub(channel)
+        try:
+            while True:
+                if await self._register(stub):
+                    delay = self.link.register_interval * random.uniform(0.9, 1.1)  # noqa: S311
+                else:
+                    delay = reconnect_delay(self.attempts, base=BACKOFF_BASE,
+                                            cap=min(BACKOFF_CAP, self.link.register_interval),
+                                            roll=random.random)
+                await asyncio.sleep(delay)
+        finally:
+            await channel.close(grace=None)
+
+    async def _register(self, stub: pb_grpc.HubStub) -> bool:
+        address = self.link.advertise_address or self.manager_address()
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                resp = await stub.Register(pb.RegisterRequest(
+                    name=self.link.name, role="manager", manager_address=address,
+                    labels=dict(self.link.labels), version=self.version()))
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            self.attempts += 1
+            reason = f"{exc.code().name}: {exc.details()}" \
+                if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
+            log.warning("manager.register_failed", hub=self.link.address, reason=reason,
+                        attempt=self.attempts)
+            self.registered = False
+            return False
+        if not self.registered:
+            log.info("manager.registered", hub=self.link.address, name=resp.name,
+                     address=address)
+        self.registered = True
+        self.attempts = 0
+        return True
