@@ -81,6 +81,9 @@ class LoopBridge:
                 depth: int = 4) -> Iterator[T]:
         pump: _Pump[T] = _Pump(make, depth)
         fut = asyncio.run_coroutine_threadsafe(pump.run(), self.loop)
+        # However the pump ends (even cancelled before its first step, when it puts
+        # nothing), the reader wakes up: a terminal item after whatever it put.
+        fut.add_done_callback(lambda _: pump.items.put((_END, None)))
         if not context.add_callback(lambda: self._cancel(fut)):
             self._cancel(fut)
         try:

@@ -168,3 +168,23 @@ def test_iterate_releases_the_thread_and_closes_the_source_when_the_rpc_ends(loo
     t.join(10)
     assert not t.is_alive() and got == []
     assert closed.wait(10)
+
+
+def test_iterate_for_an_rpc_that_already_ended_returns_at_once(loop):
+    """The RPC ended before the pump's first step: it is cancelled before it puts
+    anything, and the reader must not wait for ever."""
+    bridge = LoopBridge(loop)
+
+    async def never() -> AsyncIterator[int]:
+        await asyncio.Event().wait()
+        yield 0
+
+    for _ in range(50):
+        ctx = Context()
+        ctx.end()
+        done = threading.Event()
+        t = threading.Thread(target=lambda ctx=ctx, done=done: (
+            list(bridge.iterate(never, ctx)), done.set()))
+        t.start()
+        assert done.wait(10)
+        t.join(10)
