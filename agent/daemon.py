@@ -16,7 +16,7 @@ from agent.facts import read_facts
 from agent.grpc_api import SERVICE_NAME, AgentServicer
 from agent.registration import Registration
 from backendai.auth import Token
-from backendai.daemon_support import Secrets, write_ready_file
+from backendai.daemon_support import DaemonLifecycle, Secrets, write_ready_file
 from backendai.grpc_server import GrpcServer
 from backendai.tls import ReloadableServerCredentials
 from backendai.v1 import agent_pb2 as pb
@@ -27,28 +27,15 @@ GRACE = 2.0
 FACTS_TTL = 1.0
 
 
-class AgentDaemon:
+class AgentDaemon(DaemonLifecycle):
     def __init__(self, config: AgentConfig, *, version: str,
                  ready_file: Path | None = None) -> None:
+        super().__init__()
         self.config = config
         self.version = version
         self.ready_file = ready_file
-        self._stop = asyncio.Event()
-        self.secrets = Secrets()
-        self._done = asyncio.Event()
         self.port = 0
         self._facts: tuple[float, pb.HostFacts] | None = None
-
-    def reload(self) -> bool:
-        """SIGHUP: re-read the token and certificate files (all or nothing)."""
-        return self.secrets.reload()
-
-    def request_shutdown(self) -> None:
-        self._stop.set()
-
-    async def shutdown(self) -> None:
-        self._stop.set()
-        await self._done.wait()
 
     async def facts(self) -> pb.HostFacts:
         """Host facts, cached for a second (reads /proc in a thread)."""

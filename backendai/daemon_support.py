@@ -11,7 +11,8 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import structlog
 
@@ -104,3 +105,33 @@ class Secrets:
             self.tls.use(tls)
         log.info("daemon.reloaded", tokens=len(values), tls=tls is not None)
         return True
+
+
+class DaemonLifecycle:
+    """The lifecycle contract every daemon of ours keeps: `run()` (in the subclass)
+    returns only when fully stopped and then sets `_done`; `request_shutdown()` asks for
+    a stop (signal handlers); `shutdown()` asks and waits, idempotent; `reload()` is
+    SIGHUP; `async with` wraps run's caller with shutdown."""
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        self.secrets = Secrets()
+
+    def reload(self) -> bool:
+        """SIGHUP: re-read the token and certificate files (all or nothing)."""
+        return self.secrets.reload()
+
+    def request_shutdown(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        await self._done.wait()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.shutdown()

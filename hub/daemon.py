@@ -13,7 +13,7 @@ from pathlib import Path
 import structlog
 
 from backendai.auth import Token
-from backendai.daemon_support import InstanceLock, Secrets, write_ready_file
+from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.grpc_server import GrpcServer
 from backendai.tls import ReloadableServerCredentials
 from hub.config import HubConfig
@@ -29,27 +29,14 @@ log = structlog.get_logger(__name__)
 GRACE = 2.0
 
 
-class HubDaemon:
+class HubDaemon(DaemonLifecycle):
     def __init__(self, config: HubConfig, *, ready_file: Path | None = None,
                  version: str = "unknown") -> None:
+        super().__init__()
         self.config = config
         self.version = version
         self.ready_file = ready_file
-        self._stop = asyncio.Event()
-        self.secrets = Secrets()
-        self._done = asyncio.Event()
         self.port = 0
-
-    def reload(self) -> bool:
-        """SIGHUP: re-read the token and certificate files (all or nothing)."""
-        return self.secrets.reload()
-
-    def request_shutdown(self) -> None:
-        self._stop.set()
-
-    async def shutdown(self) -> None:
-        self._stop.set()
-        await self._done.wait()
 
     async def run(self) -> None:
         started = time.monotonic()

@@ -12,13 +12,12 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import structlog
 
 from backendai.auth import Token
-from backendai.daemon_support import InstanceLock, Secrets, write_ready_file
+from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import ConfigError
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
@@ -40,34 +39,14 @@ log = structlog.get_logger(__name__)
 GRACE = 2.0
 
 
-class ManagerDaemon:
+class ManagerDaemon(DaemonLifecycle):
     def __init__(self, config: ManagerConfig, *, ready_file: Path | None = None) -> None:
+        super().__init__()
         self.config = config
         self.ready_file = ready_file
-        self._stop = asyncio.Event()
-        self._done = asyncio.Event()
         self.control: ManagerControl | None = None
-        self.secrets = Secrets()
         self.grpc_port = 0
         self.http_port = 0
-
-    def reload(self) -> bool:
-        """SIGHUP: re-read the token and certificate files (all or nothing)."""
-        return self.secrets.reload()
-
-    def request_shutdown(self) -> None:
-        self._stop.set()
-
-    async def shutdown(self) -> None:
-        self._stop.set()
-        await self._done.wait()
-
-    async def __aenter__(self) -> ManagerDaemon:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.shutdown()
 
     def _make_units(self, store: StateStore) -> dict[str, ServiceUnit]:
         units: dict[str, ServiceUnit] = {}
