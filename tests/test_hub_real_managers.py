@@ -168,3 +168,26 @@ def test_manager_killed_mid_update_hub_reconciles_with_what_it_reports(fleet, tm
         assert "host.lost" in kinds and "host.reconciled" in kinds
     finally:
         hub.cleanup()
+
+
+def test_rollout_to_hosts_that_registered_through_their_managers(fleet, tmp_path):
+    """No static inventory: each manager registers its host ([hub] in its config), and a
+    staged rollout reaches all of them."""
+    hub = HubProc(tmp_path, {})
+    try:
+        hub.start()
+        for name, m in fleet.items():
+            m.stop()
+            m.top["hub"] = {"address": hub.address, "name": name, "register_interval": 1.0}
+            m.start()
+        wait_for(lambda: sorted(h.name for h in hub.call(
+            "ListHosts", pb.ListHostsRequest()).hosts if h.reachable) == sorted(fleet),
+            30, "every host registered and watched")
+        r = hub.call("StartRollout", pb.StartRolloutRequest(
+            version="1.1.0", strategy=pb.RolloutStrategy(waves=["1", "100%"], seed=3,
+                                                         min_healthy_seconds=0.3))).rollout
+        done = hub.wait_rollout(r.id, TERMINAL, timeout=90)
+        assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
+        assert {m.status().version for m in fleet.values()} == {"1.1.0"}
+    finally:
+        hub.cleanup()
