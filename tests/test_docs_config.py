@@ -1,0 +1,85 @@
+"""Every config key a loader reads is documented: docs/CONFIG.md (manager) and
+docs/CONFIG_HUB_AGENT.md (hub, agent). The keys come from the loaders themselves (each
+records what it read before rejecting the rest), so a new key without a doc row fails
+here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backendai import config_fields
+from manager import config as manager_config
+from tests.conftest import ROOT
+
+DOCS = ROOT / "docs"
+
+
+def section(doc: Path, heading: str) -> str:
+    """The text of the `## heading…` section (up to the next `## `)."""
+    text = doc.read_text()
+    start = text.index(f"\n## {heading}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else len(text)]
+
+
+def documented(text: str) -> set[str]:
+    """Keys in the first column of the section's tables: `key`, `[table]`, `[[array]]`
+    (a cell may name several: "`user`, `group`")."""
+    keys = set()
+    for cell in re.findall(r"^\| ([^|]+) \|", text, flags=re.MULTILINE):
+        keys |= {k.strip("[]").split(".")[-1] for k in re.findall(r"`([^`]+)`", cell)}
+    return keys
+
+
+@pytest.fixture
+def read_keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
+    """prefix -> the keys each loader's tables read (both table helpers)."""
+    seen: dict[str, set[str]] = {}
+
+    def record(table: Any, original: Any) -> Any:
+        seen.setdefault(table.prefix, set()).update(table.seen)
+        return original(table)
+
+    manager_done = manager_config._Table.reject_unknown
+    shared_done = config_fields.Table.done
+    monkeypatch.setattr(manager_config._Table, "reject_unknown",
+                        lambda self: record(self, manager_done))
+    monkeypatch.setattr(config_fields.Table, "done", lambda self: record(self, shared_done))
+    return seen
+
+
+def test_every_manager_key_is_in_config_md(read_keys, tmp_path):
+    manager_config.parse({"state_dir": str(tmp_path), "hub": {"address": "10.0.0.2:3000"},
+                          "services": [{"name": "svc", "command": ["true"]}]})
+    doc = DOCS / "CONFIG.md"
+    top, services, hub = read_keys[""], read_keys["services[0]."], read_keys["hub"]
+    assert len(top) > 10 and len(services) > 40 and len(hub) > 5
+    assert top - documented(section(doc, "Top level")) - {"services", "hub"} == set()
+    assert services - documented(section(doc, "`[[services]]`")) == set()
+    assert hub - documented(section(doc, "`[hub]`")) == set()
+
+
+def test_every_hub_and_agent_key_is_in_config_hub_agent_md(read_keys, tmp_path):
+    from agent import config as agent_config
+    from hub import config as hub_config
+
+    doc = DOCS / "CONFIG_HUB_AGENT.md"
+    path = tmp_path / "hub.toml"
+    path.write_text(f'state_dir = "{tmp_path / "hub"}"\ngrpc_listen = "127.0.0.1:0"\n')
+    hub_config.load(path)
+    hub_keys = read_keys.pop("")
+    text = section(doc, "Hub")
+    # `log_level`/`log_format` share a row: look for the key anywhere in the section
+    missing = {k for k in hub_keys if f"`{k}`" not in text and f"[{k}]" not in text}
+    assert missing == set()
+    path = tmp_path / "agent.toml"
+    path.write_text('name = "a1"\ngrpc_listen = "127.0.0.1:0"\n')
+    agent_config.load(path)
+    agent_keys = read_keys.pop("")
+    text = section(doc, "Agent")
+    missing = {k for k in agent_keys if f"`{k}`" not in text and f"[{k}]" not in text}
+    assert missing == set()
