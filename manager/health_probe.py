@@ -15,8 +15,6 @@ import contextlib
 import json
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +137,10 @@ async def _grpc(spec: ProbeSpec) -> ProbeResult:
 
 
 def _http(spec: ProbeSpec) -> ProbeResult:
+    # urllib.request (with http.client, email, ssl) costs ~2 MB RSS: only http probes pay.
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
     req = urllib.request.Request(spec.target, method="GET")  # noqa: S310 - config-checked URL
     try:
         context = None

@@ -10,14 +10,9 @@ host (never along a redirect) and never appear in logs or errors.
 from __future__ import annotations
 
 import base64
-import http.client
 import os
-import shutil
-import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from backendai.errors import BackendAIError, NotFound, Unavailable
+from manager import package_extract
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +113,7 @@ def fetch(url: str, dest: Path, policy: FetchPolicy, *, authorization: str | Non
 
 
 def _copy_file(url: str, dest: Path, max_bytes: int) -> int:
-    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     try:
         size = path.stat().st_size
         if size > max_bytes:
@@ -157,6 +153,13 @@ def _pump(src: object, out: object, have: int, max_bytes: int, name: str, *,
 def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | None,
                deadline: float) -> int:
     have = dest.stat().st_size if dest.exists() else 0
+    # urllib.request (with http.client, email, ssl) costs ~2 MB RSS: loaded at the first
+    # download, not by every manager that can update.
+    import http.client  # noqa: PLC0415
+    import ssl  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
     req = urllib.request.Request(url, method="GET")  # noqa: S310 - scheme checked above
     req.add_header("User-Agent", "ai-manager")
     if authorization:
@@ -229,4 +232,4 @@ def fetch_small(url: str, dest: Path, policy: FetchPolicy, *, authorization: str
 
 
 def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    package_extract.remove_tree(path)

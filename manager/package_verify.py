@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from pathlib import Path
 
@@ -44,6 +43,8 @@ def parse_sums(text: str) -> dict[str, str]:
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib  # noqa: PLC0415 - OpenSSL's digests, ~0.7 MB RSS: at the first verify
+
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(HASH_CHUNK):

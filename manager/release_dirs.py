@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from pathlib import Path
 
-from manager.package_extract import TMP_PREFIX, TRASH_PREFIX, fsync_dir
+from manager.package_extract import TMP_PREFIX, TRASH_PREFIX, fsync_dir, remove_tree
 from manager.versions import VERSION_RE
 
 
@@ -69,7 +68,7 @@ class ReleaseDirs:
         src = self.releases / version
         trash = self.releases / f"{TRASH_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
         os.replace(src, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        remove_tree(trash)
 
     def download_dir(self, op_id: str) -> Path:
         return self.downloads / op_id
@@ -79,6 +78,6 @@ class ReleaseDirs:
             return
         for entry in self.downloads.iterdir():
             if entry.name not in keep:
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_tree(entry)
         with contextlib.suppress(OSError):
             self.downloads.rmdir()
