@@ -70,6 +70,8 @@ class ServiceConfig:
     package_credentials_file: str = ""
     package_public_key: str = ""
     package_ca_file: str = ""
+    package_client_cert: str = ""
+    package_client_key: str = ""
     package_max_bytes: int = 1 << 30
     download_timeout: float = 30.0
     download_retries: int = 3
@@ -314,6 +316,8 @@ def _service(data: Any, index: int, state_dir: Path) -> ServiceConfig:
         package_credentials_file=t.string("package_credentials_file", ""),
         package_public_key=t.string("package_public_key", ""),
         package_ca_file=t.string("package_ca_file", ""),
+        package_client_cert=t.string("package_client_cert", ""),
+        package_client_key=t.string("package_client_key", ""),
         package_max_bytes=t.integer("package_max_bytes", 1 << 30, minimum=1024,
                                     maximum=1 << 40),
         download_timeout=t.number("download_timeout", 30.0, minimum=0.1, maximum=3600.0),
@@ -359,7 +363,11 @@ def _check_update_keys(svc: ServiceConfig, prefix: str) -> None:
                               "package_credentials_file")
         if not svc.install_root:
             raise ConfigError(f"{prefix}install_root: required with package_url")
-    for key in ("package_credentials_file", "package_public_key", "package_ca_file"):
+    if bool(svc.package_client_cert) != bool(svc.package_client_key):
+        raise ConfigError(f"{prefix}package_client_cert: package_client_cert and "
+                          "package_client_key go together")
+    for key in ("package_credentials_file", "package_public_key", "package_ca_file",
+                "package_client_cert", "package_client_key"):
         value = getattr(svc, key)
         if value and not Path(value).is_absolute():
             raise ConfigError(f"{prefix}{key}: must be an absolute path")

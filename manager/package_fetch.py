@@ -43,6 +43,8 @@ class FetchPolicy:
     backoff: float = 0.5         # first retry delay; doubles each time
     max_bytes: int = 1 << 30
     ca_file: str = ""            # https: trust this CA bundle instead of the system's
+    client_cert: str = ""        # https: present this certificate (PEM) ...
+    client_key: str = ""         # ... with this key, to a store that wants mutual TLS
     deadline: float = 3600.0     # the whole download, retries included, seconds
 
 
@@ -168,8 +170,14 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
         req.add_header("Range", f"bytes={have}-")
     name = file_name(url)
     context = None
-    if policy.ca_file and url.startswith("https:"):
-        context = ssl.create_default_context(cafile=policy.ca_file)
+    if url.startswith("https:") and (policy.ca_file or policy.client_cert):
+        context = ssl.create_default_context(cafile=policy.ca_file or None)
+        if policy.client_cert:
+            try:
+                context.load_cert_chain(policy.client_cert, policy.client_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise FetchFailed(f"package_client_cert/package_client_key: cannot load "
+                                  f"them: {exc}") from None
     try:
         resp = urllib.request.urlopen(req, timeout=policy.timeout,  # noqa: S310
                                       context=context)
@@ -191,6 +199,16 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
         if isinstance(reason, ssl.SSLCertVerificationError):
             raise FetchFailed(f"{redact(url)}: the store's TLS certificate is not trusted "
                               f"({reason.verify_message}); see package_ca_file") from None
+        if isinstance(reason, ssl.SSLError) and "CERTIFICATE_REQUIRED" in str(reason):
+            raise FetchFailed(f"{redact(url)}: the store wants a client certificate; see "
+                              "package_client_cert") from None
+        if isinstance(reason, ssl.SSLError) and "UNKNOWN_CA" in str(reason):
+            raise FetchFailed(f"{redact(url)}: the store does not accept our client "
+                              "certificate (package_client_cert)") from None
+        if isinstance(reason, ssl.SSLEOFError) and not policy.client_cert:
+            # With TLS 1.3 a server that wants a client certificate may just hang up.
+            raise _Retryable(f"the store closed the TLS connection ({reason}); if it wants "
+                             "a client certificate, see package_client_cert") from None
         raise _Retryable(f"store unreachable: {reason}") from None
     with resp:
         status = resp.status
@@ -221,7 +239,8 @@ def fetch_small(url: str, dest: Path, policy: FetchPolicy, *, authorization: str
                 limit: int, missing_ok: bool = False) -> bytes | None:
     """Fetch a small file (SHA256SUMS, its signature) and return its bytes."""
     small = FetchPolicy(timeout=policy.timeout, retries=policy.retries, backoff=policy.backoff,
-                        max_bytes=limit, ca_file=policy.ca_file, deadline=policy.deadline)
+                        max_bytes=limit, ca_file=policy.ca_file, deadline=policy.deadline,
+                        client_cert=policy.client_cert, client_key=policy.client_key)
     try:
         fetch(url, dest, small, authorization=authorization)
     except NotFound:

@@ -357,6 +357,8 @@ class Updater:
                                          retries=cfg.download_retries,
                                          max_bytes=cfg.package_max_bytes,
                                          ca_file=cfg.package_ca_file,
+                                         client_cert=cfg.package_client_cert,
+                                         client_key=cfg.package_client_key,
                                          deadline=cfg.download_deadline)
 
     async def _download(self, op: _Op) -> str:

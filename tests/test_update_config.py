@@ -44,6 +44,9 @@ def test_update_defaults():
     ({"package_max_bytes": 10}, "package_max_bytes"),
     ({"download_retries": 1000}, "download_retries"),
     ({"download_deadline": 0.5}, "download_deadline"),
+    ({"package_client_cert": "/etc/c.pem"}, "package_client_cert: .* go together"),
+    ({"package_client_cert": "c.pem", "package_client_key": "/k.pem"},
+     "package_client_cert: must be an absolute path"),
     ({"download_deadline": "1h"}, "download_deadline"),
     ({"keep_releases": 1}, "keep_releases"),
 ])

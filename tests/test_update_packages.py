@@ -285,3 +285,17 @@ def test_corrupt_gzip_stream(tmp_path):
     with pytest.raises(UnsafePackage, match="not a valid"):
         extract_release(bad, tmp_path / "r", "1.0", ExtractLimits())
     assert list((tmp_path / "r").iterdir()) == []
+
+
+def test_unloadable_client_certificate_is_a_clear_failure(tmp_path):
+    """package_client_cert/key that are not a certificate and its key: a clear failure
+    before anything is sent, and nothing written."""
+    from manager import package_fetch
+
+    bad = tmp_path / "client.pem"
+    bad.write_text("not a certificate\n")
+    policy = package_fetch.FetchPolicy(client_cert=str(bad), client_key=str(bad), retries=0)
+    dest = tmp_path / "pkg.tar.gz"
+    with pytest.raises(package_fetch.FetchFailed, match="package_client_cert/package_client_key"):
+        package_fetch.fetch("https://127.0.0.1:9/1.0/agent-1.0.tar.gz", dest, policy)
+    assert not dest.exists()
