@@ -130,6 +130,7 @@ class ClientTLS:
     cert: bytes | None = None
     key: bytes | None = None
     server_name: str | None = None
+    cert_files: tuple[Path, Path] | None = None  # (cert, key) as configured, for ssl
 
     @classmethod
     def from_table(cls, table: Any, prefix: str) -> ClientTLS:
@@ -144,7 +145,8 @@ class ClientTLS:
             raise ConfigError(f"{prefix}.server_name: expected a host name")
         return cls(read_pem(ca, f"{prefix}.ca_file") if ca else None,
                    read_pem(cert, f"{prefix}.cert_file") if cert else None,
-                   read_pem(key, f"{prefix}.key_file") if key else None, name)
+                   read_pem(key, f"{prefix}.key_file") if key else None, name,
+                   (cert, key) if cert and key else None)
 
     @classmethod
     def from_files(cls, ca: Path | None = None, cert: Path | None = None,

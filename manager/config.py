@@ -383,9 +383,9 @@ def _check_update_keys(svc: ServiceConfig, prefix: str) -> None:
         if svc.health_probe not in ("grpc", "http"):
             raise ConfigError(f"{prefix}health_tls: only the grpc and http probes speak TLS")
         if svc.health_probe == "http" and (
-                not svc.health_target.startswith("https://") or tls.cert or tls.server_name):
+                not svc.health_target.startswith("https://") or tls.server_name):
             raise ConfigError(f"{prefix}health_tls: the http probe needs an https:// "
-                              "health_target and takes only ca_file")
+                              "health_target and takes no server_name")
     if svc.health_version_method and (
             svc.health_probe != "grpc"
             or not re.fullmatch(r"[A-Za-z0-9_.]+/[A-Za-z0-9_]+", svc.health_version_method)):

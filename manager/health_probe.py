@@ -144,10 +144,13 @@ def _http(spec: ProbeSpec) -> ProbeResult:
     req = urllib.request.Request(spec.target, method="GET")  # noqa: S310 - config-checked URL
     try:
         context = None
-        if spec.tls is not None and spec.tls.ca is not None:
-            import ssl  # noqa: PLC0415 - only https probes with a private CA need it
+        if spec.tls is not None:
+            import ssl  # noqa: PLC0415 - only https probes with health_tls need it
 
-            context = ssl.create_default_context(cadata=spec.tls.ca.decode("ascii", "replace"))
+            ca = spec.tls.ca.decode("ascii", "replace") if spec.tls.ca is not None else None
+            context = ssl.create_default_context(cadata=ca)
+            if spec.tls.cert_files is not None:  # the service wants mutual TLS
+                context.load_cert_chain(*spec.tls.cert_files)
         with urllib.request.urlopen(req, timeout=spec.timeout,  # noqa: S310
                                     context=context) as resp:
             body = resp.read(MAX_BODY)

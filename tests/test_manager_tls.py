@@ -243,7 +243,7 @@ def test_tls_config_keys_parse(tmp_path, certs):
     ({}, {"health_probe": "http", "health_target": "http://127.0.0.1:1/", "health_tls": {}},
      "services[0].health_tls: the http probe needs an https:// health_target"),
     ({}, {"health_probe": "http", "health_target": "https://127.0.0.1:1/",
-          "health_tls": {"cert_file": "CERT", "key_file": "KEY"}}, "takes only ca_file"),
+          "health_tls": {"server_name": "x"}}, "takes no server_name"),
     ({}, {"health_probe": "grpc", "health_target": "127.0.0.1:1",
           "health_tls": {"cert_file": "CERT"}},
      "services[0].health_tls: cert_file and key_file go together"),
@@ -278,3 +278,45 @@ def test_ai_manager_with_a_broken_tls_table_exits_naming_the_key(tmp_path):
     assert out.returncode != 0
     assert "tls.cert_file: cannot read" in out.stderr
     assert not (tmp_path / "state" / "manager.db").exists()
+
+
+def test_https_health_probe_presents_a_client_certificate(tmp_path, certs):
+    """An https health endpoint behind mutual TLS (a real TLS server on 127.0.0.1): the
+    http probe passes with health_tls cert_file/key_file and reads the version; without
+    them the handshake fails and the probe says so."""
+    import http.server
+    import ssl
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"version": "3.1.4"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs / "server.pem", certs / "server.key")
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(certs / "ca.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        target = f"https://127.0.0.1:{server.server_address[1]}/health"
+        mutual = ClientTLS.from_table({"ca_file": str(certs / "ca.pem"),
+                                       "cert_file": str(certs / "client.pem"),
+                                       "key_file": str(certs / "client.key")}, "health_tls")
+        ok, message, version = probe(ProbeSpec(kind="http", target=target, tls=mutual))
+        assert ok and version == "3.1.4", message
+        ca_only = ClientTLS.from_table({"ca_file": str(certs / "ca.pem")}, "health_tls")
+        ok, message, _ = probe(ProbeSpec(kind="http", target=target, tls=ca_only))
+        assert not ok and "HTTP probe failed" in message
+    finally:
+        server.shutdown()
+        server.server_close()
