@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import queue
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -54,25 +54,64 @@ class _Pump(Generic[T]):
                     await aclose()
 
 
+class _Work(Generic[T]):
+    """A coroutine run on the loop for a pool thread. The coroutine is created on the
+    loop, so work whose RPC ended before it began is never created at all (nothing is
+    left un-awaited), and `result` always settles: the outcome, the exception, or
+    CancelledError."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 factory: Callable[[], Coroutine[Any, Any, T]]) -> None:
+        self.loop = loop
+        self.factory = factory
+        self.result: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self.task: asyncio.Task[T] | None = None
+        self.cancelled = False
+        loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:  # on the loop
+        if self.cancelled:
+            self.result.cancel()
+            return
+        self.result.set_running_or_notify_cancel()
+        self.task = self.loop.create_task(self.factory())
+        self.task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[T]) -> None:  # on the loop
+        if task.cancelled():
+            self.result.set_exception(concurrent.futures.CancelledError())
+        elif (exc := task.exception()) is not None:
+            self.result.set_exception(exc)
+        else:
+            self.result.set_result(task.result())
+
+    def cancel(self) -> None:  # from any thread
+        self.cancelled = True
+        try:
+            self.loop.call_soon_threadsafe(self._cancel_task)
+        except RuntimeError:  # the loop is closed (exit): release the waiter here
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                self.result.set_exception(concurrent.futures.CancelledError())
+
+    def _cancel_task(self) -> None:  # on the loop
+        if self.task is not None:
+            self.task.cancel()
+
+
 class LoopBridge:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-
-    def _cancel(self, fut: concurrent.futures.Future[Any]) -> None:
-        if not self.loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                fut.cancel()
 
     def call(self, make: Callable[[], Awaitable[T]], context: grpc.ServicerContext) -> T:
         """Run `make()` on the loop; its result, or its exception re-raised here."""
         async def run() -> T:
             return await make()
 
-        fut = asyncio.run_coroutine_threadsafe(run(), self.loop)
-        if not context.add_callback(lambda: self._cancel(fut)):
-            self._cancel(fut)  # the RPC already ended
+        work = _Work(self.loop, run)
+        if not context.add_callback(work.cancel):
+            work.cancel()  # the RPC already ended
         try:
-            return fut.result()
+            return work.result.result()
         except concurrent.futures.CancelledError:
             context.abort(grpc.StatusCode.CANCELLED, "call cancelled")
             raise  # context.abort raised already
@@ -80,12 +119,12 @@ class LoopBridge:
     def iterate(self, make: Callable[[], AsyncIterator[T]], context: grpc.ServicerContext,
                 depth: int = 4) -> Iterator[T]:
         pump: _Pump[T] = _Pump(make, depth)
-        fut = asyncio.run_coroutine_threadsafe(pump.run(), self.loop)
-        # However the pump ends (even cancelled before its first step, when it puts
-        # nothing), the reader wakes up: a terminal item after whatever it put.
-        fut.add_done_callback(lambda _: pump.items.put((_END, None)))
-        if not context.add_callback(lambda: self._cancel(fut)):
-            self._cancel(fut)
+        work = _Work(self.loop, pump.run)
+        # However the pump ends (even cancelled before it began, when it puts nothing),
+        # the reader wakes up: a terminal item after whatever it put.
+        work.result.add_done_callback(lambda _: pump.items.put((_END, None)))
+        if not context.add_callback(work.cancel):
+            work.cancel()
         try:
             while True:
                 kind, value = pump.items.get()
@@ -100,4 +139,4 @@ class LoopBridge:
                 else:
                     raise value
         finally:
-            self._cancel(fut)
+            work.cancel()

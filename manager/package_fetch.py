@@ -195,21 +195,23 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
             raise _Retryable(f"HTTP {exc.code}") from None
         raise FetchFailed(f"{redact(url)}: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ssl.SSLCertVerificationError):
+        # urllib wraps what failed in URLError.reason; an SSLError's own .reason is a str
+        cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        text = str(cause)
+        if isinstance(cause, ssl.SSLCertVerificationError):
             raise FetchFailed(f"{redact(url)}: the store's TLS certificate is not trusted "
-                              f"({reason.verify_message}); see package_ca_file") from None
-        if isinstance(reason, ssl.SSLError) and "CERTIFICATE_REQUIRED" in str(reason):
+                              f"({cause.verify_message}); see package_ca_file") from None
+        if isinstance(cause, ssl.SSLError) and "CERTIFICATE_REQUIRED" in text:
             raise FetchFailed(f"{redact(url)}: the store wants a client certificate; see "
                               "package_client_cert") from None
-        if isinstance(reason, ssl.SSLError) and "UNKNOWN_CA" in str(reason):
+        if isinstance(cause, ssl.SSLError) and "UNKNOWN_CA" in text:
             raise FetchFailed(f"{redact(url)}: the store does not accept our client "
                               "certificate (package_client_cert)") from None
-        if isinstance(reason, ssl.SSLEOFError) and not policy.client_cert:
+        if isinstance(cause, ssl.SSLEOFError) and not policy.client_cert:
             # With TLS 1.3 a server that wants a client certificate may just hang up.
-            raise _Retryable(f"the store closed the TLS connection ({reason}); if it wants "
+            raise _Retryable(f"the store closed the TLS connection ({cause}); if it wants "
                              "a client certificate, see package_client_cert") from None
-        raise _Retryable(f"store unreachable: {reason}") from None
+        raise _Retryable(f"store unreachable: {text}") from None
     with resp:
         status = resp.status
         resumed = status == 206 and have > 0
