@@ -11,12 +11,16 @@ at start; errors name the key. Keys and defaults: docs/CONFIG.md (Agent).
 
 from __future__ import annotations
 
-import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backendai.config_fields import LOG_FORMATS, LOG_LEVELS, Table, check_host_name
+from backendai.config_fields import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Table,
+    check_host_name,
+    default_host_name,
+)
 from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS, load_toml
@@ -44,15 +48,10 @@ class AgentConfig:
     log_format: str = "auto"
 
 
-def default_name() -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].lstrip("-_.")
-    return name or "agent"
-
-
 def load(path: Path) -> AgentConfig:
     t = Table(load_toml(path))
     try:
-        name = check_host_name(t.text("name") or default_name(), "name")
+        name = check_host_name(t.text("name") or default_host_name("agent"), "name")
     except InvalidArgument as exc:
         raise ConfigError(str(exc)) from None
     tls = t.table("tls")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,13 @@ MAX_LABELS = 32
 MAX_LABEL_VALUE = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+
+
+def default_host_name(fallback: str) -> str:
+    """This machine's host name as a fleet host name (characters outside the allowed
+    ones become "-"), or `fallback` when nothing usable is left."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].lstrip("-_.")
+    return name or fallback
 
 
 def check_host_name(name: Any, what: str) -> str:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from backendai.config_fields import Table, check_host_name
+from backendai.config_fields import Table, check_host_name, default_host_name
 from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
@@ -399,7 +398,7 @@ def _hub_link(data: Any) -> HubLink:
     if not address:
         raise ConfigError("hub.address: required in [hub] (the hub's gRPC \"HOST:PORT\")")
     try:
-        name = check_host_name(t.text("name") or _default_host_name(), "hub.name")
+        name = check_host_name(t.text("name") or default_host_name("host"), "hub.name")
     except InvalidArgument as exc:
         raise ConfigError(str(exc)) from None
     tls = t.table("tls")
@@ -410,11 +409,6 @@ def _hub_link(data: Any) -> HubLink:
         tls=ClientTLS.from_table(tls, "hub.tls") if tls is not None else None)
     t.done()
     return link
-
-
-def _default_host_name() -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].lstrip("-_.")
-    return name or "host"
 
 
 def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:

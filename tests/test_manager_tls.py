@@ -285,8 +285,9 @@ def test_https_health_probe_presents_a_client_certificate(tmp_path, certs):
     http probe passes with health_tls cert_file/key_file and reads the version; without
     them the handshake fails and the probe says so."""
     import http.server
-    import ssl
     import threading
+
+    from tests.fixtures.hub_procs import mutual_tls_server_context
 
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -300,11 +301,8 @@ def test_https_health_probe_presents_a_client_certificate(tmp_path, certs):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certs / "server.pem", certs / "server.key")
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(certs / "ca.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.socket = mutual_tls_server_context(certs).wrap_socket(server.socket,
+                                                                  server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

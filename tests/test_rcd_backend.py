@@ -274,11 +274,17 @@ def counting_rc_script(tmp_path: Path) -> tuple[Path, Callable[[], int]]:
     return wrapper, polls
 
 
-def test_stop_is_remembered_and_manager_kill9_recovers(
-        tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
+def counted_rcd_manager(tmp_path: Path, make_manager: Callable[..., ManagerProc],
+                        ) -> tuple[dict[str, str], ManagerProc, Callable[[], int]]:
+    """A host, and a started manager driving its rc script through the counting wrapper."""
     env = make_host(tmp_path, "--interval", "0.2")
     wrapper, polls = counting_rc_script(tmp_path)
-    m = make_manager([rcd_service(env, rc_script=str(wrapper))]).start()
+    return env, make_manager([rcd_service(env, rc_script=str(wrapper))]).start(), polls
+
+
+def test_stop_is_remembered_and_manager_kill9_recovers(
+        tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
+    env, m, polls = counted_rcd_manager(tmp_path, make_manager)
     try:
         pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
         # kill -9 of the manager: the service is the script's, it keeps running, and the
@@ -305,9 +311,7 @@ def test_what_was_asked_survives_a_manager_kill9(
         tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
     """A service that dies while its manager is down is started by the next manager; one
     stopped through the manager stays stopped after the manager is killed and restarted."""
-    env = make_host(tmp_path, "--interval", "0.2")
-    wrapper, polls = counting_rc_script(tmp_path)
-    m = make_manager([rcd_service(env, rc_script=str(wrapper))]).start()
+    env, m, polls = counted_rcd_manager(tmp_path, make_manager)
     try:
         pid = m.stub().Start(pb.StartRequest(), timeout=60).pid
         m.kill9()

@@ -393,49 +393,43 @@ def test_https_store_with_its_own_ca(env):
     tls, ca = self_signed_tls(env.tmp)
     https = StoreServer(env.store_root, tls=tls)
     try:
-        url = f"{https.url}/{{version}}/agent-{{version}}.tar.gz"
-        m = env.manager(package_url=url)
-        started(env, m)
-        expect_failed(env, m, "1.1.0", "TLS certificate is not trusted")
-        m.stop()
-        m.services[0]["package_ca_file"] = str(ca)
-        m.start()
-        started(env, m)
-        assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
-        assert_on(env, m, "1.1.0")
+        m = env.manager(package_url=f"{https.url}/{{version}}/agent-{{version}}.tar.gz")
+        fails_then_succeeds_with(env, m, "TLS certificate is not trusted",
+                                 package_ca_file=str(ca))
     finally:
         https.close()
+
+
+def fails_then_succeeds_with(env: Env, m, match: str, **keys: str) -> None:
+    """The update to 1.1.0 fails with `match`; with `keys` added to the service's
+    config (manager restarted), it succeeds."""
+    started(env, m)
+    expect_failed(env, m, "1.1.0", match)
+    m.stop()
+    m.services[0].update(keys)
+    m.start()
+    started(env, m)
+    assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
+    assert_on(env, m, "1.1.0")
 
 
 def test_https_store_that_wants_a_client_certificate(env, tmp_path_factory):
     """A store behind mutual TLS (openssl-made CA, server and client certificates): the
     update fails clearly without package_client_cert, and succeeds with it."""
-    import ssl
-
-    from tests.fixtures.hub_procs import make_certs
+    from tests.fixtures.hub_procs import make_certs, mutual_tls_server_context
 
     certs = make_certs(tmp_path_factory.mktemp("store-certs"))
     env.build("1.0.0")
     env.build("1.1.0")
     env.install("1.0.0")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certs / "server.pem", certs / "server.key")
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(certs / "ca.pem")
-    https = StoreServer(env.store_root, tls=context)
+    https = StoreServer(env.store_root, tls=mutual_tls_server_context(certs))
     try:
-        url = f"{https.url}/{{version}}/agent-{{version}}.tar.gz"
-        m = env.manager(package_url=url, package_ca_file=str(certs / "ca.pem"))
-        started(env, m)
+        m = env.manager(package_url=f"{https.url}/{{version}}/agent-{{version}}.tar.gz",
+                        package_ca_file=str(certs / "ca.pem"))
         # the store wants a certificate: it hangs up (TLS 1.3) or says so, either way
         # the message points at package_client_cert
-        expect_failed(env, m, "1.1.0", "package_client_cert")
-        m.stop()
-        m.services[0]["package_client_cert"] = str(certs / "client.pem")
-        m.services[0]["package_client_key"] = str(certs / "client.key")
-        m.start()
-        started(env, m)
-        assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
-        assert_on(env, m, "1.1.0")
+        fails_then_succeeds_with(env, m, "package_client_cert",
+                                 package_client_cert=str(certs / "client.pem"),
+                                 package_client_key=str(certs / "client.key"))
     finally:
         https.close()
