@@ -23,16 +23,16 @@ from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
 from backendai.tls import ReloadableServerCredentials
+from manager.api.control import ManagerControl
+from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
+from manager.api.http_routes import HttpShim
 from manager.config import ManagerConfig
-from manager.control import ManagerControl
-from manager.grpc_api import SERVICE_NAME, ManagerServicer
-from manager.http_shim import HttpShim
-from manager.process_unit import ProcessUnit
 from manager.statestore import StateStore
-from manager.unit import ServiceUnit
+from manager.supervision.process_unit import ProcessUnit
+from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
-    from manager.updater import Updater
+    from manager.updates.updater import Updater
 
 log = structlog.get_logger(__name__)
 
@@ -53,10 +53,10 @@ class ManagerDaemon(DaemonLifecycle):
         for svc in self.config.services:
             # The systemd and rcd backends are imported only when used (~1 MB, ~20 ms).
             if svc.backend == "systemd":
-                from manager.systemd_unit import SystemdUnit  # noqa: PLC0415
+                from manager.supervision.systemd_unit import SystemdUnit  # noqa: PLC0415
                 units[svc.name] = SystemdUnit(svc)
             elif svc.backend == "rcd":
-                from manager.rcd_unit import RcdUnit  # noqa: PLC0415
+                from manager.supervision.rcd_unit import RcdUnit  # noqa: PLC0415
                 units[svc.name] = RcdUnit(svc, store)
             elif svc.backend == "process":
                 units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir,
@@ -83,7 +83,7 @@ class ManagerDaemon(DaemonLifecycle):
             updater: Updater | None = None
             if any(s.install_root for s in cfg.services):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
-                from manager.updater import Updater  # noqa: PLC0415
+                from manager.updates.updater import Updater  # noqa: PLC0415
                 updater = Updater(cfg, units, store)
             control = self.control = ManagerControl(cfg, units, updater)
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from manager import logstore
-from manager.logstore import LogStore
+from manager.supervision import logstore
+from manager.supervision.logstore import LogStore
 
 DEADLINE = 30.0
 

@@ -21,7 +21,7 @@ from backendai.v1 import hub_pb2 as hpb
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager import config
-from manager.health_probe import ProbeSpec, probe_once
+from manager.updates.health_probe import ProbeSpec, probe_once
 from tests.conftest import PY, ROOT, fast_service, to_toml
 from tests.fixtures.hub_procs import HubProc, make_certs, wait_for
 from tests.test_agent import AgentProc

@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
-from manager.rcd_unit import observe_rc_status
-from manager.states import State
+from manager.supervision.rcd_unit import observe_rc_status
+from manager.supervision.states import State
 from tests.conftest import PY, ROOT, SERVICE, ManagerProc, assert_eventually
 
 RC_AGENT = ROOT / "deploy" / "rc.ai-agent"
@@ -359,7 +359,7 @@ async def test_external_log_tail_and_follow_across_truncation_and_rotation(
     rotation (rename + new file), and a file that does not exist yet."""
     import asyncio
 
-    from manager.external_log import ExternalLog
+    from manager.supervision.external_log import ExternalLog
 
     path = tmp_path / "svc.log"
     log = ExternalLog(path, poll_interval=0.02)

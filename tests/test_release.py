@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from manager.package_verify import load_public_key, parse_sums, sha256_file, verify_package
+from manager.updates.verify import load_public_key, parse_sums, sha256_file, verify_package
 from tests.conftest import PY, ROOT
 from tests.update_support import StoreServer, make_source
 

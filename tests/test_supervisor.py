@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import signal
 
-from manager.states import State
-from manager.supervisor import (
+from manager.supervision.states import State
+from manager.supervision.supervisor import (
     Adopted,
     Core,
     Exited,

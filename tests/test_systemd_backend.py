@@ -28,8 +28,8 @@ import pytest
 from backendai.auth import write_token
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
-from manager.states import State
-from manager.systemd_unit import journal_message, observe_properties, parse_show
+from manager.supervision.states import State
+from manager.supervision.systemd_unit import journal_message, observe_properties, parse_show
 from tests.conftest import PY, ROOT, SERVICE, ManagerProc, assert_eventually
 from tests.systemd_harness import UserSystemd, scratch_root, user_systemd
 from tests.update_support import (

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
-from manager.updater import CRASH_ENV
+from manager.updates.updater import CRASH_ENV
 from tests.conftest import assert_eventually
 from tests.update_support import (
     assert_on,

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
 from backendai.errors import InvalidArgument, NotFound, Unavailable
-from manager.package_extract import ExtractLimits, UnsafePackage, extract_release
-from manager.package_fetch import (
+from manager.updates.extract import ExtractLimits, UnsafePackage, extract_release
+from manager.updates.fetch import (
     FetchFailed,
     FetchPolicy,
     TooLarge,
@@ -26,7 +26,7 @@ from manager.package_fetch import (
     load_credentials,
     sibling_url,
 )
-from manager.package_verify import VerifyFailed, parse_sums, verify_package
+from manager.updates.verify import VerifyFailed, parse_sums, verify_package
 from manager.versions import validate_version
 from tests.update_support import StoreServer
 
@@ -290,7 +290,7 @@ def test_corrupt_gzip_stream(tmp_path):
 def test_unloadable_client_certificate_is_a_clear_failure(tmp_path):
     """package_client_cert/key that are not a certificate and its key: a clear failure
     before anything is sent, and nothing written."""
-    from manager import package_fetch
+    from manager.updates import fetch as package_fetch
 
     bad = tmp_path / "client.pem"
     bad.write_text("not a certificate\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from manager.update_plan import (
+from manager.updates.plan import (
     ROLLBACK_OP_STEPS,
     ROLLBACK_STEPS,
     UPDATE_STEPS,

@@ -116,8 +116,8 @@ def build_release(src: Path, out: Path, version: str, *, behavior: dict[str, Any
 
 def install(install_root: Path, archive: Path, version: str) -> None:
     """What the installer does for the first release: extract it and point current at it."""
-    from manager.package_extract import ExtractLimits, extract_release
-    from manager.release_dirs import ReleaseDirs
+    from manager.updates.extract import ExtractLimits, extract_release
+    from manager.updates.release_dirs import ReleaseDirs
 
     extract_release(archive, install_root / "releases", version, ExtractLimits())
     ReleaseDirs(str(install_root)).switch(version)

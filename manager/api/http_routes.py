@@ -27,8 +27,8 @@ import structlog
 from backendai.auth import Token, as_token, bearer_ok
 from backendai.errors import BackendAIError, InvalidArgument, NotFound
 from backendai.listen import ListenAddress
-from manager.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
-from manager.states import ServiceStatus, State
+from manager.api.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
+from manager.supervision.states import ServiceStatus, State
 
 log = structlog.get_logger(__name__)
 

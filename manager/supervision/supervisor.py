@@ -22,7 +22,7 @@ import dataclasses
 import signal
 from dataclasses import dataclass, field
 
-from manager.states import State
+from manager.supervision.states import State
 
 KILL_GRACE = 5.0  # after SIGKILL, how long before a process that will not die is reported
 

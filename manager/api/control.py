@@ -17,9 +17,9 @@ from typing import Protocol
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
 from manager.config import SERVICE_NAME_RE, ManagerConfig
-from manager.states import ServiceStatus
-from manager.unit import ServiceUnit
-from manager.update_journal import EventRecord, OpRecord
+from manager.supervision.states import ServiceStatus
+from manager.supervision.unit import ServiceUnit
+from manager.updates.journal import EventRecord, OpRecord
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from manager.config import ServiceConfig
-from manager.states import ServiceStatus, UpdateSummary
+from manager.supervision.states import ServiceStatus, UpdateSummary
 
 
 class ServiceUnit(Protocol):

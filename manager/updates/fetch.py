@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from backendai.errors import BackendAIError, NotFound, Unavailable
-from manager import package_extract
+from manager.updates import extract as package_extract
 
 log = structlog.get_logger(__name__)
 

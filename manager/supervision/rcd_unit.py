@@ -34,11 +34,11 @@ import structlog
 
 from backendai.errors import BackendAIError, NotFound, ServiceFailed
 from manager.config import ServiceConfig
-from manager.external_log import ExternalLog
-from manager.host_command import CommandResult, run_command
-from manager.polled_unit import Observed, PolledUnit
-from manager.states import ServiceStatus, State
 from manager.statestore import ServiceRecord, StateStore
+from manager.supervision.external_log import ExternalLog
+from manager.supervision.host_command import CommandResult, run_command
+from manager.supervision.polled_unit import Observed, PolledUnit
+from manager.supervision.states import ServiceStatus, State
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
-from manager.logstore import TAIL_BLOCK, decode_lines, read_last_lines
+from manager.supervision.logstore import TAIL_BLOCK, decode_lines, read_last_lines
 
 READ_CHUNK = 1024 * 1024
 BATCH_LINES = 1000

@@ -30,16 +30,18 @@ from backendai.errors import (
     NotFound,
     Unavailable,
 )
-from manager import package_fetch, package_verify, update_plan
+from manager.api.control import ReleaseInfo, RollbackStarted, UpdateStarted
 from manager.config import ManagerConfig, ServiceConfig
-from manager.control import ReleaseInfo, RollbackStarted, UpdateStarted
-from manager.health_probe import ProbeSpec, health_gate
-from manager.package_extract import ExtractLimits, extract_release, remove_leftovers
-from manager.release_dirs import ReleaseDirs
-from manager.states import State, UpdateSummary
 from manager.statestore import StateStore
-from manager.unit import ServiceUnit
-from manager.update_journal import EventRecord, OpRecord, UpdateJournal
+from manager.supervision.states import State, UpdateSummary
+from manager.supervision.unit import ServiceUnit
+from manager.updates import fetch as package_fetch
+from manager.updates import plan as update_plan
+from manager.updates import verify as package_verify
+from manager.updates.extract import ExtractLimits, extract_release, remove_leftovers
+from manager.updates.health_probe import ProbeSpec, health_gate
+from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
+from manager.updates.release_dirs import ReleaseDirs
 from manager.versions import validate_version
 
 log = structlog.get_logger(__name__)

@@ -25,10 +25,10 @@ import structlog
 
 from backendai.errors import DeadlineExceeded, NotFound, ServiceFailed, Unavailable
 from manager.config import ServiceConfig
-from manager.external_log import ExternalLog
-from manager.host_command import CommandResult, run_command, stream_lines
-from manager.polled_unit import Observed, PolledUnit
-from manager.states import ServiceStatus, State
+from manager.supervision.external_log import ExternalLog
+from manager.supervision.host_command import CommandResult, run_command, stream_lines
+from manager.supervision.polled_unit import Observed, PolledUnit
+from manager.supervision.states import ServiceStatus, State
 
 log = structlog.get_logger(__name__)
 

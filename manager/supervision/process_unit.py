@@ -22,11 +22,11 @@ import structlog
 
 from backendai.errors import DeadlineExceeded, ServiceFailed
 from backendai.feed import Feed
-from manager import process_os, supervisor
 from manager.config import ServiceConfig
-from manager.logstore import LogStore
-from manager.states import ServiceStatus, State, UpdateSummary
 from manager.statestore import ServiceRecord, StateStore
+from manager.supervision import process_os, supervisor
+from manager.supervision.logstore import LogStore
+from manager.supervision.states import ServiceStatus, State, UpdateSummary
 
 log = structlog.get_logger(__name__)
 

@@ -18,8 +18,8 @@ from backendai.grpc_handlers import stream_sync, unary_sync
 from backendai.loop_bridge import LoopBridge
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
-from manager.control import ManagerControl
-from manager.states import ServiceStatus, State
+from manager.api.control import ManagerControl
+from manager.supervision.states import ServiceStatus, State
 
 SERVICE_NAME = "backendai.v1.Manager"
 

@@ -12,7 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
-from manager.package_extract import TMP_PREFIX, TRASH_PREFIX, fsync_dir, remove_tree
+from manager.updates.extract import TMP_PREFIX, TRASH_PREFIX, fsync_dir, remove_tree
 from manager.versions import VERSION_RE
 
 

@@ -22,7 +22,7 @@ import structlog
 from backendai.errors import BackendAIError, DeadlineExceeded, ServiceFailed
 from backendai.feed import Feed
 from manager.config import ServiceConfig
-from manager.states import ServiceStatus, State, UpdateSummary
+from manager.supervision.states import ServiceStatus, State, UpdateSummary
 
 log = structlog.get_logger(__name__)
 
