@@ -216,9 +216,9 @@ def sign(data: bytes, key_path: Path) -> bytes:
 def build(version: str, out: Path, *, source: Path = REPO, key: Path | None = None,
           vendor: bool = False, components: tuple[str, ...] = COMPONENTS) -> Path:
     """Build OUT/VERSION/{hub,agent}-VERSION.tar.gz + SHA256SUMS [+ .sig]; return the dir."""
-    from manager.versions import validate_version
+    from backendai.validate import check_version
 
-    validate_version(version)
+    check_version(version)
     target = out / version
     target.mkdir(parents=True, exist_ok=True)
     names = []
@@ -279,9 +279,9 @@ def publish(directory: Path, store: str, *, credentials: Path | None = None,
     """Put OUT/VERSION's files under STORE/VERSION/ (file:// or HTTP PUT); return URLs."""
     import urllib.parse
 
-    from manager.versions import validate_version
+    from backendai.validate import check_version
 
-    version = validate_version(directory.name)
+    version = check_version(directory.name)
     names = _release_files(directory)
     parts = urllib.parse.urlsplit(store)
     if parts.scheme == "file":

@@ -1,76 +1,19 @@
 """Typed reads of TOML tables for the hub's and the agent's config, with errors that
-name the key, plus the validators both share (host names, addresses, labels, versions)."""
+name the key (the naming rules themselves live in backendai/validate.py)."""
 
 from __future__ import annotations
 
 import math
-import re
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
+from backendai.validate import check_address, check_labels, check_version, is_version
 
-HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-ADDRESS_HOST_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252})$")
-MAX_LABELS = 32
-MAX_LABEL_VALUE = 128
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
-
-
-def default_host_name(fallback: str) -> str:
-    """This machine's host name as a fleet host name (characters outside the allowed
-    ones become "-"), or `fallback` when nothing usable is left."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64].lstrip("-_.")
-    return name or fallback
-
-
-def check_host_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not HOST_NAME_RE.match(name):
-        raise InvalidArgument(f"{what}: expected 1-64 of A-Z a-z 0-9 . _ - starting with a "
-                              f"letter or digit, got {str(name)[:80]!r}")
-    return name
-
-
-def check_version(version: Any, what: str = "version") -> str:
-    if not isinstance(version, str) or not VERSION_RE.match(version):
-        raise InvalidArgument(f"{what}: expected 1-64 of A-Z a-z 0-9 . _ + - starting with "
-                              f"a letter or digit, got {str(version)[:80]!r}")
-    return version
-
-
-def check_address(address: Any, what: str) -> str:
-    """A dialable "HOST:PORT" (host name or IP, port 1-65535)."""
-    if not isinstance(address, str) or len(address) > 300:
-        raise InvalidArgument(f"{what}: expected \"HOST:PORT\"")
-    host, sep, port = address.rpartition(":")
-    if not sep or not ADDRESS_HOST_RE.match(host) or not port.isdigit() \
-            or not 1 <= int(port) <= 65535:
-        raise InvalidArgument(f"{what}: expected \"HOST:PORT\" with port 1-65535, "
-                              f"got {address[:80]!r}")
-    return address
-
-
-def check_labels(labels: Any, what: str) -> dict[str, str]:
-    if not isinstance(labels, dict):
-        raise InvalidArgument(f"{what}: expected a table of strings")
-    if len(labels) > MAX_LABELS:
-        raise InvalidArgument(f"{what}: at most {MAX_LABELS} labels")
-    out = {}
-    for key, value in labels.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
-            raise InvalidArgument(f"{what}: bad label name {str(key)[:80]!r}")
-        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE \
-                or not value.isprintable():
-            raise InvalidArgument(f"{what}.{key}: expected a printable string of at most "
-                                  f"{MAX_LABEL_VALUE} characters")
-        out[key] = value
-    return out
 
 
 class Table:
@@ -179,7 +122,7 @@ def release_version(configured: str, anchors: list[Path]) -> str:
             text = candidate.read_text()[:100].strip()
         except OSError:
             continue
-        if VERSION_RE.match(text):
+        if is_version(text):
             return text
     return "unknown"
 

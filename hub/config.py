@@ -24,11 +24,11 @@ from backendai.config_fields import (
     LOG_FORMATS,
     LOG_LEVELS,
     Table,
-    check_host_name,
 )
 from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS, load_toml
+from backendai.validate import check_host_name
 
 MAX_HOSTS = 100_000
 

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from backendai.config_fields import check_address, check_host_name, check_labels
 from backendai.errors import InvalidArgument, NotFound
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
+from backendai.validate import check_address, check_host_name, check_labels
 from hub.config import HostEntry
 from hub.inventory import Inventory
 from hub.manager_links import ManagerLinks, describe

@@ -5,7 +5,6 @@ restart), applies operator commands, and serves the event log to watchers."""
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -13,8 +12,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from backendai.config_fields import check_host_name, check_labels, check_version
 from backendai.errors import FailedPrecondition, InvalidArgument, NotConfigured, NotFound
+from backendai.validate import check_host_name, check_labels, check_service_name, check_version
 from hub import rollout_engine as E
 from hub.inventory import Inventory
 from hub.manager_links import ManagerLinks
@@ -26,7 +25,6 @@ log = structlog.get_logger(__name__)
 
 MAX_LIST = 1000
 MAX_SEED = 2**63
-SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 KEEP_FINISHED = 200  # finished rollouts kept (with their event logs)
 
 
@@ -113,8 +111,8 @@ class Rollouts:
                                   ", ".join(missing[:20]))
         if req.seed is not None and not 0 <= req.seed < MAX_SEED:
             raise InvalidArgument("strategy.seed: out of range")
-        if req.service and not SERVICE_RE.match(req.service):
-            raise InvalidArgument(f"service: not a service name: {req.service[:80]!r}")
+        if req.service:
+            check_service_name(req.service, "service")
         if len(req.description) > 1000:
             raise InvalidArgument("description: at most 1000 characters")
         hub = None

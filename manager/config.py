@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from backendai.config_fields import Table, check_host_name, default_host_name
+from backendai.config_fields import Table
 from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
+from backendai.validate import (
+    SERVICE_NAME_RE,
+    check_env,
+    check_host_name,
+    default_host_name,
+)
 
-SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 ROLES = ("agent", "hub")
 BACKENDS = ("process", "systemd", "rcd")
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -228,14 +233,10 @@ def _command(value: Any) -> tuple[str, ...]:
 
 
 def _env(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise TypeError("a table of strings")
-    out: dict[str, str] = {}
-    for k, v in value.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) or not isinstance(v, str) or "\x00" in v:
-            raise ValueError(f"bad entry {k!r}")
-        out[k] = v
-    return out
+    try:
+        return check_env(value, "env")
+    except InvalidArgument as exc:
+        raise ValueError(str(exc).removeprefix("env: ")) from None
 
 
 def _exit_codes(value: Any) -> tuple[int, ...]:

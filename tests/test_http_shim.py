@@ -19,10 +19,11 @@ from structlog.testing import capture_logs
 
 from backendai.errors import InvalidArgument, ServiceFailed
 from backendai.listen import ListenAddress
-from manager.api.control import ManagerControl, UpdateStarted
+from manager.api.control import ManagerControl
 from manager.api.http_routes import MAX_BODY, HttpShim
 from manager.config import ServiceConfig, parse
 from manager.supervision.states import ServiceStatus, State
+from manager.updates.results import UpdateStarted
 
 CURL = Path("/usr/bin/curl")
 needs_curl = pytest.mark.skipif(

@@ -72,6 +72,12 @@ def test_wrong_manager_token_shows_hosts_unreachable(procs):
     (pb.StartRolloutRequest(version=""), grpc.StatusCode.INVALID_ARGUMENT, "version"),
     (pb.StartRolloutRequest(version="../../etc"), grpc.StatusCode.INVALID_ARGUMENT, "version"),
     (pb.StartRolloutRequest(version="x" * 5000), grpc.StatusCode.INVALID_ARGUMENT, "version"),
+    # what the managers refuse, the hub refuses too (one rule: backendai/validate.py)
+    (pb.StartRolloutRequest(version="1..2"), grpc.StatusCode.INVALID_ARGUMENT, "'..'"),
+    (pb.StartRolloutRequest(version="2.1.44\n"), grpc.StatusCode.INVALID_ARGUMENT, "version"),
+    (pb.StartRolloutRequest(version="a/b"), grpc.StatusCode.INVALID_ARGUMENT, "version"),
+    (pb.StartRolloutRequest(version="2.1.44", service="svc\n"),
+     grpc.StatusCode.INVALID_ARGUMENT, "service"),
     (pb.StartRolloutRequest(version="2.0", strategy=pb.RolloutStrategy(waves=["0"])),
      grpc.StatusCode.INVALID_ARGUMENT, "strategy.waves"),
     (pb.StartRolloutRequest(version="2.0", strategy=pb.RolloutStrategy(waves=["150%"])),

@@ -16,10 +16,12 @@ from typing import Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
-from manager.config import SERVICE_NAME_RE, ManagerConfig
+from backendai.validate import is_service_name
+from manager.config import ManagerConfig
 from manager.supervision.states import ServiceStatus
 from manager.supervision.unit import ServiceUnit
 from manager.updates.journal import EventRecord, OpRecord
+from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -33,27 +35,6 @@ class VersionInfo:
     version: str
     name: str  # package name, as the seeds' GET /version reports it
     manager_version: str
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateStarted:
-    operation_id: str  # empty when the service already runs that version
-    version: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class RollbackStarted:
-    operation_id: str
-    version: str  # the release switched back to
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseInfo:
-    version: str
-    current: bool
-    previous: bool
-    installed: float  # unix time
 
 
 class Updater(Protocol):
@@ -117,7 +98,7 @@ class ManagerControl:
             name = self.primary
         unit = self.units.get(name)
         if unit is None:
-            if len(name) > 64 or not SERVICE_NAME_RE.fullmatch(name):
+            if not is_service_name(name):
                 raise InvalidArgument("service name must be 1-64 characters of "
                                       "letters, digits, '.', '_', '@', '-'")
             raise NotFound(f"no service named {name!r} (known: {', '.join(self.units)})")

@@ -12,8 +12,8 @@ import os
 import uuid
 from pathlib import Path
 
+from backendai.validate import is_version
 from manager.updates.extract import TMP_PREFIX, TRASH_PREFIX, fsync_dir, remove_tree
-from manager.versions import VERSION_RE
 
 
 class ReleaseDirs:
@@ -41,7 +41,7 @@ class ReleaseDirs:
         return sorted(e.name for e in self.releases.iterdir()
                       if e.is_dir() and not e.is_symlink()
                       and not e.name.startswith((TMP_PREFIX, TRASH_PREFIX))
-                      and VERSION_RE.fullmatch(e.name))
+                      and is_version(e.name))
 
     def switch(self, version: str) -> None:
         """Point `current` at releases/VERSION atomically (symlink + rename). Blocking."""

@@ -30,7 +30,7 @@ from backendai.errors import (
     NotFound,
     Unavailable,
 )
-from manager.api.control import ReleaseInfo, RollbackStarted, UpdateStarted
+from backendai.validate import check_version
 from manager.config import ManagerConfig, ServiceConfig
 from manager.statestore import StateStore
 from manager.supervision.states import State, UpdateSummary
@@ -42,7 +42,7 @@ from manager.updates.extract import ExtractLimits, extract_release, remove_lefto
 from manager.updates.health_probe import ProbeSpec, health_gate
 from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
 from manager.updates.release_dirs import ReleaseDirs
-from manager.versions import validate_version
+from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
 
 log = structlog.get_logger(__name__)
 
@@ -151,7 +151,7 @@ class Updater:
             raise Unavailable("the manager is starting or stopping; try again")
 
     async def update(self, service: str, version: str) -> UpdateStarted:
-        version = validate_version(version)
+        version = check_version(version)
         cfg, _unit = self._service(service, need_url=True)
         self._check_idle(service)
         current = ReleaseDirs(cfg.install_root).current_version()
