@@ -23,12 +23,12 @@ def test_good_versions(version):
 @pytest.mark.parametrize("version", BAD_VERSIONS)
 def test_bad_versions_are_refused_with_the_field_named(version):
     assert not validate.is_version(version)
-    with pytest.raises(InvalidArgument, match="^target version"):
+    with pytest.raises(InvalidArgument, match=r"^target version"):
         validate.check_version(version, "target version")
 
 
 def test_version_errors_say_what_is_wrong():
-    with pytest.raises(InvalidArgument, match="'..'"):
+    with pytest.raises(InvalidArgument, match=r"'\.\.'"):
         validate.check_version("1..2")
     with pytest.raises(InvalidArgument, match="longer than 64"):
         validate.check_version("1" * 65)
@@ -45,7 +45,7 @@ def test_version_errors_say_what_is_wrong():
 def test_service_names(name, ok):
     assert validate.is_service_name(name) is ok
     if not ok:
-        with pytest.raises(InvalidArgument, match="^service"):
+        with pytest.raises(InvalidArgument, match=r"^service"):
             validate.check_service_name(name)
 
 
@@ -57,7 +57,7 @@ def test_host_names(name, ok):
     if ok:
         assert validate.check_host_name(name, "host") == name
     else:
-        with pytest.raises(InvalidArgument, match="^host"):
+        with pytest.raises(InvalidArgument, match=r"^host"):
             validate.check_host_name(name, "host")
 
 
@@ -71,7 +71,7 @@ def test_addresses(address, ok):
     if ok:
         assert validate.check_address(address, "manager") == address
     else:
-        with pytest.raises(InvalidArgument, match="^manager"):
+        with pytest.raises(InvalidArgument, match=r"^manager"):
             validate.check_address(address, "manager")
 
 
@@ -80,14 +80,14 @@ def test_labels():
         "site": "berlin", "group": ""}
     for bad in ({"bad key": "x"}, {"k\n": "x"}, {"k": 1}, {"k": "x" * 129}, {"k": "a\nb"},
                 {f"k{i}": "v" for i in range(33)}, ["k"]):
-        with pytest.raises(InvalidArgument, match="^target.labels"):
+        with pytest.raises(InvalidArgument, match=r"^target.labels"):
             validate.check_labels(bad, "target.labels")
 
 
 def test_env():
     assert validate.check_env({"A_1": "x", "_B": ""}, "env") == {"A_1": "x", "_B": ""}
     for bad in ({"1A": "x"}, {"A-B": "x"}, {"A": "x\x00"}, {"A": 1}, "A=1"):
-        with pytest.raises(InvalidArgument, match="^env"):
+        with pytest.raises(InvalidArgument, match=r"^env"):
             validate.check_env(bad, "env")
 
 
