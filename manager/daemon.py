@@ -25,7 +25,7 @@ from backendai.loop_bridge import LoopBridge
 from backendai.tls import ReloadableServerCredentials
 from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
-from manager.api.http_routes import HttpShim
+from manager.api.http_routes import manager_http_server
 from manager.config import ManagerConfig
 from manager.statestore import StateStore
 from manager.supervision.process_unit import ProcessUnit
@@ -92,7 +92,7 @@ class ManagerDaemon(DaemonLifecycle):
                                      credentials=tls.credentials() if tls else None,
                                      threads=cfg.grpc_max_calls,
                                      unix_socket=cfg.grpc_socket)
-            http = HttpShim(control, cfg.http_listen, token=token)
+            http = manager_http_server(control, cfg.http_listen, token=token)
             # Bind both ports before any service starts: a taken port fails the start
             # cleanly instead of leaving a freshly spawned service behind.
             grpc_server.bind()

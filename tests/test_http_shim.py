@@ -1,6 +1,7 @@
-"""The HTTP shim over real sockets: real HttpShim on 127.0.0.1 port 0, the real
-ManagerControl and ManagerConfig, real clients (http.client in a thread, the curl binary
-running the seeds' commands, raw sockets for protocol abuse)."""
+"""The HTTP shim over real sockets: the manager's routes on a real HttpServer on
+127.0.0.1 port 0, the real ManagerControl and ManagerConfig, real clients (http.client
+in a thread, the curl binary running the seeds' commands, raw sockets for protocol
+abuse)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from backendai.errors import InvalidArgument, ServiceFailed
+from backendai.http_server import MAX_BODY, HttpServer
 from backendai.listen import ListenAddress
 from manager.api.control import ManagerControl
-from manager.api.http_routes import MAX_BODY, HttpShim
+from manager.api.http_routes import manager_http_server
 from manager.config import ServiceConfig, parse
 from manager.supervision.states import ServiceStatus, State
 from manager.updates.results import UpdateStarted
@@ -134,7 +136,7 @@ class Reply:
 
 @dataclass
 class Env:
-    shim: HttpShim
+    shim: HttpServer
     control: ManagerControl
     units: dict[str, MemoryUnit]
     updater: FakeUpdater | None
@@ -203,7 +205,7 @@ def parse_raw(raw: bytes) -> tuple[int, dict[str, str], Any]:
 
 @pytest.fixture
 async def make_env(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Env]]]:
-    shims: list[HttpShim] = []
+    shims: list[HttpServer] = []
 
     async def make(*, role: str = "agent", token: str | None = None, updater: bool = True,
                    **shim_options: Any) -> Env:
@@ -221,8 +223,8 @@ async def make_env(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Env]
         units["job@1"] = MemoryUnit(config.services[2], state=State.FATAL)
         fake = FakeUpdater("2.1.43") if updater else None
         control = ManagerControl(config, units, updater=fake)
-        shim = HttpShim(control, ListenAddress("127.0.0.1", 0),
-                        token=token.encode() if token else None, **shim_options)
+        shim = manager_http_server(control, ListenAddress("127.0.0.1", 0),
+                                   token=token.encode() if token else None, **shim_options)
         host, port = await shim.start()
         shims.append(shim)
         assert host == "127.0.0.1"
