@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ import structlog
 
 from backendai.auth import Token
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
-from backendai.errors import ConfigError
+from backendai.errors import ConfigError, Unavailable
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
@@ -37,6 +38,24 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 GRACE = 2.0
+READY_MARGIN = 10.0  # seconds beyond the longest call_timeout for the units to get ready
+
+
+async def wait_ready(units: Mapping[str, ServiceUnit], updater: Updater | None,
+                     limit: float) -> None:
+    """Wait until every unit is ready and the updater has recovered; Unavailable naming
+    what is not ready after `limit` seconds."""
+    try:
+        async with asyncio.timeout(limit):
+            for unit in units.values():
+                await unit.ready.wait()
+            if updater is not None:
+                await updater.recovered.wait()
+    except TimeoutError:
+        late = [repr(u.name) for u in units.values() if not u.ready.is_set()]
+        what = (f"services not ready within {limit:g}s: {', '.join(late)}" if late else
+                f"the updater did not recover its operations within {limit:g}s")
+        raise Unavailable(f"{what}; not opening the ports") from None
 
 
 class ManagerDaemon(DaemonLifecycle):
@@ -100,15 +119,13 @@ class ManagerDaemon(DaemonLifecycle):
             async with asyncio.TaskGroup() as tg:
                 for unit in units.values():
                     tg.create_task(unit.run(), name=f"unit-{unit.name}")
-                if updater is not None:  # after the units: they re-adopt services first
+                if updater is not None:  # it waits for the units to be ready
                     tg.create_task(updater.run(), name="updater")
                 registering: asyncio.Task[None] | None = None
                 try:
-                    # Serve only once the units have re-adopted their services and the
-                    # updater knows its interrupted operations (their tasks' first steps).
-                    await asyncio.sleep(0)
-                    if updater is not None:
-                        await updater.recovered.wait()
+                    # Serve only once the units know their services (re-adopted, first
+                    # observation done) and the updater knows its interrupted operations.
+                    await wait_ready(units, updater, self._ready_timeout())
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
                     registering = self._register(tg, control, hub_token)
@@ -131,6 +148,10 @@ class ManagerDaemon(DaemonLifecycle):
             lock.release()
             self._done.set()
             log.info("manager.stopped")
+
+    def _ready_timeout(self) -> float:
+        """A unit is ready after at most one host call (call_timeout) and some local work."""
+        return max((s.call_timeout for s in self.config.services), default=0.0) + READY_MARGIN
 
     def _register(self, tg: asyncio.TaskGroup, control: ManagerControl,
                   token: Token | None) -> asyncio.Task[None] | None:

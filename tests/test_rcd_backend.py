@@ -409,3 +409,30 @@ def test_stop_timeout_reaches_the_script(tmp_path: Path,
                           what="the whole process group killed")
     finally:
         rc(RC_AGENT, "stop", env)
+
+
+def test_ports_open_only_after_the_first_observation(
+        tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
+    """The manager answers only once its units know their services: with a first
+    `status` call that takes 1.5 s, the ready file (written after the ports open) appears
+    only after that call answered, and /status shows what it observed."""
+    env = make_host(tmp_path, "--interval", "0.2")
+    answered = tmp_path / "first-status-answered"
+    slow = tmp_path / "rc.slow-first-status"
+    slow.write_text(f'#!/bin/sh\nif [ "$1" = status ] && [ ! -e {answered} ]; then\n'
+                    f'  sleep 1.5\n  {RC_AGENT} "$@"\n  rc=$?\n  touch {answered}\n'
+                    f'  exit $rc\nfi\nexec {RC_AGENT} "$@"\n')
+    slow.chmod(0o755)
+    try:
+        assert rc(RC_AGENT, "start", env).returncode == 0
+        pid = pid_from(env)
+        m = make_manager([rcd_service(env, rc_script=str(slow), status_interval=30.0)])
+        m.start()
+        assert answered.exists()
+        code, body = m.http("GET", "/status")
+        assert code == 200 and json.loads(body)["running"] is True
+        st = m.status()
+        assert (pb.ServiceState.Name(st.state), st.pid) == ("SERVICE_STATE_RUNNING", pid)
+        assert st.message != "not observed yet"
+    finally:
+        rc(RC_AGENT, "stop", env)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import signal
 
+from manager.supervision.restart_policy import Policy
 from manager.supervision.states import State
 from manager.supervision.supervisor import (
     Adopted,
     Core,
     Exited,
     KillGroup,
-    Policy,
     SetTimer,
     SignalGroup,
     Spawn,

@@ -5,7 +5,9 @@ A subclass says how to observe the service (`observe()` -> `Observed`) and how t
 out lifecycle requests; this class keeps the published status, the WatchStatus feed,
 the lock that serializes lifecycle requests, the background poll loop (every
 `status_interval` seconds) and the updater hooks. `status()` never waits: it returns
-the snapshot of the last observation.
+the snapshot of the last observation. `ready` is set once the first background
+observation is done (a failed one too: the status message then says why), so the
+daemon opens its ports only when the status shows what the host's init reported.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class PolledUnit:
         self.update_summary = UpdateSummary()
         self._lock = asyncio.Lock()
         self._stopped = asyncio.Event()
+        self._wake = asyncio.Event()  # shutdown() (and subclasses) cut a pause short
+        self.ready = asyncio.Event()
         self._observed = Observed(State.STOPPED, message="not observed yet")
         self._state_since = time.time()
         self._version = read_version(config)
@@ -89,18 +93,37 @@ class PolledUnit:
     async def run(self) -> None:
         """Observe the service every status_interval seconds until shutdown()."""
         while not self._stopped.is_set():
-            if not self._lock.locked():  # a request in progress observes for itself
-                with contextlib.suppress(BackendAIError):
-                    await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.status_interval):
-                    await self._stopped.wait()
+            await self.poll()
+            self.ready.set()
+            await self.pause(self.config.status_interval)
 
     async def shutdown(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self._wake.set()
         self.feed.close()
+
+    # ---- the background loop's steps ---------------------------------------------------
+
+    async def poll(self) -> Observed | None:
+        """One background observation: None when it failed (the status says why) or a
+        request in progress observes for itself."""
+        if self._lock.locked():
+            return None
+        try:
+            return await self.refresh()
+        except BackendAIError:
+            return None
+
+    async def pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when shutdown() (or a subclass) sets `_wake` meanwhile."""
+        self._wake.clear()
+        if self._stopped.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     # ---- hooks for the updater ----------------------------------------------------------
 

@@ -26,6 +26,7 @@ from manager.config import ServiceConfig
 from manager.statestore import ServiceRecord, StateStore
 from manager.supervision import process_os, supervisor
 from manager.supervision.logstore import LogStore
+from manager.supervision.restart_policy import policy_of
 from manager.supervision.states import ServiceStatus, State, UpdateSummary
 
 log = structlog.get_logger(__name__)
@@ -33,15 +34,6 @@ log = structlog.get_logger(__name__)
 READ_CHUNK = 1 << 20
 READ_BUDGET = 8 << 20  # bytes drained per loop callback before yielding to others
 WAIT_MARGIN = 10.0
-
-
-def policy_of(cfg: ServiceConfig) -> supervisor.Policy:
-    return supervisor.Policy(
-        start_secs=cfg.start_secs, stop_signal=cfg.stop_signal, stop_timeout=cfg.stop_timeout,
-        restart=cfg.restart, success_exit_codes=cfg.success_exit_codes,
-        backoff_initial=cfg.backoff_initial, backoff_max=cfg.backoff_max,
-        backoff_jitter=cfg.backoff_jitter, crash_loop_max=cfg.crash_loop_max,
-        crash_loop_window=cfg.crash_loop_window)
 
 
 class ProcessUnit:
@@ -72,6 +64,7 @@ class ProcessUnit:
         self._record = ServiceRecord(config.name)
         self._version = config.version or "unknown"
         self._stopped = asyncio.Event()
+        self.ready = asyncio.Event()  # set once run() recovered the service
         self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
 
     # ---- the ServiceUnit contract ---------------------------------------------------
@@ -106,9 +99,11 @@ class ProcessUnit:
         return self.feed.subscribe()
 
     async def run(self) -> None:
-        """Open the log pipe, recover the service as it was left, then idle until shutdown."""
+        """Open the log pipe, recover the service as it was left (re-adopt it, or decide
+        to start it), set `ready`, then idle until shutdown."""
         self._open_pipe()
         self._recover()
+        self.ready.set()
         await self._stopped.wait()
 
     async def shutdown(self) -> None:

@@ -6,15 +6,18 @@ LSB exit codes (0 running, 1/2 dead but a pid/lock file is left, 3 not running) 
 because many Unraid scripts always exit 0, the text ("... is not running"). A pid is
 taken from the output ("pid 1234").
 
-rc scripts do not restart a crashed service, so this unit does (the `restart`,
-`backoff_*` and `crash_loop_max` keys): once the service was seen running (or started
-through the manager) and is then found dead, it is started again after a backoff; more
-than `crash_loop_max` failed restarts in a row end in FATAL until the next manual start.
-What was last asked (start or stop) is kept in the state store: a stopped service stays
-stopped, across manager restarts too, and one that died while the manager was down is
-started again by the next manager. Every call
-gets AI_STOP_TIMEOUT (the stop timeout in whole seconds), which deploy/'s rc scripts
-honour before they SIGKILL the service's process group.
+rc scripts do not restart a crashed service, so this unit does, by the decisions of
+`rcd_supervisor.py` (which uses the process backend's one restart decision,
+`restart_policy.decide_restart`: the same `restart`, `backoff_*` (with jitter) and
+`crash_loop_*` keys mean the same). A service found dead that the manager did not stop
+counts as a failure, since an rc script reports no exit status: `on-failure` restarts
+it like `always`, `never` leaves it EXITED. A start (manual or automatic) that does not
+stay RUNNING for `start_secs` is a failed start; too many end in FATAL until the next
+manual start. What was last asked (start or stop) is kept in the state store: a stopped
+service stays stopped, across manager restarts too, and one that died while the
+manager was down is started again by the next manager. Every call gets
+AI_STOP_TIMEOUT (the stop timeout in whole seconds), which deploy/'s rc scripts honour
+before they SIGKILL the service's process group.
 
 Logs are read from `log_file` (default `/var/log/NAME.log`), the file the script's
 service writes.
@@ -26,8 +29,11 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import re
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -35,9 +41,11 @@ import structlog
 from backendai.errors import BackendAIError, NotFound, ServiceFailed
 from manager.config import ServiceConfig
 from manager.statestore import ServiceRecord, StateStore
+from manager.supervision import rcd_supervisor
 from manager.supervision.external_log import ExternalLog
 from manager.supervision.host_command import CommandResult, run_command
 from manager.supervision.polled_unit import Observed, PolledUnit
+from manager.supervision.restart_policy import RestartDecision, Verdict, policy_of
 from manager.supervision.states import ServiceStatus, State
 
 log = structlog.get_logger(__name__)
@@ -69,14 +77,11 @@ class RcdUnit(PolledUnit):
         self.script = config.rc_script
         self.logs = ExternalLog(Path(config.log_file))
         self.store = store
-        # "running" / "stopped", as last asked (kept in the state store, so a restarted
-        # manager restarts a service that died while it was down, and leaves a stopped one
-        # alone); None: never asked, adopt what the first observation shows.
+        self.policy = policy_of(config)
         record = store.load_service(config.name) if store is not None else None
-        self._desired: str | None = record.desired if record is not None else None
-        self._restarts = 0
-        self._failures = 0  # consecutive failed automatic restarts
-        self._fatal = ""
+        self.core = rcd_supervisor.RcdCore(desired=record.desired if record else None)
+        self._requests = 0  # start/stop/restart requests so far: a newer one takes over
+        self._pending: RestartDecision | None = None  # for the background loop to carry out
 
     async def _call(self, verb: str, timeout: float, *,
                     stop_timeout: float | None = None) -> CommandResult:
@@ -93,10 +98,10 @@ class RcdUnit(PolledUnit):
     async def observe(self) -> Observed:
         res = await self._call("status", self.config.call_timeout)
         obs = observe_rc_status(res.returncode, res.stdout + res.stderr)
-        obs = Observed(obs.state, pid=obs.pid, restarts=self._restarts, message=obs.message)
-        if self._fatal and obs.state != State.RUNNING:
-            return Observed(State.FATAL, restarts=self._restarts, message=self._fatal)
-        return obs
+        core = self.core
+        if core.given_up is not None and obs.state != State.RUNNING:
+            return Observed(core.given_up, restarts=core.restarts, message=core.message)
+        return replace(obs, restarts=core.restarts)
 
     async def _act(self, verb: str, timeout: float, *,
                    stop_timeout: float | None = None) -> None:
@@ -105,23 +110,19 @@ class RcdUnit(PolledUnit):
         if res.returncode != 0:
             raise ServiceFailed(f"{self.script} {verb} failed: {res.reason}")
 
+    # ---- requests (each with the lock held) ------------------------------------------
+
     async def start(self, *, wait: bool = True) -> ServiceStatus:
         async with self._lock:
-            self._desired, self._failures, self._fatal = "running", 0, ""
-            self._save()
+            self._request(rcd_supervisor.RUNNING)
             before = await self.refresh()
             if before.state == State.RUNNING:
                 return self.status()
-            await self._act("start", self.config.call_timeout + self.config.start_secs)
-            if not wait:
-                await self.refresh()
-                return self.status()
-            return await self.wait_running(before, "start")
+            return await self._bring_up("start", before, wait=wait)
 
     async def stop(self, *, timeout: float | None = None, force: bool = False) -> ServiceStatus:
         async with self._lock:
-            self._desired, self._fatal = "stopped", ""
-            self._save()
+            self._request(rcd_supervisor.STOPPED)
             obs = await self.refresh()
             if force and obs.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -133,16 +134,42 @@ class RcdUnit(PolledUnit):
 
     async def restart(self) -> ServiceStatus:
         async with self._lock:
-            self._desired, self._failures, self._fatal = "running", 0, ""
-            self._save()
+            self._request(rcd_supervisor.RUNNING)
             before = await self.refresh()
-            await self._act("restart", self.config.stop_timeout + self.config.call_timeout
-                            + self.config.start_secs)
-            return await self.wait_running(before, "restart")
+            return await self._bring_up("restart", before)
+
+    def _request(self, desired: str) -> None:
+        """What a request asks rules from now on: a pending automatic restart is dropped."""
+        self.core = rcd_supervisor.requested(self.core, desired)
+        self._requests += 1
+        self._pending = None
+        self._wake.set()
+        self._save()
+
+    async def _bring_up(self, verb: str, before: Observed, *, wait: bool = True,
+                        ) -> ServiceStatus:
+        """`rc.NAME start|restart`, then wait for RUNNING. A failure is raised, and also
+        goes to the restart decision, which the background loop carries out."""
+        cfg = self.config
+        timeout = cfg.call_timeout + cfg.start_secs + (cfg.stop_timeout if verb == "restart"
+                                                       else 0.0)
+        try:
+            await self._act(verb, timeout)
+            if wait:
+                return await self.wait_running(before, verb)
+        except NotFound:
+            raise  # no script: nothing was started, nothing to retry
+        except BackendAIError as exc:
+            self.core, self._pending = rcd_supervisor.start_failed(
+                self.core, time.monotonic(), self.policy, _roll(), reason=str(exc))
+            self._wake.set()
+            raise
+        await self.refresh()
+        return self.status()
 
     def _save(self) -> None:
-        if self.store is not None and self._desired is not None:
-            self.store.save_service(ServiceRecord(self.name, desired=self._desired))
+        if self.store is not None and self.core.desired is not None:
+            self.store.save_service(ServiceRecord(self.name, desired=self.core.desired))
 
     async def tail(self, lines: int) -> list[str]:
         return await self.logs.tail(lines)
@@ -154,55 +181,73 @@ class RcdUnit(PolledUnit):
 
     async def run(self) -> None:
         """Observe every status_interval; restart the service when it died unasked."""
+        first = True
         while not self._stopped.is_set():
-            obs = None
-            if not self._lock.locked():  # a request in progress observes for itself
-                with contextlib.suppress(BackendAIError):
-                    obs = await self.refresh()
+            requests = self._requests
+            obs = await self.poll()
             if obs is not None:
-                if self._desired is None:
-                    if obs.state == State.RUNNING:
-                        self._desired = "running"
+                # an observation begun before a request may predate what it did
+                if self._pending is None and requests == self._requests:
+                    desired = self.core.desired
+                    self.core, self._pending = rcd_supervisor.observed(
+                        self.core, obs.state, time.monotonic(), self.policy, _roll(),
+                        first=first, detail=obs.message)
+                    if self.core.desired != desired:
                         self._save()
-                elif self._needs_restart(obs):
-                    await self._auto_restart()
-                    continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.status_interval):
-                    await self._stopped.wait()
+                first = False
+            self.ready.set()
+            decision, self._pending = self._pending, None
+            if decision is not None:
+                await self._carry_out(decision)
+            else:
+                await self.pause(self.config.status_interval)
 
-    def _needs_restart(self, obs: Observed) -> bool:
-        return (self._desired == "running" and not self._fatal and not self._lock.locked()
-                and obs.state in (State.STOPPED, State.EXITED)
-                and self.config.restart != "never"
-                and not (self.config.restart == "on-failure" and obs.state == State.STOPPED))
+    async def _carry_out(self, decision: RestartDecision) -> None:
+        """Restart the service now or after the backoff, again after each failed start,
+        until it runs or the policy gives up. A request in between, or shutdown(), takes
+        over."""
+        requests = self._requests
+        while True:
+            if decision.verdict in (Verdict.EXITED, Verdict.FATAL):
+                state = self.core.given_up or State.EXITED
+                log.warning("rcd.gave_up", service=self.name, state=state.value,
+                            reason=decision.message)
+                self._show(state, decision.message)
+                return
+            if decision.verdict == Verdict.BACKOFF:
+                self._show(State.BACKOFF, decision.message)
+                await self.pause(decision.delay)
+            async with self._lock:
+                if self._stopped.is_set() or requests != self._requests:
+                    return
+                after = await self._restart_once(decision.reason)
+            if after is None:
+                return
+            decision = after
 
-    async def _auto_restart(self) -> None:
+    async def _restart_once(self, reason: str) -> RestartDecision | None:
+        """One automatic start (the lock held): None when it came up, else what next."""
         cfg = self.config
-        n = self._failures + 1
-        delay = 0.0 if n <= 1 else min(cfg.backoff_max, cfg.backoff_initial * 2 ** min(n - 2, 30))
-        if delay:
-            self._apply(Observed(State.BACKOFF, restarts=self._restarts,
-                                 message=f"died; restarting in {delay:.2f}s"))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stopped.wait()
-            if self._stopped.is_set():
-                return
-        async with self._lock:
-            if self._desired != "running":
-                return
-            self._restarts += 1
-            log.info("rcd.auto_restart", service=self.name, attempt=n)
-            try:
-                before = await self.refresh()
-                await self._act("start", cfg.call_timeout + cfg.start_secs)
-                await self.wait_running(before, "restart")
-                self._failures = 0
-            except BackendAIError as exc:
-                self._failures = n
-                if cfg.crash_loop_max and n > cfg.crash_loop_max:
-                    self._fatal = f"crash loop: {n} failed restarts in a row; last: {exc}"
-                    log.warning("rcd.fatal", service=self.name, reason=self._fatal)
-                with contextlib.suppress(BackendAIError):
-                    await self.refresh()
+        self.core = rcd_supervisor.restarting(self.core)
+        before = Observed(State.STARTING, restarts=self.core.restarts,
+                          message=f"restarting: {reason}")
+        self._apply(before)
+        log.info("rcd.auto_restart", service=self.name, restarts=self.core.restarts,
+                 reason=reason)
+        try:
+            await self._act("start", cfg.call_timeout + cfg.start_secs)
+            await self.wait_running(before, "restart")
+        except BackendAIError as exc:
+            self.core, decision = rcd_supervisor.start_failed(
+                self.core, time.monotonic(), self.policy, _roll(), reason=str(exc))
+            return decision
+        self.core = rcd_supervisor.came_up(self.core)
+        return None
+
+    def _show(self, state: State, message: str) -> None:
+        self._apply(Observed(state, restarts=self.core.restarts, message=message))
+
+
+def _roll() -> float:
+    """The backoff jitter's roll (jitter, not security: the shared generator)."""
+    return random.random()  # noqa: S311

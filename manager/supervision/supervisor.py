@@ -5,15 +5,12 @@ monotonic time and a uniform random number in [0, 1) (for backoff jitter) and re
 the new `Core` plus the actions the I/O shell must carry out. No I/O, no clock reads:
 tests drive it with plain values.
 
-Restart rules (see docs/CONFIG.md for the keys):
-- an exit while STARTING (before `start_secs`) is a failed start; after more than
-  `crash_loop_max` consecutive failed starts the service is FATAL;
-- an exit from RUNNING is a crash; more than `crash_loop_max` crashes within
-  `crash_loop_window` seconds is a crash loop and also ends in FATAL (circus' flapping);
-- the first failure restarts at once, the n-th waits
-  `min(backoff_max, backoff_initial * 2**(n-2))`, +/- `backoff_jitter` of that;
-- `restart = "never"` stays EXITED; `"on-failure"` stays EXITED after a clean exit
-  (an exit code in `success_exit_codes`, no signal).
+What follows an exit we did not ask for (or a failed spawn, or a service that vanished
+while the manager was down) is `restart_policy.decide_restart`, the restart decision
+the rcd backend uses too: restart at once, back off, stay EXITED or go FATAL (see that
+module for the rules). An exit is clean for `restart = "on-failure"` when its code is
+in `success_exit_codes` and no signal killed it; a vanished service's exit status is
+unknown, so it is not clean.
 """
 
 from __future__ import annotations
@@ -22,23 +19,15 @@ import dataclasses
 import signal
 from dataclasses import dataclass, field
 
+from manager.supervision.restart_policy import (
+    Policy,
+    RestartHistory,
+    Verdict,
+    decide_restart,
+)
 from manager.supervision.states import State
 
 KILL_GRACE = 5.0  # after SIGKILL, how long before a process that will not die is reported
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    start_secs: float = 1.0
-    stop_signal: signal.Signals = signal.SIGTERM
-    stop_timeout: float = 10.0
-    restart: str = "always"
-    success_exit_codes: tuple[int, ...] = (0,)
-    backoff_initial: float = 1.0
-    backoff_max: float = 30.0
-    backoff_jitter: float = 0.1
-    crash_loop_max: int = 5
-    crash_loop_window: float = 60.0
 
 
 # ---- events -------------------------------------------------------------------------
@@ -135,13 +124,6 @@ class Core:
     adopted: bool = False
 
 
-def _backoff(n: int, policy: Policy, roll: float) -> float:
-    if n <= 1:
-        return 0.0
-    base = min(policy.backoff_max, policy.backoff_initial * 2 ** min(n - 2, 60))
-    return float(max(0.0, base * (1.0 + policy.backoff_jitter * (2.0 * roll - 1.0))))
-
-
 def _arm(core: Core, delay: float) -> tuple[Core, SetTimer]:
     token = core.timer + 1
     return dataclasses.replace(core, timer=token), SetTimer(token, delay)
@@ -169,32 +151,21 @@ def _running(core: Core, policy: Policy, age: float) -> tuple[Core, list[Action]
 def _after_failure(core: Core, now: float, policy: Policy, roll: float, *,
                    during_start: bool, reason: str,
                    clean: bool) -> tuple[Core, list[Action]]:
-    """Decide what follows an exit we did not ask for (or a failed spawn)."""
-    if policy.restart == "never" or (policy.restart == "on-failure" and clean):
-        return dataclasses.replace(_disarm(core), state=State.EXITED, pid=0, message=reason), []
-    window = policy.crash_loop_window
-    crashes = core.crashes
-    start_failures = core.start_failures
-    if during_start:
-        start_failures += 1
-        n = start_failures
-    else:
-        crashes = (*(t for t in crashes if window > 0 and now - t < window), now)
-        n = len(crashes)
-    core = dataclasses.replace(core, pid=0, crashes=crashes, start_failures=start_failures)
-    limit = policy.crash_loop_max
-    if limit > 0 and (start_failures > limit or (window > 0 and len(crashes) > limit)):
-        what = (f"{start_failures} failed starts in a row" if start_failures > limit
-                else f"{len(crashes)} crashes within {window:g}s")
-        return dataclasses.replace(_disarm(core), state=State.FATAL,
-                                   message=f"crash loop: {what}; last: {reason}"), []
-    delay = _backoff(n, policy, roll)
-    if delay <= 0:
-        core, actions = _spawn(dataclasses.replace(core, message=reason), restart=True)
-        return core, actions
-    core, timer = _arm(core, delay)
-    return dataclasses.replace(core, state=State.BACKOFF,
-                               message=f"{reason}; retrying in {delay:.2f}s"), [timer]
+    """Carry out the restart decision on an exit we did not ask for (or a failed spawn)."""
+    decision = decide_restart(RestartHistory(core.start_failures, core.crashes), now, policy,
+                              roll, during_start=during_start, clean=clean, reason=reason)
+    history = decision.history
+    core = dataclasses.replace(core, pid=0, crashes=history.crashes,
+                               start_failures=history.start_failures, message=decision.message)
+    match decision.verdict:
+        case Verdict.EXITED:
+            return dataclasses.replace(_disarm(core), state=State.EXITED), []
+        case Verdict.FATAL:
+            return dataclasses.replace(_disarm(core), state=State.FATAL), []
+        case Verdict.RESTART:
+            return _spawn(core, restart=True)
+    core, timer = _arm(core, decision.delay)
+    return dataclasses.replace(core, state=State.BACKOFF), [timer]
 
 
 def describe_exit(code: int | None, sig: int | None) -> str:

@@ -4,9 +4,14 @@ Lifecycle requests are `systemctl start|stop|restart|kill` (each call with a tim
 `--user` when `systemd_scope = "user"`); status is `systemctl show` of ActiveState,
 SubState, MainPID, ExecMainStartTimestampMonotonic, NRestarts, Result, ExecMainCode,
 ExecMainStatus and Restart, mapped to our states by the pure `observe_properties`.
-systemd restarts the service itself (the unit's `Restart=`); the manager's restart and
-backoff keys do not apply; a manual start resets systemd's failed state first. Status
-changes are found by polling `systemctl show` every `status_interval` seconds (one
+systemd restarts the service itself (the unit's `Restart=`, `RestartSec=`,
+`StartLimit*=`), so this backend makes no restart decision of its own and does not use
+`restart_policy.decide_restart`: the manager's `restart`, `backoff_*` and
+`crash_loop_*` keys do not apply. It only maps what systemd reports: an auto-restart
+pending -> BACKOFF, a failed unit that systemd would have restarted (or a start limit
+hit) -> FATAL ("systemd gave up"), a failed unit without `Restart=` -> EXITED. A manual
+start resets systemd's failed state first (as a manual start clears FATAL in the other
+backends). Status changes are found by polling `systemctl show` every `status_interval` seconds (one
 ~10 ms call) and every 50 ms while a request waits for a state.
 
 Logs come from `journalctl -u UNIT -o json` (last N; `-f` for StreamLogs; the journal

@@ -6,6 +6,7 @@ gRPC servicer and the HTTP shim behave the same whatever runs the service.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -15,6 +16,11 @@ from manager.supervision.states import ServiceStatus, UpdateSummary
 
 class ServiceUnit(Protocol):
     config: ServiceConfig
+    ready: asyncio.Event
+    """Set by run() once the unit knows its service: the process backend after it
+    re-adopted it or decided to start it, the polled backends after their first
+    observation (a failed one too: the status then says why). The updater recovers,
+    and the daemon opens its ports, only after every unit is ready."""
 
     @property
     def name(self) -> str: ...

@@ -92,7 +92,8 @@ class Updater:
 
     async def run(self) -> None:
         """Recover interrupted operations, then run operations until shutdown()."""
-        await asyncio.sleep(0)  # let the units re-adopt their services first
+        for unit in self.units.values():  # the units re-adopt their services first
+            await unit.ready.wait()  # (the daemon bounds this wait)
         interrupted = []
         for op in self.journal.running_ops():
             cfg = self.config.service(op.service)
