@@ -35,21 +35,12 @@ READ_BUDGET = 8 << 20  # bytes drained per loop callback before yielding to othe
 WAIT_MARGIN = 10.0
 
 
-def policy_of(cfg: ServiceConfig) -> supervisor.Policy:
-    return supervisor.Policy(
-        start_secs=cfg.start_secs, stop_signal=cfg.stop_signal, stop_timeout=cfg.stop_timeout,
-        restart=cfg.restart, success_exit_codes=cfg.success_exit_codes,
-        backoff_initial=cfg.backoff_initial, backoff_max=cfg.backoff_max,
-        backoff_jitter=cfg.backoff_jitter, crash_loop_max=cfg.crash_loop_max,
-        crash_loop_window=cfg.crash_loop_window)
-
-
 class ProcessUnit:
     backend = "process"
 
     def __init__(self, config: ServiceConfig, *, state_dir: Path, store: StateStore) -> None:
         self.config = config
-        self.policy = policy_of(config)
+        self.policy = config.policy
         self.store = store
         self.fifo_path = state_dir / "run" / f"{config.name}.pipe"
         self.logs = LogStore(state_dir / "logs", config.name, max_bytes=config.log_max_bytes,

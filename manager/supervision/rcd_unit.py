@@ -87,7 +87,7 @@ class RcdUnit(PolledUnit):
         env.update(cfg.env)
         # deploy/'s rc scripts wait this long for the service to stop before SIGKILL
         env[STOP_TIMEOUT_ENV] = str(max(1, math.ceil(
-            cfg.stop_timeout if stop_timeout is None else stop_timeout)))
+            cfg.policy.stop_timeout if stop_timeout is None else stop_timeout)))
         return await run_command([self.script, verb], timeout=timeout, env=env)
 
     async def observe(self) -> Observed:
@@ -112,7 +112,7 @@ class RcdUnit(PolledUnit):
             before = await self.refresh()
             if before.state == State.RUNNING:
                 return self.status()
-            await self._act("start", self.config.call_timeout + self.config.start_secs)
+            await self._act("start", self.config.call_timeout + self.config.policy.start_secs)
             if not wait:
                 await self.refresh()
                 return self.status()
@@ -126,7 +126,7 @@ class RcdUnit(PolledUnit):
             if force and obs.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(obs.pid, 9)
-            limit = self.config.stop_timeout if timeout is None else timeout
+            limit = self.config.policy.stop_timeout if timeout is None else timeout
             await self._act("stop", limit + self.config.call_timeout, stop_timeout=limit)
             await self.refresh()
             return self.status()
@@ -136,8 +136,8 @@ class RcdUnit(PolledUnit):
             self._desired, self._failures, self._fatal = "running", 0, ""
             self._save()
             before = await self.refresh()
-            await self._act("restart", self.config.stop_timeout + self.config.call_timeout
-                            + self.config.start_secs)
+            await self._act("restart", self.config.policy.stop_timeout + self.config.call_timeout
+                            + self.config.policy.start_secs)
             return await self.wait_running(before, "restart")
 
     def _save(self) -> None:
@@ -174,13 +174,14 @@ class RcdUnit(PolledUnit):
     def _needs_restart(self, obs: Observed) -> bool:
         return (self._desired == "running" and not self._fatal and not self._lock.locked()
                 and obs.state in (State.STOPPED, State.EXITED)
-                and self.config.restart != "never"
-                and not (self.config.restart == "on-failure" and obs.state == State.STOPPED))
+                and self.config.policy.restart != "never"
+                and not (self.config.policy.restart == "on-failure" and obs.state == State.STOPPED))
 
     async def _auto_restart(self) -> None:
         cfg = self.config
         n = self._failures + 1
-        delay = 0.0 if n <= 1 else min(cfg.backoff_max, cfg.backoff_initial * 2 ** min(n - 2, 30))
+        delay = 0.0 if n <= 1 else min(cfg.policy.backoff_max,
+                                       cfg.policy.backoff_initial * 2 ** min(n - 2, 30))
         if delay:
             self._apply(Observed(State.BACKOFF, restarts=self._restarts,
                                  message=f"died; restarting in {delay:.2f}s"))
@@ -196,12 +197,12 @@ class RcdUnit(PolledUnit):
             log.info("rcd.auto_restart", service=self.name, attempt=n)
             try:
                 before = await self.refresh()
-                await self._act("start", cfg.call_timeout + cfg.start_secs)
+                await self._act("start", cfg.call_timeout + cfg.policy.start_secs)
                 await self.wait_running(before, "restart")
                 self._failures = 0
             except BackendAIError as exc:
                 self._failures = n
-                if cfg.crash_loop_max and n > cfg.crash_loop_max:
+                if cfg.policy.crash_loop_max and n > cfg.policy.crash_loop_max:
                     self._fatal = f"crash loop: {n} failed restarts in a row; last: {exc}"
                     log.warning("rcd.fatal", service=self.name, reason=self._fatal)
                 with contextlib.suppress(BackendAIError):

@@ -22,23 +22,13 @@ import dataclasses
 import signal
 from dataclasses import dataclass, field
 
+from manager.config import RestartPolicy
 from manager.supervision.states import State
 
 KILL_GRACE = 5.0  # after SIGKILL, how long before a process that will not die is reported
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
-    start_secs: float = 1.0
-    stop_signal: signal.Signals = signal.SIGTERM
-    stop_timeout: float = 10.0
-    restart: str = "always"
-    success_exit_codes: tuple[int, ...] = (0,)
-    backoff_initial: float = 1.0
-    backoff_max: float = 30.0
-    backoff_jitter: float = 0.1
-    crash_loop_max: int = 5
-    crash_loop_window: float = 60.0
+Policy = RestartPolicy  # a service's `policy`, as configured (manager/config.py)
 
 
 # ---- events -------------------------------------------------------------------------
