@@ -14,15 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backendai.config_fields import (
+from backendai.config import (
     LOG_FORMATS,
     LOG_LEVELS,
     Table,
+    load_toml,
+    require_token_off_loopback,
 )
-from backendai.errors import ConfigError, InvalidArgument
+from backendai.errors import ConfigError
 from backendai.listen import ListenAddress
-from backendai.tls import ClientTLS, ServerTLS, load_toml
-from backendai.validate import check_host_name, default_host_name
+from backendai.tls import ClientTLS, ServerTLS
+from backendai.validate import default_host_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,37 +50,29 @@ class AgentConfig:
 
 
 def load(path: Path) -> AgentConfig:
-    t = Table(load_toml(path))
-    try:
-        name = check_host_name(t.text("name") or default_host_name("agent"), "name")
-    except InvalidArgument as exc:
-        raise ConfigError(str(exc)) from None
-    tls = t.table("tls")
-    hub_tls = t.table("hub_tls")
+    t = Table(load_toml(path), defaults=AgentConfig)
     cfg = AgentConfig(
-        name=name,
-        grpc_listen=t.listen("grpc_listen", "0.0.0.0:3080"),
-        auth_token_file=t.path("auth_token_file"),
+        name=t.host_name("name", default=default_host_name("agent")),
+        grpc_listen=t.listen("grpc_listen"),
+        auth_token_file=t.optional_path("auth_token_file"),
         insecure_no_auth=t.flag("insecure_no_auth"),
         hub_address=t.address("hub_address"),
-        hub_token_file=t.path("hub_token_file"),
+        hub_token_file=t.optional_path("hub_token_file"),
         manager_address=t.address("manager_address"),
         advertise_address=t.address("advertise_address"),
         labels=t.labels("labels"),
-        version=t.text("version"),
-        heartbeat_interval=t.seconds("heartbeat_interval", 10.0, low=0.05, high=3600),
-        reconnect_max=t.seconds("reconnect_max", 30.0, low=0.1, high=3600),
-        disk_path=t.path("disk_path", absolute=True) or Path("/"),
-        tls=ServerTLS.from_table(tls) if tls is not None else None,
-        hub_tls=ClientTLS.from_table(hub_tls, "hub_tls") if hub_tls is not None else None,
-        log_level=t.choice("log_level", LOG_LEVELS, "info"),
-        log_format=t.choice("log_format", LOG_FORMATS, "auto"),
+        version=t.version("version"),
+        heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),
+        reconnect_max=t.number("reconnect_max", low=0.1, high=3600),
+        disk_path=t.path("disk_path", absolute=True),
+        tls=t.tls_server("tls"),
+        hub_tls=t.tls_client("hub_tls"),
+        log_level=t.choice("log_level", LOG_LEVELS),
+        log_format=t.choice("log_format", LOG_FORMATS),
     )
     t.done()
-    if not cfg.grpc_listen.is_loopback and cfg.auth_token_file is None \
-            and not cfg.insecure_no_auth:
-        raise ConfigError("auth_token_file: required when grpc_listen is not a loopback "
-                          "address (or set insecure_no_auth = true)")
+    require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,
+                               cfg.insecure_no_auth)
     if cfg.hub_address and not cfg.manager_address:
         raise ConfigError("manager_address: required with hub_address (the hub updates this "
                           "host through its manager)")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from agent import config as config_mod
-from backendai.config_fields import release_anchors, release_version
+from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
 
 

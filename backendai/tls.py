@@ -8,14 +8,16 @@ errors name the config key.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
 from backendai.errors import ConfigError
+
+if TYPE_CHECKING:
+    from backendai.config import Table  # which reads these tables with from_table
 
 MAX_PEM_BYTES = 1 << 20
 
@@ -30,24 +32,6 @@ def read_pem(path: Path, key: str) -> bytes:
     return data
 
 
-def _path(table: dict[str, Any], name: str, prefix: str) -> Path | None:
-    value = table.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{prefix}.{name}: expected a file path")
-    return Path(value)
-
-
-def _check_keys(table: Any, allowed: tuple[str, ...], prefix: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{prefix}: expected a table")
-    for key in table:
-        if key not in allowed:
-            raise ConfigError(f"{prefix}.{key}: unknown key")
-    return table
-
-
 @dataclass(frozen=True, slots=True)
 class ServerTLS:
     """`[tls]`: cert_file, key_file, client_ca_file (set: mutual TLS)."""
@@ -59,14 +43,14 @@ class ServerTLS:
     prefix: str = "tls"
 
     @classmethod
-    def from_table(cls, table: Any, prefix: str = "tls") -> ServerTLS:
-        t = _check_keys(table, ("cert_file", "key_file", "client_ca_file"), prefix)
-        cert = _path(t, "cert_file", prefix)
-        key = _path(t, "key_file", prefix)
+    def from_table(cls, t: Table) -> ServerTLS:
+        cert = t.optional_path("cert_file")
+        key = t.optional_path("key_file")
+        ca = t.optional_path("client_ca_file")
+        t.done()
         if cert is None or key is None:
-            raise ConfigError(f"{prefix}: cert_file and key_file are both required")
-        ca = _path(t, "client_ca_file", prefix)
-        return cls._read(cert, key, ca, prefix)
+            raise ConfigError(f"{t.prefix}: cert_file and key_file are both required")
+        return cls._read(cert, key, ca, t.prefix)
 
     @classmethod
     def _read(cls, cert: Path, key: Path, ca: Path | None, prefix: str) -> ServerTLS:
@@ -133,16 +117,15 @@ class ClientTLS:
     cert_files: tuple[Path, Path] | None = None  # (cert, key) as configured, for ssl
 
     @classmethod
-    def from_table(cls, table: Any, prefix: str) -> ClientTLS:
-        t = _check_keys(table, ("ca_file", "cert_file", "key_file", "server_name"), prefix)
-        ca = _path(t, "ca_file", prefix)
-        cert = _path(t, "cert_file", prefix)
-        key = _path(t, "key_file", prefix)
+    def from_table(cls, t: Table) -> ClientTLS:
+        ca = t.optional_path("ca_file")
+        cert = t.optional_path("cert_file")
+        key = t.optional_path("key_file")
+        name = t.text("server_name", min_len=1, max_len=253, default="") or None
+        t.done()
+        prefix = t.prefix
         if (cert is None) != (key is None):
             raise ConfigError(f"{prefix}: cert_file and key_file go together")
-        name = t.get("server_name")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise ConfigError(f"{prefix}.server_name: expected a host name")
         return cls(read_pem(ca, f"{prefix}.ca_file") if ca else None,
                    read_pem(cert, f"{prefix}.cert_file") if cert else None,
                    read_pem(key, f"{prefix}.key_file") if key else None, name,
@@ -168,14 +151,3 @@ class ClientTLS:
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert)
-
-
-def load_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML file with errors that name the file."""
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{str(path)!r}: invalid TOML: {exc}") from None

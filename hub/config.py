@@ -18,17 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from backendai.config_fields import (
+from backendai.config import (
     LOG_FORMATS,
     LOG_LEVELS,
     Table,
+    load_toml,
+    require_token_off_loopback,
 )
-from backendai.errors import ConfigError, InvalidArgument
+from backendai.errors import ConfigError
 from backendai.listen import ListenAddress
-from backendai.tls import ClientTLS, ServerTLS, load_toml
-from backendai.validate import check_host_name
+from backendai.tls import ClientTLS, ServerTLS
 
 MAX_HOSTS = 100_000
 
@@ -63,72 +63,57 @@ class HubConfig:
     tick_seconds: float = 0.25
 
 
-def _host(table: Any, prefix: str, role: str = "agent") -> HostEntry:
-    t = Table(table, prefix)
-    try:
-        name = check_host_name(t.text("name", "hub" if role == "hub" else ""), t.key("name"))
-    except InvalidArgument as exc:
-        raise ConfigError(str(exc)) from None
-    address = t.address("manager" if role == "agent" else "manager_address")
-    if not address:
-        raise ConfigError(f"{t.key('manager' if role == 'agent' else 'manager_address')}: "
-                          "required (\"HOST:PORT\" of the manager's gRPC)")
-    entry = HostEntry(name=name, manager_address=address, labels=t.labels("labels"),
-                      service=t.text("service"), role=role)
+def _host(t: Table, role: str = "agent") -> HostEntry:
+    """A `[[hosts]]` entry (`manager = "HOST:PORT"`) or `[self]`, the hub's own host
+    (`manager_address`, named "hub" unless it says otherwise)."""
+    entry = HostEntry(
+        name=t.host_name("name", default="hub") if role == "hub" else t.host_name("name"),
+        manager_address=t.address("manager" if role == "agent" else "manager_address"),
+        labels=t.labels("labels"), service=t.text("service"), role=role)
     t.done()
     return entry
 
 
-def _hosts(items: Any, prefix: str) -> list[HostEntry]:
-    if not isinstance(items, list):
-        raise ConfigError(f"{prefix}: expected an array of tables ([[hosts]])")
-    return [_host(item, f"{prefix}[{i}]") for i, item in enumerate(items)]
+def _hosts(t: Table) -> list[HostEntry]:
+    return [_host(h) for h in t.tables("hosts", most=MAX_HOSTS, defaults=HostEntry)]
 
 
 def load(path: Path) -> HubConfig:
-    data = load_toml(path)
-    t = Table(data)
+    t = Table(load_toml(path), defaults=HubConfig)
     state_dir = t.path("state_dir", absolute=True)
-    if state_dir is None:
-        raise ConfigError("state_dir: required (absolute path)")
-    hosts = _hosts(t.raw("hosts") or [], "hosts")
-    inventory = t.path("inventory_file")
+    hosts = _hosts(t)
+    inventory = t.optional_path("inventory_file")
     if inventory is not None:
         if not inventory.is_absolute():
             inventory = path.parent / inventory
-        inv = Table(load_toml(inventory), str(inventory))
-        hosts += _hosts(inv.raw("hosts") or [], f"{inventory}: hosts")
+        inv = Table(load_toml(inventory), f"{inventory}:")
+        hosts += _hosts(inv)
         inv.done()
-    self_table = t.table("self")
-    self_host = _host(self_table, "self", role="hub") if self_table is not None else None
+    self_table = t.table("self", defaults=HostEntry)
+    self_host = _host(self_table, role="hub") if self_table is not None else None
     names = [h.name for h in hosts] + ([self_host.name] if self_host else [])
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"hosts: duplicate host names {', '.join(dupes)}")
     if len(hosts) > MAX_HOSTS:
         raise ConfigError(f"hosts: at most {MAX_HOSTS}")
-    tls = t.table("tls")
-    manager_tls = t.table("manager_tls")
     cfg = HubConfig(
         state_dir=state_dir,
-        grpc_listen=t.listen("grpc_listen", "0.0.0.0:3000"),
-        auth_token_file=t.path("auth_token_file"),
+        grpc_listen=t.listen("grpc_listen"),
+        auth_token_file=t.optional_path("auth_token_file"),
         insecure_no_auth=t.flag("insecure_no_auth"),
-        manager_token_file=t.path("manager_token_file"),
+        manager_token_file=t.optional_path("manager_token_file"),
         hosts=tuple(hosts), self_host=self_host,
-        version=t.text("version"),
-        heartbeat_interval=t.seconds("heartbeat_interval", 10.0, low=0.05, high=3600),
-        call_timeout=t.seconds("call_timeout", 10.0, low=0.1, high=600),
-        tick_seconds=t.seconds("tick_seconds", 0.25, low=0.01, high=10),
-        tls=ServerTLS.from_table(tls) if tls is not None else None,
-        manager_tls=ClientTLS.from_table(manager_tls, "manager_tls")
-        if manager_tls is not None else None,
-        log_level=t.choice("log_level", LOG_LEVELS, "info"),
-        log_format=t.choice("log_format", LOG_FORMATS, "auto"),
+        version=t.version("version"),
+        heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),
+        call_timeout=t.number("call_timeout", low=0.1, high=600),
+        tick_seconds=t.number("tick_seconds", low=0.01, high=10),
+        tls=t.tls_server("tls"),
+        manager_tls=t.tls_client("manager_tls"),
+        log_level=t.choice("log_level", LOG_LEVELS),
+        log_format=t.choice("log_format", LOG_FORMATS),
     )
     t.done()
-    if not cfg.grpc_listen.is_loopback and cfg.auth_token_file is None \
-            and not cfg.insecure_no_auth:
-        raise ConfigError("auth_token_file: required when grpc_listen is not a loopback "
-                          "address (or set insecure_no_auth = true)")
+    require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,
+                               cfg.insecure_no_auth)
     return cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from backendai.config_fields import release_anchors, release_version
+from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
 from hub import config as config_mod
 

@@ -29,7 +29,7 @@ def test_minimal_config_and_defaults():
     assert str(cfg.grpc_listen) == "127.0.0.1:3082"
     svc = cfg.primary
     assert svc.package == "ai-agent" and svc.backend == "process"
-    assert svc.stop_signal == signal.SIGTERM and svc.restart == "always"
+    assert svc.policy.stop_signal == signal.SIGTERM and svc.policy.restart == "always"
     assert svc.unit == "ai-agent.service" and svc.rc_script == "/etc/rc.d/rc.ai-agent"
 
 
@@ -52,7 +52,7 @@ stop_signal = "INT"
     path.write_text(text)
     cfg = config.load(path)
     assert cfg.primary.package == "@backend-ai/agent"
-    assert cfg.primary.stop_signal == signal.SIGINT
+    assert cfg.primary.policy.stop_signal == signal.SIGINT
 
 
 @pytest.mark.parametrize(("over", "key"), [

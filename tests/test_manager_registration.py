@@ -100,7 +100,7 @@ def test_hub_table_defaults(tmp_path):
 
 
 @pytest.mark.parametrize(("hub", "message"), [
-    ("10.0.0.2:3000", "hub: expected a table"),
+    ("10.0.0.2:3000", "hub: must be a table"),
     ({}, "hub.address: required"),
     ({"address": "nohost"}, "hub.address"),
     ({"address": "10.0.0.2:3000", "bogus": 1}, "hub.bogus: unknown key"),

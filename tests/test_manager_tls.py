@@ -9,18 +9,21 @@ import asyncio
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
 
 from backendai.auth import write_token
+from backendai.config import Table
 from backendai.errors import ConfigError
 from backendai.tls import ClientTLS
 from backendai.v1 import hub_pb2 as hpb
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager import config
+from manager.config import HealthGate
 from manager.updates.health_probe import ProbeSpec, probe_once
 from tests.conftest import PY, ROOT, fast_service, to_toml
 from tests.fixtures.hub_procs import HubProc, make_certs, wait_for
@@ -173,16 +176,16 @@ def test_health_probe_speaks_tls_to_a_real_tls_agent(tmp_path, certs, other_ca):
     agent = AgentProc(tmp_path, tls=server_tls(certs, mutual=False))
     try:
         agent.start()
-        base = ProbeSpec(kind="grpc", target=agent.address,
-                         version_method="backendai.v1.Agent/GetInfo")
+        base = HealthGate(health_probe="grpc", health_target=agent.address,
+                          health_version_method="backendai.v1.Agent/GetInfo")
         ca_only = ClientTLS(ca=(certs / "ca.pem").read_bytes())
-        ok, message, version = probe(ProbeSpec(**{**_fields(base), "tls": ca_only}))
+        ok, message, version = probe(ProbeSpec(replace(base, health_tls=ca_only)))
         assert ok and version == "3.1.4", message
         # plaintext to a TLS agent, or a CA that did not sign its certificate: clear failures
-        ok, message, _ = probe(base)
+        ok, message, _ = probe(ProbeSpec(base))
         assert not ok and "UNAVAILABLE" in message
         wrong = ClientTLS(ca=(other_ca / "ca.pem").read_bytes())
-        ok, message, _ = probe(ProbeSpec(**{**_fields(base), "tls": wrong}))
+        ok, message, _ = probe(ProbeSpec(replace(base, health_tls=wrong)))
         assert not ok and "UNAVAILABLE" in message
     finally:
         agent.cleanup()
@@ -192,21 +195,17 @@ def test_health_probe_presents_a_client_certificate_to_a_mutual_tls_agent(tmp_pa
     agent = AgentProc(tmp_path, tls=server_tls(certs, mutual=True))
     try:
         agent.start()
-        base = ProbeSpec(kind="grpc", target=agent.address,
-                         version_method="backendai.v1.Agent/GetInfo")
+        base = HealthGate(health_probe="grpc", health_target=agent.address,
+                          health_version_method="backendai.v1.Agent/GetInfo")
         mutual = ClientTLS.from_files(certs / "ca.pem", certs / "client.pem",
                                       certs / "client.key")
-        ok, message, version = probe(ProbeSpec(**{**_fields(base), "tls": mutual}))
+        ok, message, version = probe(ProbeSpec(replace(base, health_tls=mutual)))
         assert ok and version == "3.1.4", message
         ca_only = ClientTLS(ca=(certs / "ca.pem").read_bytes())
-        ok, _, _ = probe(ProbeSpec(**{**_fields(base), "tls": ca_only}))
+        ok, _, _ = probe(ProbeSpec(replace(base, health_tls=ca_only)))
         assert not ok
     finally:
         agent.cleanup()
-
-
-def _fields(spec: ProbeSpec) -> dict[str, object]:
-    return {name: getattr(spec, name) for name in spec.__dataclass_fields__}
 
 
 def doc(tmp_path: Path, top: dict[str, object] | None = None,
@@ -221,23 +220,23 @@ def test_tls_config_keys_parse(tmp_path, certs):
         "health_tls": {"ca_file": str(certs / "ca.pem"), "cert_file": str(certs / "client.pem"),
                        "key_file": str(certs / "client.key"), "server_name": "localhost"}}))
     assert cfg.tls is not None and cfg.tls.client_ca == (certs / "ca.pem").read_bytes()
-    tls = cfg.primary.health_tls
+    tls = cfg.primary.health.health_tls
     assert tls is not None and tls.server_name == "localhost" and tls.cert is not None
     https = config.parse(doc(tmp_path, svc={
         "health_probe": "http", "health_target": "https://127.0.0.1:1/health",
         "health_tls": {"ca_file": str(certs / "ca.pem")}}))
-    assert https.primary.health_tls is not None
+    assert https.primary.health.health_tls is not None
 
 
 @pytest.mark.parametrize(("top", "svc", "message"), [
-    ({"tls": "yes"}, {}, "tls: expected a table"),
+    ({"tls": "yes"}, {}, "tls: must be a table"),
     ({"tls": {"cert_file": "/nonexistent.pem"}}, {},
      "tls: cert_file and key_file are both required"),
     ({"tls": {"cert_file": "CERT", "key_file": "/nonexistent.key"}}, {},
      "tls.key_file: cannot read '/nonexistent.key'"),
     ({"tls": {"cert_file": "CERT", "key_file": "KEY", "bogus": 1}}, {}, "tls.bogus: unknown key"),
     ({"tls": {"cert_file": "CERT", "key_file": "NOTPEM"}}, {}, "is not a PEM file"),
-    ({"tls": {"cert_file": "", "key_file": "KEY"}}, {}, "tls.cert_file: expected a file path"),
+    ({"tls": {"cert_file": "", "key_file": "KEY"}}, {}, "tls.cert_file: must be a file path"),
     ({}, {"health_probe": "tcp", "health_target": "127.0.0.1:1", "health_tls": {}},
      "services[0].health_tls: only the grpc and http probes speak TLS"),
     ({}, {"health_probe": "http", "health_target": "http://127.0.0.1:1/", "health_tls": {}},
@@ -250,7 +249,7 @@ def test_tls_config_keys_parse(tmp_path, certs):
     ({}, {"health_probe": "grpc", "health_target": "127.0.0.1:1",
           "health_tls": {"server_name": 7}}, "services[0].health_tls.server_name"),
     ({}, {"health_probe": "grpc", "health_target": "127.0.0.1:1", "health_tls": []},
-     "services[0].health_tls: expected a table"),
+     "services[0].health_tls: must be a table"),
 ])
 def test_bad_tls_config_names_the_key(tmp_path, certs, top, svc, message):
     (tmp_path / "not.pem").write_text("hello\n")
@@ -307,13 +306,15 @@ def test_https_health_probe_presents_a_client_certificate(tmp_path, certs):
     thread.start()
     try:
         target = f"https://127.0.0.1:{server.server_address[1]}/health"
-        mutual = ClientTLS.from_table({"ca_file": str(certs / "ca.pem"),
-                                       "cert_file": str(certs / "client.pem"),
-                                       "key_file": str(certs / "client.key")}, "health_tls")
-        ok, message, version = probe(ProbeSpec(kind="http", target=target, tls=mutual))
+        mutual = ClientTLS.from_table(Table({"ca_file": str(certs / "ca.pem"),
+                                             "cert_file": str(certs / "client.pem"),
+                                             "key_file": str(certs / "client.key")},
+                                            "health_tls"))
+        gate = HealthGate(health_probe="http", health_target=target)
+        ok, message, version = probe(ProbeSpec(replace(gate, health_tls=mutual)))
         assert ok and version == "3.1.4", message
-        ca_only = ClientTLS.from_table({"ca_file": str(certs / "ca.pem")}, "health_tls")
-        ok, message, _ = probe(ProbeSpec(kind="http", target=target, tls=ca_only))
+        ca_only = ClientTLS.from_table(Table({"ca_file": str(certs / "ca.pem")}, "health_tls"))
+        ok, message, _ = probe(ProbeSpec(replace(gate, health_tls=ca_only)))
         assert not ok and "HTTP probe failed" in message
     finally:
         server.shutdown()

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from backendai.auth import Token, write_token
+from backendai.config import Table
 from backendai.daemon_support import Secrets
 from backendai.errors import ConfigError
 from backendai.tls import ReloadableServerCredentials, ServerTLS
@@ -138,8 +139,9 @@ def test_secrets_reload_is_all_or_nothing(tmp_path, tmp_path_factory):
     token_file = tmp_path / "t.token"
     write_token(token_file, "first")
     token = Token.from_file(token_file)
-    tls = ReloadableServerCredentials(ServerTLS.from_table(
-        {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key")}))
+    tls = ReloadableServerCredentials(ServerTLS.from_table(Table(
+        {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key")},
+        "tls")))
     secrets = Secrets([token], tls)
     write_token(token_file, "second")
     os.rename(certs / "server.key", certs / "server.key.moved")
@@ -148,8 +150,9 @@ def test_secrets_reload_is_all_or_nothing(tmp_path, tmp_path_factory):
     os.rename(certs / "server.key.moved", certs / "server.key")
     assert secrets.reload() is True and token.value == b"second"
     # mutual TLS cannot be switched on by a reload
-    mutual = ReloadableServerCredentials(ServerTLS.from_table(
-        {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key")}))
+    mutual = ReloadableServerCredentials(ServerTLS.from_table(Table(
+        {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key")},
+        "tls")))
     assert mutual.current.files is not None
     cert, key, _ = mutual.current.files
     mutual.current = ServerTLS(mutual.current.cert, mutual.current.key, None,

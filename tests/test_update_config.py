@@ -17,9 +17,9 @@ def doc(**svc):
 def test_update_defaults():
     svc = config.parse(doc(install_root="/opt/a",
                            package_url="http://nas:8888/api/raw/{version}/a-{version}.tgz")).primary
-    assert svc.health_probe == "none" and svc.min_healthy_time == 5.0
-    assert svc.healthy_deadline == 60.0 and svc.download_retries == 3
-    assert svc.package_max_bytes == 1 << 30 and svc.keep_releases == 3
+    assert svc.health.health_probe == "none" and svc.health.min_healthy_time == 5.0
+    assert svc.health.healthy_deadline == 60.0 and svc.update.download_retries == 3
+    assert svc.update.package_max_bytes == 1 << 30 and svc.update.keep_releases == 3
 
 
 @pytest.mark.parametrize(("over", "key"), [

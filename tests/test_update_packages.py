@@ -18,7 +18,8 @@ from structlog.testing import capture_logs
 
 from backendai.errors import InvalidArgument, NotFound, Unavailable
 from backendai.validate import check_version as validate_version
-from manager.updates.extract import ExtractLimits, UnsafePackage, extract_release
+from manager.config import UpdateSource
+from manager.updates.extract import UnsafePackage, extract_release
 from manager.updates.fetch import (
     FetchFailed,
     FetchPolicy,
@@ -30,7 +31,8 @@ from manager.updates.fetch import (
 from manager.updates.verify import VerifyFailed, parse_sums, verify_package
 from tests.update_support import StoreServer
 
-FAST = FetchPolicy(timeout=5.0, retries=2, backoff=0.01, max_bytes=1 << 20)
+FAST = FetchPolicy(UpdateSource(download_timeout=5.0, download_retries=2,
+                                package_max_bytes=1 << 20), backoff=0.01)
 
 
 @pytest.fixture
@@ -224,7 +226,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"x",
 def test_good_archive_is_extracted_whole(tmp_path):
     arc = _tar(tmp_path / "a.tar.gz", [_member("bin/run", data=b"#!/bin/sh\n"),
                                       _member("lib/link", tarfile.SYMTYPE, link="../bin/run")])
-    out = extract_release(arc, tmp_path / "releases", "1.0", ExtractLimits())
+    out = extract_release(arc, tmp_path / "releases", "1.0", UpdateSource())
     assert (out / "bin" / "run").read_bytes() == b"#!/bin/sh\n"
     assert (out / "lib" / "link").is_symlink()
     assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["1.0"]
@@ -247,7 +249,7 @@ HOSTILE = {
 def test_hostile_archives_are_refused_and_leave_nothing(tmp_path, kind):
     arc = _tar(tmp_path / "a.tar.gz", HOSTILE[kind])
     with pytest.raises(UnsafePackage):
-        extract_release(arc, tmp_path / "releases", "1.0", ExtractLimits())
+        extract_release(arc, tmp_path / "releases", "1.0", UpdateSource())
     assert list((tmp_path / "releases").iterdir()) == []
     assert not (tmp_path / "evil").exists()
 
@@ -255,10 +257,10 @@ def test_hostile_archives_are_refused_and_leave_nothing(tmp_path, kind):
 def test_size_and_count_bombs_are_refused(tmp_path):
     arc = _tar(tmp_path / "big.tar.gz", [_member("zeros", data=b"\0" * 200_000)])
     with pytest.raises(UnsafePackage, match="more than 100000 bytes"):
-        extract_release(arc, tmp_path / "r", "1.0", ExtractLimits(max_bytes=100_000))
+        extract_release(arc, tmp_path / "r", "1.0", UpdateSource(extract_max_bytes=100_000))
     arc = _tar(tmp_path / "many.tar.gz", [_member(f"f{i}") for i in range(50)])
     with pytest.raises(UnsafePackage, match="more than 20 entries"):
-        extract_release(arc, tmp_path / "r", "1.0", ExtractLimits(max_files=20))
+        extract_release(arc, tmp_path / "r", "1.0", UpdateSource(extract_max_files=20))
     assert list((tmp_path / "r").iterdir()) == []
 
 
@@ -266,14 +268,14 @@ def test_size_and_count_bombs_are_refused(tmp_path):
 def test_archive_must_name_its_version(tmp_path, version, match):
     arc = _tar(tmp_path / "a.tar.gz", [_member("x")], version=version)
     with pytest.raises(UnsafePackage, match=match):
-        extract_release(arc, tmp_path / "r", "1.0", ExtractLimits())
+        extract_release(arc, tmp_path / "r", "1.0", UpdateSource())
 
 
 def test_not_a_tarball(tmp_path):
     arc = tmp_path / "a.tar.gz"
     arc.write_bytes(os.urandom(5000))
     with pytest.raises(UnsafePackage, match="not a valid"):
-        extract_release(arc, tmp_path / "r", "1.0", ExtractLimits())
+        extract_release(arc, tmp_path / "r", "1.0", UpdateSource())
 
 
 def test_corrupt_gzip_stream(tmp_path):
@@ -283,7 +285,7 @@ def test_corrupt_gzip_stream(tmp_path):
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(bytes(data))
     with pytest.raises(UnsafePackage, match="not a valid"):
-        extract_release(bad, tmp_path / "r", "1.0", ExtractLimits())
+        extract_release(bad, tmp_path / "r", "1.0", UpdateSource())
     assert list((tmp_path / "r").iterdir()) == []
 
 
@@ -294,7 +296,8 @@ def test_unloadable_client_certificate_is_a_clear_failure(tmp_path):
 
     bad = tmp_path / "client.pem"
     bad.write_text("not a certificate\n")
-    policy = package_fetch.FetchPolicy(client_cert=str(bad), client_key=str(bad), retries=0)
+    policy = package_fetch.FetchPolicy(UpdateSource(
+        package_client_cert=str(bad), package_client_key=str(bad), download_retries=0))
     dest = tmp_path / "pkg.tar.gz"
     with pytest.raises(package_fetch.FetchFailed, match="package_client_cert/package_client_key"):
         package_fetch.fetch("https://127.0.0.1:9/1.0/agent-1.0.tar.gz", dest, policy)

@@ -116,10 +116,11 @@ def build_release(src: Path, out: Path, version: str, *, behavior: dict[str, Any
 
 def install(install_root: Path, archive: Path, version: str) -> None:
     """What the installer does for the first release: extract it and point current at it."""
-    from manager.updates.extract import ExtractLimits, extract_release
+    from manager.config import UpdateSource
+    from manager.updates.extract import extract_release
     from manager.updates.release_dirs import ReleaseDirs
 
-    extract_release(archive, install_root / "releases", version, ExtractLimits())
+    extract_release(archive, install_root / "releases", version, UpdateSource())
     ReleaseDirs(str(install_root)).switch(version)
 
 

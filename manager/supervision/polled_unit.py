@@ -181,7 +181,7 @@ class PolledUnit:
     async def wait_running(self, before: Observed, what: str) -> ServiceStatus:
         """After a start request: return once the service has been RUNNING with the same
         pid for start_secs; raise ServiceFailed if it fails, restarts or stops meanwhile."""
-        start_secs = self.config.start_secs
+        start_secs = self.config.policy.start_secs
         limit = start_secs + self.config.call_timeout + WAIT_MARGIN
         seen: int | None = None  # the pid first seen RUNNING
         seen_at = 0.0

@@ -26,7 +26,6 @@ from manager.config import ServiceConfig
 from manager.statestore import ServiceRecord, StateStore
 from manager.supervision import process_os, supervisor
 from manager.supervision.logstore import LogStore
-from manager.supervision.restart_policy import policy_of
 from manager.supervision.states import ServiceStatus, State, UpdateSummary
 
 log = structlog.get_logger(__name__)
@@ -41,7 +40,7 @@ class ProcessUnit:
 
     def __init__(self, config: ServiceConfig, *, state_dir: Path, store: StateStore) -> None:
         self.config = config
-        self.policy = policy_of(config)
+        self.policy = config.policy
         self.store = store
         self.fifo_path = state_dir / "run" / f"{config.name}.pipe"
         self.logs = LogStore(state_dir / "logs", config.name, max_bytes=config.log_max_bytes,

@@ -45,7 +45,7 @@ from manager.supervision import rcd_supervisor
 from manager.supervision.external_log import ExternalLog
 from manager.supervision.host_command import CommandResult, run_command
 from manager.supervision.polled_unit import Observed, PolledUnit
-from manager.supervision.restart_policy import RestartDecision, Verdict, policy_of
+from manager.supervision.restart_policy import RestartDecision, Verdict
 from manager.supervision.states import ServiceStatus, State
 
 log = structlog.get_logger(__name__)
@@ -77,7 +77,7 @@ class RcdUnit(PolledUnit):
         self.script = config.rc_script
         self.logs = ExternalLog(Path(config.log_file))
         self.store = store
-        self.policy = policy_of(config)
+        self.policy = config.policy
         record = store.load_service(config.name) if store is not None else None
         self.core = rcd_supervisor.RcdCore(desired=record.desired if record else None)
         self._requests = 0  # start/stop/restart requests so far: a newer one takes over
@@ -92,7 +92,7 @@ class RcdUnit(PolledUnit):
         env.update(cfg.env)
         # deploy/'s rc scripts wait this long for the service to stop before SIGKILL
         env[STOP_TIMEOUT_ENV] = str(max(1, math.ceil(
-            cfg.stop_timeout if stop_timeout is None else stop_timeout)))
+            cfg.policy.stop_timeout if stop_timeout is None else stop_timeout)))
         return await run_command([self.script, verb], timeout=timeout, env=env)
 
     async def observe(self) -> Observed:
@@ -127,7 +127,7 @@ class RcdUnit(PolledUnit):
             if force and obs.pid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(obs.pid, 9)
-            limit = self.config.stop_timeout if timeout is None else timeout
+            limit = self.config.policy.stop_timeout if timeout is None else timeout
             await self._act("stop", limit + self.config.call_timeout, stop_timeout=limit)
             await self.refresh()
             return self.status()
@@ -151,8 +151,9 @@ class RcdUnit(PolledUnit):
         """`rc.NAME start|restart`, then wait for RUNNING. A failure is raised, and also
         goes to the restart decision, which the background loop carries out."""
         cfg = self.config
-        timeout = cfg.call_timeout + cfg.start_secs + (cfg.stop_timeout if verb == "restart"
-                                                       else 0.0)
+        policy = cfg.policy
+        timeout = cfg.call_timeout + policy.start_secs + (policy.stop_timeout
+                                                          if verb == "restart" else 0.0)
         try:
             await self._act(verb, timeout)
             if wait:
@@ -235,7 +236,7 @@ class RcdUnit(PolledUnit):
         log.info("rcd.auto_restart", service=self.name, restarts=self.core.restarts,
                  reason=reason)
         try:
-            await self._act("start", cfg.call_timeout + cfg.start_secs)
+            await self._act("start", cfg.call_timeout + cfg.policy.start_secs)
             await self.wait_running(before, "restart")
         except BackendAIError as exc:
             self.core, decision = rcd_supervisor.start_failed(

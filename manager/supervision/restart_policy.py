@@ -30,34 +30,11 @@ Rules (see docs/CONFIG.md for the keys):
 from __future__ import annotations
 
 import enum
-import signal
 from dataclasses import dataclass
 
-from manager.config import ServiceConfig
+from manager.config import RestartPolicy
 
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    start_secs: float = 1.0
-    stop_signal: signal.Signals = signal.SIGTERM
-    stop_timeout: float = 10.0
-    restart: str = "always"
-    success_exit_codes: tuple[int, ...] = (0,)
-    backoff_initial: float = 1.0
-    backoff_max: float = 30.0
-    backoff_jitter: float = 0.1
-    crash_loop_max: int = 5
-    crash_loop_window: float = 60.0
-
-
-def policy_of(cfg: ServiceConfig) -> Policy:
-    """The service's restart policy, from its config."""
-    return Policy(
-        start_secs=cfg.start_secs, stop_signal=cfg.stop_signal, stop_timeout=cfg.stop_timeout,
-        restart=cfg.restart, success_exit_codes=cfg.success_exit_codes,
-        backoff_initial=cfg.backoff_initial, backoff_max=cfg.backoff_max,
-        backoff_jitter=cfg.backoff_jitter, crash_loop_max=cfg.crash_loop_max,
-        crash_loop_window=cfg.crash_loop_window)
+Policy = RestartPolicy  # a service's `policy`, as configured (manager/config.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,7 +176,8 @@ class SystemdUnit(PolledUnit):
                 await self._act("start", "--no-block")
                 await self.refresh()
                 return self.status()
-            await self._act("start", timeout=self.config.call_timeout + self.config.start_secs)
+            await self._act("start",
+                            timeout=self.config.call_timeout + self.config.policy.start_secs)
             return await self.wait_running(before, "start")
 
     async def stop(self, *, timeout: float | None = None, force: bool = False) -> ServiceStatus:
@@ -188,7 +189,7 @@ class SystemdUnit(PolledUnit):
     async def _stop(self, timeout: float | None, force: bool) -> None:
         if force:
             await self._kill()
-        limit = self.config.stop_timeout if timeout is None else timeout
+        limit = self.config.policy.stop_timeout if timeout is None else timeout
         try:
             await self._act("stop", timeout=limit + 1.0)
         except DeadlineExceeded:
@@ -213,8 +214,8 @@ class SystemdUnit(PolledUnit):
             before = await self._existing()
             await self._reset_failed(before)
             await self._act("restart",
-                            timeout=self.config.call_timeout + self.config.stop_timeout
-                            + self.config.start_secs)
+                            timeout=self.config.call_timeout + self.config.policy.stop_timeout
+                            + self.config.policy.start_secs)
             return await self.wait_running(before, "restart")
 
     # ---- logs -------------------------------------------------------------------------

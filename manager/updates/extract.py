@@ -14,15 +14,16 @@ import os
 import posixpath
 import uuid
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backendai.errors import BackendAIError
+from manager.config import UpdateSource
 
 if TYPE_CHECKING:
     import tarfile
 
+MAX_NAME_LEN = 4096
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 
@@ -38,27 +39,21 @@ def remove_tree(path: Path) -> None:
 
     shutil.rmtree(path, ignore_errors=True)
 
-@dataclass(frozen=True, slots=True)
-class ExtractLimits:
-    max_bytes: int = 1 << 30
-    max_files: int = 20_000
-    max_name_len: int = 4096
-
-
 def _inside(path: str) -> bool:
     norm = posixpath.normpath(path)
     return not (norm == ".." or norm.startswith(("../", "/")))
 
 
-def check_members(tar: tarfile.TarFile, limits: ExtractLimits) -> list[tarfile.TarInfo]:
-    """Every member, vetted; raise UnsafePackage at the first hostile one."""
+def check_members(tar: tarfile.TarFile, limits: UpdateSource) -> list[tarfile.TarInfo]:
+    """Every member, vetted (within `extract_max_files`, `extract_max_bytes`); raise
+    UnsafePackage at the first hostile one."""
     members: list[tarfile.TarInfo] = []
     total = 0
     for info in tar:
         name = info.name
-        if len(members) >= limits.max_files:
-            raise UnsafePackage(f"archive has more than {limits.max_files} entries")
-        if len(name) > limits.max_name_len or "\x00" in name:
+        if len(members) >= limits.extract_max_files:
+            raise UnsafePackage(f"archive has more than {limits.extract_max_files} entries")
+        if len(name) > MAX_NAME_LEN or "\x00" in name:
             raise UnsafePackage("archive has an entry with an over-long or NUL name")
         if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
             raise UnsafePackage(f"archive entry {name!r} has an absolute path")
@@ -79,14 +74,15 @@ def check_members(tar: tarfile.TarFile, limits: ExtractLimits) -> list[tarfile.T
         elif not (info.isfile() or info.isdir()):
             raise UnsafePackage(f"archive entry {name!r} has an unsupported type")
         total += max(0, info.size)
-        if total > limits.max_bytes:
-            raise UnsafePackage(f"archive unpacks to more than {limits.max_bytes} bytes")
+        if total > limits.extract_max_bytes:
+            raise UnsafePackage(f"archive unpacks to more than {limits.extract_max_bytes} "
+                                "bytes")
         members.append(info)
     return members
 
 
 def extract_release(archive: Path, releases_dir: Path, version: str,
-                    limits: ExtractLimits) -> Path:
+                    limits: UpdateSource) -> Path:
     """Extract into releases_dir/version (replacing an old copy); return that path."""
     releases_dir.mkdir(parents=True, exist_ok=True)
     target = releases_dir / version

@@ -14,12 +14,13 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
 from backendai.errors import BackendAIError, NotFound, Unavailable
+from manager.config import UpdateSource
 from manager.updates import extract as package_extract
 
 log = structlog.get_logger(__name__)
@@ -38,14 +39,17 @@ class TooLarge(FetchFailed):
 
 @dataclass(frozen=True, slots=True)
 class FetchPolicy:
-    timeout: float = 30.0        # connect and per-read timeout, seconds
-    retries: int = 3             # further attempts after the first
+    """How one file is fetched: the service's update source (timeouts, retries, deadline,
+    the store's CA and client certificate), the first retry delay, and a size limit
+    other than the package's (SHA256SUMS and its signature are small)."""
+
+    source: UpdateSource = field(default_factory=UpdateSource)
     backoff: float = 0.5         # first retry delay; doubles each time
-    max_bytes: int = 1 << 30
-    ca_file: str = ""            # https: trust this CA bundle instead of the system's
-    client_cert: str = ""        # https: present this certificate (PEM) ...
-    client_key: str = ""         # ... with this key, to a store that wants mutual TLS
-    deadline: float = 3600.0     # the whole download, retries included, seconds
+    limit: int | None = None     # None: the source's package_max_bytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self.source.package_max_bytes if self.limit is None else self.limit
 
 
 def expand_url(template: str, version: str) -> str:
@@ -97,9 +101,9 @@ def fetch(url: str, dest: Path, policy: FetchPolicy, *, authorization: str | Non
         raise FetchFailed(f"unsupported package URL scheme {scheme!r}")
     if scheme == "file":
         return _copy_file(url, dest, policy.max_bytes)
-    deadline = time.monotonic() + policy.deadline
+    deadline = time.monotonic() + policy.source.download_deadline
     last, tried = "", 0
-    for attempt in range(policy.retries + 1):
+    for attempt in range(policy.source.download_retries + 1):
         if attempt:
             delay = policy.backoff * (2 ** (attempt - 1))
             if time.monotonic() + delay > deadline:
@@ -170,16 +174,17 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
         req.add_header("Range", f"bytes={have}-")
     name = file_name(url)
     context = None
-    if url.startswith("https:") and (policy.ca_file or policy.client_cert):
-        context = ssl.create_default_context(cafile=policy.ca_file or None)
-        if policy.client_cert:
+    source = policy.source
+    if url.startswith("https:") and (source.package_ca_file or source.package_client_cert):
+        context = ssl.create_default_context(cafile=source.package_ca_file or None)
+        if source.package_client_cert:
             try:
-                context.load_cert_chain(policy.client_cert, policy.client_key)
+                context.load_cert_chain(source.package_client_cert, source.package_client_key)
             except (OSError, ssl.SSLError) as exc:
                 raise FetchFailed(f"package_client_cert/package_client_key: cannot load "
                                   f"them: {exc}") from None
     try:
-        resp = urllib.request.urlopen(req, timeout=policy.timeout,  # noqa: S310
+        resp = urllib.request.urlopen(req, timeout=source.download_timeout,  # noqa: S310
                                       context=context)
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -207,7 +212,7 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
         if isinstance(cause, ssl.SSLError) and "UNKNOWN_CA" in text:
             raise FetchFailed(f"{redact(url)}: the store does not accept our client "
                               "certificate (package_client_cert)") from None
-        if isinstance(cause, ssl.SSLEOFError) and not policy.client_cert:
+        if isinstance(cause, ssl.SSLEOFError) and not source.package_client_cert:
             # With TLS 1.3 a server that wants a client certificate may just hang up.
             raise _Retryable(f"the store closed the TLS connection ({cause}); if it wants "
                              "a client certificate, see package_client_cert") from None
@@ -225,7 +230,7 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
         try:
             with dest.open("ab" if resumed else "wb") as out:
                 got = _pump(resp, out, have, policy.max_bytes, name,
-                            deadline=(deadline, policy.deadline))
+                            deadline=(deadline, source.download_deadline))
                 out.flush()
                 os.fsync(out.fileno())
         except (http.client.IncompleteRead, TimeoutError, ConnectionError) as exc:
@@ -240,11 +245,8 @@ def _http_once(url: str, dest: Path, policy: FetchPolicy, authorization: str | N
 def fetch_small(url: str, dest: Path, policy: FetchPolicy, *, authorization: str | None,
                 limit: int, missing_ok: bool = False) -> bytes | None:
     """Fetch a small file (SHA256SUMS, its signature) and return its bytes."""
-    small = FetchPolicy(timeout=policy.timeout, retries=policy.retries, backoff=policy.backoff,
-                        max_bytes=limit, ca_file=policy.ca_file, deadline=policy.deadline,
-                        client_cert=policy.client_cert, client_key=policy.client_key)
     try:
-        fetch(url, dest, small, authorization=authorization)
+        fetch(url, dest, replace(policy, limit=limit), authorization=authorization)
     except NotFound:
         if missing_ok:
             return None

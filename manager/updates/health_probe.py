@@ -1,5 +1,6 @@
-"""The update health gate: the service stays up for `min_healthy_time`, its configured
-probe passes within `healthy_deadline`, and it reports the expected version.
+"""The update health gate (a service's `health`, manager/config.py `HealthGate`): the
+service stays up for `min_healthy_time`, its configured probe passes within
+`healthy_deadline`, and it reports the expected version.
 
 Probes: gRPC health (`grpc.health.v1.Health/Check`, plus an optional `version_method`
 called with an empty request whose response field 1 is the version), HTTP GET (2xx; a
@@ -24,9 +25,8 @@ from grpc_health.v1 import health_pb2
 
 from backendai.channels import open_channel
 from backendai.errors import BackendAIError
-from backendai.tls import ClientTLS
 from backendai.v1 import manager_pb2 as pb
-from manager.config import ServiceConfig
+from manager.config import HealthGate
 
 PROBE_TIMEOUT = 5.0
 READY_FILE = "ready-file:"
@@ -40,20 +40,16 @@ class HealthFailed(BackendAIError):
 
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
-    kind: str = "none"            # none | grpc | http | tcp | command
-    target: str = ""              # host:port (grpc, tcp) or URL (http)
-    command: tuple[str, ...] = ()
-    version_method: str = ""      # grpc only: full method returning VersionReport-shaped
-    timeout: float = PROBE_TIMEOUT
-    env: Mapping[str, str] = field(default_factory=dict)  # command: the service's `env`
-    tls: ClientTLS | None = None  # grpc / https: verify the service's certificate
+    """A service's health gate as probed, with the service's `env` (the command probe
+    runs with it)."""
 
-    @classmethod
-    def of(cls, cfg: ServiceConfig) -> ProbeSpec:
-        return cls(kind=cfg.health_probe, target=cfg.health_target,
-                   command=cfg.health_command, version_method=cfg.health_version_method,
-                   timeout=min(PROBE_TIMEOUT, cfg.healthy_deadline), env=dict(cfg.env),
-                   tls=cfg.health_tls)
+    gate: HealthGate
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def timeout(self) -> float:
+        """One probe's timeout: PROBE_TIMEOUT, or less when the whole gate is shorter."""
+        return min(PROBE_TIMEOUT, self.gate.healthy_deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +86,7 @@ def _json_version(body: bytes) -> str | None:
 async def probe_once(spec: ProbeSpec, expected: str) -> ProbeResult:
     try:
         async with asyncio.timeout(spec.timeout):
-            match spec.kind:
+            match spec.gate.health_probe:
                 case "grpc":
                     return await _grpc(spec)
                 case "http":
@@ -102,14 +98,17 @@ async def probe_once(spec: ProbeSpec, expected: str) -> ProbeResult:
                 case _:
                     return ProbeResult(True)
     except TimeoutError:
-        return ProbeResult(False, f"{spec.kind} probe timed out after {spec.timeout:g}s")
+        return ProbeResult(False, f"{spec.gate.health_probe} probe timed out after "
+                                  f"{spec.timeout:g}s")
 
 
 async def _grpc(spec: ProbeSpec) -> ProbeResult:
-    target = resolve_target(spec.target)
+    gate = spec.gate
+    target = resolve_target(gate.health_target)
     if target is None:
-        return ProbeResult(False, f"no address yet in {spec.target.removeprefix(READY_FILE)}")
-    async with open_channel(target, tls=spec.tls) as channel:
+        ready_file = gate.health_target.removeprefix(READY_FILE)
+        return ProbeResult(False, f"no address yet in {ready_file}")
+    async with open_channel(target, tls=gate.health_tls) as channel:
         check = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
@@ -123,16 +122,16 @@ async def _grpc(spec: ProbeSpec) -> ProbeResult:
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             return ProbeResult(False, "gRPC health says "
                                f"{health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)}")
-        if not spec.version_method:
+        if not gate.health_version_method:
             return ProbeResult(True)
         call = channel.unary_unary(
-            "/" + spec.version_method.lstrip("/"),
+            "/" + gate.health_version_method.lstrip("/"),
             request_serializer=lambda b: b,
             response_deserializer=pb.VersionReport.FromString)
         try:
             report = await call(b"", timeout=spec.timeout)
         except grpc.aio.AioRpcError as exc:
-            return ProbeResult(False, f"{spec.version_method} failed: {exc.code().name}")
+            return ProbeResult(False, f"{gate.health_version_method} failed: {exc.code().name}")
         return ProbeResult(True, version=report.version)
 
 
@@ -141,16 +140,18 @@ def _http(spec: ProbeSpec) -> ProbeResult:
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
-    req = urllib.request.Request(spec.target, method="GET")  # noqa: S310 - config-checked URL
+    tls = spec.gate.health_tls
+    req = urllib.request.Request(spec.gate.health_target,  # noqa: S310 - config-checked URL
+                                 method="GET")
     try:
         context = None
-        if spec.tls is not None:
+        if tls is not None:
             import ssl  # noqa: PLC0415 - only https probes with health_tls need it
 
-            ca = spec.tls.ca.decode("ascii", "replace") if spec.tls.ca is not None else None
+            ca = tls.ca.decode("ascii", "replace") if tls.ca is not None else None
             context = ssl.create_default_context(cadata=ca)
-            if spec.tls.cert_files is not None:  # the service wants mutual TLS
-                context.load_cert_chain(*spec.tls.cert_files)
+            if tls.cert_files is not None:  # the service wants mutual TLS
+                context.load_cert_chain(*tls.cert_files)
         with urllib.request.urlopen(req, timeout=spec.timeout,  # noqa: S310
                                     context=context) as resp:
             body = resp.read(MAX_BODY)
@@ -163,14 +164,15 @@ def _http(spec: ProbeSpec) -> ProbeResult:
 
 
 async def _tcp(spec: ProbeSpec) -> ProbeResult:
-    target = resolve_target(spec.target)
+    configured = spec.gate.health_target
+    target = resolve_target(configured)
     if target is None:
-        return ProbeResult(False, f"no address yet in {spec.target.removeprefix(READY_FILE)}")
+        return ProbeResult(False, f"no address yet in {configured.removeprefix(READY_FILE)}")
     host, _, port = target.rpartition(":")
     try:
         _reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
     except (OSError, ValueError) as exc:
-        return ProbeResult(False, f"TCP connect to {spec.target} failed: {exc}")
+        return ProbeResult(False, f"TCP connect to {configured} failed: {exc}")
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -181,7 +183,7 @@ async def _command(spec: ProbeSpec, expected: str) -> ProbeResult:
     env = {**os.environ, **spec.env, "AI_EXPECTED_VERSION": expected}
     try:
         proc = await asyncio.create_subprocess_exec(
-            *spec.command, stdout=asyncio.subprocess.PIPE,
+            *spec.gate.health_command, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, env=env)
     except OSError as exc:
         return ProbeResult(False, f"health command cannot run: {exc}")
@@ -196,12 +198,13 @@ async def _command(spec: ProbeSpec, expected: str) -> ProbeResult:
     return ProbeResult(True, version=_json_version(out[:MAX_BODY]))
 
 
-async def health_gate(spec: ProbeSpec, expected: str, *, min_healthy_time: float,
-                      deadline: float, down_reason: Callable[[], str | None]) -> str:
+async def health_gate(spec: ProbeSpec, expected: str, *,
+                      down_reason: Callable[[], str | None]) -> str:
     """Return a summary once healthy; raise HealthFailed when not within the deadline.
 
     `down_reason()` says why the service is not up (crashed, restarted), or None.
     """
+    min_healthy_time, deadline = spec.gate.min_healthy_time, spec.gate.healthy_deadline
     started = time.monotonic()
     last = "no probe result yet"
     try:
@@ -219,7 +222,7 @@ async def health_gate(spec: ProbeSpec, expected: str, *, min_healthy_time: float
                     why = down_reason()
                     if why is not None:
                         raise HealthFailed(why)
-                    return (f"healthy ({spec.kind} probe) after {up_for:.2f}s")
+                    return (f"healthy ({spec.gate.health_probe} probe) after {up_for:.2f}s")
                 if not result.ok:
                     last = result.message
                 wait = INTERVAL if not result.ok else min(

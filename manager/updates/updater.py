@@ -38,7 +38,7 @@ from manager.supervision.unit import ServiceUnit
 from manager.updates import fetch as package_fetch
 from manager.updates import plan as update_plan
 from manager.updates import verify as package_verify
-from manager.updates.extract import ExtractLimits, extract_release, remove_leftovers
+from manager.updates.extract import extract_release, remove_leftovers
 from manager.updates.health_probe import ProbeSpec, health_gate
 from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
 from manager.updates.release_dirs import ReleaseDirs
@@ -136,7 +136,7 @@ class Updater:
         unit = self.units.get(service)
         if cfg is None or unit is None:
             raise NotFound(f"no service named {service!r}")
-        if not cfg.install_root or (need_url and not cfg.package_url):
+        if not cfg.install_root or (need_url and not cfg.update.package_url):
             raise NotConfigured(f"updates are not configured for service {service!r} "
                                 "(set install_root and package_url)")
         return cfg, unit
@@ -316,11 +316,9 @@ class Updater:
             case "verify":
                 return await self._verify(op)
             case "stage":
-                limits = ExtractLimits(max_bytes=op.cfg.extract_max_bytes,
-                                       max_files=op.cfg.extract_max_files)
                 package = self._package_path(op)
                 await asyncio.to_thread(extract_release, package, dirs.releases,
-                                        rec.to_version, limits)
+                                        rec.to_version, op.cfg.update)
                 return f"staged in releases/{rec.to_version}"
             case "stop" | "rollback_stop":
                 st = await unit.stop()
@@ -352,25 +350,19 @@ class Updater:
         raise AssertionError(f"unknown step {step}")
 
     def _package_path(self, op: _Op) -> Path:
-        url = package_fetch.expand_url(op.cfg.package_url, op.rec.to_version)
+        url = package_fetch.expand_url(op.cfg.update.package_url, op.rec.to_version)
         return op.work / package_fetch.file_name(url)
 
     def _policy(self, cfg: ServiceConfig) -> package_fetch.FetchPolicy:
-        return package_fetch.FetchPolicy(timeout=cfg.download_timeout,
-                                         retries=cfg.download_retries,
-                                         max_bytes=cfg.package_max_bytes,
-                                         ca_file=cfg.package_ca_file,
-                                         client_cert=cfg.package_client_cert,
-                                         client_key=cfg.package_client_key,
-                                         deadline=cfg.download_deadline)
+        return package_fetch.FetchPolicy(cfg.update)
 
     async def _download(self, op: _Op) -> str:
         cfg = op.cfg
-        url = package_fetch.expand_url(cfg.package_url, op.rec.to_version)
+        url = package_fetch.expand_url(cfg.update.package_url, op.rec.to_version)
         auth = None
-        if cfg.package_credentials_file:
+        if cfg.update.package_credentials_file:
             try:
-                auth = package_fetch.load_credentials(Path(cfg.package_credentials_file))
+                auth = package_fetch.load_credentials(Path(cfg.update.package_credentials_file))
             except (OSError, ValueError) as exc:
                 raise package_fetch.FetchFailed(
                     f"cannot use package_credentials_file: {describe(exc)}") from None
@@ -383,7 +375,7 @@ class Updater:
                                 op.work / package_verify.SUMS_NAME, policy,
                                 authorization=auth, limit=package_verify.MAX_SUMS_BYTES)
         signed = ""
-        if cfg.package_public_key:
+        if cfg.update.package_public_key:
             sig = await asyncio.to_thread(
                 package_fetch.fetch_small, package_fetch.sibling_url(
                     url, package_verify.SIG_NAME), op.work / package_verify.SIG_NAME,
@@ -399,9 +391,9 @@ class Updater:
         sig_path = op.work / package_verify.SIG_NAME
         sig = sig_path.read_bytes() if sig_path.exists() else None
         key = None
-        if cfg.package_public_key:
+        if cfg.update.package_public_key:
             try:
-                key = package_verify.load_public_key(Path(cfg.package_public_key))
+                key = package_verify.load_public_key(Path(cfg.update.package_public_key))
             except (OSError, ValueError) as exc:
                 raise package_verify.VerifyFailed(
                     f"cannot load package_public_key: {describe(exc)}") from None
@@ -421,9 +413,8 @@ class Updater:
                 return f"service restarted (pid {pid} -> {st.pid})"
             return None
 
-        return await health_gate(ProbeSpec.of(op.cfg), expected,
-                                 min_healthy_time=op.cfg.min_healthy_time,
-                                 deadline=op.cfg.healthy_deadline, down_reason=down_reason)
+        return await health_gate(ProbeSpec(op.cfg.health, op.cfg.env), expected,
+                                 down_reason=down_reason)
 
     async def _commit(self, op: _Op) -> str:
         """Record the release and prune old ones. The journal is only touched from the
@@ -436,7 +427,7 @@ class Updater:
         installed = self.journal.installed(rec.service)
         newest = sorted(dirs.on_disk(), key=lambda v: installed.get(v, 0.0), reverse=True)
         removed = []
-        for v in newest[op.cfg.keep_releases:]:
+        for v in newest[op.cfg.update.keep_releases:]:
             if v in keep:
                 continue
             try:
