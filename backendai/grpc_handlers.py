@@ -1,6 +1,8 @@
 """Decorators for servicer methods (grpc.aio, and thread-pool grpc.server below): our
-errors become their status codes; anything else is logged and becomes INTERNAL
-"internal error" (never a stack trace)."""
+errors become their status codes; a TimeoutError nobody named (see
+backendai/deadlines.py `step_deadline` for naming the step) becomes DEADLINE_EXCEEDED
+naming the RPC method; anything else is logged and becomes INTERNAL "internal error"
+(never a stack trace)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,13 @@ import structlog
 from backendai.errors import BackendAIError
 
 log = structlog.get_logger(__name__)
+
+DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def _timed_out(method: str) -> str:
+    log.warning("grpc.deadline_exceeded", method=method)
+    return f"{method}: timed out"
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -29,6 +38,8 @@ def unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
             await context.abort(exc.grpc_code, str(exc))
         except grpc.aio.AioRpcError as exc:  # a downstream call failed: pass its status on
             await context.abort(exc.code(), exc.details() or exc.code().name)
+        except TimeoutError:
+            await context.abort(DEADLINE, _timed_out(fn.__name__))
         except Exception:
             log.exception("grpc.internal_error", method=fn.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -48,6 +59,8 @@ def stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp
             await context.abort(exc.grpc_code, str(exc))
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details() or exc.code().name)
+        except TimeoutError:
+            await context.abort(DEADLINE, _timed_out(fn.__name__))
         except Exception:
             log.exception("grpc.internal_error", method=fn.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -64,6 +77,8 @@ def unary_sync(fn: Callable[[Any, Req, grpc.ServicerContext], Resp],
             return fn(self, request, context)
         except BackendAIError as exc:
             context.abort(exc.grpc_code, str(exc))
+        except TimeoutError:
+            context.abort(DEADLINE, _timed_out(fn.__name__))
         except Exception:
             log.exception("grpc.internal_error", method=fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
@@ -79,6 +94,8 @@ def stream_sync(fn: Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]],
             yield from fn(self, request, context)
         except BackendAIError as exc:
             context.abort(exc.grpc_code, str(exc))
+        except TimeoutError:
+            context.abort(DEADLINE, _timed_out(fn.__name__))
         except Exception:
             log.exception("grpc.internal_error", method=fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
