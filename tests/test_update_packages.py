@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
 from backendai.errors import InvalidArgument, NotFound, Unavailable
+from backendai.validate import check_version as validate_version
 from manager.updates.extract import ExtractLimits, UnsafePackage, extract_release
 from manager.updates.fetch import (
     FetchFailed,
@@ -27,7 +28,6 @@ from manager.updates.fetch import (
     sibling_url,
 )
 from manager.updates.verify import VerifyFailed, parse_sums, verify_package
-from manager.versions import validate_version
 from tests.update_support import StoreServer
 
 FAST = FetchPolicy(timeout=5.0, retries=2, backoff=0.01, max_bytes=1 << 20)
