@@ -5,15 +5,13 @@ its result is journaled after. On start, operations a crash interrupted are resu
 or rolled back (see update_plan), so the host ends on the old or the new release,
 running. One operation per service at a time.
 
-Test-only fault hook: with the environment variable AI_MANAGER_TEST_CRASH_AT=STEP, the
-manager calls os._exit(137) right after journaling that step's start (e.g. `stop`,
-`rollback_start`). Never set it in production.
+After each journaled step event the updater calls its fault points (manager/updates/
+faults.py; none in production): tests crash or fail the manager there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import uuid
@@ -41,6 +39,7 @@ from manager.updates import fetch as package_fetch
 from manager.updates import plan as update_plan
 from manager.updates import verify as package_verify
 from manager.updates.extract import ExtractLimits, extract_release, remove_leftovers
+from manager.updates.faults import NoFaults, UpdateFaults
 from manager.updates.health_probe import ProbeSpec, health_gate
 from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
 from manager.updates.release_dirs import ReleaseDirs
@@ -48,7 +47,6 @@ from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
 
 log = structlog.get_logger(__name__)
 
-CRASH_ENV = "AI_MANAGER_TEST_CRASH_AT"
 OP_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -88,10 +86,12 @@ class _Op:
 
 class Updater:
     def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
-                 store: StateStore) -> None:
+                 store: StateStore, *, faults: UpdateFaults | None = None) -> None:
+        """faults: called at each step boundary (tests inject failures there)."""
         self.config = config
         self.units = dict(units)
         self.journal = UpdateJournal(store.db)
+        self.faults: UpdateFaults = faults if faults is not None else NoFaults()
         self._running: dict[str, str] = {}      # service -> operation id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tick = asyncio.Event()            # replaced after each journaled event
@@ -267,10 +267,6 @@ class Updater:
                 return
             step = action.step
             self._record(rec.id, step, StepStatus.STARTED)
-            crash_at = os.environ.get(CRASH_ENV, "")
-            if crash_at and crash_at == step.value:
-                log.warning("update.test_crash", op=rec.id, step=step)
-                os._exit(137)
             t0 = time.monotonic()
             event: update_plan.Event
             try:
@@ -317,6 +313,7 @@ class Updater:
         self.journal.append(op_id, step, status, message, elapsed, final=final,
                             outcome=outcome)
         self._notify()
+        self.faults.after_journal(op_id, step, status)
 
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()
