@@ -11,15 +11,29 @@ text, as they always have (older databases load unchanged).
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from backendai.errors import InvalidArgument
 from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
 
 MAX_OPS_KEPT = 200
+OP_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def is_operation_id(value: object) -> bool:
+    return isinstance(value, str) and OP_ID_RE.fullmatch(value) is not None
+
+
+def check_operation_id(value: object) -> str:
+    """An operation id as the journal makes them (uuid4 hex)."""
+    if not isinstance(value, str) or not is_operation_id(value):
+        raise InvalidArgument("operation_id must be 32 lowercase hex characters")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

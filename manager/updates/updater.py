@@ -12,7 +12,6 @@ faults.py; none in production): tests crash or fail the manager there.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -24,7 +23,6 @@ import structlog
 from backendai.errors import (
     BackendAIError,
     FailedPrecondition,
-    InvalidArgument,
     NotConfigured,
     NotFound,
     Unavailable,
@@ -41,13 +39,18 @@ from manager.updates import verify as package_verify
 from manager.updates.extract import ExtractLimits, extract_release, remove_leftovers
 from manager.updates.faults import NoFaults, UpdateFaults
 from manager.updates.health_probe import ProbeSpec, health_gate
-from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
+from manager.updates.journal import (
+    EventRecord,
+    OpRecord,
+    UpdateJournal,
+    check_operation_id,
+    is_operation_id,
+)
 from manager.updates.release_dirs import ReleaseDirs
 from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
 
 log = structlog.get_logger(__name__)
 
-OP_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def describe(exc: BaseException) -> str:
@@ -211,12 +214,11 @@ class Updater:
         return sorted(out, key=lambda r: r.installed, reverse=True)
 
     def operation(self, operation_id: str) -> OpRecord | None:
-        return self.journal.op(operation_id) if OP_ID_RE.fullmatch(operation_id) else None
+        return self.journal.op(operation_id) if is_operation_id(operation_id) else None
 
     async def watch(self, operation_id: str) -> AsyncIterator[EventRecord]:
         """Every event of an operation from its first to its final one (replayed if done)."""
-        if not isinstance(operation_id, str) or not OP_ID_RE.fullmatch(operation_id):
-            raise InvalidArgument("operation_id must be 32 lowercase hex characters")
+        check_operation_id(operation_id)
         if self.journal.op(operation_id) is None:
             raise NotFound(f"no update operation {operation_id}")
         seq = -1
