@@ -32,6 +32,12 @@ RECONCILE_BACKOFF_MAX = 5.0
 MAX_BATCH = 2000
 
 
+def _call_failed(host: str, exc: grpc.aio.AioRpcError | DeadlineExceeded) -> E.CallFailed:
+    if isinstance(exc, DeadlineExceeded):  # the manager did not answer in time
+        return E.CallFailed(host, True, str(exc))
+    return E.CallFailed(host, is_unreachable(exc), describe(exc))
+
+
 class RolloutRunner:
     def __init__(self, rollout: E.Rollout, *, store: HubStore, links: ManagerLinks,
                  inventory: Inventory, publish: Callable[[str, list[E.Note]], None],
@@ -176,11 +182,8 @@ class RolloutRunner:
             async with step_deadline(f"update of {service or 'the service'} on host {host} "
                                      f"to {version}", self.timeout):
                 resp = await stub.Update(mpb.UpdateRequest(service=service, version=version))
-        except grpc.aio.AioRpcError as exc:
-            self.queue.put_nowait(E.CallFailed(host, is_unreachable(exc), describe(exc)))
-            return
-        except DeadlineExceeded as exc:
-            self.queue.put_nowait(E.CallFailed(host, True, str(exc)))
+        except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
+            self.queue.put_nowait(_call_failed(host, exc))
             return
         self.queue.put_nowait(E.UpdateAccepted(host, resp.operation_id, st.version))
         if resp.operation_id:
@@ -192,11 +195,8 @@ class RolloutRunner:
             async with step_deadline(f"rollback of {service or 'the service'} on host {host}",
                                      self.timeout):
                 resp = await stub.Rollback(mpb.RollbackRequest(service=service))
-        except grpc.aio.AioRpcError as exc:
-            self.queue.put_nowait(E.CallFailed(host, is_unreachable(exc), describe(exc)))
-            return
-        except DeadlineExceeded as exc:
-            self.queue.put_nowait(E.CallFailed(host, True, str(exc)))
+        except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
+            self.queue.put_nowait(_call_failed(host, exc))
             return
         self.queue.put_nowait(E.RollbackAccepted(host, resp.operation_id, resp.version))
         await self._watch(host, resp.operation_id)

@@ -1,6 +1,7 @@
 """The shared servicer decorators over a real gRPC server on 127.0.0.1 port 0, both
 flavours (grpc.aio and the thread pool): a TimeoutError becomes DEADLINE_EXCEEDED naming
-the step (step_deadline) or else the RPC method, never INTERNAL with a stack trace."""
+the step (step_deadline) or else the RPC method, never INTERNAL with a stack trace; a
+bug is INTERNAL "internal error", logged with its stack trace."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ class AioServicer(pb_grpc.ManagerServicer):
             await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
+    @unary
+    async def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+        raise RuntimeError("a bug")
+
     @stream
     async def WatchStatus(self, request: pb.WatchStatusRequest,
                           context: Any) -> AsyncIterator[pb.ServiceStatus]:
@@ -64,6 +69,10 @@ class SyncServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Restart(self, request: pb.RestartRequest, context: Any) -> pb.ServiceStatus:
         raise DeadlineExceeded(f"{STEP}: no answer within 1s")
+
+    @unary_sync
+    def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
+        raise RuntimeError("a bug")
 
     @stream_sync
     def WatchStatus(self, request: pb.WatchStatusRequest,
@@ -104,6 +113,8 @@ async def test_timeouts_answer_deadline_exceeded_naming_the_step_or_the_method(t
                       _error(lambda: list(stub.StreamLogs(pb.StreamLogsRequest(),
                                                           timeout=10)))]
             assert [s.name for s in got] == ["first"]  # what came before still arrived
+            bug = _error(lambda: stub.Version(pb.VersionRequest(), timeout=10))
+            assert (bug.code(), bug.details()) == (grpc.StatusCode.INTERNAL, "internal error")
             return errors
 
     try:
@@ -117,7 +128,7 @@ async def test_timeouts_answer_deadline_exceeded_naming_the_step_or_the_method(t
     assert bare_stream.details() == "WatchStatus: timed out"
     assert named.details().startswith(f"{STEP}: no answer within")
     assert named_stream.details().startswith(f"{STEP}: no answer within")
-    events = [e["event"] for e in logs]
-    assert "grpc.internal_error" not in events
+    (bug,) = [e for e in logs if e["event"] == "grpc.internal_error"]  # only the bug
+    assert bug["method"] == "Version" and isinstance(bug["exc_info"], RuntimeError)
     assert [e["method"] for e in logs if e["event"] == "grpc.deadline_exceeded"] == \
         ["Status", "WatchStatus"]
