@@ -287,7 +287,7 @@ def test_manager_venv_from_a_wheel(tmp_path: Path) -> None:
     assert f"changed: {venv} (manager from {wheel})" in first.stdout
     assert os.access(venv / "bin" / "ai-manager", os.X_OK)
     assert "manager.main" in (venv / "bin" / "ai-manager").read_text()
-    assert list(venv.glob("lib/python3*/site-packages/manager/systemd_unit.py"))
+    assert list(venv.glob("lib/python3*/site-packages/manager/supervision/systemd_unit.py"))
     before = snapshot(root)
     assert run(*args).stdout.strip() == "unchanged"
     assert snapshot(root) == before
