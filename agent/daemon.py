@@ -66,6 +66,7 @@ class AgentDaemon(DaemonLifecycle):
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Agent/GetInfo",))
             async with asyncio.TaskGroup() as tg:
+                reg_task: asyncio.Task[None] | None = None
                 try:
                     host, self.port = await server.start()
                     if registration is not None:
@@ -81,7 +82,7 @@ class AgentDaemon(DaemonLifecycle):
                 finally:
                     await server.not_serving()
                     await server.stop(GRACE)
-                    if registration is not None:
+                    if reg_task is not None:
                         reg_task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await reg_task

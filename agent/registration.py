@@ -1,11 +1,12 @@
 """Registration with the hub and the heartbeat loop: register, then heartbeat every
-interval the hub asks for (±10% jitter); on any failure reconnect with exponential
-backoff and full jitter (backendai/backoff.py), the first window one heartbeat interval."""
+interval the hub asks for (±10% jitter); on a failure reconnect with exponential backoff
+and full jitter, the first window one heartbeat interval. The loop is the one every
+registration shares (backendai/registration_loop.py); each attempt here is a Register
+(when not registered, or when the hub asks for it again) or a Heartbeat."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,8 +15,8 @@ import structlog
 
 from agent.config import AgentConfig
 from backendai.auth import Token
-from backendai.backoff import reconnect_delay
 from backendai.channels import open_channel
+from backendai.registration_loop import keep_trying
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
@@ -38,34 +39,45 @@ class Registration:
         self.registered = False
         self.last_heartbeat = 0.0
         self.interval = cfg.heartbeat_interval
-        self.attempts = 0
+
+    def _backoff_base(self) -> float:
+        # the first window is a heartbeat interval: agents that all lost a restarting
+        # hub come back spread over the time they would have heartbeated anyway, then
+        # the window doubles up to reconnect_max
+        return max(BACKOFF_BASE, min(self.interval, self.cfg.reconnect_max))
 
     async def run(self) -> None:
         channel = open_channel(self.cfg.hub_address, token=self.token, tls=self.cfg.hub_tls)
         stub = pb_grpc.HubStub(channel)
         try:
-            while True:
-                try:
-                    await self._session(stub)
-                except (grpc.aio.AioRpcError, TimeoutError) as exc:
-                    reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) \
-                        else "timeout"
-                    if self.registered:
-                        log.warning("agent.hub_lost", hub=self.cfg.hub_address, reason=reason)
-                    self.registered = False
-                self.attempts += 1
-                # the first window is a heartbeat interval: agents that all lost a
-                # restarting hub come back spread over the time they would have
-                # heartbeated anyway, then the window doubles up to reconnect_max
-                base = max(BACKOFF_BASE, min(self.interval, self.cfg.reconnect_max))
-                delay = reconnect_delay(self.attempts, base=base, cap=self.cfg.reconnect_max,
-                                        roll=random.random)
-                await asyncio.sleep(delay)
+            await keep_trying(lambda: self._attempt(stub), interval=lambda: self.interval,
+                              base=self._backoff_base, cap=lambda: self.cfg.reconnect_max)
         finally:
             await channel.close(grace=None)
 
-    async def _session(self, stub: pb_grpc.HubStub) -> None:
-        """Register, then heartbeat until the hub is lost or asks to register again."""
+    async def _attempt(self, stub: pb_grpc.HubStub) -> bool:
+        """Heartbeat when registered, else register (also when the hub asks to register
+        again); False when the hub could not be reached or refused."""
+        try:
+            if self.registered:
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    hb = await stub.Heartbeat(pb.HeartbeatRequest(
+                        name=self.cfg.name, version=self.version,
+                        uptime_seconds=time.time() - self.started, facts=await self.facts()))
+                if not hb.reregister:
+                    self._beat(hb.heartbeat_interval_seconds)
+                    return True
+                log.info("agent.reregister", hub=self.cfg.hub_address)
+            await self._register(stub)
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
+            if self.registered:
+                log.warning("agent.hub_lost", hub=self.cfg.hub_address, reason=reason)
+            self.registered = False
+            return False
+        return True
+
+    async def _register(self, stub: pb_grpc.HubStub) -> None:
         async with asyncio.timeout(CALL_TIMEOUT):
             resp = await stub.Register(pb.RegisterRequest(
                 name=self.cfg.name, role="agent", manager_address=self.cfg.manager_address,
@@ -74,20 +86,9 @@ class Registration:
         self._beat(resp.heartbeat_interval_seconds)
         log.info("agent.registered", hub=self.cfg.hub_address, name=resp.name,
                  interval=self.interval)
-        while True:
-            await asyncio.sleep(self.interval * random.uniform(0.9, 1.1))  # noqa: S311 - jitter
-            async with asyncio.timeout(CALL_TIMEOUT):
-                hb = await stub.Heartbeat(pb.HeartbeatRequest(
-                    name=self.cfg.name, version=self.version,
-                    uptime_seconds=time.time() - self.started, facts=await self.facts()))
-            if hb.reregister:
-                log.info("agent.reregister", hub=self.cfg.hub_address)
-                return
-            self._beat(hb.heartbeat_interval_seconds)
 
     def _beat(self, interval: float) -> None:
         self.registered = True
-        self.attempts = 0
         self.last_heartbeat = time.time()
         if 0.05 <= interval <= 3600:
             self.interval = interval

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,9 @@ class DaemonConfig(Protocol):
 class Daemon(Protocol):
     def request_shutdown(self) -> None: ...
 
-    def reload(self) -> bool: ...
+    def request_reload(self) -> None: ...
+
+    async def reloads(self) -> None: ...
 
     async def run(self) -> None: ...
 
@@ -54,9 +57,16 @@ def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.
 
 
 async def _serve(make: Callable[[], Daemon]) -> None:
+    """Run the daemon, with SIGHUP's reloads performed by a task beside it."""
     daemon = make()
-    install_signal_handlers(daemon.request_shutdown, daemon.reload)
-    await daemon.run()
+    install_signal_handlers(daemon.request_shutdown, daemon.request_reload)
+    reloading = asyncio.create_task(daemon.reloads(), name="reloads")
+    try:
+        await daemon.run()
+    finally:
+        reloading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloading
 
 
 def daemon_main(prog: str, description: str, argv: list[str] | None, *,

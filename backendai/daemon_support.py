@@ -1,5 +1,6 @@
 """Pieces every daemon's entry point shares: the ready file, the single-instance lock,
-and signal handling that only records the signal (a second SIGINT forces exit)."""
+and signal handling that only records the signal (a second SIGINT forces exit; SIGHUP
+asks for a reload that the daemon's loop performs, one at a time)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ class InstanceLock:
 
 
 def install_signal_handlers(request_shutdown: Callable[[], None],
-                            reload: Callable[[], object] | None = None) -> None:
+                            request_reload: Callable[[], None] | None = None) -> None:
     """SIGTERM/SIGINT ask for a graceful stop; a second SIGINT exits at once; SIGHUP
-    calls `reload` (re-read token and certificate files)."""
+    asks for a reload (`request_reload` only records it; see DaemonLifecycle.reloads)."""
     loop = asyncio.get_running_loop()
     seen: list[int] = []
 
@@ -70,8 +71,8 @@ def install_signal_handlers(request_shutdown: Callable[[], None],
         seen.append(sig)
         log.info("daemon.signal", signal=sig.name)
         if sig == signal.SIGHUP:
-            if reload is not None:
-                reload()
+            if request_reload is not None:
+                request_reload()
             return
         if sig == signal.SIGINT and seen.count(signal.SIGINT) > 1:
             os._exit(130)
@@ -110,17 +111,36 @@ class Secrets:
 class DaemonLifecycle:
     """The lifecycle contract every daemon of ours keeps: `run()` (in the subclass)
     returns only when fully stopped and then sets `_done`; `request_shutdown()` asks for
-    a stop (signal handlers); `shutdown()` asks and waits, idempotent; `reload()` is
-    SIGHUP; `async with` wraps run's caller with shutdown."""
+    a stop (signal handlers); `shutdown()` asks and waits, idempotent; `reload()` is what
+    SIGHUP does, `request_reload()` asks for it (signal handlers) and `reloads()`, a task
+    beside `run()`, performs it; `async with` wraps run's caller with shutdown."""
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
         self._done = asyncio.Event()
+        self._reload_wanted = asyncio.Event()
         self.secrets = Secrets()
 
     def reload(self) -> bool:
-        """SIGHUP: re-read the token and certificate files (all or nothing)."""
+        """SIGHUP: re-read the token and certificate files (all or nothing). Runs in a
+        worker thread (file reads), never twice at once."""
         return self.secrets.reload()
+
+    def request_reload(self) -> None:
+        """Record a SIGHUP; `reloads()` acts on it."""
+        self._reload_wanted.set()
+
+    async def reloads(self) -> None:
+        """Perform requested reloads one at a time, until cancelled. Requests that come
+        while one runs make one more reload after it, so the files read last win."""
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            log.info("daemon.reloading")
+            try:
+                await asyncio.to_thread(self.reload)
+            except Exception:  # a reload must never take the daemon down
+                log.exception("daemon.reload_error")
 
     def request_shutdown(self) -> None:
         self._stop.set()

@@ -1,6 +1,8 @@
 """Decorators for servicer methods (grpc.aio, and thread-pool grpc.server below): our
-errors become their status codes; anything else is logged and becomes INTERNAL
-"internal error" (never a stack trace)."""
+errors become their status codes; a downstream call's failure passes its status on; a
+TimeoutError nobody named (see backendai/deadlines.py `step_deadline` for naming the
+step) becomes DEADLINE_EXCEEDED naming the RPC method; anything else is logged and
+becomes INTERNAL "internal error" (never a stack trace)."""
 
 from __future__ import annotations
 
@@ -19,19 +21,28 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+def answer_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status and details an RPC ends with when its method raised `exc` (a bug is
+    logged with its stack trace)."""
+    if isinstance(exc, BackendAIError):
+        return exc.grpc_code, str(exc)
+    if isinstance(exc, grpc.aio.AioRpcError):  # a downstream call failed: pass its status on
+        return exc.code(), exc.details() or exc.code().name
+    if isinstance(exc, TimeoutError):
+        log.warning("grpc.deadline_exceeded", method=method)
+        return grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: timed out"
+    log.error("grpc.internal_error", method=method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
 def unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
           ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
             return await fn(self, request, context)
-        except BackendAIError as exc:
-            await context.abort(exc.grpc_code, str(exc))
-        except grpc.aio.AioRpcError as exc:  # a downstream call failed: pass its status on
-            await context.abort(exc.code(), exc.details() or exc.code().name)
-        except Exception:
-            log.exception("grpc.internal_error", method=fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
+            await context.abort(*answer_for(exc, fn.__name__))
         raise AssertionError("unreachable")  # context.abort always raises
     return wrapper
 
@@ -44,13 +55,8 @@ def stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp
         try:
             async for item in fn(self, request, context):
                 yield item
-        except BackendAIError as exc:
-            await context.abort(exc.grpc_code, str(exc))
-        except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or exc.code().name)
-        except Exception:
-            log.exception("grpc.internal_error", method=fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
+            await context.abort(*answer_for(exc, fn.__name__))
     return wrapper
 
 
@@ -62,11 +68,8 @@ def unary_sync(fn: Callable[[Any, Req, grpc.ServicerContext], Resp],
     def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
             return fn(self, request, context)
-        except BackendAIError as exc:
-            context.abort(exc.grpc_code, str(exc))
-        except Exception:
-            log.exception("grpc.internal_error", method=fn.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
+            context.abort(*answer_for(exc, fn.__name__))
         raise AssertionError("unreachable")  # context.abort always raises
     return wrapper
 
@@ -77,9 +80,6 @@ def stream_sync(fn: Callable[[Any, Req, grpc.ServicerContext], Iterator[Resp]],
     def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Iterator[Resp]:
         try:
             yield from fn(self, request, context)
-        except BackendAIError as exc:
-            context.abort(exc.grpc_code, str(exc))
-        except Exception:
-            log.exception("grpc.internal_error", method=fn.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
+            context.abort(*answer_for(exc, fn.__name__))
     return wrapper

@@ -55,6 +55,12 @@ FIGURES: dict[str, tuple[str, str, bool]] = {
 }
 EXTRA = ("status_p50_ms_grpc_unix", "status_p99_ms_grpc", "status_p99_ms_http",
          "status_p99_ms_grpc_unix", "status_all50_ms_http")
+# The floors ours is judged against, measured in the same rounds (JSON key "floors"):
+# figure -> (where the floor is recorded, the floor subjects).
+FLOORS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "status_p50_ms_grpc": ("status_p50_ms_grpc_floor", ("bare grpc.aio", "bare grpc.server")),
+    "rss_mb_1": ("rss_mb_floor", ("required stack",)),
+}
 
 
 class Results:
@@ -72,16 +78,33 @@ class Results:
         vals = self.values.get(figure, {}).get(subject)
         return (min(vals), max(vals)) if vals else None
 
-    def as_json(self) -> dict[str, dict[str, float | None]]:
-        out: dict[str, dict[str, float | None]] = {}
+    def as_json(self) -> dict[str, Any]:
+        """Each figure's medians and ours/supervisord; then "floors": for a figure with a
+        floor, ours and each floor's median and ours/floor (e.g. the gRPC status p50 of
+        bare grpcio servers, the RSS of a process holding only the required stack)."""
+        out: dict[str, Any] = {}
         for key in FIGURES:
             ours, sup = self.median(key, "ours"), self.median(key, "supervisord")
             entry: dict[str, float | None] = {"ours": ours, "supervisord": sup}
             if (sd := self.median(key, "systemd")) is not None:
                 entry["systemd"] = sd
-            entry["ratio"] = ours / sup if ours is not None and sup else None
+            entry["ratio"] = _ratio(ours, sup)
             out[key] = entry
+        floors: dict[str, dict[str, float | None]] = {}
+        for key, (recorded, subjects) in FLOORS.items():
+            ours = self.median(key, "ours")
+            floor: dict[str, float | None] = {"ours": ours}
+            for subject in subjects:
+                floor[subject] = self.median(recorded, subject)
+            for subject in subjects:
+                floor[f"ours/{subject}"] = _ratio(ours, floor[subject])
+            floors[key] = floor
+        out["floors"] = floors
         return out
+
+
+def _ratio(ours: float | None, other: float | None) -> float | None:
+    return ours / other if ours is not None and other else None
 
 
 # ---- small measuring tools ------------------------------------------------------------

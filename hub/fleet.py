@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from backendai.errors import InvalidArgument, NotFound
+from backendai.deadlines import step_deadline
+from backendai.errors import DeadlineExceeded, InvalidArgument, NotFound
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
@@ -104,14 +105,14 @@ class Fleet:
         async def one(address: str, name: str, service: str) -> pb.HostServices:
             async with limit:
                 try:
-                    async with asyncio.timeout(timeout or 5.0):
+                    async with step_deadline(f"status of host {name}", timeout or 5.0):
                         resp = await self.links.stub(address).ListServices(
                             mpb.ListServicesRequest())
                 except grpc.aio.AioRpcError as exc:
                     return pb.HostServices(host=name, reachable=False, error=describe(exc))
-                except TimeoutError:
+                except DeadlineExceeded as exc:
                     return pb.HostServices(host=name, reachable=False,
-                                           error="DEADLINE_EXCEEDED: no answer in time")
+                                           error=f"DEADLINE_EXCEEDED: {exc}")
                 return pb.HostServices(host=name, reachable=True, services=resp.services)
 
         results = await asyncio.gather(*(one(v.entry.manager_address, v.name, v.entry.service)
@@ -120,10 +121,11 @@ class Fleet:
 
     async def restart(self, host: str, service: str) -> mpb.ServiceStatus:
         view = self.inventory.get(check_host_name(host, "host"))
-        async with asyncio.timeout(self.links.call_timeout * 3):
+        service = service or view.entry.service
+        step = f"restart of {service or 'the service'} on host {view.name}"
+        async with step_deadline(step, self.links.call_timeout * 3):
             result: mpb.ServiceStatus = await self.links.stub(
-                view.entry.manager_address).Restart(
-                mpb.RestartRequest(service=service or view.entry.service))
+                view.entry.manager_address).Restart(mpb.RestartRequest(service=service))
         return result
 
     async def logs(self, req: pb.StreamHostLogsRequest) -> AsyncIterator[mpb.LogBatch]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from backendai.errors import FailedPrecondition
+from backendai.update_terms import Outcome, outcome_text
 from hub.rollout_model import (
     HOST_DONE,
     IN_FLIGHT,
@@ -300,7 +301,7 @@ def _host_event(step: _Step, ev: Event) -> None:
                       step=ev.step, op_events=h.op_events + 1)
     elif isinstance(ev, OperationFinished):
         if ev.operation_id == h.operation_id:
-            _finished(step, h, ev.outcome, ev.message)
+            _finished(step, h, Outcome.parse(ev.outcome), ev.message)
     elif isinstance(ev, ConnectionLost):
         if h.state in (HostState.UPDATING, HostState.ROLLING_BACK):
             step.host(name, "host.lost", ev.message, lost=True)
@@ -309,22 +310,25 @@ def _host_event(step: _Step, ev: Event) -> None:
         _reconciled(step, h, ev.report)
 
 
-def _finished(step: _Step, h: HostRun, outcome: str, message: str) -> None:
+def _finished(step: _Step, h: HostRun, outcome: Outcome | None, message: str) -> None:
+    """`outcome`: what the manager reported; None when it reported none this hub knows
+    (a failure)."""
     now = step.now
     if h.state == HostState.UPDATING:
-        if outcome == "succeeded":
+        if outcome is Outcome.SUCCEEDED:
             step.host(h.name, "host.verifying", message or "updated; checking health",
                       state=HostState.VERIFYING, moved=h.from_version != step.r.version,
                       healthy_since=0.0, lost=False,
                       deadline=now + step.r.strategy.healthy_deadline_seconds)
-        elif outcome == "rolled_back":
+        elif outcome is Outcome.ROLLED_BACK:
             step.host(h.name, "host.rolled_back", "update failed; manager rolled back: "
                       + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now)
-        elif outcome == "rollback_failed":
+        elif outcome is Outcome.ROLLBACK_FAILED:
             step.host(h.name, "host.rollback_failed", "update and rollback failed: "
                       + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now)
         else:
-            step.host(h.name, "host.failed", "update failed: " + (message or outcome),
+            why = message or outcome_text(outcome) or "no outcome reported"
+            step.host(h.name, "host.failed", "update failed: " + why,
                       state=HostState.FAILED, failed=True, finished_at=now)
     elif h.state == HostState.ROLLING_BACK:
         if outcome in ROLLBACK_OK:
@@ -352,7 +356,7 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
     elif op and rep.last_operation_id == op:
         step.host(h.name, "host.reconciled", f"operation {op} ended {rep.last_outcome}",
                   lost=False)
-        _finished(step, step.hosts[h.name], rep.last_outcome or "failed", "after reconcile")
+        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
     elif h.state == HostState.ROLLING_BACK:
         _reconciled_rollback(step, h, rep)
     elif not op and rep.last_operation_id and rep.last_version == target:
@@ -362,11 +366,11 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
                   f"({rep.last_outcome})", operation_id=rep.last_operation_id,
                   update_op=rep.last_operation_id, from_version=h.from_version or "?",
                   lost=False)
-        _finished(step, step.hosts[h.name], rep.last_outcome or "failed", "after reconcile")
+        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
     elif rep.version == target:
         step.host(h.name, "host.reconciled", f"already on {rep.version}", lost=False,
                   from_version=h.from_version or target)
-        _finished(step, step.hosts[h.name], "succeeded", f"on {rep.version} (reconciled)")
+        _finished(step, step.hosts[h.name], Outcome.SUCCEEDED, f"on {rep.version} (reconciled)")
     elif op:
         step.host(h.name, "host.failed", f"operation {op} unknown to the manager",
                   state=HostState.FAILED, failed=True, finished_at=step.now, lost=False)
@@ -382,12 +386,12 @@ def _reconciled_rollback(step: _Step, h: HostRun, rep: ManagerReport) -> None:
         # our Rollback reached the manager before the hub went down
         step.host(h.name, "host.reconciled", f"adopting rollback {rep.last_operation_id} "
                   f"({rep.last_outcome})", operation_id=rep.last_operation_id, lost=False)
-        _finished(step, step.hosts[h.name], rep.last_outcome or "failed", "after reconcile")
+        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
     elif not op:
         step.host(h.name, "host.reconciled", "rollback not started; issuing it", lost=False)
         step.actions.append(RollbackHost(h.name, step.r.service))
     elif rep.version == h.from_version:
-        _finished(step, h, "succeeded", f"on {rep.version} (reconciled)")
+        _finished(step, h, Outcome.SUCCEEDED, f"on {rep.version} (reconciled)")
     else:
         step.host(h.name, "host.rollback_failed", f"rollback {op} unknown to the manager",
                   state=HostState.ROLLBACK_FAILED, finished_at=step.now, lost=False)

@@ -9,6 +9,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from backendai.update_terms import Outcome
 from hub.rollout_plan import Strategy
 
 
@@ -45,7 +46,7 @@ TERMINAL = frozenset({RolloutState.SUCCEEDED, RolloutState.FAILED, RolloutState.
 IN_FLIGHT = frozenset({HostState.UPDATING, HostState.VERIFYING, HostState.ROLLING_BACK})
 HOST_DONE = frozenset({HostState.SUCCEEDED, HostState.FAILED, HostState.UNREACHABLE,
                        HostState.ROLLED_BACK, HostState.ROLLBACK_FAILED, HostState.SKIPPED})
-ROLLBACK_OK = frozenset({"succeeded", "rolled_back"})
+ROLLBACK_OK = frozenset({Outcome.SUCCEEDED, Outcome.ROLLED_BACK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +189,7 @@ class OperationStep:
 class OperationFinished:
     host: str
     operation_id: str
-    outcome: str          # succeeded | failed | rolled_back | rollback_failed
+    outcome: str          # as the manager said it (backendai.update_terms.Outcome values)
     message: str = ""
 
 
@@ -205,7 +206,7 @@ class ManagerReport:
     version: str
     running_operation_id: str
     last_operation_id: str
-    last_outcome: str
+    last_outcome: str     # as the manager said it; "" before any operation
     last_version: str
 
 

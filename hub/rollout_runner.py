@@ -18,7 +18,8 @@ from typing import Any
 import grpc
 import structlog
 
-from backendai.errors import NotFound
+from backendai.deadlines import step_deadline
+from backendai.errors import DeadlineExceeded, NotFound
 from backendai.v1 import manager_pb2 as mpb
 from hub import rollout_engine as E
 from hub.inventory import Inventory
@@ -29,6 +30,12 @@ log = structlog.get_logger(__name__)
 
 RECONCILE_BACKOFF_MAX = 5.0
 MAX_BATCH = 2000
+
+
+def _call_failed(host: str, exc: grpc.aio.AioRpcError | DeadlineExceeded) -> E.CallFailed:
+    if isinstance(exc, DeadlineExceeded):  # the manager did not answer in time
+        return E.CallFailed(host, True, str(exc))
+    return E.CallFailed(host, is_unreachable(exc), describe(exc))
 
 
 class RolloutRunner:
@@ -151,7 +158,8 @@ class RolloutRunner:
 
     async def _status(self, host: str, service: str) -> mpb.ServiceStatus:
         stub = self.links.stub(self._address(host))
-        async with asyncio.timeout(self.timeout):
+        async with step_deadline(f"status of {service or 'the service'} on host {host}",
+                                 self.timeout):
             result: mpb.ServiceStatus = await stub.Status(mpb.StatusRequest(service=service))
             return result
 
@@ -171,13 +179,11 @@ class RolloutRunner:
                 # an update already runs there: adopt it rather than issue another
                 self.queue.put_nowait(E.Reconciled(host, self._report(st)))
                 return
-            async with asyncio.timeout(self.timeout):
+            async with step_deadline(f"update of {service or 'the service'} on host {host} "
+                                     f"to {version}", self.timeout):
                 resp = await stub.Update(mpb.UpdateRequest(service=service, version=version))
-        except grpc.aio.AioRpcError as exc:
-            self.queue.put_nowait(E.CallFailed(host, is_unreachable(exc), describe(exc)))
-            return
-        except TimeoutError:
-            self.queue.put_nowait(E.CallFailed(host, True, "manager did not answer in time"))
+        except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
+            self.queue.put_nowait(_call_failed(host, exc))
             return
         self.queue.put_nowait(E.UpdateAccepted(host, resp.operation_id, st.version))
         if resp.operation_id:
@@ -186,13 +192,11 @@ class RolloutRunner:
     async def _rollback(self, host: str, service: str) -> None:
         stub = self.links.stub(self._address(host))
         try:
-            async with asyncio.timeout(self.timeout):
+            async with step_deadline(f"rollback of {service or 'the service'} on host {host}",
+                                     self.timeout):
                 resp = await stub.Rollback(mpb.RollbackRequest(service=service))
-        except grpc.aio.AioRpcError as exc:
-            self.queue.put_nowait(E.CallFailed(host, is_unreachable(exc), describe(exc)))
-            return
-        except TimeoutError:
-            self.queue.put_nowait(E.CallFailed(host, True, "manager did not answer in time"))
+        except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
+            self.queue.put_nowait(_call_failed(host, exc))
             return
         self.queue.put_nowait(E.RollbackAccepted(host, resp.operation_id, resp.version))
         await self._watch(host, resp.operation_id)
@@ -227,8 +231,8 @@ class RolloutRunner:
         while True:
             try:
                 st = await self._status(host, service)
-            except (grpc.aio.AioRpcError, TimeoutError) as exc:
-                why = describe(exc) if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
+            except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
+                why = describe(exc) if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                 log.info("rollout.reconcile_retry", host=host, reason=why)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
                 backoff = min(backoff * 2, RECONCILE_BACKOFF_MAX)

@@ -33,6 +33,7 @@ from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
+    from manager.updates.faults import UpdateFaults
     from manager.updates.updater import Updater
 
 log = structlog.get_logger(__name__)
@@ -59,10 +60,13 @@ async def wait_ready(units: Mapping[str, ServiceUnit], updater: Updater | None,
 
 
 class ManagerDaemon(DaemonLifecycle):
-    def __init__(self, config: ManagerConfig, *, ready_file: Path | None = None) -> None:
+    def __init__(self, config: ManagerConfig, *, ready_file: Path | None = None,
+                 faults: UpdateFaults | None = None) -> None:
+        """faults: the updater's fault points (tests only; None in production)."""
         super().__init__()
         self.config = config
         self.ready_file = ready_file
+        self.faults = faults
         self.control: ManagerControl | None = None
         self.grpc_port = 0
         self.http_port = 0
@@ -103,7 +107,7 @@ class ManagerDaemon(DaemonLifecycle):
             if any(s.install_root for s in cfg.services):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
                 from manager.updates.updater import Updater  # noqa: PLC0415
-                updater = Updater(cfg, units, store)
+                updater = Updater(cfg, units, store, faults=self.faults)
             control = self.control = ManagerControl(cfg, units, updater)
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,

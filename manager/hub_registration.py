@@ -5,22 +5,22 @@ managers that register").
 Register(role "manager", the address the hub should dial, labels) at start, retried
 with exponential backoff and full jitter until the hub answers (a fleet of managers
 that lost a restarting hub comes back spread out), then again every
-`register_interval` (±10 %), so a hub that lost its state learns the host back. The hub
-watches the manager itself (WatchStatus) once it knows the address: no heartbeat here.
+`register_interval` (±10 %), so a hub that lost its state learns the host back: the
+loop every registration shares (backendai/registration_loop.py). The hub watches the
+manager itself (WatchStatus) once it knows the address: no heartbeat here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 
 import grpc
 import structlog
 
 from backendai.auth import Token
-from backendai.backoff import reconnect_delay
 from backendai.channels import open_channel
+from backendai.registration_loop import keep_trying
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 from manager.config import HubLink
@@ -42,20 +42,16 @@ class HubRegistration:
         self.manager_address = manager_address
         self.version = version
         self.registered = False
-        self.attempts = 0
+        self.failures = 0  # in a row, for the log
 
     async def run(self) -> None:
         channel = open_channel(self.link.address, token=self.token, tls=self.link.tls)
         stub = pb_grpc.HubStub(channel)
+        interval = self.link.register_interval
         try:
-            while True:
-                if await self._register(stub):
-                    delay = self.link.register_interval * random.uniform(0.9, 1.1)  # noqa: S311
-                else:
-                    delay = reconnect_delay(self.attempts, base=BACKOFF_BASE,
-                                            cap=min(BACKOFF_CAP, self.link.register_interval),
-                                            roll=random.random)
-                await asyncio.sleep(delay)
+            await keep_trying(lambda: self._register(stub), interval=lambda: interval,
+                              base=lambda: BACKOFF_BASE,
+                              cap=lambda: min(BACKOFF_CAP, interval))
         finally:
             await channel.close(grace=None)
 
@@ -67,16 +63,16 @@ class HubRegistration:
                     name=self.link.name, role="manager", manager_address=address,
                     labels=dict(self.link.labels), version=self.version()))
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            self.attempts += 1
+            self.failures += 1
             reason = f"{exc.code().name}: {exc.details()}" \
                 if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
             log.warning("manager.register_failed", hub=self.link.address, reason=reason,
-                        attempt=self.attempts)
+                        attempt=self.failures)
             self.registered = False
             return False
         if not self.registered:
             log.info("manager.registered", hub=self.link.address, name=resp.name,
                      address=address)
         self.registered = True
-        self.attempts = 0
+        self.failures = 0
         return True

@@ -191,3 +191,23 @@ def test_agent_version_rpc_stays_open_with_a_token(procs, tmp_path):
     assert agent.info_rpc().version == "3.1.4"  # what a manager's health gate calls
     out = grpcurl("-plaintext", agent.address, "list")
     assert "backendai.v1.Agent" in out.stdout  # reflection stays open
+
+
+def test_taken_port_fails_clearly(tmp_path):
+    """One line and exit 1, as the hub and the manager; with a hub configured too (the
+    registration task must not be touched when the server never started)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        path = tmp_path / "agent.toml"
+        path.write_text(tomli_w.dumps({"name": "agent", "grpc_listen": f"127.0.0.1:{port}",
+                                       "hub_address": "127.0.0.1:1",
+                                       "manager_address": "127.0.0.1:1"}))
+        out = subprocess.run([sys.executable, "-m", "agent.main", "--config", str(path)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert out.returncode == 1, out.stderr
+    assert f"ai-agent: cannot bind gRPC to 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,6 +1,7 @@
 """bench/manager_vs_peers.py keeps working: one tiny round against real peers (supervisord
 from PyPI into bench/.venv-peers, a real systemd --user where it can start), and its JSON
-carries exactly the figures the issue lists. The figures themselves are not asserted:
+carries exactly the figures the issue lists, then the floors ours is judged against
+(bare grpcio servers, the required stack's RSS). The figures themselves are not asserted:
 timing belongs in docs/BENCHMARKS.md, not in a test."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ KEYS = ["rss_mb_1", "rss_mb_50", "status_p50_ms_grpc", "status_p50_ms_http",
         "status_all50_ms", "restart_ms", "stop_ignoring_term_s", "log_lines_per_s",
         "log_latency_p99_ms", "start_ready_s"]
 OURS_ONLY = {"log_lines_per_s", "log_latency_p99_ms"}  # the peers stream no logs
+FLOORS = {"status_p50_ms_grpc": ["bare grpc.aio", "bare grpc.server"],
+          "rss_mb_1": ["required stack"]}
 
 
 def _bench_cgroups() -> set[str]:
@@ -37,7 +40,16 @@ def test_smoke_round_writes_every_figure_and_leaves_nothing(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| rss_mb_1 (MB) |" in proc.stdout  # the table
     results = json.loads(out.read_text())
-    assert list(results) == KEYS
+    assert list(results) == [*KEYS, "floors"]
+    floors = results.pop("floors")
+    assert list(floors) == list(FLOORS)
+    for key, subjects in FLOORS.items():
+        floor = floors[key]
+        assert list(floor) == ["ours", *subjects, *(f"ours/{s}" for s in subjects)], key
+        assert floor["ours"] == results[key]["ours"]
+        for subject in subjects:
+            assert floor[subject] > 0, (key, subject)
+            assert floor[f"ours/{subject}"] == floor["ours"] / floor[subject]
     with_systemd = unavailable_reason() == ""
     for key, entry in results.items():
         expected = ["ours", "supervisord", *(["systemd"] if with_systemd and key not in

@@ -361,11 +361,15 @@ async def test_update_edge_cases(make_env: Any) -> None:
     assert env.updater is not None
     assert env.updater.calls == [("ai-agent", "2.1.43"), ("worker", "1.2.0")]
     reply = await env.call("POST", "/update", b'{"version": "../x"}', json_type)
-    assert_error(reply, 400, "invalid version")
-    # No updater configured: NotConfigured is a 501, not a 200.
+    assert_error(reply, 400, "version may only hold")
+    assert "'../x'" in reply.json()["error"]
+    assert env.updater.calls == [("ai-agent", "2.1.43"), ("worker", "1.2.0")]  # never reached
+    # No updater configured: NotConfigured is a 501, not a 200; a bad version is still 400.
     bare = await make_env(updater=False)
     reply = await bare.call("POST", "/update", b'{"version": "2.1.44"}', json_type)
     assert_error(reply, 501, "updates are not configured")
+    reply = await bare.call("POST", "/update", b'{"version": "../../x"}', json_type)
+    assert_error(reply, 400, "version may only hold")
     assert bare.touched() == []
 
 

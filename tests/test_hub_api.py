@@ -339,3 +339,22 @@ def test_rollout_to_the_running_version_touches_nothing(procs):
     assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
     assert sim.updates_per_host() == {}
     assert {e["call"] for e in sim.journal()} == {"update-noop"}
+
+
+def test_a_manager_that_hangs_answers_deadline_exceeded_naming_the_step(procs):
+    sim = procs(SimManagers, hosts=2).start()
+    sim.rules([{"call": "restart", "host": "agent-001", "outcome": "hang"},
+               {"call": "list_services", "host": "agent-001", "outcome": "hang"}])
+    hub = procs(HubProc, sim.hosts, extra={"call_timeout": 0.2}).start()
+    got, details = code_of(lambda: hub.call("RestartService", pb.RestartServiceRequest(
+        host="agent-001", service="ai-agent")))
+    assert got == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert details == "restart of ai-agent on host agent-001: no answer within 0.6s"
+    by = {h.host: h for h in hub.call("HostStatus", pb.HostStatusRequest(
+        timeout_seconds=0.5)).hosts}
+    assert by["agent-000"].reachable
+    assert not by["agent-001"].reachable
+    assert by["agent-001"].error == \
+        "DEADLINE_EXCEEDED: status of host agent-001: no answer within 0.5s"
+    assert hub.call("RestartService", pb.RestartServiceRequest(host="agent-000")).restarts == 1
+    assert "Traceback" not in hub.logs() and "grpc.internal_error" not in hub.logs()

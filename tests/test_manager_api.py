@@ -170,6 +170,7 @@ def test_per_service_routes(manager):
     ("POST", "/api/services/helper/stop?force=maybe", None, {}, 400),
     ("GET", "/api/services?page=0", None, {}, 400),
     ("POST", "/stop?service=../../etc", None, {}, 400),
+    ("POST", "/update", '{"version": "../../x"}', {"Content-Type": "application/json"}, 400),
 ], ids=lambda v: v[:40] if isinstance(v, str) else None)
 def test_bad_http_requests_get_clear_errors_and_change_nothing(manager, method, path, body,
                                                                headers, code):
@@ -201,6 +202,12 @@ def test_bad_http_requests_get_clear_errors_and_change_nothing(manager, method, 
     (lambda s: list(s.WatchStatus(pb.WatchStatusRequest(service="nope"), timeout=10)),
      "NOT_FOUND"),
     (lambda s: s.Update(pb.UpdateRequest(version="1.0"), timeout=10), "FAILED_PRECONDITION"),
+    (lambda s: s.Update(pb.UpdateRequest(version="../../x"), timeout=10), "INVALID_ARGUMENT"),
+    (lambda s: s.Update(pb.UpdateRequest(), timeout=10), "INVALID_ARGUMENT"),
+    (lambda s: list(s.WatchUpdate(pb.WatchUpdateRequest(operation_id="nope"), timeout=10)),
+     "INVALID_ARGUMENT"),
+    (lambda s: list(s.WatchUpdate(pb.WatchUpdateRequest(operation_id="0" * 32), timeout=10)),
+     "FAILED_PRECONDITION"),
 ])
 def test_bad_grpc_requests_get_status_codes_and_change_nothing(manager, call, code):
     before = manager.status()
@@ -210,6 +217,26 @@ def test_bad_grpc_requests_get_status_codes_and_change_nothing(manager, call, co
     after = manager.status()
     assert (after.pid, after.state, after.restarts) == (before.pid, before.state,
                                                          before.restarts)
+
+
+def test_a_bad_version_is_refused_before_missing_updates_on_both_transports(manager):
+    """This manager has no updates configured: a bad version is still a bad request
+    (400 / INVALID_ARGUMENT naming the version), as a missing one is; only a good
+    version learns that updates are not configured (501 / FAILED_PRECONDITION)."""
+    json_type = {"Content-Type": "application/json"}
+    status, raw = manager.http("POST", "/update", '{"version": "../../x"}', json_type)
+    error = json.loads(raw)["error"]
+    assert status == 400 and error.startswith("version may only hold") and "'../../x'" in error
+    status, raw = manager.http("POST", "/update", '{"version": "2.1.45"}', json_type)
+    assert status == 501 and "updates are not configured" in json.loads(raw)["error"]
+    with pytest.raises(grpc.RpcError) as err:
+        manager.stub().Update(pb.UpdateRequest(version="../../x"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == error
+    with pytest.raises(grpc.RpcError) as err:
+        manager.stub().Update(pb.UpdateRequest(version="2.1.45"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "updates are not configured" in err.value.details()
 
 
 def test_watch_status_sends_current_then_changes(manager):

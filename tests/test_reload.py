@@ -4,10 +4,12 @@ nothing and is logged. Real daemons, real signals, real TLS handshakes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import grpc
@@ -15,7 +17,7 @@ import pytest
 
 from backendai.auth import Token, write_token
 from backendai.config import Table
-from backendai.daemon_support import Secrets
+from backendai.daemon_support import DaemonLifecycle, Secrets
 from backendai.errors import ConfigError
 from backendai.tls import ReloadableServerCredentials, ServerTLS
 from backendai.v1 import hub_pb2 as hpb
@@ -159,3 +161,77 @@ def test_secrets_reload_is_all_or_nothing(tmp_path, tmp_path_factory):
                                (cert, key, certs / "ca.pem"))
     with pytest.raises(ConfigError, match="mutual TLS on or off needs a restart"):
         mutual.prepare()
+
+
+async def test_reloads_run_on_the_loop_one_at_a_time_and_coalesce():
+    """request_reload (what SIGHUP's handler calls) only records; the reloads task does
+    the work, never two at once; requests during a reload make one more after it."""
+    class Slow(DaemonLifecycle):
+        def __init__(self) -> None:
+            super().__init__()
+            self.running = self.most = self.done = 0
+            self.lock = threading.Lock()
+            self.entered = threading.Event()
+            self.release = threading.Event()
+            self.second_done = threading.Event()
+
+        def reload(self) -> bool:
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            self.entered.set()
+            self.release.wait(10)
+            with self.lock:
+                self.running -= 1
+                self.done += 1
+                if self.done == 2:
+                    self.second_done.set()
+            return True
+
+    d = Slow()
+    d.request_reload()
+    assert d.done == 0 and not d.entered.is_set()  # recorded, not performed in the call
+    task = asyncio.create_task(d.reloads())
+    try:
+        assert await asyncio.to_thread(d.entered.wait, 10)
+        d.entered.clear()
+        d.request_reload()  # two quick HUPs while the first reload runs
+        d.request_reload()
+        assert not await asyncio.to_thread(d.entered.wait, 0.3)  # no second one alongside
+        assert d.running == 1
+        d.release.set()
+        assert await asyncio.to_thread(d.second_done.wait, 10)  # the one reload after it
+        d.entered.clear()
+        assert not await asyncio.to_thread(d.entered.wait, 0.3)  # and no third
+        assert d.done == 2 and d.most == 1 and d.running == 0
+    finally:
+        d.release.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_two_quick_sighups_reload_the_manager_one_at_a_time(make_manager, tmp_path):
+    token_file = tmp_path / "manager.token"
+    write_token(token_file, "token-one")
+    m = make_manager([fast_service("svc")], top={"auth_token_file": str(token_file)}).start()
+    stub = m.stub()
+    write_token(token_file, "token-two")
+    hup(m)
+    hup(m)
+    assert_eventually(lambda: grpc_code(stub, "token-two") == grpc.StatusCode.OK, 10)
+
+    def marks() -> list[str]:
+        return [str(e["event"]) for e in log_events(m)
+                if e["event"] in ("daemon.signal", "daemon.reloading", "daemon.reloaded")]
+    assert_eventually(lambda: marks()[-1] == "daemon.reloaded", 10)
+    got = marks()
+    # the kernel may merge two quick SIGHUPs into one; each one seen asks for a reload,
+    # and each reload ends before the next begins
+    signals = got.count("daemon.signal")
+    reloads = [e for e in got if e != "daemon.signal"]
+    assert 1 <= signals <= 2 and got[0] == "daemon.signal", got
+    assert reloads in [["daemon.reloading", "daemon.reloaded"] * n
+                       for n in range(1, signals + 1)], got
+    assert grpc_code(stub, "token-one") == grpc.StatusCode.UNAUTHENTICATED
+    assert m.proc is not None and m.proc.poll() is None

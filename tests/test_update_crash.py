@@ -2,8 +2,9 @@
 start finishes or rolls back the operation, the host ends on the old or the new
 version, running, nothing is left half-installed, and the outcome shows in status.
 
-The crash is the manager's test-only fault hook AI_MANAGER_TEST_CRASH_AT=STEP: the
-manager os._exit()s right after journaling that step's start, as if killed there.
+The crash is a fault injected into a real ai-manager started through the test-only
+entry point tests/fixtures/crashing_manager.py: it os._exit()s right after journaling
+that step's start, as if killed there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import grpc
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
-from manager.updates.updater import CRASH_ENV
 from tests.conftest import assert_eventually
 from tests.update_support import (
     assert_on,
@@ -46,12 +46,11 @@ CASES = [
 
 @pytest.mark.parametrize(("step", "bad", "outcome", "ends_on"), CASES,
                          ids=[c[0] for c in CASES])
-def test_kill9_at_every_step(env, monkeypatch, step, bad, outcome, ends_on):
+def test_kill9_at_every_step(env, step, bad, outcome, ends_on):
     env.build("1.0.0")
     env.build("1.1.0", behavior={"crash": True} if bad else None)
     env.install("1.0.0")
-    monkeypatch.setenv(CRASH_ENV, step)
-    m = env.manager()
+    m = env.manager(crash_at=step)
     started(env, m)
     code = grpc.StatusCode.OK
     try:
@@ -63,9 +62,9 @@ def test_kill9_at_every_step(env, monkeypatch, step, bad, outcome, ends_on):
     assert code in (grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE), code
     assert m.proc is not None
     assert m.proc.wait(30) == 137, m.logs()
+    assert "update.test_crash" in m.logs()  # the injected fault, not some other death
     m._close_channel()
-    monkeypatch.delenv(CRASH_ENV)
-    m.start()
+    m.start()  # the shipped entry point
     if not op:
         summary = m.status().update  # the restarted manager resumes it, or has finished it
         op = summary.running_operation_id or summary.last_operation_id

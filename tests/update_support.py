@@ -342,10 +342,11 @@ class Env:
     def install(self, version: str) -> None:
         install(self.install_root, self.out / version / f"agent-{version}.tar.gz", version)
 
-    def manager(self, top: dict | None = None, **over):
+    def manager(self, top: dict | None = None, *, crash_at: str = "", **over):
+        """crash_at: the manager dies right after journaling that update step's start."""
         svc = update_service(self.install_root, over.pop("package_url", self.url), self.port,
                              **over)
-        return self.make_manager([svc], top).start()
+        return self.make_manager([svc], top).start(crash_at=crash_at)
 
     def leftovers(self) -> list[str]:
         out = [p.name for p in (self.install_root / "releases").iterdir()

@@ -1,7 +1,9 @@
 """The service layer: the one code path behind both the gRPC servicer and the HTTP shim.
 
 It resolves and validates what a request names, then delegates to the service's unit.
-No transport details here, and no business logic in the transports.
+A request is validated before the manager's capabilities are checked: a bad version is
+INVALID_ARGUMENT / 400 whether or not updates are configured here. No transport details
+here, and no business logic in the transports.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from typing import Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
-from backendai.validate import is_service_name
+from backendai.validate import check_version, is_service_name
 from manager.config import ManagerConfig
 from manager.supervision.states import ServiceStatus
 from manager.supervision.unit import ServiceUnit
-from manager.updates.journal import EventRecord, OpRecord
+from manager.updates.journal import EventRecord, OpRecord, check_operation_id
 from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
 
 DEFAULT_LOG_LINES = 100
@@ -153,6 +155,7 @@ class ManagerControl:
 
     async def update(self, name: str, version: str) -> UpdateStarted:
         unit = self.unit(name)
+        version = check_version(version)
         return await self.require_updater().update(unit.name, version)
 
     async def rollback(self, name: str) -> RollbackStarted:
@@ -164,4 +167,5 @@ class ManagerControl:
         return self.require_updater().releases(unit.name)
 
     def watch_update(self, operation_id: str) -> AsyncIterator[EventRecord]:
+        check_operation_id(operation_id)
         return self.require_updater().watch(operation_id)

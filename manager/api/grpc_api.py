@@ -16,6 +16,7 @@ import grpc
 
 from backendai.grpc_handlers import stream_sync, unary_sync
 from backendai.loop_bridge import LoopBridge
+from backendai.update_terms import outcome_text
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.api.control import ManagerControl
@@ -147,9 +148,10 @@ class ManagerServicer(pb_grpc.ManagerServicer):
                 if op is None:
                     op = self.control.require_updater().operation(ev.op_id)
                 yield pb.UpdateEvent(
-                    operation_id=ev.op_id, step=ev.step, status=ev.status, message=ev.message,
-                    elapsed_seconds=ev.elapsed, at_unix=ev.at, final=ev.final,
-                    outcome=ev.outcome, from_version=op.from_version if op else "",
+                    operation_id=ev.op_id, step=ev.step.value, status=ev.status.value,
+                    message=ev.message, elapsed_seconds=ev.elapsed, at_unix=ev.at,
+                    final=ev.final, outcome=outcome_text(ev.outcome),
+                    from_version=op.from_version if op else "",
                     to_version=op.to_version if op else "", service=op.service if op else "")
         finally:
             await stream.aclose()  # type: ignore[attr-defined]

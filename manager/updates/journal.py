@@ -3,28 +3,48 @@
 An operation row plus its ordered events: each step's "started" event is written
 (durably: synchronous=FULL) before the step acts, so a restarted manager knows exactly
 where an interrupted operation stood. Events are also what WatchUpdate replays.
+
+Records carry the enums of backendai/update_terms.py; the tables hold their `.value`
+text, as they always have (older databases load unchanged).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from backendai.errors import InvalidArgument
+from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
 
 MAX_OPS_KEPT = 200
+OP_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def is_operation_id(value: object) -> bool:
+    return isinstance(value, str) and OP_ID_RE.fullmatch(value) is not None
+
+
+def check_operation_id(value: object) -> str:
+    """An operation id as the journal makes them (uuid4 hex)."""
+    if not isinstance(value, str) or not is_operation_id(value):
+        raise InvalidArgument("operation_id must be 32 lowercase hex characters")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
 class OpRecord:
     id: str
     service: str
-    kind: str            # "update" | "rollback"
+    kind: OpKind
     from_version: str
     to_version: str
-    state: str = "running"
-    outcome: str = ""
+    state: str = "running"            # "running" | "done"
+    outcome: Outcome | None = None    # set when done
     message: str = ""
     created: float = 0.0
     finished: float = 0.0
@@ -34,18 +54,30 @@ class OpRecord:
 class EventRecord:
     op_id: str
     seq: int
-    step: str
-    status: str
+    step: Step
+    status: StepStatus
     message: str = ""
     elapsed: float = 0.0
     at: float = 0.0
     final: bool = False
-    outcome: str = ""
+    outcome: Outcome | None = None    # on the final event
 
 
 _SELECT_OP = ("SELECT id, service, kind, from_version, to_version, state, outcome, message, "
               "created, finished")
 _SELECT_EV = "SELECT op_id, seq, step, status, message, elapsed, at, final, outcome"
+
+
+def _op(row: Any) -> OpRecord:
+    (op_id, service, kind, from_version, to_version, state, outcome, message, created,
+     finished) = row
+    return OpRecord(op_id, service, OpKind(kind), from_version, to_version, state,
+                    Outcome.parse(outcome), message, created, finished)
+
+
+def _event(r: Any) -> EventRecord:
+    return EventRecord(r[0], r[1], Step(r[2]), StepStatus(r[3]), r[4], r[5], r[6], bool(r[7]),
+                       Outcome.parse(r[8]))
 
 
 class UpdateJournal:
@@ -68,8 +100,9 @@ class UpdateJournal:
                             "id, service, kind, from_version, to_version, state, outcome, message, "
                             "created, finished)"
                             " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                            (op.id, op.service, op.kind, op.from_version, op.to_version,
-                             op.state, op.outcome, op.message, op.created, op.finished))
+                            (op.id, op.service, op.kind.value, op.from_version,
+                             op.to_version, op.state, outcome_text(op.outcome), op.message,
+                             op.created, op.finished))
             self._insert_event(first)
         self._trim(op.service)
 
@@ -77,11 +110,12 @@ class UpdateJournal:
         self.db.execute("INSERT INTO update_events ("
                         "op_id, seq, step, status, message, elapsed, at, final, outcome)"
                         " VALUES (?,?,?,?,?,?,?,?,?)",
-                        (ev.op_id, ev.seq, ev.step, ev.status, ev.message, ev.elapsed, ev.at,
-                         int(ev.final), ev.outcome))
+                        (ev.op_id, ev.seq, ev.step.value, ev.status.value, ev.message,
+                         ev.elapsed, ev.at, int(ev.final), outcome_text(ev.outcome)))
 
-    def append(self, op_id: str, step: str, status: str, message: str = "",
-               elapsed: float = 0.0, *, final: bool = False, outcome: str = "") -> EventRecord:
+    def append(self, op_id: str, step: Step, status: StepStatus, message: str = "",
+               elapsed: float = 0.0, *, final: bool = False,
+               outcome: Outcome | None = None) -> EventRecord:
         with self._tx():
             row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
                                   "WHERE op_id = ?", (op_id,)).fetchone()
@@ -90,30 +124,30 @@ class UpdateJournal:
             self._insert_event(ev)
             if final:
                 self.db.execute("UPDATE update_ops SET state='done', outcome=?, message=?, "
-                                "finished=? WHERE id=?", (outcome, message, ev.at, op_id))
+                                "finished=? WHERE id=?", (outcome_text(outcome), message, ev.at,
+                                                          op_id))
         return ev
 
     def op(self, op_id: str) -> OpRecord | None:
         row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE id = ?",
                               (op_id,)).fetchone()
-        return OpRecord(*row) if row else None
+        return _op(row) if row else None
 
     def running_ops(self) -> list[OpRecord]:
         rows = self.db.execute(_SELECT_OP + " FROM update_ops WHERE state = 'running' "
                                "ORDER BY created").fetchall()
-        return [OpRecord(*r) for r in rows]
+        return [_op(r) for r in rows]
 
     def last_done(self, service: str) -> OpRecord | None:
         row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? AND "
                               "state = 'done' ORDER BY finished DESC LIMIT 1",
                               (service,)).fetchone()
-        return OpRecord(*row) if row else None
+        return _op(row) if row else None
 
     def events(self, op_id: str, after: int = -1) -> list[EventRecord]:
         rows = self.db.execute(_SELECT_EV + " FROM update_events WHERE op_id = ? AND "
                                "seq > ? ORDER BY seq", (op_id, after)).fetchall()
-        return [EventRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
-                for r in rows]
+        return [_event(r) for r in rows]
 
     def _trim(self, service: str) -> None:
         """Keep the newest MAX_OPS_KEPT finished operations per service."""

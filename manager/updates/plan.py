@@ -19,17 +19,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-UPDATE_STEPS = ("download", "verify", "stage", "stop", "switch", "start", "health", "commit")
-ROLLBACK_OP_STEPS = ("stop", "switch", "start", "health", "commit")
-ROLLBACK_STEPS = ("rollback_stop", "rollback_switch", "rollback_start", "rollback_health")
-FIRST_DESTRUCTIVE = "stop"
+from backendai.update_terms import Outcome, Step, StepStatus
 
-
-class Outcome(enum.Enum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled_back"
-    ROLLBACK_FAILED = "rollback_failed"
+UPDATE_STEPS = (Step.DOWNLOAD, Step.VERIFY, Step.STAGE, Step.STOP, Step.SWITCH, Step.START,
+                Step.HEALTH, Step.COMMIT)
+ROLLBACK_OP_STEPS = (Step.STOP, Step.SWITCH, Step.START, Step.HEALTH, Step.COMMIT)
+ROLLBACK_STEPS = (Step.ROLLBACK_STOP, Step.ROLLBACK_SWITCH, Step.ROLLBACK_START,
+                  Step.ROLLBACK_HEALTH)
+FIRST_DESTRUCTIVE = Step.STOP
 
 
 class Phase(enum.Enum):
@@ -40,9 +37,9 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    steps: tuple[str, ...] = UPDATE_STEPS
+    steps: tuple[Step, ...] = UPDATE_STEPS
     phase: Phase = Phase.FORWARD
-    current: str = ""          # the step being carried out
+    current: Step | None = None  # the step being carried out
     failure: str = ""          # why the forward sequence failed (kept for the final report)
     outcome: Outcome | None = None
 
@@ -56,12 +53,12 @@ class Begin:
 
 @dataclass(frozen=True, slots=True)
 class StepOk:
-    step: str
+    step: Step
 
 
 @dataclass(frozen=True, slots=True)
 class StepFailed:
-    step: str
+    step: Step
     message: str
 
 
@@ -69,8 +66,8 @@ class StepFailed:
 class Interrupted:
     """Recovery after a manager crash: the last journaled event of the operation."""
 
-    step: str      # "" if none after validation
-    status: str    # "started" | "ok" | "failed" | "skipped"
+    step: Step     # Step.VALIDATE if nothing ran after validation
+    status: StepStatus
     message: str = ""
 
 
@@ -81,7 +78,7 @@ Event = Begin | StepOk | StepFailed | Interrupted
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    step: str
+    step: Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,30 +90,30 @@ class Finish:
 Action = Run | Finish
 
 
-def _destructive(steps: tuple[str, ...], step: str) -> bool:
+def _destructive(steps: tuple[Step, ...], step: Step) -> bool:
     """Whether the step may have changed the host (it is `stop` or later)."""
     if FIRST_DESTRUCTIVE not in steps or step not in steps:
         return step in ROLLBACK_STEPS
     return steps.index(step) >= steps.index(FIRST_DESTRUCTIVE)
 
 
-def _run(plan: Plan, step: str) -> tuple[Plan, list[Action]]:
+def _run(plan: Plan, step: Step) -> tuple[Plan, list[Action]]:
     return replace(plan, current=step), [Run(step)]
 
 
 def _finish(plan: Plan, outcome: Outcome, message: str) -> tuple[Plan, list[Action]]:
-    return (replace(plan, phase=Phase.DONE, current="", outcome=outcome),
+    return (replace(plan, phase=Phase.DONE, current=None, outcome=outcome),
             [Finish(outcome, message)])
 
 
-def _fail_forward(plan: Plan, step: str, message: str) -> tuple[Plan, list[Action]]:
-    failure = f"{step} failed: {message}"
+def _fail_forward(plan: Plan, step: Step, message: str) -> tuple[Plan, list[Action]]:
+    failure = f"{step.value} failed: {message}"
     if not _destructive(plan.steps, step):
         return _finish(replace(plan, failure=failure), Outcome.FAILED, failure)
     return _run(replace(plan, phase=Phase.ROLLBACK, failure=failure), ROLLBACK_STEPS[0])
 
 
-def _next(steps: tuple[str, ...], step: str) -> str | None:
+def _next(steps: tuple[Step, ...], step: Step) -> Step | None:
     i = steps.index(step) + 1
     return steps[i] if i < len(steps) else None
 
@@ -139,26 +136,28 @@ def transition(plan: Plan, event: Event) -> tuple[Plan, list[Action]]:
             if plan.phase is Phase.FORWARD:
                 return _fail_forward(plan, step, msg)
             return _finish(plan, Outcome.ROLLBACK_FAILED,
-                           f"{plan.failure}; rollback failed at {step}: {msg}")
+                           f"{plan.failure}; rollback failed at {step.value}: {msg}")
         case Interrupted(step=step, status=status, message=msg):
             return _recover(plan, step, status, msg)
     return plan, []  # a stale or unexpected event changes nothing
 
 
-def _recover(plan: Plan, step: str, status: str, msg: str) -> tuple[Plan, list[Action]]:
+def _recover(plan: Plan, step: Step, status: StepStatus,
+             msg: str) -> tuple[Plan, list[Action]]:
     why = "interrupted by a manager restart"
-    if step in ROLLBACK_STEPS or (status == "failed" and _destructive(plan.steps, step)):
-        failure = plan.failure or (f"{step} failed: {msg}" if status == "failed"
-                                   else f"{why} during {step}")
+    failed = status is StepStatus.FAILED
+    if step in ROLLBACK_STEPS or (failed and _destructive(plan.steps, step)):
+        failure = plan.failure or (f"{step.value} failed: {msg}" if failed
+                                   else f"{why} during {step.value}")
         # Every rollback step is idempotent: start the rollback over from its beginning.
         return _run(replace(plan, phase=Phase.ROLLBACK, failure=failure), ROLLBACK_STEPS[0])
-    if status == "failed":
-        return _finish(plan, Outcome.FAILED, f"{step} failed: {msg}")
+    if failed:
+        return _finish(plan, Outcome.FAILED, f"{step.value} failed: {msg}")
     if step not in plan.steps:  # nothing ran after validation
         return _finish(plan, Outcome.FAILED, f"{why} before the download; nothing changed")
-    if status in ("ok", "skipped"):
+    if status in (StepStatus.OK, StepStatus.SKIPPED):
         if not _destructive(plan.steps, step):  # the next step never began
-            return _finish(plan, Outcome.FAILED, f"{why} after {step}; nothing changed")
+            return _finish(plan, Outcome.FAILED, f"{why} after {step.value}; nothing changed")
         nxt = _next(plan.steps, step)
         if nxt is None:
             return _finish(plan, Outcome.SUCCEEDED, "")
@@ -166,6 +165,6 @@ def _recover(plan: Plan, step: str, status: str, msg: str) -> tuple[Plan, list[A
     if step == plan.steps[-1]:  # commit: the release is healthy, finish recording it
         return _run(plan, step)
     if not _destructive(plan.steps, step):
-        return _finish(plan, Outcome.FAILED, f"{why} during {step}; nothing changed")
-    return _run(replace(plan, phase=Phase.ROLLBACK, failure=f"{why} during {step}"),
+        return _finish(plan, Outcome.FAILED, f"{why} during {step.value}; nothing changed")
+    return _run(replace(plan, phase=Phase.ROLLBACK, failure=f"{why} during {step.value}"),
                 ROLLBACK_STEPS[0])

@@ -5,19 +5,17 @@ its result is journaled after. On start, operations a crash interrupted are resu
 or rolled back (see update_plan), so the host ends on the old or the new release,
 running. One operation per service at a time.
 
-Test-only fault hook: with the environment variable AI_MANAGER_TEST_CRASH_AT=STEP, the
-manager calls os._exit(137) right after journaling that step's start (e.g. `stop`,
-`rollback_start`). Never set it in production.
+After each journaled step event the updater calls its fault points (manager/updates/
+faults.py; none in production): tests crash or fail the manager there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -25,11 +23,11 @@ import structlog
 from backendai.errors import (
     BackendAIError,
     FailedPrecondition,
-    InvalidArgument,
     NotConfigured,
     NotFound,
     Unavailable,
 )
+from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
 from backendai.validate import check_version
 from manager.config import ManagerConfig, ServiceConfig
 from manager.statestore import StateStore
@@ -39,15 +37,20 @@ from manager.updates import fetch as package_fetch
 from manager.updates import plan as update_plan
 from manager.updates import verify as package_verify
 from manager.updates.extract import extract_release, remove_leftovers
+from manager.updates.faults import NoFaults, UpdateFaults
 from manager.updates.health_probe import ProbeSpec, health_gate
-from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
+from manager.updates.journal import (
+    EventRecord,
+    OpRecord,
+    UpdateJournal,
+    check_operation_id,
+    is_operation_id,
+)
 from manager.updates.release_dirs import ReleaseDirs
 from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
 
 log = structlog.get_logger(__name__)
 
-CRASH_ENV = "AI_MANAGER_TEST_CRASH_AT"
-OP_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def describe(exc: BaseException) -> str:
@@ -58,6 +61,18 @@ def describe(exc: BaseException) -> str:
         where = f": {Path(exc.filename).name}" if exc.filename else ""
         return f"{exc.strerror or type(exc).__name__}{where}"
     return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    """What a step did: the message journaled with it, and whether it had nothing to do."""
+
+    message: str
+    status: StepStatus = StepStatus.OK
+
+
+def _skipped(why: str) -> StepDone:
+    return StepDone(f"skipped: {why}", StepStatus.SKIPPED)
 
 
 class _Op:
@@ -74,10 +89,12 @@ class _Op:
 
 class Updater:
     def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
-                 store: StateStore) -> None:
+                 store: StateStore, *, faults: UpdateFaults | None = None) -> None:
+        """faults: called at each step boundary (tests inject failures there)."""
         self.config = config
         self.units = dict(units)
         self.journal = UpdateJournal(store.db)
+        self.faults: UpdateFaults = faults if faults is not None else NoFaults()
         self._running: dict[str, str] = {}      # service -> operation id
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tick = asyncio.Event()            # replaced after each journaled event
@@ -99,9 +116,9 @@ class Updater:
             cfg = self.config.service(op.service)
             if cfg is None or not cfg.install_root or op.service not in self.units:
                 # The config changed while the manager was down: nothing left to drive.
-                self.journal.append(op.id, "done", "failed", "interrupted, and the service "
-                                    "is no longer configured for updates", final=True,
-                                    outcome=update_plan.Outcome.FAILED.value)
+                self.journal.append(op.id, Step.DONE, StepStatus.FAILED, "interrupted, and the "
+                                    "service is no longer configured for updates",
+                                    final=True, outcome=Outcome.FAILED)
                 log.warning("update.abandoned", op=op.id, service=op.service)
                 continue
             interrupted.append(op)
@@ -119,7 +136,7 @@ class Updater:
             for op in interrupted:
                 last = self.journal.events(op.id)[-1]
                 log.warning("update.recovering", op=op.id, service=op.service,
-                            step=last.step, status=last.status)
+                            step=last.step.value, status=last.status.value)
                 self._launch(op, update_plan.Interrupted(last.step, last.status, last.message))
             await self._stop.wait()
             self._tg = None
@@ -145,7 +162,7 @@ class Updater:
         running = self._running.get(service)
         if running:
             op = self.journal.op(running)
-            what = f"{op.kind} to version {op.to_version}" if op else "an operation"
+            what = f"{op.kind.value} to version {op.to_version}" if op else "an operation"
             raise FailedPrecondition(f"{what} is already running on service {service!r} "
                                      f"(operation {running}); wait for it to end")
         if self._tg is None:
@@ -158,7 +175,7 @@ class Updater:
         current = ReleaseDirs(cfg.install_root).current_version()
         if current == version:
             return UpdateStarted("", version, f"already on version {version}")
-        op = self._create(service, "update", current, version,
+        op = self._create(service, OpKind.UPDATE, current, version,
                           f"update {current or '(none)'} -> {version}")
         return UpdateStarted(op.id, version, f"update to version {version} started")
 
@@ -176,7 +193,7 @@ class Updater:
                 raise FailedPrecondition(f"service {service!r} has no previous release on "
                                          "disk to roll back to")
             target = others[0]
-        op = self._create(service, "rollback", current, target,
+        op = self._create(service, OpKind.ROLLBACK, current, target,
                           f"rollback {current or '(none)'} -> {target}")
         return RollbackStarted(op.id, target)
 
@@ -198,12 +215,11 @@ class Updater:
         return sorted(out, key=lambda r: r.installed, reverse=True)
 
     def operation(self, operation_id: str) -> OpRecord | None:
-        return self.journal.op(operation_id) if OP_ID_RE.fullmatch(operation_id) else None
+        return self.journal.op(operation_id) if is_operation_id(operation_id) else None
 
     async def watch(self, operation_id: str) -> AsyncIterator[EventRecord]:
         """Every event of an operation from its first to its final one (replayed if done)."""
-        if not isinstance(operation_id, str) or not OP_ID_RE.fullmatch(operation_id):
-            raise InvalidArgument("operation_id must be 32 lowercase hex characters")
+        check_operation_id(operation_id)
         if self.journal.op(operation_id) is None:
             raise NotFound(f"no update operation {operation_id}")
         seq = -1
@@ -218,14 +234,15 @@ class Updater:
 
     # ---- running an operation ---------------------------------------------------------
 
-    def _create(self, service: str, kind: str, current: str, target: str,
+    def _create(self, service: str, kind: OpKind, current: str, target: str,
                 what: str) -> OpRecord:
         op = OpRecord(id=uuid.uuid4().hex, service=service, kind=kind, from_version=current,
                       to_version=target, created=time.time())
-        self.journal.create_op(op, EventRecord(op.id, 0, "validate", "ok", what, at=op.created))
+        self.journal.create_op(op, EventRecord(op.id, 0, Step.VALIDATE, StepStatus.OK, what,
+                                               at=op.created))
         self._notify()
         self._running[service] = op.id
-        log.info("update.accepted", op=op.id, service=service, kind=kind,
+        log.info("update.accepted", op=op.id, service=service, kind=kind.value,
                  from_version=current, to_version=target)
         self._launch(op, update_plan.Begin())
         return op
@@ -242,7 +259,7 @@ class Updater:
         cfg = self.config.service(rec.service)
         assert cfg is not None  # noqa: S101 - operations name configured services
         op = _Op(rec, cfg, self.units[rec.service])
-        steps = update_plan.UPDATE_STEPS if rec.kind == "update" else \
+        steps = update_plan.UPDATE_STEPS if rec.kind is OpKind.UPDATE else \
             update_plan.ROLLBACK_OP_STEPS
         plan, actions = update_plan.transition(update_plan.Plan(steps=steps), first)
         began = time.monotonic()
@@ -252,55 +269,54 @@ class Updater:
                 self._finish(op, action, time.monotonic() - began)
                 return
             step = action.step
-            self._record(rec.id, step, "started")
-            crash_at = os.environ.get(CRASH_ENV, "")
-            if crash_at and crash_at == step:
-                log.warning("update.test_crash", op=rec.id, step=step)
-                os._exit(137)
+            self._record(rec.id, step, StepStatus.STARTED)
             t0 = time.monotonic()
             event: update_plan.Event
             try:
-                message = await self._do(op, step)
-                status = "skipped" if message.startswith("skipped") else "ok"
+                done = await self._do(op, step)
+                message, status = done.message, done.status
                 event = update_plan.StepOk(step)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # every failure feeds the plan
-                message, status = describe(exc), "failed"
+                message, status = describe(exc), StepStatus.FAILED
                 event = update_plan.StepFailed(step, message)
                 if not isinstance(exc, BackendAIError | OSError):
                     log.exception("update.step_error", op=rec.id, step=step)
             elapsed = time.monotonic() - t0
             self._record(rec.id, step, status, message, elapsed)
-            log.info("update.step", op=rec.id, service=rec.service, step=step, status=status,
-                     elapsed=round(elapsed, 3), detail=message)
+            log.info("update.step", op=rec.id, service=rec.service, step=step.value,
+                     status=status.value, elapsed=round(elapsed, 3), detail=message)
             plan, actions = update_plan.transition(plan, event)
 
     def _finish(self, op: _Op, fin: update_plan.Finish, elapsed: float) -> None:
         rec = op.rec
-        outcome = fin.outcome.value
-        match fin.outcome:
-            case update_plan.Outcome.SUCCEEDED:
-                message = f"{rec.kind} to version {rec.to_version} succeeded"
-            case update_plan.Outcome.ROLLED_BACK:
+        outcome = fin.outcome
+        match outcome:
+            case Outcome.SUCCEEDED:
+                message = f"{rec.kind.value} to version {rec.to_version} succeeded"
+            case Outcome.ROLLED_BACK:
                 message = f"{fin.message} to version {rec.from_version or '(none)'}"
             case _:
                 message = fin.message
         package_fetch.remove_tree(op.work)
         op.dirs.remove_downloads(keep=set(self._running.values()) - {rec.id})
-        self._record(rec.id, "done", "ok" if outcome == "succeeded" else "failed", message,
-                     elapsed, final=True, outcome=outcome)
+        self._record(rec.id, Step.DONE,
+                     StepStatus.OK if outcome is Outcome.SUCCEEDED else StepStatus.FAILED,
+                     message, elapsed, final=True, outcome=outcome)
         self._running.pop(rec.service, None)
-        log.info("update.finished", op=rec.id, service=rec.service, outcome=outcome,
+        log.info("update.finished", op=rec.id, service=rec.service, outcome=outcome.value,
                  detail=message, elapsed=round(elapsed, 3))
         self._publish_version(rec.service)
         self._publish_summary(rec.service)
 
-    def _record(self, op_id: str, step: str, status: str, message: str = "",
-                elapsed: float = 0.0, *, final: bool = False, outcome: str = "") -> None:
+    def _record(self, op_id: str, step: Step, status: StepStatus, message: str = "",
+                elapsed: float = 0.0, *, final: bool = False,
+                outcome: Outcome | None = None) -> None:
         self.journal.append(op_id, step, status, message, elapsed, final=final,
                             outcome=outcome)
         self._notify()
+        self.faults.after_journal(op_id, step, status)
 
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()
@@ -308,46 +324,47 @@ class Updater:
 
     # ---- the steps --------------------------------------------------------------------
 
-    async def _do(self, op: _Op, step: str) -> str:
+    async def _do(self, op: _Op, step: Step) -> StepDone:
         rec, unit, dirs = op.rec, op.unit, op.dirs
         match step:
-            case "download":
-                return await self._download(op)
-            case "verify":
-                return await self._verify(op)
-            case "stage":
+            case Step.DOWNLOAD:
+                return StepDone(await self._download(op))
+            case Step.VERIFY:
+                return StepDone(await self._verify(op))
+            case Step.STAGE:
                 package = self._package_path(op)
                 await asyncio.to_thread(extract_release, package, dirs.releases,
                                         rec.to_version, op.cfg.update)
-                return f"staged in releases/{rec.to_version}"
-            case "stop" | "rollback_stop":
+                return StepDone(f"staged in releases/{rec.to_version}")
+            case Step.STOP | Step.ROLLBACK_STOP:
                 st = await unit.stop()
-                return f"service {st.state.value.lower()}"
-            case "switch":
+                return StepDone(f"service {st.state.value.lower()}")
+            case Step.SWITCH:
                 await asyncio.to_thread(dirs.switch, rec.to_version)
                 unit.set_version(rec.to_version)
-                return f"current -> releases/{rec.to_version}"
-            case "start" | "rollback_start":
-                if step == "rollback_start" and not rec.from_version:
-                    return "skipped: there was no release before"
+                return StepDone(f"current -> releases/{rec.to_version}")
+            case Step.START | Step.ROLLBACK_START:
+                if step is Step.ROLLBACK_START and not rec.from_version:
+                    return _skipped("there was no release before")
                 st = await unit.start(wait=True)
                 op.health_pid = st.pid
-                return f"service running, pid {st.pid}"
-            case "health" | "rollback_health":
-                expected = rec.to_version if step == "health" else rec.from_version
-                if step == "rollback_health" and not expected:
-                    return "skipped: there was no release before"
-                return await self._health(op, expected)
-            case "rollback_switch":
+                return StepDone(f"service running, pid {st.pid}")
+            case Step.HEALTH:
+                return StepDone(await self._health(op, rec.to_version))
+            case Step.ROLLBACK_HEALTH:
+                if not rec.from_version:
+                    return _skipped("there was no release before")
+                return StepDone(await self._health(op, rec.from_version))
+            case Step.ROLLBACK_SWITCH:
                 if rec.from_version:
                     await asyncio.to_thread(dirs.switch, rec.from_version)
                     unit.set_version(rec.from_version)
-                    return f"current -> releases/{rec.from_version}"
+                    return StepDone(f"current -> releases/{rec.from_version}")
                 await asyncio.to_thread(dirs.clear_current)
-                return "current removed (there was no release before)"
-            case "commit":
-                return await self._commit(op)
-        raise AssertionError(f"unknown step {step}")
+                return StepDone("current removed (there was no release before)")
+            case Step.COMMIT:
+                return StepDone(await self._commit(op))
+        raise AssertionError(f"not a step the updater runs: {step.value}")
 
     def _package_path(self, op: _Op) -> Path:
         url = package_fetch.expand_url(op.cfg.update.package_url, op.rec.to_version)
@@ -454,7 +471,7 @@ class Updater:
         return UpdateSummary(
             running_operation_id=self._running.get(service, ""),
             last_operation_id=last.id if last else "",
-            last_outcome=last.outcome if last else "",
+            last_outcome=outcome_text(last.outcome) if last else "",
             last_message=last.message if last else "",
             last_version=last.to_version if last else "")
 

@@ -1,0 +1,51 @@
+"""The update journal keeps the text it always stored: rows written as older managers
+wrote them load as the enums, and what this build writes is the same text."""
+
+from __future__ import annotations
+
+from backendai.update_terms import OpKind, Outcome, Step, StepStatus
+from manager.statestore import StateStore
+from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
+
+OLD_ROWS = [  # (step, status, final, outcome) as an older manager journaled them
+    ("validate", "ok", 0, ""), ("download", "started", 0, ""), ("download", "ok", 0, ""),
+    ("stop", "started", 0, ""), ("stop", "failed", 0, ""), ("rollback_start", "skipped", 0, ""),
+    ("done", "failed", 1, "rolled_back"),
+]
+
+
+def test_old_rows_load_as_enums_and_new_rows_are_the_same_text(tmp_path):
+    store = StateStore(tmp_path / "manager.db")
+    try:
+        db = store.db
+        db.execute("INSERT INTO update_ops VALUES ('a', 'svc', 'update', '1', '2', 'done', "
+                   "'rolled_back', 'why', 1.0, 2.0)")
+        for seq, (step, status, final, outcome) in enumerate(OLD_ROWS):
+            db.execute("INSERT INTO update_events VALUES ('a', ?, ?, ?, '', 0, 1.0, ?, ?)",
+                       (seq, step, status, final, outcome))
+        journal = UpdateJournal(db)
+        op = journal.op("a")
+        assert op is not None and op.kind is OpKind.UPDATE and op.outcome is Outcome.ROLLED_BACK
+        events = journal.events("a")
+        assert [(e.step, e.status) for e in events][-3:] == [
+            (Step.STOP, StepStatus.FAILED), (Step.ROLLBACK_START, StepStatus.SKIPPED),
+            (Step.DONE, StepStatus.FAILED)]
+        assert events[-1].outcome is Outcome.ROLLED_BACK and events[0].outcome is None
+
+        journal.create_op(OpRecord("b", "svc", OpKind.ROLLBACK, "2", "1", created=3.0),
+                          EventRecord("b", 0, Step.VALIDATE, StepStatus.OK, at=3.0))
+        for step, status, final, outcome in OLD_ROWS[1:]:
+            journal.append("b", Step(step), StepStatus(status), final=bool(final),
+                           outcome=Outcome.parse(outcome))
+        rows = db.execute("SELECT step, status, final, outcome FROM update_events "
+                          "WHERE op_id = 'b' ORDER BY seq").fetchall()
+        assert rows == OLD_ROWS
+        assert db.execute("SELECT kind, outcome FROM update_ops WHERE id = 'b'").fetchone() \
+            == ("rollback", "rolled_back")
+    finally:
+        store.close()
+
+
+def test_outcomes_a_peer_reports_parse_or_are_unknown():
+    assert [Outcome.parse(o.value) for o in Outcome] == list(Outcome)
+    assert Outcome.parse("") is None and Outcome.parse("exploded") is None
