@@ -1,4 +1,5 @@
 from backendai.v1 import agent_pb2 as _agent_pb2
+from backendai.v1 import events_pb2 as _events_pb2
 from backendai.v1 import manager_pb2 as _manager_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -68,23 +69,37 @@ class HubInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HubInfo(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "hostname", "host_count", "active_rollout_id", "started_unix")
+    __slots__ = ("version", "uptime_seconds", "hostname", "host_count", "active_rollout_id", "started_unix", "leader", "leader_address", "hub_id", "epoch", "store_backend", "lease_expires_unix", "http_address")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     HOST_COUNT_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HUB_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STORE_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     hostname: str
     host_count: int
     active_rollout_id: str
     started_unix: float
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., hostname: _Optional[str] = ..., host_count: _Optional[int] = ..., active_rollout_id: _Optional[str] = ..., started_unix: _Optional[float] = ...) -> None: ...
+    leader: bool
+    leader_address: str
+    hub_id: str
+    epoch: int
+    store_backend: str
+    lease_expires_unix: float
+    http_address: str
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., hostname: _Optional[str] = ..., host_count: _Optional[int] = ..., active_rollout_id: _Optional[str] = ..., started_unix: _Optional[float] = ..., leader: _Optional[bool] = ..., leader_address: _Optional[str] = ..., hub_id: _Optional[str] = ..., epoch: _Optional[int] = ..., store_backend: _Optional[str] = ..., lease_expires_unix: _Optional[float] = ..., http_address: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
-    __slots__ = ("name", "manager_address", "labels", "role", "source", "reachable", "state", "version", "last_seen_unix", "message", "service", "update", "agent_address", "agent_version", "agent_last_heartbeat_unix", "facts", "agent_connected")
+    __slots__ = ("name", "manager_address", "labels", "role", "source", "reachable", "state", "version", "last_seen_unix", "message", "service", "update", "agent_address", "agent_version", "agent_last_heartbeat_unix", "facts", "agent_connected", "last_contact_unix", "health")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +124,8 @@ class Host(_message.Message):
     AGENT_LAST_HEARTBEAT_UNIX_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     AGENT_CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_CONTACT_UNIX_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     name: str
     manager_address: str
     labels: _containers.ScalarMap[str, str]
@@ -126,7 +143,9 @@ class Host(_message.Message):
     agent_last_heartbeat_unix: float
     facts: _agent_pb2.HostFacts
     agent_connected: bool
-    def __init__(self, name: _Optional[str] = ..., manager_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., role: _Optional[str] = ..., source: _Optional[str] = ..., reachable: _Optional[bool] = ..., state: _Optional[_Union[_manager_pb2.ServiceState, str]] = ..., version: _Optional[str] = ..., last_seen_unix: _Optional[float] = ..., message: _Optional[str] = ..., service: _Optional[str] = ..., update: _Optional[_Union[_manager_pb2.UpdateSummary, _Mapping]] = ..., agent_address: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_last_heartbeat_unix: _Optional[float] = ..., facts: _Optional[_Union[_agent_pb2.HostFacts, _Mapping]] = ..., agent_connected: _Optional[bool] = ...) -> None: ...
+    last_contact_unix: float
+    health: str
+    def __init__(self, name: _Optional[str] = ..., manager_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., role: _Optional[str] = ..., source: _Optional[str] = ..., reachable: _Optional[bool] = ..., state: _Optional[_Union[_manager_pb2.ServiceState, str]] = ..., version: _Optional[str] = ..., last_seen_unix: _Optional[float] = ..., message: _Optional[str] = ..., service: _Optional[str] = ..., update: _Optional[_Union[_manager_pb2.UpdateSummary, _Mapping]] = ..., agent_address: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_last_heartbeat_unix: _Optional[float] = ..., facts: _Optional[_Union[_agent_pb2.HostFacts, _Mapping]] = ..., agent_connected: _Optional[bool] = ..., last_contact_unix: _Optional[float] = ..., health: _Optional[str] = ...) -> None: ...
 
 class ListHostsRequest(_message.Message):
     __slots__ = ("labels", "names")
@@ -244,7 +263,7 @@ class RolloutStrategy(_message.Message):
     def __init__(self, waves: _Optional[_Iterable[str]] = ..., max_parallel: _Optional[int] = ..., min_healthy_seconds: _Optional[float] = ..., healthy_deadline_seconds: _Optional[float] = ..., step_deadline_seconds: _Optional[float] = ..., max_failures_per_wave: _Optional[str] = ..., max_failures_total: _Optional[str] = ..., pause_seconds: _Optional[float] = ..., pause_until_promote: _Optional[bool] = ..., auto_rollback: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class StartRolloutRequest(_message.Message):
-    __slots__ = ("version", "target", "strategy", "dry_run", "service", "include_hub", "description")
+    __slots__ = ("version", "target", "strategy", "dry_run", "service", "include_hub", "description", "start_stopped")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +271,7 @@ class StartRolloutRequest(_message.Message):
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_HUB_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    START_STOPPED_FIELD_NUMBER: _ClassVar[int]
     version: str
     target: RolloutTarget
     strategy: RolloutStrategy
@@ -259,7 +279,22 @@ class StartRolloutRequest(_message.Message):
     service: str
     include_hub: bool
     description: str
-    def __init__(self, version: _Optional[str] = ..., target: _Optional[_Union[RolloutTarget, _Mapping]] = ..., strategy: _Optional[_Union[RolloutStrategy, _Mapping]] = ..., dry_run: _Optional[bool] = ..., service: _Optional[str] = ..., include_hub: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    start_stopped: bool
+    def __init__(self, version: _Optional[str] = ..., target: _Optional[_Union[RolloutTarget, _Mapping]] = ..., strategy: _Optional[_Union[RolloutStrategy, _Mapping]] = ..., dry_run: _Optional[bool] = ..., service: _Optional[str] = ..., include_hub: _Optional[bool] = ..., description: _Optional[str] = ..., start_stopped: _Optional[bool] = ...) -> None: ...
+
+class PackageCheck(_message.Message):
+    __slots__ = ("service", "url", "available", "message", "hosts")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    url: str
+    available: bool
+    message: str
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service: _Optional[str] = ..., url: _Optional[str] = ..., available: _Optional[bool] = ..., message: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Wave(_message.Message):
     __slots__ = ("index", "spec", "hosts", "failures", "started", "done")
@@ -278,7 +313,7 @@ class Wave(_message.Message):
     def __init__(self, index: _Optional[int] = ..., spec: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., failures: _Optional[int] = ..., started: _Optional[bool] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class RolloutHost(_message.Message):
-    __slots__ = ("name", "wave", "state", "from_version", "operation_id", "message", "started_unix", "finished_unix", "attempts", "step")
+    __slots__ = ("name", "wave", "state", "from_version", "operation_id", "message", "started_unix", "finished_unix", "attempts", "step", "origin", "failed_step", "reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WAVE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +324,9 @@ class RolloutHost(_message.Message):
     FINISHED_UNIX_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    FAILED_STEP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     wave: int
     state: HostRolloutState
@@ -299,7 +337,10 @@ class RolloutHost(_message.Message):
     finished_unix: float
     attempts: int
     step: str
-    def __init__(self, name: _Optional[str] = ..., wave: _Optional[int] = ..., state: _Optional[_Union[HostRolloutState, str]] = ..., from_version: _Optional[str] = ..., operation_id: _Optional[str] = ..., message: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., attempts: _Optional[int] = ..., step: _Optional[str] = ...) -> None: ...
+    origin: str
+    failed_step: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., wave: _Optional[int] = ..., state: _Optional[_Union[HostRolloutState, str]] = ..., from_version: _Optional[str] = ..., operation_id: _Optional[str] = ..., message: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., attempts: _Optional[int] = ..., step: _Optional[str] = ..., origin: _Optional[str] = ..., failed_step: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class OutcomeCounts(_message.Message):
     __slots__ = ("total", "pending", "in_progress", "succeeded", "failed", "unreachable", "rolled_back", "rollback_failed", "skipped")
@@ -324,7 +365,7 @@ class OutcomeCounts(_message.Message):
     def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., in_progress: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., unreachable: _Optional[int] = ..., rolled_back: _Optional[int] = ..., rollback_failed: _Optional[int] = ..., skipped: _Optional[int] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("id", "version", "state", "target", "strategy", "seed", "service", "include_hub", "waves", "hosts", "counts", "current_wave", "created_unix", "updated_unix", "finished_unix", "message", "next_event_index", "resume_at_unix", "description", "awaiting_promote")
+    __slots__ = ("id", "version", "state", "target", "strategy", "seed", "service", "include_hub", "waves", "hosts", "counts", "current_wave", "created_unix", "updated_unix", "finished_unix", "message", "next_event_index", "resume_at_unix", "description", "awaiting_promote", "packages", "start_stopped")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -345,6 +386,8 @@ class Rollout(_message.Message):
     RESUME_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     AWAITING_PROMOTE_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    START_STOPPED_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: str
     state: RolloutState
@@ -365,7 +408,9 @@ class Rollout(_message.Message):
     resume_at_unix: float
     description: str
     awaiting_promote: bool
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[RolloutState, str]] = ..., target: _Optional[_Union[RolloutTarget, _Mapping]] = ..., strategy: _Optional[_Union[RolloutStrategy, _Mapping]] = ..., seed: _Optional[int] = ..., service: _Optional[str] = ..., include_hub: _Optional[bool] = ..., waves: _Optional[_Iterable[_Union[Wave, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[RolloutHost, _Mapping]]] = ..., counts: _Optional[_Union[OutcomeCounts, _Mapping]] = ..., current_wave: _Optional[int] = ..., created_unix: _Optional[float] = ..., updated_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., message: _Optional[str] = ..., next_event_index: _Optional[int] = ..., resume_at_unix: _Optional[float] = ..., description: _Optional[str] = ..., awaiting_promote: _Optional[bool] = ...) -> None: ...
+    packages: _containers.RepeatedCompositeFieldContainer[PackageCheck]
+    start_stopped: bool
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[RolloutState, str]] = ..., target: _Optional[_Union[RolloutTarget, _Mapping]] = ..., strategy: _Optional[_Union[RolloutStrategy, _Mapping]] = ..., seed: _Optional[int] = ..., service: _Optional[str] = ..., include_hub: _Optional[bool] = ..., waves: _Optional[_Iterable[_Union[Wave, _Mapping]]] = ..., hosts: _Optional[_Iterable[_Union[RolloutHost, _Mapping]]] = ..., counts: _Optional[_Union[OutcomeCounts, _Mapping]] = ..., current_wave: _Optional[int] = ..., created_unix: _Optional[float] = ..., updated_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., message: _Optional[str] = ..., next_event_index: _Optional[int] = ..., resume_at_unix: _Optional[float] = ..., description: _Optional[str] = ..., awaiting_promote: _Optional[bool] = ..., packages: _Optional[_Iterable[_Union[PackageCheck, _Mapping]]] = ..., start_stopped: _Optional[bool] = ...) -> None: ...
 
 class StartRolloutResponse(_message.Message):
     __slots__ = ("rollout",)
@@ -466,12 +511,36 @@ class HostStatusResponse(_message.Message):
     def __init__(self, hosts: _Optional[_Iterable[_Union[HostServices, _Mapping]]] = ...) -> None: ...
 
 class RestartServiceRequest(_message.Message):
-    __slots__ = ("host", "service")
+    __slots__ = ("host", "service", "force")
     HOST_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     host: str
     service: str
-    def __init__(self, host: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, host: _Optional[str] = ..., service: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class StartServiceRequest(_message.Message):
+    __slots__ = ("host", "service", "force")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    service: str
+    force: bool
+    def __init__(self, host: _Optional[str] = ..., service: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class StopServiceRequest(_message.Message):
+    __slots__ = ("host", "service", "timeout_seconds", "force")
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    host: str
+    service: str
+    timeout_seconds: float
+    force: bool
+    def __init__(self, host: _Optional[str] = ..., service: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class StreamHostLogsRequest(_message.Message):
     __slots__ = ("host", "service", "tail_lines", "no_follow")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from backendai.v1 import events_pb2 as backendai_dot_v1_dot_events__pb2
 from backendai.v1 import hub_pb2 as backendai_dot_v1_dot_hub__pb2
 from backendai.v1 import manager_pb2 as backendai_dot_v1_dot_manager__pb2
 
@@ -120,6 +121,26 @@ class HubStub:
                 request_serializer=backendai_dot_v1_dot_hub__pb2.StreamHostLogsRequest.SerializeToString,
                 response_deserializer=backendai_dot_v1_dot_manager__pb2.LogBatch.FromString,
                 _registered_method=True)
+        self.StartService = channel.unary_unary(
+                '/backendai.v1.Hub/StartService',
+                request_serializer=backendai_dot_v1_dot_hub__pb2.StartServiceRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_manager__pb2.ServiceStatus.FromString,
+                _registered_method=True)
+        self.StopService = channel.unary_unary(
+                '/backendai.v1.Hub/StopService',
+                request_serializer=backendai_dot_v1_dot_hub__pb2.StopServiceRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_manager__pb2.ServiceStatus.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/backendai.v1.Hub/ListEvents',
+                request_serializer=backendai_dot_v1_dot_events__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_events__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/backendai.v1.Hub/WatchEvents',
+                request_serializer=backendai_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_events__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class HubServicer:
@@ -229,6 +250,30 @@ class HubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HubServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -316,6 +361,26 @@ def add_HubServicer_to_server(servicer, server):
                     servicer.StreamHostLogs,
                     request_deserializer=backendai_dot_v1_dot_hub__pb2.StreamHostLogsRequest.FromString,
                     response_serializer=backendai_dot_v1_dot_manager__pb2.LogBatch.SerializeToString,
+            ),
+            'StartService': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartService,
+                    request_deserializer=backendai_dot_v1_dot_hub__pb2.StartServiceRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_manager__pb2.ServiceStatus.SerializeToString,
+            ),
+            'StopService': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopService,
+                    request_deserializer=backendai_dot_v1_dot_hub__pb2.StopServiceRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_manager__pb2.ServiceStatus.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=backendai_dot_v1_dot_events__pb2.ListEventsRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_events__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=backendai_dot_v1_dot_events__pb2.WatchEventsRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_events__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -777,6 +842,114 @@ class Hub:
             '/backendai.v1.Hub/StreamHostLogs',
             backendai_dot_v1_dot_hub__pb2.StreamHostLogsRequest.SerializeToString,
             backendai_dot_v1_dot_manager__pb2.LogBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backendai.v1.Hub/StartService',
+            backendai_dot_v1_dot_hub__pb2.StartServiceRequest.SerializeToString,
+            backendai_dot_v1_dot_manager__pb2.ServiceStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backendai.v1.Hub/StopService',
+            backendai_dot_v1_dot_hub__pb2.StopServiceRequest.SerializeToString,
+            backendai_dot_v1_dot_manager__pb2.ServiceStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backendai.v1.Hub/ListEvents',
+            backendai_dot_v1_dot_events__pb2.ListEventsRequest.SerializeToString,
+            backendai_dot_v1_dot_events__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/backendai.v1.Hub/WatchEvents',
+            backendai_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+            backendai_dot_v1_dot_events__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ Debuggable with grpcurl (reflection). Every RPC needs the bearer token when the 
 has one configured (health and reflection stay open).
 """
 
+from backendai.v1 import events_pb2 as _events_pb2
 from backendai.v1 import hub_pb2 as _hub_pb2
 from backendai.v1 import manager_pb2 as _manager_pb2
 from collections import abc as _abc
@@ -54,6 +55,10 @@ class HubStub:
     HostStatus: _grpc.UnaryUnaryMultiCallable[_hub_pb2.HostStatusRequest, _hub_pb2.HostStatusResponse]
     RestartService: _grpc.UnaryUnaryMultiCallable[_hub_pb2.RestartServiceRequest, _manager_pb2.ServiceStatus]
     StreamHostLogs: _grpc.UnaryStreamMultiCallable[_hub_pb2.StreamHostLogsRequest, _manager_pb2.LogBatch]
+    StartService: _grpc.UnaryUnaryMultiCallable[_hub_pb2.StartServiceRequest, _manager_pb2.ServiceStatus]
+    StopService: _grpc.UnaryUnaryMultiCallable[_hub_pb2.StopServiceRequest, _manager_pb2.ServiceStatus]
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]
 
 @_typing.type_check_only
 class HubAsyncStub(HubStub):
@@ -77,6 +82,10 @@ class HubAsyncStub(HubStub):
     HostStatus: _aio.UnaryUnaryMultiCallable[_hub_pb2.HostStatusRequest, _hub_pb2.HostStatusResponse]  # type: ignore[assignment]
     RestartService: _aio.UnaryUnaryMultiCallable[_hub_pb2.RestartServiceRequest, _manager_pb2.ServiceStatus]  # type: ignore[assignment]
     StreamHostLogs: _aio.UnaryStreamMultiCallable[_hub_pb2.StreamHostLogsRequest, _manager_pb2.LogBatch]  # type: ignore[assignment]
+    StartService: _aio.UnaryUnaryMultiCallable[_hub_pb2.StartServiceRequest, _manager_pb2.ServiceStatus]  # type: ignore[assignment]
+    StopService: _aio.UnaryUnaryMultiCallable[_hub_pb2.StopServiceRequest, _manager_pb2.ServiceStatus]  # type: ignore[assignment]
+    ListEvents: _aio.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]  # type: ignore[assignment]
+    WatchEvents: _aio.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]  # type: ignore[assignment]
 
 class HubServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -199,5 +208,33 @@ class HubServicer(metaclass=_abc_1.ABCMeta):
         request: _hub_pb2.StreamHostLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_manager_pb2.LogBatch], _abc.AsyncIterator[_manager_pb2.LogBatch]]: ...
+
+    @_abc_1.abstractmethod
+    def StartService(
+        self,
+        request: _hub_pb2.StartServiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ServiceStatus, _abc.Awaitable[_manager_pb2.ServiceStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def StopService(
+        self,
+        request: _hub_pb2.StopServiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ServiceStatus, _abc.Awaitable[_manager_pb2.ServiceStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _events_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.ListEventsResponse, _abc.Awaitable[_events_pb2.ListEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _events_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.Event], _abc.AsyncIterator[_events_pb2.Event]]: ...
 
 def add_HubServicer_to_server(servicer: HubServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

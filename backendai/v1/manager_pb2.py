@@ -22,67 +22,82 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from backendai.v1 import events_pb2 as backendai_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62\x61\x63kendai/v1/manager.proto\x12\x0c\x62\x61\x63kendai.v1\"\xeb\x02\n\rServiceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.backendai.v1.ServiceState\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x10\n\x08restarts\x18\x05 \x01(\r\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0b\x65xit_signal\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0f\n\x07package\x18\t \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\n \x01(\t\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x18\n\x10state_since_unix\x18\x0c \x01(\x01\x12\x0f\n\x07\x61\x64opted\x18\r \x01(\x08\x12+\n\x06update\x18\x0e \x01(\x0b\x32\x1b.backendai.v1.UpdateSummaryB\x0c\n\n_exit_codeB\x0e\n\x0c_exit_signal\"\x8a\x01\n\rUpdateSummary\x12\x1c\n\x14running_operation_id\x18\x01 \x01(\t\x12\x19\n\x11last_operation_id\x18\x02 \x01(\t\x12\x14\n\x0clast_outcome\x18\x03 \x01(\t\x12\x14\n\x0clast_message\x18\x04 \x01(\t\x12\x14\n\x0clast_version\x18\x05 \x01(\t\" \n\rStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"&\n\x13ListServicesRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\"E\n\x14ListServicesResponse\x12-\n\x08services\x18\x01 \x03(\x0b\x32\x1b.backendai.v1.ServiceStatus\"0\n\x0cStartRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07no_wait\x18\x02 \x01(\x08\"F\n\x0bStopRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"!\n\x0eRestartRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"!\n\x0eVersionRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"Z\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fmanager_version\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\"-\n\x0bLogsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x01(\r\".\n\x0cLogsResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x03(\t\"K\n\x11StreamLogsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\ntail_lines\x18\x02 \x01(\r\x12\x11\n\tno_follow\x18\x03 \x01(\x08\"\x19\n\x08LogBatch\x12\r\n\x05lines\x18\x01 \x03(\t\"%\n\x12WatchStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"1\n\rUpdateRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"7\n\x0eUpdateResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"*\n\x12WatchUpdateRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"\xd7\x01\n\x0bUpdateEvent\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07\x61t_unix\x18\x06 \x01(\x01\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\t \x01(\t\x12\x12\n\nto_version\x18\n \x01(\t\x12\x0f\n\x07service\x18\x0b \x01(\t\"\"\n\x0fRollbackRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"9\n\x10RollbackResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"&\n\x13ListReleasesRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"U\n\x07Release\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x02 \x01(\x08\x12\x10\n\x08previous\x18\x03 \x01(\x08\x12\x16\n\x0einstalled_unix\x18\x04 \x01(\x01\"?\n\x14ListReleasesResponse\x12\'\n\x08releases\x18\x01 \x03(\x0b\x32\x15.backendai.v1.Release\" \n\rVersionReport\x12\x0f\n\x07version\x18\x01 \x01(\t*\xe9\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVICE_STATE_STOPPED\x10\x01\x12\x1a\n\x16SERVICE_STATE_STARTING\x10\x02\x12\x19\n\x15SERVICE_STATE_RUNNING\x10\x03\x12\x19\n\x15SERVICE_STATE_BACKOFF\x10\x04\x12\x1a\n\x16SERVICE_STATE_STOPPING\x10\x05\x12\x18\n\x14SERVICE_STATE_EXITED\x10\x06\x12\x17\n\x13SERVICE_STATE_FATAL\x10\x07\x32\xc1\x07\n\x07Manager\x12\x42\n\x06Status\x12\x1b.backendai.v1.StatusRequest\x1a\x1b.backendai.v1.ServiceStatus\x12U\n\x0cListServices\x12!.backendai.v1.ListServicesRequest\x1a\".backendai.v1.ListServicesResponse\x12@\n\x05Start\x12\x1a.backendai.v1.StartRequest\x1a\x1b.backendai.v1.ServiceStatus\x12>\n\x04Stop\x12\x19.backendai.v1.StopRequest\x1a\x1b.backendai.v1.ServiceStatus\x12\x44\n\x07Restart\x12\x1c.backendai.v1.RestartRequest\x1a\x1b.backendai.v1.ServiceStatus\x12\x46\n\x07Version\x12\x1c.backendai.v1.VersionRequest\x1a\x1d.backendai.v1.VersionResponse\x12=\n\x04Logs\x12\x19.backendai.v1.LogsRequest\x1a\x1a.backendai.v1.LogsResponse\x12G\n\nStreamLogs\x12\x1f.backendai.v1.StreamLogsRequest\x1a\x16.backendai.v1.LogBatch0\x01\x12N\n\x0bWatchStatus\x12 .backendai.v1.WatchStatusRequest\x1a\x1b.backendai.v1.ServiceStatus0\x01\x12\x43\n\x06Update\x12\x1b.backendai.v1.UpdateRequest\x1a\x1c.backendai.v1.UpdateResponse\x12L\n\x0bWatchUpdate\x12 .backendai.v1.WatchUpdateRequest\x1a\x19.backendai.v1.UpdateEvent0\x01\x12I\n\x08Rollback\x12\x1d.backendai.v1.RollbackRequest\x1a\x1e.backendai.v1.RollbackResponse\x12U\n\x0cListReleases\x12!.backendai.v1.ListReleasesRequest\x1a\".backendai.v1.ListReleasesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62\x61\x63kendai/v1/manager.proto\x12\x0c\x62\x61\x63kendai.v1\x1a\x19\x62\x61\x63kendai/v1/events.proto\"\x8e\x04\n\rServiceStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.backendai.v1.ServiceState\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12\x10\n\x08restarts\x18\x05 \x01(\r\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0b\x65xit_signal\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0f\n\x07package\x18\t \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\n \x01(\t\x12\x0f\n\x07message\x18\x0b \x01(\t\x12\x18\n\x10state_since_unix\x18\x0c \x01(\x01\x12\x0f\n\x07\x61\x64opted\x18\r \x01(\x08\x12+\n\x06update\x18\x0e \x01(\x0b\x32\x1b.backendai.v1.UpdateSummary\x12\x0f\n\x07\x64\x65sired\x18\x0f \x01(\t\x12\x0e\n\x06health\x18\x14 \x01(\t\x12\x16\n\x0ehealth_message\x18\x15 \x01(\t\x12\x19\n\x11health_since_unix\x18\x16 \x01(\x01\x12\x17\n\x0fhealth_failures\x18\x17 \x01(\r\x12\x13\n\x0binstance_of\x18\x18 \x01(\t\x12\x10\n\x08instance\x18\x19 \x01(\r\x12\r\n\x05\x61\x66ter\x18\x1a \x03(\tB\x0c\n\n_exit_codeB\x0e\n\x0c_exit_signal\"\xe6\x01\n\rUpdateSummary\x12\x1c\n\x14running_operation_id\x18\x01 \x01(\t\x12\x19\n\x11last_operation_id\x18\x02 \x01(\t\x12\x14\n\x0clast_outcome\x18\x03 \x01(\t\x12\x14\n\x0clast_message\x18\x04 \x01(\t\x12\x14\n\x0clast_version\x18\x05 \x01(\t\x12\x16\n\x0erunning_origin\x18\x06 \x01(\t\x12\x13\n\x0blast_origin\x18\x07 \x01(\t\x12\x17\n\x0frunning_version\x18\x08 \x01(\t\x12\x14\n\x0crunning_step\x18\t \x01(\t\" \n\rStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"&\n\x13ListServicesRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\"\xc3\x01\n\x14ListServicesResponse\x12-\n\x08services\x18\x01 \x03(\x0b\x32\x1b.backendai.v1.ServiceStatus\x12>\n\x06\x63ounts\x18\x02 \x03(\x0b\x32..backendai.v1.ListServicesResponse.CountsEntry\x12\r\n\x05total\x18\x03 \x01(\r\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"?\n\x0cStartRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07no_wait\x18\x02 \x01(\x08\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"F\n\x0bStopRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"0\n\x0eRestartRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"!\n\x0eVersionRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"Z\n\x0fVersionResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0fmanager_version\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\"-\n\x0bLogsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x01(\r\".\n\x0cLogsResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x03(\t\"K\n\x11StreamLogsRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\ntail_lines\x18\x02 \x01(\r\x12\x11\n\tno_follow\x18\x03 \x01(\x08\"\x19\n\x08LogBatch\x12\r\n\x05lines\x18\x01 \x03(\t\"%\n\x12WatchStatusRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"X\n\rUpdateRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x15\n\rstart_stopped\x18\x04 \x01(\x08\"H\n\x0eUpdateResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\x08\"9\n\x10GetUpdateRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x14\n\x0coperation_id\x18\x02 \x01(\t\"j\n\nUpdateStep\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x14\n\x0cstarted_unix\x18\x04 \x01(\x01\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\"\x87\x02\n\x0fUpdateOperation\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x04 \x01(\t\x12\x12\n\nto_version\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x0e\n\x06origin\x18\t \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\n \x01(\x01\x12\x15\n\rfinished_unix\x18\x0b \x01(\x01\x12\'\n\x05steps\x18\x0c \x03(\x0b\x32\x18.backendai.v1.UpdateStep\"*\n\x12WatchUpdateRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"\xd7\x01\n\x0bUpdateEvent\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07\x61t_unix\x18\x06 \x01(\x01\x12\r\n\x05\x66inal\x18\x07 \x01(\x08\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\t \x01(\t\x12\x12\n\nto_version\x18\n \x01(\t\x12\x0f\n\x07service\x18\x0b \x01(\t\"\"\n\x0fRollbackRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"9\n\x10RollbackResponse\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"&\n\x13ListReleasesRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"U\n\x07Release\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63urrent\x18\x02 \x01(\x08\x12\x10\n\x08previous\x18\x03 \x01(\x08\x12\x16\n\x0einstalled_unix\x18\x04 \x01(\x01\"?\n\x14ListReleasesResponse\x12\'\n\x08releases\x18\x01 \x03(\x0b\x32\x15.backendai.v1.Release\" \n\rVersionReport\x12\x0f\n\x07version\x18\x01 \x01(\t\"\x0f\n\rReloadRequest\"e\n\x0eReloadResponse\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\t\x12\x0f\n\x07removed\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\x12\x11\n\tunchanged\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t*\xe9\x01\n\x0cServiceState\x12\x1d\n\x19SERVICE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SERVICE_STATE_STOPPED\x10\x01\x12\x1a\n\x16SERVICE_STATE_STARTING\x10\x02\x12\x19\n\x15SERVICE_STATE_RUNNING\x10\x03\x12\x19\n\x15SERVICE_STATE_BACKOFF\x10\x04\x12\x1a\n\x16SERVICE_STATE_STOPPING\x10\x05\x12\x18\n\x14SERVICE_STATE_EXITED\x10\x06\x12\x17\n\x13SERVICE_STATE_FATAL\x10\x07\x32\xeb\t\n\x07Manager\x12\x42\n\x06Status\x12\x1b.backendai.v1.StatusRequest\x1a\x1b.backendai.v1.ServiceStatus\x12U\n\x0cListServices\x12!.backendai.v1.ListServicesRequest\x1a\".backendai.v1.ListServicesResponse\x12@\n\x05Start\x12\x1a.backendai.v1.StartRequest\x1a\x1b.backendai.v1.ServiceStatus\x12>\n\x04Stop\x12\x19.backendai.v1.StopRequest\x1a\x1b.backendai.v1.ServiceStatus\x12\x44\n\x07Restart\x12\x1c.backendai.v1.RestartRequest\x1a\x1b.backendai.v1.ServiceStatus\x12\x46\n\x07Version\x12\x1c.backendai.v1.VersionRequest\x1a\x1d.backendai.v1.VersionResponse\x12=\n\x04Logs\x12\x19.backendai.v1.LogsRequest\x1a\x1a.backendai.v1.LogsResponse\x12G\n\nStreamLogs\x12\x1f.backendai.v1.StreamLogsRequest\x1a\x16.backendai.v1.LogBatch0\x01\x12N\n\x0bWatchStatus\x12 .backendai.v1.WatchStatusRequest\x1a\x1b.backendai.v1.ServiceStatus0\x01\x12\x43\n\x06Update\x12\x1b.backendai.v1.UpdateRequest\x1a\x1c.backendai.v1.UpdateResponse\x12L\n\x0bWatchUpdate\x12 .backendai.v1.WatchUpdateRequest\x1a\x19.backendai.v1.UpdateEvent0\x01\x12I\n\x08Rollback\x12\x1d.backendai.v1.RollbackRequest\x1a\x1e.backendai.v1.RollbackResponse\x12U\n\x0cListReleases\x12!.backendai.v1.ListReleasesRequest\x1a\".backendai.v1.ListReleasesResponse\x12J\n\tGetUpdate\x12\x1e.backendai.v1.GetUpdateRequest\x1a\x1d.backendai.v1.UpdateOperation\x12\x43\n\x06Reload\x12\x1b.backendai.v1.ReloadRequest\x1a\x1c.backendai.v1.ReloadResponse\x12O\n\nListEvents\x12\x1f.backendai.v1.ListEventsRequest\x1a .backendai.v1.ListEventsResponse\x12\x46\n\x0bWatchEvents\x12 .backendai.v1.WatchEventsRequest\x1a\x13.backendai.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'backendai.v1.manager_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SERVICESTATE']._serialized_start=1910
-  _globals['_SERVICESTATE']._serialized_end=2143
-  _globals['_SERVICESTATUS']._serialized_start=45
-  _globals['_SERVICESTATUS']._serialized_end=408
-  _globals['_UPDATESUMMARY']._serialized_start=411
-  _globals['_UPDATESUMMARY']._serialized_end=549
-  _globals['_STATUSREQUEST']._serialized_start=551
-  _globals['_STATUSREQUEST']._serialized_end=583
-  _globals['_LISTSERVICESREQUEST']._serialized_start=585
-  _globals['_LISTSERVICESREQUEST']._serialized_end=623
-  _globals['_LISTSERVICESRESPONSE']._serialized_start=625
-  _globals['_LISTSERVICESRESPONSE']._serialized_end=694
-  _globals['_STARTREQUEST']._serialized_start=696
-  _globals['_STARTREQUEST']._serialized_end=744
-  _globals['_STOPREQUEST']._serialized_start=746
-  _globals['_STOPREQUEST']._serialized_end=816
-  _globals['_RESTARTREQUEST']._serialized_start=818
-  _globals['_RESTARTREQUEST']._serialized_end=851
-  _globals['_VERSIONREQUEST']._serialized_start=853
-  _globals['_VERSIONREQUEST']._serialized_end=886
-  _globals['_VERSIONRESPONSE']._serialized_start=888
-  _globals['_VERSIONRESPONSE']._serialized_end=978
-  _globals['_LOGSREQUEST']._serialized_start=980
-  _globals['_LOGSREQUEST']._serialized_end=1025
-  _globals['_LOGSRESPONSE']._serialized_start=1027
-  _globals['_LOGSRESPONSE']._serialized_end=1073
-  _globals['_STREAMLOGSREQUEST']._serialized_start=1075
-  _globals['_STREAMLOGSREQUEST']._serialized_end=1150
-  _globals['_LOGBATCH']._serialized_start=1152
-  _globals['_LOGBATCH']._serialized_end=1177
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=1179
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1216
-  _globals['_UPDATEREQUEST']._serialized_start=1218
-  _globals['_UPDATEREQUEST']._serialized_end=1267
-  _globals['_UPDATERESPONSE']._serialized_start=1269
-  _globals['_UPDATERESPONSE']._serialized_end=1324
-  _globals['_WATCHUPDATEREQUEST']._serialized_start=1326
-  _globals['_WATCHUPDATEREQUEST']._serialized_end=1368
-  _globals['_UPDATEEVENT']._serialized_start=1371
-  _globals['_UPDATEEVENT']._serialized_end=1586
-  _globals['_ROLLBACKREQUEST']._serialized_start=1588
-  _globals['_ROLLBACKREQUEST']._serialized_end=1622
-  _globals['_ROLLBACKRESPONSE']._serialized_start=1624
-  _globals['_ROLLBACKRESPONSE']._serialized_end=1681
-  _globals['_LISTRELEASESREQUEST']._serialized_start=1683
-  _globals['_LISTRELEASESREQUEST']._serialized_end=1721
-  _globals['_RELEASE']._serialized_start=1723
-  _globals['_RELEASE']._serialized_end=1808
-  _globals['_LISTRELEASESRESPONSE']._serialized_start=1810
-  _globals['_LISTRELEASESRESPONSE']._serialized_end=1873
-  _globals['_VERSIONREPORT']._serialized_start=1875
-  _globals['_VERSIONREPORT']._serialized_end=1907
-  _globals['_MANAGER']._serialized_start=2146
-  _globals['_MANAGER']._serialized_end=3107
+  _globals['_LISTSERVICESRESPONSE_COUNTSENTRY']._loaded_options = None
+  _globals['_LISTSERVICESRESPONSE_COUNTSENTRY']._serialized_options = b'8\001'
+  _globals['_SERVICESTATE']._serialized_start=2958
+  _globals['_SERVICESTATE']._serialized_end=3191
+  _globals['_SERVICESTATUS']._serialized_start=72
+  _globals['_SERVICESTATUS']._serialized_end=598
+  _globals['_UPDATESUMMARY']._serialized_start=601
+  _globals['_UPDATESUMMARY']._serialized_end=831
+  _globals['_STATUSREQUEST']._serialized_start=833
+  _globals['_STATUSREQUEST']._serialized_end=865
+  _globals['_LISTSERVICESREQUEST']._serialized_start=867
+  _globals['_LISTSERVICESREQUEST']._serialized_end=905
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=908
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1103
+  _globals['_LISTSERVICESRESPONSE_COUNTSENTRY']._serialized_start=1058
+  _globals['_LISTSERVICESRESPONSE_COUNTSENTRY']._serialized_end=1103
+  _globals['_STARTREQUEST']._serialized_start=1105
+  _globals['_STARTREQUEST']._serialized_end=1168
+  _globals['_STOPREQUEST']._serialized_start=1170
+  _globals['_STOPREQUEST']._serialized_end=1240
+  _globals['_RESTARTREQUEST']._serialized_start=1242
+  _globals['_RESTARTREQUEST']._serialized_end=1290
+  _globals['_VERSIONREQUEST']._serialized_start=1292
+  _globals['_VERSIONREQUEST']._serialized_end=1325
+  _globals['_VERSIONRESPONSE']._serialized_start=1327
+  _globals['_VERSIONRESPONSE']._serialized_end=1417
+  _globals['_LOGSREQUEST']._serialized_start=1419
+  _globals['_LOGSREQUEST']._serialized_end=1464
+  _globals['_LOGSRESPONSE']._serialized_start=1466
+  _globals['_LOGSRESPONSE']._serialized_end=1512
+  _globals['_STREAMLOGSREQUEST']._serialized_start=1514
+  _globals['_STREAMLOGSREQUEST']._serialized_end=1589
+  _globals['_LOGBATCH']._serialized_start=1591
+  _globals['_LOGBATCH']._serialized_end=1616
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1618
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1655
+  _globals['_UPDATEREQUEST']._serialized_start=1657
+  _globals['_UPDATEREQUEST']._serialized_end=1745
+  _globals['_UPDATERESPONSE']._serialized_start=1747
+  _globals['_UPDATERESPONSE']._serialized_end=1819
+  _globals['_GETUPDATEREQUEST']._serialized_start=1821
+  _globals['_GETUPDATEREQUEST']._serialized_end=1878
+  _globals['_UPDATESTEP']._serialized_start=1880
+  _globals['_UPDATESTEP']._serialized_end=1986
+  _globals['_UPDATEOPERATION']._serialized_start=1989
+  _globals['_UPDATEOPERATION']._serialized_end=2252
+  _globals['_WATCHUPDATEREQUEST']._serialized_start=2254
+  _globals['_WATCHUPDATEREQUEST']._serialized_end=2296
+  _globals['_UPDATEEVENT']._serialized_start=2299
+  _globals['_UPDATEEVENT']._serialized_end=2514
+  _globals['_ROLLBACKREQUEST']._serialized_start=2516
+  _globals['_ROLLBACKREQUEST']._serialized_end=2550
+  _globals['_ROLLBACKRESPONSE']._serialized_start=2552
+  _globals['_ROLLBACKRESPONSE']._serialized_end=2609
+  _globals['_LISTRELEASESREQUEST']._serialized_start=2611
+  _globals['_LISTRELEASESREQUEST']._serialized_end=2649
+  _globals['_RELEASE']._serialized_start=2651
+  _globals['_RELEASE']._serialized_end=2736
+  _globals['_LISTRELEASESRESPONSE']._serialized_start=2738
+  _globals['_LISTRELEASESRESPONSE']._serialized_end=2801
+  _globals['_VERSIONREPORT']._serialized_start=2803
+  _globals['_VERSIONREPORT']._serialized_end=2835
+  _globals['_RELOADREQUEST']._serialized_start=2837
+  _globals['_RELOADREQUEST']._serialized_end=2852
+  _globals['_RELOADRESPONSE']._serialized_start=2854
+  _globals['_RELOADRESPONSE']._serialized_end=2955
+  _globals['_MANAGER']._serialized_start=3194
+  _globals['_MANAGER']._serialized_end=4453
 # @@protoc_insertion_point(module_scope)

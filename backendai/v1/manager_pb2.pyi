@@ -1,3 +1,4 @@
+from backendai.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -27,7 +28,7 @@ SERVICE_STATE_EXITED: ServiceState
 SERVICE_STATE_FATAL: ServiceState
 
 class ServiceStatus(_message.Message):
-    __slots__ = ("name", "state", "pid", "uptime_seconds", "restarts", "exit_code", "exit_signal", "version", "package", "backend", "message", "state_since_unix", "adopted", "update")
+    __slots__ = ("name", "state", "pid", "uptime_seconds", "restarts", "exit_code", "exit_signal", "version", "package", "backend", "message", "state_since_unix", "adopted", "update", "desired", "health", "health_message", "health_since_unix", "health_failures", "instance_of", "instance", "after")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +43,14 @@ class ServiceStatus(_message.Message):
     STATE_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
     ADOPTED_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_OF_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: ServiceState
     pid: int
@@ -56,21 +65,37 @@ class ServiceStatus(_message.Message):
     state_since_unix: float
     adopted: bool
     update: UpdateSummary
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ServiceState, str]] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., restarts: _Optional[int] = ..., exit_code: _Optional[int] = ..., exit_signal: _Optional[int] = ..., version: _Optional[str] = ..., package: _Optional[str] = ..., backend: _Optional[str] = ..., message: _Optional[str] = ..., state_since_unix: _Optional[float] = ..., adopted: _Optional[bool] = ..., update: _Optional[_Union[UpdateSummary, _Mapping]] = ...) -> None: ...
+    desired: str
+    health: str
+    health_message: str
+    health_since_unix: float
+    health_failures: int
+    instance_of: str
+    instance: int
+    after: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ServiceState, str]] = ..., pid: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., restarts: _Optional[int] = ..., exit_code: _Optional[int] = ..., exit_signal: _Optional[int] = ..., version: _Optional[str] = ..., package: _Optional[str] = ..., backend: _Optional[str] = ..., message: _Optional[str] = ..., state_since_unix: _Optional[float] = ..., adopted: _Optional[bool] = ..., update: _Optional[_Union[UpdateSummary, _Mapping]] = ..., desired: _Optional[str] = ..., health: _Optional[str] = ..., health_message: _Optional[str] = ..., health_since_unix: _Optional[float] = ..., health_failures: _Optional[int] = ..., instance_of: _Optional[str] = ..., instance: _Optional[int] = ..., after: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateSummary(_message.Message):
-    __slots__ = ("running_operation_id", "last_operation_id", "last_outcome", "last_message", "last_version")
+    __slots__ = ("running_operation_id", "last_operation_id", "last_outcome", "last_message", "last_version", "running_origin", "last_origin", "running_version", "running_step")
     RUNNING_OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     LAST_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     LAST_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LAST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    LAST_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_STEP_FIELD_NUMBER: _ClassVar[int]
     running_operation_id: str
     last_operation_id: str
     last_outcome: str
     last_message: str
     last_version: str
-    def __init__(self, running_operation_id: _Optional[str] = ..., last_operation_id: _Optional[str] = ..., last_outcome: _Optional[str] = ..., last_message: _Optional[str] = ..., last_version: _Optional[str] = ...) -> None: ...
+    running_origin: str
+    last_origin: str
+    running_version: str
+    running_step: str
+    def __init__(self, running_operation_id: _Optional[str] = ..., last_operation_id: _Optional[str] = ..., last_outcome: _Optional[str] = ..., last_message: _Optional[str] = ..., last_version: _Optional[str] = ..., running_origin: _Optional[str] = ..., last_origin: _Optional[str] = ..., running_version: _Optional[str] = ..., running_step: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ("service",)
@@ -85,18 +110,31 @@ class ListServicesRequest(_message.Message):
     def __init__(self, pattern: _Optional[str] = ...) -> None: ...
 
 class ListServicesResponse(_message.Message):
-    __slots__ = ("services",)
+    __slots__ = ("services", "counts", "total")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[ServiceStatus]
-    def __init__(self, services: _Optional[_Iterable[_Union[ServiceStatus, _Mapping]]] = ...) -> None: ...
+    counts: _containers.ScalarMap[str, int]
+    total: int
+    def __init__(self, services: _Optional[_Iterable[_Union[ServiceStatus, _Mapping]]] = ..., counts: _Optional[_Mapping[str, int]] = ..., total: _Optional[int] = ...) -> None: ...
 
 class StartRequest(_message.Message):
-    __slots__ = ("service", "no_wait")
+    __slots__ = ("service", "no_wait", "force")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     NO_WAIT_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     service: str
     no_wait: bool
-    def __init__(self, service: _Optional[str] = ..., no_wait: _Optional[bool] = ...) -> None: ...
+    force: bool
+    def __init__(self, service: _Optional[str] = ..., no_wait: _Optional[bool] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class StopRequest(_message.Message):
     __slots__ = ("service", "timeout_seconds", "force")
@@ -109,10 +147,12 @@ class StopRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., timeout_seconds: _Optional[float] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class RestartRequest(_message.Message):
-    __slots__ = ("service",)
+    __slots__ = ("service", "force")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     service: str
-    def __init__(self, service: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, service: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class VersionRequest(_message.Message):
     __slots__ = ("service",)
@@ -171,20 +211,76 @@ class WatchStatusRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
-    __slots__ = ("service", "version")
+    __slots__ = ("service", "version", "origin", "start_stopped")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    START_STOPPED_FIELD_NUMBER: _ClassVar[int]
     service: str
     version: str
-    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    origin: str
+    start_stopped: bool
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., origin: _Optional[str] = ..., start_stopped: _Optional[bool] = ...) -> None: ...
 
 class UpdateResponse(_message.Message):
-    __slots__ = ("operation_id", "message")
+    __slots__ = ("operation_id", "message", "started")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
     operation_id: str
     message: str
-    def __init__(self, operation_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    started: bool
+    def __init__(self, operation_id: _Optional[str] = ..., message: _Optional[str] = ..., started: _Optional[bool] = ...) -> None: ...
+
+class GetUpdateRequest(_message.Message):
+    __slots__ = ("service", "operation_id")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    operation_id: str
+    def __init__(self, service: _Optional[str] = ..., operation_id: _Optional[str] = ...) -> None: ...
+
+class UpdateStep(_message.Message):
+    __slots__ = ("step", "status", "message", "started_unix", "elapsed_seconds")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    status: str
+    message: str
+    started_unix: float
+    elapsed_seconds: float
+    def __init__(self, step: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., started_unix: _Optional[float] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class UpdateOperation(_message.Message):
+    __slots__ = ("operation_id", "service", "kind", "from_version", "to_version", "state", "outcome", "message", "origin", "created_unix", "finished_unix", "steps")
+    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    operation_id: str
+    service: str
+    kind: str
+    from_version: str
+    to_version: str
+    state: str
+    outcome: str
+    message: str
+    origin: str
+    created_unix: float
+    finished_unix: float
+    steps: _containers.RepeatedCompositeFieldContainer[UpdateStep]
+    def __init__(self, operation_id: _Optional[str] = ..., service: _Optional[str] = ..., kind: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., state: _Optional[str] = ..., outcome: _Optional[str] = ..., message: _Optional[str] = ..., origin: _Optional[str] = ..., created_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., steps: _Optional[_Iterable[_Union[UpdateStep, _Mapping]]] = ...) -> None: ...
 
 class WatchUpdateRequest(_message.Message):
     __slots__ = ("operation_id",)
@@ -261,3 +357,21 @@ class VersionReport(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     version: str
     def __init__(self, version: _Optional[str] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("added", "removed", "changed", "unchanged", "message")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    added: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    changed: _containers.RepeatedScalarFieldContainer[str]
+    unchanged: _containers.RepeatedScalarFieldContainer[str]
+    message: str
+    def __init__(self, added: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., changed: _Optional[_Iterable[str]] = ..., unchanged: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from backendai.v1 import events_pb2 as backendai_dot_v1_dot_events__pb2
 from backendai.v1 import manager_pb2 as backendai_dot_v1_dot_manager__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -99,6 +100,26 @@ class ManagerStub:
                 request_serializer=backendai_dot_v1_dot_manager__pb2.ListReleasesRequest.SerializeToString,
                 response_deserializer=backendai_dot_v1_dot_manager__pb2.ListReleasesResponse.FromString,
                 _registered_method=True)
+        self.GetUpdate = channel.unary_unary(
+                '/backendai.v1.Manager/GetUpdate',
+                request_serializer=backendai_dot_v1_dot_manager__pb2.GetUpdateRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_manager__pb2.UpdateOperation.FromString,
+                _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/backendai.v1.Manager/Reload',
+                request_serializer=backendai_dot_v1_dot_manager__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_manager__pb2.ReloadResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/backendai.v1.Manager/ListEvents',
+                request_serializer=backendai_dot_v1_dot_events__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_events__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/backendai.v1.Manager/WatchEvents',
+                request_serializer=backendai_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_events__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class ManagerServicer:
@@ -182,6 +203,30 @@ class ManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUpdate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +294,26 @@ def add_ManagerServicer_to_server(servicer, server):
                     servicer.ListReleases,
                     request_deserializer=backendai_dot_v1_dot_manager__pb2.ListReleasesRequest.FromString,
                     response_serializer=backendai_dot_v1_dot_manager__pb2.ListReleasesResponse.SerializeToString,
+            ),
+            'GetUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUpdate,
+                    request_deserializer=backendai_dot_v1_dot_manager__pb2.GetUpdateRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_manager__pb2.UpdateOperation.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=backendai_dot_v1_dot_manager__pb2.ReloadRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_manager__pb2.ReloadResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=backendai_dot_v1_dot_events__pb2.ListEventsRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_events__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=backendai_dot_v1_dot_events__pb2.WatchEventsRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_events__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +667,114 @@ class Manager:
             '/backendai.v1.Manager/ListReleases',
             backendai_dot_v1_dot_manager__pb2.ListReleasesRequest.SerializeToString,
             backendai_dot_v1_dot_manager__pb2.ListReleasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backendai.v1.Manager/GetUpdate',
+            backendai_dot_v1_dot_manager__pb2.GetUpdateRequest.SerializeToString,
+            backendai_dot_v1_dot_manager__pb2.UpdateOperation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backendai.v1.Manager/Reload',
+            backendai_dot_v1_dot_manager__pb2.ReloadRequest.SerializeToString,
+            backendai_dot_v1_dot_manager__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backendai.v1.Manager/ListEvents',
+            backendai_dot_v1_dot_events__pb2.ListEventsRequest.SerializeToString,
+            backendai_dot_v1_dot_events__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/backendai.v1.Manager/WatchEvents',
+            backendai_dot_v1_dot_events__pb2.WatchEventsRequest.SerializeToString,
+            backendai_dot_v1_dot_events__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

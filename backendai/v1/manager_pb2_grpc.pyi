@@ -5,6 +5,7 @@ The manager: a small always-up daemon beside each hub/agent that supervises
 one or more services and updates them. Debuggable with grpcurl (reflection).
 """
 
+from backendai.v1 import events_pb2 as _events_pb2
 from backendai.v1 import manager_pb2 as _manager_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -46,6 +47,10 @@ class ManagerStub:
     WatchUpdate: _grpc.UnaryStreamMultiCallable[_manager_pb2.WatchUpdateRequest, _manager_pb2.UpdateEvent]
     Rollback: _grpc.UnaryUnaryMultiCallable[_manager_pb2.RollbackRequest, _manager_pb2.RollbackResponse]
     ListReleases: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListReleasesRequest, _manager_pb2.ListReleasesResponse]
+    GetUpdate: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetUpdateRequest, _manager_pb2.UpdateOperation]
+    Reload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ReloadRequest, _manager_pb2.ReloadResponse]
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]
 
 @_typing.type_check_only
 class ManagerAsyncStub(ManagerStub):
@@ -63,6 +68,10 @@ class ManagerAsyncStub(ManagerStub):
     WatchUpdate: _aio.UnaryStreamMultiCallable[_manager_pb2.WatchUpdateRequest, _manager_pb2.UpdateEvent]  # type: ignore[assignment]
     Rollback: _aio.UnaryUnaryMultiCallable[_manager_pb2.RollbackRequest, _manager_pb2.RollbackResponse]  # type: ignore[assignment]
     ListReleases: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListReleasesRequest, _manager_pb2.ListReleasesResponse]  # type: ignore[assignment]
+    GetUpdate: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetUpdateRequest, _manager_pb2.UpdateOperation]  # type: ignore[assignment]
+    Reload: _aio.UnaryUnaryMultiCallable[_manager_pb2.ReloadRequest, _manager_pb2.ReloadResponse]  # type: ignore[assignment]
+    ListEvents: _aio.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]  # type: ignore[assignment]
+    WatchEvents: _aio.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]  # type: ignore[assignment]
 
 class ManagerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -155,5 +164,33 @@ class ManagerServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.ListReleasesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.ListReleasesResponse, _abc.Awaitable[_manager_pb2.ListReleasesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetUpdate(
+        self,
+        request: _manager_pb2.GetUpdateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.UpdateOperation, _abc.Awaitable[_manager_pb2.UpdateOperation]]: ...
+
+    @_abc_1.abstractmethod
+    def Reload(
+        self,
+        request: _manager_pb2.ReloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.ReloadResponse, _abc.Awaitable[_manager_pb2.ReloadResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _events_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.ListEventsResponse, _abc.Awaitable[_events_pb2.ListEventsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _events_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_events_pb2.Event], _abc.AsyncIterator[_events_pb2.Event]]: ...
 
 def add_ManagerServicer_to_server(servicer: ManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
