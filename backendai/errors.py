@@ -54,6 +54,13 @@ class NotConfigured(BackendAIError):
     http_status = 501
 
 
+class Unimplemented(BackendAIError):
+    """The RPC or endpoint exists in the contract but this daemon does not serve it."""
+
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+    http_status = 501
+
+
 class ServiceFailed(BackendAIError):
     """The service did not reach the state asked for (exited at start, spawn error)."""
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import grpc
 
-from backendai.errors import InvalidArgument
+from backendai.errors import InvalidArgument, Unimplemented
 from backendai.grpc_handlers import stream, unary
+from backendai.v1 import events_pb2 as epb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 from backendai.v1 import manager_pb2 as mpb
@@ -141,3 +142,26 @@ class HubServicer(pb_grpc.HubServicer):
                              context: Any) -> AsyncIterator[mpb.LogBatch]:
         async for batch in self.fleet.logs(request):
             yield batch
+
+    # ---- placeholders: this round's contract, not implemented yet ----------------------
+
+    @unary
+    async def StartService(self, request: pb.StartServiceRequest,
+                           context: Any) -> mpb.ServiceStatus:
+        raise Unimplemented("StartService is not implemented yet")
+
+    @unary
+    async def StopService(self, request: pb.StopServiceRequest,
+                          context: Any) -> mpb.ServiceStatus:
+        raise Unimplemented("StopService is not implemented yet")
+
+    @unary
+    async def ListEvents(self, request: epb.ListEventsRequest,
+                         context: Any) -> epb.ListEventsResponse:
+        raise Unimplemented("ListEvents is not implemented yet")
+
+    @stream
+    async def WatchEvents(self, request: epb.WatchEventsRequest,
+                          context: Any) -> AsyncIterator[epb.Event]:
+        raise Unimplemented("WatchEvents is not implemented yet")
+        yield  # pragma: no cover - makes this an async generator

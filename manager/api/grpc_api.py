@@ -14,9 +14,11 @@ from typing import Any
 
 import grpc
 
+from backendai.errors import Unimplemented
 from backendai.grpc_handlers import stream_sync, unary_sync
 from backendai.loop_bridge import LoopBridge
 from backendai.update_terms import outcome_text
+from backendai.v1 import events_pb2 as epb
 from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.api.control import ManagerControl
@@ -51,12 +53,17 @@ def _build(st: ServiceStatus) -> pb.ServiceStatus:
     msg = pb.ServiceStatus(
         name=st.name, state=STATE_TO_PB[st.state], pid=st.pid, restarts=st.restarts,
         version=st.version, package=st.package, backend=st.backend, message=st.message,
-        state_since_unix=st.state_since, adopted=st.adopted,
+        state_since_unix=st.state_since, adopted=st.adopted, desired=st.desired,
+        health=st.health, health_message=st.health_message,
+        health_since_unix=st.health_since, health_failures=st.health_failures,
+        instance_of=st.instance_of, instance=st.instance, after=st.after,
         update=pb.UpdateSummary(
             running_operation_id=st.update.running_operation_id,
             last_operation_id=st.update.last_operation_id,
             last_outcome=st.update.last_outcome, last_message=st.update.last_message,
-            last_version=st.update.last_version))
+            last_version=st.update.last_version, running_origin=st.update.running_origin,
+            last_origin=st.update.last_origin, running_version=st.update.running_version,
+            running_step=st.update.running_step))
     if st.exit_code is not None:
         msg.exit_code = st.exit_code
     if st.exit_signal is not None:
@@ -169,3 +176,23 @@ class ManagerServicer(pb_grpc.ManagerServicer):
                                installed_unix=r.installed)
                     for r in self.control.releases(request.service)]
         return pb.ListReleasesResponse(releases=self.bridge.call(releases, context))
+
+    # ---- placeholders: this round's contract, not implemented yet ----------------------
+
+    @unary_sync
+    def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
+        raise Unimplemented("GetUpdate is not implemented yet")
+
+    @unary_sync
+    def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
+        raise Unimplemented("Reload is not implemented yet")
+
+    @unary_sync
+    def ListEvents(self, request: epb.ListEventsRequest, context: Any,
+                   ) -> epb.ListEventsResponse:
+        raise Unimplemented("ListEvents is not implemented yet")
+
+    @stream_sync
+    def WatchEvents(self, request: epb.WatchEventsRequest, context: Any,
+                    ) -> Iterator[epb.Event]:
+        raise Unimplemented("WatchEvents is not implemented yet")

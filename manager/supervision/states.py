@@ -28,6 +28,10 @@ class UpdateSummary:
     last_outcome: str = ""
     last_message: str = ""
     last_version: str = ""
+    running_origin: str = ""  # who issued the running operation (UpdateRequest.origin)
+    last_origin: str = ""
+    running_version: str = ""  # the version the running operation targets
+    running_step: str = ""  # the step it is at
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,16 @@ class ServiceStatus:
     state_since: float = 0.0
     adopted: bool = False
     update: UpdateSummary = field(default_factory=UpdateSummary)
+    desired: str = ""  # "running" | "stopped" | "": what was last asked
+    # Health (issue 15, `[services.health]`): "" when no check is configured, else
+    # "unknown" until the first result, then "healthy" / "unhealthy".
+    health: str = ""
+    health_message: str = ""
+    health_since: float = 0.0
+    health_failures: int = 0  # consecutive failed checks
+    instance_of: str = ""  # for NAME-3 of `instances = N`: "NAME"
+    instance: int = 0  # 1..N for an instance
+    after: tuple[str, ...] = ()  # services this one starts after
 
     @property
     def running(self) -> bool:
