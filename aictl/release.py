@@ -298,7 +298,7 @@ def publish(directory: Path, store: str, *, credentials: Path | None = None,
         raise ReleaseError("put credentials in a file (--credentials), not in the URL")
     auth = None
     if credentials is not None:
-        from manager.updates.fetch import load_credentials
+        from backendai.package_store import load_credentials
 
         try:
             auth = load_credentials(credentials)
@@ -316,7 +316,7 @@ def _put(url: str, path: Path, auth: str | None, timeout: float) -> None:
     import urllib.error
     import urllib.request
 
-    from manager.updates.fetch import redact
+    from backendai.package_store import redact
 
     with path.open("rb") as fh:
         req = urllib.request.Request(url, data=fh, method="PUT")  # noqa: S310 - scheme checked

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
 from backendai.errors import InvalidArgument, NotFound, Unavailable
+from backendai.package_store import load_credentials, sibling_url
 from backendai.validate import check_version as validate_version
 from manager.config import UpdateSource
 from manager.updates.extract import UnsafePackage, extract_release
@@ -25,8 +26,6 @@ from manager.updates.fetch import (
     FetchPolicy,
     TooLarge,
     fetch,
-    load_credentials,
-    sibling_url,
 )
 from manager.updates.verify import VerifyFailed, parse_sums, verify_package
 from tests.update_support import StoreServer

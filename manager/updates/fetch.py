@@ -9,7 +9,6 @@ host (never along a redirect) and never appear in logs or errors.
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 import urllib.parse
@@ -20,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from backendai.errors import BackendAIError, NotFound, Unavailable
+from backendai.package_store import file_name, redact
 from manager.config import UpdateSource
 from manager.updates import extract as package_extract
 
@@ -50,43 +50,6 @@ class FetchPolicy:
     @property
     def max_bytes(self) -> int:
         return self.source.package_max_bytes if self.limit is None else self.limit
-
-
-def expand_url(template: str, version: str) -> str:
-    """The package URL for a (validated) version."""
-    return template.replace("{version}", version)
-
-
-def sibling_url(url: str, name: str) -> str:
-    """The URL of a file in the same directory (SHA256SUMS beside the package)."""
-    parts = urllib.parse.urlsplit(url)
-    path = parts.path.rsplit("/", 1)[0] + "/" + name
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def file_name(url: str) -> str:
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
-
-
-def redact(url: str) -> str:
-    """A URL safe for logs: no user info, no query."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def load_credentials(path: Path) -> str:
-    """The Authorization header value from a credentials file."""
-    text = path.read_text().strip()
-    if not text or "\n" in text:
-        raise ValueError("credentials file must hold one line")
-    if text.lower().startswith("bearer "):
-        return "Bearer " + text[7:].strip()
-    if ":" not in text:
-        raise ValueError("credentials must be 'user:password' or 'Bearer TOKEN'")
-    return "Basic " + base64.b64encode(text.encode()).decode("ascii")
 
 
 class _Retryable(Exception):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from backendai import package_store
 from backendai.errors import (
     BackendAIError,
     FailedPrecondition,
@@ -367,19 +368,19 @@ class Updater:
         raise AssertionError(f"not a step the updater runs: {step.value}")
 
     def _package_path(self, op: _Op) -> Path:
-        url = package_fetch.expand_url(op.cfg.update.package_url, op.rec.to_version)
-        return op.work / package_fetch.file_name(url)
+        url = package_store.expand_url(op.cfg.update.package_url, op.rec.to_version)
+        return op.work / package_store.file_name(url)
 
     def _policy(self, cfg: ServiceConfig) -> package_fetch.FetchPolicy:
         return package_fetch.FetchPolicy(cfg.update)
 
     async def _download(self, op: _Op) -> str:
         cfg = op.cfg
-        url = package_fetch.expand_url(cfg.update.package_url, op.rec.to_version)
+        url = package_store.expand_url(cfg.update.package_url, op.rec.to_version)
         auth = None
         if cfg.update.package_credentials_file:
             try:
-                auth = package_fetch.load_credentials(Path(cfg.update.package_credentials_file))
+                auth = package_store.load_credentials(Path(cfg.update.package_credentials_file))
             except (OSError, ValueError) as exc:
                 raise package_fetch.FetchFailed(
                     f"cannot use package_credentials_file: {describe(exc)}") from None
@@ -387,19 +388,19 @@ class Updater:
         await asyncio.to_thread(op.work.mkdir, parents=True, exist_ok=True)
         size = await asyncio.to_thread(package_fetch.fetch, url, self._package_path(op),
                                        policy, authorization=auth)
-        sums_url = package_fetch.sibling_url(url, package_verify.SUMS_NAME)
+        sums_url = package_store.sibling_url(url, package_verify.SUMS_NAME)
         await asyncio.to_thread(package_fetch.fetch_small, sums_url,
                                 op.work / package_verify.SUMS_NAME, policy,
                                 authorization=auth, limit=package_verify.MAX_SUMS_BYTES)
         signed = ""
         if cfg.update.package_public_key:
             sig = await asyncio.to_thread(
-                package_fetch.fetch_small, package_fetch.sibling_url(
+                package_fetch.fetch_small, package_store.sibling_url(
                     url, package_verify.SIG_NAME), op.work / package_verify.SIG_NAME,
                 policy, authorization=auth, limit=package_verify.MAX_SIG_BYTES,
                 missing_ok=True)
             signed = ", signature" if sig is not None else ", no signature"
-        return f"{size} bytes from {package_fetch.redact(url)}{signed}"
+        return f"{size} bytes from {package_store.redact(url)}{signed}"
 
     async def _verify(self, op: _Op) -> str:
         cfg = op.cfg
