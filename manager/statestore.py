@@ -11,6 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backendai.errors import ConfigError
+
+SCHEMA_VERSION = 1  # of the tables below (the `services` component)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
     name TEXT PRIMARY KEY,
@@ -21,40 +24,13 @@ CREATE TABLE IF NOT EXISTS services (
     restarts INTEGER NOT NULL DEFAULT 0,
     updated REAL NOT NULL
 );
--- The updater's journal (manager/update_journal.py): each step is recorded before it acts.
-CREATE TABLE IF NOT EXISTS update_ops (
-    id TEXT PRIMARY KEY,
-    service TEXT NOT NULL,
-    kind TEXT NOT NULL,             -- 'update' | 'rollback'
-    from_version TEXT NOT NULL,
-    to_version TEXT NOT NULL,
-    state TEXT NOT NULL,            -- 'running' | 'done'
-    outcome TEXT NOT NULL DEFAULT '',
-    message TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    finished REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS update_events (
-    op_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    step TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message TEXT NOT NULL DEFAULT '',
-    elapsed REAL NOT NULL DEFAULT 0,
-    at REAL NOT NULL,
-    final INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (op_id, seq)
-);
-CREATE TABLE IF NOT EXISTS releases (
-    service TEXT NOT NULL,
-    version TEXT NOT NULL,
-    installed REAL NOT NULL,
-    PRIMARY KEY (service, version)
-);
-CREATE TABLE IF NOT EXISTS release_pointers (
-    service TEXT PRIMARY KEY,
-    previous TEXT NOT NULL DEFAULT ''
+"""
+
+
+SCHEMA_META = """
+CREATE TABLE IF NOT EXISTS schema_versions (
+    component TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
 );
 """
 
@@ -78,7 +54,26 @@ class StateStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA_META)
+        self.ensure_schema("services", SCHEMA_VERSION, SCHEMA)
+
+    def ensure_schema(self, component: str, version: int, ddl: str) -> None:
+        """Create or check one component's tables. Each component (the services, the
+        update journal, the event history) owns its tables and their version; a database
+        written by a newer manager (a higher version) is refused with a clear error
+        rather than misread."""
+        row = self.db.execute("SELECT version FROM schema_versions WHERE component = ?",
+                              (component,)).fetchone()
+        if row is not None and row[0] > version:
+            raise ConfigError(
+                f"state_dir: {self.path} holds {component!r} tables of schema version "
+                f"{row[0]}, newer than this manager's {version}; run the newer manager or "
+                "move the state aside")
+        self.db.executescript(ddl)
+        self.db.execute(
+            "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+            "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+            (component, version))
 
     def load_service(self, name: str) -> ServiceRecord | None:
         row = self.db.execute(

@@ -3,6 +3,9 @@ wrote them load as the enums, and what this build writes is the same text."""
 
 from __future__ import annotations
 
+import pytest
+
+from backendai.errors import ConfigError
 from backendai.update_terms import OpKind, Outcome, Step, StepStatus
 from manager.statestore import StateStore
 from manager.updates.journal import EventRecord, OpRecord, UpdateJournal
@@ -17,13 +20,13 @@ OLD_ROWS = [  # (step, status, final, outcome) as an older manager journaled the
 def test_old_rows_load_as_enums_and_new_rows_are_the_same_text(tmp_path):
     store = StateStore(tmp_path / "manager.db")
     try:
+        journal = UpdateJournal(store)  # creates its tables
         db = store.db
         db.execute("INSERT INTO update_ops VALUES ('a', 'svc', 'update', '1', '2', 'done', "
                    "'rolled_back', 'why', 1.0, 2.0)")
         for seq, (step, status, final, outcome) in enumerate(OLD_ROWS):
             db.execute("INSERT INTO update_events VALUES ('a', ?, ?, ?, '', 0, 1.0, ?, ?)",
                        (seq, step, status, final, outcome))
-        journal = UpdateJournal(db)
         op = journal.op("a")
         assert op is not None and op.kind is OpKind.UPDATE and op.outcome is Outcome.ROLLED_BACK
         events = journal.events("a")
@@ -49,3 +52,22 @@ def test_old_rows_load_as_enums_and_new_rows_are_the_same_text(tmp_path):
 def test_outcomes_a_peer_reports_parse_or_are_unknown():
     assert [Outcome.parse(o.value) for o in Outcome] == list(Outcome)
     assert Outcome.parse("") is None and Outcome.parse("exploded") is None
+
+
+def test_each_component_owns_its_schema_and_a_newer_one_is_refused(tmp_path):
+    """The journal's tables are its own (with a version), created beside the services'
+    tables; a database written by a newer manager is refused, not misread."""
+    path = tmp_path / "manager.db"
+    store = StateStore(path)
+    UpdateJournal(store)
+    versions = dict(store.db.execute("SELECT component, version FROM schema_versions"))
+    assert versions == {"services": 1, "update_journal": 1}
+    store.db.execute("UPDATE schema_versions SET version = 99 WHERE component = "
+                     "'update_journal'")
+    store.close()
+    again = StateStore(path)
+    try:
+        with pytest.raises(ConfigError, match="'update_journal' tables of schema version 99"):
+            UpdateJournal(again)
+    finally:
+        again.close()

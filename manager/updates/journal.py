@@ -20,6 +20,7 @@ from typing import Any
 
 from backendai.errors import InvalidArgument
 from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
+from manager.statestore import StateStore
 
 MAX_OPS_KEPT = 200
 OP_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -80,9 +81,51 @@ def _event(r: Any) -> EventRecord:
                        Outcome.parse(r[8]))
 
 
+SCHEMA_VERSION = 1
+# Each step is recorded before it acts (see updater.py); releases and the pointer to the
+# previous one are what a rollback switches back to.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS update_ops (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,             -- 'update' | 'rollback'
+    from_version TEXT NOT NULL,
+    to_version TEXT NOT NULL,
+    state TEXT NOT NULL,            -- 'running' | 'done'
+    outcome TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    finished REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS update_events (
+    op_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    elapsed REAL NOT NULL DEFAULT 0,
+    at REAL NOT NULL,
+    final INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (op_id, seq)
+);
+CREATE TABLE IF NOT EXISTS releases (
+    service TEXT NOT NULL,
+    version TEXT NOT NULL,
+    installed REAL NOT NULL,
+    PRIMARY KEY (service, version)
+);
+CREATE TABLE IF NOT EXISTS release_pointers (
+    service TEXT PRIMARY KEY,
+    previous TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
 class UpdateJournal:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, store: StateStore) -> None:
+        store.ensure_schema("update_journal", SCHEMA_VERSION, SCHEMA)
+        self.db: sqlite3.Connection = store.db
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:

@@ -94,7 +94,7 @@ class Updater:
         """faults: called at each step boundary (tests inject failures there)."""
         self.config = config
         self.units = dict(units)
-        self.journal = UpdateJournal(store.db)
+        self.journal = UpdateJournal(store)
         self.faults: UpdateFaults = faults if faults is not None else NoFaults()
         self._running: dict[str, str] = {}      # service -> operation id
         self._tasks: dict[str, asyncio.Task[None]] = {}
