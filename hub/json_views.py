@@ -62,7 +62,9 @@ def host(view: HostView, inventory: Inventory, now: float) -> JSON:
         "state_since": st.state_since_unix if st is not None else 0.0,
         "restarts": st.restarts if st is not None else 0,
         "last_seen": view.last_seen, "message": view.message,
-        "update": update_summary(st.update) if st is not None else None,
+        # null until the manager ran an update (most hosts, most of the time)
+        "update": update_summary(st.update) if st is not None and (
+            st.update.running_operation_id or st.update.last_operation_id) else None,
         "agent": {"address": view.agent_address, "version": view.agent_version,
                   "last_heartbeat": view.agent_heartbeat,
                   "connected": inventory.agent_connected(view, now)},
