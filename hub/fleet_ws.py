@@ -39,7 +39,6 @@ FLEET_LIMITS = Limits(max_message=4096, max_pending=1)
 LOG_LIMITS = Limits(max_message=4096, max_pending=16)
 MAX_TAIL = 10_000
 DEFAULT_TAIL = 200
-NOT_FOUND = 4404  # application close code: what the socket names does not exist
 
 
 async def _drain(ws: WebSocket) -> None:
@@ -82,8 +81,7 @@ class FleetSockets:
             watch, snapshot = self.feed.watch(rollout_id)
         except NotFound as exc:
             await ws.send({"type": "error", "error": str(exc)})
-            await ws.close(NOT_FOUND, "rollout not found")
-            return
+            return  # closed with 1000 once the error is sent
         try:
             await ws.send(snapshot)
 
