@@ -82,6 +82,9 @@ class FleetSockets:
         except NotFound as exc:
             await ws.send({"type": "error", "error": str(exc)})
             return  # closed with 1000 once the error is sent
+        ident = ws.identity
+        snapshot["caller"] = {"name": ident.name,
+                              "role": ident.role.value if ident.role else None}
         try:
             await ws.send(snapshot)
 
