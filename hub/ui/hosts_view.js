@@ -36,7 +36,7 @@ export function hostsView() {
       el("th", { scope: "col", class: "labels" }, "Labels"),
       el("th", { scope: "col", class: "state" }, "Service"),
       el("th", { scope: "col", class: "version" }, "Version"),
-      el("th", { scope: "col", class: "seen" }, "Last contact"),
+      el("th", { scope: "col", class: "seen num" }, "Last contact"),
       el("th", { scope: "col", class: "message" }, "Message"))),
     body);
   const node = el("section", { class: "panel", "aria-labelledby": "hosts-title" },
@@ -166,7 +166,6 @@ export function hostsView() {
     mounted() {
       for (const input of [search, label]) input.addEventListener("input", filter);
       for (const select of [state, reach]) select.addEventListener("change", filter);
-      search.focus();
     },
   };
 }

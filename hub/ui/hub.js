@@ -79,6 +79,7 @@ function connect(path) {
       if (msg.type === "snapshot") {
         changed = applySnapshot(msg);
         if (authNotice) { authNotice = false; notice(""); }
+        if (!infoShown) hubInfo();
       } else if (msg.type === "changes") {
         changed = applyChanges(msg);
       } else if (msg.type === "error") {
@@ -152,9 +153,12 @@ function route() {
   if (view.mounted) view.mounted();
 }
 
+let infoShown = false;
+
 async function hubInfo() {
   try {
     const info = await api("GET", "/api/info");
+    infoShown = true;
     setText($("hub-info"), `${info.hostname} · hub ${info.version}`);
     document.title = `${info.hostname} · Backend AI hub`;
   } catch { /* the socket shows the connection state */ }
@@ -162,7 +166,6 @@ async function hubInfo() {
 
 onToken(() => {
   if (live) live.start();
-  hubInfo();
   if (current && current.view.tokenChanged) current.view.tokenChanged();
 });
 $("token-button").addEventListener("click", () => {
@@ -171,4 +174,3 @@ $("token-button").addEventListener("click", () => {
 window.addEventListener("hashchange", route);
 setInterval(() => { if (current && current.view.tick) current.view.tick(); }, 1000);
 route();
-hubInfo();

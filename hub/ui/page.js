@@ -1,6 +1,6 @@
 // What every view of the hub's page shares: the fleet as the socket last said it (kept
 // current by hub.js), the server's clock, the caller's role, the notice line.
-import { setText } from "./shared/dom.js";
+import { duration, setText } from "./shared/dom.js";
 
 // What the fleet socket told us, kept current; views read it and are told what changed.
 export const store = {
@@ -55,4 +55,17 @@ export function elapsed(started, finished) {
 /** "name=value name=value" of a labels object. */
 export function labelsText(labels) {
   return Object.entries(labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+}
+
+/** A duration for a table cell: "0.4s" and "7.2s" under ten seconds, then "12s",
+ * "3m 05s", "1h 02m" (shared/dom.js duration). */
+export function took(seconds) {
+  if (!Number.isFinite(seconds) || seconds <= 0) return "";
+  if (seconds < 10) return `${seconds.toFixed(1)}s`;
+  return duration(seconds);
+}
+
+/** The first letter in upper case (messages from the engine start in lower case). */
+export function sentence(text) {
+  return text ? text.charAt(0).toUpperCase() + text.slice(1) : "";
 }

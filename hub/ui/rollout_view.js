@@ -4,9 +4,9 @@
 // controls (pause / resume / promote / abort / retry failed), each confirmed first.
 import { api } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
-import { duration, el, setText, timestamp } from "./shared/dom.js";
+import { el, setText, timestamp } from "./shared/dom.js";
 import { IN_FLIGHT, PROBLEM, countsLegend, progressBar, rbadge, setProgress, setRBadge } from "./rollout_states.js";
-import { canAct, elapsed, notice, store } from "./page.js";
+import { canAct, elapsed, notice, sentence, store, took } from "./page.js";
 
 const CONTROLS = [
   // [command, label, danger, allowed(rollout), question]
@@ -107,9 +107,15 @@ export function rolloutView(id) {
     setText(title, `Rollout of ${r.version}`);
     setRBadge(state, "rollout", r.state);
     const lines = [];
-    if (r.message) lines.push(r.message);
+    if (r.message) lines.push(sentence(r.message));
     else if (r.state === "WAITING" && r.awaiting_promote) lines.push("Waiting for promote to start the next wave.");
     else if (r.state === "WAITING" && r.resume_at) lines.push(`Next wave at ${timestamp(r.resume_at).slice(11)}.`);
+    else if (r.active && r.current_wave >= 0) {
+      const w = r.waves && r.waves[r.current_wave];
+      const n = r.counts.in_progress;
+      lines.push(`Wave ${r.current_wave}${w ? ` (${w.spec})` : ""}` +
+        (n ? `: ${n} host${n === 1 ? "" : "s"} in progress` : ""));
+    }
     setText(summary, lines.join(" "));
     summary.dataset.state = r.state;
     setProgress(overall, r.counts);
@@ -125,7 +131,7 @@ export function rolloutView(id) {
       ["Target", target + (r.include_hub ? " (hub first)" : "")],
       ["Service", r.service || "primary"],
       ["Started", timestamp(r.created)],
-      [r.finished ? "Took" : "Running for", el("span", { id: "rollout-elapsed", class: "num" }, duration(elapsed(r.created, r.finished)))],
+      [r.finished ? "Took" : "Running for", el("span", { id: "rollout-elapsed", class: "num" }, took(elapsed(r.created, r.finished)))],
       ["Finished", r.finished ? timestamp(r.finished) : ""],
       ["Waves", s.waves.join(" → ")],
       ["Rules", [
@@ -195,7 +201,7 @@ export function rolloutView(id) {
     setText(cells.wave, h.wave);
     setRBadge(cells.state.firstChild, "host", h.state);
     setText(cells.step, stepText(h));
-    setText(cells.elapsed, duration(elapsed(h.started, h.finished)));
+    setText(cells.elapsed, took(elapsed(h.started, h.finished)));
     setText(cells.attempts, h.attempts || "");
     const text = why(h);
     setText(cells.why, text);
@@ -305,10 +311,10 @@ export function rolloutView(id) {
       const r = store.detail;
       if (!r) return;
       const node_ = document.getElementById("rollout-elapsed");
-      if (node_) setText(node_, duration(elapsed(r.created, r.finished)));
+      if (node_) setText(node_, took(elapsed(r.created, r.finished)));
       for (const [name, entry] of rows) {
         const h = store.rows.get(name);
-        if (h && h.started && !h.finished) setText(entry.cells.elapsed, duration(elapsed(h.started, h.finished)));
+        if (h && h.started && !h.finished) setText(entry.cells.elapsed, took(elapsed(h.started, h.finished)));
       }
     },
     mounted() {

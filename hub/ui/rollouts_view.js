@@ -4,9 +4,9 @@
 // plan can be started, after a confirmation.
 import { api } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
-import { duration, el, setText, timestamp } from "./shared/dom.js";
+import { el, setText, timestamp } from "./shared/dom.js";
 import { progressBar, rbadge, setProgress, setRBadge } from "./rollout_states.js";
-import { canAct, elapsed, go, notice, store } from "./page.js";
+import { canAct, elapsed, go, notice, sentence, store, took } from "./page.js";
 
 const SHOW_HOSTS = 24;  // hosts listed per wave in the plan before "and N more"
 
@@ -259,8 +259,8 @@ export function rolloutsView() {
     setProgress(bar, r.counts);
     setText(cells.progress.lastChild, `${r.counts.succeeded}/${r.counts.total}`);
     setText(cells.started, timestamp(r.created));
-    setText(cells.took, duration(elapsed(r.created, r.finished)));
-    const what = [r.description, r.message].filter(Boolean).join(" — ");
+    setText(cells.took, took(elapsed(r.created, r.finished)));
+    const what = [r.description, sentence(r.message)].filter(Boolean).join(" — ");
     setText(cells.what, what);
     cells.what.title = what;
   }
@@ -295,7 +295,7 @@ export function rolloutsView() {
     tick() {
       for (const [id, entry] of rows) {
         const r = store.rollouts.get(id);
-        if (r && !r.finished) setText(entry.cells.took, duration(elapsed(r.created, r.finished)));
+        if (r && !r.finished) setText(entry.cells.took, took(elapsed(r.created, r.finished)));
       }
     },
     mounted() { if (store.ready) render(); },
