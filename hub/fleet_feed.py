@@ -19,6 +19,7 @@ themselves; they are refreshed every `contact_interval` seconds instead.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -97,15 +98,27 @@ class Pending:
 class Delta:
     """What changed in one interval (shared by every watcher)."""
 
+    now: float = 0.0
     hosts: dict[str, JSON] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
     rollouts: dict[str, JSON] = field(default_factory=dict)
     details: dict[str, tuple[JSON, dict[str, JSON]]] = field(default_factory=dict)
     contact: dict[str, list[float]] = field(default_factory=dict)
+    texts: dict[str, str | None] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.hosts or self.removed or self.rollouts or self.details
                     or self.contact)
+
+    def text(self, rollout_id: str) -> str | None:
+        """This delta as the message a watcher of `rollout_id` ("" for none) gets, made
+        once for every watcher that reads in time (None: nothing for it)."""
+        if rollout_id not in self.texts:
+            pending = Pending()
+            pending.merge(self, rollout_id)
+            self.texts[rollout_id] = json.dumps(pending.message(self.now),
+                                                separators=(",", ":")) if pending else None
+        return self.texts[rollout_id]
 
 
 class Watch:
@@ -117,17 +130,31 @@ class Watch:
         self.feed = feed
         self.rollout_id = rollout_id
         self.pending = Pending()
+        self.single: Delta | None = None  # the one delta not taken yet (the usual case)
         self.wakeup = asyncio.Event()
 
     def push(self, delta: Delta) -> None:
-        self.pending.merge(delta, self.rollout_id)
-        if self.pending:
-            self.wakeup.set()
+        if self.single is None and not self.pending:
+            self.single = delta  # sent as the text every watcher in time shares
+        else:
+            if self.single is not None:
+                self.pending.merge(self.single, self.rollout_id)
+                self.single = None
+            self.pending.merge(delta, self.rollout_id)
+        self.wakeup.set()
 
-    async def changes(self) -> AsyncIterator[JSON]:
+    async def changes(self) -> AsyncIterator[JSON | str]:
+        """Messages: a shared JSON text when this watcher took every delta in time, else
+        the merged changes (a dict) of the deltas it fell behind on."""
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
+            single, self.single = self.single, None
+            if single is not None:
+                text = single.text(self.rollout_id)
+                if text is not None:
+                    yield text
+                continue
             pending, self.pending = self.pending, Pending()
             if pending:
                 yield pending.message(time.time())
@@ -216,7 +243,7 @@ class FleetFeed:
 
     def tick(self, now: float) -> Delta:
         self.ticks += 1
-        delta = Delta()
+        delta = Delta(now)
         self._host_changes(delta, now)
         self._rollout_changes(delta)
         return delta

@@ -15,6 +15,7 @@ from hub.fleet_ws import FleetSockets
 from hub.http_routes import HubRoutes
 from hub.inventory import Inventory
 from hub.rollouts import Rollouts
+from hub.ui_routes import add_ui_routes
 
 
 class HubHttp:
@@ -33,4 +34,5 @@ class HubHttp:
               auth=open_access)
         r.add("GET", "/api/hosts/(?P<name>[^/]+)/logs/ws", sockets.log_socket,
               query=("service", "tail"), auth=open_access)
+        add_ui_routes(r)
         self.server = HttpServer(listen, r, token=tokens)

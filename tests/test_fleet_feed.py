@@ -5,6 +5,7 @@ dashboard at one pending copy of the fleet, whatever the event rate."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 
@@ -140,7 +141,7 @@ async def test_the_loop_sends_at_most_one_message_per_interval():
 
     async def read():
         async for msg in w.changes():
-            received.append(msg)
+            received.append(json.loads(msg) if isinstance(msg, str) else msg)
 
     reader = asyncio.create_task(read())
     events = await churn()
@@ -177,9 +178,8 @@ def test_rollouts_active_finished_and_the_watched_ones_rows():
     detail, rows = delta.details["r1"]
     assert list(rows) == [first] and rows[first]["reason"] == "probe said 503"
     assert detail["waves"][0]["states"] == {"FAILED": 1}
-    w.push(delta)
-    plain.push(delta)
-    assert "rollout" in w.pending.message(0) and "rollout" not in plain.pending.message(0)
+    assert "rollout" in json.loads(delta.text("r1"))
+    assert "rollout" not in json.loads(delta.text(""))
     # it ends: the final state is read once and sent; later snapshots reuse it
     ro.update(replace(r2, state=E.RolloutState.ROLLED_BACK, finished_at=1003.0))
     delta = feed.tick(1003.0)
@@ -200,3 +200,27 @@ def test_a_big_fleet_tick_is_cheap():
         feed.tick(1001.0 + i * 0.25)
     per_tick = (time.perf_counter() - t0) / 20
     assert per_tick < 0.02, per_tick  # well under the 0.25 s interval
+
+
+async def test_watchers_in_time_share_one_text_and_a_late_one_gets_merged_changes():
+    inv = inventory(10)
+    feed = FleetFeed(inv, FakeRollouts())
+    a, _ = feed.watch()
+    b, _ = feed.watch()
+    late, _ = feed.watch()
+    readers = [a.changes(), b.changes(), late.changes()]
+    inv.hosts["h0001"].status = status(version="2.0")
+    delta = feed.tick(time.time())
+    for w in (a, b, late):
+        w.push(delta)
+    first_a = await asyncio.wait_for(anext(readers[0]), 1)
+    first_b = await asyncio.wait_for(anext(readers[1]), 1)
+    assert isinstance(first_a, str) and first_a is first_b  # serialized once
+    assert [h["version"] for h in json.loads(first_a)["hosts"]] == ["2.0"]
+    inv.hosts["h0002"].status = status(version="2.0")
+    late.push(feed.tick(time.time()))  # `late` has not read the first one yet
+    merged = await asyncio.wait_for(anext(readers[2]), 1)
+    assert isinstance(merged, dict)
+    assert sorted(h["name"] for h in merged["hosts"]) == ["h0001", "h0002"]
+    for r in readers:
+        await r.aclose()

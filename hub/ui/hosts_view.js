@@ -1,6 +1,7 @@
 // #/hosts: every host, live. One row per host, made once and updated cell by cell (a
 // cell's text is set only when it changed); rows keep their order (by name) and are
-// hidden, not removed, by the filters, so nothing moves while values change.
+// hidden, not removed, by the filters, so nothing moves while values change. Fixed
+// column widths (hub.css), so a longer value never shifts a column.
 import { el, setText } from "./shared/dom.js";
 import { badge, setBadge } from "./shared/states.js";
 import { ago, go, labelsText, store } from "./page.js";
@@ -21,41 +22,38 @@ export function hostsView() {
   const label = el("input", { type: "text", id: "host-label", placeholder: "label=value",
     "aria-label": "Label filter (name=value, comma-separated)", autocomplete: "off", spellcheck: "false" });
   const count = el("span", { class: "muted num", id: "hosts-count" });
-  const body = el("tbody", { id: "hosts-body" });
+  const body = el("div", { class: "rows", id: "hosts-body", role: "rowgroup" });
   const empty = el("p", { class: "empty muted", id: "hosts-empty", hidden: true }, "No hosts match.");
   const waiting = el("p", { class: "empty muted", id: "hosts-waiting" }, "Loading the fleet…");
-  const table = el("table", { class: "grid hosts", id: "hosts" },
-    el("colgroup", {},
-      el("col", { class: "c-name" }), el("col", { class: "c-reach" }), el("col", { class: "c-role" }),
-      el("col", { class: "c-labels" }), el("col", { class: "c-state" }), el("col", { class: "c-version" }),
-      el("col", { class: "c-seen" }), el("col", { class: "c-message" })),
-    el("thead", {}, el("tr", {},
-      el("th", { scope: "col", class: "name" }, "Host"),
-      el("th", { scope: "col", class: "reach" }, "Manager"),
-      el("th", { scope: "col", class: "role" }, "Role"),
-      el("th", { scope: "col", class: "labels" }, "Labels"),
-      el("th", { scope: "col", class: "state" }, "Service"),
-      el("th", { scope: "col", class: "version" }, "Version"),
-      el("th", { scope: "col", class: "seen num" }, "Last contact"),
-      el("th", { scope: "col", class: "message" }, "Message"))),
+  const head = (cls, text) => el("div", { class: `cell ${cls}`, role: "columnheader" }, text);
+  // A grid of divs, not a <table>: each row skips rendering while off screen
+  // (content-visibility), so a fleet of thousands lays out only what is in view, and
+  // every row stays in the page for search, find and screen readers.
+  const table = el("div", { class: "fleet", id: "hosts", role: "table", "aria-label": "Hosts" },
+    el("div", { class: "head", role: "rowgroup" }, el("div", { class: "row", role: "row" },
+      head("name", "Host"), head("reach", "Manager"), head("role", "Role"),
+      head("labels", "Labels"), head("state", "Service"), head("version", "Version"),
+      head("seen num", "Last contact"), head("message", "Message"))),
     body);
   const node = el("section", { class: "panel", "aria-labelledby": "hosts-title" },
     el("header", {}, el("h2", { id: "hosts-title" }, "Hosts"), count, el("span", { class: "spacer" })),
     el("div", { class: "filters" }, search, state, reach, label),
-    el("div", { class: "table-wrap" }, table), waiting, empty);
+    table, waiting, empty);
 
   function makeRow(name) {
+    const cell = (cls, ...children) => el("div", { class: `cell ${cls}`, role: "cell" }, ...children);
     const cells = {
-      name: el("td", { class: "name" }, el("a", { href: `#/hosts/${encodeURIComponent(name)}` }, name)),
-      reach: el("td", { class: "reach" }, el("span", { class: "badge" })),
-      role: el("td", { class: "role" }),
-      labels: el("td", { class: "labels" }),
-      state: el("td", { class: "state" }, badge("state", "")),
-      version: el("td", { class: "version mono" }),
-      seen: el("td", { class: "seen num" }),
-      message: el("td", { class: "message" }),
+      name: cell("name", el("a", { href: `#/hosts/${encodeURIComponent(name)}` }, name)),
+      reach: cell("reach", el("span", { class: "badge" })),
+      role: cell("role"),
+      labels: cell("labels"),
+      state: cell("state", badge("state", "")),
+      version: cell("version mono"),
+      seen: cell("seen num"),
+      message: cell("message"),
     };
-    const row = el("tr", { dataset: { host: name }, tabindex: "0" }, ...Object.values(cells));
+    const row = el("div", { class: "row", role: "row", dataset: { host: name }, tabindex: "0" },
+      ...Object.values(cells));
     row.addEventListener("click", (ev) => { if (ev.target.tagName !== "A") go(`#/hosts/${encodeURIComponent(name)}`); });
     row.addEventListener("keydown", (ev) => { if (ev.key === "Enter") go(`#/hosts/${encodeURIComponent(name)}`); });
     return { row, cells, shown: true };

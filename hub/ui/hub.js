@@ -73,10 +73,12 @@ function connect(path) {
   if (live) live.stop();
   livePath = path;
   store.ready = false;
+  performance.mark("hub:connect");
   live = new LiveSocket(path, {
     onMessage: (msg) => {
       let changed = null;
       if (msg.type === "snapshot") {
+        performance.mark("hub:snapshot");  // bench/hub_dashboard.py reads these marks
         changed = applySnapshot(msg);
         if (authNotice) { authNotice = false; notice(""); }
         if (!infoShown) hubInfo();
@@ -89,6 +91,7 @@ function connect(path) {
       if (!changed) return;
       paintTopbar();
       if (current && current.view.update) current.view.update(changed);
+      if (changed.snapshot) performance.mark("hub:painted");
     },
     onStatus: (state, detail) => {
       showConn(state, detail);

@@ -67,7 +67,7 @@ export function rolloutView(id) {
   el("ul", { class: "problem-list", id: "problem-list" }));
   const filter = el("select", { id: "rollout-filter", "aria-label": "Show hosts" },
     ...FILTERS.map(([key, label]) => el("option", { value: key }, label)));
-  const body = el("tbody", { id: "rollout-hosts-body" });
+  const body = el("div", { class: "rows", id: "rollout-hosts-body", role: "rowgroup" });
   const waiting = el("p", { class: "empty muted", id: "rollout-waiting" }, "Loading the rollout…");
   const rows = new Map();  // name -> {row, cells}
   const problemItems = new Map();  // name -> li
@@ -84,19 +84,13 @@ export function rolloutView(id) {
     el("section", { class: "panel", "aria-labelledby": "rhosts-title" },
       el("header", {}, el("h2", { id: "rhosts-title" }, "Hosts"), el("span", { class: "muted", id: "rhosts-count" }),
         el("span", { class: "spacer" }), filter),
-      el("div", { class: "table-wrap" },
-        el("table", { class: "grid rollout-hosts", id: "rollout-hosts" },
-          el("colgroup", {}, ...["name", "wave", "state", "step", "elapsed", "attempts", "why"]
-            .map((c) => el("col", { class: `c-${c}` }))),
-          el("thead", {}, el("tr", {},
-            el("th", { scope: "col", class: "name" }, "Host"),
-            el("th", { scope: "col", class: "wave num" }, "Wave"),
-            el("th", { scope: "col", class: "state" }, "State"),
-            el("th", { scope: "col", class: "step" }, "Step"),
-            el("th", { scope: "col", class: "elapsed num" }, "Elapsed"),
-            el("th", { scope: "col", class: "attempts num" }, "Tries"),
-            el("th", { scope: "col", class: "why" }, "Reason / message"))),
-          body)),
+      el("div", { class: "fleet rollout-hosts", id: "rollout-hosts", role: "table",
+        "aria-label": "Hosts of this rollout" },
+      el("div", { class: "head", role: "rowgroup" }, el("div", { class: "row", role: "row" },
+        ...[["name", "Host"], ["wave num", "Wave"], ["state", "State"], ["step", "Step"],
+          ["elapsed num", "Elapsed"], ["attempts num", "Tries"], ["why", "Reason / message"]]
+          .map(([cls, text]) => el("div", { class: `cell ${cls}`, role: "columnheader" }, text)))),
+      body),
       waiting));
 
   // ---- the rollout -----------------------------------------------------------------------
@@ -182,16 +176,17 @@ export function rolloutView(id) {
   // ---- the hosts -------------------------------------------------------------------------
 
   function makeRow(name) {
+    const cell = (cls, ...children) => el("div", { class: `cell ${cls}`, role: "cell" }, ...children);
     const cells = {
-      name: el("td", { class: "name" }, el("a", { href: `#/hosts/${encodeURIComponent(name)}` }, name)),
-      wave: el("td", { class: "wave num" }),
-      state: el("td", { class: "state" }, rbadge("host", "")),
-      step: el("td", { class: "step mono" }),
-      elapsed: el("td", { class: "elapsed num" }),
-      attempts: el("td", { class: "attempts num" }),
-      why: el("td", { class: "why" }),
+      name: cell("name", el("a", { href: `#/hosts/${encodeURIComponent(name)}` }, name)),
+      wave: cell("wave num"),
+      state: cell("state", rbadge("host", "")),
+      step: cell("step mono"),
+      elapsed: cell("elapsed num"),
+      attempts: cell("attempts num"),
+      why: cell("why"),
     };
-    const row = el("tr", { dataset: { host: name } }, ...Object.values(cells));
+    const row = el("div", { class: "row", role: "row", dataset: { host: name } }, ...Object.values(cells));
     return { row, cells };
   }
 
