@@ -231,7 +231,7 @@ def test_a_reader_that_never_reads_stays_bounded_and_others_stay_live(make_manag
                 recv_json(reader)
                 seen += 1
             rss1 = proc.memory_info().rss
-            assert seen > 1000, f"only {seen} changes in 6 s: not enough churn to tell"
+            assert seen > 500, f"only {seen} changes in 6 s: not enough churn to tell"
             # the other client is unaffected: a stop shows at once
             assert m.http("POST", "/api/services/web/stop")[0] == 200
             t0 = time.monotonic()
