@@ -163,10 +163,10 @@ def test_rollouts_active_finished_and_the_watched_ones_rows():
     r = rollout(list(inv.hosts))
     ro.add(r)
     feed = FleetFeed(inv, ro)
-    w, snap = feed.watch(r.id)
+    _w, snap = feed.watch(r.id)
     assert [x["id"] for x in snap["rollouts"]] == ["r1"]
     assert snap["rollout"]["id"] == "r1" and len(snap["rollout"]["hosts"]) == 4
-    plain, _ = feed.watch()  # a fleet page: rollouts, no rows
+    _plain, _ = feed.watch()  # a fleet page: rollouts, no rows
     assert not feed.tick(1001.0)
     first = next(iter(r.hosts))
     r2 = replace(r, hosts={**r.hosts, first: replace(
