@@ -381,3 +381,49 @@ def test_bad_http_listen_is_a_config_error_naming_the_key(tmp_path, line, error)
                           "--check-config"], capture_output=True, text=True, cwd=ROOT,
                          timeout=30)
     assert out.returncode == 2 and error in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("method", "request_", "words"), [
+    ("StartService", pb.StartServiceRequest(host=""), "host: expected"),
+    ("StartService", pb.StartServiceRequest(host="../etc"), "host: expected"),
+    ("StartService", pb.StartServiceRequest(host="a" * 5000), "host: expected"),
+    ("StartService", pb.StartServiceRequest(host="agent-000", service="bad name"), "service"),
+    ("StopService", pb.StopServiceRequest(host="agent-000", timeout_seconds=-1),
+     "timeout_seconds"),
+    ("StopService", pb.StopServiceRequest(host="agent-000", timeout_seconds=float("nan")),
+     "timeout_seconds"),
+    ("StopService", pb.StopServiceRequest(host="agent-000", timeout_seconds=1e12),
+     "timeout_seconds"),
+    ("StopService", pb.StopServiceRequest(host="agent-000", service="x" * 300), "service"),
+    ("RestartService", pb.RestartServiceRequest(host="agent-000", service="a/b"), "service"),
+])
+def test_bad_lifecycle_rpcs_are_refused_and_change_nothing(fleet, method, request_, words):
+    _, hub = fleet
+    with pytest.raises(grpc.RpcError) as err:
+        hub.call(method, request_)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in err.value.details()
+    hosts = hub.http("GET", "/api/hosts")[1]["hosts"]
+    assert all(h["state"] == "RUNNING" and h["restarts"] == 0 for h in hosts)
+
+
+def test_lifecycle_rpc_for_an_unknown_host_or_service(fleet):
+    _, hub = fleet
+    with pytest.raises(grpc.RpcError) as err:
+        hub.call("StopService", pb.StopServiceRequest(host="ghost"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:  # the manager's own answer, passed on
+        hub.call("RestartService", pb.RestartServiceRequest(host="agent-000", service="nope"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_failed_hosts_keep_their_reason_across_a_hub_kill9(fleet):
+    sim, hub = fleet
+    sim.rules([{"host": "agent-001", "version": "2.0", "outcome": "rolled_back"}])
+    rid = hub.http("POST", "/api/rollouts", start_body(strategy={"waves": ["100%"]}))[1]["id"]
+    hub.wait_rollout(rid, (pb.ROLLOUT_STATE_ROLLED_BACK, pb.ROLLOUT_STATE_FAILED), 30)
+    hub.kill9()
+    hub.start()
+    row = next(h for h in hub.http("GET", f"/api/rollouts/{rid}")[1]["hosts"]
+               if h["name"] == "agent-001")
+    assert (row["failed_step"], row["reason"]) == ("health", "simulated health gate failure")
