@@ -104,7 +104,8 @@ class Delta:
     rollouts: dict[str, JSON] = field(default_factory=dict)
     details: dict[str, tuple[JSON, dict[str, JSON]]] = field(default_factory=dict)
     contact: dict[str, list[float]] = field(default_factory=dict)
-    texts: dict[str, str | None] = field(default_factory=dict)
+    texts: dict[str, str | None] = field(default_factory=dict)   # per watched rollout
+    parts: dict[str, str] = field(default_factory=dict)          # serialized once
 
     def __bool__(self) -> bool:
         return bool(self.hosts or self.removed or self.rollouts or self.details
@@ -112,13 +113,34 @@ class Delta:
 
     def text(self, rollout_id: str) -> str | None:
         """This delta as the message a watcher of `rollout_id` ("" for none) gets, made
-        once for every watcher that reads in time (None: nothing for it)."""
+        once for every watcher that reads in time (None: nothing for it). The parts every
+        watcher shares (hosts, rollouts) are serialized once, whatever it watches."""
         if rollout_id not in self.texts:
-            pending = Pending()
-            pending.merge(self, rollout_id)
-            self.texts[rollout_id] = json.dumps(pending.message(self.now),
-                                                separators=(",", ":")) if pending else None
+            parts = [f'"type":"changes","server_time":{_dumps(self.now)}']
+            if self.hosts:
+                parts.append('"hosts":' + self._part("hosts", list(self.hosts.values())))
+            if self.removed:
+                parts.append('"removed_hosts":' + _dumps(sorted(self.removed)))
+            if self.rollouts:
+                parts.append('"rollouts":' + self._part("rollouts",
+                                                        list(self.rollouts.values())))
+            if rollout_id and rollout_id in self.details:
+                detail, rows = self.details[rollout_id]
+                parts.append('"rollout":' + _dumps({**detail, "hosts": list(rows.values())}))
+            if self.contact:
+                parts.append('"contact":' + self._part("contact", self.contact))
+            self.texts[rollout_id] = "{" + ",".join(parts) + "}" if len(parts) > 1 else None
         return self.texts[rollout_id]
+
+    def _part(self, key: str, value: object) -> str:
+        part = self.parts.get(key)
+        if part is None:
+            part = self.parts[key] = _dumps(value)
+        return part
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 class Watch:

@@ -65,9 +65,11 @@ def host(view: HostView, inventory: Inventory, now: float) -> JSON:
         # null until the manager ran an update (most hosts, most of the time)
         "update": update_summary(st.update) if st is not None and (
             st.update.running_operation_id or st.update.last_operation_id) else None,
+        # null while no agent ever registered from this host
         "agent": {"address": view.agent_address, "version": view.agent_version,
                   "last_heartbeat": view.agent_heartbeat,
-                  "connected": inventory.agent_connected(view, now)},
+                  "connected": inventory.agent_connected(view, now)}
+        if view.agent_heartbeat or view.agent_address else None,
     }
 
 

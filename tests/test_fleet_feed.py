@@ -14,7 +14,7 @@ import pytest
 from backendai.v1 import manager_pb2 as mpb
 from hub import rollout_engine as E
 from hub.config import HostEntry
-from hub.fleet_feed import FleetFeed
+from hub.fleet_feed import FleetFeed, Pending
 from hub.inventory import HostView, Inventory
 from hub.rollout_plan import make_strategy, plan_waves
 
@@ -224,3 +224,23 @@ async def test_watchers_in_time_share_one_text_and_a_late_one_gets_merged_change
     assert sorted(h["name"] for h in merged["hosts"]) == ["h0001", "h0002"]
     for r in readers:
         await r.aclose()
+
+
+def test_the_shared_text_says_what_the_merged_message_says():
+    inv = inventory(4)
+    ro = FakeRollouts()
+    r = rollout(list(inv.hosts))
+    ro.add(r)
+    feed = FleetFeed(inv, ro)
+    feed.watch(r.id)
+    first = next(iter(r.hosts))
+    ro.update(replace(r, hosts={**r.hosts, first: replace(r.hosts[first],
+                                                          state=E.HostState.UPDATING)}))
+    inv.hosts["h0002"].status = status(version="2.0")
+    del inv.hosts["h0003"]
+    delta = feed.tick(time.time() + 6)  # contact refresh due too
+    for rid in ("", r.id):
+        pending = Pending()
+        pending.merge(delta, rid)
+        assert json.loads(delta.text(rid)) == pending.message(delta.now)
+    assert delta.text("other-rollout") == delta.text("")  # nothing of it: the fleet's text

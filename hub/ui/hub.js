@@ -40,7 +40,10 @@ function applyChanges(msg) {
   for (const name of changed.removed) store.hosts.delete(name);
   for (const [name, [seen, beat]] of Object.entries(msg.contact || {})) {
     const h = store.hosts.get(name);
-    if (h) { h.last_seen = seen; h.agent.last_heartbeat = beat; }
+    if (h) {
+      h.last_seen = seen;
+      if (h.agent) h.agent.last_heartbeat = beat;
+    }
   }
   for (const r of msg.rollouts || []) { store.rollouts.set(r.id, r); changed.rollouts.push(r.id); }
   if (msg.rollout) {
