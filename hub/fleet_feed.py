@@ -65,16 +65,19 @@ class Pending:
                     or self.rows or self.contact)
 
     def merge(self, delta: Delta, rollout_id: str) -> None:
-        for name, doc in delta.hosts.items():
-            self.hosts[name] = doc
-            self.removed.discard(name)
-        for name in delta.removed:
-            self.hosts.pop(name, None)
-            self.contact.pop(name, None)
-            self.removed.add(name)
+        """Take a delta in: the fleet's hosts for a fleet watcher (`rollout_id` ""), the
+        rollout's waves and rows for a watcher of that rollout; rollouts for both."""
         self.rollouts.update(delta.rollouts)
-        self.contact.update(delta.contact)
-        if rollout_id and rollout_id in delta.details:
+        if not rollout_id:
+            for name, doc in delta.hosts.items():
+                self.hosts[name] = doc
+                self.removed.discard(name)
+            for name in delta.removed:
+                self.hosts.pop(name, None)
+                self.contact.pop(name, None)
+                self.removed.add(name)
+            self.contact.update(delta.contact)
+        elif rollout_id in delta.details:
             detail, rows = delta.details[rollout_id]
             self.detail = detail
             self.rows.update(rows)
@@ -117,9 +120,9 @@ class Delta:
         watcher shares (hosts, rollouts) are serialized once, whatever it watches."""
         if rollout_id not in self.texts:
             parts = [f'"type":"changes","server_time":{_dumps(self.now)}']
-            if self.hosts:
+            if self.hosts and not rollout_id:
                 parts.append('"hosts":' + self._part("hosts", list(self.hosts.values())))
-            if self.removed:
+            if self.removed and not rollout_id:
                 parts.append('"removed_hosts":' + _dumps(sorted(self.removed)))
             if self.rollouts:
                 parts.append('"rollouts":' + self._part("rollouts",
@@ -127,7 +130,7 @@ class Delta:
             if rollout_id and rollout_id in self.details:
                 detail, rows = self.details[rollout_id]
                 parts.append('"rollout":' + _dumps({**detail, "hosts": list(rows.values())}))
-            if self.contact:
+            if self.contact and not rollout_id:
                 parts.append('"contact":' + self._part("contact", self.contact))
             self.texts[rollout_id] = "{" + ",".join(parts) + "}" if len(parts) > 1 else None
         return self.texts[rollout_id]
@@ -194,7 +197,8 @@ class FleetFeed:
         self.interval = interval
         self.contact_interval = contact_interval
         self.watches: set[Watch] = set()
-        self._hosts: dict[str, tuple[object, ...]] = {}
+        self._hosts: dict[str, tuple[object, ...]] = {}   # what each host showed, last tick
+        self._docs: dict[str, JSON] = {}                    # ... and its JSON then
         self._contact: dict[str, list[float]] = {}
         self._contact_sent = 0.0
         self._rollouts: dict[str, E.Rollout] = {}     # active ones, as last looked at
@@ -205,16 +209,17 @@ class FleetFeed:
     # ---------------------------------------------------------------- watchers
 
     def watch(self, rollout_id: str = "") -> tuple[Watch, JSON]:
-        """Subscribe; returns the watch and the snapshot to send first. rollout_id:
-        also follow that rollout's waves and host rows (NotFound when unknown)."""
+        """Subscribe; returns the watch and the snapshot to send first: the hosts and the
+        recent rollouts, or with `rollout_id` that rollout's waves and host rows instead
+        of the hosts (NotFound when unknown)."""
         if not self.watches:
             self._catch_up()  # nobody watched: the baseline is stale
         now = time.time()
-        snapshot: JSON = {
-            "type": "snapshot", "server_time": now, "interval": self.interval,
-            "hosts": views.hosts(self.inventory.select({}), self.inventory, now),
-            "rollouts": self._recent()}
-        if rollout_id:
+        snapshot: JSON = {"type": "snapshot", "server_time": now, "interval": self.interval,
+                          "rollouts": self._recent()}
+        if not rollout_id:
+            snapshot["hosts"] = self._host_docs(now)
+        else:
             r = self.rollouts.get(rollout_id)
             rollout_id = r.id
             self._details.setdefault(r.id, r)
@@ -222,6 +227,24 @@ class FleetFeed:
         w = Watch(self, rollout_id)
         self.watches.add(w)
         return w, snapshot
+
+    def _host_docs(self, now: float) -> list[JSON]:
+        """Every host's JSON, by name: the one made at the last tick when the host shows
+        the same since (with its contact times brought up to date), else a fresh one (the
+        next tick still reports it to everyone)."""
+        inv = self.inventory
+        out = []
+        for view in inv.select({}):
+            doc = self._docs.get(view.name)
+            if doc is None or self._hosts.get(view.name) != _host_key(
+                    view, inv.agent_connected(view, now)):
+                out.append(views.host(view, inv, now))
+                continue
+            doc = {**doc, "last_seen": view.last_seen}
+            if doc["agent"] is not None:
+                doc["agent"] = {**doc["agent"], "last_heartbeat": view.agent_heartbeat}
+            out.append(doc)
+        return out
 
     def _recent(self) -> list[JSON]:
         out = []
@@ -278,7 +301,7 @@ class FleetFeed:
             key = _host_key(view, inv.agent_connected(view, now))
             if seen.get(name) != key:
                 seen[name] = key
-                delta.hosts[name] = views.host(view, inv, now)
+                delta.hosts[name] = self._docs[name] = views.host(view, inv, now)
                 self._contact[name] = [view.last_seen, view.agent_heartbeat]
             elif contact_due:
                 stamps = [view.last_seen, view.agent_heartbeat]
@@ -290,6 +313,7 @@ class FleetFeed:
         if len(seen) != len(inv.hosts):
             for name in [n for n in seen if n not in inv.hosts]:
                 del seen[name]
+                self._docs.pop(name, None)
                 self._contact.pop(name, None)
                 delta.removed.append(name)
 

@@ -92,6 +92,16 @@ def test_only_what_the_table_shows_is_a_change():
     delta = feed.tick(t + 2)
     assert list(delta.hosts) == ["h0001"] and delta.hosts["h0001"]["version"] == "2.0"
     assert not delta.contact
+    # a new dashboard's snapshot has the latest contact time and the latest state
+    w2, snapshot = feed.watch()
+    snap = {h["name"]: h for h in snapshot["hosts"]}
+    assert snap["h0002"]["last_seen"] == t + 2 and snap["h0001"]["version"] == "2.0"
+    inv.hosts["h0000"].status = status(version="3.0")  # not ticked yet: made fresh
+    w3, snapshot = feed.watch()
+    assert snapshot["hosts"][0]["version"] == "3.0"
+    w2.close()
+    w3.close()
+    assert feed.tick(t + 3).hosts["h0000"]["version"] == "3.0"  # still sent to everyone
     delta = feed.tick(t + 6)  # contact timestamps are refreshed every contact_interval
     assert delta.contact == {"h0002": [t + 2, 0.0]} and not delta.hosts
     inv.hosts["h0000"].reachable = False
@@ -243,4 +253,6 @@ def test_the_shared_text_says_what_the_merged_message_says():
         pending = Pending()
         pending.merge(delta, rid)
         assert json.loads(delta.text(rid)) == pending.message(delta.now)
-    assert delta.text("other-rollout") == delta.text("")  # nothing of it: the fleet's text
+    # a rollout's page gets rollouts and its rows, not the fleet's hosts
+    other = json.loads(delta.text("other-rollout"))
+    assert "rollouts" in other and not {"hosts", "removed_hosts", "contact", "rollout"} & set(other)

@@ -85,16 +85,18 @@ def row_state(driver, host: str) -> str:
 
 
 def start_from_page(driver, hub, version: str, *, waves: str = "1, 100%",
-                    promote: bool = False) -> str:
+                    promote: bool = False, healthy: str = "") -> str:
     """Fill the new-rollout form, preview the plan, start it, confirm; the new id."""
     driver.get(f"{hub.http_url}/ui/#/rollouts")
     wait_until(lambda: css(driver, "#new-rollout").is_displayed(), 10)
     if css(driver, "#new-rollout").get_attribute("open") is None:
         css(driver, "#new-rollout summary").click()
-    for field, value in (("#ro-version", version), ("#ro-waves", waves)):
+    for field, value in (("#ro-version", version), ("#ro-waves", waves),
+                         ("#ro-healthy", healthy)):
         box = css(driver, field)
         box.clear()
-        box.send_keys(value)
+        if value:
+            box.send_keys(value)
     if css(driver, "#ro-promote").is_selected() != promote:
         css(driver, "#ro-promote").click()
     assert not css(driver, "#ro-start").is_enabled()  # the plan comes first
@@ -181,7 +183,7 @@ def test_rollouts_from_the_page_live_with_reasons_rollback_and_abort(fleet):
         shot(d, "hosts")
 
         # a rollout started from the page progresses live, without a reload
-        rid = start_from_page(d, hub, "1.1.0")
+        rid = start_from_page(d, hub, "1.1.0", healthy="1")  # each wave takes a second
         d.execute_script("window.__sameDocument = true")
         seen_states, seen_progress = set(), []
         deadline = time.monotonic() + 90
@@ -194,8 +196,12 @@ def test_rollouts_from_the_page_live_with_reasons_rollback_and_abort(fleet):
                     seen_progress.append(label)
                 if rollout_state(d) == "SUCCEEDED":
                     break
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert rollout_state(d) == "SUCCEEDED", seen_progress
+        final = wait_until(lambda: (label := css(d, "#rollout-progress").get_attribute(
+            "aria-label")).endswith(" succeeded") and label, 5)
+        if seen_progress[-1] != final:
+            seen_progress.append(final)
         assert d.execute_script("return window.__sameDocument === true")  # no reload
         assert seen_states & {"UPDATING", "VERIFYING"}, seen_states  # seen mid-way
         assert len(seen_progress) >= 3, seen_progress  # it moved while we watched

@@ -21,7 +21,7 @@ const $ = (id) => document.getElementById(id);
 function applySnapshot(msg) {
   store.offset = msg.server_time - Date.now() / 1000;
   store.caller = msg.caller || null;
-  store.hosts = new Map(msg.hosts.map((h) => [h.name, h]));
+  store.hosts = new Map((msg.hosts || []).map((h) => [h.name, h]));  // none on a rollout's page
   store.rollouts = new Map(msg.rollouts.map((r) => [r.id, r]));
   store.detail = msg.rollout || null;
   store.rows = new Map((msg.rollout ? msg.rollout.hosts : []).map((h) => [h.name, h]));
