@@ -5,6 +5,7 @@ curl, and every endpoint tried with wrong, missing, huge and hostile values."""
 
 from __future__ import annotations
 
+import http.client
 import json
 
 import grpc
@@ -427,3 +428,31 @@ def test_failed_hosts_keep_their_reason_across_a_hub_kill9(fleet):
     row = next(h for h in hub.http("GET", f"/api/rollouts/{rid}")[1]["hosts"]
                if h["name"] == "agent-001")
     assert (row["failed_step"], row["reason"]) == ("health", "simulated health gate failure")
+
+
+def test_the_page_is_served_with_strict_headers_and_nothing_outside_it(fleet):
+    _, hub = fleet
+    status, body = hub.http("GET", "/ui/", token="")
+    assert status == 200 and b'<script type="module" src="hub.js">' in body
+    conn = http.client.HTTPConnection("127.0.0.1", hub.info["http_port"], timeout=10)
+    try:
+        for path, kind in (("/ui/", "text/html"), ("/ui/hub.js", "text/javascript"),
+                           ("/ui/hub.css", "text/css"), ("/ui/shared/base.css", "text/css"),
+                           ("/ui/shared/live.js", "text/javascript")):
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 200 and resp.getheader("Content-Type").startswith(kind), path
+            assert "script-src 'self'" in resp.getheader("Content-Security-Policy")
+            assert resp.getheader("X-Content-Type-Options") == "nosniff"
+        conn.request("GET", "/ui")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 308 and resp.getheader("Location") == "/ui/"
+    finally:
+        conn.close()
+    for path in ("/ui/../hub/config.py", "/ui/..%2f..%2fetc%2fpasswd", "/ui/%2e%2e/daemon.py",
+                 "/ui/ui_routes.py", "/ui/shared/../../http_server.py", "/ui/%00",
+                 "/ui/.hidden", "/ui/" + "a" * 5000):
+        status, _ = hub.http("GET", path, token="")
+        assert status in (404, 431), path
