@@ -19,7 +19,6 @@ import contextlib
 import functools
 
 import grpc
-import structlog
 
 from backendai.errors import InvalidArgument, NotFound
 from backendai.http_query import query_int, query_text
@@ -30,8 +29,6 @@ from backendai.websocket import Limits, WebSocket, websocket
 from hub.fleet import Fleet
 from hub.fleet_feed import FleetFeed
 from hub.manager_links import describe
-
-log = structlog.get_logger(__name__)
 
 # One queued message at most: while the dashboard has not taken it, the feed merges
 # newer changes into the next one instead of queueing more.
