@@ -83,15 +83,16 @@ LEADER_TRAILER = "backendai-leader"  # a follower hub names the leader's address
 
 
 class NotLeader(FailedPrecondition):
-    """A hub that does not hold the lease was asked to change something; the leader's
-    address (when known) rides in the `backendai-leader` trailer for clients to follow."""
+    """A hub that does not hold the lease was asked to change something. The
+    `backendai-leader` trailer says so to clients: the leader's address, or "" when no
+    hub leads right now."""
 
     def __init__(self, message: str, leader_address: str = "") -> None:
         super().__init__(message)
         self.leader_address = leader_address
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((LEADER_TRAILER, self.leader_address),) if self.leader_address else ()
+        return ((LEADER_TRAILER, self.leader_address),)
 
 
 class StoreUnavailable(Unavailable):
