@@ -289,6 +289,7 @@ def _watch(hub: Hub, rollout_id: str, args: argparse.Namespace) -> int:
                 _wait_ready(hub, 2.0)
         else:
             if not final:  # the stream ended without a final event: reconnect
+                view.note(f"hub {hub.address} ended the stream early; reconnecting …")
                 _wait_ready(hub, 2.0)
         finally:
             stream.cancel()
