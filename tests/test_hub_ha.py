@@ -68,6 +68,13 @@ def start_rollout(hub, waves=("1", "50%", "100%"), **strategy):
     ).rollout
 
 
+def events_of(db, aggregate: str, epoch: int) -> str:
+    """count/min/max of the event indexes written under `epoch` (straight from SQL)."""
+    column = "*" if aggregate == "count" else "idx"
+    return db.psql(f"SELECT {aggregate}({column}) FROM rollout_events "  # noqa: S608 - ints
+                   f"WHERE epoch = {int(epoch)}")
+
+
 def assert_no_gap(events):
     assert [e.index for e in events] == list(range(len(events)))
 
@@ -167,9 +174,8 @@ def test_leader_paused_past_its_ttl_writes_nothing_and_follows(pg_database, proc
         new = wait_leader(rest, timeout=TTL + 10)
         assert new.info_now().epoch == old_epoch + 1
         # let the new leader write under its epoch before the old one wakes up
-        wait_for(lambda: int(pg_database.psql(
-            f"SELECT count(*) FROM rollout_events WHERE epoch = {old_epoch + 1}")) > 0,
-            20, "the new leader's first events")
+        wait_for(lambda: int(events_of(pg_database, "count", old_epoch + 1)) > 0,
+                 20, "the new leader's first events")
     finally:
         leader.proc.send_signal(signal.SIGCONT)
     resumed = time.time()
@@ -178,10 +184,8 @@ def test_leader_paused_past_its_ttl_writes_nothing_and_follows(pg_database, proc
     done = new.wait_rollout(r.id, TERMINAL, timeout=60)
     assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done
     # nothing under the old epoch after the new leader's first write
-    first_new = int(pg_database.psql(
-        f"SELECT min(idx) FROM rollout_events WHERE epoch = {old_epoch + 1}"))
-    last_old = int(pg_database.psql(
-        f"SELECT max(idx) FROM rollout_events WHERE epoch = {old_epoch}"))
+    first_new = int(events_of(pg_database, "min", old_epoch + 1))
+    last_old = int(events_of(pg_database, "max", old_epoch))
     assert last_old < first_new
     assert pg_database.psql("SELECT DISTINCT epoch FROM rollouts") == str(old_epoch + 1)
     assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
