@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from hub.rollouts import Rollouts
 SERVICE_NAME = "backendai.v1.Hub"
 MAX_ID = 100
 MAX_INDEX = 2**62
+INFO_STORE_TIMEOUT = 1.0  # GetInfo answers without the active rollout past this
 
 
 def _id(value: str) -> str:
@@ -49,8 +51,9 @@ class HubServicer(pb_grpc.HubServicer):
     @unary
     async def GetInfo(self, request: pb.HubInfoRequest, context: Any) -> pb.HubInfo:
         try:  # the version must answer even while the database is away (health gates)
-            active = await self.rollouts.store.ids(limit=1, active_only=True)
-        except StoreUnavailable:
+            async with asyncio.timeout(INFO_STORE_TIMEOUT):
+                active = await self.rollouts.store.ids(limit=1, active_only=True)
+        except (StoreUnavailable, TimeoutError):
             active = []
         lead, lease = self.leadership, self.leadership.lease
         return pb.HubInfo(version=self.version, uptime_seconds=time.time() - self.started,

@@ -70,6 +70,7 @@ class Leadership:
         self.term: Term | None = None
         self.lease: Lease | None = None   # as this hub last saw it
         self.changes = ChangeFeed()       # a term started or ended
+        self.stopping = False             # released: never lead again in this process
 
     # ---------------------------------------------------------------- queries
 
@@ -135,6 +136,8 @@ class Leadership:
 
     async def try_acquire(self) -> float:
         """One attempt to lead; the seconds to wait before the next one (0: leading)."""
+        if self.stopping:
+            return self.ttl
         started = self.clock()
         lease, mine = await self.store.acquire_lease(self.hub_id, self.address(), self.ttl)
         self.lease = lease
@@ -182,6 +185,7 @@ class Leadership:
     async def release(self) -> None:
         """On a graceful stop: end the term and let the lease run out now, so a follower
         takes over without waiting for the TTL."""
+        self.stopping = True
         term, self.term = self.term, None
         if term is None:
             return
