@@ -28,7 +28,7 @@ import structlog
 
 from backendai.backoff import reconnect_delay
 from backendai.errors import NotLeader, StoreUnavailable
-from hub.store import ChangeFeed, HubStore, Lease
+from hub.store import ChangeFeed, Fence, HubStore, Lease
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +45,14 @@ class Term:
 
     epoch: int
     act_until: float                    # this hub's monotonic clock
+    holder: str = ""                    # this hub's id
     clock: Callable[[], float] = time.monotonic
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     why: str = ""
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.holder, self.epoch)
 
     def may_act(self) -> bool:
         return not self.ended.is_set() and self.clock() < self.act_until
@@ -142,7 +147,8 @@ class Leadership:
         lease, mine = await self.store.acquire_lease(self.hub_id, self.address(), self.ttl)
         self.lease = lease
         if mine:
-            self.term = Term(lease.epoch, started + self.ttl * ACT_FRACTION, self.clock)
+            self.term = Term(lease.epoch, started + self.ttl * ACT_FRACTION, self.hub_id,
+                             self.clock)
             self.changes.poke()
             log.info("leader.elected", hub_id=self.hub_id, epoch=lease.epoch,
                      address=lease.address)

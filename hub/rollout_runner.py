@@ -108,7 +108,7 @@ class RolloutRunner:
             self.r = new  # only the clock moved: nothing to persist
             return new
         try:  # durable before any action is carried out
-            await self.store.save(new, changed, notes, epoch=self.term.epoch)
+            await self.store.save(new, changed, notes, fence=self.term.fence)
         except (LeaseLost, StoreUnavailable) as exc:
             self.term.end(f"rollout {new.id}: write refused: {exc}")
             raise

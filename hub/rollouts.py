@@ -201,8 +201,8 @@ class Rollouts:
                 strategy=req.strategy, plan=plan, now=now, include_hub=hub is not None,
                 description=req.description, target_labels=labels,
                 target_hosts=tuple(names))
-            await self.store.save(r, r.hosts.values(), notes, epoch=term.epoch)
-            await self.store.prune(KEEP_FINISHED, epoch=term.epoch)
+            await self.store.save(r, r.hosts.values(), notes, fence=term.fence)
+            await self.store.prune(KEEP_FINISHED, fence=term.fence)
             log.info("rollout.created", rollout=rid, version=req.version, hosts=len(r.hosts),
                      waves=len(plan.waves), seed=seed, epoch=term.epoch)
             runner = self._start_runner(r, recovered=False)
@@ -260,7 +260,7 @@ class Rollouts:
                 active = await self.store.ids(limit=1, active_only=True)
                 if active and active[0] != r.id:
                     raise FailedPrecondition(f"rollout {active[0]} is still active")
-                await self.store.save(new, new.hosts.values(), notes, epoch=term.epoch)
+                await self.store.save(new, new.hosts.values(), notes, fence=term.fence)
                 runner = self._start_runner(new, recovered=False)
                 for action in actions:
                     runner.act(action)

@@ -5,9 +5,11 @@ several hubs sharing it, one of them leading).
 What every backend keeps: rollouts (a JSON core), their per-host rows and numbered event
 log, the hosts that registered, and the leader's lease (holder, address, epoch,
 expiry). A rollout's new state, changed host rows and new events are written in ONE
-transaction that first checks the writer's lease epoch is still current (`save(...,
-epoch=)`): a hub that was deposed while paused or partitioned cannot change anything;
-its write raises LeaseLost and nothing of it is kept.
+transaction that first checks the writer's lease (holder and epoch, `save(...,
+fence=)`) is still current and unexpired: a hub that was deposed while paused or
+partitioned cannot change anything; its write raises LeaseLost and nothing of it is
+kept. (The holder is checked too: a database restored or failed over to a replica that
+lost the last lease changes could hand the same epoch number to another hub.)
 
 Time in the lease is the database's (PostgreSQL's now()), never a hub's clock, so clock
 skew between hubs does not move a lease. Readers are woken through `ChangeFeed`s
@@ -60,6 +62,14 @@ class Lease:
         return self.expires_at > self.now
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a rollout write must still hold: the lease, by this holder, at this epoch."""
+
+    holder: str
+    epoch: int
+
+
 class ChangeFeed:
     """A generation counter that wakes waiters: `gen = feed.generation`, read, then
     `await feed.wait_past(gen, timeout)` returns at once if anything changed since."""
@@ -92,8 +102,8 @@ class HubStore(Protocol):
 
     # ---- rollouts (writes fenced by the lease epoch) --------------------------------
     async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
-                   epoch: int) -> None: ...
-    async def prune(self, keep: int, *, epoch: int) -> int: ...
+                   fence: Fence) -> None: ...
+    async def prune(self, keep: int, *, fence: Fence) -> int: ...
     async def load(self, rollout_id: str) -> Rollout | None: ...
     async def ids(self, *, limit: int, active_only: bool = False) -> list[str]: ...
     async def is_active(self, rollout_id: str) -> bool: ...

@@ -1,8 +1,8 @@
 """The PostgreSQL backend of the hub's store (hub/store.py), on psycopg 3 (async) and
 its connection pool. Several hubs share one database; one leads (hub/leadership.py).
 
-- Every rollout write checks, in its own transaction, that the writer's lease epoch is
-  current and unexpired, taking the lease row FOR SHARE: a takeover (an UPDATE of that
+- Every rollout write checks, in its own transaction, that the writer's lease (holder
+  and epoch) is current and unexpired, taking the lease row FOR SHARE: a takeover (an UPDATE of that
   row) waits for the write to commit, and the new leader reads the rollout only after
   its takeover committed. A deposed leader's write raises LeaseLost and keeps nothing.
 - The lease's clock is the database's now(); a hub's own clock is never compared.
@@ -34,6 +34,7 @@ from hub.rollout_model import HostRun, Note, Rollout
 from hub.store import (
     EVENT_PAGE,
     ChangeFeed,
+    Fence,
     Lease,
     decode_entry,
     decode_note,
@@ -172,21 +173,23 @@ class PostgresStore:
     # ---------------------------------------------------------------- rollouts
 
     @staticmethod
-    async def _fence(conn: psycopg.AsyncConnection[Any], epoch: int) -> None:
+    async def _fence(conn: psycopg.AsyncConnection[Any], fence: Fence) -> None:
         cur = await conn.execute(
-            "SELECT 1 FROM hub_lease WHERE id = 1 AND epoch = %s AND expires_at > now() "
-            "FOR SHARE", (epoch,))
+            "SELECT 1 FROM hub_lease WHERE id = 1 AND holder = %s AND epoch = %s "
+            "AND expires_at > now() FOR SHARE", (fence.holder, fence.epoch))
         if await cur.fetchone() is None:
-            raise LeaseLost(f"lease epoch {epoch} is no longer current or has expired")
+            raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no longer "
+                            "current or has expired")
 
     async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
-                   epoch: int) -> None:
+                   fence: Fence) -> None:
         """One transaction: the lease check, the rollout core, the changed host rows, the
         new events, the notification."""
+        epoch = fence.epoch
         host_rows = [(r.id, h.name, encode_host(h)) for h in hosts]
         note_rows = [(r.id, n.index, encode_note(n), epoch) for n in notes]
         async with self._conn("saving a rollout") as conn, conn.transaction():
-            await self._fence(conn, epoch)
+            await self._fence(conn, fence)
             await conn.execute(
                 "INSERT INTO rollouts (id, created, state, active, core, epoch) "
                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
@@ -206,9 +209,9 @@ class PostgresStore:
             await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "rollout:" + r.id))
         self.rollout_changes.poke()
 
-    async def prune(self, keep: int, *, epoch: int) -> int:
+    async def prune(self, keep: int, *, fence: Fence) -> int:
         async with self._conn("pruning rollouts") as conn, conn.transaction():
-            await self._fence(conn, epoch)
+            await self._fence(conn, fence)
             cur = await conn.execute(
                 "SELECT id FROM rollouts WHERE NOT active ORDER BY created DESC, seq DESC "
                 "OFFSET %s", (keep,))

@@ -23,6 +23,7 @@ from hub.rollout_model import HostRun, Note, Rollout
 from hub.store import (
     EVENT_PAGE,
     ChangeFeed,
+    Fence,
     Lease,
     decode_entry,
     decode_note,
@@ -74,19 +75,20 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- rollouts
 
-    def _fence(self, epoch: int) -> None:
-        row = self.db.execute("SELECT epoch FROM hub_lease WHERE id=1").fetchone()
-        if row is None or row[0] != epoch:
-            raise LeaseLost(f"lease epoch {epoch} is no longer current "
-                            f"(now {row[0] if row else 'none'})")
+    def _fence(self, fence: Fence) -> None:
+        row = self.db.execute("SELECT holder, epoch FROM hub_lease WHERE id=1").fetchone()
+        if row is None or tuple(row) != (fence.holder, fence.epoch):
+            raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no longer "
+                            f"current (now {row[1] if row else 'none'})")
 
     async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
-                   epoch: int) -> None:
+                   fence: Fence) -> None:
         """One transaction: the lease check, the rollout core, the changed host rows,
         the new events."""
+        epoch = fence.epoch
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self._fence(epoch)
+            self._fence(fence)
             self.db.execute(
                 "INSERT INTO rollouts (id, created, state, active, core, epoch) "
                 "VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
@@ -101,11 +103,11 @@ class SqliteStore:
                 [(r.id, n.index, encode_note(n), epoch) for n in notes])
         self.rollout_changes.poke()
 
-    async def prune(self, keep: int, *, epoch: int) -> int:
+    async def prune(self, keep: int, *, fence: Fence) -> int:
         """Forget finished rollouts beyond the newest `keep` (their rows and events)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self._fence(epoch)
+            self._fence(fence)
             old = [i for (i,) in self.db.execute(
                 "SELECT id FROM rollouts WHERE active=0 ORDER BY created DESC, rowid DESC "
                 "LIMIT -1 OFFSET ?", (keep,))]

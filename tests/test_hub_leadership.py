@@ -65,8 +65,8 @@ async def test_lease_goes_by_database_time_and_a_follower_takes_over(two_stores,
         # whatever a still holds in memory, its writes are refused
         r, notes = make("r1")
         with pytest.raises(LeaseLost):
-            await sa.save(r, r.hosts.values(), notes, epoch=term.epoch)
-        await sb.save(r, r.hosts.values(), notes, epoch=term_b.epoch)
+            await sa.save(r, r.hosts.values(), notes, fence=term.fence)
+        await sb.save(r, r.hosts.values(), notes, fence=term_b.fence)
         # a graceful stop hands over at once
         running_a = asyncio.create_task(a.run())
         await b.release()

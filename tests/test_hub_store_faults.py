@@ -127,7 +127,7 @@ def test_schema_newer_or_unmigrated_is_refused_naming_what_to_run(pg_database, p
 
 async def test_sqlite_file_from_before_versioning_is_migrated_and_kept(tmp_path):
     from hub.migrations.sqlite import HUB
-    from hub.store import encode_core, encode_host, encode_note
+    from hub.store import Fence, encode_core, encode_host, encode_note
     from hub.store_sqlite import SqliteStore
 
     r, notes = make("r-old")
@@ -155,8 +155,7 @@ async def test_sqlite_file_from_before_versioning_is_migrated_and_kept(tmp_path)
         assert [e.name for e in await store.registered_hosts()] == ["n1"]
         lease, mine = await store.acquire_lease("hub-x", "127.0.0.1:3000", 10.0)
         assert mine
-        r2, more, _ = make("r-old")[0], [], []
-        await store.save(r2, [], more, epoch=lease.epoch)
+        await store.save(r, [], [], fence=Fence("hub-x", lease.epoch))
     finally:
         await store.close()
     version = sqlite3.connect(tmp_path / "hub.db").execute(
