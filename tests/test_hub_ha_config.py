@@ -61,6 +61,10 @@ advertise_address = "hub-1.example:3000"
     from hub.store_config import describe_dsn
 
     assert describe_dsn(cfg.store.dsn) == "db1.example:6432/fleet"
+    # the primary and its standby, whichever accepts writes (docs/DEPLOY.md)
+    cfg = load_hub(tmp_path, '[store]\nbackend = "postgresql"\ndsn = "postgresql://hub@db-1:5432,'
+                             'db-2:5432/hub?target_session_attrs=read-write&sslmode=verify-full"\n')
+    assert describe_dsn(cfg.store.dsn) == "db-1,db-2:5432,5432/hub"
 
 
 @pytest.mark.parametrize(("table", "error"), [
