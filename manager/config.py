@@ -131,6 +131,11 @@ class HubLink:
     register_interval: float = 60.0   # re-register this often (a hub that lost its state)
     tls: ClientTLS | None = None      # `[hub.tls]`: TLS to the hub
 
+    @property
+    def hubs(self) -> tuple[str, ...]:
+        """The hubs to register with, in order (`addresses`, or the one `address`)."""
+        return self.addresses or (self.address,)
+
 
 @dataclass(frozen=True, slots=True)
 class ManagerConfig:
@@ -298,7 +303,7 @@ def _hub_link(t: Table) -> HubLink:
         raise ConfigError(f"{t.key('address')}: required (\"HOST:PORT\"), or "
                           f"{t.key('addresses')} for several hubs")
     link = HubLink(
-        address=one or several[0], addresses=several or (one,),
+        address=one, addresses=several,
         name=t.host_name("name", default=default_host_name("host")),
         token_file=t.optional_path("token_file", absolute=True),
         advertise_address=t.address("advertise_address"),

@@ -46,7 +46,7 @@ class HubRegistration:
         self.version = version
         self.registered = False
         self.failures = 0  # in a row, for the log
-        self.hub = HubEndpoints(link.addresses, token=token, tls=link.tls)
+        self.hub = HubEndpoints(link.hubs, token=token, tls=link.tls)
 
     async def run(self) -> None:
         interval = self.link.register_interval

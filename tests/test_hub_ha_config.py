@@ -174,9 +174,9 @@ def test_manager_hub_addresses(tmp_path, hub, error):
         manager_config.parse({**base, "hub": hub})
     assert error in str(caught.value)
     link = manager_config.parse({**base, "hub": {"addresses": ["h1:1", "h2:1"]}}).hub
-    assert link is not None and link.addresses == ("h1:1", "h2:1") and link.address == "h1:1"
+    assert link is not None and link.hubs == ("h1:1", "h2:1")
     link = manager_config.parse({**base, "hub": {"address": "h1:1"}}).hub
-    assert link is not None and link.addresses == ("h1:1",)
+    assert link is not None and link.hubs == ("h1:1",)
 
 
 @pytest.mark.parametrize(("hubs", "error"), [
