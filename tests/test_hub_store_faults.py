@@ -17,7 +17,7 @@ import pytest
 from backendai.v1 import hub_pb2 as pb
 from tests.conftest import PY, ROOT
 from tests.fixtures.components import PostgresServer
-from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for
+from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, make_certs, wait_for
 from tests.test_hub_store import make
 
 
@@ -170,3 +170,32 @@ def test_migrate_refuses_a_sqlite_file_a_running_hub_holds(procs):
     hub.stop()
     res = run_hub(hub.config_path, "--migrate")
     assert res.returncode == 0 and "at version 2" in res.stdout, res.stderr
+
+
+@pytest.mark.slow
+def test_tls_to_the_database_verified_and_a_wrong_ca_refused(tmp_path, procs):
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "other-ca").mkdir()
+    certs = make_certs(tmp_path / "certs")
+    other = make_certs(tmp_path / "other-ca")
+    pg = PostgresServer(tmp_path / "tls-pg").use_tls(tmp_path / "certs").start()
+    try:
+        hub = procs(HubProc, {}, store=store_table(
+            pg, sslmode="verify-full", sslrootcert=str(certs / "ca.pem"))).start()
+        assert hub.info_now().leader
+        ssl = pg.psql("SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                      "USING (pid) WHERE a.application_name = 'ai-hub'")
+        assert ssl == "t"  # every connection of the hub is TLS
+        hub.stop()
+        # the DSN may carry the TLS settings instead of the keys
+        dsn = f"{pg.dsn}?sslmode=verify-full&sslrootcert={other / 'ca.pem'}"
+        wrong = procs(HubProc, {}, name="wrong-ca", store={
+            "backend": "postgresql", "dsn": dsn, "password_file": str(pg.password_file),
+            "timeout": 2.0}).start(wait=False)
+        wait_for(lambda: log_events(wrong, "store.unreachable"), 30, "refused")
+        reason = log_events(wrong, "store.unreachable")[0]["reason"]
+        assert "certificate verify failed" in reason, reason
+        assert not wrong.ready_path.exists()
+        assert wrong.stop() == 0
+    finally:
+        pg.remove()
