@@ -245,3 +245,16 @@ def test_the_schema_decision():
         pending(comp, 3, migrate=True, where="db")
     with pytest.raises(ValueError, match="numbered"):
         Component("bad", (Migration(2, "x", ""),))
+
+
+def test_a_sqlite_hub_does_not_load_psycopg(tmp_path):
+    code = ("import sys; from pathlib import Path; import hub.daemon, hub.main; "
+            "from hub import config; from hub.store import open_store; import asyncio; "
+            f"cfg = config.load(Path({str(tmp_path / 'hub.toml')!r})); "
+            "s = asyncio.run(open_store(cfg)); asyncio.run(s.close()); "
+            "print('psycopg' in sys.modules)")
+    (tmp_path / "hub.toml").write_text(f'state_dir = "{tmp_path / "state"}"\n'
+                                       'grpc_listen = "127.0.0.1:0"\n')
+    res = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
