@@ -56,7 +56,10 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}
 SELECT_LEASE = ("SELECT holder, address, epoch, extract(epoch FROM expires_at)::float8, "
                 "extract(epoch FROM now())::float8 FROM hub_lease WHERE id = 1")
-STORE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError)
+# the database is away, or (read-only) a standby answered: the DSN should name the
+# primary, or list every host with target_session_attrs=read-write (docs/DEPLOY.md)
+STORE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError,
+                psycopg.errors.ReadOnlySqlTransaction)
 
 
 def _reason(exc: BaseException) -> str:
@@ -95,6 +98,9 @@ class PostgresStore:
                 await _migrate(conn, migrate, where)
         except TimeoutError:
             raise StoreUnavailable(f"database {where}: schema check timed out") from None
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"database {where}: schema check failed: "
+                                   f"{_reason(exc)}") from None
         finally:
             await conn.close()
         pool = AsyncConnectionPool(cfg.dsn, kwargs=kwargs, min_size=2, max_size=cfg.pool_size,

@@ -199,3 +199,15 @@ def test_tls_to_the_database_verified_and_a_wrong_ca_refused(tmp_path, procs):
         assert wrong.stop() == 0
     finally:
         pg.remove()
+
+
+def test_a_read_only_database_is_refused_clearly(pg_database, procs):
+    """A DSN that reaches a standby (or a read-only database): the hub says so and stops
+    (its service manager restarts it; docs/DEPLOY.md: target_session_attrs)."""
+    pg_database.psql(f"ALTER DATABASE {pg_database.name} SET default_transaction_read_only = on")
+    hub = procs(HubProc, {}, store=pg_database.store_table())
+    hub.write_config()
+    res = run_hub(hub.config_path)
+    assert res.returncode == 1
+    assert "schema check failed" in res.stderr and "read-only" in res.stderr, res.stderr
+    assert pg_database.name in res.stderr
