@@ -140,7 +140,7 @@ def test_leader_killed_mid_wave_another_takes_over_within_the_ttl(pg_database, p
     rest = [h for h in hubs if h is not leader]
     new = wait_leader(rest, timeout=TTL + 10)
     took = time.monotonic() - killed
-    assert took <= TTL + 1.0, f"takeover took {took:.2f}s with a {TTL}s lease"
+    assert took <= TTL + 1.5, f"takeover took {took:.2f}s with a {TTL}s lease"
     info = new.info_now()
     assert info.epoch == epoch + 1 and info.leader_address == new.address
     done = new.wait_rollout(r.id, TERMINAL, timeout=60)

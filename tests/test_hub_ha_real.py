@@ -126,7 +126,7 @@ def test_three_hubs_leader_killed_mid_wave_with_real_managers_aictl_and_an_agent
         leader.kill9()
         new = wait_leader(followers, timeout=TTL + 10)
         took = time.monotonic() - killed
-        assert took <= TTL + 1.0, f"takeover took {took:.2f}s with a {TTL}s lease"
+        assert took <= TTL + 1.5, f"takeover took {took:.2f}s with a {TTL}s lease"
         assert new.info_now().epoch == epoch + 1
 
         # aictl with the dead leader first: a change reaches the new leader
