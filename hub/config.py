@@ -31,6 +31,7 @@ from backendai.config import (
 from backendai.errors import ConfigError
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
+from hub.store_config import HAConfig, StoreConfig, load_ha, load_store
 
 MAX_HOSTS = 100_000
 
@@ -66,6 +67,8 @@ class HubConfig:
     log_level: str = "info"
     log_format: str = "auto"
     tick_seconds: float = 0.25
+    store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
+    ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
 
 
 def _host(t: Table, role: str = "agent") -> HostEntry:
@@ -120,6 +123,8 @@ def load(path: Path) -> HubConfig:
         manager_tls=t.tls_client("manager_tls"),
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),
+        store=load_store(t.table("store", defaults=StoreConfig)),
+        ha=load_ha(t.table("ha", defaults=HAConfig)),
     )
     t.done()
     any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)

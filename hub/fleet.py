@@ -1,6 +1,11 @@
 """Fleet operations: agents and managers registering and heartbeating, and fan-out to
 the managers (status of many hosts, start / stop / restart a service, follow a host's
-logs)."""
+logs).
+
+Registrations, heartbeats and service start / stop / restart go to the leading hub (a
+follower answers NotLeader naming it, and the agents and managers move there): the
+agents' live state is kept where rollouts run. Status fan-out and log streams are reads
+any hub serves."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from backendai.validate import (
 )
 from hub.config import HostEntry
 from hub.inventory import HostView, Inventory
+from hub.leadership import Leadership
 from hub.manager_links import ManagerLinks, describe
 from hub.store import HubStore
 
@@ -47,15 +53,16 @@ def advertised_address(address: str, peer: str) -> str:
 
 class Fleet:
     def __init__(self, *, inventory: Inventory, links: ManagerLinks, store: HubStore,
-                 static_names: frozenset[str]) -> None:
+                 static_names: frozenset[str], leadership: Leadership) -> None:
         self.inventory = inventory
         self.links = links
         self.store = store
         self.static_names = static_names
+        self.leadership = leadership
 
     # ---------------------------------------------------------------- registration
 
-    def register(self, req: pb.RegisterRequest, peer: str = "") -> pb.RegisterResponse:
+    async def register(self, req: pb.RegisterRequest, peer: str = "") -> pb.RegisterResponse:
         """peer: the caller as gRPC names it ("ipv4:10.0.0.5:53211"); it replaces a
         wildcard host in the agent's address ("0.0.0.0:3080" -> "10.0.0.5:3080")."""
         name = check_host_name(req.name, "name")
@@ -66,6 +73,7 @@ class Fleet:
                                      peer) if req.manager_address else ""
         agent = check_address(req.agent_address, "agent_address") if req.agent_address else ""
         agent = advertised_address(agent, peer)
+        self.leadership.require("Register")
         known = self.inventory.hosts.get(name)
         if known is None and not manager:
             raise InvalidArgument("manager_address: required for a host the hub does not "
@@ -75,7 +83,7 @@ class Fleet:
             entry = HostEntry(name=name, manager_address=manager, labels=labels,
                               service=known.entry.service if known else "",
                               role=known.entry.role if known else "agent", source="registered")
-            self.store.save_host(entry, time.time())
+            await self.store.save_host(entry, time.time())
             self.inventory.add(entry)
         view = self.inventory.get(name)
         if req.role == "agent":
@@ -86,6 +94,7 @@ class Fleet:
 
     def heartbeat(self, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         name = check_host_name(req.name, "name")
+        self.leadership.require("Heartbeat")
         interval = self.inventory.heartbeat_interval
         if name not in self.inventory.hosts:
             return pb.HeartbeatResponse(heartbeat_interval_seconds=interval, reregister=True)
@@ -128,7 +137,7 @@ class Fleet:
 
     async def restart(self, host: str, service: str, *, force: bool = False,
                       ) -> mpb.ServiceStatus:
-        view, service = self._target(host, service)
+        view, service = self._target(host, service, "RestartService")
         stub = self.links.stub(view.entry.manager_address)
         step = f"restart of {service or 'the service'} on host {view.name}"
         async with step_deadline(step, self.links.call_timeout * 3):
@@ -138,7 +147,7 @@ class Fleet:
 
     async def start(self, host: str, service: str, *, force: bool = False,
                     ) -> mpb.ServiceStatus:
-        view, service = self._target(host, service)
+        view, service = self._target(host, service, "StartService")
         stub = self.links.stub(view.entry.manager_address)
         step = f"start of {service or 'the service'} on host {view.name}"
         async with step_deadline(step, self.links.call_timeout * 3):
@@ -152,7 +161,7 @@ class Fleet:
         configured stop_timeout); the hub's own deadline covers that wait."""
         if not math.isfinite(timeout) or not 0 <= timeout <= MAX_STOP_TIMEOUT:
             raise InvalidArgument(f"timeout_seconds: must be 0-{MAX_STOP_TIMEOUT:g}")
-        view, service = self._target(host, service)
+        view, service = self._target(host, service, "StopService")
         stub = self.links.stub(view.entry.manager_address)
         step = f"stop of {service or 'the service'} on host {view.name}"
         async with step_deadline(step, self.links.call_timeout * 3 + timeout):
@@ -160,13 +169,14 @@ class Fleet:
                 mpb.StopRequest(service=service, timeout_seconds=timeout, force=force))
         return result
 
-    def _target(self, host: str, service: str) -> tuple[HostView, str]:
+    def _target(self, host: str, service: str, what: str) -> tuple[HostView, str]:
         """The host's view and the service a lifecycle request names ("": the host's
         configured service, else the manager's primary); a bad name is refused here,
-        before anything is sent."""
+        before anything is sent, and a follower refuses (NotLeader naming the leader)."""
         view = self.inventory.get(check_host_name(host, "host"))
         if service:
             check_service_name(service, "service")
+        self.leadership.require(what)
         return view, service or view.entry.service
 
     async def logs(self, req: pb.StreamHostLogsRequest) -> AsyncIterator[mpb.LogBatch]:

@@ -19,6 +19,7 @@ themselves; they are refreshed every `contact_interval` seconds instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from backendai.errors import NotFound
+from backendai.errors import NotFound, StoreUnavailable
 from hub import json_views as views
 from hub import rollout_engine as E
 from hub.inventory import HostView, Inventory
@@ -38,6 +39,8 @@ log = structlog.get_logger(__name__)
 INTERVAL = 0.25          # at most 4 messages a second to each dashboard
 CONTACT_INTERVAL = 5.0   # how often moved contact timestamps are sent
 RECENT = 20              # rollouts in a snapshot
+FOLLOW_INTERVAL = 1.0    # a follower reads the active rollouts again at most this often
+MAX_ACTIVE = 10          # active rollouts a follower reads (one is active at a time)
 
 JSON = dict[str, Any]
 
@@ -204,29 +207,32 @@ class FleetFeed:
         self._rollouts: dict[str, E.Rollout] = {}     # active ones, as last looked at
         self._finished: dict[str, JSON] = {}           # summaries of finished rollouts
         self._details: dict[str, E.Rollout] = {}       # watched rollouts, as last sent
+        self._polled = (-1, 0.0)                       # the store's generation, when read
+        self._lock = asyncio.Lock()                    # one tick or snapshot at a time
         self.ticks = 0
 
     # ---------------------------------------------------------------- watchers
 
-    def watch(self, rollout_id: str = "") -> tuple[Watch, JSON]:
+    async def watch(self, rollout_id: str = "") -> tuple[Watch, JSON]:
         """Subscribe; returns the watch and the snapshot to send first: the hosts and the
         recent rollouts, or with `rollout_id` that rollout's waves and host rows instead
-        of the hosts (NotFound when unknown)."""
-        if not self.watches:
-            self._catch_up()  # nobody watched: the baseline is stale
-        now = time.time()
-        snapshot: JSON = {"type": "snapshot", "server_time": now, "interval": self.interval,
-                          "rollouts": self._recent()}
-        if not rollout_id:
-            snapshot["hosts"] = self._host_docs(now)
-        else:
-            r = self.rollouts.get(rollout_id)
-            rollout_id = r.id
-            self._details.setdefault(r.id, r)
-            snapshot["rollout"] = views.rollout(r)
-        w = Watch(self, rollout_id)
-        self.watches.add(w)
-        return w, snapshot
+        of the hosts (NotFound when unknown; StoreUnavailable while the database is)."""
+        async with self._lock:
+            if not self.watches:
+                await self._tick(time.time())  # nobody watched: take a fresh baseline
+            now = time.time()
+            snapshot: JSON = {"type": "snapshot", "server_time": now,
+                              "interval": self.interval, "rollouts": await self._recent()}
+            if not rollout_id:
+                snapshot["hosts"] = self._host_docs(now)
+            else:
+                r = await self.rollouts.get(rollout_id)
+                rollout_id = r.id
+                self._details.setdefault(r.id, r)
+                snapshot["rollout"] = views.rollout(r)
+            w = Watch(self, rollout_id)
+            self.watches.add(w)
+            return w, snapshot
 
     def _host_docs(self, now: float) -> list[JSON]:
         """Every host's JSON, by name: the one made at the last tick when the host shows
@@ -246,9 +252,9 @@ class FleetFeed:
             out.append(doc)
         return out
 
-    def _recent(self) -> list[JSON]:
+    async def _recent(self) -> list[JSON]:
         out = []
-        for rid in self.rollouts.store.ids(limit=RECENT):
+        for rid in await self.rollouts.store.ids(limit=RECENT):
             runner = self.rollouts.runners.get(rid)
             if runner is not None:
                 out.append(views.rollout_summary(runner.r))
@@ -256,7 +262,7 @@ class FleetFeed:
             summary = self._finished.get(rid)
             if summary is None:
                 try:
-                    r = self.rollouts.get(rid)
+                    r = await self.rollouts.get(rid)
                 except NotFound:
                     continue
                 summary = views.rollout_summary(r)
@@ -274,7 +280,10 @@ class FleetFeed:
             if not self.watches:
                 continue
             try:
-                delta = self.tick(time.time())
+                delta = await self.tick(time.time())
+            except StoreUnavailable as exc:
+                log.warning("fleet_feed.store_unavailable", error=str(exc))
+                continue
             except Exception:
                 log.exception("fleet_feed.tick_error")
                 continue
@@ -282,15 +291,16 @@ class FleetFeed:
                 for w in list(self.watches):
                     w.push(delta)
 
-    def _catch_up(self) -> None:
-        """Take the current state as the baseline without reporting it."""
-        self.tick(time.time())
+    async def tick(self, now: float) -> Delta:
+        """What changed since the last tick."""
+        async with self._lock:
+            return await self._tick(now)
 
-    def tick(self, now: float) -> Delta:
+    async def _tick(self, now: float) -> Delta:
         self.ticks += 1
         delta = Delta(now)
         self._host_changes(delta, now)
-        self._rollout_changes(delta)
+        await self._rollout_changes(delta, now)
         return delta
 
     def _host_changes(self, delta: Delta, now: float) -> None:
@@ -317,17 +327,37 @@ class FleetFeed:
                 self._contact.pop(name, None)
                 delta.removed.append(name)
 
-    def _rollout_changes(self, delta: Delta) -> None:
+    async def _active(self, now: float) -> dict[str, E.Rollout] | None:
+        """The active rollouts now: the leader's runners; on a follower (no runners),
+        what the leader wrote, read again when the store says something changed (at most
+        every FOLLOW_INTERVAL). None: not read this time (nothing is known to end)."""
         runners = self.rollouts.runners
-        for rid, runner in runners.items():
-            if self._rollouts.get(rid) is not runner.r:
-                self._rollouts[rid] = runner.r
-                delta.rollouts[rid] = views.rollout_summary(runner.r)
+        if runners:
+            return {rid: runner.r for rid, runner in runners.items()}
+        generation = self.rollouts.store.rollout_changes.generation
+        if generation == self._polled[0] or now - self._polled[1] < FOLLOW_INTERVAL:
+            return None if self._rollouts else {}
+        self._polled = (generation, now)
+        found = {}
+        for rid in await self.rollouts.store.ids(limit=MAX_ACTIVE, active_only=True):
+            with contextlib.suppress(NotFound):
+                found[rid] = await self.rollouts.get(rid)
+        return found
+
+    async def _rollout_changes(self, delta: Delta, now: float) -> None:
+        active = await self._active(now)
+        if active is None:
+            return
+        for rid, r in active.items():
+            last = self._rollouts.get(rid)
+            if last is not r and (last is None or _moved(last, r)):
+                self._rollouts[rid] = r
+                delta.rollouts[rid] = views.rollout_summary(r)
                 self._finished.pop(rid, None)
-        for rid in [i for i in self._rollouts if i not in runners]:
-            del self._rollouts[rid]  # it ended (or the hub stops): its final state
+        for rid in [i for i in self._rollouts if i not in active]:
+            del self._rollouts[rid]  # it ended (or the hub stops leading): its final state
             try:
-                r = self.rollouts.get(rid)
+                r = await self.rollouts.get(rid)
             except NotFound:
                 continue
             delta.rollouts[rid] = summary = views.rollout_summary(r)
@@ -339,19 +369,33 @@ class FleetFeed:
         for rid in [i for i in self._details if i not in wanted]:
             del self._details[rid]
         for rid in wanted:
-            running = runners.get(rid)
-            if running is not None and rid not in delta.details:
-                self._detail(delta, rid, running.r)
+            current = active.get(rid)
+            if current is not None and rid not in delta.details:
+                self._detail(delta, rid, current)
 
     def _detail(self, delta: Delta, rid: str, r: E.Rollout) -> None:
         """The watched rollout's summary, waves and changed rows since last sent."""
         last = self._details.get(rid)
-        if last is r:
+        if last is r or (last is not None and not _moved(last, r)):
             return
         before = last.hosts if last is not None else {}
-        rows = {name: views.host_run(h) for name, h in r.hosts.items()
-                if before.get(name) is not h}
+        rows = {}
+        for name, h in r.hosts.items():
+            was = before.get(name)
+            if was is not h and was != h:  # a row read again from the store is a new object
+                rows[name] = views.host_run(h)
         self._details[rid] = r
         detail = views.rollout_summary(r)
         detail["waves"] = views.waves(r)
         delta.details[rid] = (detail, rows)
+
+
+def _moved(last: E.Rollout, r: E.Rollout) -> bool:
+    """Whether a rollout changed since `last` in what a dashboard shows: every such
+    change records an event (its clock alone moves on every tick of its runner)."""
+    return _shown(last) != _shown(r)
+
+
+def _shown(r: E.Rollout) -> tuple[object, ...]:
+    return (r.next_event, r.state, r.current_wave, r.message, r.awaiting_promote,
+            r.resume_at, r.finished_at)

@@ -20,7 +20,7 @@ import functools
 
 import grpc
 
-from backendai.errors import InvalidArgument, NotFound
+from backendai.errors import InvalidArgument, NotFound, StoreUnavailable
 from backendai.http_query import query_int, query_text
 from backendai.http_server import Request, Upgrade
 from backendai.v1 import hub_pb2 as pb
@@ -75,8 +75,8 @@ class FleetSockets:
 
     async def _fleet(self, rollout_id: str, ws: WebSocket) -> None:
         try:
-            watch, snapshot = self.feed.watch(rollout_id)
-        except NotFound as exc:
+            watch, snapshot = await self.feed.watch(rollout_id)
+        except (NotFound, StoreUnavailable) as exc:
             await ws.send({"type": "error", "error": str(exc)})
             return  # closed with 1000 once the error is sent
         ident = ws.identity

@@ -19,6 +19,7 @@ progress, 404 for an unknown service), a manager that cannot be reached is 502/5
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import time
@@ -27,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from backendai.errors import InvalidArgument
+from backendai.errors import InvalidArgument, StoreUnavailable
 from backendai.http_query import query_flag, query_int, query_seconds, query_text
 from backendai.http_router import Router, json_body
 from backendai.http_server import JSON, HttpError, Request
@@ -44,6 +45,7 @@ MAX_ID = 100
 MAX_SEARCH = 200
 MAX_EVENTS = 1000
 HOST_TIMEOUT = 5.0
+INFO_STORE_TIMEOUT = 1.0  # /api/info answers without the active rollout past this
 CONTROLS = {"pause": "pause", "resume": "resume", "promote": "promote", "abort": "abort",
             "retry-failed": "retry_failed"}
 LIFECYCLE = ("start", "stop", "restart")
@@ -257,13 +259,19 @@ class HubRoutes:
     # -- hosts ----------------------------------------------------------------------------
 
     async def _info(self, req: Request) -> JSON:
-        active = self.rollouts.store.ids(limit=1, active_only=True)
+        try:  # the hub answers even while its database is away
+            async with asyncio.timeout(INFO_STORE_TIMEOUT):
+                active = await self.rollouts.store.ids(limit=1, active_only=True)
+        except (StoreUnavailable, TimeoutError):
+            active = []
+        lead = self.rollouts.leadership
         ident = req.caller.identity
         return {"version": self.version, "hostname": self.hostname,
                 "caller": {"name": ident.name, "role": ident.role.value if ident.role else None},
                 "host_count": len(self.inventory.hosts),
                 "reachable": sum(1 for v in self.inventory.hosts.values() if v.reachable),
                 "active_rollout_id": active[0] if active else "",
+                "leader": lead.leading, "leader_address": lead.leader_address(),
                 "started": self.started, "server_time": time.time()}
 
     async def _hosts(self, req: Request) -> JSON:
@@ -309,17 +317,17 @@ class HubRoutes:
 
     async def _rollouts(self, req: Request) -> JSON:
         limit = query_int(req, "limit", 20, 1, MAX_LIST)
-        found = self.rollouts.list(limit, query_flag(req, "active"))
+        found = await self.rollouts.list(limit, query_flag(req, "active"))
         return {"rollouts": [views.rollout_summary(r) for r in found],
                 "server_time": time.time()}
 
     async def _rollout(self, req: Request) -> JSON:
-        out = views.rollout(self.rollouts.get(_rollout_id(req)))
+        out = views.rollout(await self.rollouts.get(_rollout_id(req)))
         out["server_time"] = time.time()
         return out
 
     async def _events(self, req: Request) -> JSON:
-        rid = self.rollouts.get(_rollout_id(req)).id
+        rid = (await self.rollouts.get(_rollout_id(req))).id
         first = query_int(req, "from", 0, 0, 2**62)
         limit = query_int(req, "limit", 200, 1, MAX_EVENTS)
         out: list[JSON] = []
@@ -331,7 +339,7 @@ class HubRoutes:
 
     async def _start(self, req: Request) -> JSON:
         request = start_request(json_body(req, START_FIELDS))
-        r = self.rollouts.start(conv.start_request(request))
+        r = await self.rollouts.start(conv.start_request(request))
         out = views.rollout(r)
         out["server_time"] = time.time()
         return out
@@ -345,7 +353,7 @@ class HubRoutes:
         reason = ""
         if req.body:
             reason = _text(json_body(req, ("reason",)), "reason", "reason")
-        r = self.rollouts.control(rid, command, reason)
+        r = await self.rollouts.control(rid, command, reason)
         out = views.rollout_summary(r)
         out["success"] = True
         return out

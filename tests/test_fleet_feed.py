@@ -17,13 +17,15 @@ from hub.config import HostEntry
 from hub.fleet_feed import FleetFeed, Pending
 from hub.inventory import HostView, Inventory
 from hub.rollout_plan import make_strategy, plan_waves
+from hub.store import ChangeFeed
 
 
 class FakeStore:
     def __init__(self, rollouts):
         self.rollouts = rollouts
+        self.rollout_changes = ChangeFeed()
 
-    def ids(self, *, limit, active_only=False):
+    async def ids(self, *, limit, active_only=False):
         found = sorted(self.rollouts.values(), key=lambda r: -r.created_at)
         return [r.id for r in found if r.active or not active_only][:limit]
 
@@ -42,7 +44,7 @@ class FakeRollouts:
         self.store = FakeStore(self.saved)
         self.gets = 0
 
-    def get(self, rid):
+    async def get(self, rid):
         self.gets += 1
         runner = self.runners.get(rid)
         return runner.r if runner else self.saved[rid]
@@ -79,35 +81,35 @@ def rollout(hosts, rid="r1", now=1000.0):
     return r
 
 
-def test_only_what_the_table_shows_is_a_change():
+async def test_only_what_the_table_shows_is_a_change():
     inv = inventory(3)
     feed = FleetFeed(inv, FakeRollouts(), contact_interval=5.0)
-    w, snap = feed.watch()
+    w, snap = await feed.watch()
     t = time.time()  # the feed took its baseline now
     assert [h["name"] for h in snap["hosts"]] == ["h0000", "h0001", "h0002"]
     assert snap["type"] == "snapshot" and snap["rollouts"] == []
-    assert not feed.tick(t + 1)  # nothing changed
+    assert not await feed.tick(t + 1)  # nothing changed
     inv.hosts["h0001"].status = status(version="2.0")
     inv.hosts["h0002"].last_seen = t + 2  # a contact, not a change
-    delta = feed.tick(t + 2)
+    delta = await feed.tick(t + 2)
     assert list(delta.hosts) == ["h0001"] and delta.hosts["h0001"]["version"] == "2.0"
     assert not delta.contact
     # a new dashboard's snapshot has the latest contact time and the latest state
-    w2, snapshot = feed.watch()
+    w2, snapshot = await feed.watch()
     snap = {h["name"]: h for h in snapshot["hosts"]}
     assert snap["h0002"]["last_seen"] == t + 2 and snap["h0001"]["version"] == "2.0"
     inv.hosts["h0000"].status = status(version="3.0")  # not ticked yet: made fresh
-    w3, snapshot = feed.watch()
+    w3, snapshot = await feed.watch()
     assert snapshot["hosts"][0]["version"] == "3.0"
     w2.close()
     w3.close()
-    assert feed.tick(t + 3).hosts["h0000"]["version"] == "3.0"  # still sent to everyone
-    delta = feed.tick(t + 6)  # contact timestamps are refreshed every contact_interval
+    assert (await feed.tick(t + 3)).hosts["h0000"]["version"] == "3.0"  # still sent to everyone
+    delta = await feed.tick(t + 6)  # contact timestamps are refreshed every contact_interval
     assert delta.contact == {"h0002": [t + 2, 0.0]} and not delta.hosts
     inv.hosts["h0000"].reachable = False
     inv.hosts["h0000"].message = "UNAVAILABLE: connection refused"
     del inv.hosts["h0002"]
-    delta = feed.tick(t + 7)
+    delta = await feed.tick(t + 7)
     assert delta.hosts["h0000"]["reachable"] is False and delta.removed == ["h0002"]
     w.close()
     assert not feed.watches
@@ -116,12 +118,12 @@ def test_only_what_the_table_shows_is_a_change():
 async def test_a_slow_watcher_gets_one_merged_message_not_a_backlog():
     inv = inventory(100)
     feed = FleetFeed(inv, FakeRollouts(), interval=0.01)
-    w, _ = feed.watch()
+    w, _ = await feed.watch()
     # 1,000 status changes over 50 intervals while the watcher reads nothing
     for tick in range(50):
         for i in range(20):
             inv.hosts[f"h{(tick * 20 + i) % 100:04d}"].status = status(version=f"v{tick}")
-        w.push(feed.tick(time.time()))
+        w.push(await feed.tick(time.time()))
     changes = w.changes()
     msg = await asyncio.wait_for(anext(changes), 1)
     assert msg["type"] == "changes" and len(msg["hosts"]) == 100  # one row per host
@@ -135,7 +137,7 @@ async def test_a_slow_watcher_gets_one_merged_message_not_a_backlog():
 async def test_the_loop_sends_at_most_one_message_per_interval():
     inv = inventory(50)
     feed = FleetFeed(inv, FakeRollouts(), interval=0.1)
-    w, _ = feed.watch()
+    w, _ = await feed.watch()
     loop = asyncio.create_task(feed.run())
     stop = time.monotonic() + 1.0
 
@@ -167,23 +169,23 @@ async def test_the_loop_sends_at_most_one_message_per_interval():
     assert len(last) == 50  # every host's latest value arrived
 
 
-def test_rollouts_active_finished_and_the_watched_ones_rows():
+async def test_rollouts_active_finished_and_the_watched_ones_rows():
     inv = inventory(4)
     ro = FakeRollouts()
     r = rollout(list(inv.hosts))
     ro.add(r)
     feed = FleetFeed(inv, ro)
-    _w, snap = feed.watch(r.id)
+    _w, snap = await feed.watch(r.id)
     assert [x["id"] for x in snap["rollouts"]] == ["r1"]
     assert snap["rollout"]["id"] == "r1" and len(snap["rollout"]["hosts"]) == 4
-    _plain, _ = feed.watch()  # a fleet page: rollouts, no rows
-    assert not feed.tick(1001.0)
+    _plain, _ = await feed.watch()  # a fleet page: rollouts, no rows
+    assert not await feed.tick(1001.0)
     first = next(iter(r.hosts))
     r2 = replace(r, hosts={**r.hosts, first: replace(
         r.hosts[first], state=E.HostState.FAILED, failed_step="health",
         reason="probe said 503")}, current_wave=0)
     ro.update(r2)
-    delta = feed.tick(1002.0)
+    delta = await feed.tick(1002.0)
     assert delta.rollouts["r1"]["counts"]["failed"] == 1
     detail, rows = delta.details["r1"]
     assert list(rows) == [first] and rows[first]["reason"] == "probe said 503"
@@ -192,22 +194,22 @@ def test_rollouts_active_finished_and_the_watched_ones_rows():
     assert "rollout" not in json.loads(delta.text(""))
     # it ends: the final state is read once and sent; later snapshots reuse it
     ro.update(replace(r2, state=E.RolloutState.ROLLED_BACK, finished_at=1003.0))
-    delta = feed.tick(1003.0)
+    delta = await feed.tick(1003.0)
     assert delta.rollouts["r1"]["state"] == "ROLLED_BACK" and not delta.rollouts["r1"]["active"]
     gets = ro.gets
     for _ in range(3):
-        assert feed.watch()[1]["rollouts"][0]["state"] == "ROLLED_BACK"
+        assert (await feed.watch())[1]["rollouts"][0]["state"] == "ROLLED_BACK"
     assert ro.gets == gets
 
 
-def test_a_big_fleet_tick_is_cheap():
+async def test_a_big_fleet_tick_is_cheap():
     """1,000 hosts, nothing changed: the scan every dashboard interval costs little."""
     inv = inventory(1000)
     feed = FleetFeed(inv, FakeRollouts())
-    feed.watch()
+    await feed.watch()
     t0 = time.perf_counter()
     for i in range(20):
-        feed.tick(1001.0 + i * 0.25)
+        await feed.tick(1001.0 + i * 0.25)
     per_tick = (time.perf_counter() - t0) / 20
     assert per_tick < 0.02, per_tick  # well under the 0.25 s interval
 
@@ -215,12 +217,12 @@ def test_a_big_fleet_tick_is_cheap():
 async def test_watchers_in_time_share_one_text_and_a_late_one_gets_merged_changes():
     inv = inventory(10)
     feed = FleetFeed(inv, FakeRollouts())
-    a, _ = feed.watch()
-    b, _ = feed.watch()
-    late, _ = feed.watch()
+    a, _ = await feed.watch()
+    b, _ = await feed.watch()
+    late, _ = await feed.watch()
     readers = [a.changes(), b.changes(), late.changes()]
     inv.hosts["h0001"].status = status(version="2.0")
-    delta = feed.tick(time.time())
+    delta = await feed.tick(time.time())
     for w in (a, b, late):
         w.push(delta)
     first_a = await asyncio.wait_for(anext(readers[0]), 1)
@@ -228,7 +230,7 @@ async def test_watchers_in_time_share_one_text_and_a_late_one_gets_merged_change
     assert isinstance(first_a, str) and first_a is first_b  # serialized once
     assert [h["version"] for h in json.loads(first_a)["hosts"]] == ["2.0"]
     inv.hosts["h0002"].status = status(version="2.0")
-    late.push(feed.tick(time.time()))  # `late` has not read the first one yet
+    late.push(await feed.tick(time.time()))  # `late` has not read the first one yet
     merged = await asyncio.wait_for(anext(readers[2]), 1)
     assert isinstance(merged, dict)
     assert sorted(h["name"] for h in merged["hosts"]) == ["h0001", "h0002"]
@@ -236,19 +238,20 @@ async def test_watchers_in_time_share_one_text_and_a_late_one_gets_merged_change
         await r.aclose()
 
 
-def test_the_shared_text_says_what_the_merged_message_says():
+async def test_the_shared_text_says_what_the_merged_message_says():
     inv = inventory(4)
     ro = FakeRollouts()
     r = rollout(list(inv.hosts))
     ro.add(r)
     feed = FleetFeed(inv, ro)
-    feed.watch(r.id)
+    await feed.watch(r.id)
     first = next(iter(r.hosts))
-    ro.update(replace(r, hosts={**r.hosts, first: replace(r.hosts[first],
-                                                          state=E.HostState.UPDATING)}))
+    ro.update(replace(r, next_event=r.next_event + 1,  # a row's change is an event
+                      hosts={**r.hosts, first: replace(r.hosts[first],
+                                                       state=E.HostState.UPDATING)}))
     inv.hosts["h0002"].status = status(version="2.0")
     del inv.hosts["h0003"]
-    delta = feed.tick(time.time() + 6)  # contact refresh due too
+    delta = await feed.tick(time.time() + 6)  # contact refresh due too
     for rid in ("", r.id):
         pending = Pending()
         pending.merge(delta, rid)
@@ -256,3 +259,35 @@ def test_the_shared_text_says_what_the_merged_message_says():
     # a rollout's page gets rollouts and its rows, not the fleet's hosts
     other = json.loads(delta.text("other-rollout"))
     assert "rollouts" in other and not {"hosts", "removed_hosts", "contact", "rollout"} & set(other)
+
+
+async def test_a_follower_reads_the_leaders_rollout_from_the_store_when_it_changed():
+    """No runners here (another hub leads): the rollout is what the leader wrote, read
+    again when the store says it changed, at most once a FOLLOW_INTERVAL."""
+    inv = inventory(3)
+    ro = FakeRollouts()
+    r = rollout(list(inv.hosts))
+    ro.saved[r.id] = r  # stored, no runner
+    feed = FleetFeed(inv, ro)
+    w, snap = await feed.watch(r.id)
+    assert snap["rollout"]["state"] == "RUNNING"
+    t = time.time()
+    assert not await feed.tick(t + 2)  # nothing changed: the store is not read
+    gets = ro.gets
+    first = next(iter(r.hosts))
+    r2 = replace(r, next_event=r.next_event + 1, hosts={**r.hosts, first: replace(
+        r.hosts[first], state=E.HostState.UPDATING, step="download")})
+    ro.saved[r.id] = r2
+    ro.store.rollout_changes.poke()
+    delta = await feed.tick(t + 4)
+    assert ro.gets > gets
+    assert list(delta.details[r.id][1]) == [first]  # only the row that changed
+    assert delta.rollouts[r.id]["counts"]["in_progress"] == 1
+    ro.store.rollout_changes.poke()
+    assert not await feed.tick(t + 4.5)  # within FOLLOW_INTERVAL: not read again yet
+    ro.saved[r.id] = replace(r2, state=E.RolloutState.ABORTED, finished_at=t + 5,
+                             next_event=r2.next_event + 1)
+    delta = await feed.tick(t + 6)  # it ended: no longer among the active ones
+    assert delta.rollouts[r.id]["state"] == "ABORTED"
+    assert delta.details[r.id][0]["state"] == "ABORTED"
+    w.close()

@@ -247,3 +247,40 @@ async def test_hub_stopping_says_going_away(procs):
         stopping = asyncio.create_task(asyncio.to_thread(hub.stop))
         assert await close_code(ws) == 1001
         assert await stopping == 0
+
+
+async def test_a_follower_hub_shows_the_leaders_rollout_live_and_refuses_actions(
+        pg_database, procs):
+    """Two hubs on one PostgreSQL: a dashboard on the follower sees the rollout the
+    leader runs, row by row, from the shared store; the follower's API reads, and
+    refuses to act, naming the leader."""
+    from tests.test_hub_ha import start_hubs, wait_leader
+
+    sim = procs(SimManagers, hosts=4, delay=0.3).start()
+    hubs = start_hubs(procs, pg_database, sim.hosts, n=2)
+    leader = wait_leader(hubs)
+    follower = next(h for h in hubs if h is not leader)
+    status, doc = follower.http("POST", "/api/rollouts", {"version": "2.0"})
+    assert status == 409 and leader.address in doc["error"], doc
+    status, doc = follower.http("POST", "/api/hosts/agent-000/services/ai-agent/restart")
+    assert status == 409 and leader.address in doc["error"], doc
+    info = follower.http("GET", "/api/info")[1]
+    assert not info["leader"] and info["leader_address"] == leader.address
+    status, r = leader.http("POST", "/api/rollouts", {
+        "version": "2.0", "strategy": {"waves": ["1", "100%"], "max_parallel": 1}})
+    assert status == 200, r
+    async with connect(url(follower, f"/api/fleet/ws?rollout={r['id']}", token="")) as ws:
+        snap = await recv(ws)
+        states = {h["name"]: h["state"] for h in snap["rollout"]["hosts"]}
+        seen = set(states.values())
+        state = snap["rollout"]["state"]
+        while state != "SUCCEEDED":
+            msg = await recv(ws, timeout=20)
+            if "rollout" in msg:
+                state = msg["rollout"]["state"]
+                for h in msg["rollout"]["hosts"]:
+                    states[h["name"]] = h["state"]
+                    seen.add(h["state"])
+        assert set(states.values()) == {"SUCCEEDED"}
+        assert seen & {"UPDATING", "VERIFYING"}, seen  # it moved while watched
+    assert follower.http("GET", f"/api/rollouts/{r['id']}")[1]["counts"]["succeeded"] == 4
