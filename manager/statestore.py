@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +58,15 @@ class StateStore:
         self.db.executescript(SCHEMA_META)
         self.ensure_schema("services", SCHEMA_VERSION, SCHEMA)
 
-    def ensure_schema(self, component: str, version: int, ddl: str) -> None:
+    def ensure_schema(self, component: str, version: int, ddl: str,
+                      migrate: Callable[[sqlite3.Connection, int], None] | None = None,
+                      ) -> None:
         """Create or check one component's tables. Each component (the services, the
         update journal, the event history) owns its tables and their version; a database
         written by a newer manager (a higher version) is refused with a clear error
-        rather than misread."""
+        rather than misread. An older one is brought up to date by `migrate(db, found)`
+        (`found`: the version on disk, 0 when none is recorded), run in one transaction
+        with the new version number: a crash leaves the old tables or the new ones."""
         row = self.db.execute("SELECT version FROM schema_versions WHERE component = ?",
                               (component,)).fetchone()
         if row is not None and row[0] > version:
@@ -70,10 +75,19 @@ class StateStore:
                 f"{row[0]}, newer than this manager's {version}; run the newer manager or "
                 "move the state aside")
         self.db.executescript(ddl)
-        self.db.execute(
-            "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
-            "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-            (component, version))
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            found = int(row[0]) if row is not None else 0
+            if migrate is not None and found < version:
+                migrate(self.db, found)
+            self.db.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, version))
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def load_service(self, name: str) -> ServiceRecord | None:
         row = self.db.execute(
@@ -95,3 +109,12 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def add_missing_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """ALTER TABLE ADD COLUMN for each of `columns` (name -> declaration) the table lacks:
+    the usual migration, safe to run on tables that already have some of them."""
+    have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
+    for name, decl in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")

@@ -1,7 +1,10 @@
 """The update journal keeps the text it always stored: rows written as older managers
-wrote them load as the enums, and what this build writes is the same text."""
+wrote them (in the tables as they laid them out) load as the enums, and what this build
+writes is the same text."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 
@@ -17,18 +20,52 @@ OLD_ROWS = [  # (step, status, final, outcome) as an older manager journaled the
 ]
 
 
-def test_old_rows_load_as_enums_and_new_rows_are_the_same_text(tmp_path):
-    store = StateStore(tmp_path / "manager.db")
+# The journal's tables as schema version 1 laid them out (before origin, leave_stopped
+# and the cancel columns).
+V1_SCHEMA = """
+CREATE TABLE update_ops (id TEXT PRIMARY KEY, service TEXT NOT NULL, kind TEXT NOT NULL,
+    from_version TEXT NOT NULL, to_version TEXT NOT NULL, state TEXT NOT NULL,
+    outcome TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
+    finished REAL NOT NULL DEFAULT 0);
+CREATE TABLE update_events (op_id TEXT NOT NULL, seq INTEGER NOT NULL, step TEXT NOT NULL,
+    status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '', elapsed REAL NOT NULL DEFAULT 0,
+    at REAL NOT NULL, final INTEGER NOT NULL DEFAULT 0, outcome TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (op_id, seq));
+CREATE TABLE releases (service TEXT NOT NULL, version TEXT NOT NULL, installed REAL NOT NULL,
+    PRIMARY KEY (service, version));
+CREATE TABLE release_pointers (service TEXT PRIMARY KEY, previous TEXT NOT NULL DEFAULT '');
+"""
+
+
+def write_v1_database(path, *, versioned: bool = True) -> None:
+    """A manager.db as a version-1 manager left it, with one finished operation 'a'
+    (versioned=False: from before components recorded their schema version)."""
+    db = sqlite3.connect(path, isolation_level=None)
     try:
-        journal = UpdateJournal(store)  # creates its tables
-        db = store.db
+        db.executescript(V1_SCHEMA)
+        if versioned:
+            db.executescript("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, "
+                             "version INTEGER NOT NULL);"
+                             "INSERT INTO schema_versions VALUES ('update_journal', 1);")
         db.execute("INSERT INTO update_ops VALUES ('a', 'svc', 'update', '1', '2', 'done', "
                    "'rolled_back', 'why', 1.0, 2.0)")
         for seq, (step, status, final, outcome) in enumerate(OLD_ROWS):
             db.execute("INSERT INTO update_events VALUES ('a', ?, ?, ?, '', 0, 1.0, ?, ?)",
                        (seq, step, status, final, outcome))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("versioned", [True, False])
+def test_old_rows_load_as_enums_and_new_rows_are_the_same_text(tmp_path, versioned):
+    write_v1_database(tmp_path / "manager.db", versioned=versioned)
+    store = StateStore(tmp_path / "manager.db")
+    try:
+        journal = UpdateJournal(store)  # migrates the tables to this version
+        db = store.db
         op = journal.op("a")
         assert op is not None and op.kind is OpKind.UPDATE and op.outcome is Outcome.ROLLED_BACK
+        assert (op.origin, op.leave_stopped, op.cancel_request) == ("", False, "")
         events = journal.events("a")
         assert [(e.step, e.status) for e in events][-3:] == [
             (Step.STOP, StepStatus.FAILED), (Step.ROLLBACK_START, StepStatus.SKIPPED),
@@ -61,7 +98,7 @@ def test_each_component_owns_its_schema_and_a_newer_one_is_refused(tmp_path):
     store = StateStore(path)
     UpdateJournal(store)
     versions = dict(store.db.execute("SELECT component, version FROM schema_versions"))
-    assert versions == {"services": 1, "update_journal": 1}
+    assert versions == {"services": 1, "update_journal": 2}
     store.db.execute("UPDATE schema_versions SET version = 99 WHERE component = "
                      "'update_journal'")
     store.close()

@@ -378,6 +378,8 @@ class ProcessUnit:
         if new != rec:
             self.store.save_service(new)
             self._record = new
+            if new.desired != rec.desired and not self._dispatching:
+                self._publish()  # the status shows what was last asked
 
     def _snapshot(self) -> ServiceStatus:
         core = self.core
@@ -386,7 +388,8 @@ class ProcessUnit:
             started_at=self._started_at if core.pid else 0.0, restarts=core.restarts,
             exit_code=core.exit_code, exit_signal=core.exit_signal, version=self._version,
             package=self.config.package, backend=self.backend, message=core.message,
-            state_since=self._state_since, adopted=core.adopted, update=self.update_summary)
+            state_since=self._state_since, adopted=core.adopted, update=self.update_summary,
+            desired=self._record.desired)
 
     def _publish(self) -> None:
         self.feed.publish(self._snapshot())
