@@ -353,6 +353,7 @@ class Updater:
         if not rec.cancel_request:
             reason = f"cancelled by a {request} request (force)"
             self.journal.cancel(rec.id, request, reason)
+            self.faults.after_journal(rec.id, Step.CANCEL, StepStatus.OK)
             live.rec = replace(rec, cancel_request=request, cancel_reason=reason)
             live.cancelled.set()
             live.abort.set()
