@@ -691,3 +691,24 @@ async def test_stop_cuts_off_requests_after_grace(env: Env) -> None:
     assert time.monotonic() - started < 3
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(in_flight, 10)
+
+
+async def test_force_reaches_the_update_check_of_every_lifecycle_route(env: Env) -> None:
+    """Every start, stop and restart asks the updater first, with the force flag as
+    given (the refusal and the cancel are the updater's: tests/test_update_lifecycle.py)."""
+    assert env.updater is not None
+    for path in ("/start?force=true", "/stop?force=1", "/restart",
+                 "/api/services/worker/start?force=true", "/api/services/worker/stop",
+                 "/api/services/worker/restart?force=0"):
+        assert (await env.call("POST", path)).status == 200, path
+    assert env.updater.lifecycle == [
+        ("ai-agent", "start", True), ("ai-agent", "stop", True), ("ai-agent", "restart", False),
+        ("worker", "start", True), ("worker", "stop", False), ("worker", "restart", False)]
+
+
+async def test_update_reports_need_an_updater(make_env: Any) -> None:
+    bare = await make_env(updater=False)
+    assert_error(await bare.call("GET", "/update"), 501, "updates are not configured")
+    assert_error(await bare.call("GET", "/update/" + "0" * 32), 501, "not configured")
+    assert_error(await bare.call("GET", "/update/x"), 400, "operation_id")
+    assert bare.touched() == []

@@ -108,3 +108,69 @@ def test_each_component_owns_its_schema_and_a_newer_one_is_refused(tmp_path):
             UpdateJournal(again)
     finally:
         again.close()
+
+
+DYING_MIGRATION = """
+import os, sys
+from pathlib import Path
+from manager import statestore
+from manager.updates import journal
+
+def dying(db, table, columns):
+    name, decl = next(iter(columns.items()))
+    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")  # one column added...
+    os._exit(137)  # ...and the manager is killed mid-migration
+
+journal.add_missing_columns = dying
+journal.UpdateJournal(statestore.StateStore(Path(sys.argv[1])))
+"""
+
+
+def test_kill9_during_the_migration_leaves_a_database_the_next_start_migrates(tmp_path):
+    """The migration runs in one transaction with the new version number: a manager
+    killed in the middle leaves the version-1 tables, and the next start migrates."""
+    import subprocess
+
+    from tests.conftest import PY, ROOT
+
+    path = tmp_path / "manager.db"
+    write_v1_database(path)
+    res = subprocess.run([PY, "-c", DYING_MIGRATION, str(path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 137, res.stderr
+    db = sqlite3.connect(path)
+    try:
+        columns = {r[1] for r in db.execute("PRAGMA table_info(update_ops)")}
+        version = db.execute("SELECT version FROM schema_versions WHERE component = "
+                             "'update_journal'").fetchone()
+    finally:
+        db.close()
+    assert "origin" not in columns and version == (1,)
+    store = StateStore(path)
+    try:
+        journal = UpdateJournal(store)
+        op = journal.op("a")
+        assert op is not None and op.outcome is Outcome.ROLLED_BACK and op.origin == ""
+        assert dict(store.db.execute("SELECT component, version FROM schema_versions")
+                    )["update_journal"] == 2
+    finally:
+        store.close()
+
+
+def test_a_failed_migration_changes_nothing(tmp_path):
+    path = tmp_path / "manager.db"
+    write_v1_database(path)
+    store = StateStore(path)
+    try:
+        def broken(db: sqlite3.Connection, found: int) -> None:
+            db.execute("ALTER TABLE update_ops ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+            raise RuntimeError("disk on fire")
+
+        with pytest.raises(RuntimeError):
+            store.ensure_schema("update_journal", 2, "", broken)
+        columns = {r[1] for r in store.db.execute("PRAGMA table_info(update_ops)")}
+        assert "origin" not in columns
+        assert dict(store.db.execute("SELECT component, version FROM schema_versions")
+                    )["update_journal"] == 1
+    finally:
+        store.close()
