@@ -2,12 +2,19 @@
 
 Server side: a certificate and key, plus a client CA to require and verify client
 certificates (mutual TLS). Client side: a CA to verify the server, plus a certificate
-and key to present when the server wants mutual TLS. Files are read once at start;
-errors name the config key.
+and key to present when the server wants mutual TLS. Files are read once at start (and
+again on SIGHUP); errors name the config key.
+
+Read from a config table, the files are also checked as the daemon will use them, so
+`--check-config` and the start refuse the same things with the same words: paths are
+absolute, a private key is not readable by others (like a token file), the certificate
+and the key parse and belong together, a CA file holds certificates. (The check loads
+`ssl` only in daemons that have TLS configured.)
 """
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +39,50 @@ def read_pem(path: Path, key: str) -> bytes:
     return data
 
 
+def read_private_key(path: Path, key: str) -> bytes:
+    """A private key file: PEM, and like a token file not readable or writable by others
+    (group read is allowed, for a service group)."""
+    data = read_pem(path, key)
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO) & ~stat.S_IRGRP:
+        raise ConfigError(f"{key}: {str(path)!r} must not be writable or readable by others "
+                          "(chmod 600)")
+    return data
+
+
+def check_files(cert: Path | None, key: Path | None, ca: bytes | None,
+                keys: tuple[str, str, str]) -> None:
+    """The certificate parses, the key is the certificate's (and not encrypted: gRPC
+    cannot use one), the CA bundle holds certificates. `keys`: the config keys of the
+    three, for the error."""
+    import ssl  # noqa: PLC0415 - only daemons with TLS configured pay for it
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cert is not None and key is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(cert))
+        except (ssl.SSLError, OSError):
+            raise ConfigError(f"{keys[0]}: {str(cert)!r} holds no valid certificate") from None
+        try:
+            ctx.load_cert_chain(cert, key, password=lambda: b"")
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ConfigError(f"{keys[1]}: {str(key)!r} is not the private key of the "
+                                  f"certificate in {keys[0]}") from None
+            raise ConfigError(f"{keys[1]}: {str(key)!r} holds no usable private key "
+                              "(PEM, not encrypted)") from None
+        except OSError as exc:
+            raise ConfigError(f"{keys[1]}: cannot read {str(key)!r}: {exc.strerror}") from None
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cadata=ca.decode("ascii"))
+        except (ssl.SSLError, ValueError):
+            raise ConfigError(f"{keys[2]}: holds no valid certificate") from None
+
+
 @dataclass(frozen=True, slots=True)
 class ServerTLS:
     """`[tls]`: cert_file, key_file, client_ca_file (set: mutual TLS)."""
@@ -44,9 +95,9 @@ class ServerTLS:
 
     @classmethod
     def from_table(cls, t: Table) -> ServerTLS:
-        cert = t.optional_path("cert_file")
-        key = t.optional_path("key_file")
-        ca = t.optional_path("client_ca_file")
+        cert = t.optional_path("cert_file", absolute=True)
+        key = t.optional_path("key_file", absolute=True)
+        ca = t.optional_path("client_ca_file", absolute=True)
         t.done()
         if cert is None or key is None:
             raise ConfigError(f"{t.prefix}: cert_file and key_file are both required")
@@ -54,9 +105,11 @@ class ServerTLS:
 
     @classmethod
     def _read(cls, cert: Path, key: Path, ca: Path | None, prefix: str) -> ServerTLS:
-        return cls(read_pem(cert, f"{prefix}.cert_file"), read_pem(key, f"{prefix}.key_file"),
-                   read_pem(ca, f"{prefix}.client_ca_file") if ca else None,
-                   (cert, key, ca), prefix)
+        names = (f"{prefix}.cert_file", f"{prefix}.key_file", f"{prefix}.client_ca_file")
+        tls = cls(read_pem(cert, names[0]), read_private_key(key, names[1]),
+                  read_pem(ca, names[2]) if ca else None, (cert, key, ca), prefix)
+        check_files(cert, key, tls.client_ca, names)
+        return tls
 
     def reread(self) -> ServerTLS:
         """The same files read again (ConfigError naming the key if one is unusable)."""
@@ -118,18 +171,21 @@ class ClientTLS:
 
     @classmethod
     def from_table(cls, t: Table) -> ClientTLS:
-        ca = t.optional_path("ca_file")
-        cert = t.optional_path("cert_file")
-        key = t.optional_path("key_file")
+        ca = t.optional_path("ca_file", absolute=True)
+        cert = t.optional_path("cert_file", absolute=True)
+        key = t.optional_path("key_file", absolute=True)
         name = t.text("server_name", min_len=1, max_len=253, default="") or None
         t.done()
         prefix = t.prefix
         if (cert is None) != (key is None):
             raise ConfigError(f"{prefix}: cert_file and key_file go together")
-        return cls(read_pem(ca, f"{prefix}.ca_file") if ca else None,
-                   read_pem(cert, f"{prefix}.cert_file") if cert else None,
-                   read_pem(key, f"{prefix}.key_file") if key else None, name,
-                   (cert, key) if cert and key else None)
+        names = (f"{prefix}.cert_file", f"{prefix}.key_file", f"{prefix}.ca_file")
+        tls = cls(read_pem(ca, names[2]) if ca else None,
+                  read_pem(cert, names[0]) if cert else None,
+                  read_private_key(key, names[1]) if key else None, name,
+                  (cert, key) if cert and key else None)
+        check_files(cert, key, tls.ca, names)
+        return tls
 
     @classmethod
     def from_files(cls, ca: Path | None = None, cert: Path | None = None,

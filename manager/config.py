@@ -318,7 +318,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         services=tuple(_service(s) for s in t.tables(
             "services", most=MAX_SERVICES, required=True, defaults=ServiceConfig)),
         role=role, http_listen=http_listen, grpc_listen=grpc_listen,
-        auth_token_file=t.optional_path("auth_token_file"),
+        auth_token_file=t.optional_path("auth_token_file", absolute=True),
         insecure_no_auth=t.flag("insecure_no_auth"),
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),

@@ -24,6 +24,7 @@ from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
 from backendai.tls import ReloadableServerCredentials
+from manager import preflight
 from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.api.http_routes import manager_http_server
@@ -95,13 +96,13 @@ class ManagerDaemon(DaemonLifecycle):
         lock = InstanceLock(cfg.state_dir / "manager.lock")
         store: StateStore | None = None
         try:
+            # the checks --check-config makes too (manager/preflight.py), in its words
+            preflight.state_dir(cfg)
             lock.acquire()
-            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            token, hub_token = preflight.tokens(cfg)
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
-            hub_token = Token.from_file(cfg.hub.token_file, "hub.token_file") \
-                if cfg.hub is not None and cfg.hub.token_file else None
             self.secrets = Secrets([token, hub_token], tls)
-            store = StateStore(cfg.state_dir / "manager.db")
+            store = StateStore(cfg.state_dir / preflight.DATABASE)
             units = self._make_units(store)
             updater: Updater | None = None
             if any(s.install_root for s in cfg.services):

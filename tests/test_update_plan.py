@@ -236,5 +236,5 @@ def test_a_stopped_service_ends_installed_stopped():
     assert fin.outcome is Outcome.INSTALLED_STOPPED
     _ran, fin = drive(Plan(stopped=True), {S.SWITCH: "x"})
     assert fin.outcome is Outcome.ROLLED_BACK
-    plan, (action,) = transition(Plan(stopped=True), Interrupted(S.COMMIT, StepStatus.OK))
+    _plan, (action,) = transition(Plan(stopped=True), Interrupted(S.COMMIT, StepStatus.OK))
     assert isinstance(action, Finish) and action.outcome is Outcome.INSTALLED_STOPPED

@@ -202,7 +202,8 @@ class ProcessUnit:
                              reason=self.core.message)
                 for action in actions:
                     self._act(action)
-                if self.core != old:
+                # a request may change only what was asked (`desired`): shown too
+                if self.core != old or self.feed.value.desired != self._record.desired:
                     self._publish()
         finally:
             self._dispatching = False
@@ -378,8 +379,6 @@ class ProcessUnit:
         if new != rec:
             self.store.save_service(new)
             self._record = new
-            if new.desired != rec.desired and not self._dispatching:
-                self._publish()  # the status shows what was last asked
 
     def _snapshot(self) -> ServiceStatus:
         core = self.core
