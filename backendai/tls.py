@@ -24,6 +24,8 @@ import grpc
 from backendai.errors import ConfigError
 
 if TYPE_CHECKING:
+    import ssl
+
     from backendai.config import Table  # which reads these tables with from_table
 
 MAX_PEM_BYTES = 1 << 20
@@ -123,14 +125,48 @@ class ServerTLS:
             require_client_auth=self.client_ca is not None)
 
 
+def server_ssl_context(tls: ServerTLS) -> ssl.SSLContext:
+    """An `ssl` server context from `[tls]`'s files (the HTTPS listener; gRPC has its own
+    TLS): TLS 1.2 or later; with client_ca_file, a client certificate from that CA is
+    required (mutual TLS)."""
+    import ssl  # noqa: PLC0415 - only daemons that serve HTTPS pay for it
+
+    if tls.files is None:
+        raise ConfigError(f"{tls.prefix}: HTTPS needs cert_file and key_file")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.files[0], tls.files[1], password=lambda: b"")
+    if tls.client_ca is not None:
+        ctx.load_verify_locations(cadata=tls.client_ca.decode("ascii"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 class ReloadableServerCredentials:
     """Server credentials whose certificate, key and client CA can be replaced while the
     server runs (SIGHUP): gRPC asks `_fetch` before every new TLS handshake, so new
-    connections get the new files and open ones keep theirs."""
+    connections get the new files and open ones keep theirs. The HTTPS listener's
+    `ssl_context()` does the same: each handshake switches to the newest context (the
+    server-name callback, called for every ClientHello)."""
 
     def __init__(self, tls: ServerTLS) -> None:
         self.current = tls
         self._pending: ServerTLS | None = None
+        self._ssl: ssl.SSLContext | None = None  # the newest HTTPS context, once asked
+        self._ssl_base: ssl.SSLContext | None = None  # the listener's own
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context for an HTTPS listener; it follows reloads."""
+        base = server_ssl_context(self.current)
+        self._ssl = self._ssl_base = base
+
+        def newest(sslobj: ssl.SSLObject, server_name: str | None,
+                   ctx: ssl.SSLContext) -> None:
+            if self._ssl is not None and self._ssl is not ctx:
+                sslobj.context = self._ssl
+
+        base.sni_callback = newest
+        return base
 
     @staticmethod
     def _config(tls: ServerTLS) -> grpc.ServerCertificateConfiguration:
@@ -155,6 +191,14 @@ class ReloadableServerCredentials:
         return new
 
     def use(self, new: ServerTLS) -> None:
+        """Serve `new` from the next handshake on (prepare() checked it)."""
+        if self._ssl_base is not None:
+            # built whole before it is swapped in: a handshake sees the old or the new one
+            self._ssl = server_ssl_context(new)
+            if new.client_ca is not None:
+                # client certificates are verified with the listener's own store (an
+                # OpenSSL connection keeps it when its context is switched): add the CA
+                self._ssl_base.load_verify_locations(cadata=new.client_ca.decode("ascii"))
         self.current = self._pending = new
 
 

@@ -116,7 +116,9 @@ class ManagerDaemon(DaemonLifecycle):
                                      credentials=tls.credentials() if tls else None,
                                      threads=cfg.grpc_max_calls,
                                      unix_socket=cfg.grpc_socket)
-            http = manager_http_server(control, cfg.http_listen, token=token)
+            http = manager_http_server(
+                control, cfg.http_listen, token=token,
+                ssl_context=tls.ssl_context() if tls is not None and cfg.http_tls else None)
             # Bind both ports before any service starts: a taken port fails the start
             # cleanly instead of leaving a freshly spawned service behind.
             grpc_server.bind()
@@ -180,6 +182,7 @@ class ManagerDaemon(DaemonLifecycle):
             "pid": os.getpid(),
             "role": cfg.role,
             "http": f"{cfg.http_listen.host}:{self.http_port}",
+            "http_scheme": "https" if cfg.http_tls else "http",
             "grpc": f"{cfg.grpc_listen.host}:{self.grpc_port}",
             "http_port": self.http_port,
             "grpc_port": self.grpc_port,

@@ -162,9 +162,11 @@ def test_state_dir_written_by_a_newer_manager(tmp_path, component, updates):
     state = tmp_path / "state"
     state.mkdir()
     db = sqlite3.connect(state / "manager.db")
-    db.executescript("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version "
-                     "INTEGER NOT NULL);"
-                     f"INSERT INTO schema_versions VALUES ('{component}', 99), ('events', 7);")
+    db.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version "
+               "INTEGER NOT NULL)")
+    db.executemany("INSERT INTO schema_versions VALUES (?, ?)", [(component, 99),
+                                                                 ("events", 7)])
+    db.commit()
     db.close()
     text = refusal(tmp_path, "manager", table)
     assert f"'{component}' tables of schema version 99" in text

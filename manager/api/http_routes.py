@@ -39,7 +39,7 @@ SIMPLE_STATUS = {State.STARTING: "running", State.RUNNING: "running", State.STOP
 def manager_http_server(control: ManagerControl, listen: ListenAddress, *,
                         token: bytes | Token | None = None, **options: Any) -> HttpServer:
     """The manager's HTTP server: its routes on the shared transport. `options` are
-    HttpServer's (max_connections, request_timeout, ...)."""
+    HttpServer's (max_connections, request_timeout, ssl_context for HTTPS, ...)."""
     return HttpServer(listen, ManagerRoutes(control).router, token=token, **options)
 
 
