@@ -9,7 +9,7 @@ After each journaled step event the updater calls its fault points (manager/upda
 faults.py; none in production): tests crash or fail the manager there.
 
 Before an update is accepted, the store is asked whether it has the package and its
-SHA256SUMS (`fetch.probe`, bounded by STORE_CHECK_MAX): a missing release is NotFound,
+SHA256SUMS (store_check.py): a missing release is NotFound,
 an unreachable store Unavailable, and nothing is created or journaled.
 
 Operator actions versus operations (`before_lifecycle`, called by the control layer for
@@ -30,16 +30,13 @@ but leaves it stopped (`installed_stopped`), unless the request says `start_stop
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import structlog
 
-from backendai import package_store
 from backendai.errors import (
     BackendAIError,
     DeadlineExceeded,
@@ -58,10 +55,8 @@ from manager.supervision.states import State, UpdateSummary
 from manager.supervision.unit import ServiceUnit
 from manager.updates import fetch as package_fetch
 from manager.updates import plan as update_plan
-from manager.updates import verify as package_verify
-from manager.updates.extract import extract_release, remove_leftovers
+from manager.updates.extract import remove_leftovers
 from manager.updates.faults import NoFaults, UpdateFaults
-from manager.updates.health_probe import ProbeSpec, health_gate
 from manager.updates.journal import (
     EventRecord,
     OpRecord,
@@ -69,6 +64,7 @@ from manager.updates.journal import (
     check_operation_id,
     is_operation_id,
 )
+from manager.updates.operation import Interrupted, Operation, StepDone, describe
 from manager.updates.release_dirs import ReleaseDirs
 from manager.updates.results import (
     OperationReport,
@@ -77,66 +73,16 @@ from manager.updates.results import (
     UpdateStarted,
     report,
 )
+from manager.updates.steps import StepRunner
+from manager.updates.store_check import check_store
 
 log = structlog.get_logger(__name__)
 
-STORE_CHECK_MAX = 10.0  # seconds: the store check before an update is accepted
 LIFECYCLE_REQUESTS = ("start", "stop", "restart")
 # Steps that only wait (a download, a health gate): a cancel interrupts them at once;
 # every other step is short and ends before the cancel acts.
 INTERRUPTIBLE = (Step.DOWNLOAD, Step.HEALTH)
 CANCEL_MARGIN = 30.0
-
-
-def describe(exc: BaseException) -> str:
-    """A clear, one-line reason for an error, without internals or secrets."""
-    if isinstance(exc, BackendAIError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        where = f": {Path(exc.filename).name}" if exc.filename else ""
-        return f"{exc.strerror or type(exc).__name__}{where}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-@dataclass(frozen=True, slots=True)
-class StepDone:
-    """What a step did: the message journaled with it, and whether it had nothing to do."""
-
-    message: str
-    status: StepStatus = StepStatus.OK
-
-
-def _skipped(why: str) -> StepDone:
-    return StepDone(f"skipped: {why}", StepStatus.SKIPPED)
-
-
-class _Interrupted(BackendAIError):
-    """A waiting step was interrupted by a cancel."""
-
-
-class _Op:
-    """The I/O context of one running operation."""
-
-    def __init__(self, rec: OpRecord, cfg: ServiceConfig, unit: ServiceUnit) -> None:
-        self.rec = rec
-        self.cfg = cfg
-        self.unit = unit
-        self.dirs = ReleaseDirs(cfg.install_root)
-        self.work = self.dirs.download_dir(rec.id)
-        self.health_pid = 0
-        self.step: Step | None = None  # the step being carried out
-        self.cancelled = asyncio.Event()  # a forced lifecycle request cancels it
-        self.abort = threading.Event()  # the same, for the download thread
-        self.finished = asyncio.Event()
-
-    def starts_service(self, *, rollback: bool) -> bool:
-        """Whether this operation starts the service (its start and health steps run):
-        not when it was stopped before (leave_stopped); on the rollback after a cancel,
-        as the cancelling request wants it (a stop leaves it stopped)."""
-        rec = self.rec
-        if rollback and rec.cancel_request:
-            return rec.cancel_request != "stop"
-        return not rec.leave_stopped
 
 
 class Updater:
@@ -146,9 +92,10 @@ class Updater:
         self.config = config
         self.units = dict(units)
         self.journal = UpdateJournal(store)
+        self.steps = StepRunner(self.journal)
         self.faults: UpdateFaults = faults if faults is not None else NoFaults()
         self._running: dict[str, str] = {}      # service -> operation id
-        self._live: dict[str, _Op] = {}         # service -> its running operation
+        self._live: dict[str, Operation] = {}         # service -> its running operation
         self._requests: dict[str, asyncio.Lock] = {}  # service -> one request at a time
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tick = asyncio.Event()            # replaced after each journaled event
@@ -251,49 +198,12 @@ class Updater:
             current = ReleaseDirs(cfg.install_root).current_version()
             if current == version:
                 return UpdateStarted("", version, f"already on version {version}")
-            await self._check_store(cfg, version)
+            await check_store(cfg, version)
             self._check_idle(service)
             op = self._create(service, OpKind.UPDATE, current, version,
                               f"update {current or '(none)'} -> {version}", origin=origin,
                               leave_stopped=self._leave_stopped(unit, start_stopped))
         return UpdateStarted(op.id, version, f"update to version {version} started")
-
-    async def _check_store(self, cfg: ServiceConfig, version: str) -> None:
-        """The store has the package and its SHA256SUMS, or the update is refused with
-        nothing created: NotFound with the URL looked at, Unavailable when the store
-        does not answer, FailedPrecondition when it refuses us (credentials, TLS)."""
-        url = package_store.expand_url(cfg.update.package_url, version)
-        urls = (url, package_store.sibling_url(url, package_verify.SUMS_NAME))
-        auth = self._credentials(cfg)
-        policy = self._policy(cfg)
-        limit = min(cfg.update.download_timeout, STORE_CHECK_MAX)
-        try:
-            async with asyncio.timeout(limit + 1.0):
-                results = await asyncio.gather(
-                    *(asyncio.to_thread(package_fetch.probe, u, policy, authorization=auth,
-                                        timeout=limit) for u in urls),
-                    return_exceptions=True)
-        except TimeoutError:
-            raise Unavailable(f"the package store did not answer within {limit:g}s "
-                              f"({package_store.redact(url)}); nothing was changed") from None
-        errors = [r for r in results if isinstance(r, BaseException)]
-        for kind in (NotFound, Unavailable, BackendAIError):  # the most telling first
-            for err in errors:
-                if isinstance(err, kind):
-                    self._refuse_store(err, version)
-        for err in errors:
-            raise err
-
-    @staticmethod
-    def _refuse_store(err: BackendAIError, version: str) -> None:
-        if isinstance(err, NotFound):
-            raise NotFound(f"version {version} is not in the package store: {err}; "
-                           "nothing was changed") from None
-        if isinstance(err, Unavailable):
-            raise Unavailable(f"cannot check the package store for version {version}: {err}; "
-                              "nothing was changed") from None
-        raise FailedPrecondition(f"cannot check the package store for version {version}: "
-                                 f"{err}; nothing was changed") from None
 
     async def rollback(self, service: str) -> RollbackStarted:
         cfg, unit = self._service(service, need_url=False)
@@ -317,7 +227,7 @@ class Updater:
 
     # ---- operator actions versus running operations -----------------------------------
 
-    def _describe_running(self, live: _Op) -> str:
+    def _describe_running(self, live: Operation) -> str:
         rec = live.rec
         step = live.step.value if live.step is not None else "validate"
         return (f"{rec.kind.value} {rec.from_version or '(none)'} -> {rec.to_version}, "
@@ -348,7 +258,7 @@ class Updater:
                 "back by hand")
         return rec
 
-    async def _cancel(self, live: _Op, request: str) -> OpRecord | None:
+    async def _cancel(self, live: Operation, request: str) -> OpRecord | None:
         rec = live.rec
         if not rec.cancel_request:
             reason = f"cancelled by a {request} request (force)"
@@ -460,7 +370,7 @@ class Updater:
         assert self._tg is not None  # noqa: S101 - callers checked
         cfg = self.config.service(rec.service)
         assert cfg is not None  # noqa: S101 - operations name configured services
-        live = _Op(rec, cfg, self.units[rec.service])
+        live = Operation(rec, cfg, self.units[rec.service])
         if rec.cancel_request:  # a cancel the crash interrupted: it goes on as one
             live.cancelled.set()
             live.abort.set()
@@ -471,7 +381,7 @@ class Updater:
         self._tasks[rec.id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(rec.id, None))
 
-    async def _execute(self, op: _Op, first: update_plan.Event) -> None:
+    async def _execute(self, op: Operation, first: update_plan.Event) -> None:
         rec = op.rec
         steps = update_plan.UPDATE_STEPS if rec.kind is OpKind.UPDATE else \
             update_plan.ROLLBACK_OP_STEPS
@@ -511,13 +421,13 @@ class Updater:
         finally:
             op.finished.set()
 
-    async def _run_step(self, op: _Op, step: Step, phase: update_plan.Phase) -> StepDone:
+    async def _run_step(self, op: Operation, step: Step, phase: update_plan.Phase) -> StepDone:
         """Carry out one step; a step that only waits is interrupted by a cancel."""
         if step not in INTERRUPTIBLE or phase is not update_plan.Phase.FORWARD:
-            return await self._do(op, step)
+            return await self.steps.run(op, step)
         if op.cancelled.is_set():
-            raise _Interrupted(f"not run: {op.rec.cancel_reason}")
-        work = asyncio.ensure_future(self._do(op, step))
+            raise Interrupted(f"not run: {op.rec.cancel_reason}")
+        work = asyncio.ensure_future(self.steps.run(op, step))
         cancel = asyncio.ensure_future(op.cancelled.wait())
         try:
             await asyncio.wait({work, cancel}, return_when=asyncio.FIRST_COMPLETED)
@@ -529,10 +439,10 @@ class Updater:
         if not work.done():
             work.cancel()
             await asyncio.wait({work})  # let it clean up; its result no longer matters
-            raise _Interrupted(f"interrupted: {op.rec.cancel_reason}")
+            raise Interrupted(f"interrupted: {op.rec.cancel_reason}")
         return work.result()
 
-    def _finish(self, op: _Op, fin: update_plan.Finish, elapsed: float) -> None:
+    def _finish(self, op: Operation, fin: update_plan.Finish, elapsed: float) -> None:
         rec = op.rec
         outcome = fin.outcome
         match outcome:
@@ -561,7 +471,7 @@ class Updater:
         self._publish_version(rec.service)
         self._publish_summary(rec.service)
 
-    def _record(self, op: _Op, step: Step, status: StepStatus, message: str = "",
+    def _record(self, op: Operation, step: Step, status: StepStatus, message: str = "",
                 elapsed: float = 0.0, *, final: bool = False,
                 outcome: Outcome | None = None) -> None:
         op_id = op.rec.id
@@ -575,161 +485,6 @@ class Updater:
     def _notify(self) -> None:
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
-
-    # ---- the steps --------------------------------------------------------------------
-
-    async def _do(self, op: _Op, step: Step) -> StepDone:
-        rec, unit, dirs = op.rec, op.unit, op.dirs
-        match step:
-            case Step.DOWNLOAD:
-                return StepDone(await self._download(op))
-            case Step.VERIFY:
-                return StepDone(await self._verify(op))
-            case Step.STAGE:
-                package = self._package_path(op)
-                await asyncio.to_thread(extract_release, package, dirs.releases,
-                                        rec.to_version, op.cfg.update)
-                return StepDone(f"staged in releases/{rec.to_version}")
-            case Step.STOP | Step.ROLLBACK_STOP:
-                st = await unit.stop()
-                return StepDone(f"service {st.state.value.lower()}")
-            case Step.SWITCH:
-                await asyncio.to_thread(dirs.switch, rec.to_version)
-                unit.set_version(rec.to_version)
-                return StepDone(f"current -> releases/{rec.to_version}")
-            case Step.START | Step.ROLLBACK_START:
-                rollback = step is Step.ROLLBACK_START
-                if rollback and not rec.from_version:
-                    return _skipped("there was no release before")
-                if not op.starts_service(rollback=rollback):
-                    return _skipped(self._why_stopped(op, rollback=rollback))
-                st = await unit.start(wait=True)
-                op.health_pid = st.pid
-                return StepDone(f"service running, pid {st.pid}")
-            case Step.HEALTH:
-                if not op.starts_service(rollback=False):
-                    return _skipped("the service stays stopped")
-                return StepDone(await self._health(op, rec.to_version))
-            case Step.ROLLBACK_HEALTH:
-                if not rec.from_version:
-                    return _skipped("there was no release before")
-                if not op.starts_service(rollback=True):
-                    return _skipped("the service stays stopped")
-                return StepDone(await self._health(op, rec.from_version))
-            case Step.ROLLBACK_SWITCH:
-                if rec.from_version:
-                    await asyncio.to_thread(dirs.switch, rec.from_version)
-                    unit.set_version(rec.from_version)
-                    return StepDone(f"current -> releases/{rec.from_version}")
-                await asyncio.to_thread(dirs.clear_current)
-                return StepDone("current removed (there was no release before)")
-            case Step.COMMIT:
-                return StepDone(await self._commit(op))
-        raise AssertionError(f"not a step the updater runs: {step.value}")
-
-    @staticmethod
-    def _why_stopped(op: _Op, *, rollback: bool) -> str:
-        if rollback and op.rec.cancel_request:
-            return "the stop request that cancelled the update leaves it stopped"
-        return "the service was stopped before the update and stays stopped (start_stopped " \
-            "starts it)"
-
-    def _package_path(self, op: _Op) -> Path:
-        url = package_store.expand_url(op.cfg.update.package_url, op.rec.to_version)
-        return op.work / package_store.file_name(url)
-
-    def _policy(self, cfg: ServiceConfig) -> package_fetch.FetchPolicy:
-        return package_fetch.FetchPolicy(cfg.update)
-
-    @staticmethod
-    def _credentials(cfg: ServiceConfig) -> str | None:
-        """The store's Authorization header value, from package_credentials_file."""
-        if not cfg.update.package_credentials_file:
-            return None
-        try:
-            return package_store.load_credentials(Path(cfg.update.package_credentials_file))
-        except (OSError, ValueError) as exc:
-            raise package_fetch.FetchFailed(
-                f"cannot use package_credentials_file: {describe(exc)}") from None
-
-    async def _download(self, op: _Op) -> str:
-        cfg = op.cfg
-        url = package_store.expand_url(cfg.update.package_url, op.rec.to_version)
-        auth = self._credentials(cfg)
-        policy = self._policy(cfg)
-        await asyncio.to_thread(op.work.mkdir, parents=True, exist_ok=True)
-        size = await asyncio.to_thread(package_fetch.fetch, url, self._package_path(op),
-                                       policy, authorization=auth, abort=op.abort)
-        sums_url = package_store.sibling_url(url, package_verify.SUMS_NAME)
-        await asyncio.to_thread(package_fetch.fetch_small, sums_url,
-                                op.work / package_verify.SUMS_NAME, policy,
-                                authorization=auth, limit=package_verify.MAX_SUMS_BYTES,
-                                abort=op.abort)
-        signed = ""
-        if cfg.update.package_public_key:
-            sig = await asyncio.to_thread(
-                package_fetch.fetch_small, package_store.sibling_url(
-                    url, package_verify.SIG_NAME), op.work / package_verify.SIG_NAME,
-                policy, authorization=auth, limit=package_verify.MAX_SIG_BYTES,
-                missing_ok=True, abort=op.abort)
-            signed = ", signature" if sig is not None else ", no signature"
-        return f"{size} bytes from {package_store.redact(url)}{signed}"
-
-    async def _verify(self, op: _Op) -> str:
-        cfg = op.cfg
-        package = self._package_path(op)
-        sums = (op.work / package_verify.SUMS_NAME).read_bytes()
-        sig_path = op.work / package_verify.SIG_NAME
-        sig = sig_path.read_bytes() if sig_path.exists() else None
-        key = None
-        if cfg.update.package_public_key:
-            try:
-                key = package_verify.load_public_key(Path(cfg.update.package_public_key))
-            except (OSError, ValueError) as exc:
-                raise package_verify.VerifyFailed(
-                    f"cannot load package_public_key: {describe(exc)}") from None
-        digest = await asyncio.to_thread(package_verify.verify_package, package,
-                                         package.name, sums, sig, key)
-        return f"sha256 {digest[:16]}… ok" + ("; signature ok" if key else "")
-
-    async def _health(self, op: _Op, expected: str) -> str:
-        unit = op.unit
-        pid = op.health_pid or unit.status().pid
-
-        def down_reason() -> str | None:
-            st = unit.status()
-            if st.state != State.RUNNING:
-                return f"service is {st.state.value}: {st.message or 'not running'}"
-            if pid and st.pid != pid:
-                return f"service restarted (pid {pid} -> {st.pid})"
-            return None
-
-        return await health_gate(ProbeSpec(op.cfg.health, op.cfg.env), expected,
-                                 down_reason=down_reason)
-
-    async def _commit(self, op: _Op) -> str:
-        """Record the release and prune old ones. The journal is only touched from the
-        event loop (one SQLite connection); deleting directories goes to a thread."""
-        rec, dirs = op.rec, op.dirs
-        self.journal.record_release(rec.service, rec.to_version)
-        if rec.from_version and rec.from_version != rec.to_version:
-            self.journal.set_previous(rec.service, rec.from_version)
-        keep = {rec.to_version, self.journal.previous(rec.service)}
-        installed = self.journal.installed(rec.service)
-        newest = sorted(dirs.on_disk(), key=lambda v: installed.get(v, 0.0), reverse=True)
-        removed = []
-        for v in newest[op.cfg.update.keep_releases:]:
-            if v in keep:
-                continue
-            try:
-                await asyncio.to_thread(dirs.remove, v)
-            except OSError as exc:
-                log.warning("update.prune_failed", version=v, error=describe(exc))
-                continue
-            self.journal.forget_release(rec.service, v)
-            removed.append(v)
-        pruned = f"; pruned {', '.join(removed)}" if removed else ""
-        return f"on version {rec.to_version}{pruned}"
 
     # ---- status -------------------------------------------------------------------------
 
