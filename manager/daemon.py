@@ -101,7 +101,7 @@ class ManagerDaemon(DaemonLifecycle):
             lock.acquire()
             token, hub_token = preflight.tokens(cfg)
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
-            self.secrets = Secrets([token, hub_token], tls)
+            self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
             store = StateStore(cfg.state_dir / preflight.DATABASE)
             units = self._make_units(store)
             updater: Updater | None = None

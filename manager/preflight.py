@@ -4,7 +4,7 @@ its token files and its state directory and database. `ManagerDaemon.run` and
 
 from __future__ import annotations
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.preflight import check_state_dir
 from manager.config import ManagerConfig
 from manager.statestore import SCHEMA_VERSION, check_database
@@ -13,9 +13,10 @@ from manager.updates.journal import SCHEMA_VERSION as JOURNAL_SCHEMA_VERSION
 DATABASE = "manager.db"
 
 
-def tokens(cfg: ManagerConfig) -> tuple[Token | None, Token | None]:
-    """The manager's own token and the hub's ([hub] token_file), read and checked."""
-    token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+def tokens(cfg: ManagerConfig) -> tuple[Tokens | None, Token | None]:
+    """The tokens the manager accepts (auth_token_file, [[auth_tokens]]) and the hub's
+    ([hub] token_file), read and checked."""
+    token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
     hub_token = Token.from_file(cfg.hub.token_file, "hub.token_file") \
         if cfg.hub is not None and cfg.hub.token_file else None
     return token, hub_token

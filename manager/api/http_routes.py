@@ -21,12 +21,14 @@ import re
 import time
 from typing import Any
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.errors import InvalidArgument
 from backendai.http_router import Router, json_body
 from backendai.http_server import JSON, HttpServer, Request
 from backendai.listen import ListenAddress
 from manager.api.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
+from manager.api.ui_routes import add_ui_routes
+from manager.api.ws_routes import LiveRoutes
 from manager.supervision.states import ServiceStatus, State, UpdateSummary
 from manager.updates.results import OperationReport
 
@@ -37,7 +39,8 @@ SIMPLE_STATUS = {State.STARTING: "running", State.RUNNING: "running", State.STOP
 
 
 def manager_http_server(control: ManagerControl, listen: ListenAddress, *,
-                        token: bytes | Token | None = None, **options: Any) -> HttpServer:
+                        token: bytes | Token | Tokens | None = None,
+                        **options: Any) -> HttpServer:
     """The manager's HTTP server: its routes on the shared transport. `options` are
     HttpServer's (max_connections, request_timeout, ssl_context for HTTPS, ...)."""
     return HttpServer(listen, ManagerRoutes(control).router, token=token, **options)
@@ -131,6 +134,8 @@ class ManagerRoutes:
         r.add("POST", f"{one}/stop", self._api_stop, query=("timeout", "force"))
         r.add("POST", f"{one}/restart", self._api_restart, query=("force",))
         r.add("GET", f"{one}/logs", self._api_logs, query=("lines",))
+        LiveRoutes(control).add_to(r)  # the dashboard's WebSockets (ws_routes.py)
+        add_ui_routes(r)  # GET /ui/ (ui_routes.py)
 
     # -- the seeds' endpoints -------------------------------------------------------------
 
