@@ -129,6 +129,13 @@ CASES.update({
         "token_file": token(t / "hub-open.token", 0o644)}}, "hub.token_file: "),
     "manager-http-port": ("manager", lambda t, c: {"http_listen": "localhost:x"},
                           "http_listen"),
+    "manager-named-token-open": ("manager", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "role": "read", "file": token(t / "dash.token", 0o604)}]},
+        "auth_tokens[0].file: "),
+    "manager-named-token-same-value": ("manager", lambda t, c: {
+        "auth_token_file": token(t / "a.token", text="same"),
+        "auth_tokens": [{"name": "dash", "file": token(t / "b.token", text="same")}]},
+        "every named token must differ"),
     "agent-hub-token": ("agent", lambda t, c: {
         "hub_address": "127.0.0.1:9", "manager_address": "127.0.0.1:3082",
         "hub_token_file": str(t / "missing.token")}, "hub_token_file: cannot read"),
