@@ -103,9 +103,9 @@ def load(path: Path) -> HubConfig:
     cfg = HubConfig(
         state_dir=state_dir,
         grpc_listen=t.listen("grpc_listen"),
-        auth_token_file=t.optional_path("auth_token_file"),
+        auth_token_file=t.optional_path("auth_token_file", absolute=True),
         insecure_no_auth=t.flag("insecure_no_auth"),
-        manager_token_file=t.optional_path("manager_token_file"),
+        manager_token_file=t.optional_path("manager_token_file", absolute=True),
         hosts=tuple(hosts), self_host=self_host,
         version=t.version("version"),
         heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),
