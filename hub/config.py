@@ -105,7 +105,7 @@ def load(path: Path) -> HubConfig:
         raise ConfigError(f"hosts: duplicate host names {', '.join(dupes)}")
     if len(hosts) > MAX_HOSTS:
         raise ConfigError(f"hosts: at most {MAX_HOSTS}")
-    auth_token_file = t.optional_path("auth_token_file")
+    auth_token_file = t.optional_path("auth_token_file", absolute=True)
     cfg = HubConfig(
         state_dir=state_dir,
         grpc_listen=t.listen("grpc_listen"),
@@ -113,7 +113,7 @@ def load(path: Path) -> HubConfig:
         auth_token_file=auth_token_file,
         auth_tokens=t.auth_tokens(default_token=auth_token_file is not None),
         insecure_no_auth=t.flag("insecure_no_auth"),
-        manager_token_file=t.optional_path("manager_token_file"),
+        manager_token_file=t.optional_path("manager_token_file", absolute=True),
         hosts=tuple(hosts), self_host=self_host,
         version=t.version("version"),
         heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),

@@ -21,6 +21,7 @@ from backendai.auth import Token, Tokens
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import StoreUnavailable
 from backendai.grpc_server import GrpcServer
+from backendai.preflight import check_state_dir
 from backendai.tls import ReloadableServerCredentials
 from hub.config import HubConfig
 from hub.fleet import Fleet
@@ -57,6 +58,7 @@ class HubDaemon(DaemonLifecycle):
         store: HubStore | None = None
         links: ManagerLinks | None = None
         try:
+            check_state_dir(cfg.state_dir)  # as --check-config (hub/main.py) does
             lock.acquire()
             # callers' tokens (auth_token_file: the admin named "default"; [[auth_tokens]])
             token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)

@@ -152,6 +152,7 @@ class ManagerConfig:
     log_level: str = "info"
     log_format: str = "auto"
     tls: ServerTLS | None = None  # `[tls]`: the gRPC listener serves TLS / mutual TLS
+    http_tls: bool = False  # the HTTP API on http_listen serves HTTPS with `[tls]` too
     grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
     grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
     hub: HubLink | None = None
@@ -328,7 +329,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         raise ConfigError(f"grpc_socket: must be an absolute path of at most "
                           f"{MAX_SOCKET_PATH} bytes, got {str(socket_path)[:120]!r}")
     hub = t.table("hub", defaults=HubLink)
-    auth_token_file = t.optional_path("auth_token_file")
+    auth_token_file = t.optional_path("auth_token_file", absolute=True)
     cfg = ManagerConfig(
         state_dir=state_dir,
         services=tuple(_service(s) for s in t.tables(
@@ -340,11 +341,15 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),
         tls=t.tls_server("tls"),
+        http_tls=t.flag("http_tls"),
         grpc_socket=socket_path,
         grpc_max_calls=t.integer("grpc_max_calls", low=4, high=4096),
         hub=_hub_link(hub) if hub is not None else None,
         source=source)
     t.done()
+    if cfg.http_tls and cfg.tls is None:
+        raise ConfigError("http_tls: needs [tls] (cert_file and key_file, and client_ca_file "
+                          "for mutual TLS): the HTTPS listener serves that certificate")
     names = [s.name for s in cfg.services]
     for i, n in enumerate(names):
         if n in names[:i]:

@@ -456,3 +456,26 @@ def test_the_page_is_served_with_strict_headers_and_nothing_outside_it(fleet):
                  "/ui/.hidden", "/ui/" + "a" * 5000):
         status, _ = hub.http("GET", path, token="")
         assert status in (404, 431), path
+
+
+def test_check_config_loads_the_named_tokens_as_the_start_does(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.fixtures.hub_procs import ROOT
+
+    viewer = tmp_path / "viewer.token"
+    viewer.write_text("viewer-token-1\n")
+    viewer.chmod(0o644)  # readable by others: refused at start, so by --check-config too
+    path = tmp_path / "hub.toml"
+    path.write_text(f'state_dir = "{tmp_path / "s"}"\ngrpc_listen = "127.0.0.1:0"\n'
+                    f'[[auth_tokens]]\nname = "viewer"\nfile = "{viewer}"\nrole = "read"\n')
+    out = subprocess.run([sys.executable, "-m", "hub.main", "--config", str(path),
+                          "--check-config"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=30)
+    assert out.returncode == 2 and "auth_tokens[0].file" in out.stderr, out.stderr
+    viewer.chmod(0o600)
+    out = subprocess.run([sys.executable, "-m", "hub.main", "--config", str(path),
+                          "--check-config"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr

@@ -4,6 +4,11 @@ It resolves and validates what a request names, then delegates to the service's 
 A request is validated before the manager's capabilities are checked: a bad version is
 INVALID_ARGUMENT / 400 whether or not updates are configured here. No transport details
 here, and no business logic in the transports.
+
+Every start, stop and restart asks the updater first (`before_lifecycle`): while an
+update or rollback of the service runs, the request is refused (FAILED_PRECONDITION /
+409 naming the operation), or with `force` the operation is cancelled on purpose
+before the request is carried out (manager/updates/updater.py says how).
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ from typing import Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
-from backendai.validate import check_version, is_service_name
+from backendai.validate import check_origin, check_version, is_service_name
 from manager.config import ManagerConfig
 from manager.supervision.states import ServiceStatus
 from manager.supervision.unit import ServiceUnit
 from manager.updates.journal import EventRecord, OpRecord, check_operation_id
-from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
+from manager.updates.results import (
+    OperationReport,
+    ReleaseInfo,
+    RollbackStarted,
+    UpdateStarted,
+)
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -42,16 +52,21 @@ class VersionInfo:
 class Updater(Protocol):
     """What the control layer needs from the updater (see updater.py)."""
 
-    async def update(self, service: str, version: str) -> UpdateStarted: ...
+    async def update(self, service: str, version: str, *, origin: str = "",
+                     start_stopped: bool = False) -> UpdateStarted: ...
 
     async def rollback(self, service: str) -> RollbackStarted: ...
+
+    async def before_lifecycle(self, service: str, request: str, *,
+                               force: bool) -> OpRecord | None: ...
+
+    def report(self, service: str, operation_id: str = "") -> OperationReport: ...
 
     def releases(self, service: str) -> builtins.list[ReleaseInfo]: ...
 
     def watch(self, operation_id: str) -> AsyncIterator[EventRecord]: ...
 
     def operation(self, operation_id: str) -> OpRecord | None: ...
-
 
 
 def validate_lines(lines: int, *, allow_zero: bool = True) -> int:
@@ -116,16 +131,32 @@ class ManagerControl:
         return [u.status() for n, u in self.units.items()
                 if not pattern or fnmatch.fnmatchcase(n, pattern)]
 
-    async def start(self, name: str = "", *, wait: bool = True) -> ServiceStatus:
-        return await self.unit(name).start(wait=wait)
+    async def _before_lifecycle(self, unit: ServiceUnit, request: str, force: bool) -> None:
+        if not isinstance(force, bool):
+            raise InvalidArgument("force must be true or false")
+        if self.updater is not None:
+            await self.updater.before_lifecycle(unit.name, request, force=force)
+
+    async def start(self, name: str = "", *, wait: bool = True,
+                    force: bool = False) -> ServiceStatus:
+        """force: cancel a running update of the service first."""
+        unit = self.unit(name)
+        await self._before_lifecycle(unit, "start", force)
+        return await unit.start(wait=wait)
 
     async def stop(self, name: str = "", *, timeout: float | None = None,
                    force: bool = False) -> ServiceStatus:
+        """force: SIGKILL at once, and cancel a running update of the service first."""
         unit = self.unit(name)
-        return await unit.stop(timeout=validate_timeout(timeout), force=force)
+        timeout = validate_timeout(timeout)
+        await self._before_lifecycle(unit, "stop", force)
+        return await unit.stop(timeout=timeout, force=force)
 
-    async def restart(self, name: str = "") -> ServiceStatus:
-        return await self.unit(name).restart()
+    async def restart(self, name: str = "", *, force: bool = False) -> ServiceStatus:
+        """force: cancel a running update of the service first."""
+        unit = self.unit(name)
+        await self._before_lifecycle(unit, "restart", force)
+        return await unit.restart()
 
     def version(self, name: str = "") -> VersionInfo:
         unit = self.unit(name)
@@ -153,10 +184,27 @@ class ManagerControl:
                                 "(no service has install_root and package_url)")
         return self.updater
 
-    async def update(self, name: str, version: str) -> UpdateStarted:
+    async def update(self, name: str, version: str, *, origin: str = "",
+                     start_stopped: bool = False) -> UpdateStarted:
+        """origin: who asks (journaled, reported back); start_stopped: start the service
+        after the update even if the operator had stopped it."""
         unit = self.unit(name)
         version = check_version(version)
-        return await self.require_updater().update(unit.name, version)
+        origin = check_origin(origin)
+        if not isinstance(start_stopped, bool):
+            raise InvalidArgument("start_stopped must be true or false")
+        return await self.require_updater().update(unit.name, version, origin=origin,
+                                                   start_stopped=start_stopped)
+
+    def get_update(self, name: str = "", operation_id: str = "") -> OperationReport:
+        """One operation by id, or the service's running (else last) operation. With an
+        id and no service, the operation of whichever service it is."""
+        if not isinstance(operation_id, str):
+            raise InvalidArgument("operation_id must be a string")
+        if operation_id:
+            check_operation_id(operation_id)
+        service = self.unit(name).name if name or not operation_id else ""
+        return self.require_updater().report(service, operation_id)
 
     async def rollback(self, name: str) -> RollbackStarted:
         unit = self.unit(name)

@@ -69,6 +69,8 @@ class PolledUnit:
         self._observed = Observed(State.STOPPED, message="not observed yet")
         self._state_since = time.time()
         self._version = read_version(config)
+        # What was last asked through the manager ("running" | "stopped"); "" unknown.
+        self.desired = ""
         self._asked = 0  # observations started / the newest one applied: a slow older
         self._applied = 0  # observation never overwrites a newer one
         self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
@@ -171,7 +173,12 @@ class PolledUnit:
             started_at=obs.started_at if obs.pid else 0.0, restarts=obs.restarts,
             exit_code=obs.exit_code, exit_signal=obs.exit_signal, version=self._version,
             package=self.config.package, backend=self.backend, message=obs.message,
-            state_since=self._state_since, update=self.update_summary)
+            state_since=self._state_since, update=self.update_summary,
+            desired=self.last_asked())
+
+    def last_asked(self) -> str:
+        """The `desired` the status reports (a subclass may know more)."""
+        return self.desired
 
     def _publish(self) -> None:
         snap = self._snapshot()

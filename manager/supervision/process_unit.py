@@ -202,7 +202,8 @@ class ProcessUnit:
                              reason=self.core.message)
                 for action in actions:
                     self._act(action)
-                if self.core != old:
+                # a request may change only what was asked (`desired`): shown too
+                if self.core != old or self.feed.value.desired != self._record.desired:
                     self._publish()
         finally:
             self._dispatching = False
@@ -386,7 +387,8 @@ class ProcessUnit:
             started_at=self._started_at if core.pid else 0.0, restarts=core.restarts,
             exit_code=core.exit_code, exit_signal=core.exit_signal, version=self._version,
             package=self.config.package, backend=self.backend, message=core.message,
-            state_since=self._state_since, adopted=core.adopted, update=self.update_summary)
+            state_since=self._state_since, adopted=core.adopted, update=self.update_summary,
+            desired=self._record.desired)
 
     def _publish(self) -> None:
         self.feed.publish(self._snapshot())
