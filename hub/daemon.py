@@ -22,6 +22,7 @@ from hub.grpc_api import SERVICE_NAME, HubServicer
 from hub.inventory import Inventory
 from hub.manager_links import ManagerLinks
 from hub.rollouts import Rollouts
+from hub.stats import HubStats
 from hub.store import HubStore
 
 log = structlog.get_logger(__name__)
@@ -53,8 +54,10 @@ class HubDaemon(DaemonLifecycle):
             self.secrets = Secrets([token, *([manager_token] if manager_token is not token
                                              else [])], tls)
             store = HubStore(cfg.state_dir / "hub.db")
+            stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
-                                 call_timeout=cfg.call_timeout)
+                                 call_timeout=cfg.call_timeout,
+                                 interceptors=stats.interceptors())
             inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval)
             static = [*cfg.hosts, *([cfg.self_host] if cfg.self_host else [])]
             for entry in static:
@@ -68,6 +71,7 @@ class HubDaemon(DaemonLifecycle):
             rollouts = Rollouts(store=store, links=links, inventory=inventory,
                                 hub_host=cfg.self_host.name if cfg.self_host else None,
                                 tick=cfg.tick_seconds)
+            rollouts.note_observers.append(stats.rollout_notes)
             version = self.version
             servicer = HubServicer(version=version, inventory=inventory, fleet=fleet,
                                    rollouts=rollouts)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -52,6 +52,8 @@ class Rollouts:
         self.runners: dict[str, RolloutRunner] = {}
         self.changed = asyncio.Condition()
         self._tg: asyncio.TaskGroup | None = None
+        # told every committed batch of events (hub/stats.py counts them for /metrics)
+        self.note_observers: list[Callable[[str, list[E.Note]], None]] = []
 
     async def run(self) -> None:
         """Resume every rollout that was active when the hub stopped; run until cancelled."""
@@ -91,6 +93,8 @@ class Rollouts:
         return runner
 
     def _publish(self, rollout_id: str, notes: list[E.Note]) -> None:
+        for observe in self.note_observers:
+            observe(rollout_id, notes)
         asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:

@@ -24,6 +24,7 @@ from manager.supervision.states import ServiceStatus
 from manager.supervision.unit import ServiceUnit
 from manager.updates.journal import EventRecord, OpRecord, check_operation_id
 from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
+from manager.updates.update_stats import UpdateStats
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -41,6 +42,8 @@ class VersionInfo:
 
 class Updater(Protocol):
     """What the control layer needs from the updater (see updater.py)."""
+
+    stats: UpdateStats  # what /metrics reports of updates
 
     async def update(self, service: str, version: str) -> UpdateStarted: ...
 

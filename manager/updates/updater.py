@@ -49,6 +49,7 @@ from manager.updates.journal import (
 )
 from manager.updates.release_dirs import ReleaseDirs
 from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
+from manager.updates.update_stats import UpdateStats
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +103,7 @@ class Updater:
         self._stop = asyncio.Event()
         self.recovered = asyncio.Event()        # set once interrupted operations are known
         self._tg: asyncio.TaskGroup | None = None
+        self.stats = UpdateStats()              # for /metrics
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -285,6 +287,7 @@ class Updater:
                 if not isinstance(exc, BackendAIError | OSError):
                     log.exception("update.step_error", op=rec.id, step=step)
             elapsed = time.monotonic() - t0
+            self.stats.step_done(step, elapsed)
             self._record(rec.id, step, status, message, elapsed)
             log.info("update.step", op=rec.id, service=rec.service, step=step.value,
                      status=status.value, elapsed=round(elapsed, 3), detail=message)
@@ -306,6 +309,7 @@ class Updater:
                      StepStatus.OK if outcome is Outcome.SUCCEEDED else StepStatus.FAILED,
                      message, elapsed, final=True, outcome=outcome)
         self._running.pop(rec.service, None)
+        self.stats.finished(rec.service, rec.kind, outcome)
         log.info("update.finished", op=rec.id, service=rec.service, outcome=outcome.value,
                  detail=message, elapsed=round(elapsed, 3))
         self._publish_version(rec.service)
