@@ -2,6 +2,7 @@
 start; errors name the key. Keys and defaults are documented in docs/CONFIG.md (Hub).
 
     grpc_listen = "0.0.0.0:3000"
+    http_listen = "127.0.0.1:3001"                       # dashboard, /api (JSON, WebSocket)
     state_dir = "/var/lib/backend-ai/hub"
     auth_token_file = "/etc/backend-ai/hub.token"       # callers (aictl, agents) send it
     manager_token_file = "/etc/backend-ai/manager.token" # sent to managers
@@ -48,6 +49,8 @@ class HubConfig:
     state_dir: Path
     grpc_listen: ListenAddress = field(
         default_factory=lambda: ListenAddress("0.0.0.0", 3000))  # noqa: S104 - serves the fleet
+    http_listen: ListenAddress = field(
+        default_factory=lambda: ListenAddress("127.0.0.1", 3001))
     auth_token_file: Path | None = None
     insecure_no_auth: bool = False
     manager_token_file: Path | None = None
@@ -100,6 +103,7 @@ def load(path: Path) -> HubConfig:
     cfg = HubConfig(
         state_dir=state_dir,
         grpc_listen=t.listen("grpc_listen"),
+        http_listen=t.listen("http_listen"),
         auth_token_file=t.optional_path("auth_token_file"),
         insecure_no_auth=t.flag("insecure_no_auth"),
         manager_token_file=t.optional_path("manager_token_file"),
@@ -114,6 +118,7 @@ def load(path: Path) -> HubConfig:
         log_format=t.choice("log_format", LOG_FORMATS),
     )
     t.done()
-    require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,
+    require_token_off_loopback({"grpc_listen": cfg.grpc_listen, "http_listen": cfg.http_listen},
+                               cfg.auth_token_file,
                                cfg.insecure_no_auth)
     return cfg

@@ -1,6 +1,6 @@
 """The hub daemon's lifecycle: run() returns only when fully stopped; shutdown() is
-idempotent. Graceful stop order: health NOT_SERVING, gRPC stop with grace, then the
-rollout runners (their state is already on disk) and the inventory watchers."""
+idempotent. Graceful stop order: health NOT_SERVING, HTTP and gRPC stop with grace, then
+the rollout runners (their state is already on disk) and the inventory watchers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from backendai.tls import ReloadableServerCredentials
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
+from hub.http_app import hub_http_server
 from hub.inventory import Inventory
 from hub.manager_links import ManagerLinks
 from hub.rollouts import Rollouts
@@ -38,6 +39,7 @@ class HubDaemon(DaemonLifecycle):
         self.version = version
         self.ready_file = ready_file
         self.port = 0
+        self.http_port = 0
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -81,16 +83,21 @@ class HubDaemon(DaemonLifecycle):
                                 # the manager's health gate reads the version here, without
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
+            http = hub_http_server(cfg.http_listen, token=token, version=version,
+                                   inventory=inventory, fleet=fleet, rollouts=rollouts)
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(inventory.run(), name="inventory")
                 runs = tg.create_task(rollouts.run(), name="rollouts")
                 try:
                     _, self.port = await server.start()
+                    _, self.http_port = await http.start()
+                    servicer.http_address = f"{cfg.http_listen.host}:{self.http_port}"
                     self._announce(started, version)
                     await self._stop.wait()
                     log.info("hub.stopping")
                 finally:
                     await server.not_serving()
+                    await http.stop(GRACE)
                     await server.stop(GRACE)
                     for task in (runs, watch):
                         task.cancel()
@@ -109,7 +116,8 @@ class HubDaemon(DaemonLifecycle):
     def _announce(self, started: float, version: str) -> None:
         cfg = self.config
         info = {"pid": os.getpid(), "grpc": f"{cfg.grpc_listen.host}:{self.port}",
-                "grpc_port": self.port, "version": version, "state_dir": str(cfg.state_dir)}
+                "grpc_port": self.port, "version": version, "state_dir": str(cfg.state_dir),
+                "http": f"{cfg.http_listen.host}:{self.http_port}", "http_port": self.http_port}
         if self.ready_file is not None:
             write_ready_file(self.ready_file, info)
         log.info("hub.ready", startup_seconds=round(time.monotonic() - started, 3),

@@ -40,6 +40,7 @@ class HubServicer(pb_grpc.HubServicer):
         self.rollouts = rollouts
         self.started = time.time()
         self.hostname = socket.gethostname()
+        self.http_address = ""  # the HTTP listener, once bound
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_HubServicer_to_server(self, server)
@@ -50,7 +51,7 @@ class HubServicer(pb_grpc.HubServicer):
         return pb.HubInfo(version=self.version, uptime_seconds=time.time() - self.started,
                           hostname=self.hostname, host_count=len(self.inventory.hosts),
                           active_rollout_id=active[0] if active else "",
-                          started_unix=self.started)
+                          started_unix=self.started, http_address=self.http_address)
 
     def _hosts(self, request: pb.ListHostsRequest, role: str | None) -> pb.ListHostsResponse:
         now = time.time()
@@ -135,7 +136,7 @@ class HubServicer(pb_grpc.HubServicer):
     @unary
     async def RestartService(self, request: pb.RestartServiceRequest,
                              context: Any) -> mpb.ServiceStatus:
-        return await self.fleet.restart(request.host, request.service)
+        return await self.fleet.restart(request.host, request.service, force=request.force)
 
     @stream
     async def StreamHostLogs(self, request: pb.StreamHostLogsRequest,
@@ -143,17 +144,18 @@ class HubServicer(pb_grpc.HubServicer):
         async for batch in self.fleet.logs(request):
             yield batch
 
-    # ---- placeholders: this round's contract, not implemented yet ----------------------
-
     @unary
     async def StartService(self, request: pb.StartServiceRequest,
                            context: Any) -> mpb.ServiceStatus:
-        raise Unimplemented("StartService is not implemented yet")
+        return await self.fleet.start(request.host, request.service, force=request.force)
 
     @unary
     async def StopService(self, request: pb.StopServiceRequest,
                           context: Any) -> mpb.ServiceStatus:
-        raise Unimplemented("StopService is not implemented yet")
+        return await self.fleet.stop(request.host, request.service,
+                                     timeout=request.timeout_seconds, force=request.force)
+
+    # ---- placeholders: this round's contract, not implemented yet ----------------------
 
     @unary
     async def ListEvents(self, request: epb.ListEventsRequest,
