@@ -84,7 +84,8 @@ class HubDaemon(DaemonLifecycle):
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
             http = hub_http_server(cfg.http_listen, token=token, version=version,
-                                   inventory=inventory, fleet=fleet, rollouts=rollouts)
+                                   inventory=inventory, fleet=fleet, rollouts=rollouts,
+                                   stats=stats, metrics_open=cfg.metrics_open)
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(inventory.run(), name="inventory")
                 runs = tg.create_task(rollouts.run(), name="rollouts")

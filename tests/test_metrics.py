@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+import tomli_w
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as text_parse
@@ -32,6 +33,7 @@ from backendai.metrics_http import add_metrics_route
 from backendai.update_terms import OpKind, Outcome, Step
 from backendai.v1 import manager_pb2 as mpb
 from backendai.v1 import manager_pb2_grpc as mpb_grpc
+from hub import config as hub_config
 from hub import rollout_engine as E
 from hub.config import HostEntry
 from hub.inventory import HostView, Inventory
@@ -256,6 +258,19 @@ def test_metrics_open_must_be_a_boolean(tmp_path, bad):
                               "services": [{"name": "s", "command": ["true"]}]})
     assert manager_config.parse({"state_dir": str(tmp_path), "metrics_open": True, "services": [
         {"name": "s", "command": ["true"]}]}).metrics_open
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, [True]])
+def test_hub_metrics_open_must_be_a_boolean(tmp_path, bad):
+    path = tmp_path / "hub.toml"
+    top = {"state_dir": str(tmp_path), "grpc_listen": "127.0.0.1:0"}
+    path.write_text(tomli_w.dumps({**top, "metrics_open": bad}))
+    with pytest.raises(ConfigError, match="metrics_open"):
+        hub_config.load(path)
+    path.write_text(tomli_w.dumps({**top, "metrics_open": True}))
+    assert hub_config.load(path).metrics_open
+    path.write_text(tomli_w.dumps(top))
+    assert not hub_config.load(path).metrics_open
 
 
 # -- the hub ---------------------------------------------------------------------------
