@@ -287,8 +287,11 @@ def main() -> int:
                     help="scrape interval of the scraped manager in part 3 (s)")
     ap.add_argument("--quick", action="store_true", help="fewer samples")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true",
+                    help=argparse.SUPPRESS)  # a tiny run: the tests' check of the script
     args = ap.parse_args()
-    n, calls, kills = (50, 500, 6) if args.quick else (200, 3000, 20)
+    n, calls, kills = ((10, 100, 2) if args.smoke else (50, 500, 6) if args.quick
+                       else (200, 3000, 20))
     tmp = Path(tempfile.mkdtemp(prefix="bench-metrics-"))
     out: dict[str, Any] = {"hosts": args.hosts}
     scrapes = manager_50(tmp, n, out)
