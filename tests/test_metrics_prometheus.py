@@ -180,3 +180,36 @@ def test_real_hub_metrics_rules(procs, tmp_path):
     status, _, body = call(host, port, path="/metrics?format=json", headers=good)
     assert status == 400 and b"unknown query parameter" in body
     assert hub.call("ListHosts", pb.ListHostsRequest()).hosts == []  # still serving
+
+
+def scrape(m) -> dict[tuple[str, frozenset[Any]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = call("127.0.0.1", m.http_port)
+    assert status == 200
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples}
+
+
+def test_restart_counter_survives_a_kill9_of_the_manager(make_manager):
+    """The restart count is the manager's state (kept in its database): after a kill -9
+    of the manager, the re-adopting manager reports it unchanged; what is counted in
+    memory (log bytes) starts again from zero, as a counter may."""
+    m = make_manager([fast_service("svc", "--interval", "0.05")]).start()
+    pid = assert_eventually(
+        lambda: (s := m.status()).state == mpb.SERVICE_STATE_RUNNING and s.pid, 20,
+        what="service running")
+    os.kill(pid, signal.SIGKILL)
+    assert_eventually(lambda: (s := m.status()).pid not in (0, pid) and s.state ==
+                      mpb.SERVICE_STATE_RUNNING, 20, what="restarted")
+    key = ("backendai_manager_service_restarts_total", frozenset({("service", "svc")}))
+    assert scrape(m)[key] == 1
+    m.kill9()
+    m.start()
+    found = scrape(m)
+    assert found[key] == 1
+    assert found[("backendai_manager_service_state",
+                  frozenset({("service", "svc"), ("state", "RUNNING")}))] == 1
+    assert found[("backendai_manager_service_log_bytes_total",
+                  frozenset({("service", "svc")}))] >= 0
