@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backendai.auth import TokenSpec
 from backendai.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -52,6 +53,7 @@ class HubConfig:
     http_listen: ListenAddress = field(
         default_factory=lambda: ListenAddress("127.0.0.1", 3001))
     auth_token_file: Path | None = None
+    auth_tokens: tuple[TokenSpec, ...] = ()  # `[[auth_tokens]]`: more named tokens, roles
     insecure_no_auth: bool = False
     manager_token_file: Path | None = None
     hosts: tuple[HostEntry, ...] = ()
@@ -101,11 +103,13 @@ def load(path: Path) -> HubConfig:
         raise ConfigError(f"hosts: duplicate host names {', '.join(dupes)}")
     if len(hosts) > MAX_HOSTS:
         raise ConfigError(f"hosts: at most {MAX_HOSTS}")
+    auth_token_file = t.optional_path("auth_token_file")
     cfg = HubConfig(
         state_dir=state_dir,
         grpc_listen=t.listen("grpc_listen"),
         http_listen=t.listen("http_listen"),
-        auth_token_file=t.optional_path("auth_token_file"),
+        auth_token_file=auth_token_file,
+        auth_tokens=t.auth_tokens(default_token=auth_token_file is not None),
         insecure_no_auth=t.flag("insecure_no_auth"),
         manager_token_file=t.optional_path("manager_token_file"),
         hosts=tuple(hosts), self_host=self_host,
@@ -120,7 +124,7 @@ def load(path: Path) -> HubConfig:
         log_format=t.choice("log_format", LOG_FORMATS),
     )
     t.done()
+    any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
     require_token_off_loopback({"grpc_listen": cfg.grpc_listen, "http_listen": cfg.http_listen},
-                               cfg.auth_token_file,
-                               cfg.insecure_no_auth)
+                               any_token, cfg.insecure_no_auth)
     return cfg

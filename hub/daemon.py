@@ -12,14 +12,14 @@ from pathlib import Path
 
 import structlog
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.grpc_server import GrpcServer
 from backendai.tls import ReloadableServerCredentials
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
-from hub.http_app import hub_http_server
+from hub.http_app import HubHttp
 from hub.inventory import Inventory
 from hub.manager_links import ManagerLinks
 from hub.rollouts import Rollouts
@@ -49,12 +49,15 @@ class HubDaemon(DaemonLifecycle):
         links: ManagerLinks | None = None
         try:
             lock.acquire()
-            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            # callers' tokens (auth_token_file: the admin named "default"; [[auth_tokens]])
+            token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
+            admin = token.tokens[0] if token is not None and cfg.auth_token_file else None
             manager_token = Token.from_file(cfg.manager_token_file, "manager_token_file") \
-                if cfg.manager_token_file else token
+                if cfg.manager_token_file else admin
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
-            self.secrets = Secrets([token, *([manager_token] if manager_token is not token
-                                             else [])], tls)
+            self.secrets = Secrets([*(token.tokens if token else ()),
+                                    *([manager_token] if manager_token is not admin else [])],
+                                   tls)
             store = HubStore(cfg.state_dir / "hub.db")
             stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
@@ -83,12 +86,14 @@ class HubDaemon(DaemonLifecycle):
                                 # the manager's health gate reads the version here, without
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
-            http = hub_http_server(cfg.http_listen, token=token, version=version,
-                                   inventory=inventory, fleet=fleet, rollouts=rollouts,
-                                   stats=stats, metrics_open=cfg.metrics_open)
+            web = HubHttp(cfg.http_listen, tokens=token, version=version,
+                          inventory=inventory, fleet=fleet, rollouts=rollouts,
+                          stats=stats, metrics_open=cfg.metrics_open)
+            http = web.server
             async with asyncio.TaskGroup() as tg:
                 watch = tg.create_task(inventory.run(), name="inventory")
                 runs = tg.create_task(rollouts.run(), name="rollouts")
+                feed = tg.create_task(web.feed.run(), name="fleet-feed")
                 try:
                     _, self.port = await server.start()
                     _, self.http_port = await http.start()
@@ -100,9 +105,9 @@ class HubDaemon(DaemonLifecycle):
                     await server.not_serving()
                     await http.stop(GRACE)
                     await server.stop(GRACE)
-                    for task in (runs, watch):
+                    for task in (feed, runs, watch):
                         task.cancel()
-                    for task in (runs, watch):
+                    for task in (feed, runs, watch):
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
         finally:

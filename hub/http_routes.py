@@ -20,6 +20,7 @@ progress, 404 for an unknown service), a manager that cannot be reached is 502/5
 from __future__ import annotations
 
 import math
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -237,6 +238,7 @@ class HubRoutes:
         self.fleet = fleet
         self.rollouts = rollouts
         self.started = time.time()
+        self.hostname = socket.gethostname()
         r = self.router = Router()
         one_host = "/api/hosts/(?P<name>[^/]+)"
         one_rollout = "/api/rollouts/(?P<id>[^/]+)"
@@ -256,7 +258,10 @@ class HubRoutes:
 
     async def _info(self, req: Request) -> JSON:
         active = self.rollouts.store.ids(limit=1, active_only=True)
-        return {"version": self.version, "host_count": len(self.inventory.hosts),
+        ident = req.caller.identity
+        return {"version": self.version, "hostname": self.hostname,
+                "caller": {"name": ident.name, "role": ident.role.value if ident.role else None},
+                "host_count": len(self.inventory.hosts),
                 "reachable": sum(1 for v in self.inventory.hosts.values() if v.reachable),
                 "active_rollout_id": active[0] if active else "",
                 "started": self.started, "server_time": time.time()}
