@@ -22,6 +22,8 @@ from backendai.http_server import JSON, HttpServer, Request
 from backendai.listen import ListenAddress
 from manager.api.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
 from manager.api.metrics_routes import add_metrics_routes
+from manager.api.ui_routes import add_ui_routes
+from manager.api.ws_routes import LiveRoutes
 from manager.supervision.states import ServiceStatus, State
 
 # What GET /api/services reports as "status" (seed 004) for each supervisor state.
@@ -101,6 +103,8 @@ class ManagerRoutes:
         r.add("POST", f"{one}/restart", self._api_restart)
         r.add("GET", f"{one}/logs", self._api_logs, query=("lines",))
         self.metrics = add_metrics_routes(r, control)  # GET /metrics (docs/METRICS.md)
+        LiveRoutes(control).add_to(r)  # the dashboard's WebSockets (ws_routes.py)
+        add_ui_routes(r)  # GET /ui/ (ui_routes.py)
 
     # -- the seeds' endpoints -------------------------------------------------------------
 
