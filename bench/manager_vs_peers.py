@@ -1,6 +1,7 @@
 """Our ai-manager side by side with supervisord and a real `systemd --user`.
 
     .venv/bin/python bench/manager_vs_peers.py [--quick] [--rounds N] [--json PATH]
+        [--scrape SECONDS]
 
 Each round starts every subject afresh, in an order that rotates from round to round,
 and measures the same figure on each in turn; the table shows the median over rounds,
@@ -187,6 +188,7 @@ def svc(name: str, argv: list[str], *, start_secs: int = 0, stop_timeout: int = 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.verbose = args.verbose
+        self.scrape = args.scrape
         # (rounds, status calls, all-50 calls, kills, settle s, burst lines, paced s)
         sizes = ((1, 60, 10, 2, 0.3, 20_000, 0.5) if args.smoke
                  else (2, 400, 40, 5, 0.5, 200_000, 2.0) if args.quick
@@ -211,7 +213,7 @@ class Bench:
         root = self.tmp / f"{self.n:03d}-{kind}"
         root.mkdir()
         if kind == "ours":
-            return Ours(root, services)
+            return Ours(root, services, scrape_every=self.scrape)
         if kind == "supervisord":
             return SupervisordSubject(root, services, self.supervisord)
         return SystemdSubject(root, services)
@@ -489,6 +491,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the medians here as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="time each step")
     parser.add_argument("--no-systemd", action="store_true", help="skip systemd --user")
+    parser.add_argument("--scrape", type=float, default=0.0, metavar="SECONDS",
+                        help="GET our managers' /metrics this often, as Prometheus would")
     parser.add_argument("--smoke", action="store_true",
                         help=argparse.SUPPRESS)  # one tiny round: the tests' check of the script
     parser.add_argument("--as-writer", nargs=3, metavar=("MODE", "COUNT", "GO"),
@@ -514,7 +518,8 @@ def main() -> int:
           f"reflection, structlog, psutil, h11, sqlite3): "
           f"{cell(res, 'rss_mb_floor', 'required stack')} MB")
     print(f"\n{bench.rounds} rounds, {bench.calls} status calls per transport, "
-          f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total")
+          f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total"
+          + (f"; our managers scraped every {args.scrape:g}s" if args.scrape else ""))
     if args.json:
         args.json.write_text(json.dumps(res.as_json(), indent=2) + "\n")
     return 0

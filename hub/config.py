@@ -69,6 +69,7 @@ class HubConfig:
     tick_seconds: float = 0.25
     store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
     ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
+    metrics_open: bool = False  # GET /metrics without a token from anywhere
 
 
 def _host(t: Table, role: str = "agent") -> HostEntry:
@@ -119,6 +120,7 @@ def load(path: Path) -> HubConfig:
         heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),
         call_timeout=t.number("call_timeout", low=0.1, high=600),
         tick_seconds=t.number("tick_seconds", low=0.01, high=10),
+        metrics_open=t.flag("metrics_open"),
         tls=t.tls_server("tls"),
         manager_tls=t.tls_client("manager_tls"),
         log_level=t.choice("log_level", LOG_LEVELS),

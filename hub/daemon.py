@@ -33,6 +33,7 @@ from hub.inventory import Inventory
 from hub.leadership import Leadership
 from hub.manager_links import ManagerLinks
 from hub.rollouts import Rollouts
+from hub.stats import HubStats
 from hub.store import HubStore, open_store
 
 log = structlog.get_logger(__name__)
@@ -73,8 +74,10 @@ class HubDaemon(DaemonLifecycle):
             store = await self._open_store()
             if store is None:
                 return
+            stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
-                                 call_timeout=cfg.call_timeout)
+                                 call_timeout=cfg.call_timeout,
+                                 interceptors=stats.interceptors())
             inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval)
             static = [*cfg.hosts, *([cfg.self_host] if cfg.self_host else [])]
             for entry in static:
@@ -91,6 +94,7 @@ class HubDaemon(DaemonLifecycle):
                                 leadership=leadership, before_lead=hosts.full,
                                 hub_host=cfg.self_host.name if cfg.self_host else None,
                                 tick=cfg.tick_seconds)
+            rollouts.note_observers.append(stats.rollout_notes)
             version = self.version
             servicer = HubServicer(version=version, inventory=inventory, fleet=fleet,
                                    rollouts=rollouts, leadership=leadership)
@@ -101,7 +105,8 @@ class HubDaemon(DaemonLifecycle):
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
             web = HubHttp(cfg.http_listen, tokens=token, version=version,
-                          inventory=inventory, fleet=fleet, rollouts=rollouts)
+                          inventory=inventory, fleet=fleet, rollouts=rollouts,
+                          stats=stats, metrics_open=cfg.metrics_open)
             http = web.server
             async with asyncio.TaskGroup() as tg:
                 background = [tg.create_task(inventory.run(), name="inventory"),

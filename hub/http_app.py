@@ -14,7 +14,9 @@ from hub.fleet_feed import FleetFeed
 from hub.fleet_ws import FleetSockets
 from hub.http_routes import HubRoutes
 from hub.inventory import Inventory
+from hub.metrics_routes import add_metrics_routes
 from hub.rollouts import Rollouts
+from hub.stats import HubStats
 from hub.ui_routes import add_ui_routes
 
 
@@ -22,7 +24,9 @@ class HubHttp:
     """The server and the feed its dashboards watch (run `feed.run()` beside it)."""
 
     def __init__(self, listen: ListenAddress, *, tokens: Tokens | None, version: str,
-                 inventory: Inventory, fleet: Fleet, rollouts: Rollouts) -> None:
+                 inventory: Inventory, fleet: Fleet, rollouts: Rollouts,
+                 stats: HubStats | None = None, metrics_open: bool = False) -> None:
+        """stats: the hub's counts; with them the listener also serves GET /metrics."""
         self.feed = FleetFeed(inventory, rollouts)
         routes = HubRoutes(version=version, inventory=inventory, fleet=fleet,
                            rollouts=rollouts)
@@ -35,4 +39,7 @@ class HubHttp:
         r.add("GET", "/api/hosts/(?P<name>[^/]+)/logs/ws", sockets.log_socket,
               query=("service", "tail"), auth=open_access)
         add_ui_routes(r)
+        if stats is not None:
+            add_metrics_routes(r, inventory=inventory, rollouts=rollouts, stats=stats,
+                               version=version, open_=metrics_open)
         self.server = HttpServer(listen, r, token=tokens)

@@ -155,6 +155,7 @@ class ManagerConfig:
     http_tls: bool = False  # the HTTP API on http_listen serves HTTPS with `[tls]` too
     grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
     grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
+    metrics_open: bool = False  # GET /metrics without a token from anywhere
     hub: HubLink | None = None
     source: Path | None = None
 
@@ -344,6 +345,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         http_tls=t.flag("http_tls"),
         grpc_socket=socket_path,
         grpc_max_calls=t.integer("grpc_max_calls", low=4, high=4096),
+        metrics_open=t.flag("metrics_open"),
         hub=_hub_link(hub) if hub is not None else None,
         source=source)
     t.done()

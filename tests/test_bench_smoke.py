@@ -69,3 +69,18 @@ def test_hub_dashboard_measures_the_api_the_page_and_the_dashboards_cpu():
         assert figures[key], key
     assert 1 <= figures["most_messages_in_1s_any_dashboard"] <= 5  # coalesced
     assert left_behind(since) == []
+
+
+def test_metrics_scrape_reports_scrapes_and_metrics_off_and_on():
+    since = time.time() - 1
+    out = subprocess.run([PY, "bench/metrics_scrape.py", "--hosts", "12", "--procs", "1",
+                          "--smoke", "--json"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout[out.stdout.index("{"):])
+    for key in ("manager50_scrape_p50_ms", "hub_scrape_p50_ms", "hub_collect_in_process_ms",
+                "hub_scrape_after_rollout_p50_ms", "restart_ms_metrics_off",
+                "restart_ms_metrics_on", "status_p50_ms_grpc_metrics_on", "rss_mb_metrics_on"):
+        assert figures[key] > 0, key
+    assert figures["scrapes_during"] >= 1  # the "on" manager really was scraped
+    assert left_behind(since) == []

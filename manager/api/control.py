@@ -34,6 +34,7 @@ from manager.updates.results import (
     RollbackStarted,
     UpdateStarted,
 )
+from manager.updates.update_stats import UpdateStats
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -51,6 +52,8 @@ class VersionInfo:
 
 class Updater(Protocol):
     """What the control layer needs from the updater (see updater.py)."""
+
+    stats: UpdateStats  # what /metrics reports of updates
 
     async def update(self, service: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted: ...

@@ -27,6 +27,7 @@ from backendai.http_router import Router, json_body
 from backendai.http_server import JSON, HttpServer, Request
 from backendai.listen import ListenAddress
 from manager.api.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
+from manager.api.metrics_routes import add_metrics_routes
 from manager.api.ui_routes import add_ui_routes
 from manager.api.ws_routes import LiveRoutes
 from manager.supervision.states import ServiceStatus, State, UpdateSummary
@@ -134,6 +135,7 @@ class ManagerRoutes:
         r.add("POST", f"{one}/stop", self._api_stop, query=("timeout", "force"))
         r.add("POST", f"{one}/restart", self._api_restart, query=("force",))
         r.add("GET", f"{one}/logs", self._api_logs, query=("lines",))
+        self.metrics = add_metrics_routes(r, control)  # GET /metrics (docs/METRICS.md)
         LiveRoutes(control).add_to(r)  # the dashboard's WebSockets (ws_routes.py)
         add_ui_routes(r)  # GET /ui/ (ui_routes.py)
 

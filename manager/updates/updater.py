@@ -75,6 +75,7 @@ from manager.updates.results import (
 )
 from manager.updates.steps import StepRunner
 from manager.updates.store_check import check_store
+from manager.updates.update_stats import UpdateStats
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +103,7 @@ class Updater:
         self._stop = asyncio.Event()
         self.recovered = asyncio.Event()        # set once interrupted operations are known
         self._tg: asyncio.TaskGroup | None = None
+        self.stats = UpdateStats()              # for /metrics
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -412,6 +414,7 @@ class Updater:
                     if not isinstance(exc, BackendAIError | OSError):
                         log.exception("update.step_error", op=rec.id, step=step)
                 elapsed = time.monotonic() - t0
+                self.stats.step_done(step, elapsed)
                 self._record(op, step, status, message, elapsed)
                 log.info("update.step", op=rec.id, service=rec.service, step=step.value,
                          status=status.value, elapsed=round(elapsed, 3), detail=message)
@@ -466,6 +469,7 @@ class Updater:
                      message, elapsed, final=True, outcome=outcome)
         self._running.pop(rec.service, None)
         self._live.pop(rec.service, None)
+        self.stats.finished(rec.service, rec.kind, outcome)
         log.info("update.finished", op=rec.id, service=rec.service, outcome=outcome.value,
                  detail=message, elapsed=round(elapsed, 3))
         self._publish_version(rec.service)
