@@ -93,5 +93,10 @@ class StateStore:
             (rec.name, rec.desired, rec.spawn_id, rec.pid, rec.create_time, rec.restarts,
              time.time()))
 
+    def forget_service(self, name: str) -> None:
+        """A service a config reload removed: its record goes (a service added later
+        under the same name starts afresh)."""
+        self.db.execute("DELETE FROM services WHERE name = ?", (name,))
+
     def close(self) -> None:
         self.db.close()

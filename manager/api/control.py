@@ -20,7 +20,8 @@ from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
 from backendai.validate import check_version, is_service_name
 from manager.config import ManagerConfig
-from manager.supervision.states import ServiceStatus
+from manager.supervision.fleet import Fleet
+from manager.supervision.states import ServiceStatus, count_states
 from manager.supervision.unit import ServiceUnit
 from manager.updates.journal import EventRecord, OpRecord, check_operation_id
 from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
@@ -29,6 +30,39 @@ DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
 MAX_PATTERN_LEN = 200
 MAX_STOP_TIMEOUT = 3600.0
+GLOB_CHARS = frozenset("*?[")
+
+
+def is_pattern(name: object) -> bool:
+    """A glob (`web-*`) rather than a name: service names never hold * ? [."""
+    return isinstance(name, str) and not GLOB_CHARS.isdisjoint(name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceList:
+    """The services a pattern matched, with their counts by state (seed 003's Count)."""
+
+    services: builtins.list[ServiceStatus]
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return len(self.services)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    added: builtins.list[str]
+    removed: builtins.list[str]
+    changed: builtins.list[str]
+    unchanged: builtins.list[str]
+    message: str
+
+
+class Reloader(Protocol):
+    """What the control layer needs from the config reload (manager/config_reload.py)."""
+
+    async def reload(self) -> ReloadResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +111,15 @@ def validate_timeout(timeout: float | None) -> float | None:
 
 class ManagerControl:
     def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
-                 updater: Updater | None = None) -> None:
+                 updater: Updater | None = None, *, fleet: Fleet | None = None) -> None:
+        """`fleet`: the daemon's (its `units` is the live mapping a reload changes);
+        without one, a fleet of `units` without health monitors."""
         self.config = config
-        self.units = dict(units)
+        self.fleet = fleet if fleet is not None else Fleet(config, dict(units),
+                                                           lambda _unit: None)
+        self.units = self.fleet.units
         self.updater = updater
+        self.reloader: Reloader | None = None  # set by the daemon
         self.manager_version = __version__
         self.working_directory = os.getcwd()
 
@@ -116,16 +155,53 @@ class ManagerControl:
         return [u.status() for n, u in self.units.items()
                 if not pattern or fnmatch.fnmatchcase(n, pattern)]
 
+    def count(self, pattern: str = "") -> ServiceList:
+        """`list(pattern)` with the counts by state of what it matched."""
+        found = self.list(pattern)
+        return ServiceList(found, count_states(found))
+
+    def matching(self, pattern: str) -> builtins.list[str]:
+        """The names a glob matches, in config order; NotFound when none does."""
+        names = [s.name for s in self.list(pattern)]
+        if not names:
+            raise NotFound(f"no service matches {pattern!r}")
+        return names
+
     async def start(self, name: str = "", *, wait: bool = True) -> ServiceStatus:
-        return await self.unit(name).start(wait=wait)
+        """Start one service, or every service a glob matches (in start order; the
+        answer is then the first one's status)."""
+        if is_pattern(name):
+            return (await self.fleet.start_many(self.matching(name), wait=wait))[0]
+        unit = self.unit(name)
+        if unit.config.after:
+            return (await self.fleet.start_many([unit.name], wait=wait))[0]
+        return await unit.start(wait=wait)
 
     async def stop(self, name: str = "", *, timeout: float | None = None,
                    force: bool = False) -> ServiceStatus:
+        """Stop one service, or every service a glob matches (what starts after another
+        stops before it; the answer is then the first one's status)."""
+        timeout = validate_timeout(timeout)
+        if is_pattern(name):
+            return (await self.fleet.stop_many(self.matching(name), timeout=timeout,
+                                               force=force))[0]
         unit = self.unit(name)
-        return await unit.stop(timeout=validate_timeout(timeout), force=force)
+        return await unit.stop(timeout=timeout, force=force)
 
     async def restart(self, name: str = "") -> ServiceStatus:
+        """Restart one service, or every service a glob matches (stopped in reverse
+        start order, then started in order)."""
+        if is_pattern(name):
+            names = self.matching(name)
+            await self.fleet.stop_many(names)
+            return (await self.fleet.start_many(names))[0]
         return await self.unit(name).restart()
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file and the secrets (SIGHUP, gRPC Reload, POST /reload)."""
+        if self.reloader is None:
+            raise NotConfigured("this manager has no config file to reload")
+        return await self.reloader.reload()
 
     def version(self, name: str = "") -> VersionInfo:
         unit = self.unit(name)
@@ -153,18 +229,26 @@ class ManagerControl:
                                 "(no service has install_root and package_url)")
         return self.updater
 
-    async def update(self, name: str, version: str) -> UpdateStarted:
+    def update_target(self, name: str) -> str:
+        """What an update names: a service, or a service with `instances` (by its own
+        name or any instance's: its instances share one install_root and are updated
+        together, one at a time)."""
+        if isinstance(name, str) and name and self.config.members(name) \
+                and name not in self.units:
+            return name  # NAME of NAME-1 ... NAME-N
         unit = self.unit(name)
+        return unit.config.instance_of or unit.name
+
+    async def update(self, name: str, version: str) -> UpdateStarted:
+        target = self.update_target(name)
         version = check_version(version)
-        return await self.require_updater().update(unit.name, version)
+        return await self.require_updater().update(target, version)
 
     async def rollback(self, name: str) -> RollbackStarted:
-        unit = self.unit(name)
-        return await self.require_updater().rollback(unit.name)
+        return await self.require_updater().rollback(self.update_target(name))
 
     def releases(self, name: str) -> builtins.list[ReleaseInfo]:
-        unit = self.unit(name)
-        return self.require_updater().releases(unit.name)
+        return self.require_updater().releases(self.update_target(name))
 
     def watch_update(self, operation_id: str) -> AsyncIterator[EventRecord]:
         check_operation_id(operation_id)

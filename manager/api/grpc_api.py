@@ -89,8 +89,10 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     def ListServices(self, request: pb.ListServicesRequest,
                      context: Any) -> pb.ListServicesResponse:
         now = time.time()
+        found = self.control.count(request.pattern)
         return pb.ListServicesResponse(
-            services=[status_to_pb(s, now) for s in self.control.list(request.pattern)])
+            services=[status_to_pb(s, now) for s in found.services], counts=found.counts,
+            total=found.total)
 
     @unary_sync
     def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
@@ -178,6 +180,7 @@ class ManagerServicer(pb_grpc.ManagerServicer):
         return pb.ListReleasesResponse(releases=self.bridge.call(releases, context))
 
     # ---- placeholders: this round's contract, not implemented yet ----------------------
+    # (Reload is above, with the calls that run on the event loop.)
 
     @unary_sync
     def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
@@ -185,7 +188,9 @@ class ManagerServicer(pb_grpc.ManagerServicer):
 
     @unary_sync
     def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
-        raise Unimplemented("Reload is not implemented yet")
+        done = self.bridge.call(self.control.reload, context)
+        return pb.ReloadResponse(added=done.added, removed=done.removed, changed=done.changed,
+                                 unchanged=done.unchanged, message=done.message)
 
     @unary_sync
     def ListEvents(self, request: epb.ListEventsRequest, context: Any,

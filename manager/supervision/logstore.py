@@ -65,6 +65,13 @@ class LogStore:
         """The current log file."""
         return self._path
 
+    def reconfigure(self, *, max_bytes: int, backups: int) -> None:
+        """New rotation limits (a config reload); they apply from the next write."""
+        if max_bytes < 1 or backups < 0:
+            raise ValueError("max_bytes must be positive and backups >= 0")
+        self._max_bytes = max_bytes
+        self._backups = backups
+
     # ---- writing ----------------------------------------------------------------------
 
     def append(self, data: bytes) -> None:

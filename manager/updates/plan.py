@@ -12,6 +12,14 @@ back: rollback_stop -> rollback_switch -> rollback_start -> rollback_health, end
 same machine with the steps `stop, switch, start, health, commit` towards the previous
 release. After a manager crash, `Interrupted` with the last journaled event decides:
 before `stop` -> failed (nothing changed); `commit` -> finish it; otherwise roll back.
+
+A service with `instances` is updated one instance at a time (`rolling_steps`): after
+stage, for each instance stop -> (switch, once, before the first start) -> start ->
+health, then one commit. The sequence then repeats steps, so the plan keeps its
+position in it, and recovery is told the position of the last journaled step (the
+updater counts the forward steps it journaled). The rollback steps act on every
+instance (stop what was touched, switch back, then restart each one at a time and gate
+its health), so a failure or a crash at any instance rolls all of them back.
 """
 
 from __future__ import annotations
@@ -42,6 +50,25 @@ class Plan:
     current: Step | None = None  # the step being carried out
     failure: str = ""          # why the forward sequence failed (kept for the final report)
     outcome: Outcome | None = None
+    position: int = -1         # index of `current` in the phase's sequence
+
+
+def rolling_steps(instances: int, steps: tuple[Step, ...] = UPDATE_STEPS) -> tuple[Step, ...]:
+    """The forward sequence for a service with `instances`: the per-process steps
+    (stop, switch, start, health) once per instance, switch only for the first."""
+    if instances <= 1 or FIRST_DESTRUCTIVE not in steps:
+        return steps
+    first = steps.index(FIRST_DESTRUCTIVE)
+    per = [s for s in steps[first:] if s is not Step.COMMIT]
+    out = list(steps[:first])
+    for i in range(instances):
+        out += [s for s in per if s is not Step.SWITCH or i == 0]
+    return (*out, *steps[first + len(per):])
+
+
+def instance_at(steps: tuple[Step, ...], position: int) -> int:
+    """Which instance (0-based) the forward step at `position` acts on."""
+    return max(0, sum(1 for s in steps[:position + 1] if s is FIRST_DESTRUCTIVE) - 1)
 
 
 # ---- events -------------------------------------------------------------------------
@@ -69,6 +96,7 @@ class Interrupted:
     step: Step     # Step.VALIDATE if nothing ran after validation
     status: StepStatus
     message: str = ""
+    position: int | None = None  # forward steps journaled - 1 (None: the step's first)
 
 
 Event = Begin | StepOk | StepFailed | Interrupted
@@ -97,8 +125,10 @@ def _destructive(steps: tuple[Step, ...], step: Step) -> bool:
     return steps.index(step) >= steps.index(FIRST_DESTRUCTIVE)
 
 
-def _run(plan: Plan, step: Step) -> tuple[Plan, list[Action]]:
-    return replace(plan, current=step), [Run(step)]
+def _run(plan: Plan, step: Step, position: int | None = None) -> tuple[Plan, list[Action]]:
+    seq = plan.steps if plan.phase is Phase.FORWARD else ROLLBACK_STEPS
+    at = seq.index(step) if position is None else position
+    return replace(plan, current=step, position=at), [Run(step)]
 
 
 def _finish(plan: Plan, outcome: Outcome, message: str) -> tuple[Plan, list[Action]]:
@@ -113,9 +143,9 @@ def _fail_forward(plan: Plan, step: Step, message: str) -> tuple[Plan, list[Acti
     return _run(replace(plan, phase=Phase.ROLLBACK, failure=failure), ROLLBACK_STEPS[0])
 
 
-def _next(steps: tuple[Step, ...], step: Step) -> Step | None:
-    i = steps.index(step) + 1
-    return steps[i] if i < len(steps) else None
+def _next(steps: tuple[Step, ...], position: int) -> tuple[Step | None, int]:
+    i = position + 1
+    return (steps[i], i) if i < len(steps) else (None, i)
 
 
 def transition(plan: Plan, event: Event) -> tuple[Plan, list[Action]]:
@@ -126,9 +156,9 @@ def transition(plan: Plan, event: Event) -> tuple[Plan, list[Action]]:
             return _run(plan, plan.steps[0])
         case StepOk(step=step) if step == plan.current:
             seq = plan.steps if plan.phase is Phase.FORWARD else ROLLBACK_STEPS
-            nxt = _next(seq, step)
+            nxt, at = _next(seq, plan.position)
             if nxt is not None:
-                return _run(plan, nxt)
+                return _run(plan, nxt, at)
             if plan.phase is Phase.FORWARD:
                 return _finish(plan, Outcome.SUCCEEDED, "")
             return _finish(plan, Outcome.ROLLED_BACK, f"{plan.failure}; rolled back")
@@ -137,13 +167,13 @@ def transition(plan: Plan, event: Event) -> tuple[Plan, list[Action]]:
                 return _fail_forward(plan, step, msg)
             return _finish(plan, Outcome.ROLLBACK_FAILED,
                            f"{plan.failure}; rollback failed at {step.value}: {msg}")
-        case Interrupted(step=step, status=status, message=msg):
-            return _recover(plan, step, status, msg)
+        case Interrupted(step=step, status=status, message=msg, position=position):
+            return _recover(plan, step, status, msg, position)
     return plan, []  # a stale or unexpected event changes nothing
 
 
-def _recover(plan: Plan, step: Step, status: StepStatus,
-             msg: str) -> tuple[Plan, list[Action]]:
+def _recover(plan: Plan, step: Step, status: StepStatus, msg: str,
+             position: int | None) -> tuple[Plan, list[Action]]:
     why = "interrupted by a manager restart"
     failed = status is StepStatus.FAILED
     if step in ROLLBACK_STEPS or (failed and _destructive(plan.steps, step)):
@@ -158,12 +188,15 @@ def _recover(plan: Plan, step: Step, status: StepStatus,
     if status in (StepStatus.OK, StepStatus.SKIPPED):
         if not _destructive(plan.steps, step):  # the next step never began
             return _finish(plan, Outcome.FAILED, f"{why} after {step.value}; nothing changed")
-        nxt = _next(plan.steps, step)
+        at = plan.steps.index(step) if position is None else position
+        nxt, at = _next(plan.steps, at)
         if nxt is None:
             return _finish(plan, Outcome.SUCCEEDED, "")
         step = nxt
-    if step == plan.steps[-1]:  # commit: the release is healthy, finish recording it
-        return _run(plan, step)
+        position = at
+    if step == plan.steps[-1] and (position is None or position == len(plan.steps) - 1):
+        # commit: the release is healthy (every instance of it), finish recording it
+        return _run(plan, step, len(plan.steps) - 1)
     if not _destructive(plan.steps, step):
         return _finish(plan, Outcome.FAILED, f"{why} during {step.value}; nothing changed")
     return _run(replace(plan, phase=Phase.ROLLBACK, failure=f"{why} during {step.value}"),

@@ -7,6 +7,14 @@ running. One operation per service at a time.
 
 After each journaled step event the updater calls its fault points (manager/updates/
 faults.py; none in production): tests crash or fail the manager there.
+
+A service with `instances` (NAME-1 ... NAME-N sharing one install_root) is updated as
+one operation named NAME: its instances are stopped, started and health-gated one at a
+time (plan.rolling_steps); a failure at any of them rolls all of them back. Each
+per-instance step's "started" event names the instance.
+
+While a config reload runs (`hold`), no operation starts; a reload is refused while an
+operation runs (manager/config_reload.py): the two never interleave.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_te
 from backendai.validate import check_version
 from manager.config import ManagerConfig, ServiceConfig
 from manager.statestore import StateStore
+from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.states import State, UpdateSummary
 from manager.supervision.unit import ServiceUnit
 from manager.updates import fetch as package_fetch
@@ -77,15 +86,29 @@ def _skipped(why: str) -> StepDone:
 
 
 class _Op:
-    """The I/O context of one operation."""
+    """The I/O context of one operation: the service's processes (one, or each instance
+    of a service with `instances`) and where it stands among them."""
 
-    def __init__(self, rec: OpRecord, cfg: ServiceConfig, unit: ServiceUnit) -> None:
+    def __init__(self, rec: OpRecord, members: list[tuple[ServiceConfig, ServiceUnit]],
+                 steps: tuple[Step, ...], *, recovering: bool = False) -> None:
         self.rec = rec
-        self.cfg = cfg
-        self.unit = unit
-        self.dirs = ReleaseDirs(cfg.install_root)
+        self.members = members
+        self.cfg = members[0][0]  # the update source and install_root all share
+        self.steps = steps
+        self.dirs = ReleaseDirs(self.cfg.install_root)
         self.work = self.dirs.download_dir(rec.id)
-        self.health_pid = 0
+        self.health_pids: dict[str, int] = {}
+        self.position = -1  # of the forward step being carried out
+        # instances a forward step may have stopped or restarted (after a crash: any)
+        self.touched: set[str] = {u.name for _c, u in members} if recovering else set()
+
+    @property
+    def grouped(self) -> bool:
+        return len(self.members) > 1
+
+    def member(self) -> tuple[ServiceConfig, ServiceUnit]:
+        """The instance the current forward step acts on."""
+        return self.members[update_plan.instance_at(self.steps, self.position)]
 
 
 class Updater:
@@ -93,7 +116,7 @@ class Updater:
                  store: StateStore, *, faults: UpdateFaults | None = None) -> None:
         """faults: called at each step boundary (tests inject failures there)."""
         self.config = config
-        self.units = dict(units)
+        self.units = units  # the daemon's live mapping: a reload changes it in place
         self.journal = UpdateJournal(store)
         self.faults: UpdateFaults = faults if faults is not None else NoFaults()
         self._running: dict[str, str] = {}      # service -> operation id
@@ -102,11 +125,42 @@ class Updater:
         self._stop = asyncio.Event()
         self.recovered = asyncio.Event()        # set once interrupted operations are known
         self._tg: asyncio.TaskGroup | None = None
+        self._held = ""                         # why no operation may start (a reload)
 
     # ---- lifecycle ------------------------------------------------------------------
 
     def _updatable(self) -> list[ServiceConfig]:
-        return [s for s in self.config.services if s.install_root and s.name in self.units]
+        """One config per updatable service (the first instance of one with instances)."""
+        out: dict[str, ServiceConfig] = {}
+        for s in self.config.services:
+            if s.install_root and s.name in self.units:
+                out.setdefault(s.instance_of or s.name, s)
+        return list(out.values())
+
+    def _members(self, service: str) -> list[tuple[ServiceConfig, ServiceUnit]]:
+        """The configs and units an operation on `service` acts on (its instances)."""
+        return [(c, self.units[c.name]) for c in self.config.members(service)
+                if c.name in self.units]
+
+    # ---- a config reload ----------------------------------------------------------------
+
+    def running_operations(self) -> dict[str, str]:
+        """service -> the id of its running operation."""
+        return dict(self._running)
+
+    def hold(self, reason: str) -> None:
+        """Refuse new operations (with `reason`) until release()."""
+        self._held = reason
+
+    def release(self) -> None:
+        self._held = ""
+
+    def configure(self, config: ManagerConfig) -> None:
+        """A reload's new config (no operation runs meanwhile)."""
+        self.config = config
+        for cfg in self._updatable():
+            self._publish_version(cfg.instance_of or cfg.name)
+            self._publish_summary(cfg.instance_of or cfg.name)
 
     async def run(self) -> None:
         """Recover interrupted operations, then run operations until shutdown()."""
@@ -114,8 +168,8 @@ class Updater:
             await unit.ready.wait()  # (the daemon bounds this wait)
         interrupted = []
         for op in self.journal.running_ops():
-            cfg = self.config.service(op.service)
-            if cfg is None or not cfg.install_root or op.service not in self.units:
+            members = self._members(op.service)
+            if not members or not members[0][0].install_root:
                 # The config changed while the manager was down: nothing left to drive.
                 self.journal.append(op.id, Step.DONE, StepStatus.FAILED, "interrupted, and the "
                                     "service is no longer configured for updates",
@@ -129,16 +183,22 @@ class Updater:
             for name in remove_leftovers(dirs.releases):
                 log.info("update.leftover_removed", service=cfg.name, path=name)
             dirs.remove_downloads(keep={op.id for op in interrupted})
-            self._publish_version(cfg.name)
-            self._publish_summary(cfg.name)
+            self._publish_version(cfg.instance_of or cfg.name)
+            self._publish_summary(cfg.instance_of or cfg.name)
         self.recovered.set()
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             for op in interrupted:
-                last = self.journal.events(op.id)[-1]
+                events = self.journal.events(op.id)
+                last = events[-1]
+                # each forward step journals its "started" once, before it acts
+                position = sum(1 for e in events if e.status is StepStatus.STARTED
+                               and e.step not in update_plan.ROLLBACK_STEPS) - 1
                 log.warning("update.recovering", op=op.id, service=op.service,
                             step=last.step.value, status=last.status.value)
-                self._launch(op, update_plan.Interrupted(last.step, last.status, last.message))
+                self._launch(op, update_plan.Interrupted(last.step, last.status, last.message,
+                                                         position if position >= 0 else None),
+                             recovering=True)
             await self._stop.wait()
             self._tg = None
             for task in list(self._tasks.values()):
@@ -150,10 +210,11 @@ class Updater:
     # ---- requests -------------------------------------------------------------------
 
     def _service(self, service: str, *, need_url: bool) -> tuple[ServiceConfig, ServiceUnit]:
-        cfg = self.config.service(service)
-        unit = self.units.get(service)
-        if cfg is None or unit is None:
+        """The service's config (its first instance's) and unit (likewise)."""
+        members = self._members(service)
+        if not members:
             raise NotFound(f"no service named {service!r}")
+        cfg, unit = members[0]
         if not cfg.install_root or (need_url and not cfg.update.package_url):
             raise NotConfigured(f"updates are not configured for service {service!r} "
                                 "(set install_root and package_url)")
@@ -168,6 +229,8 @@ class Updater:
                                      f"(operation {running}); wait for it to end")
         if self._tg is None:
             raise Unavailable("the manager is starting or stopping; try again")
+        if self._held:
+            raise Unavailable(f"{self._held}; try again")
 
     async def update(self, service: str, version: str) -> UpdateStarted:
         version = check_version(version)
@@ -248,20 +311,24 @@ class Updater:
         self._launch(op, update_plan.Begin())
         return op
 
-    def _launch(self, rec: OpRecord, first: update_plan.Event) -> None:
+    def _launch(self, rec: OpRecord, first: update_plan.Event, *,
+                recovering: bool = False) -> None:
         assert self._tg is not None  # noqa: S101 - callers checked
         self._running[rec.service] = rec.id
         self._publish_summary(rec.service)
-        task = self._tg.create_task(self._execute(rec, first), name=f"update-{rec.id}")
+        task = self._tg.create_task(self._execute(rec, first, recovering),
+                                    name=f"update-{rec.id}")
         self._tasks[rec.id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(rec.id, None))
 
-    async def _execute(self, rec: OpRecord, first: update_plan.Event) -> None:
-        cfg = self.config.service(rec.service)
-        assert cfg is not None  # noqa: S101 - operations name configured services
-        op = _Op(rec, cfg, self.units[rec.service])
-        steps = update_plan.UPDATE_STEPS if rec.kind is OpKind.UPDATE else \
+    async def _execute(self, rec: OpRecord, first: update_plan.Event,
+                       recovering: bool = False) -> None:
+        members = self._members(rec.service)
+        assert members  # noqa: S101 - operations name configured services
+        base = update_plan.UPDATE_STEPS if rec.kind is OpKind.UPDATE else \
             update_plan.ROLLBACK_OP_STEPS
+        steps = update_plan.rolling_steps(len(members), base)
+        op = _Op(rec, members, steps, recovering=recovering)
         plan, actions = update_plan.transition(update_plan.Plan(steps=steps), first)
         began = time.monotonic()
         while actions:
@@ -270,7 +337,11 @@ class Updater:
                 self._finish(op, action, time.monotonic() - began)
                 return
             step = action.step
-            self._record(rec.id, step, StepStatus.STARTED)
+            op.position = plan.position if plan.phase is update_plan.Phase.FORWARD else -1
+            per_instance = op.grouped and plan.phase is update_plan.Phase.FORWARD and \
+                step in (Step.STOP, Step.START, Step.HEALTH)
+            self._record(rec.id, step, StepStatus.STARTED,
+                         op.member()[1].name if per_instance else "")
             t0 = time.monotonic()
             event: update_plan.Event
             try:
@@ -326,7 +397,11 @@ class Updater:
     # ---- the steps --------------------------------------------------------------------
 
     async def _do(self, op: _Op, step: Step) -> StepDone:
-        rec, unit, dirs = op.rec, op.unit, op.dirs
+        rec, dirs = op.rec, op.dirs
+        if op.grouped and step in update_plan.ROLLBACK_STEPS:
+            return await self._rollback_all(op, step)
+        cfg, unit = op.member()
+        prefix = f"{unit.name}: " if op.grouped else ""
         match step:
             case Step.DOWNLOAD:
                 return StepDone(await self._download(op))
@@ -338,34 +413,79 @@ class Updater:
                                         rec.to_version, op.cfg.update)
                 return StepDone(f"staged in releases/{rec.to_version}")
             case Step.STOP | Step.ROLLBACK_STOP:
+                op.touched.add(unit.name)
                 st = await unit.stop()
-                return StepDone(f"service {st.state.value.lower()}")
+                return StepDone(f"{prefix}service {st.state.value.lower()}")
             case Step.SWITCH:
                 await asyncio.to_thread(dirs.switch, rec.to_version)
-                unit.set_version(rec.to_version)
+                self._set_versions(op, rec.to_version)
                 return StepDone(f"current -> releases/{rec.to_version}")
             case Step.START | Step.ROLLBACK_START:
                 if step is Step.ROLLBACK_START and not rec.from_version:
                     return _skipped("there was no release before")
                 st = await unit.start(wait=True)
-                op.health_pid = st.pid
-                return StepDone(f"service running, pid {st.pid}")
+                op.health_pids[unit.name] = st.pid
+                return StepDone(f"{prefix}service running, pid {st.pid}")
             case Step.HEALTH:
-                return StepDone(await self._health(op, rec.to_version))
+                return StepDone(prefix + await self._health(op, cfg, unit, rec.to_version))
             case Step.ROLLBACK_HEALTH:
                 if not rec.from_version:
                     return _skipped("there was no release before")
-                return StepDone(await self._health(op, rec.from_version))
+                return StepDone(await self._health(op, cfg, unit, rec.from_version))
             case Step.ROLLBACK_SWITCH:
                 if rec.from_version:
                     await asyncio.to_thread(dirs.switch, rec.from_version)
-                    unit.set_version(rec.from_version)
+                    self._set_versions(op, rec.from_version)
                     return StepDone(f"current -> releases/{rec.from_version}")
                 await asyncio.to_thread(dirs.clear_current)
                 return StepDone("current removed (there was no release before)")
             case Step.COMMIT:
                 return StepDone(await self._commit(op))
         raise AssertionError(f"not a step the updater runs: {step.value}")
+
+    def _set_versions(self, op: _Op, version: str) -> None:
+        for _cfg, unit in op.members:
+            unit.set_version(version)
+
+    async def _rollback_all(self, op: _Op, step: Step) -> StepDone:
+        """A rollback step of a service with instances, on every instance: stop the ones
+        an update step touched (all of them after a crash), switch back, then restart
+        each instance one at a time (an untouched one may have restarted on the new
+        release meanwhile) and gate its health."""
+        rec, dirs = op.rec, op.dirs
+        match step:
+            case Step.ROLLBACK_STOP:
+                stopped = []
+                for _cfg, unit in reversed(op.members):
+                    if unit.name in op.touched:
+                        await unit.stop()
+                        stopped.append(unit.name)
+                return StepDone(f"stopped {', '.join(reversed(stopped)) or 'none'}")
+            case Step.ROLLBACK_SWITCH:
+                if rec.from_version:
+                    await asyncio.to_thread(dirs.switch, rec.from_version)
+                    self._set_versions(op, rec.from_version)
+                    return StepDone(f"current -> releases/{rec.from_version}")
+                await asyncio.to_thread(dirs.clear_current)
+                return StepDone("current removed (there was no release before)")
+            case Step.ROLLBACK_START:
+                if not rec.from_version:
+                    return _skipped("there was no release before")
+                pids = []
+                for _cfg, unit in op.members:
+                    if unit.status().state.is_up:
+                        await unit.stop()
+                    st = await unit.start(wait=True)
+                    op.health_pids[unit.name] = st.pid
+                    pids.append(f"{unit.name} pid {st.pid}")
+                return StepDone(f"running: {', '.join(pids)}")
+            case Step.ROLLBACK_HEALTH:
+                if not rec.from_version:
+                    return _skipped("there was no release before")
+                done = [f"{unit.name}: " + await self._health(op, cfg, unit, rec.from_version)
+                        for cfg, unit in op.members]
+                return StepDone("; ".join(done))
+        raise AssertionError(f"not a rollback step: {step.value}")
 
     def _package_path(self, op: _Op) -> Path:
         url = package_store.expand_url(op.cfg.update.package_url, op.rec.to_version)
@@ -419,9 +539,9 @@ class Updater:
                                          package.name, sums, sig, key)
         return f"sha256 {digest[:16]}… ok" + ("; signature ok" if key else "")
 
-    async def _health(self, op: _Op, expected: str) -> str:
-        unit = op.unit
-        pid = op.health_pid or unit.status().pid
+    async def _health(self, op: _Op, cfg: ServiceConfig, unit: ServiceUnit,
+                      expected: str) -> str:
+        pid = op.health_pids.get(unit.name) or unit.status().pid
 
         def down_reason() -> str | None:
             st = unit.status()
@@ -431,8 +551,9 @@ class Updater:
                 return f"service restarted (pid {pid} -> {st.pid})"
             return None
 
-        return await health_gate(ProbeSpec(op.cfg.health, op.cfg.env), expected,
-                                 down_reason=down_reason)
+        cwd = unit.resolve_command()[0] if isinstance(unit, ProcessUnit) else None
+        spec = ProbeSpec(cfg.health, cfg.env, cfg.health_check, cwd)
+        return await health_gate(spec, expected, down_reason=down_reason)
 
     async def _commit(self, op: _Op) -> str:
         """Record the release and prune old ones. The journal is only touched from the
@@ -461,11 +582,12 @@ class Updater:
     # ---- status -------------------------------------------------------------------------
 
     def _publish_version(self, service: str) -> None:
-        cfg = self.config.service(service)
-        if cfg is None or not cfg.install_root:
+        members = self._members(service)
+        if not members or not members[0][0].install_root:
             return
-        current = ReleaseDirs(cfg.install_root).current_version()
-        self.units[service].set_version(current or cfg.version or "unknown")
+        current = ReleaseDirs(members[0][0].install_root).current_version()
+        for cfg, unit in members:
+            unit.set_version(current or cfg.version or "unknown")
 
     def summary(self, service: str) -> UpdateSummary:
         last = self.journal.last_done(service)
@@ -477,4 +599,6 @@ class Updater:
             last_version=last.to_version if last else "")
 
     def _publish_summary(self, service: str) -> None:
-        self.units[service].set_update_summary(self.summary(service))
+        summary = self.summary(service)
+        for _cfg, unit in self._members(service):
+            unit.set_update_summary(summary)
