@@ -4,14 +4,15 @@
   TLS and token files, the hub link, logging, the primary service's name), as the
   message of the refusal; "" when there is none.
 - `diff(old, new)`: the services added, removed, changed (any key of their spec,
-  instances, `after` and health check included) and unchanged, by name, in config order.
+  `after` and the health check included; for an instance, not how many siblings it
+  has) and unchanged, by name, in config order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from manager.config import ManagerConfig
+from manager.config import ManagerConfig, ServiceConfig
 
 # Keys a running manager holds on to (open sockets, files, the lock, its log setup).
 FIXED = ("state_dir", "http_listen", "grpc_listen", "grpc_socket", "grpc_max_calls", "tls",
@@ -48,9 +49,15 @@ def fixed_change(old: ManagerConfig, new: ManagerConfig) -> str:
     return ""
 
 
+def _spec(svc: ServiceConfig) -> ServiceConfig:
+    """What makes a service's process: its config but the count of its siblings (web-1
+    is the same process whether there are 2 or 3 instances)."""
+    return replace(svc, instances=0)
+
+
 def diff(old: ManagerConfig, new: ManagerConfig) -> ConfigDiff:
-    before = {s.name: s for s in old.services}
-    after = {s.name: s for s in new.services}
+    before = {s.name: _spec(s) for s in old.services}
+    after = {s.name: _spec(s) for s in new.services}
     return ConfigDiff(
         added=[n for n in after if n not in before],
         removed=[n for n in before if n not in after],
