@@ -191,3 +191,45 @@ def test_reload_with_instances_and_start_order(make_manager, tmp_path):
              if line.startswith("stop")]
     assert stops[-1] == "db" and sorted(stops[:-1]) == ["w-1", "w-2", "w-3"]
     assert names(m) == ["a"] and m.status("a").pid == a
+
+
+def test_a_reload_during_an_update_is_refused_naming_it(env):
+    from tests.update_support import started, update, watch_op
+
+    env.build("1.0.0")
+    env.build("1.1.0", blob_bytes=2 << 20)
+    env.install("1.0.0")
+    m = env.manager()
+    pid = started(env, m)
+    env.server.throttle = 0.05  # the download takes a few seconds
+    op = update(m, "1.1.0")
+    with pytest.raises(grpc.RpcError) as err:
+        reload(m)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.details() == (f"an update of service 'agent' is running (operation {op});"
+                                   " reload once it has ended")
+    code, body = m.http("POST", "/reload")
+    assert code == 409 and op in json.loads(body)["error"]
+    env.server.throttle = 0.0
+    assert watch_op(m, op)[-1].outcome == "succeeded"
+    assert reload(m).message == "reloaded: no service changed"
+    assert m.status().pid != pid  # the update restarted it; the reload did not
+
+
+def test_a_reload_that_adds_the_first_updatable_service_starts_the_updater(make_manager, env):
+    from tests.update_support import update_service, watch_op
+
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = make_manager([fast_service("plain")]).start()
+    with pytest.raises(grpc.RpcError) as err:
+        m.stub().Update(pb.UpdateRequest(version="1.1.0"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    rewrite(m, [fast_service("plain"), update_service(env.install_root, env.url, env.port)])
+    assert list(reload(m).added) == ["agent"]
+    pid_of(m, "agent")
+    op = m.stub().Update(pb.UpdateRequest(service="agent", version="1.1.0"),
+                         timeout=10).operation_id
+    assert watch_op(m, op)[-1].outcome == "succeeded"
+    assert m.status("agent").version == "1.1.0"
