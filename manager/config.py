@@ -11,7 +11,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backendai.config import (
     LOG_FORMATS,
@@ -27,7 +27,9 @@ from backendai.tls import ClientTLS, ServerTLS
 from backendai.validate import check_service_name, default_host_name
 from manager import instances as service_instances
 from manager import start_order
-from manager.health_config import HealthCheck, read_health_check
+
+if TYPE_CHECKING:
+    from manager.health_config import HealthCheck
 
 ROLES = ("agent", "hub")
 BACKENDS = ("process", "systemd", "rcd")
@@ -299,9 +301,12 @@ def _service(t: Table) -> ServiceConfig:
         base_port=t.integer("base_port", low=1, high=service_instances.MAX_PORT),
         after=t.custom("after", "a list of service names", lambda v: _after(v, t)),
     )
-    health = t.table("health", defaults=HealthCheck)
-    if health is not None:
-        svc = replace(svc, health_check=read_health_check(health))
+    if "health" in t.data:  # loaded only where a service has a health check
+        from manager.health_config import HealthCheck, read_health_check  # noqa: PLC0415
+
+        health = t.table("health", defaults=HealthCheck)
+        if health is not None:
+            svc = replace(svc, health_check=read_health_check(health))
     t.done()
     if backend == "process" and not svc.command:
         raise ConfigError(f"{t.key('command')}: required for backend \"process\"")

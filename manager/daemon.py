@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,14 +29,15 @@ from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.api.http_routes import manager_http_server
 from manager.config import ManagerConfig, ServiceConfig
-from manager.config_reload import ConfigReloader
 from manager.statestore import StateStore
-from manager.supervision import health_monitor
 from manager.supervision.fleet import Fleet
 from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
+    from manager.api.control import ReloadResult
+    from manager.config_reload import ConfigReloader
+    from manager.supervision.health_monitor import HealthMonitor
     from manager.updates.faults import UpdateFaults
     from manager.updates.updater import Updater
 
@@ -44,6 +45,28 @@ log = structlog.get_logger(__name__)
 
 GRACE = 2.0
 READY_MARGIN = 10.0  # seconds beyond the longest call_timeout for the units to get ready
+
+
+def monitor_for(unit: ServiceUnit) -> HealthMonitor | None:
+    """A service's health monitor; the health modules load only where one is needed."""
+    if unit.config.health_check is None:
+        return None
+    from manager.supervision import health_monitor  # noqa: PLC0415
+
+    return health_monitor.for_unit(unit)
+
+
+class LazyReloader:
+    """The config reload (config_reload.py), loaded at the first reload."""
+
+    def __init__(self, make: Callable[[], ConfigReloader]) -> None:
+        self.make = make
+        self.reloader: ConfigReloader | None = None
+
+    async def reload(self) -> ReloadResult:
+        if self.reloader is None:
+            self.reloader = self.make()
+        return await self.reloader.reload()
 
 
 async def wait_ready(units: Mapping[str, ServiceUnit], updater: Updater | None,
@@ -72,7 +95,7 @@ class ManagerDaemon(DaemonLifecycle):
         self.ready_file = ready_file
         self.faults = faults
         self.control: ManagerControl | None = None
-        self.reloader: ConfigReloader | None = None  # set once serving
+        self.reloader: LazyReloader | None = None  # set once serving
         self.updater: Updater | None = None
         self.grpc_port = 0
         self.http_port = 0
@@ -109,6 +132,14 @@ class ManagerDaemon(DaemonLifecycle):
             self.control.updater = updater
         return updater
 
+    def _reloader(self, source: Path, fleet: Fleet, control: ManagerControl,
+                  store: StateStore) -> ConfigReloader:
+        from manager.config_reload import ConfigReloader  # noqa: PLC0415
+
+        return ConfigReloader(source, fleet=fleet, control=control, secrets=self.secrets,
+                              store=store, make_unit=lambda svc: self._make_unit(svc, store),
+                              updates=lambda new: self._updates(new, fleet, store))
+
     async def perform_reload(self) -> None:
         """SIGHUP: the config file and the secrets (config_reload.py) once serving; the
         secrets alone before that."""
@@ -132,7 +163,7 @@ class ManagerDaemon(DaemonLifecycle):
             self.secrets = Secrets([token, hub_token], tls)
             store = StateStore(cfg.state_dir / "manager.db")
             units = self._make_units(store)
-            fleet = Fleet(cfg, units, health_monitor.for_unit)
+            fleet = Fleet(cfg, units, monitor_for)
             updater: Updater | None = None
             if any(s.install_root for s in cfg.services):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
@@ -161,11 +192,10 @@ class ManagerDaemon(DaemonLifecycle):
                     # observation done) and the updater knows its interrupted operations.
                     await wait_ready(units, updater, self._ready_timeout())
                     fleet.autostart()  # services that start after others, in order
-                    if cfg.source is not None:
-                        self.reloader = control.reloader = ConfigReloader(
-                            cfg.source, fleet=fleet, control=control, secrets=self.secrets,
-                            store=store, make_unit=lambda svc: self._make_unit(svc, store),
-                            updates=lambda new: self._updates(new, fleet, store))
+                    source = cfg.source
+                    if source is not None:
+                        self.reloader = control.reloader = LazyReloader(
+                            lambda: self._reloader(source, fleet, control, store))
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
                     registering = self._register(tg, control, hub_token)

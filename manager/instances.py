@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from backendai.errors import ConfigError
 from backendai.validate import MAX_NAME_LEN, is_service_name
-from manager import health_config
 
 if TYPE_CHECKING:
     from manager.config import ServiceConfig
@@ -92,6 +91,8 @@ def expand(services: Sequence[ServiceConfig],
             members = [svc]
         for member in members:
             if member.health_check is not None:
+                from manager import health_config  # noqa: PLC0415 - only with a check
+
                 health_config.check(member.health_check, f"{key}.health", dict(member.env))
             out.append(member)
             origin.append(i)

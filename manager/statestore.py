@@ -69,11 +69,16 @@ class StateStore:
                 f"state_dir: {self.path} holds {component!r} tables of schema version "
                 f"{row[0]}, newer than this manager's {version}; run the newer manager or "
                 "move the state aside")
-        self.db.executescript(ddl)
-        self.db.execute(
-            "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
-            "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-            (component, version))
+        if row is not None and row[0] == version:
+            return  # nothing to write (each write here is an fsync before ready)
+        if not component.isidentifier():
+            raise ValueError(f"bad component name {component!r}")
+        # One transaction: the tables and their version land together, with one fsync.
+        self.db.executescript(
+            f"BEGIN IMMEDIATE;\n{ddl}\n"
+            "INSERT INTO schema_versions (component, version) VALUES "
+            f"('{component}', {int(version)}) "
+            "ON CONFLICT(component) DO UPDATE SET version = excluded.version;\nCOMMIT;")
 
     def load_service(self, name: str) -> ServiceRecord | None:
         row = self.db.execute(

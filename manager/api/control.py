@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
@@ -23,8 +23,10 @@ from manager.config import ManagerConfig
 from manager.supervision.fleet import Fleet
 from manager.supervision.states import ServiceStatus, count_states
 from manager.supervision.unit import ServiceUnit
-from manager.updates.journal import EventRecord, OpRecord, check_operation_id
-from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.journal import EventRecord, OpRecord
+    from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -251,5 +253,7 @@ class ManagerControl:
         return self.require_updater().releases(self.update_target(name))
 
     def watch_update(self, operation_id: str) -> AsyncIterator[EventRecord]:
+        from manager.updates.journal import check_operation_id  # noqa: PLC0415
+
         check_operation_id(operation_id)
         return self.require_updater().watch(operation_id)

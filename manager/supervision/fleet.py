@@ -19,15 +19,18 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from backendai.errors import BackendAIError, DeadlineExceeded, FailedPrecondition, ServiceFailed
 from manager import start_order
 from manager.config import ManagerConfig, ServiceConfig
-from manager.supervision.health_monitor import HealthMonitor
 from manager.supervision.states import ServiceStatus, State
 from manager.supervision.unit import ServiceUnit
+
+if TYPE_CHECKING:  # the daemon imports the health modules only when a check is set
+    from manager.supervision.health_monitor import HealthMonitor
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +65,7 @@ def up_deadline(cfg: ServiceConfig) -> float:
     return limit
 
 
-MonitorFactory = Callable[[ServiceUnit], HealthMonitor | None]
+MonitorFactory = Callable[[ServiceUnit], "HealthMonitor | None"]
 
 
 class Fleet:

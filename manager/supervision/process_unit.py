@@ -344,8 +344,7 @@ class ProcessUnit:
         if rec is None:
             if self.config.autostart and self.defer_autostart:
                 self.autostart_pending = True  # the fleet starts it, in start order
-            elif self.config.autostart:
-                self._save(desired="running")
+            elif self.config.autostart:  # the spawn records desired "running" first
                 self._dispatch(supervisor.StartRequested())
             return
         self._record = rec
