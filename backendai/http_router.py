@@ -1,7 +1,8 @@
 """Routes for `HttpServer`: (method, path regex, allowed query parameters, handler).
 
 The router is an `App`: it finds the route, checks the route's auth policy (the bearer
-token by default: 401 with `WWW-Authenticate: Bearer`), answers 404 for an unknown path
+token by default: 401 with `WWW-Authenticate: Bearer`), refuses a read-only token
+anything but GET and HEAD (403; WebSockets are GETs), answers 404 for an unknown path
 and 405 with `Allow` for a known path and a wrong method, parses the query string
 strictly (an unknown or repeated parameter is a 400) and decodes the path's named
 groups into `Request.params`. A handler returns a JSON object (sent as 200
@@ -16,9 +17,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, unquote
 
-from backendai.auth import DENIED
+from backendai.auth import DENIED, READ_HTTP_METHODS, read_only
 from backendai.errors import InvalidArgument, NotFound
-from backendai.http_server import JSON, HttpError, Request, Response, Upgrade
+from backendai.http_server import (
+    JSON,
+    HttpError,
+    Request,
+    Response,
+    Upgrade,
+    take_query_token,
+)
 
 Handler = Callable[[Request], Awaitable[JSON | Response | Upgrade]]
 # Decides whether a request may reach a route: True lets it through, False answers 401.
@@ -68,7 +76,11 @@ class Router:
     async def __call__(self, request: Request) -> Response | Upgrade:
         route, match = self._find(request)
         if not route.auth(request):
-            raise HttpError(401, DENIED, [("WWW-Authenticate", "Bearer")])
+            raise _denied(request)
+        identity = request.caller.identity
+        if identity.authenticated and not identity.can_act \
+                and route.method not in READ_HTTP_METHODS:
+            raise HttpError(403, read_only(identity, f"{route.method} {request.path[:200]}"))
         try:
             params = {key: unquote(value, errors="strict")
                       for key, value in match.groupdict().items()}
@@ -96,12 +108,20 @@ class Router:
             if route.method == request.method:
                 return route, m
         if not self.auth(request):
-            raise HttpError(401, DENIED, [("WWW-Authenticate", "Bearer")])
+            raise _denied(request)
         if not matches:
             raise NotFound(f"no endpoint {request.path[:200]!r}")
         allow = ", ".join(sorted({route.method for route, _ in matches}))
         raise HttpError(405, f"method {request.method} not allowed here (allowed: {allow})",
                         [("Allow", allow)])
+
+
+def _denied(request: Request) -> HttpError:
+    message = DENIED
+    if request.method not in READ_HTTP_METHODS and take_query_token(request.query_string)[1]:
+        message += (" (a token in the query counts on GET only: send Authorization: Bearer "
+                    "TOKEN)")
+    return HttpError(401, message, [("WWW-Authenticate", "Bearer")])
 
 
 def json_body(request: Request, allowed: Iterable[str]) -> JSON:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import BackendAIError, ConfigError, Unavailable
 from backendai.grpc_server import GrpcServer
@@ -156,11 +156,11 @@ class ManagerDaemon(DaemonLifecycle):
         store: StateStore | None = None
         try:
             lock.acquire()
-            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
             hub_token = Token.from_file(cfg.hub.token_file, "hub.token_file") \
                 if cfg.hub is not None and cfg.hub.token_file else None
-            self.secrets = Secrets([token, hub_token], tls)
+            self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
             store = StateStore(cfg.state_dir / "manager.db")
             units = self._make_units(store)
             fleet = Fleet(cfg, units, monitor_for)

@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.errors import InvalidArgument
 from backendai.http_router import Router, json_body
 from backendai.http_server import JSON, HttpServer, Request
@@ -27,6 +27,8 @@ from manager.api.control import (
     ManagerControl,
     is_pattern,
 )
+from manager.api.ui_routes import add_ui_routes
+from manager.api.ws_routes import LiveRoutes
 from manager.supervision.states import ServiceStatus, State
 
 # What GET /api/services reports as "status" (seed 004) for each supervisor state.
@@ -36,7 +38,8 @@ SIMPLE_STATUS = {State.STARTING: "running", State.RUNNING: "running", State.STOP
 
 
 def manager_http_server(control: ManagerControl, listen: ListenAddress, *,
-                        token: bytes | Token | None = None, **options: Any) -> HttpServer:
+                        token: bytes | Token | Tokens | None = None,
+                        **options: Any) -> HttpServer:
     """The manager's HTTP server: its routes on the shared transport. `options` are
     HttpServer's (max_connections, request_timeout, ...)."""
     return HttpServer(listen, ManagerRoutes(control).router, token=token, **options)
@@ -115,6 +118,8 @@ class ManagerRoutes:
         r.add("POST", f"{one}/restart", self._api_restart)
         r.add("GET", f"{one}/logs", self._api_logs, query=("lines",))
         r.add("POST", "/reload", self._reload)  # the config file and secrets, as SIGHUP
+        LiveRoutes(control).add_to(r)  # the dashboard's WebSockets (ws_routes.py)
+        add_ui_routes(r)  # GET /ui/ (ui_routes.py)
 
     # -- the seeds' endpoints -------------------------------------------------------------
 
