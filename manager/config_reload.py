@@ -114,7 +114,7 @@ class ConfigReloader:
         wanted = [n for n in d.changed if self._wanted_up(n)]
         problems: list[str] = []
         try:
-            await fleet.stop_many([*d.removed, *wanted])
+            await fleet.stop_many([*d.removed, *wanted], pausing=frozenset(wanted))
         except BackendAIError as exc:
             problems.append(f"stop: {exc}")
         for name in d.removed:

@@ -132,6 +132,17 @@ class ManagerDaemon(DaemonLifecycle):
             self.control.updater = updater
         return updater
 
+    @staticmethod
+    async def _leftovers(store: StateStore, cfg: ManagerConfig) -> None:
+        """Stop and forget services the records name and the config no longer does
+        (supervision/leftovers.py), in the background."""
+        from manager.supervision.leftovers import stop_removed  # noqa: PLC0415
+
+        try:
+            await stop_removed(store, (s.name for s in cfg.services))
+        except (OSError, BackendAIError) as exc:
+            log.warning("manager.leftovers_failed", error=str(exc))
+
     def _reloader(self, source: Path, fleet: Fleet, control: ManagerControl,
                   store: StateStore) -> ConfigReloader:
         from manager.config_reload import ConfigReloader  # noqa: PLC0415
@@ -187,11 +198,13 @@ class ManagerDaemon(DaemonLifecycle):
                 if updater is not None:  # it waits for the units to be ready
                     tg.create_task(updater.run(), name="updater")
                 registering: asyncio.Task[None] | None = None
+                leftovers: asyncio.Task[None] | None = None
                 try:
                     # Serve only once the units know their services (re-adopted, first
                     # observation done) and the updater knows its interrupted operations.
                     await wait_ready(units, updater, self._ready_timeout())
                     fleet.autostart()  # services that start after others, in order
+                    leftovers = tg.create_task(self._leftovers(store, cfg), name="leftovers")
                     source = cfg.source
                     if source is not None:
                         self.reloader = control.reloader = LazyReloader(
@@ -204,8 +217,9 @@ class ManagerDaemon(DaemonLifecycle):
                     log.info("manager.stopping")
                 finally:
                     self.reloader = None
-                    if registering is not None:
-                        registering.cancel()
+                    for task in (registering, leftovers):
+                        if task is not None:
+                            task.cancel()
                     await grpc_server.not_serving()
                     await http.stop(GRACE)
                     await grpc_server.stop(GRACE)

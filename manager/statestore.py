@@ -98,6 +98,12 @@ class StateStore:
             (rec.name, rec.desired, rec.spawn_id, rec.pid, rec.create_time, rec.restarts,
              time.time()))
 
+    def services(self) -> list[ServiceRecord]:
+        """Every service recorded, by name."""
+        rows = self.db.execute("SELECT name, desired, spawn_id, pid, create_time, restarts "
+                               "FROM services ORDER BY name").fetchall()
+        return [ServiceRecord(*row) for row in rows]
+
     def forget_service(self, name: str) -> None:
         """A service a config reload removed: its record goes (a service added later
         under the same name starts afresh)."""

@@ -233,3 +233,50 @@ def test_a_reload_that_adds_the_first_updatable_service_starts_the_updater(make_
                          timeout=10).operation_id
     assert watch_op(m, op)[-1].outcome == "succeeded"
     assert m.status("agent").version == "1.1.0"
+
+
+def test_a_service_removed_while_the_manager_was_down_is_stopped_at_its_start(make_manager):
+    m = make_manager([fast_service("a"), fast_service("b", "--interval", "0.5")]).start()
+    a, b = pid_of(m, "a"), pid_of(m, "b")
+    m.kill9()
+    rewrite(m, [fast_service("a")])
+    m.write_config = lambda: None  # type: ignore[method-assign] # start with the new file
+    m.start()
+    assert_eventually(lambda: not psutil.pid_exists(b) or
+                      psutil.Process(b).status() == psutil.STATUS_ZOMBIE, 20,
+                      what="b stopped")
+    assert names(m) == ["a"] and m.status("a").pid == a and m.status("a").adopted
+    forgotten = [json.loads(line) for line in m.logs().splitlines() if line.startswith("{")
+                 and json.loads(line)["event"] == "service.forgotten"]
+    assert [e["service"] for e in forgotten] == ["b"]
+    # its record is gone: added back later, it starts afresh
+    rewrite(m, [fast_service("a"), fast_service("b")])
+    assert list(reload(m).added) == ["b"]
+    assert pid_of(m, "b") != b and m.status("b").restarts == 0
+
+
+def test_kill9_during_a_reload_leaves_a_state_the_next_start_recovers(make_manager):
+    """The manager dies while a reload waits for a changed service to stop (it ignores
+    SIGTERM) and after it stopped a removed one: the next start, with the new file,
+    forgets the removed one and keeps the changed one running (re-adopted)."""
+    slow = fast_service("slow", "--ignore-term", stop_timeout=30.0)
+    m = make_manager([fast_service("a"), slow, fast_service("gone")]).start()
+    a, slow_pid, gone = pid_of(m, "a"), pid_of(m, "slow"), pid_of(m, "gone")
+    rewrite(m, [fast_service("a"), fast_service("slow", "--ignore-term", "--interval", "1",
+                                                stop_timeout=30.0)])
+    future = m.stub().Reload.future(pb.ReloadRequest(), timeout=60)
+    assert_eventually(lambda: m.status("slow").state == pb.SERVICE_STATE_STOPPING, 10,
+                      what="the reload stopping slow")
+    assert_eventually(lambda: not psutil.pid_exists(gone)
+                      or psutil.Process(gone).status() == psutil.STATUS_ZOMBIE, 10)
+    m.kill9()
+    with pytest.raises(grpc.RpcError):
+        future.result()
+    m.write_config = lambda: None  # type: ignore[method-assign]
+    m.start()
+    assert names(m) == ["a", "slow"]
+    assert m.status("a").pid == a
+    st = assert_eventually(lambda: (s := m.status("slow")).state == RUNNING and s, 20)
+    assert st.pid == slow_pid and st.adopted  # still the old process: reload to restart it
+    resp = reload(m)
+    assert list(resp.unchanged) == ["a", "slow"]  # the file is what it runs by now

@@ -105,7 +105,10 @@ def test_down_resets_to_unknown_and_results_while_down_are_ignored():
     assert core.health is hs.Health.UNKNOWN and core.message == "service is STOPPED"
     assert core.up_since is None
     assert feed(core, hs.Checked(10, True, "ok", 2.0))[0] == core
-    assert feed(core, hs.ProcessDown("again"))[0] == core
+    assert feed(core, hs.ProcessDown("service is STOPPED"))[0] == core
+    # still down, for another reason: the message follows
+    later = feed(core, hs.ProcessDown("service is BACKOFF"))[0]
+    assert later == hs.HealthCore(message="service is BACKOFF")
 
 
 def test_schedule_is_a_fixed_rate_that_never_overlaps():

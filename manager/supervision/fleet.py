@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -248,15 +248,24 @@ class Fleet:
                         return
 
     async def stop_many(self, names: Iterable[str], *, timeout: float | None = None,
-                        force: bool = False) -> list[ServiceStatus]:
-        """Stop `names`, each once the ones among them that start after it stopped."""
+                        force: bool = False,
+                        pausing: frozenset[str] = frozenset()) -> list[ServiceStatus]:
+        """Stop `names`, each once the ones among them that start after it stopped.
+        `pausing`: names stopped for a start that follows (the process backend keeps
+        their desired state "running", see ProcessUnit.pause)."""
         names = list(dict.fromkeys(names))
         out: dict[str, ServiceStatus] = {}
         errors: list[str] = []
+
+        def stop(name: str) -> Awaitable[ServiceStatus]:
+            unit = self.units[name]
+            pause = getattr(unit, "pause", None)
+            if name in pausing and pause is not None:
+                return pause()  # type: ignore[no-any-return]
+            return unit.stop(timeout=timeout, force=force)
+
         for wave in start_order.stop_waves(names, self.graph()):
-            results = await asyncio.gather(
-                *(self.units[n].stop(timeout=timeout, force=force) for n in wave),
-                return_exceptions=True)
+            results = await asyncio.gather(*(stop(n) for n in wave), return_exceptions=True)
             for name, res in zip(wave, results, strict=True):
                 if isinstance(res, BaseException):
                     if not isinstance(res, BackendAIError):

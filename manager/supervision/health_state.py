@@ -94,7 +94,8 @@ def transition(core: HealthCore, event: Event,
             return HealthCore(message="no check yet", pid=pid, up_since=now), []
         case ProcessDown(why=why):
             if core.up_since is None and core.health is Health.UNKNOWN:
-                return core, []
+                return (core if core.message == why else
+                        dataclasses.replace(core, message=why)), []
             return HealthCore(message=why), []
         case Checked(pid=pid, ok=ok, message=message, now=now):
             if core.up_since is None or pid != core.pid:

@@ -90,8 +90,17 @@ class ProcessUnit:
 
     async def restart(self) -> ServiceStatus:
         async with self._lock:
-            await self._stop(None, False)
+            # The record keeps desired "running" across the stop: a manager killed
+            # between the stop and the start brings the service back at its next start.
+            await self._stop(None, False, desired="running")
             return await self._start(wait=True)
+
+    async def pause(self) -> ServiceStatus:
+        """Stop for a start that follows (a config reload restarting a changed service):
+        like stop(), but the record keeps desired "running", so a manager killed before
+        the start brings the service back at its next start."""
+        async with self._lock:
+            return await self._stop(None, False, desired="running")
 
     async def tail(self, lines: int) -> list[str]:
         return await self.logs.tail(lines)
@@ -194,8 +203,9 @@ class ProcessUnit:
             raise DeadlineExceeded(
                 f"service {self.name!r} did not reach RUNNING within {deadline:g}s") from None
 
-    async def _stop(self, timeout: float | None, force: bool) -> ServiceStatus:
-        self._save(desired="stopped")
+    async def _stop(self, timeout: float | None, force: bool, *,
+                    desired: str = "stopped") -> ServiceStatus:
+        self._save(desired=desired)
         self._dispatch(supervisor.StopRequested(timeout=timeout, force=force))
         limit = (self.policy.stop_timeout if timeout is None else timeout) + \
             2 * supervisor.KILL_GRACE + WAIT_MARGIN
