@@ -60,8 +60,9 @@ FIGURES: dict[str, tuple[str, str, bool]] = {
 }
 EXTRA = ("status_p50_ms_grpc_unix", "status_p99_ms_grpc", "status_p99_ms_http",
          "status_p99_ms_grpc_unix", "status_all50_ms_http", "idle_cpu_pct_50",
-         "hung_to_new_pid_max_s")
-EXTRA_UNITS = {"idle_cpu_pct_50": ("%", "", True), "hung_to_new_pid_max_s": ("s", "", True)}
+         "hung_to_new_pid_max_s", "start_cpu_s")
+EXTRA_UNITS = {"idle_cpu_pct_50": ("%", "", True), "hung_to_new_pid_max_s": ("s", "", True),
+               "start_cpu_s": ("s", "", True)}
 # The floors ours is judged against, measured in the same rounds (JSON key "floors"):
 # figure -> (where the floor is recorded, the floor subjects).
 FLOORS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -122,6 +123,18 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process's live threads ran so far (/proc/PID/task/*/schedstat:
+    nanoseconds, where /proc/PID/stat counts 10 ms ticks)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / 1e9
 
 
 def children(pid: int) -> set[int]:
@@ -196,12 +209,12 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.verbose = args.verbose
         # (rounds, status calls, all-50 calls, kills, settle s, burst lines, paced s,
-        #  CPU window s, hangs)
-        sizes = ((1, 60, 10, 2, 0.3, 20_000, 0.5, 1.0, 1) if args.smoke
-                 else (2, 400, 40, 5, 0.5, 200_000, 2.0, 3.0, 2) if args.quick
-                 else (5, 2000, 200, 20, 2.0, 1_000_000, 5.0, 10.0, 3))
+        #  CPU window s, hangs, extra starts)
+        sizes = ((1, 60, 10, 2, 0.3, 20_000, 0.5, 1.0, 1, 1) if args.smoke
+                 else (2, 400, 40, 5, 0.5, 200_000, 2.0, 3.0, 2, 5) if args.quick
+                 else (5, 2000, 200, 20, 2.0, 1_000_000, 5.0, 10.0, 3, 10))
         (rounds, self.calls, self.all_calls, self.kills, self.settle, self.log_lines,
-         self.latency_secs, self.cpu_window, self.hangs) = sizes
+         self.latency_secs, self.cpu_window, self.hangs, self.starts) = sizes
         self.rounds = args.rounds or rounds
         self.results = Results()
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
@@ -245,6 +258,9 @@ class Bench:
     def run(self) -> Results:
         for rnd in range(self.rounds):
             t0 = time.monotonic()
+            t1 = time.monotonic()
+            self.start_ready(rnd)
+            self.note(f"start_ready: {time.monotonic() - t1:.1f}s")
             for together in (self.one_service, self.fifty_services):
                 t1 = time.monotonic()
                 together(rnd)
@@ -312,6 +328,28 @@ class Bench:
             else:
                 continue  # systemd: no config reload of this kind
             self.results.add("reload_ms_50", kind, took)
+
+    def start_ready(self, rnd: int) -> None:
+        """More start -> ready samples than the one per round of one_service: each
+        subject (and the required stack's floor) started and closed in turn, with the
+        daemon's CPU time (user + system) until ready beside the wall time."""
+        for _ in range(self.starts):
+            for kind in self.order(rnd):
+                subject = self.make(kind, [svc("svc0", SLEEPER)])
+                try:
+                    self.results.add("start_ready_s", kind, subject.start())
+                    if kind != "systemd":  # its pid is systemd's own, started earlier
+                        self.results.add("start_cpu_s", kind, cpu_s(subject.pid))
+                finally:
+                    subject.close()
+            floor = GrpcFloor(stack=True)
+            try:
+                floor.start()
+                assert floor.proc is not None
+                self.results.add("start_ready_s_floor", "required stack", floor.took)
+                self.results.add("start_cpu_s_floor", "required stack", cpu_s(floor.proc.pid))
+            finally:
+                floor.close()
 
     def one_service(self, rnd: int) -> None:
         with self.all_running(rnd, [svc("svc0", SLEEPER)]) as up:
@@ -549,7 +587,8 @@ def main() -> int:
     print(f"RSS of the required stack alone (python, asyncio, grpc.aio server with health and "
           f"reflection, structlog, psutil, h11, sqlite3): "
           f"{cell(res, 'rss_mb_floor', 'required stack')} MB; its start -> serving "
-          f"{cell(res, 'start_ready_s_floor', 'required stack')} s")
+          f"{cell(res, 'start_ready_s_floor', 'required stack')} s, CPU until then "
+          f"{cell(res, 'start_cpu_s_floor', 'required stack')} s")
     print(f"\n{bench.rounds} rounds, {bench.calls} status calls per transport, "
           f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total")
     if args.json:
