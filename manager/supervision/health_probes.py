@@ -139,30 +139,23 @@ async def _http(hc: HealthCheck) -> CheckResult:
         await writer.drain()
         status = 0
         body = bytearray()
-        while True:
+        seen = 0  # body bytes received; the response is read to its end (so the server
+        while True:  # is not cut off mid-write), but at most MAX_BODY of it
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 conn.receive_data(await reader.read(READ_CHUNK))
                 continue
             if isinstance(event, h11.Response):
                 status = event.status_code
-                low, high = hc.status
-                if not low <= status <= high:
-                    want = str(low) if low == high else f"{low}-{high}"
-                    return CheckResult(False, f"http: status {status}, expected {want}")
-                if not hc.body:
-                    return CheckResult(True, f"http: status {status}")
             elif isinstance(event, h11.Data):
-                body += event.data[:MAX_BODY - len(body)]
-                if hc.body.encode() in body:
-                    return CheckResult(True, f"http: status {status}, body matches")
-                if len(body) >= MAX_BODY:
+                seen += len(event.data)
+                if hc.body:
+                    body += event.data[:MAX_BODY - len(body)]
+                if seen >= MAX_BODY:
                     break
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 break
-        return CheckResult(False, f"http: status {status}, body does not contain "
-                                  f"{hc.body[:60]!r}" + (f" (in its first {MAX_BODY} bytes)"
-                                                         if len(body) >= MAX_BODY else ""))
+        return _http_result(hc, status, bytes(body), cut=seen >= MAX_BODY)
     except h11.ProtocolError as exc:
         return CheckResult(False, f"http: bad response: {str(exc)[:120]}")
     except OSError as exc:
@@ -171,6 +164,20 @@ async def _http(hc: HealthCheck) -> CheckResult:
         writer.close()
         with contextlib.suppress(OSError, asyncio.CancelledError):
             await writer.wait_closed()
+
+
+def _http_result(hc: HealthCheck, status: int, body: bytes, *, cut: bool) -> CheckResult:
+    low, high = hc.status
+    if not low <= status <= high:
+        want = str(low) if low == high else f"{low}-{high}"
+        return CheckResult(False, f"http: status {status}, expected {want}")
+    if not hc.body:
+        return CheckResult(True, f"http: status {status}")
+    if hc.body.encode() in body:
+        return CheckResult(True, f"http: status {status}, body matches")
+    return CheckResult(False, f"http: status {status}, body does not contain "
+                              f"{hc.body[:60]!r}"
+                              + (f" (in its first {MAX_BODY} bytes)" if cut else ""))
 
 
 async def _tcp(address: str) -> CheckResult:
