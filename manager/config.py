@@ -124,8 +124,8 @@ class ServiceConfig:
     health: HealthGate = field(default_factory=HealthGate)
     # supervision (issue 15): manager/instances.py, manager/start_order.py,
     # manager/health_config.py
-    instances: int = 0                    # 0: one service, NAME; N: NAME-1 ... NAME-N
-    base_port: int = 0                    # {port} of instance i: base_port + i - 1
+    instances: int | None = None          # None: one service, NAME; N: NAME-1 ... NAME-N
+    base_port: int | None = None          # {port} of instance i: base_port + i - 1
     after: tuple[str, ...] = ()           # start after these (instances resolved)
     health_check: HealthCheck | None = None  # `[services.health]`
     instance_of: str = ""                 # set on NAME-i: "NAME"

@@ -53,7 +53,7 @@ def fixed_change(old: ManagerConfig, new: ManagerConfig) -> str:
 def _spec(svc: ServiceConfig) -> ServiceConfig:
     """What makes a service's process: its config but the count of its siblings (web-1
     is the same process whether there are 2 or 3 instances)."""
-    return replace(svc, instances=0)
+    return replace(svc, instances=None)
 
 
 def diff(old: ManagerConfig, new: ManagerConfig) -> ConfigDiff:

@@ -45,7 +45,7 @@ def _uses_port(svc: ServiceConfig) -> str:
 
 
 def _instance(svc: ServiceConfig, n: int) -> ServiceConfig:
-    port = svc.base_port + n - 1 if svc.base_port else 0
+    port = svc.base_port + n - 1 if svc.base_port is not None else 0
     hc = svc.health_check
     if hc is not None:
         hc = dataclasses.replace(
@@ -69,24 +69,25 @@ def expand(services: Sequence[ServiceConfig],
         key = f"services[{i}]"
         svc = dataclasses.replace(written, env={**global_env, **written.env}) \
             if global_env else written
-        if svc.base_port and not svc.instances:
+        count = svc.instances
+        if svc.base_port is not None and count is None:
             raise ConfigError(f"{key}.base_port: only with instances")
-        if svc.instances and svc.backend != "process":
+        if count is not None and svc.backend != "process":
             raise ConfigError(f"{key}.instances: only for backend \"process\" (got "
                               f"{svc.backend!r})")
-        if svc.instances:
+        if count is not None:
             used = _uses_port(svc)
-            if used and not svc.base_port:
+            if used and svc.base_port is None:
                 raise ConfigError(f"{key}.{used}: uses {{port}}, which needs base_port")
-            last = svc.base_port + svc.instances - 1
-            if svc.base_port and last > MAX_PORT:
-                raise ConfigError(f"{key}.base_port: {svc.base_port} + {svc.instances} "
-                                  f"instances reaches port {last}, beyond {MAX_PORT}")
-            longest = f"{svc.name}-{svc.instances}"
+            if svc.base_port is not None and svc.base_port + count - 1 > MAX_PORT:
+                raise ConfigError(f"{key}.base_port: {svc.base_port} + {count} instances "
+                                  f"reaches port {svc.base_port + count - 1}, beyond "
+                                  f"{MAX_PORT}")
+            longest = f"{svc.name}-{count}"
             if len(longest) > MAX_NAME_LEN or not is_service_name(longest):
                 raise ConfigError(f"{key}.instances: instance names like {longest!r} must "
                                   f"be at most {MAX_NAME_LEN} characters")
-            members = [_instance(svc, n) for n in range(1, svc.instances + 1)]
+            members = [_instance(svc, n) for n in range(1, count + 1)]
         else:
             members = [svc]
         for member in members:

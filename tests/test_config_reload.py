@@ -176,9 +176,12 @@ def test_reload_with_instances_and_start_order(make_manager, tmp_path):
     assert list(resp.added) == ["w-1", "w-2", "db"]
     for n in ("db", "w-1", "w-2"):
         pid_of(m, n)
-    starts = [line.split()[1] for line in rec.read_text().splitlines()
-              if line.startswith("start")]
-    assert starts[0] == "a" and starts[1] == "db" and sorted(starts[2:]) == ["w-1", "w-2"]
+
+    def starts() -> list[str]:
+        return [line.split()[1] for line in rec.read_text().splitlines()
+                if line.startswith("start")]
+    got = assert_eventually(lambda: len(s := starts()) == 4 and s, 20, what="4 starts")
+    assert got[0] == "a" and got[1] == "db" and sorted(got[2:]) == ["w-1", "w-2"]
     # one more instance: only it is added; then remove the database and its dependents
     rewrite(m, [svc("a"), svc("w", instances=3, after=["db"]), svc("db")])
     resp = reload(m)
@@ -188,7 +191,7 @@ def test_reload_with_instances_and_start_order(make_manager, tmp_path):
     resp = reload(m)
     assert sorted(resp.removed) == ["db", "w-1", "w-2", "w-3"]
     stops = [line.split()[1] for line in rec.read_text().splitlines()
-             if line.startswith("stop")]
+             if line.startswith("stop")]  # each writes it before it exits: all are here
     assert stops[-1] == "db" and sorted(stops[:-1]) == ["w-1", "w-2", "w-3"]
     assert names(m) == ["a"] and m.status("a").pid == a
 

@@ -45,8 +45,10 @@ def healthy(m: ManagerProc, service: str = "") -> pb.ServiceStatus:
 
 def checked_service(name: str, port: int, hang_file: Path, **health: object) -> dict:
     """A service serving GET /health on `port`, hanging while `hang_file` names it."""
+    # start_period: a python service needs a moment before it listens (failures until
+    # the first pass do not count); a hang of a healthy one is counted at once
     check = {"http": f"http://127.0.0.1:{port}/health", "interval": 0.2, "timeout": 0.2,
-             "failures": 3, **health}
+             "failures": 3, "start_period": 10.0, **health}
     return fast_service(name, "--http-port", str(port), "--hang-file", str(hang_file),
                         health=check)
 
@@ -89,7 +91,7 @@ def test_unhealthy_restarts_back_off_and_end_in_fatal(make_manager, tmp_path):
     hang = tmp_path / "hang"
     hang.write_text("all")  # every process of it hangs
     with reserved_ports(1) as port:
-        svc = checked_service("web", port, hang, failures=1)
+        svc = checked_service("web", port, hang, failures=1, start_period=0.0)
         svc.update(crash_loop_max=2, backoff_initial=0.2)
         m = make_manager([svc]).start()
         st = assert_eventually(lambda: (s := m.status()).state == FATAL and s, 30,
@@ -147,7 +149,8 @@ def test_a_dependency_chain_starts_in_order_and_stops_in_reverse(make_manager, t
             recorded("cache", after=["db"]),
             recorded("db", "--http-port", str(port), "--hang-file", str(hang),
                      start_secs=0.5, health={"http": f"http://127.0.0.1:{port}/health",
-                                             "interval": 0.2, "timeout": 0.5}),
+                                             "interval": 0.2, "timeout": 0.5,
+                                             "start_period": 10.0}),
         ]
         m = make_manager(services).start()
         for name in ("web", "cache", "db"):
@@ -156,8 +159,10 @@ def test_a_dependency_chain_starts_in_order_and_stops_in_reverse(make_manager, t
         def lines() -> list[tuple[str, str, float]]:
             return [(w[0], w[1], float(w[2])) for w in
                     (line.split() for line in rec.read_text().splitlines())]
-        starts = [(n, t) for what, n, t in lines() if what == "start"]
-        assert [n for n, _ in starts] == ["db", "cache", "web"]
+        def started() -> list[str]:
+            return [n for what, n, _ in lines() if what == "start"]
+        assert assert_eventually(lambda: len(s := started()) == 3 and s, 20) == [
+            "db", "cache", "web"]
         health = {e["service"]: e for e in log_events(m, "service.health")
                   if e["health"] == "healthy"}
         assert "db" in health
@@ -176,7 +181,8 @@ def test_a_dependency_chain_starts_in_order_and_stops_in_reverse(make_manager, t
         # start all by pattern: in order again; stop all: in reverse
         st = m.stub().Start(pb.StartRequest(service="*"), timeout=60)
         assert st.state == RUNNING
-        assert [n for what, n, _ in lines() if what == "start"] == ["db", "cache", "web"]
+        assert assert_eventually(lambda: len(s := started()) == 3 and s, 20) == [
+            "db", "cache", "web"]
         m.stub().Stop(pb.StopRequest(service="*"), timeout=60)
         stops = [(n, t) for what, n, t in lines() if what == "stop"]
         assert [n for n, _ in stops] == ["web", "cache", "db"]
@@ -188,7 +194,8 @@ def test_a_dependency_chain_starts_in_order_and_stops_in_reverse(make_manager, t
         data = json.loads(body)
         assert data["services"] == ["web", "cache", "db"]
         assert data["message"] == "3 services started: web, cache, db"
-        assert [n for what, n, _ in lines() if what == "start"][-3:] == ["db", "cache", "web"]
+        assert assert_eventually(lambda: len(s := started()) == 6 and s, 20)[-3:] == [
+            "db", "cache", "web"]
         code, body = m.http("POST", "/api/services/nomatch-*/stop")
         assert code == 404 and b"no service matches 'nomatch-*'" in body
 
@@ -198,7 +205,8 @@ def test_three_instances_with_distinct_ports_serve_and_one_killed_comes_back_alo
     with reserved_ports(3) as base:
         svc = fast_service("web", "--http-port", "{port}", instances=3, base_port=base,
                            env={"INSTANCE": "{instance}", "SHARED": "mine"},
-                           health={"tcp": "127.0.0.1:{port}", "interval": 0.2})
+                           health={"tcp": "127.0.0.1:{port}", "interval": 0.2,
+                                   "start_period": 10.0})
         m = make_manager([svc], top={"env": {"SHARED": "all", "GLOBAL": "yes"}}).start()
         pids = {}
         for i in (1, 2, 3):

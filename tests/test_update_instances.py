@@ -31,7 +31,8 @@ def manager(env: Env, base: int, *, crash_at: str = "") -> ManagerProc:
         env.install_root, env.url, base, name="web", instances=3, base_port=base,
         health_probe="none", health_target="", min_healthy_time=0.3, healthy_deadline=8.0,
         env={"HEALTH_PORT": "{port}", "INSTANCE": "{instance}", "AI_PYTHON": PY},
-        health={"http": "http://127.0.0.1:{port}/health", "interval": 0.2, "timeout": 1.0})
+        health={"http": "http://127.0.0.1:{port}/health", "interval": 0.2, "timeout": 1.0,
+                "start_period": 10.0})
     return env.make_manager([svc]).start(crash_at=crash_at)
 
 
