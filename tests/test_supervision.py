@@ -236,6 +236,19 @@ def test_three_instances_with_distinct_ports_serve_and_one_killed_comes_back_alo
         code, body = m.http("GET", "/api/services?pattern=nothing*")
         data = json.loads(body)
         assert (data["counts"], data["meta"]["total"]) == ({}, 0)
+        web2 = m.status("web-2").pid
+        st = m.stub().Restart(pb.RestartRequest(service="web-*"), timeout=60)
+        assert st.name == "web-1" and st.state == RUNNING
+        resp = m.stub().ListServices(pb.ListServicesRequest(pattern="web-*"), timeout=10)
+        assert dict(resp.counts) == {"RUNNING": 3}
+        assert m.status("web-2").pid != web2
+        with pytest.raises(grpc.RpcError) as err:
+            m.stub().Start(pb.StartRequest(service="nomatch-*"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as err:
+            m.stub().Stop(pb.StopRequest(service="*" * 300), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "pattern must be a glob of at most 200" in err.value.details()
 
 
 def _get(port: int) -> tuple[int, str]:
