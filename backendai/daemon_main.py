@@ -5,6 +5,10 @@ Exit status: 0 after a clean stop (or a valid `--check-config`), 2 for a config 
 1 when the daemon cannot run (port taken, state_dir in use, ...), each with one line on
 stderr that names the cause. The daemon module is imported only to serve, so `--help`
 and `--check-config` stay fast.
+
+`--check-config` reads the config and runs the daemon's `check` (backendai/preflight.py):
+the checks its start makes beyond the file (token files, the state directory), so "ok"
+means the daemon will start, short of binding its ports and taking its lock.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -45,7 +49,9 @@ C = TypeVar("C", bound=DaemonConfig)
 FAILURES = (BackendAIError, OSError)
 
 
-def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace:
+def parse_args(prog: str, description: str, argv: list[str] | None,
+               actions: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """actions: a daemon's own one-shot flags (`--migrate`) and their help."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, type=Path, help="TOML config file")
     parser.add_argument("--ready-file", type=Path,
@@ -53,6 +59,8 @@ def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    for flag, text in (actions or {}).items():
+        parser.add_argument(f"--{flag}", action="store_true", help=text)
     return parser.parse_args(argv)
 
 
@@ -71,12 +79,20 @@ async def _serve(make: Callable[[], Daemon]) -> None:
 
 def daemon_main(prog: str, description: str, argv: list[str] | None, *,
                 load: Callable[[Path], C], summary: Callable[[C], str],
-                make: Callable[[C, Path | None], Daemon]) -> int:
+                make: Callable[[C, Path | None], Daemon],
+                actions: Mapping[str, tuple[str, Callable[[C], int]]] | None = None,
+                check: Callable[[C], object] | None = None) -> int:
     """Parse the command line, load the config with `load`, and run `make(cfg,
-    ready_file)` until it stops. `summary(cfg)` is what `--check-config` prints."""
-    args = parse_args(prog, description, argv)
+    ready_file)` until it stops. `summary(cfg)` is what `--check-config` prints, after
+    `check(cfg)` (the start's own checks; raises a BackendAIError) passed.
+    actions: flag -> (help, run(cfg) -> exit status), one-shot jobs instead of serving."""
+    actions = actions or {}
+    args = parse_args(prog, description, argv,
+                      {flag: text for flag, (text, _) in actions.items()})
     try:
         cfg = load(args.config)
+        if args.check_config and check is not None:
+            check(cfg)
     except BackendAIError as exc:
         print(f"{prog}: config error: {exc}", file=sys.stderr)
         return 2
@@ -84,6 +100,13 @@ def daemon_main(prog: str, description: str, argv: list[str] | None, *,
         print(f"{prog}: {args.config}: ok ({summary(cfg)})")
         return 0
     configure(cfg.log_level, cfg.log_format)
+    for flag, (_, job) in actions.items():
+        if getattr(args, flag.replace("-", "_")):
+            try:
+                return job(cfg)
+            except FAILURES as exc:
+                print(f"{prog}: {exc}", file=sys.stderr)
+                return 1
     try:
         asyncio.run(_serve(lambda: make(cfg, args.ready_file)))
     except FAILURES as exc:

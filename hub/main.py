@@ -1,4 +1,4 @@
-"""`ai-hub --config FILE [--ready-file PATH] [--check-config]`."""
+"""`ai-hub --config FILE [--ready-file PATH] [--check-config] [--migrate]`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
+from backendai.preflight import check_state_dir, check_token_files
 from hub import config as config_mod
 
 
@@ -17,10 +18,27 @@ def _daemon(cfg: config_mod.HubConfig, ready_file: Path | None) -> Daemon:
     return HubDaemon(cfg, ready_file=ready_file, version=version)
 
 
+def _migrate(cfg: config_mod.HubConfig) -> int:
+    from hub.migrate_cli import migrate  # noqa: PLC0415 - keep --help fast
+
+    return migrate(cfg)
+
+
+def check(cfg: config_mod.HubConfig) -> None:
+    """--check-config: what HubDaemon.run checks besides the file (its token files, its
+    state directory), with the same functions."""
+    check_state_dir(cfg.state_dir)
+    check_token_files([(cfg.auth_token_file, "auth_token_file"),
+                       (cfg.manager_token_file, "manager_token_file")])
+
+
 def main(argv: list[str] | None = None) -> int:
     return daemon_main("ai-hub", "Fleet inventory and staged rollouts (Backend AI hub).",
                        argv, load=config_mod.load,
-                       summary=lambda cfg: f"{len(cfg.hosts)} hosts", make=_daemon)
+                       summary=lambda cfg: f"{len(cfg.hosts)} hosts", make=_daemon,
+                       actions={"migrate": ("apply the store's pending schema migrations "
+                                            "and exit", _migrate)},
+                       check=check)
 
 
 if __name__ == "__main__":

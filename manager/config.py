@@ -136,13 +136,19 @@ class ServiceConfig:
 class HubLink:
     """`[hub]`: register this host with a hub (manager/hub_registration.py)."""
 
-    address: str                      # the hub's gRPC "HOST:PORT"
     name: str                         # this host's name in the fleet
+    address: str = ""                 # the hub's gRPC "HOST:PORT" ...
+    addresses: tuple[str, ...] = ()   # ... or several hubs: the leading one is used
     token_file: Path | None = None    # the hub's bearer token
     advertise_address: str = ""       # how the hub reaches this manager; "": grpc_listen
     labels: Mapping[str, str] = field(default_factory=dict)
     register_interval: float = 60.0   # re-register this often (a hub that lost its state)
     tls: ClientTLS | None = None      # `[hub.tls]`: TLS to the hub
+
+    @property
+    def hubs(self) -> tuple[str, ...]:
+        """The hubs to register with, in order (`addresses`, or the one `address`)."""
+        return self.addresses or (self.address,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,7 @@ class ManagerConfig:
     log_level: str = "info"
     log_format: str = "auto"
     tls: ServerTLS | None = None  # `[tls]`: the gRPC listener serves TLS / mutual TLS
+    http_tls: bool = False  # the HTTP API on http_listen serves HTTPS with `[tls]` too
     grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
     grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
     hub: HubLink | None = None
@@ -373,8 +380,15 @@ def _supervised(raw: list[ServiceConfig],
 
 
 def _hub_link(t: Table) -> HubLink:
+    one = t.address("address")
+    several = t.addresses("addresses")
+    if one and several:
+        raise ConfigError(f"{t.key('addresses')}: set address or addresses, not both")
+    if not one and not several:
+        raise ConfigError(f"{t.key('address')}: required (\"HOST:PORT\"), or "
+                          f"{t.key('addresses')} for several hubs")
     link = HubLink(
-        address=t.address("address"),
+        address=one, addresses=several,
         name=t.host_name("name", default=default_host_name("host")),
         token_file=t.optional_path("token_file", absolute=True),
         advertise_address=t.address("advertise_address"),
@@ -400,7 +414,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     global_env = t.env("env")
     raw = [_service(s) for s in t.tables("services", most=MAX_SERVICES, required=True,
                                          defaults=ServiceConfig)]
-    auth_token_file = t.optional_path("auth_token_file")
+    auth_token_file = t.optional_path("auth_token_file", absolute=True)
     cfg = ManagerConfig(
         state_dir=state_dir,
         services=_supervised(raw, global_env),
@@ -412,11 +426,15 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),
         tls=t.tls_server("tls"),
+        http_tls=t.flag("http_tls"),
         grpc_socket=socket_path,
         grpc_max_calls=t.integer("grpc_max_calls", low=4, high=4096),
         hub=_hub_link(hub) if hub is not None else None,
         source=source)
     t.done()
+    if cfg.http_tls and cfg.tls is None:
+        raise ConfigError("http_tls: needs [tls] (cert_file and key_file, and client_ca_file "
+                          "for mutual TLS): the HTTPS listener serves that certificate")
     any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
     require_token_off_loopback({"http_listen": http_listen, "grpc_listen": grpc_listen},
                                any_token, cfg.insecure_no_auth)

@@ -16,8 +16,8 @@ from manager.config import ManagerConfig, ServiceConfig
 
 # Keys a running manager holds on to (open sockets, files, the lock, its log setup).
 FIXED = ("state_dir", "http_listen", "grpc_listen", "grpc_socket", "grpc_max_calls", "tls",
-         "auth_token_file", "auth_tokens", "insecure_no_auth", "hub", "log_level",
-         "log_format")
+         "http_tls", "auth_token_file", "auth_tokens", "insecure_no_auth", "hub",
+         "log_level", "log_format")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from backendai.auth import Token, Tokens
+from backendai.auth import Token
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import BackendAIError, ConfigError, Unavailable
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
 from backendai.tls import ReloadableServerCredentials
+from manager import preflight
 from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.api.http_routes import manager_http_server
@@ -166,13 +167,13 @@ class ManagerDaemon(DaemonLifecycle):
         lock = InstanceLock(cfg.state_dir / "manager.lock")
         store: StateStore | None = None
         try:
+            # the checks --check-config makes too (manager/preflight.py), in its words
+            preflight.state_dir(cfg)
             lock.acquire()
-            token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
+            token, hub_token = preflight.tokens(cfg)
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
-            hub_token = Token.from_file(cfg.hub.token_file, "hub.token_file") \
-                if cfg.hub is not None and cfg.hub.token_file else None
             self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
-            store = StateStore(cfg.state_dir / "manager.db")
+            store = StateStore(cfg.state_dir / preflight.DATABASE)
             units = self._make_units(store)
             fleet = Fleet(cfg, units, monitor_for)
             updater: Updater | None = None
@@ -187,7 +188,9 @@ class ManagerDaemon(DaemonLifecycle):
                                      credentials=tls.credentials() if tls else None,
                                      threads=cfg.grpc_max_calls,
                                      unix_socket=cfg.grpc_socket)
-            http = manager_http_server(control, cfg.http_listen, token=token)
+            http = manager_http_server(
+                control, cfg.http_listen, token=token,
+                ssl_context=tls.ssl_context() if tls is not None and cfg.http_tls else None)
             # Bind both ports before any service starts: a taken port fails the start
             # cleanly instead of leaving a freshly spawned service behind.
             grpc_server.bind()
@@ -259,6 +262,7 @@ class ManagerDaemon(DaemonLifecycle):
             "pid": os.getpid(),
             "role": cfg.role,
             "http": f"{cfg.http_listen.host}:{self.http_port}",
+            "http_scheme": "https" if cfg.http_tls else "http",
             "grpc": f"{cfg.grpc_listen.host}:{self.grpc_port}",
             "http_port": self.http_port,
             "grpc_port": self.grpc_port,

@@ -6,8 +6,10 @@ state and spawn id are recorded before the spawn, its pid right after.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,28 +59,37 @@ class StateStore:
         self.db.executescript(SCHEMA_META)
         self.ensure_schema("services", SCHEMA_VERSION, SCHEMA)
 
-    def ensure_schema(self, component: str, version: int, ddl: str) -> None:
+    def ensure_schema(self, component: str, version: int, ddl: str,
+                      migrate: Callable[[sqlite3.Connection, int], None] | None = None,
+                      ) -> None:
         """Create or check one component's tables. Each component (the services, the
         update journal, the event history) owns its tables and their version; a database
         written by a newer manager (a higher version) is refused with a clear error
-        rather than misread."""
+        rather than misread. An older one is brought up to date by `migrate(db, found)`
+        (`found`: the version on disk, 0 when none is recorded), run in one transaction
+        with the new version number: a crash leaves the old tables or the new ones."""
         row = self.db.execute("SELECT version FROM schema_versions WHERE component = ?",
                               (component,)).fetchone()
         if row is not None and row[0] > version:
-            raise ConfigError(
-                f"state_dir: {self.path} holds {component!r} tables of schema version "
-                f"{row[0]}, newer than this manager's {version}; run the newer manager or "
-                "move the state aside")
+            raise newer_schema(self.path, component, row[0], version)
         if row is not None and row[0] == version:
-            return  # nothing to write (each write here is an fsync before ready)
-        if not component.isidentifier():
-            raise ValueError(f"bad component name {component!r}")
-        # One transaction: the tables and their version land together, with one fsync.
-        self.db.executescript(
-            f"BEGIN IMMEDIATE;\n{ddl}\n"
-            "INSERT INTO schema_versions (component, version) VALUES "
-            f"('{component}', {int(version)}) "
-            "ON CONFLICT(component) DO UPDATE SET version = excluded.version;\nCOMMIT;")
+            return  # current: nothing to write (each write here is an fsync before ready)
+        # One transaction: the tables, a migration and the version land together, with
+        # one fsync (executescript would commit an open transaction, so it begins it).
+        try:
+            self.db.executescript(f"BEGIN IMMEDIATE;\n{ddl}")
+            found = int(row[0]) if row is not None else 0
+            if migrate is not None and found < version:
+                migrate(self.db, found)
+            self.db.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, version))
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def load_service(self, name: str) -> ServiceRecord | None:
         row = self.db.execute(
@@ -111,3 +122,43 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def newer_schema(path: Path, component: str, found: int, version: int) -> ConfigError:
+    return ConfigError(
+        f"state_dir: {path} holds {component!r} tables of schema version {found}, newer "
+        f"than this manager's {version}; run the newer manager or move the state aside")
+
+
+def check_database(path: Path, known: Mapping[str, int]) -> None:
+    """What opening the state database at start would refuse, checked without changing
+    it (--check-config): it is readable and writable, and none of the `known`
+    components (name -> this build's schema version) was written by a newer manager."""
+    if not path.exists():
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"state_dir: {path} is not readable and writable by this user "
+                          f"(uid {os.getuid()})")
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT component, version FROM schema_versions").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return  # a database from before versions were recorded: the start migrates
+        raise ConfigError(f"state_dir: cannot read {path}: {exc}") from None
+    for component, found in rows:
+        version = known.get(component)
+        if version is not None and found > version:
+            raise newer_schema(path, component, found, version)
+
+
+def add_missing_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """ALTER TABLE ADD COLUMN for each of `columns` (name -> declaration) the table lacks:
+    the usual migration, safe to run on tables that already have some of them."""
+    have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
+    for name, decl in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")

@@ -277,3 +277,7 @@ def reserved_ports(count: int) -> Iterator[int]:
                 s.close()
         return
     raise AssertionError(f"no {count} consecutive free ports found")
+
+
+# PostgreSQL for the hub's store tests (imported last: it imports assert_eventually above)
+from tests.fixtures.pg import hub_store, pg_database, pg_server, store_spec  # noqa: E402, F401

@@ -4,6 +4,11 @@ It resolves and validates what a request names, then delegates to the service's 
 A request is validated before the manager's capabilities are checked: a bad version is
 INVALID_ARGUMENT / 400 whether or not updates are configured here. No transport details
 here, and no business logic in the transports.
+
+Every start, stop and restart asks the updater first (`before_lifecycle`): while an
+update or rollback of the service runs, the request is refused (FAILED_PRECONDITION /
+409 naming the operation), or with `force` the operation is cancelled on purpose
+before the request is carried out (manager/updates/updater.py says how).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
-from backendai.validate import check_version, is_service_name
+from backendai.validate import check_origin, check_version, is_service_name
 from manager.config import ManagerConfig
 from manager.supervision.fleet import Fleet
 from manager.supervision.states import ServiceStatus, count_states
@@ -26,7 +31,12 @@ from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:  # the updates wing loads only where updates are configured
     from manager.updates.journal import EventRecord, OpRecord
-    from manager.updates.results import ReleaseInfo, RollbackStarted, UpdateStarted
+    from manager.updates.results import (
+        OperationReport,
+        ReleaseInfo,
+        RollbackStarted,
+        UpdateStarted,
+    )
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -78,16 +88,21 @@ class VersionInfo:
 class Updater(Protocol):
     """What the control layer needs from the updater (see updater.py)."""
 
-    async def update(self, service: str, version: str) -> UpdateStarted: ...
+    async def update(self, service: str, version: str, *, origin: str = "",
+                     start_stopped: bool = False) -> UpdateStarted: ...
 
     async def rollback(self, service: str) -> RollbackStarted: ...
+
+    async def before_lifecycle(self, service: str, request: str, *,
+                               force: bool) -> OpRecord | None: ...
+
+    def report(self, service: str, operation_id: str = "") -> OperationReport: ...
 
     def releases(self, service: str) -> builtins.list[ReleaseInfo]: ...
 
     def watch(self, operation_id: str) -> AsyncIterator[EventRecord]: ...
 
     def operation(self, operation_id: str) -> OpRecord | None: ...
-
 
 
 def validate_lines(lines: int, *, allow_zero: bool = True) -> int:
@@ -162,42 +177,61 @@ class ManagerControl:
         found = self.list(pattern)
         return ServiceList(found, count_states(found))
 
-    def matching(self, pattern: str) -> builtins.list[str]:
-        """The names a glob matches, in config order; NotFound when none does."""
+    def matching(self, pattern: str) -> builtins.list[ServiceUnit]:
+        """The units a glob matches, in config order; NotFound when none does."""
         names = [s.name for s in self.list(pattern)]
         if not names:
             raise NotFound(f"no service matches {pattern!r}")
-        return names
+        return [self.units[n] for n in names]
 
-    async def start(self, name: str = "", *, wait: bool = True) -> ServiceStatus:
+    def _targets(self, name: str) -> builtins.list[ServiceUnit]:
+        """The units a lifecycle request names: one, or every one a glob matches."""
+        return self.matching(name) if is_pattern(name) else [self.unit(name)]
+
+    async def _before_lifecycle(self, units: builtins.list[ServiceUnit], request: str,
+                                force: bool) -> None:
+        if not isinstance(force, bool):
+            raise InvalidArgument("force must be true or false")
+        if self.updater is not None:
+            # an instance's update is its service's (NAME for NAME-i)
+            for target in dict.fromkeys(u.config.instance_of or u.name for u in units):
+                await self.updater.before_lifecycle(target, request, force=force)
+
+    async def start(self, name: str = "", *, wait: bool = True,
+                    force: bool = False) -> ServiceStatus:
         """Start one service, or every service a glob matches (in start order; the
-        answer is then the first one's status)."""
-        if is_pattern(name):
-            return (await self.fleet.start_many(self.matching(name), wait=wait))[0]
-        unit = self.unit(name)
-        if unit.config.after:
-            return (await self.fleet.start_many([unit.name], wait=wait))[0]
-        return await unit.start(wait=wait)
+        answer is then the first one's status). force: cancel a running update of the
+        service first."""
+        units = self._targets(name)
+        await self._before_lifecycle(units, "start", force)
+        if is_pattern(name) or units[0].config.after:
+            return (await self.fleet.start_many([u.name for u in units], wait=wait))[0]
+        return await units[0].start(wait=wait)
 
     async def stop(self, name: str = "", *, timeout: float | None = None,
                    force: bool = False) -> ServiceStatus:
         """Stop one service, or every service a glob matches (what starts after another
-        stops before it; the answer is then the first one's status)."""
+        stops before it; the answer is then the first one's status). force: SIGKILL at
+        once, and cancel a running update of the service first."""
+        units = self._targets(name)
         timeout = validate_timeout(timeout)
+        await self._before_lifecycle(units, "stop", force)
         if is_pattern(name):
-            return (await self.fleet.stop_many(self.matching(name), timeout=timeout,
+            return (await self.fleet.stop_many([u.name for u in units], timeout=timeout,
                                                force=force))[0]
-        unit = self.unit(name)
-        return await unit.stop(timeout=timeout, force=force)
+        return await units[0].stop(timeout=timeout, force=force)
 
-    async def restart(self, name: str = "") -> ServiceStatus:
+    async def restart(self, name: str = "", *, force: bool = False) -> ServiceStatus:
         """Restart one service, or every service a glob matches (stopped in reverse
-        start order, then started in order)."""
+        start order, then started in order). force: cancel a running update of the
+        service first."""
+        units = self._targets(name)
+        await self._before_lifecycle(units, "restart", force)
         if is_pattern(name):
-            names = self.matching(name)
-            await self.fleet.stop_many(names)
+            names = [u.name for u in units]
+            await self.fleet.stop_many(names, pausing=frozenset(names))
             return (await self.fleet.start_many(names))[0]
-        return await self.unit(name).restart()
+        return await units[0].restart()
 
     async def reload(self) -> ReloadResult:
         """Re-read the config file and the secrets (SIGHUP, gRPC Reload, POST /reload)."""
@@ -241,10 +275,29 @@ class ManagerControl:
         unit = self.unit(name)
         return unit.config.instance_of or unit.name
 
-    async def update(self, name: str, version: str) -> UpdateStarted:
+    async def update(self, name: str, version: str, *, origin: str = "",
+                     start_stopped: bool = False) -> UpdateStarted:
+        """origin: who asks (journaled, reported back); start_stopped: start the service
+        after the update even if the operator had stopped it."""
         target = self.update_target(name)
         version = check_version(version)
-        return await self.require_updater().update(target, version)
+        origin = check_origin(origin)
+        if not isinstance(start_stopped, bool):
+            raise InvalidArgument("start_stopped must be true or false")
+        return await self.require_updater().update(target, version, origin=origin,
+                                                   start_stopped=start_stopped)
+
+    def get_update(self, name: str = "", operation_id: str = "") -> OperationReport:
+        """One operation by id, or the service's running (else last) operation. With an
+        id and no service, the operation of whichever service it is."""
+        if not isinstance(operation_id, str):
+            raise InvalidArgument("operation_id must be a string")
+        if operation_id:
+            from manager.updates.journal import check_operation_id  # noqa: PLC0415
+
+            check_operation_id(operation_id)
+        service = self.update_target(name) if name or not operation_id else ""
+        return self.require_updater().report(service, operation_id)
 
     async def rollback(self, name: str) -> RollbackStarted:
         return await self.require_updater().rollback(self.update_target(name))

@@ -23,6 +23,7 @@ from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.api.control import ManagerControl
 from manager.supervision.states import ServiceStatus, State
+from manager.updates.results import OperationReport
 
 SERVICE_NAME = "backendai.v1.Manager"
 
@@ -71,6 +72,18 @@ def _build(st: ServiceStatus) -> pb.ServiceStatus:
     return msg
 
 
+def operation_to_pb(r: OperationReport) -> pb.UpdateOperation:
+    op = r.op
+    return pb.UpdateOperation(
+        operation_id=op.id, service=op.service, kind=op.kind.value,
+        from_version=op.from_version, to_version=op.to_version, state=op.state,
+        outcome=outcome_text(op.outcome), message=op.message, origin=op.origin,
+        created_unix=op.created, finished_unix=op.finished,
+        steps=[pb.UpdateStep(step=s.step, status=s.status, message=s.message,
+                             started_unix=s.started, elapsed_seconds=s.elapsed)
+               for s in r.steps])
+
+
 class ManagerServicer(pb_grpc.ManagerServicer):
     def __init__(self, control: ManagerControl, bridge: LoopBridge) -> None:
         self.control = control
@@ -105,7 +118,8 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Start(self, request: pb.StartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(self.bridge.call(
-            lambda: self.control.start(request.service, wait=not request.no_wait), context))
+            lambda: self.control.start(request.service, wait=not request.no_wait,
+                                       force=request.force), context))
 
     @unary_sync
     def Stop(self, request: pb.StopRequest, context: Any) -> pb.ServiceStatus:
@@ -116,7 +130,7 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Restart(self, request: pb.RestartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(self.bridge.call(
-            lambda: self.control.restart(request.service), context))
+            lambda: self.control.restart(request.service, force=request.force), context))
 
     @unary_sync
     def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsResponse:
@@ -139,9 +153,11 @@ class ManagerServicer(pb_grpc.ManagerServicer):
 
     @unary_sync
     def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
-        started = self.bridge.call(
-            lambda: self.control.update(request.service, request.version), context)
-        return pb.UpdateResponse(operation_id=started.operation_id, message=started.message)
+        started = self.bridge.call(lambda: self.control.update(
+            request.service, request.version, origin=request.origin,
+            start_stopped=request.start_stopped), context)
+        return pb.UpdateResponse(operation_id=started.operation_id, message=started.message,
+                                 started=started.started)
 
     @stream_sync
     def WatchUpdate(self, request: pb.WatchUpdateRequest,
@@ -179,12 +195,13 @@ class ManagerServicer(pb_grpc.ManagerServicer):
                     for r in self.control.releases(request.service)]
         return pb.ListReleasesResponse(releases=self.bridge.call(releases, context))
 
-    # ---- placeholders: this round's contract, not implemented yet ----------------------
-    # (Reload is above, with the calls that run on the event loop.)
-
     @unary_sync
     def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
-        raise Unimplemented("GetUpdate is not implemented yet")
+        async def get() -> OperationReport:  # the updater's state lives on the loop
+            return self.control.get_update(request.service, request.operation_id)
+        return operation_to_pb(self.bridge.call(get, context))
+
+    # ---- placeholders: this round's contract, not implemented yet ----------------------
 
     @unary_sync
     def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:

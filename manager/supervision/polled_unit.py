@@ -69,6 +69,8 @@ class PolledUnit:
         self._observed = Observed(State.STOPPED, message="not observed yet")
         self._state_since = time.time()
         self._version = read_version(config)
+        # What was last asked through the manager ("running" | "stopped"); "" unknown.
+        self.desired = ""
         self._asked = 0  # observations started / the newest one applied: a slow older
         self._applied = 0  # observation never overwrites a newer one
         self.health = HealthView("unknown", "no check yet", time.time()) \
@@ -197,9 +199,14 @@ class PolledUnit:
             exit_code=obs.exit_code, exit_signal=obs.exit_signal, version=self._version,
             package=cfg.package, backend=self.backend, message=obs.message,
             state_since=self._state_since, update=self.update_summary,
+            desired=self.last_asked(),
             health=health.health, health_message=health.message,
             health_since=health.since, health_failures=health.failures,
             instance_of=cfg.instance_of, instance=cfg.instance, after=cfg.after)
+
+    def last_asked(self) -> str:
+        """The `desired` the status reports (a subclass may know more)."""
+        return self.desired
 
     def _publish(self) -> None:
         snap = self._snapshot()

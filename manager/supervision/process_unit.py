@@ -244,7 +244,8 @@ class ProcessUnit:
                              reason=self.core.message)
                 for action in actions:
                     self._act(action)
-                if self.core != old:
+                # a request may change only what was asked (`desired`): shown too
+                if self.core != old or self.feed.value.desired != self._record.desired:
                     self._publish()
         finally:
             self._dispatching = False
@@ -430,6 +431,7 @@ class ProcessUnit:
             exit_code=core.exit_code, exit_signal=core.exit_signal, version=self._version,
             package=cfg.package, backend=self.backend, message=core.message,
             state_since=self._state_since, adopted=core.adopted, update=self.update_summary,
+            desired=self._record.desired,
             health=health.health, health_message=health.message,
             health_since=health.since, health_failures=health.failures,
             instance_of=cfg.instance_of, instance=cfg.instance, after=cfg.after)

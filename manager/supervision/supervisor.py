@@ -221,7 +221,10 @@ def transition(core: Core, event: Event, now: float, policy: Policy,
                     return core, [KillGroup(), timer]
                 return core, []
             if state in (State.BACKOFF, State.EXITED, State.FATAL):
-                return dataclasses.replace(_disarm(core), state=State.STOPPED, pid=0), []
+                # The message said why it was down ("...; retrying in 2.08s"): no longer
+                # true once stopped, so it says what happened instead.
+                return dataclasses.replace(_disarm(core), state=State.STOPPED, pid=0,
+                                           message=f"stopped (was {state.value})"), []
             return core, []
 
         case Spawned(pid=pid):
