@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -23,7 +23,9 @@ from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.api.control import ManagerControl
 from manager.supervision.states import ServiceStatus, State
-from manager.updates.results import OperationReport
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.results import OperationReport
 
 SERVICE_NAME = "backendai.v1.Manager"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backendai.auth import Token, Tokens
 from backendai.errors import InvalidArgument
@@ -36,7 +36,9 @@ from manager.api.control import (
 from manager.api.ui_routes import add_ui_routes
 from manager.api.ws_routes import LiveRoutes
 from manager.supervision.states import ServiceStatus, State, UpdateSummary
-from manager.updates.results import OperationReport
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.results import OperationReport
 
 # What GET /api/services reports as "status" (seed 004) for each supervisor state.
 SIMPLE_STATUS = {State.STARTING: "running", State.RUNNING: "running", State.STOPPING: "running",
