@@ -182,7 +182,8 @@ class RolloutRunner:
         return E.ManagerReport(version=st.version,
                                running_operation_id=u.running_operation_id,
                                last_operation_id=u.last_operation_id,
-                               last_outcome=u.last_outcome, last_version=u.last_version)
+                               last_outcome=u.last_outcome, last_version=u.last_version,
+                               last_message=u.last_message)
 
     async def _update(self, host: str, version: str, service: str) -> None:
         stub = self.links.stub(self._address(host))

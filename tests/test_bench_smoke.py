@@ -18,12 +18,14 @@ MARKERS = ("hub.main", "manager.main", "agent.main", "sim_manager", "bin/ai-agen
 
 
 def left_behind(since: float) -> list[list[str]]:
-    """Our daemons and services started since `since` that are still running."""
+    """Our daemons and services started since `since` that are still running (of this
+    checkout: other checkouts on the machine may be running their own tests)."""
     out = []
-    for proc in psutil.process_iter(["cmdline", "create_time", "status"]):
+    for proc in psutil.process_iter(["cmdline", "create_time", "status", "cwd"]):
         cmd = proc.info["cmdline"] or []
+        ours = str(ROOT) in (proc.info["cwd"] or "") or any(str(ROOT) in arg for arg in cmd)
         if (proc.info["create_time"] >= since and proc.info["status"] != psutil.STATUS_ZOMBIE
-                and any(m in arg for arg in cmd for m in MARKERS)):
+                and ours and any(m in arg for arg in cmd for m in MARKERS)):
             out.append(cmd)
     return out
 
@@ -51,4 +53,19 @@ def test_update_timing_reports_every_step():
             if line.startswith("| ")}
     assert {"download", "verify", "stage", "stop", "switch", "start", "health", "commit",
             "total", "downtime"} <= rows
+    assert left_behind(since) == []
+
+
+def test_hub_dashboard_measures_the_api_the_page_and_the_dashboards_cpu():
+    since = time.time() - 1
+    out = subprocess.run([PY, "bench/hub_dashboard.py", "--hosts", "12", "--procs", "1",
+                          "--delay", "0.05", "--dashboards", "2", "--loads", "1",
+                          "--rounds", "1", "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout[out.stdout.index("{"):])
+    for key in ("api_hosts_p50_ms", "list_hosts_p50_ms", "api_hosts_bytes",
+                "page_to_table_ms_median", "hub_cpu_s_dashboards", "messages_per_dashboard"):
+        assert figures[key], key
+    assert 1 <= figures["most_messages_in_1s_any_dashboard"] <= 5  # coalesced
     assert left_behind(since) == []
