@@ -235,10 +235,11 @@ async def test_grpc_health():
 
 @pytest.mark.parametrize("kind", ["http", "tcp"])
 async def test_checks_run_on_the_loop_without_blocking_it(kind):
-    """Many slow checks at once: the loop keeps turning (ticks every 10 ms)."""
+    """Many slow checks at once: the loop keeps turning (ticks every 10 ms; a check that
+    blocked it would stall it for its whole 1 s timeout)."""
     async with server(silent) as port:
-        hc = HealthCheck(http=f"http://127.0.0.1:{port}/", timeout=0.5) if kind == "http" \
-            else HealthCheck(tcp=f"10.255.255.1:{port}", timeout=0.5)
+        hc = HealthCheck(http=f"http://127.0.0.1:{port}/", timeout=1.0) if kind == "http" \
+            else HealthCheck(tcp=f"10.255.255.1:{port}", timeout=1.0)
         gaps: list[float] = []
 
         async def ticker() -> None:
@@ -254,4 +255,4 @@ async def test_checks_run_on_the_loop_without_blocking_it(kind):
         finally:
             tick.cancel()
         assert not any(r.ok for r in results)
-        assert max(gaps, default=0.0) < 0.2
+        assert max(gaps, default=0.0) < 0.5
