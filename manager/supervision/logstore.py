@@ -72,6 +72,13 @@ class LogStore:
         computed from the offsets the store keeps anyway, so writing costs nothing more."""
         return self._starts[self._seq] + self._size - self._opened_size
 
+    def reconfigure(self, *, max_bytes: int, backups: int) -> None:
+        """New rotation limits (a config reload); they apply from the next write."""
+        if max_bytes < 1 or backups < 0:
+            raise ValueError("max_bytes must be positive and backups >= 0")
+        self._max_bytes = max_bytes
+        self._backups = backups
+
     # ---- writing ----------------------------------------------------------------------
 
     def append(self, data: bytes) -> None:
