@@ -23,6 +23,7 @@ from typing import Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
+from backendai.feed import with_keepalive
 from backendai.validate import check_origin, check_version, is_service_name
 from manager.config import ManagerConfig
 from manager.supervision.states import ServiceStatus
@@ -34,11 +35,14 @@ from manager.updates.results import (
     RollbackStarted,
     UpdateStarted,
 )
+from manager.updates.store_check import ReleaseCheck
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
 MAX_PATTERN_LEN = 200
 MAX_STOP_TIMEOUT = 3600.0
+MIN_KEEPALIVE = 1.0     # WatchStatus keepalive_seconds
+MAX_KEEPALIVE = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +59,15 @@ class Updater(Protocol):
     async def update(self, service: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted: ...
 
-    async def rollback(self, service: str) -> RollbackStarted: ...
+    async def rollback(self, service: str, *, origin: str = "") -> RollbackStarted: ...
+
+    async def check_release(self, service: str, version: str) -> ReleaseCheck: ...
 
     async def before_lifecycle(self, service: str, request: str, *,
                                force: bool) -> OpRecord | None: ...
 
-    def report(self, service: str, operation_id: str = "") -> OperationReport: ...
+    def report(self, service: str, operation_id: str = "",
+               origin: str = "") -> OperationReport: ...
 
     def releases(self, service: str) -> builtins.list[ReleaseInfo]: ...
 
@@ -175,8 +182,18 @@ class ManagerControl:
             raise InvalidArgument(f"tail_lines must be between 0 and {MAX_LOG_LINES}")
         return unit.follow(tail, follow=follow)
 
-    def watch(self, name: str = "") -> AsyncIterator[ServiceStatus]:
-        return self.unit(name).watch()
+    def watch(self, name: str = "", keepalive: float = 0.0) -> AsyncIterator[ServiceStatus]:
+        """The service's status, then every change; with `keepalive` (seconds), the
+        current status again after that long without a change."""
+        unit = self.unit(name)
+        if isinstance(keepalive, bool) or not isinstance(keepalive, int | float) or \
+                not (keepalive == 0 or (math.isfinite(keepalive)
+                                        and MIN_KEEPALIVE <= keepalive <= MAX_KEEPALIVE)):
+            raise InvalidArgument(f"keepalive_seconds must be 0 (none) or between "
+                                  f"{MIN_KEEPALIVE:g} and {MAX_KEEPALIVE:g}, got {keepalive!r}")
+        if not keepalive:
+            return unit.watch()
+        return with_keepalive(unit.watch(), unit.status, float(keepalive))
 
     def require_updater(self) -> Updater:
         if self.updater is None:
@@ -196,19 +213,32 @@ class ManagerControl:
         return await self.require_updater().update(unit.name, version, origin=origin,
                                                    start_stopped=start_stopped)
 
-    def get_update(self, name: str = "", operation_id: str = "") -> OperationReport:
-        """One operation by id, or the service's running (else last) operation. With an
-        id and no service, the operation of whichever service it is."""
+    def get_update(self, name: str = "", operation_id: str = "",
+                   origin: str = "") -> OperationReport:
+        """One operation by id, the service's newest one issued with `origin`, or the
+        service's running (else last) operation. With an id and no service, the
+        operation of whichever service it is."""
         if not isinstance(operation_id, str):
             raise InvalidArgument("operation_id must be a string")
+        origin = check_origin(origin)
+        if operation_id and origin:
+            raise InvalidArgument("give operation_id or origin, not both")
         if operation_id:
             check_operation_id(operation_id)
         service = self.unit(name).name if name or not operation_id else ""
-        return self.require_updater().report(service, operation_id)
+        return self.require_updater().report(service, operation_id, origin)
 
-    async def rollback(self, name: str) -> RollbackStarted:
+    async def rollback(self, name: str, *, origin: str = "") -> RollbackStarted:
+        """origin: who asks (journaled, reported back), as for an update."""
         unit = self.unit(name)
-        return await self.require_updater().rollback(unit.name)
+        origin = check_origin(origin)
+        return await self.require_updater().rollback(unit.name, origin=origin)
+
+    async def check_release(self, name: str, version: str) -> ReleaseCheck:
+        """Whether the package store has `version` for the service (nothing changes)."""
+        unit = self.unit(name)
+        version = check_version(version)
+        return await self.require_updater().check_release(unit.name, version)
 
     def releases(self, name: str) -> builtins.list[ReleaseInfo]:
         unit = self.unit(name)

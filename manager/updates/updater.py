@@ -74,7 +74,7 @@ from manager.updates.results import (
     report,
 )
 from manager.updates.steps import StepRunner
-from manager.updates.store_check import check_store
+from manager.updates.store_check import ReleaseCheck, check_store, release_check
 
 log = structlog.get_logger(__name__)
 
@@ -205,7 +205,15 @@ class Updater:
                               leave_stopped=self._leave_stopped(unit, start_stopped))
         return UpdateStarted(op.id, version, f"update to version {version} started")
 
-    async def rollback(self, service: str) -> RollbackStarted:
+    async def check_release(self, service: str, version: str) -> ReleaseCheck:
+        """Whether the store has `version` for `service` (the check `update` makes first;
+        nothing is created)."""
+        version = check_version(version)
+        cfg, _unit = self._service(service, need_url=True)
+        return await release_check(cfg, version)
+
+    async def rollback(self, service: str, *, origin: str = "") -> RollbackStarted:
+        origin = check_origin(origin)
         cfg, unit = self._service(service, need_url=False)
         async with self._request_lock(service):
             self._check_idle(service)
@@ -221,7 +229,7 @@ class Updater:
                                              "on disk to roll back to")
                 target = others[0]
             op = self._create(service, OpKind.ROLLBACK, current, target,
-                              f"rollback {current or '(none)'} -> {target}",
+                              f"rollback {current or '(none)'} -> {target}", origin=origin,
                               leave_stopped=self._leave_stopped(unit, False))
         return RollbackStarted(op.id, target)
 
@@ -310,10 +318,20 @@ class Updater:
     def operation(self, operation_id: str) -> OpRecord | None:
         return self.journal.op(operation_id) if is_operation_id(operation_id) else None
 
-    def report(self, service: str, operation_id: str = "") -> OperationReport:
-        """One operation with its steps: by id (of `service`, when one is named), else the
-        service's running operation, else its last one."""
-        if operation_id:
+    def report(self, service: str, operation_id: str = "",
+               origin: str = "") -> OperationReport:
+        """One operation with its steps: by id (of `service`, when one is named), by
+        origin (the service's newest operation issued with it), else the service's
+        running operation, else its last one."""
+        rec: OpRecord | None
+        if origin:
+            self._service(service, need_url=False)
+            found = self.journal.last_with_origin(service, origin)
+            if found is None:
+                raise NotFound(f"no update operation of service {service!r} was issued "
+                               f"with origin {origin!r}")
+            rec = found
+        elif operation_id:
             check_operation_id(operation_id)
             rec = self.journal.op(operation_id)
             if rec is None:
