@@ -87,7 +87,15 @@ def test_get_update_by_origin_and_a_rollback_with_an_origin(env):
     got = stub.GetUpdate(pb.GetUpdateRequest(service="agent", origin=origin), timeout=15)
     assert (got.operation_id, got.outcome, got.from_version) == (op, "succeeded", "1.0.0")
     back = "hub:hub-1/rollout/r1/host/a/rollback/1"
-    rb = stub.Rollback(pb.RollbackRequest(origin=back), timeout=15)
+    # a rollback that would go elsewhere than asked is refused, nothing started
+    err = rpc_error(stub.Rollback, pb.RollbackRequest(origin=back, version="0.9.0"))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "1.0.0" in err.details() and "0.9.0" in err.details()
+    for bad in ("../x", "v" * 65, "1.0\n"):
+        err = rpc_error(stub.Rollback, pb.RollbackRequest(version=bad))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "version" in err.details()
+    assert m.status().update.last_operation_id == op
+    rb = stub.Rollback(pb.RollbackRequest(origin=back, version="1.0.0"), timeout=15)
     assert rb.version == "1.0.0"
     assert m.status().update.running_origin in (back, "")
     watch_op(m, rb.operation_id)

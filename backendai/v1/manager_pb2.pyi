@@ -319,12 +319,14 @@ class UpdateEvent(_message.Message):
     def __init__(self, operation_id: _Optional[str] = ..., step: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., elapsed_seconds: _Optional[float] = ..., at_unix: _Optional[float] = ..., final: _Optional[bool] = ..., outcome: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("service", "origin")
+    __slots__ = ("service", "origin", "version")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     service: str
     origin: str
-    def __init__(self, service: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
+    version: str
+    def __init__(self, service: _Optional[str] = ..., origin: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RollbackResponse(_message.Message):
     __slots__ = ("operation_id", "version")

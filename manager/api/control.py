@@ -59,7 +59,8 @@ class Updater(Protocol):
     async def update(self, service: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted: ...
 
-    async def rollback(self, service: str, *, origin: str = "") -> RollbackStarted: ...
+    async def rollback(self, service: str, *, origin: str = "",
+                       expect: str = "") -> RollbackStarted: ...
 
     async def check_release(self, service: str, version: str) -> ReleaseCheck: ...
 
@@ -228,11 +229,18 @@ class ManagerControl:
         service = self.unit(name).name if name or not operation_id else ""
         return self.require_updater().report(service, operation_id, origin)
 
-    async def rollback(self, name: str, *, origin: str = "") -> RollbackStarted:
-        """origin: who asks (journaled, reported back), as for an update."""
+    async def rollback(self, name: str, *, origin: str = "",
+                       version: str = "") -> RollbackStarted:
+        """origin: who asks (journaled, reported back), as for an update; version: refuse
+        unless the rollback goes to exactly this version."""
         unit = self.unit(name)
         origin = check_origin(origin)
-        return await self.require_updater().rollback(unit.name, origin=origin)
+        if not isinstance(version, str):
+            raise InvalidArgument("version must be a string")
+        if version:
+            version = check_version(version)
+        return await self.require_updater().rollback(unit.name, origin=origin,
+                                                     expect=version)
 
     async def check_release(self, name: str, version: str) -> ReleaseCheck:
         """Whether the package store has `version` for the service (nothing changes)."""

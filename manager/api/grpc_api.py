@@ -183,7 +183,7 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
         started = self.bridge.call(lambda: self.control.rollback(
-            request.service, origin=request.origin), context)
+            request.service, origin=request.origin, version=request.version), context)
         return pb.RollbackResponse(operation_id=started.operation_id, version=started.version)
 
     @unary_sync

@@ -212,8 +212,12 @@ class Updater:
         cfg, _unit = self._service(service, need_url=True)
         return await release_check(cfg, version)
 
-    async def rollback(self, service: str, *, origin: str = "") -> RollbackStarted:
+    async def rollback(self, service: str, *, origin: str = "",
+                       expect: str = "") -> RollbackStarted:
+        """expect: refuse unless the rollback goes to exactly this version."""
         origin = check_origin(origin)
+        if expect:
+            expect = check_version(expect)
         cfg, unit = self._service(service, need_url=False)
         async with self._request_lock(service):
             self._check_idle(service)
@@ -228,6 +232,11 @@ class Updater:
                     raise FailedPrecondition(f"service {service!r} has no previous release "
                                              "on disk to roll back to")
                 target = others[0]
+            if expect and target != expect:
+                raise FailedPrecondition(
+                    f"rollback of service {service!r} refused: it would go to version "
+                    f"{target}, not {expect} as asked (current {current or '(none)'}); "
+                    "nothing was changed")
             op = self._create(service, OpKind.ROLLBACK, current, target,
                               f"rollback {current or '(none)'} -> {target}", origin=origin,
                               leave_stopped=self._leave_stopped(unit, False))
