@@ -79,6 +79,21 @@ class HostRun:
 
 
 @dataclass(frozen=True, slots=True)
+class PackageCheck:
+    """Whether the store has the release for one package of the targets (asked of one
+    manager per package before a rollout starts; hub/release_check.py)."""
+
+    service: str
+    package: str
+    url: str
+    available: bool
+    checked: bool                # False: no manager of these hosts could be asked
+    message: str = ""
+    hosts: tuple[str, ...] = ()
+    asked: str = ""              # the host whose manager answered
+
+
+@dataclass(frozen=True, slots=True)
 class Rollout:
     id: str
     version: str
@@ -104,6 +119,8 @@ class Rollout:
     target_hosts: tuple[str, ...] = ()
     start_stopped: bool = False      # start a service the operator had stopped, too
     issuer: str = ""                 # "hub:<hub id>" of the hub leading it (origins)
+    # the store check made at the start; answered by StartRollout, not stored
+    packages: tuple[PackageCheck, ...] = ()
 
     @property
     def wave_count(self) -> int:
