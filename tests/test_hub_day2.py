@@ -51,7 +51,7 @@ def two_packages(procs):
 
 
 def checks(sim: SimManagers) -> list[dict]:
-    return [e for e in sim.journal() if e["call"] == "check"]
+    return [e for e in sim.calls() if e["call"] == "check"]
 
 
 def test_dry_run_says_per_package_whether_the_store_has_it(two_packages):
@@ -181,3 +181,19 @@ def test_last_seen_is_the_last_contact_not_the_last_change(procs):
              "a newer contact")
     now = host()
     assert now.state == since and time.time() - now.last_contact_unix < 3
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "-1", "3601", "1e999", "nan", '"5"', "true",
+                                   "[1]"])
+def test_bad_contact_intervals_are_refused_naming_the_key(tmp_path, value):
+    from backendai.errors import ConfigError
+    from hub import config as hub_config
+
+    path = tmp_path / "hub.toml"
+    path.write_text(f'state_dir = "{tmp_path / "state"}"\ngrpc_listen = "127.0.0.1:0"\n'
+                    f"contact_interval = {value}\n")
+    with pytest.raises(ConfigError, match="contact_interval"):
+        hub_config.load(path)
+    path.write_text(f'state_dir = "{tmp_path / "state"}"\ngrpc_listen = "127.0.0.1:0"\n'
+                    "contact_interval = 2\n")
+    assert hub_config.load(path).contact_interval == 2.0
