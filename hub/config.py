@@ -2,6 +2,7 @@
 start; errors name the key. Keys and defaults are documented in docs/CONFIG.md (Hub).
 
     grpc_listen = "0.0.0.0:3000"
+    http_listen = "127.0.0.1:3001"                       # dashboard, /api (JSON, WebSocket)
     state_dir = "/var/lib/backend-ai/hub"
     auth_token_file = "/etc/backend-ai/hub.token"       # callers (aictl, agents) send it
     manager_token_file = "/etc/backend-ai/manager.token" # sent to managers
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backendai.auth import TokenSpec
 from backendai.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -49,7 +51,10 @@ class HubConfig:
     state_dir: Path
     grpc_listen: ListenAddress = field(
         default_factory=lambda: ListenAddress("0.0.0.0", 3000))  # noqa: S104 - serves the fleet
+    http_listen: ListenAddress = field(
+        default_factory=lambda: ListenAddress("127.0.0.1", 3001))
     auth_token_file: Path | None = None
+    auth_tokens: tuple[TokenSpec, ...] = ()  # `[[auth_tokens]]`: more named tokens, roles
     insecure_no_auth: bool = False
     manager_token_file: Path | None = None
     hosts: tuple[HostEntry, ...] = ()
@@ -65,6 +70,7 @@ class HubConfig:
     tick_seconds: float = 0.25
     store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
     ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
+    metrics_open: bool = False  # GET /metrics without a token from anywhere
 
 
 def _host(t: Table, role: str = "agent") -> HostEntry:
@@ -101,10 +107,13 @@ def load(path: Path) -> HubConfig:
         raise ConfigError(f"hosts: duplicate host names {', '.join(dupes)}")
     if len(hosts) > MAX_HOSTS:
         raise ConfigError(f"hosts: at most {MAX_HOSTS}")
+    auth_token_file = t.optional_path("auth_token_file", absolute=True)
     cfg = HubConfig(
         state_dir=state_dir,
         grpc_listen=t.listen("grpc_listen"),
-        auth_token_file=t.optional_path("auth_token_file", absolute=True),
+        http_listen=t.listen("http_listen"),
+        auth_token_file=auth_token_file,
+        auth_tokens=t.auth_tokens(default_token=auth_token_file is not None),
         insecure_no_auth=t.flag("insecure_no_auth"),
         manager_token_file=t.optional_path("manager_token_file", absolute=True),
         hosts=tuple(hosts), self_host=self_host,
@@ -113,6 +122,7 @@ def load(path: Path) -> HubConfig:
         contact_interval=t.number("contact_interval", low=1, high=3600),
         call_timeout=t.number("call_timeout", low=0.1, high=600),
         tick_seconds=t.number("tick_seconds", low=0.01, high=10),
+        metrics_open=t.flag("metrics_open"),
         tls=t.tls_server("tls"),
         manager_tls=t.tls_client("manager_tls"),
         log_level=t.choice("log_level", LOG_LEVELS),
@@ -121,6 +131,7 @@ def load(path: Path) -> HubConfig:
         ha=load_ha(t.table("ha", defaults=HAConfig)),
     )
     t.done()
-    require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,
-                               cfg.insecure_no_auth)
+    any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
+    require_token_off_loopback({"grpc_listen": cfg.grpc_listen, "http_listen": cfg.http_listen},
+                               any_token, cfg.insecure_no_auth)
     return cfg

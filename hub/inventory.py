@@ -68,6 +68,7 @@ class Inventory:
         self.changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.connected = 0
+        self.reconnects = 0  # status streams re-opened after they ended (/metrics)
 
     def add(self, entry: HostEntry) -> HostView:
         """Add or replace a host; (re)start its watcher when its manager address changed."""
@@ -168,6 +169,7 @@ class Inventory:
             self.changed.set()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
             backoff = min(backoff * 2, BACKOFF_MAX)
+            self.reconnects += 1
 
     async def close(self) -> None:
         for view in self.hosts.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from backendai.auth import Tokens
 from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
 from backendai.preflight import check_state_dir, check_token_files
@@ -28,8 +29,8 @@ def check(cfg: config_mod.HubConfig) -> None:
     """--check-config: what HubDaemon.run checks besides the file (its token files, its
     state directory), with the same functions."""
     check_state_dir(cfg.state_dir)
-    check_token_files([(cfg.auth_token_file, "auth_token_file"),
-                       (cfg.manager_token_file, "manager_token_file")])
+    Tokens.load(cfg.auth_token_file, cfg.auth_tokens)  # as the start loads them
+    check_token_files([(cfg.manager_token_file, "manager_token_file")])
 
 
 def main(argv: list[str] | None = None) -> int:

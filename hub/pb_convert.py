@@ -71,7 +71,7 @@ def rollout(r: E.Rollout, *, with_hosts: bool = True) -> pb.Rollout:
                            from_version=h.from_version, operation_id=h.operation_id,
                            message=h.message, started_unix=h.started_at,
                            finished_unix=h.finished_at, attempts=h.attempts, step=h.step,
-                           origin=h.origin)
+                           failed_step=h.failed_step, reason=h.reason, origin=h.origin)
             for h in r.hosts.values())
     return msg
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from backendai.errors import FailedPrecondition
-from backendai.update_terms import Outcome, outcome_text
+from backendai.update_terms import Outcome, StepStatus, outcome_text
 from hub.rollout_adopt import foreign, own_operation, rollback_refusal
 from hub.rollout_model import (
     HOST_DONE,
@@ -273,7 +273,7 @@ def _retry(step: _Step, why: str) -> None:
     for name in names:
         step.host(name, "host.retry", "will retry" + why, state=HostState.PENDING,
                   failed=False, lost=False, message="", operation_id="", step="",
-                  waiting_for="", stopped=False)
+                  waiting_for="", stopped=False, failed_step="", reason="")
     if r.state == RolloutState.FAILED:
         step.set(state=RolloutState.RUNNING, halted=False, finished_at=0.0, message="")
         step.note("rollout.state", f"retrying {len(names)} hosts")
@@ -307,15 +307,20 @@ def _host_event(step: _Step, ev: Event) -> None:
         if h.state == HostState.UPDATING:
             st = HostState.UNREACHABLE if ev.unreachable else HostState.FAILED
             step.host(name, "host." + st.value.lower(), state=st, failed=True,
-                      lost=ev.unreachable, message=ev.message, finished_at=step.now)
+                      lost=ev.unreachable, message=ev.message, finished_at=step.now,
+                      failed_step=h.step or "update request", reason=ev.message)
         elif h.state == HostState.ROLLING_BACK:
             step.host(name, "host.rollback_failed", state=HostState.ROLLBACK_FAILED,
-                      message=ev.message, finished_at=step.now)
+                      message=ev.message, finished_at=step.now,
+                      failed_step=h.failed_step or "rollback request",
+                      reason=_both(h.reason, "rollback request failed: " + ev.message))
     elif isinstance(ev, OperationStep):
         if h.state in (HostState.UPDATING, HostState.ROLLING_BACK) \
                 and ev.operation_id == h.operation_id:
+            first_failure = ev.status == StepStatus.FAILED.value and not h.failed_step
+            blame = {"failed_step": ev.step, "reason": ev.message} if first_failure else {}
             step.host(name, "host.step", f"{ev.step} {ev.status} {ev.message}".strip(),
-                      step=ev.step, op_events=h.op_events + 1)
+                      step=ev.step, op_events=h.op_events + 1, **blame)
     elif isinstance(ev, OperationFinished):
         if ev.operation_id == h.operation_id:
             _finished(step, h, Outcome.parse(ev.outcome), ev.message)
@@ -345,27 +350,45 @@ def _finished(step: _Step, h: HostRun, outcome: Outcome | None, message: str) ->
                       healthy_since=0.0, lost=False,
                       deadline=now + step.r.strategy.healthy_deadline_seconds)
         elif outcome is Outcome.INSTALLED_STOPPED:
-            step.host(h.name, "host.skipped", f"installed {step.r.version} but left stopped: "
-                      "its service had been stopped by an operator (start it, or roll out "
-                      "with start_stopped)", state=HostState.SKIPPED, stopped=True,
-                      moved=h.from_version != step.r.version, lost=False, finished_at=now)
+            why = (f"installed {step.r.version} but left stopped: its service had been "
+                   "stopped by an operator (start it, or roll out with start_stopped)")
+            step.host(h.name, "host.skipped", why, state=HostState.SKIPPED, stopped=True,
+                      moved=h.from_version != step.r.version, lost=False, finished_at=now,
+                      reason=why)
         elif outcome is Outcome.ROLLED_BACK:
             step.host(h.name, "host.rolled_back", "update failed; manager rolled back: "
-                      + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now)
+                      + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now,
+                      **_blame(h, message))
         elif outcome is Outcome.ROLLBACK_FAILED:
             step.host(h.name, "host.rollback_failed", "update and rollback failed: "
-                      + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now)
+                      + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now,
+                      **_blame(h, message))
         else:
             why = message or outcome_text(outcome) or "no outcome reported"
             step.host(h.name, "host.failed", "update failed: " + why,
-                      state=HostState.FAILED, failed=True, finished_at=now)
+                      state=HostState.FAILED, failed=True, finished_at=now,
+                      **_blame(h, why))
     elif h.state == HostState.ROLLING_BACK:
         if outcome in ROLLBACK_OK:
             step.host(h.name, "host.rolled_back", message or "rolled back",
                       state=HostState.ROLLED_BACK, moved=False, finished_at=now)
         else:
             step.host(h.name, "host.rollback_failed", "rollback failed: " + message,
-                      state=HostState.ROLLBACK_FAILED, finished_at=now)
+                      state=HostState.ROLLBACK_FAILED, finished_at=now,
+                      failed_step=h.failed_step or h.step or "rollback",
+                      reason=_both(h.reason, "rollback failed: " + message))
+
+
+def _blame(h: HostRun, message: str) -> dict[str, object]:
+    """A failed update's step and reason: the first step the manager reported failed
+    (else the last step it reported) and its final message, which says which step and
+    check failed and what the rollback did."""
+    return {"failed_step": h.failed_step or h.step or "update",
+            "reason": message or h.reason or "the manager reported no reason"}
+
+
+def _both(first: str, then: str) -> str:
+    return f"{first}; then {then}" if first else then
 
 
 def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
@@ -402,12 +425,15 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
     elif other:
         _wait(step, h, rep.running_operation_id, other)
     elif h.operation_id and updating:
-        step.host(h.name, "host.failed", f"operation {h.operation_id} unknown to the manager",
-                  state=HostState.FAILED, failed=True, finished_at=step.now, lost=False)
+        why = f"operation {h.operation_id} unknown to the manager"
+        step.host(h.name, "host.failed", why, state=HostState.FAILED, failed=True,
+                  finished_at=step.now, lost=False, failed_step=h.step or "reconcile",
+                  reason=why + " (after the hub lost track of it)")
     elif h.operation_id:
-        step.host(h.name, "host.rollback_failed", f"rollback {h.operation_id} unknown to the "
-                  "manager", state=HostState.ROLLBACK_FAILED, finished_at=step.now,
-                  lost=False)
+        why = f"rollback {h.operation_id} unknown to the manager"
+        step.host(h.name, "host.rollback_failed", why, state=HostState.ROLLBACK_FAILED,
+                  finished_at=step.now, lost=False,
+                  failed_step=h.failed_step or "rollback", reason=_both(h.reason, why))
     elif updating and rep.version == target:
         step.host(h.name, "host.reconciled", f"already on {rep.version}", lost=False,
                   from_version=h.from_version or target, waiting_for="")
@@ -446,7 +472,8 @@ def _rollback_checked(step: _Step, h: HostRun, rep: ManagerReport) -> None:
     why = rollback_refusal(h, rep, step.r.version)
     if why:
         step.host(h.name, "host.rollback_failed", why, state=HostState.ROLLBACK_FAILED,
-                  finished_at=step.now, lost=False, waiting_for="")
+                  finished_at=step.now, lost=False, waiting_for="",
+                  failed_step=h.failed_step or "rollback check", reason=_both(h.reason, why))
         return
     step.host(h.name, "host.step", f"rolling back to {h.from_version}", lost=False,
               waiting_for="")
@@ -476,16 +503,21 @@ def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
                     step.hosts[h.name].state == HostState.VERIFYING:
                 seen = (f"running {obs.version}" if obs and obs.running else
                         "not running") if obs else "no status"
-                step.host(h.name, "host.failed", f"not healthy on {step.r.version} within "
-                          f"{s.healthy_deadline_seconds:g}s ({seen})",
-                          state=HostState.FAILED, failed=True, finished_at=now)
+                why = (f"not healthy on {step.r.version} within "
+                       f"{s.healthy_deadline_seconds:g}s ({seen})")
+                step.host(h.name, "host.failed", why, state=HostState.FAILED, failed=True,
+                          finished_at=now, failed_step="health gate",
+                          reason="the hub's health gate: " + why)
         elif h.state in (HostState.UPDATING, HostState.ROLLING_BACK) and now >= h.deadline:
             step.actions.append(CancelHost(h.name))
             if h.state == HostState.ROLLING_BACK:
-                step.host(h.name, "host.rollback_failed", "rollback step deadline exceeded"
-                          + (f" waiting for operation {h.waiting_for}, which this rollout "
-                             "did not start" if h.waiting_for else ""),
-                          state=HostState.ROLLBACK_FAILED, finished_at=now)
+                why = "rollback step deadline exceeded" + (
+                    f" waiting for operation {h.waiting_for}, which this rollout did not "
+                    "start" if h.waiting_for else "")
+                step.host(h.name, "host.rollback_failed", why,
+                          state=HostState.ROLLBACK_FAILED, finished_at=now,
+                          failed_step=h.failed_step or h.step or "rollback",
+                          reason=_both(h.reason, why))
             else:
                 st = HostState.UNREACHABLE if h.lost else HostState.FAILED
                 if h.waiting_for and not h.lost:
@@ -493,9 +525,13 @@ def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
                              "did not start (the host was not updated)")
                 else:
                     where = " (manager unreachable)" if h.lost else f" at {h.step or 'start'}"
-                step.host(h.name, "host." + st.value.lower(),
-                          f"step deadline of {s.step_deadline_seconds:g}s exceeded" + where,
-                          state=st, failed=True, finished_at=now)
+                why = f"step deadline of {s.step_deadline_seconds:g}s exceeded" + where
+                step.host(h.name, "host." + st.value.lower(), why, state=st, failed=True,
+                          finished_at=now, failed_step=h.step or (
+                              "waiting for another operation" if h.waiting_for
+                              else "update request"),
+                          reason=why + (f"; last contact: {h.message}" if h.lost and h.message
+                                        else ""))
 
 
 # ------------------------------------------------------------------ progress
@@ -550,14 +586,18 @@ def _drained(step: _Step) -> None:
         deadline = step.now + r.strategy.step_deadline_seconds
         for h in moved:
             if not h.from_version:  # never a guess: no recorded version, no rollback
-                step.host(h.name, "host.rollback_failed", rollback_refusal(h, _NO_REPORT, ""),
+                why = rollback_refusal(h, _NO_REPORT, "")
+                step.host(h.name, "host.rollback_failed", why,
                           state=HostState.ROLLBACK_FAILED, finished_at=step.now,
-                          rollback_sent=True)
+                          rollback_sent=True, failed_step=h.failed_step or "rollback",
+                          reason=_both(h.reason, why))
                 continue
             step.host(h.name, "host.rollback_started", f"back to {h.from_version}",
                       state=HostState.ROLLING_BACK, operation_id="", started_at=step.now,
                       deadline=deadline, step="", rollback_sent=True, waiting_for="",
-                      origin=origin(r, h.name, "rollback", h.attempts))
+                      origin=origin(r, h.name, "rollback", h.attempts),
+                      reason=h.reason or f"the rollout {r.message}; sent back to "
+                                         f"{h.from_version}")
             # the manager is asked first where its rollback would go (rollout_adopt.py)
             step.actions.append(ReconcileHost(h.name, r.service))
         if not _busy(step):
@@ -640,7 +680,7 @@ def _progress(step: _Step) -> None:
                           started_at=step.now, finished_at=0.0, operation_id="",
                           deadline=step.now + r.strategy.step_deadline_seconds,
                           healthy_since=0.0, step="", message="", waiting_for="",
-                          stopped=False,
+                          stopped=False, failed_step="", reason="",
                           origin=origin(r, h.name, "attempt", h.attempts + 1))
                 step.actions.append(UpdateHost(h.name, r.version, r.service))
         if any(h.state not in HOST_DONE for h in (step.hosts[x.name] for x in reached)):

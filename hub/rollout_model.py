@@ -70,6 +70,11 @@ class HostRun:
     op_events: int = 0             # step events recorded for operation_id (to skip replays)
     update_op: str = ""            # the update's operation (kept while rolling back)
     rollback_sent: bool = False    # the rollout's auto-rollback took this host back
+    # Why a host failed, was unreachable or was rolled back, for the operator: the step
+    # that failed (a manager's update step, or the hub's own: "update request",
+    # "health gate", ...) and the reason in words (the manager's message).
+    failed_step: str = ""
+    reason: str = ""
     # The origin the hub sends with its Update (or Rollback) to this host, recorded in the
     # same write as the state that issues it: an operation is adopted only if it is the
     # one recorded in operation_id or carries this origin (hub/rollout_adopt.py).

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -47,10 +47,12 @@ def _call_failed(host: str, exc: grpc.aio.AioRpcError | DeadlineExceeded) -> E.C
 
 class RolloutRunner:
     def __init__(self, rollout: E.Rollout, *, store: HubStore, links: ManagerLinks,
-                 inventory: Inventory, term: Term, tick: float) -> None:
+                 inventory: Inventory, term: Term, tick: float,
+                 observe: Callable[[str, list[E.Note]], None] | None = None) -> None:
         # origins name the hub that issues the calls (recorded with each host's state)
         issuer = f"hub:{term.holder}" if term.holder else "hub"
         self.r = rollout if rollout.issuer == issuer else replace(rollout, issuer=issuer)
+        self.observe = observe  # told every committed batch of events (hub/stats.py)
         self.store = store
         self.links = links
         self.inventory = inventory
@@ -116,6 +118,8 @@ class RolloutRunner:
             self.term.end(f"rollout {new.id}: write refused: {exc}")
             raise
         self.r = new
+        if self.observe is not None and notes:
+            self.observe(new.id, notes)
         for action in actions:
             self.act(action)
         return new

@@ -9,9 +9,10 @@ manager re-adopts them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import structlog
 
 from backendai.auth import Token
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
-from backendai.errors import ConfigError, Unavailable
+from backendai.errors import BackendAIError, ConfigError, Unavailable
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
@@ -28,12 +29,16 @@ from manager import preflight
 from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.api.http_routes import manager_http_server
-from manager.config import ManagerConfig
+from manager.config import ManagerConfig, ServiceConfig
 from manager.statestore import StateStore
+from manager.supervision.fleet import Fleet
 from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
+    from manager.api.control import ReloadResult
+    from manager.config_reload import ConfigReloader
+    from manager.supervision.health_monitor import HealthMonitor
     from manager.updates.faults import UpdateFaults
     from manager.updates.updater import Updater
 
@@ -41,6 +46,28 @@ log = structlog.get_logger(__name__)
 
 GRACE = 2.0
 READY_MARGIN = 10.0  # seconds beyond the longest call_timeout for the units to get ready
+
+
+def monitor_for(unit: ServiceUnit) -> HealthMonitor | None:
+    """A service's health monitor; the health modules load only where one is needed."""
+    if unit.config.health_check is None:
+        return None
+    from manager.supervision import health_monitor  # noqa: PLC0415
+
+    return health_monitor.for_unit(unit)
+
+
+class LazyReloader:
+    """The config reload (config_reload.py), loaded at the first reload."""
+
+    def __init__(self, make: Callable[[], ConfigReloader]) -> None:
+        self.make = make
+        self.reloader: ConfigReloader | None = None
+
+    async def reload(self) -> ReloadResult:
+        if self.reloader is None:
+            self.reloader = self.make()
+        return await self.reloader.reload()
 
 
 async def wait_ready(units: Mapping[str, ServiceUnit], updater: Updater | None,
@@ -69,26 +96,70 @@ class ManagerDaemon(DaemonLifecycle):
         self.ready_file = ready_file
         self.faults = faults
         self.control: ManagerControl | None = None
+        self.reloader: LazyReloader | None = None  # set once serving
+        self.updater: Updater | None = None
         self.grpc_port = 0
         self.http_port = 0
+        self._tg: asyncio.TaskGroup | None = None
+
+    def _make_unit(self, svc: ServiceConfig, store: StateStore) -> ServiceUnit:
+        # The systemd and rcd backends are imported only when used (~1 MB, ~20 ms).
+        if svc.backend == "systemd":
+            from manager.supervision.systemd_unit import SystemdUnit  # noqa: PLC0415
+            return SystemdUnit(svc)
+        if svc.backend == "rcd":
+            from manager.supervision.rcd_unit import RcdUnit  # noqa: PLC0415
+            return RcdUnit(svc, store)
+        if svc.backend == "process":
+            return ProcessUnit(svc, state_dir=self.config.state_dir, store=store)
+        raise ConfigError(f"services.{svc.name}.backend: {svc.backend!r} "
+                          "is not available in this build")
 
     def _make_units(self, store: StateStore) -> dict[str, ServiceUnit]:
-        units: dict[str, ServiceUnit] = {}
-        for svc in self.config.services:
-            # The systemd and rcd backends are imported only when used (~1 MB, ~20 ms).
-            if svc.backend == "systemd":
-                from manager.supervision.systemd_unit import SystemdUnit  # noqa: PLC0415
-                units[svc.name] = SystemdUnit(svc)
-            elif svc.backend == "rcd":
-                from manager.supervision.rcd_unit import RcdUnit  # noqa: PLC0415
-                units[svc.name] = RcdUnit(svc, store)
-            elif svc.backend == "process":
-                units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir,
-                                              store=store)
-            else:
-                raise ConfigError(f"services.{svc.name}.backend: {svc.backend!r} "
-                                  "is not available in this build")
-        return units
+        return {svc.name: self._make_unit(svc, store) for svc in self.config.services}
+
+    def _updates(self, config: ManagerConfig | None, fleet: Fleet,
+                 store: StateStore) -> Updater | None:
+        """The updater; with a config (a reload's) that has an updatable service and no
+        updater yet, one is made and started."""
+        if config is None or self.updater is not None or self._tg is None \
+                or not any(s.install_root for s in config.services):
+            return self.updater
+        from manager.updates.updater import Updater  # noqa: PLC0415
+
+        updater = self.updater = Updater(config, fleet.units, store, faults=self.faults)
+        self._tg.create_task(updater.run(), name="updater")
+        if self.control is not None:
+            self.control.updater = updater
+        return updater
+
+    @staticmethod
+    async def _leftovers(store: StateStore, cfg: ManagerConfig) -> None:
+        """Stop and forget services the records name and the config no longer does
+        (supervision/leftovers.py), in the background."""
+        from manager.supervision.leftovers import stop_removed  # noqa: PLC0415
+
+        try:
+            await stop_removed(store, (s.name for s in cfg.services))
+        except (OSError, BackendAIError) as exc:
+            log.warning("manager.leftovers_failed", error=str(exc))
+
+    def _reloader(self, source: Path, fleet: Fleet, control: ManagerControl,
+                  store: StateStore) -> ConfigReloader:
+        from manager.config_reload import ConfigReloader  # noqa: PLC0415
+
+        return ConfigReloader(source, fleet=fleet, control=control, secrets=self.secrets,
+                              store=store, make_unit=lambda svc: self._make_unit(svc, store),
+                              updates=lambda new: self._updates(new, fleet, store))
+
+    async def perform_reload(self) -> None:
+        """SIGHUP: the config file and the secrets (config_reload.py) once serving; the
+        secrets alone before that."""
+        if self.reloader is None:
+            await asyncio.to_thread(self.reload)
+            return
+        with contextlib.suppress(BackendAIError):  # logged by the reloader
+            await self.reloader.reload()
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -104,12 +175,13 @@ class ManagerDaemon(DaemonLifecycle):
             self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
             store = StateStore(cfg.state_dir / preflight.DATABASE)
             units = self._make_units(store)
+            fleet = Fleet(cfg, units, monitor_for)
             updater: Updater | None = None
             if any(s.install_root for s in cfg.services):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
                 from manager.updates.updater import Updater  # noqa: PLC0415
-                updater = Updater(cfg, units, store, faults=self.faults)
-            control = self.control = ManagerControl(cfg, units, updater)
+                updater = self.updater = Updater(cfg, units, store, faults=self.faults)
+            control = self.control = ManagerControl(cfg, units, updater, fleet=fleet)
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
@@ -124,15 +196,22 @@ class ManagerDaemon(DaemonLifecycle):
             grpc_server.bind()
             await http.bind()
             async with asyncio.TaskGroup() as tg:
-                for unit in units.values():
-                    tg.create_task(unit.run(), name=f"unit-{unit.name}")
+                self._tg = tg
+                fleet.launch(tg)
                 if updater is not None:  # it waits for the units to be ready
                     tg.create_task(updater.run(), name="updater")
                 registering: asyncio.Task[None] | None = None
+                leftovers: asyncio.Task[None] | None = None
                 try:
                     # Serve only once the units know their services (re-adopted, first
                     # observation done) and the updater knows its interrupted operations.
                     await wait_ready(units, updater, self._ready_timeout())
+                    fleet.autostart()  # services that start after others, in order
+                    leftovers = tg.create_task(self._leftovers(store, cfg), name="leftovers")
+                    source = cfg.source
+                    if source is not None:
+                        self.reloader = control.reloader = LazyReloader(
+                            lambda: self._reloader(source, fleet, control, store))
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
                     registering = self._register(tg, control, hub_token)
@@ -140,15 +219,16 @@ class ManagerDaemon(DaemonLifecycle):
                     await self._stop.wait()
                     log.info("manager.stopping")
                 finally:
-                    if registering is not None:
-                        registering.cancel()
+                    self.reloader = None
+                    for task in (registering, leftovers):
+                        if task is not None:
+                            task.cancel()
                     await grpc_server.not_serving()
                     await http.stop(GRACE)
                     await grpc_server.stop(GRACE)
-                    if updater is not None:
-                        await updater.shutdown()
-                    for unit in units.values():
-                        await unit.shutdown()
+                    if self.updater is not None:
+                        await self.updater.shutdown()
+                    await fleet.shutdown()
         finally:
             if store is not None:
                 store.close()

@@ -8,7 +8,6 @@ from backendai.auth import Token, Tokens
 from backendai.preflight import check_state_dir
 from manager.config import ManagerConfig
 from manager.statestore import SCHEMA_VERSION, check_database
-from manager.updates.journal import SCHEMA_VERSION as JOURNAL_SCHEMA_VERSION
 
 DATABASE = "manager.db"
 
@@ -32,5 +31,9 @@ def check(cfg: ManagerConfig) -> None:
     state_dir(cfg)
     known = {"services": SCHEMA_VERSION}
     if any(s.install_root for s in cfg.services):  # only a manager that updates opens it
-        known["update_journal"] = JOURNAL_SCHEMA_VERSION
+        # (imported here: the daemon, which imports this module, loads the updates wing
+        # only where updates are configured)
+        from manager.updates.journal import SCHEMA_VERSION as JOURNAL  # noqa: PLC0415
+
+        known["update_journal"] = JOURNAL
     check_database(cfg.state_dir / DATABASE, known)

@@ -72,9 +72,12 @@ class StateStore:
                               (component,)).fetchone()
         if row is not None and row[0] > version:
             raise newer_schema(self.path, component, row[0], version)
-        self.db.executescript(ddl)
-        self.db.execute("BEGIN IMMEDIATE")
+        if row is not None and row[0] == version:
+            return  # current: nothing to write (each write here is an fsync before ready)
+        # One transaction: the tables, a migration and the version land together, with
+        # one fsync (executescript would commit an open transaction, so it begins it).
         try:
+            self.db.executescript(f"BEGIN IMMEDIATE;\n{ddl}")
             found = int(row[0]) if row is not None else 0
             if migrate is not None and found < version:
                 migrate(self.db, found)
@@ -83,7 +86,8 @@ class StateStore:
                 "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
                 (component, version))
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
 
@@ -104,6 +108,17 @@ class StateStore:
             " updated=excluded.updated",
             (rec.name, rec.desired, rec.spawn_id, rec.pid, rec.create_time, rec.restarts,
              time.time()))
+
+    def services(self) -> list[ServiceRecord]:
+        """Every service recorded, by name."""
+        rows = self.db.execute("SELECT name, desired, spawn_id, pid, create_time, restarts "
+                               "FROM services ORDER BY name").fetchall()
+        return [ServiceRecord(*row) for row in rows]
+
+    def forget_service(self, name: str) -> None:
+        """A service a config reload removed: its record goes (a service added later
+        under the same name starts afresh)."""
+        self.db.execute("DELETE FROM services WHERE name = ?", (name,))
 
     def close(self) -> None:
         self.db.close()

@@ -388,13 +388,17 @@ async def test_update_edge_cases(make_env: Any) -> None:
 
 async def test_list_services_with_pages_and_pattern(env: Env) -> None:
     data = (await env.call("GET", "/api/services")).json()
-    assert list(data) == ["success", "services", "count", "meta"]
+    # seed 004's keys, then seed 003's counts by state (issue 15)
+    assert list(data) == ["success", "services", "count", "meta", "counts"]
     assert [s["name"] for s in data["services"]] == ["ai-agent", "worker", "job@1"]
     assert data["count"] == 3
     assert data["meta"] == {"page": 1, "page_size": 50, "total": 3, "pages": 1}
+    assert data["counts"] == {"RUNNING": 2, "FATAL": 1}
     first, _, fatal = data["services"]
     assert list(first) == ["name", "status", "state", "pid", "restarts", "uptime_seconds",
-                           "exit_code", "version", "package", "backend", "message"]
+                           "exit_code", "version", "package", "backend", "message",
+                           "health", "health_message"]
+    assert (first["health"], first["health_message"]) == ("unknown", "")
     assert (first["status"], first["state"], first["pid"]) == ("running", "RUNNING", 4242)
     assert 4 < first["uptime_seconds"] < 60
     assert first["exit_code"] is None
@@ -408,6 +412,7 @@ async def test_list_services_with_pages_and_pattern(env: Env) -> None:
     assert data["meta"] == {"page": 2, "page_size": 2, "total": 3, "pages": 2}
     data = (await env.call("GET", "/api/services?pattern=w*")).json()
     assert [s["name"] for s in data["services"]] == ["worker"]
+    assert data["counts"] == {"RUNNING": 1}
     data = (await env.call("GET", "/api/services?page=9")).json()
     assert data["services"] == []
     assert data["count"] == 0

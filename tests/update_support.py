@@ -33,7 +33,8 @@ version = (root / "VERSION").read_text().strip()
 beh_path = root / "agent" / "behavior.json"
 behavior = json.loads(beh_path.read_text()) if beh_path.exists() else {}
 print(f"service starting version={version} pid={os.getpid()}", flush=True)
-if behavior.get("crash"):
+if behavior.get("crash") or str(behavior.get("crash_instance", "")) == os.environ.get(
+        "INSTANCE", "-"):  # crash_instance: only that instance of `instances = N` crashes
     print("crashing at start", flush=True)
     sys.exit(3)
 reported = behavior.get("report_version", version)

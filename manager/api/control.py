@@ -19,23 +19,27 @@ import math
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
 from backendai.feed import with_keepalive
 from backendai.validate import check_origin, check_version, is_service_name
 from manager.config import ManagerConfig
-from manager.supervision.states import ServiceStatus
+from manager.supervision.fleet import Fleet
+from manager.supervision.states import ServiceStatus, count_states
 from manager.supervision.unit import ServiceUnit
-from manager.updates.journal import EventRecord, OpRecord, check_operation_id
-from manager.updates.results import (
-    OperationReport,
-    ReleaseInfo,
-    RollbackStarted,
-    UpdateStarted,
-)
-from manager.updates.store_check import ReleaseCheck
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.journal import EventRecord, OpRecord
+    from manager.updates.results import (
+        OperationReport,
+        ReleaseInfo,
+        RollbackStarted,
+        UpdateStarted,
+    )
+    from manager.updates.store_check import ReleaseCheck
+    from manager.updates.update_stats import UpdateStats
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
@@ -43,6 +47,39 @@ MAX_PATTERN_LEN = 200
 MAX_STOP_TIMEOUT = 3600.0
 MIN_KEEPALIVE = 1.0     # WatchStatus keepalive_seconds
 MAX_KEEPALIVE = 3600.0
+GLOB_CHARS = frozenset("*?[")
+
+
+def is_pattern(name: object) -> bool:
+    """A glob (`web-*`) rather than a name: service names never hold * ? [."""
+    return isinstance(name, str) and not GLOB_CHARS.isdisjoint(name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceList:
+    """The services a pattern matched, with their counts by state (seed 003's Count)."""
+
+    services: builtins.list[ServiceStatus]
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return len(self.services)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    added: builtins.list[str]
+    removed: builtins.list[str]
+    changed: builtins.list[str]
+    unchanged: builtins.list[str]
+    message: str
+
+
+class Reloader(Protocol):
+    """What the control layer needs from the config reload (manager/config_reload.py)."""
+
+    async def reload(self) -> ReloadResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +92,8 @@ class VersionInfo:
 
 class Updater(Protocol):
     """What the control layer needs from the updater (see updater.py)."""
+
+    stats: UpdateStats  # what /metrics reports of updates
 
     async def update(self, service: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted: ...
@@ -100,10 +139,15 @@ def validate_timeout(timeout: float | None) -> float | None:
 
 class ManagerControl:
     def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
-                 updater: Updater | None = None) -> None:
+                 updater: Updater | None = None, *, fleet: Fleet | None = None) -> None:
+        """`fleet`: the daemon's (its `units` is the live mapping a reload changes);
+        without one, a fleet of `units` without health monitors."""
         self.config = config
-        self.units = dict(units)
+        self.fleet = fleet if fleet is not None else Fleet(config, dict(units),
+                                                           lambda _unit: None)
+        self.units = self.fleet.units
         self.updater = updater
+        self.reloader: Reloader | None = None  # set by the daemon
         self.manager_version = __version__
         self.working_directory = os.getcwd()
 
@@ -139,32 +183,72 @@ class ManagerControl:
         return [u.status() for n, u in self.units.items()
                 if not pattern or fnmatch.fnmatchcase(n, pattern)]
 
-    async def _before_lifecycle(self, unit: ServiceUnit, request: str, force: bool) -> None:
+    def count(self, pattern: str = "") -> ServiceList:
+        """`list(pattern)` with the counts by state of what it matched."""
+        found = self.list(pattern)
+        return ServiceList(found, count_states(found))
+
+    def matching(self, pattern: str) -> builtins.list[ServiceUnit]:
+        """The units a glob matches, in config order; NotFound when none does."""
+        names = [s.name for s in self.list(pattern)]
+        if not names:
+            raise NotFound(f"no service matches {pattern!r}")
+        return [self.units[n] for n in names]
+
+    def _targets(self, name: str) -> builtins.list[ServiceUnit]:
+        """The units a lifecycle request names: one, or every one a glob matches."""
+        return self.matching(name) if is_pattern(name) else [self.unit(name)]
+
+    async def _before_lifecycle(self, units: builtins.list[ServiceUnit], request: str,
+                                force: bool) -> None:
         if not isinstance(force, bool):
             raise InvalidArgument("force must be true or false")
         if self.updater is not None:
-            await self.updater.before_lifecycle(unit.name, request, force=force)
+            # an instance's update is its service's (NAME for NAME-i)
+            for target in dict.fromkeys(u.config.instance_of or u.name for u in units):
+                await self.updater.before_lifecycle(target, request, force=force)
 
     async def start(self, name: str = "", *, wait: bool = True,
                     force: bool = False) -> ServiceStatus:
-        """force: cancel a running update of the service first."""
-        unit = self.unit(name)
-        await self._before_lifecycle(unit, "start", force)
-        return await unit.start(wait=wait)
+        """Start one service, or every service a glob matches (in start order; the
+        answer is then the first one's status). force: cancel a running update of the
+        service first."""
+        units = self._targets(name)
+        await self._before_lifecycle(units, "start", force)
+        if is_pattern(name) or units[0].config.after:
+            return (await self.fleet.start_many([u.name for u in units], wait=wait))[0]
+        return await units[0].start(wait=wait)
 
     async def stop(self, name: str = "", *, timeout: float | None = None,
                    force: bool = False) -> ServiceStatus:
-        """force: SIGKILL at once, and cancel a running update of the service first."""
-        unit = self.unit(name)
+        """Stop one service, or every service a glob matches (what starts after another
+        stops before it; the answer is then the first one's status). force: SIGKILL at
+        once, and cancel a running update of the service first."""
+        units = self._targets(name)
         timeout = validate_timeout(timeout)
-        await self._before_lifecycle(unit, "stop", force)
-        return await unit.stop(timeout=timeout, force=force)
+        await self._before_lifecycle(units, "stop", force)
+        if is_pattern(name):
+            return (await self.fleet.stop_many([u.name for u in units], timeout=timeout,
+                                               force=force))[0]
+        return await units[0].stop(timeout=timeout, force=force)
 
     async def restart(self, name: str = "", *, force: bool = False) -> ServiceStatus:
-        """force: cancel a running update of the service first."""
-        unit = self.unit(name)
-        await self._before_lifecycle(unit, "restart", force)
-        return await unit.restart()
+        """Restart one service, or every service a glob matches (stopped in reverse
+        start order, then started in order). force: cancel a running update of the
+        service first."""
+        units = self._targets(name)
+        await self._before_lifecycle(units, "restart", force)
+        if is_pattern(name):
+            names = [u.name for u in units]
+            await self.fleet.stop_many(names, pausing=frozenset(names))
+            return (await self.fleet.start_many(names))[0]
+        return await units[0].restart()
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file and the secrets (SIGHUP, gRPC Reload, POST /reload)."""
+        if self.reloader is None:
+            raise NotConfigured("this manager has no config file to reload")
+        return await self.reloader.reload()
 
     def version(self, name: str = "") -> VersionInfo:
         unit = self.unit(name)
@@ -202,16 +286,26 @@ class ManagerControl:
                                 "(no service has install_root and package_url)")
         return self.updater
 
+    def update_target(self, name: str) -> str:
+        """What an update names: a service, or a service with `instances` (by its own
+        name or any instance's: its instances share one install_root and are updated
+        together, one at a time)."""
+        if isinstance(name, str) and name and self.config.members(name) \
+                and name not in self.units:
+            return name  # NAME of NAME-1 ... NAME-N
+        unit = self.unit(name)
+        return unit.config.instance_of or unit.name
+
     async def update(self, name: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted:
         """origin: who asks (journaled, reported back); start_stopped: start the service
         after the update even if the operator had stopped it."""
-        unit = self.unit(name)
+        target = self.update_target(name)
         version = check_version(version)
         origin = check_origin(origin)
         if not isinstance(start_stopped, bool):
             raise InvalidArgument("start_stopped must be true or false")
-        return await self.require_updater().update(unit.name, version, origin=origin,
+        return await self.require_updater().update(target, version, origin=origin,
                                                    start_stopped=start_stopped)
 
     def get_update(self, name: str = "", operation_id: str = "",
@@ -225,33 +319,35 @@ class ManagerControl:
         if operation_id and origin:
             raise InvalidArgument("give operation_id or origin, not both")
         if operation_id:
+            from manager.updates.journal import check_operation_id  # noqa: PLC0415
+
             check_operation_id(operation_id)
-        service = self.unit(name).name if name or not operation_id else ""
+        service = self.update_target(name) if name or not operation_id else ""
         return self.require_updater().report(service, operation_id, origin)
 
     async def rollback(self, name: str, *, origin: str = "",
                        version: str = "") -> RollbackStarted:
         """origin: who asks (journaled, reported back), as for an update; version: refuse
         unless the rollback goes to exactly this version."""
-        unit = self.unit(name)
+        target = self.update_target(name)
         origin = check_origin(origin)
         if not isinstance(version, str):
             raise InvalidArgument("version must be a string")
         if version:
             version = check_version(version)
-        return await self.require_updater().rollback(unit.name, origin=origin,
-                                                     expect=version)
+        return await self.require_updater().rollback(target, origin=origin, expect=version)
 
     async def check_release(self, name: str, version: str) -> ReleaseCheck:
         """Whether the package store has `version` for the service (nothing changes)."""
-        unit = self.unit(name)
+        target = self.update_target(name)
         version = check_version(version)
-        return await self.require_updater().check_release(unit.name, version)
+        return await self.require_updater().check_release(target, version)
 
     def releases(self, name: str) -> builtins.list[ReleaseInfo]:
-        unit = self.unit(name)
-        return self.require_updater().releases(unit.name)
+        return self.require_updater().releases(self.update_target(name))
 
     def watch_update(self, operation_id: str) -> AsyncIterator[EventRecord]:
+        from manager.updates.journal import check_operation_id  # noqa: PLC0415
+
         check_operation_id(operation_id)
         return self.require_updater().watch(operation_id)

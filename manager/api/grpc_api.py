@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -23,7 +23,9 @@ from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.api.control import ManagerControl
 from manager.supervision.states import ServiceStatus, State
-from manager.updates.results import OperationReport
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.results import OperationReport
 
 SERVICE_NAME = "backendai.v1.Manager"
 
@@ -102,8 +104,10 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     def ListServices(self, request: pb.ListServicesRequest,
                      context: Any) -> pb.ListServicesResponse:
         now = time.time()
+        found = self.control.count(request.pattern)
         return pb.ListServicesResponse(
-            services=[status_to_pb(s, now) for s in self.control.list(request.pattern)])
+            services=[status_to_pb(s, now) for s in found.services], counts=found.counts,
+            total=found.total)
 
     @unary_sync
     def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
@@ -216,7 +220,9 @@ class ManagerServicer(pb_grpc.ManagerServicer):
 
     @unary_sync
     def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
-        raise Unimplemented("Reload is not implemented yet")
+        done = self.bridge.call(self.control.reload, context)
+        return pb.ReloadResponse(added=done.added, removed=done.removed, changed=done.changed,
+                                 unchanged=done.unchanged, message=done.message)
 
     @unary_sync
     def ListEvents(self, request: epb.ListEventsRequest, context: Any,

@@ -19,18 +19,27 @@ from __future__ import annotations
 import math
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backendai.auth import Token, Tokens
 from backendai.errors import InvalidArgument
 from backendai.http_router import Router, json_body
 from backendai.http_server import JSON, HttpServer, Request
 from backendai.listen import ListenAddress
-from manager.api.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
+from manager.api.control import (
+    DEFAULT_LOG_LINES,
+    MAX_LOG_LINES,
+    MAX_STOP_TIMEOUT,
+    ManagerControl,
+    is_pattern,
+)
+from manager.api.metrics_routes import add_metrics_routes
 from manager.api.ui_routes import add_ui_routes
 from manager.api.ws_routes import LiveRoutes
 from manager.supervision.states import ServiceStatus, State, UpdateSummary
-from manager.updates.results import OperationReport
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.results import OperationReport
 
 # What GET /api/services reports as "status" (seed 004) for each supervisor state.
 SIMPLE_STATUS = {State.STARTING: "running", State.RUNNING: "running", State.STOPPING: "running",
@@ -84,7 +93,17 @@ def service_json(st: ServiceStatus, now: float) -> JSON:
             "pid": st.pid or None, "restarts": st.restarts,
             "uptime_seconds": round(max(0.0, now - st.started_at), 3) if st.started_at else 0.0,
             "exit_code": st.exit_code, "version": st.version, "package": st.package,
-            "backend": st.backend, "message": st.message}
+            "backend": st.backend, "message": st.message,
+            # seed 004's health: healthy | unhealthy | unknown (also without a check)
+            "health": st.health or "unknown", "health_message": st.health_message}
+
+
+def _many(control: ManagerControl, pattern: str, done: str) -> JSON:
+    """The answer to a lifecycle request on every service a glob matched."""
+    found = control.list(pattern)
+    names = ", ".join(st.name for st in found)
+    return {"success": True, "services": [st.name for st in found],
+            "message": f"{len(found)} services {done}: {names}"}
 
 
 def summary_json(u: UpdateSummary) -> JSON:
@@ -134,6 +153,8 @@ class ManagerRoutes:
         r.add("POST", f"{one}/stop", self._api_stop, query=("timeout", "force"))
         r.add("POST", f"{one}/restart", self._api_restart, query=("force",))
         r.add("GET", f"{one}/logs", self._api_logs, query=("lines",))
+        self.metrics = add_metrics_routes(r, control)  # GET /metrics (docs/METRICS.md)
+        r.add("POST", "/reload", self._reload)  # the config file and secrets, as SIGHUP
         LiveRoutes(control).add_to(r)  # the dashboard's WebSockets (ws_routes.py)
         add_ui_routes(r)  # GET /ui/ (ui_routes.py)
 
@@ -141,10 +162,13 @@ class ManagerRoutes:
 
     async def _status(self, req: Request) -> JSON:
         st = self.control.status(_service(req))
-        return {"running": st.running, "managerVersion": self.control.manager_version,
-                "workingDirectory": self.control.working_directory,
-                "service": st.name, "state": st.state.value, "pid": st.pid or None,
-                "update": summary_json(st.update)}
+        out: JSON = {"running": st.running, "managerVersion": self.control.manager_version,
+                     "workingDirectory": self.control.working_directory,
+                     "service": st.name, "state": st.state.value, "pid": st.pid or None,
+                     "update": summary_json(st.update)}
+        if st.health:  # extra keys (the seeds allow them) when a health check is set
+            out.update(health=st.health, healthMessage=st.health_message)
+        return out
 
     async def _start(self, req: Request) -> JSON:
         await self.control.start(_service(req), force=_flag(req, "force"))
@@ -202,33 +226,48 @@ class ManagerRoutes:
     async def _list(self, req: Request) -> JSON:
         page = _int(req, "page", 1, 1, 1_000_000)
         size = _int(req, "page_size", 50, 1, 500)
-        found = self.control.list(req.query.get("pattern", ""))
+        listed = self.control.count(req.query.get("pattern", ""))
+        found = listed.services
         now = time.time()
         chunk = found[(page - 1) * size:page * size]
         return {"success": True, "services": [service_json(st, now) for st in chunk],
                 "count": len(chunk), "meta": {"page": page, "page_size": size,
                                               "total": len(found),
-                                              "pages": math.ceil(len(found) / size)}}
+                                              "pages": math.ceil(len(found) / size)},
+                "counts": listed.counts}
 
     async def _api_status(self, req: Request) -> JSON:
         st = self.control.status(req.params["name"])
         return {"success": True, "service": service_json(st, time.time())}
 
     async def _api_start(self, req: Request) -> JSON:
-        st = await self.control.start(req.params["name"], force=_flag(req, "force"))
+        name = req.params["name"]
+        st = await self.control.start(name, force=_flag(req, "force"))
+        if is_pattern(name):
+            return _many(self.control, name, "started")
         return {"success": True, "pid": st.pid or None,
                 "message": f"Service '{st.name}' started successfully"}
 
     async def _api_stop(self, req: Request) -> JSON:
         timeout = _seconds(req, "timeout", 1, 300)
-        st = await self.control.stop(req.params["name"], timeout=timeout,
-                                     force=_flag(req, "force"))
+        name = req.params["name"]
+        st = await self.control.stop(name, timeout=timeout, force=_flag(req, "force"))
+        if is_pattern(name):
+            return _many(self.control, name, "stopped")
         return {"success": True, "message": f"Service '{st.name}' stopped"}
 
     async def _api_restart(self, req: Request) -> JSON:
-        st = await self.control.restart(req.params["name"], force=_flag(req, "force"))
+        name = req.params["name"]
+        st = await self.control.restart(name, force=_flag(req, "force"))
+        if is_pattern(name):
+            return _many(self.control, name, "restarted")
         return {"success": True, "pid": st.pid or None,
                 "message": f"Service '{st.name}' restarted"}
+
+    async def _reload(self, req: Request) -> JSON:
+        done = await self.control.reload()
+        return {"success": True, "message": done.message, "added": done.added,
+                "removed": done.removed, "changed": done.changed, "unchanged": done.unchanged}
 
     async def _api_logs(self, req: Request) -> JSON:
         lines = _int(req, "lines", DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)

@@ -1,5 +1,6 @@
 """One running update operation as the updater's shell holds it (`Operation`: its
-journal record, its service, the events that cancel it), and what a step answers."""
+journal record, its service's processes — one, or each instance of a service with
+`instances` —, the events that cancel it), and what a step answers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backendai.errors import BackendAIError
-from backendai.update_terms import Step, StepStatus
+from backendai.update_terms import OpKind, Step, StepStatus
 from manager.config import ServiceConfig
 from manager.supervision.unit import ServiceUnit
+from manager.updates import plan as update_plan
 from manager.updates.journal import OpRecord
 from manager.updates.release_dirs import ReleaseDirs
 
@@ -45,17 +47,33 @@ class Interrupted(BackendAIError):
 class Operation:
     """The I/O context of one running operation."""
 
-    def __init__(self, rec: OpRecord, cfg: ServiceConfig, unit: ServiceUnit) -> None:
+    def __init__(self, rec: OpRecord, members: list[tuple[ServiceConfig, ServiceUnit]],
+                 *, recovering: bool = False) -> None:
         self.rec = rec
-        self.cfg = cfg
-        self.unit = unit
-        self.dirs = ReleaseDirs(cfg.install_root)
+        self.members = members
+        self.cfg, self.unit = members[0]  # the update source and install_root all share
+        base = update_plan.UPDATE_STEPS if rec.kind is OpKind.UPDATE else \
+            update_plan.ROLLBACK_OP_STEPS
+        self.steps = update_plan.rolling_steps(len(members), base)
+        self.dirs = ReleaseDirs(self.cfg.install_root)
         self.work = self.dirs.download_dir(rec.id)
-        self.health_pid = 0
+        self.health_pids: dict[str, int] = {}
+        self.position = -1  # of the forward step being carried out; -1 in the rollback
+        # instances a forward step may have stopped or restarted (after a crash: any)
+        self.touched: set[str] = {u.name for _c, u in members} if recovering else set()
         self.step: Step | None = None  # the step being carried out
         self.cancelled = asyncio.Event()  # a forced lifecycle request cancels it
         self.abort = threading.Event()  # the same, for the download thread
         self.finished = asyncio.Event()
+
+    @property
+    def grouped(self) -> bool:
+        """A service with instances: per-instance steps, rollback steps on all of them."""
+        return len(self.members) > 1
+
+    def member(self) -> tuple[ServiceConfig, ServiceUnit]:
+        """The instance the current forward step acts on (the first in the rollback)."""
+        return self.members[update_plan.instance_at(self.steps, self.position)]
 
     def starts_service(self, *, rollback: bool) -> bool:
         """Whether this operation starts the service (its start and health steps run):

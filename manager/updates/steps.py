@@ -2,7 +2,11 @@
 stage the release, stop, switch `current`, start, health-gate and commit, and the
 rollback steps. The updater (updater.py) journals each step around this call and feeds
 the result to the plan. A service left stopped (the operator stopped it, or a stop
-request cancelled the operation) has its start and health steps skipped here."""
+request cancelled the operation) has its start and health steps skipped here.
+
+A service with `instances`: a forward step acts on the instance the plan's position
+names (its message starts with the instance's name); the rollback steps act on all of
+them (`_rollback_all`)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ import structlog
 
 from backendai import package_store
 from backendai.update_terms import Step
+from manager.config import ServiceConfig
+from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.states import State
+from manager.supervision.unit import ServiceUnit
 from manager.updates import fetch as package_fetch
 from manager.updates import verify as package_verify
 from manager.updates.extract import extract_release
@@ -31,7 +38,12 @@ class StepRunner:
 
     async def run(self, op: Operation, step: Step) -> StepDone:
         """Carry out one step of an operation (raises when it fails)."""
-        rec, unit, dirs = op.rec, op.unit, op.dirs
+        rec, dirs = op.rec, op.dirs
+        if op.grouped and step in (Step.ROLLBACK_STOP, Step.ROLLBACK_SWITCH,
+                                   Step.ROLLBACK_START, Step.ROLLBACK_HEALTH):
+            return await self._rollback_all(op, step)
+        cfg, unit = op.member()
+        prefix = f"{unit.name}: " if op.grouped else ""
         match step:
             case Step.DOWNLOAD:
                 return StepDone(await self._download(op))
@@ -43,11 +55,12 @@ class StepRunner:
                                         rec.to_version, op.cfg.update)
                 return StepDone(f"staged in releases/{rec.to_version}")
             case Step.STOP | Step.ROLLBACK_STOP:
+                op.touched.add(unit.name)
                 st = await unit.stop()
-                return StepDone(f"service {st.state.value.lower()}")
+                return StepDone(f"{prefix}service {st.state.value.lower()}")
             case Step.SWITCH:
                 await asyncio.to_thread(dirs.switch, rec.to_version)
-                unit.set_version(rec.to_version)
+                _set_versions(op, rec.to_version)
                 return StepDone(f"current -> releases/{rec.to_version}")
             case Step.START | Step.ROLLBACK_START:
                 rollback = step is Step.ROLLBACK_START
@@ -56,28 +69,72 @@ class StepRunner:
                 if not op.starts_service(rollback=rollback):
                     return skipped(self._why_stopped(op, rollback=rollback))
                 st = await unit.start(wait=True)
-                op.health_pid = st.pid
-                return StepDone(f"service running, pid {st.pid}")
+                op.health_pids[unit.name] = st.pid
+                return StepDone(f"{prefix}service running, pid {st.pid}")
             case Step.HEALTH:
                 if not op.starts_service(rollback=False):
                     return skipped("the service stays stopped")
-                return StepDone(await self._health(op, rec.to_version))
+                return StepDone(prefix + await self._health(op, cfg, unit, rec.to_version))
             case Step.ROLLBACK_HEALTH:
                 if not rec.from_version:
                     return skipped("there was no release before")
                 if not op.starts_service(rollback=True):
                     return skipped("the service stays stopped")
-                return StepDone(await self._health(op, rec.from_version))
+                return StepDone(await self._health(op, cfg, unit, rec.from_version))
             case Step.ROLLBACK_SWITCH:
                 if rec.from_version:
                     await asyncio.to_thread(dirs.switch, rec.from_version)
-                    unit.set_version(rec.from_version)
+                    _set_versions(op, rec.from_version)
                     return StepDone(f"current -> releases/{rec.from_version}")
                 await asyncio.to_thread(dirs.clear_current)
                 return StepDone("current removed (there was no release before)")
             case Step.COMMIT:
                 return StepDone(await self._commit(op))
         raise AssertionError(f"not a step the updater runs: {step.value}")
+
+    async def _rollback_all(self, op: Operation, step: Step) -> StepDone:
+        """A rollback step of a service with instances, on every instance: stop the ones
+        an update step touched (all of them after a crash), switch back, then restart
+        each instance one at a time (an untouched one may have restarted on the new
+        release meanwhile) and gate its health."""
+        rec, dirs = op.rec, op.dirs
+        match step:
+            case Step.ROLLBACK_STOP:
+                stopped = []
+                for _cfg, unit in reversed(op.members):
+                    if unit.name in op.touched:
+                        await unit.stop()
+                        stopped.append(unit.name)
+                return StepDone(f"stopped {', '.join(reversed(stopped)) or 'none'}")
+            case Step.ROLLBACK_SWITCH:
+                if rec.from_version:
+                    await asyncio.to_thread(dirs.switch, rec.from_version)
+                    _set_versions(op, rec.from_version)
+                    return StepDone(f"current -> releases/{rec.from_version}")
+                await asyncio.to_thread(dirs.clear_current)
+                return StepDone("current removed (there was no release before)")
+            case Step.ROLLBACK_START:
+                if not rec.from_version:
+                    return skipped("there was no release before")
+                if not op.starts_service(rollback=True):
+                    return skipped(self._why_stopped(op, rollback=True))
+                pids = []
+                for _cfg, unit in op.members:
+                    if unit.status().state.is_up:
+                        await unit.stop()
+                    st = await unit.start(wait=True)
+                    op.health_pids[unit.name] = st.pid
+                    pids.append(f"{unit.name} pid {st.pid}")
+                return StepDone(f"running: {', '.join(pids)}")
+            case Step.ROLLBACK_HEALTH:
+                if not rec.from_version:
+                    return skipped("there was no release before")
+                if not op.starts_service(rollback=True):
+                    return skipped("the service stays stopped")
+                done = [f"{unit.name}: " + await self._health(op, cfg, unit, rec.from_version)
+                        for cfg, unit in op.members]
+                return StepDone("; ".join(done))
+        raise AssertionError(f"not a rollback step: {step.value}")
 
     @staticmethod
     def _why_stopped(op: Operation, *, rollback: bool) -> str:
@@ -130,9 +187,9 @@ class StepRunner:
                                          package.name, sums, sig, key)
         return f"sha256 {digest[:16]}… ok" + ("; signature ok" if key else "")
 
-    async def _health(self, op: Operation, expected: str) -> str:
-        unit = op.unit
-        pid = op.health_pid or unit.status().pid
+    async def _health(self, op: Operation, cfg: ServiceConfig, unit: ServiceUnit,
+                      expected: str) -> str:
+        pid = op.health_pids.get(unit.name) or unit.status().pid
 
         def down_reason() -> str | None:
             st = unit.status()
@@ -142,8 +199,9 @@ class StepRunner:
                 return f"service restarted (pid {pid} -> {st.pid})"
             return None
 
-        return await health_gate(ProbeSpec(op.cfg.health, op.cfg.env), expected,
-                                 down_reason=down_reason)
+        cwd = unit.resolve_command()[0] if isinstance(unit, ProcessUnit) else None
+        spec = ProbeSpec(cfg.health, cfg.env, cfg.health_check, cwd)
+        return await health_gate(spec, expected, down_reason=down_reason)
 
     async def _commit(self, op: Operation) -> str:
         """Record the release and prune old ones. The journal is only touched from the
@@ -168,3 +226,8 @@ class StepRunner:
             removed.append(v)
         pruned = f"; pruned {', '.join(removed)}" if removed else ""
         return f"on version {rec.to_version}{pruned}"
+
+
+def _set_versions(op: Operation, version: str) -> None:
+    for _cfg, unit in op.members:
+        unit.set_version(version)

@@ -25,6 +25,15 @@ the operation: it would start whatever release the failed rollback left.
 
 An operation on a service the operator stopped (desired "stopped") installs and switches
 but leaves it stopped (`installed_stopped`), unless the request says `start_stopped`.
+
+A service with `instances` (NAME-1 ... NAME-N sharing one install_root) is updated as
+one operation named NAME: its instances are stopped, started and health-gated one at a
+time (plan.rolling_steps); a failure at any of them rolls all of them back. Each
+per-instance step's "started" event names the instance. It stays stopped only if all
+of its instances were stopped.
+
+While a config reload runs (`hold`), no operation starts; a reload is refused while an
+operation runs (manager/config_reload.py): the two never interleave.
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ from manager.updates.results import (
 )
 from manager.updates.steps import StepRunner
 from manager.updates.store_check import ReleaseCheck, check_store, release_check
+from manager.updates.update_stats import UpdateStats
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +100,7 @@ class Updater:
                  store: StateStore, *, faults: UpdateFaults | None = None) -> None:
         """faults: called at each step boundary (tests inject failures there)."""
         self.config = config
-        self.units = dict(units)
+        self.units = units  # the daemon's live mapping: a reload changes it in place
         self.journal = UpdateJournal(store)
         self.steps = StepRunner(self.journal)
         self.faults: UpdateFaults = faults if faults is not None else NoFaults()
@@ -102,11 +112,43 @@ class Updater:
         self._stop = asyncio.Event()
         self.recovered = asyncio.Event()        # set once interrupted operations are known
         self._tg: asyncio.TaskGroup | None = None
+        self.stats = UpdateStats()              # for /metrics
+        self._held = ""                         # why no operation may start (a reload)
 
     # ---- lifecycle ------------------------------------------------------------------
 
     def _updatable(self) -> list[ServiceConfig]:
-        return [s for s in self.config.services if s.install_root and s.name in self.units]
+        """One config per updatable service (the first instance of one with instances)."""
+        out: dict[str, ServiceConfig] = {}
+        for s in self.config.services:
+            if s.install_root and s.name in self.units:
+                out.setdefault(s.instance_of or s.name, s)
+        return list(out.values())
+
+    def _members(self, service: str) -> list[tuple[ServiceConfig, ServiceUnit]]:
+        """The configs and units an operation on `service` acts on (its instances)."""
+        return [(c, self.units[c.name]) for c in self.config.members(service)
+                if c.name in self.units]
+
+    # ---- a config reload ----------------------------------------------------------------
+
+    def running_operations(self) -> dict[str, str]:
+        """service -> the id of its running operation."""
+        return dict(self._running)
+
+    def hold(self, reason: str) -> None:
+        """Refuse new operations (with `reason`) until release()."""
+        self._held = reason
+
+    def release(self) -> None:
+        self._held = ""
+
+    def configure(self, config: ManagerConfig) -> None:
+        """A reload's new config (no operation runs meanwhile)."""
+        self.config = config
+        for cfg in self._updatable():
+            self._publish_version(cfg.instance_of or cfg.name)
+            self._publish_summary(cfg.instance_of or cfg.name)
 
     async def run(self) -> None:
         """Recover interrupted operations, then run operations until shutdown()."""
@@ -114,8 +156,8 @@ class Updater:
             await unit.ready.wait()  # (the daemon bounds this wait)
         interrupted = []
         for op in self.journal.running_ops():
-            cfg = self.config.service(op.service)
-            if cfg is None or not cfg.install_root or op.service not in self.units:
+            members = self._members(op.service)
+            if not members or not members[0][0].install_root:
                 # The config changed while the manager was down: nothing left to drive.
                 self.journal.append(op.id, Step.DONE, StepStatus.FAILED, "interrupted, and the "
                                     "service is no longer configured for updates",
@@ -129,18 +171,24 @@ class Updater:
             for name in remove_leftovers(dirs.releases):
                 log.info("update.leftover_removed", service=cfg.name, path=name)
             dirs.remove_downloads(keep={op.id for op in interrupted})
-            self._publish_version(cfg.name)
-            self._publish_summary(cfg.name)
+            self._publish_version(cfg.instance_of or cfg.name)
+            self._publish_summary(cfg.instance_of or cfg.name)
         self.recovered.set()
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             for op in interrupted:
                 # the cancel event is not a step: the plan carries the cancel itself
-                last = [e for e in self.journal.events(op.id) if e.step is not Step.CANCEL][-1]
+                events = [e for e in self.journal.events(op.id) if e.step is not Step.CANCEL]
+                last = events[-1]
+                # each forward step journals its "started" once, before it acts
+                position = sum(1 for e in events if e.status is StepStatus.STARTED
+                               and e.step not in update_plan.ROLLBACK_STEPS) - 1
                 log.warning("update.recovering", op=op.id, service=op.service,
                             step=last.step.value, status=last.status.value,
                             cancel=op.cancel_request)
-                self._launch(op, update_plan.Interrupted(last.step, last.status, last.message))
+                self._launch(op, update_plan.Interrupted(last.step, last.status, last.message,
+                                                         position if position >= 0 else None),
+                             recovering=True)
             await self._stop.wait()
             self._tg = None
             for task in list(self._tasks.values()):
@@ -152,10 +200,11 @@ class Updater:
     # ---- requests -------------------------------------------------------------------
 
     def _service(self, service: str, *, need_url: bool) -> tuple[ServiceConfig, ServiceUnit]:
-        cfg = self.config.service(service)
-        unit = self.units.get(service)
-        if cfg is None or unit is None:
+        """The service's config (its first instance's) and unit (likewise)."""
+        members = self._members(service)
+        if not members:
             raise NotFound(f"no service named {service!r}")
+        cfg, unit = members[0]
         if not cfg.install_root or (need_url and not cfg.update.package_url):
             raise NotConfigured(f"updates are not configured for service {service!r} "
                                 "(set install_root and package_url)")
@@ -170,29 +219,36 @@ class Updater:
                                      f"(operation {running}); wait for it to end")
         if self._tg is None:
             raise Unavailable("the manager is starting or stopping; try again")
+        if self._held:
+            raise Unavailable(f"{self._held}; try again")
 
     def _request_lock(self, service: str) -> asyncio.Lock:
         """Update and rollback requests of one service are decided one at a time (the
         store check awaits between the idle check and the operation's creation)."""
         return self._requests.setdefault(service, asyncio.Lock())
 
-    def _leave_stopped(self, unit: ServiceUnit, start_stopped: bool) -> bool:
+    def _leave_stopped(self, service: str, start_stopped: bool) -> bool:
         """Whether the operation leaves the service stopped: the operator stopped it
-        (desired "stopped"), or, where the backend does not know what was last asked,
-        it is simply not running (Debian's try-restart). A failed service (BACKOFF,
-        EXITED, FATAL) is started: the new release may be what fixes it."""
+        (desired "stopped"; with instances: all of them), or, where the backend does
+        not know what was last asked, it is simply not running (Debian's try-restart).
+        A failed service (BACKOFF, EXITED, FATAL) is started: the new release may be
+        what fixes it."""
         if start_stopped:
             return False
-        st = unit.status()
-        if st.desired:
-            return st.desired == "stopped"
-        return st.state is State.STOPPED
+
+        def stopped(unit: ServiceUnit) -> bool:
+            st = unit.status()
+            if st.desired:
+                return st.desired == "stopped"
+            return st.state is State.STOPPED
+
+        return all(stopped(unit) for _cfg, unit in self._members(service))
 
     async def update(self, service: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted:
         version = check_version(version)
         origin = check_origin(origin)
-        cfg, unit = self._service(service, need_url=True)
+        cfg, _unit = self._service(service, need_url=True)
         async with self._request_lock(service):
             self._check_idle(service)
             current = ReleaseDirs(cfg.install_root).current_version()
@@ -202,7 +258,7 @@ class Updater:
             self._check_idle(service)
             op = self._create(service, OpKind.UPDATE, current, version,
                               f"update {current or '(none)'} -> {version}", origin=origin,
-                              leave_stopped=self._leave_stopped(unit, start_stopped))
+                              leave_stopped=self._leave_stopped(service, start_stopped))
         return UpdateStarted(op.id, version, f"update to version {version} started")
 
     async def check_release(self, service: str, version: str) -> ReleaseCheck:
@@ -218,7 +274,7 @@ class Updater:
         origin = check_origin(origin)
         if expect:
             expect = check_version(expect)
-        cfg, unit = self._service(service, need_url=False)
+        cfg, _unit = self._service(service, need_url=False)
         async with self._request_lock(service):
             self._check_idle(service)
             dirs = ReleaseDirs(cfg.install_root)
@@ -239,7 +295,7 @@ class Updater:
                     "nothing was changed")
             op = self._create(service, OpKind.ROLLBACK, current, target,
                               f"rollback {current or '(none)'} -> {target}", origin=origin,
-                              leave_stopped=self._leave_stopped(unit, False))
+                              leave_stopped=self._leave_stopped(service, False))
         return RollbackStarted(op.id, target)
 
     # ---- operator actions versus running operations -----------------------------------
@@ -288,7 +344,8 @@ class Updater:
             self._publish_summary(rec.service)
             log.warning("update.cancelling", op=rec.id, service=rec.service, request=request,
                         step=live.step.value if live.step else "")
-        limit = self._cancel_limit(live.cfg)
+        # a service with instances rolls each of them back in turn
+        limit = self._cancel_limit(live.cfg) * len(live.members)
         try:
             async with asyncio.timeout(limit):
                 await live.finished.wait()
@@ -393,11 +450,12 @@ class Updater:
         self._launch(op, update_plan.Begin())
         return op
 
-    def _launch(self, rec: OpRecord, first: update_plan.Event) -> None:
+    def _launch(self, rec: OpRecord, first: update_plan.Event, *,
+                recovering: bool = False) -> None:
         assert self._tg is not None  # noqa: S101 - callers checked
-        cfg = self.config.service(rec.service)
-        assert cfg is not None  # noqa: S101 - operations name configured services
-        live = Operation(rec, cfg, self.units[rec.service])
+        members = self._members(rec.service)
+        assert members  # noqa: S101 - operations name configured services
+        live = Operation(rec, members, recovering=recovering)
         if rec.cancel_request:  # a cancel the crash interrupted: it goes on as one
             live.cancelled.set()
             live.abort.set()
@@ -410,11 +468,9 @@ class Updater:
 
     async def _execute(self, op: Operation, first: update_plan.Event) -> None:
         rec = op.rec
-        steps = update_plan.UPDATE_STEPS if rec.kind is OpKind.UPDATE else \
-            update_plan.ROLLBACK_OP_STEPS
         plan, actions = update_plan.transition(
-            update_plan.Plan(steps=steps, cancel=rec.cancel_reason, stopped=rec.leave_stopped),
-            first)
+            update_plan.Plan(steps=op.steps, cancel=rec.cancel_reason,
+                             stopped=rec.leave_stopped), first)
         began = time.monotonic()
         try:
             while actions:
@@ -424,7 +480,12 @@ class Updater:
                     return
                 step = action.step
                 op.step = step
-                self._record(op, step, StepStatus.STARTED)
+                forward = plan.phase is update_plan.Phase.FORWARD
+                op.position = plan.position if forward else -1
+                per_instance = op.grouped and forward and \
+                    step in (Step.STOP, Step.START, Step.HEALTH)
+                self._record(op, step, StepStatus.STARTED,
+                             op.member()[1].name if per_instance else "")
                 t0 = time.monotonic()
                 event: update_plan.Event
                 try:
@@ -439,6 +500,7 @@ class Updater:
                     if not isinstance(exc, BackendAIError | OSError):
                         log.exception("update.step_error", op=rec.id, step=step)
                 elapsed = time.monotonic() - t0
+                self.stats.step_done(step, elapsed)
                 self._record(op, step, status, message, elapsed)
                 log.info("update.step", op=rec.id, service=rec.service, step=step.value,
                          status=status.value, elapsed=round(elapsed, 3), detail=message)
@@ -493,6 +555,7 @@ class Updater:
                      message, elapsed, final=True, outcome=outcome)
         self._running.pop(rec.service, None)
         self._live.pop(rec.service, None)
+        self.stats.finished(rec.service, rec.kind, outcome)
         log.info("update.finished", op=rec.id, service=rec.service, outcome=outcome.value,
                  detail=message, elapsed=round(elapsed, 3))
         self._publish_version(rec.service)
@@ -516,11 +579,12 @@ class Updater:
     # ---- status -------------------------------------------------------------------------
 
     def _publish_version(self, service: str) -> None:
-        cfg = self.config.service(service)
-        if cfg is None or not cfg.install_root:
+        members = self._members(service)
+        if not members or not members[0][0].install_root:
             return
-        current = ReleaseDirs(cfg.install_root).current_version()
-        self.units[service].set_version(current or cfg.version or "unknown")
+        current = ReleaseDirs(members[0][0].install_root).current_version()
+        for cfg, unit in members:
+            unit.set_version(current or cfg.version or "unknown")
 
     def summary(self, service: str) -> UpdateSummary:
         last = self.journal.last_done(service)
@@ -539,4 +603,6 @@ class Updater:
             running_step=step)
 
     def _publish_summary(self, service: str) -> None:
-        self.units[service].set_update_summary(self.summary(service))
+        summary = self.summary(service)
+        for _cfg, unit in self._members(service):
+            unit.set_update_summary(summary)
