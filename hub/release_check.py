@@ -35,9 +35,11 @@ from hub.rollout_model import PackageCheck
 log = structlog.get_logger(__name__)
 
 TRIES = 3             # managers asked per package before giving up on it
-CHECK_TIMEOUT = 15.0  # the manager's own check is bounded by 10 s
+CHECK_TIMEOUT = 12.0  # one manager's answer (its own check is bounded by 10 s)
+TOTAL_TIMEOUT = 20.0  # all tries for one package (StartRollout answers well within 30 s)
 PARALLEL = 16         # packages checked at once
 SHOWN_HOSTS = 5       # hosts named per package in a refusal
+MAX_TEXT = 1000       # a manager's URL or message, as repeated here
 
 
 def _groups(views: Sequence[HostView], service: str) -> dict[tuple[str, str], list[HostView]]:
@@ -74,13 +76,19 @@ async def _check(links: ManagerLinks, key: tuple[str, str], members: list[HostVi
     svc, package = key
     names = tuple(v.name for v in members)
     why: list[str] = []
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + TOTAL_TIMEOUT
     for view in members[:TRIES]:
+        left = ends - loop.time()
+        if left <= 0:
+            why.append(f"no answer within {TOTAL_TIMEOUT:g}s")
+            break
         stub = links.stub(view.entry.manager_address)
         request = mpb.CheckReleaseRequest(service=service or view.entry.service,
                                           version=version)
         try:
             async with step_deadline(f"store check of {version} on host {view.name}",
-                                     CHECK_TIMEOUT):
+                                     min(CHECK_TIMEOUT, left)):
                 got: mpb.CheckReleaseResponse = await stub.CheckRelease(request)
         except DeadlineExceeded as exc:
             why.append(f"{view.name}: {exc}")
@@ -91,18 +99,24 @@ async def _check(links: ManagerLinks, key: tuple[str, str], members: list[HostVi
                 # the manager cannot update this package at all (not configured, no such
                 # service): a definite no
                 return PackageCheck(service=svc, package=package, url="", available=False,
-                                    checked=True, message=describe(exc), hosts=names,
+                                    checked=True, message=_clip(describe(exc)), hosts=names,
                                     asked=view.name)
-            why.append(f"{view.name}: {describe(exc)}")
+            why.append(f"{view.name}: {_clip(describe(exc))}")
             continue
-        return PackageCheck(service=got.service or svc, package=got.package or package,
-                            url=got.url, available=got.available, checked=True,
-                            message=got.message, hosts=names, asked=view.name)
+        return PackageCheck(service=_clip(got.service) or svc,
+                            package=_clip(got.package) or package, url=_clip(got.url),
+                            available=got.available, checked=True,
+                            message=_clip(got.message), hosts=names, asked=view.name)
     message = "not checked: no manager of these hosts answered (" + "; ".join(why) + ")"
     log.warning("rollout.store_check_skipped", version=version, package=package,
                 service=svc, reason=message)
     return PackageCheck(service=svc, package=package, url="", available=False, checked=False,
                         message=message, hosts=names)
+
+
+def _clip(text: str) -> str:
+    """What a manager said, bounded (a broken or hostile one cannot blow up the answer)."""
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
 
 
 def refuse_missing(version: str, packages: Sequence[PackageCheck]) -> None:

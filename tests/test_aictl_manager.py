@@ -106,6 +106,11 @@ def test_update_releases_rollback_update_status_and_reload(host):
     assert m.status().version == "1.0.0"
     out = aictl(*base, "update", "9.9.9")
     assert out.returncode == 2 and "9.9.9" in out.stderr and "Traceback" not in out.stderr
+    before = m.status().update.last_operation_id
+    for bad in ("../etc", "v" * 10_000, "1.0;rm -rf /", ""):
+        out = aictl(*base, "update", bad)
+        assert out.returncode == 2 and "version" in out.stderr, (bad, out.stderr)
+    assert m.status().version == "1.0.0" and m.status().update.last_operation_id == before
     out = aictl(*base, "update-status", "--id", "nope")
     assert out.returncode == 2 and "operation_id" in out.stderr
     out = aictl(*base, "reload")

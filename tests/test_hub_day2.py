@@ -108,6 +108,28 @@ def test_hosts_no_manager_answers_for_are_not_checked_and_do_not_block(procs):
     assert (done.counts.succeeded, done.counts.unreachable) == (2, 1)
 
 
+@pytest.mark.slow
+def test_a_manager_hanging_or_babbling_on_the_store_check(procs):
+    """A check no manager answers is bounded (reported not checked, the start goes on);
+    a megabyte of hostile text from a manager is cut before it reaches anyone."""
+    sim = procs(SimManagers, hosts=2, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts).start()
+    reachable(hub, 2)
+    sim.rules([{"call": "check", "version": "2.0", "outcome": "hang"}])
+    t0 = time.monotonic()
+    plan = start(hub, dry_run=True)
+    assert time.monotonic() - t0 < 25
+    (p,) = plan.packages
+    assert not p.checked and "no manager of these hosts answered" in p.message
+    sim.rules([{"call": "check", "version": "2.0", "outcome": "huge"}])
+    (p,) = start(hub, dry_run=True).packages
+    assert p.checked and not p.available and len(p.message) <= 1000
+    with pytest.raises(grpc.RpcError) as err:
+        start(hub)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert len(err.value.details()) < 4000
+
+
 def test_a_rollout_meeting_an_operators_update_waits_and_never_adopts_it(procs):
     sim = procs(SimManagers, hosts=2, delay=0.1).start()
     hub = procs(HubProc, sim.hosts).start()
