@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -68,3 +69,35 @@ class Feed(Generic[T]):
                     await sub.wakeup.wait()
         finally:
             self._subscribers.discard(sub)
+
+
+async def with_keepalive(source: AsyncIterator[T], current: Callable[[], T],
+                         interval: float) -> AsyncIterator[T]:
+    """`source`'s values, and `current()` again whenever `interval` seconds pass without
+    one (a keepalive: the reader knows the writer is there). interval 0: `source` only.
+    The pending read is never cancelled by the keepalive, so no value is lost."""
+    if interval <= 0:
+        async for value in source:
+            yield value
+        return
+    it = aiter(source)
+    pending: asyncio.Future[T] = asyncio.ensure_future(anext(it))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=interval)
+            if not done:
+                yield current()
+                continue
+            try:
+                value = pending.result()
+            except StopAsyncIteration:
+                return
+            yield value
+            pending = asyncio.ensure_future(anext(it))
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+            await pending
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -61,6 +61,7 @@ class HubConfig:
     self_host: HostEntry | None = None
     version: str = ""
     heartbeat_interval: float = 10.0
+    contact_interval: float = 5.0       # managers re-send their status this often when idle
     call_timeout: float = 10.0
     tls: ServerTLS | None = None
     manager_tls: ClientTLS | None = None
@@ -118,6 +119,7 @@ def load(path: Path) -> HubConfig:
         hosts=tuple(hosts), self_host=self_host,
         version=t.version("version"),
         heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),
+        contact_interval=t.number("contact_interval", low=1, high=3600),
         call_timeout=t.number("call_timeout", low=0.1, high=600),
         tick_seconds=t.number("tick_seconds", low=0.01, high=10),
         metrics_open=t.flag("metrics_open"),

@@ -78,7 +78,8 @@ class HubDaemon(DaemonLifecycle):
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
                                  call_timeout=cfg.call_timeout,
                                  interceptors=stats.interceptors())
-            inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval)
+            inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval,
+                                  contact_interval=cfg.contact_interval)
             static = [*cfg.hosts, *([cfg.self_host] if cfg.self_host else [])]
             for entry in static:
                 inventory.add(entry)

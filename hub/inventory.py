@@ -1,7 +1,12 @@
 """The fleet inventory: hosts from the static config plus those that registered, and the
 live state of each, kept current from its manager's WatchStatus stream (reconnecting
 with jittered exponential backoff, so a fleet of managers coming back does not see a
-synchronized reconnect storm)."""
+synchronized reconnect storm).
+
+The hub asks each manager to re-send its status every `contact_interval` seconds
+without a change (WatchStatusRequest.keepalive_seconds): `last_seen` is the last
+contact, not the last change. A keepalive moves only the time; it is not a change
+(`changed` is not set), so watchers of the fleet are not woken for it."""
 
 from __future__ import annotations
 
@@ -54,9 +59,11 @@ class HostView:
 
 
 class Inventory:
-    def __init__(self, links: ManagerLinks, *, heartbeat_interval: float) -> None:
+    def __init__(self, links: ManagerLinks, *, heartbeat_interval: float,
+                 contact_interval: float = 5.0) -> None:
         self.links = links
         self.heartbeat_interval = heartbeat_interval
+        self.contact_interval = contact_interval
         self.hosts: dict[str, HostView] = {}
         self.changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -133,14 +140,18 @@ class Inventory:
             entry = view.entry
             try:
                 stub = self.links.stub(entry.manager_address)
-                call = stub.WatchStatus(mpb.WatchStatusRequest(service=entry.service))
+                call = stub.WatchStatus(mpb.WatchStatusRequest(
+                    service=entry.service, keepalive_seconds=self.contact_interval))
                 try:
                     async for st in call:
+                        view.last_seen = time.time()  # every message is a contact
+                        if view.reachable and _same(view.status, st):
+                            continue  # a keepalive: nothing changed
                         if not view.reachable:
                             self.connected += 1
                             log.info("inventory.host_up", host=view.name, version=st.version)
                         view.reachable, view.status = True, st
-                        view.last_seen, view.message = time.time(), st.message
+                        view.message = st.message
                         backoff = BACKOFF_INITIAL
                         self.changed.set()
                 finally:
@@ -168,6 +179,24 @@ class Inventory:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+    def last_contact(self, view: HostView) -> float:
+        """The last time this host was heard from: its manager's status stream (changes
+        and keepalives) or its agent's heartbeat."""
+        return max(view.last_seen, view.agent_heartbeat)
+
     def agent_connected(self, view: HostView, now: float) -> bool:
         return bool(view.agent_heartbeat) and \
             now - view.agent_heartbeat < 3 * self.heartbeat_interval
+
+
+def _same(old: mpb.ServiceStatus | None, new: mpb.ServiceStatus) -> bool:
+    """Whether a status message says what the last one did (uptime aside, which grows
+    on every message)."""
+    if old is None:
+        return False
+    up_old, up_new = old.uptime_seconds, new.uptime_seconds
+    old.uptime_seconds = new.uptime_seconds = 0.0
+    try:
+        return old == new
+    finally:
+        old.uptime_seconds, new.uptime_seconds = up_old, up_new

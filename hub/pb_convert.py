@@ -51,7 +51,13 @@ def rollout(r: E.Rollout, *, with_hosts: bool = True) -> pb.Rollout:
         include_hub=r.include_hub, counts=counts(E.counts(r)), current_wave=r.current_wave,
         created_unix=r.created_at, updated_unix=r.updated_at, finished_unix=r.finished_at,
         message=r.message, next_event_index=r.next_event, resume_at_unix=r.resume_at,
-        description=r.description, awaiting_promote=r.awaiting_promote)
+        description=r.description, awaiting_promote=r.awaiting_promote,
+        start_stopped=r.start_stopped)
+    msg.packages.extend(
+        pb.PackageCheck(service=p.service, url=p.url, available=p.available,
+                        message=p.message, hosts=list(p.hosts), checked=p.checked,
+                        package=p.package, asked=p.asked)
+        for p in r.packages)
     for w, spec in enumerate(r.specs):
         hosts = r.wave_hosts(w)
         msg.waves.append(pb.Wave(
@@ -65,7 +71,7 @@ def rollout(r: E.Rollout, *, with_hosts: bool = True) -> pb.Rollout:
                            from_version=h.from_version, operation_id=h.operation_id,
                            message=h.message, started_unix=h.started_at,
                            finished_unix=h.finished_at, attempts=h.attempts, step=h.step,
-                           failed_step=h.failed_step, reason=h.reason)
+                           failed_step=h.failed_step, reason=h.reason, origin=h.origin)
             for h in r.hosts.values())
     return msg
 
@@ -92,7 +98,7 @@ def start_request(req: pb.StartRolloutRequest) -> StartRequest:
         version=req.version, strategy=strat, labels=dict(req.target.labels),
         hosts=tuple(req.target.hosts), seed=s.seed if s.HasField("seed") else None,
         dry_run=req.dry_run, service=req.service, include_hub=req.include_hub,
-        description=req.description)
+        description=req.description, start_stopped=req.start_stopped)
 
 
 def host(view: HostView, inventory: Inventory, now: float | None = None) -> pb.Host:
@@ -104,6 +110,7 @@ def host(view: HostView, inventory: Inventory, now: float | None = None) -> pb.H
         source=e.source, reachable=view.reachable,
         state=st.state if st is not None else mpb.SERVICE_STATE_UNSPECIFIED,
         version=view.version, last_seen_unix=view.last_seen, message=view.message,
+        last_contact_unix=inventory.last_contact(view),
         service=st.name if st is not None else e.service,
         agent_address=view.agent_address, agent_version=view.agent_version,
         agent_last_heartbeat_unix=view.agent_heartbeat,

@@ -11,7 +11,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -29,6 +29,7 @@ from hub import rollout_engine as E
 from hub.inventory import Inventory
 from hub.leadership import Leadership, Term
 from hub.manager_links import ManagerLinks
+from hub.release_check import check_packages, refuse_missing
 from hub.rollout_plan import Strategy, plan_waves
 from hub.rollout_runner import RolloutRunner
 from hub.store import ChangeFeed, HubStore
@@ -52,6 +53,7 @@ class StartRequest:
     service: str = ""
     include_hub: bool = False
     description: str = ""
+    start_stopped: bool = False
 
 
 class Rollouts:
@@ -189,14 +191,20 @@ class Rollouts:
             raise InvalidArgument("target: matches no hosts")
         seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
         plan = plan_waves([*targets, *([hub] if hub else [])], req.strategy, seed, hub=hub)
+        # a real start is the leader's: a follower says so before a store check
+        term = None if req.dry_run else self._live_term("StartRollout")
+        packages = await check_packages(self.inventory, self.links, plan.hosts,
+                                        req.version, req.service)
         now = time.time()
         if req.dry_run:  # a preview changes nothing: any hub answers it
-            return E.new_rollout(
+            return replace(E.new_rollout(
                 rollout_id="", version=req.version, service=req.service,
                 strategy=req.strategy, plan=plan, now=now, include_hub=hub is not None,
                 description=req.description, target_labels=labels,
-                target_hosts=tuple(names), dry_run=True)[0]
-        term = self._live_term("StartRollout")
+                target_hosts=tuple(names), start_stopped=req.start_stopped,
+                dry_run=True)[0], packages=packages)
+        refuse_missing(req.version, packages)
+        assert term is not None  # noqa: S101 - set above for a real start
         async with self._lock, self._as_leader("StartRollout"):
             active = await self.store.ids(limit=1, active_only=True)
             if active:
@@ -207,7 +215,8 @@ class Rollouts:
                 rollout_id=rid, version=req.version, service=req.service,
                 strategy=req.strategy, plan=plan, now=now, include_hub=hub is not None,
                 description=req.description, target_labels=labels,
-                target_hosts=tuple(names))
+                target_hosts=tuple(names), start_stopped=req.start_stopped,
+                issuer=_issuer(term))
             await self.store.save(r, r.hosts.values(), notes, fence=term.fence)
             self._observe(r.id, notes)
             await self.store.prune(KEEP_FINISHED, fence=term.fence)
@@ -215,7 +224,7 @@ class Rollouts:
                      waves=len(plan.waves), seed=seed, epoch=term.epoch)
             runner = self._start_runner(r, recovered=False)
             # the first wave starts before the caller gets an answer
-            return await runner.apply(E.Tick())
+            return replace(await runner.apply(E.Tick()), packages=packages)
 
     @contextlib.asynccontextmanager
     async def _as_leader(self, what: str) -> AsyncIterator[None]:
@@ -262,7 +271,7 @@ class Rollouts:
             if runner is not None:
                 return await runner.apply(E.Control(command, reason))
             async with self._lock:
-                r = await self.get(rollout_id)
+                r = replace(await self.get(rollout_id), issuer=_issuer(term))
                 # not running: only retry-failed can wake a finished rollout
                 new, notes, actions = E.transition(r, E.Control(command, reason), time.time())
                 active = await self.store.ids(limit=1, active_only=True)
@@ -305,3 +314,8 @@ class Rollouts:
         if rid in self.runners and self.leadership.leading:
             return True
         return await self.store.is_active(rid)
+
+
+def _issuer(term: Term) -> str:
+    """Who issues a term's calls to managers (the origins' prefix): "hub:<hub id>"."""
+    return f"hub:{term.holder}" if term.holder else "hub"

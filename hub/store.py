@@ -130,7 +130,7 @@ class HubStore(Protocol):
 # ---------------------------------------------------------------- encoding (shared)
 
 def encode_core(r: Rollout) -> str:
-    return json.dumps(as_dict_fields(r, skip=frozenset({"hosts"})))
+    return json.dumps(as_dict_fields(r, skip=frozenset({"hosts", "packages"})))
 
 
 def encode_host(h: HostRun) -> str:

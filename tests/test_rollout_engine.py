@@ -35,6 +35,7 @@ class Fleet:
         self.notes = []
         self.update_calls: list[str] = []
         self.rollback_calls: list[str] = []
+        self.previous: dict[str, str] = {}  # the managers' previous release
 
     def feed(self, event):
         self.r, notes, actions = E.transition(self.r, event, self.now)
@@ -64,9 +65,14 @@ class Fleet:
                     queue += self.feed(E.OperationFinished(a.host, "op-" + a.host,
                                                            "rolled_back", "health gate"))
                 else:
+                    self.previous[a.host] = self.versions[a.host]
                     self.versions[a.host] = a.version
                     queue += self.feed(E.OperationFinished(a.host, "op-" + a.host,
                                                            "succeeded"))
+            elif isinstance(a, E.ReconcileHost):  # before a rollback: where would it go?
+                queue += self.feed(E.Reconciled(a.host, E.ManagerReport(
+                    self.versions[a.host], "", "", "", "",
+                    previous=self.previous.get(a.host, ""))))
             elif isinstance(a, E.RollbackHost):
                 self.rollback_calls.append(a.host)
                 self.versions[a.host] = "1.0"
@@ -382,8 +388,15 @@ def test_a_failed_rollback_ends_failed_and_is_counted():
     assert kinds[-1] == "rollout.halting" and "host.failed" in kinds
     r, _, acts = E.transition(r, E.Tick({others[0]: E.Observation(True, True, "2.0")}), 1006)
     assert r.state == E.RolloutState.ROLLING_BACK
-    assert sorted(a.host for a in acts if isinstance(a, E.RollbackHost)) == sorted(
+    # each manager is asked first where its rollback would go, then sent back
+    assert sorted(a.host for a in acts if isinstance(a, E.ReconcileHost)) == sorted(
         [canary, others[0]])
+    rollbacks = []
+    for host in (canary, others[0]):
+        r, _, acts = E.transition(r, E.Reconciled(host, E.ManagerReport(
+            "2.0", "", "op", "succeeded", "2.0", previous="1.0")), 1006)
+        rollbacks += [a.host for a in acts if isinstance(a, E.RollbackHost)]
+    assert sorted(rollbacks) == sorted([canary, others[0]])
     r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb1", "1.0"), 1007)
     r, _, _ = E.transition(r, E.OperationFinished(canary, "rb1", "succeeded"), 1008)
     r, _, _ = E.transition(r, E.CallFailed(others[0], True, "UNAVAILABLE"), 1008)
@@ -404,9 +417,11 @@ def test_reattached_watch_skips_the_steps_already_recorded():
     r, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "op", "", "", "")),
                               1004)
     assert acts == [E.WatchOperation("a", "op", skip=2)]
-    _, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "other", "", "", "")),
-                               1004)
-    assert acts == [E.WatchOperation("a", "other", skip=0)]  # someone else's: watch it all
+    r2, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "other", "", "",
+                                                                     "")), 1004)
+    # someone else's operation is never adopted: the host waits for it to end
+    assert acts == [E.AwaitOperation("a", "other")]
+    assert r2.hosts["a"].waiting_for == "other" and r2.hosts["a"].operation_id == "op"
 
 
 def test_host_that_updated_but_failed_health_is_rolled_back_too():
@@ -417,6 +432,9 @@ def test_host_that_updated_but_failed_health_is_rolled_back_too():
     crash = E.Tick({canary: E.Observation(True, False, "2.0")})  # crash-looping on 2.0
     r, _, acts = E.transition(r, crash, 1013)
     assert r.hosts[canary].state == E.HostState.ROLLING_BACK
+    assert acts == [E.ReconcileHost(canary, "")]  # where would its rollback go?
+    r, _, acts = E.transition(r, E.Reconciled(canary, E.ManagerReport(
+        "2.0", "", "op", "succeeded", "2.0", previous="1.0")), 1013)
     assert acts == [E.RollbackHost(canary, "")]
     r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb", "1.0"), 1014)
     r, _, _ = E.transition(r, E.CallFailed(canary, False, "no previous release"), 1015)

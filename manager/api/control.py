@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from backendai import __version__
 from backendai.errors import InvalidArgument, NotConfigured, NotFound
+from backendai.feed import with_keepalive
 from backendai.validate import check_origin, check_version, is_service_name
 from manager.config import ManagerConfig
 from manager.supervision.fleet import Fleet
@@ -37,12 +38,15 @@ if TYPE_CHECKING:  # the updates wing loads only where updates are configured
         RollbackStarted,
         UpdateStarted,
     )
+    from manager.updates.store_check import ReleaseCheck
     from manager.updates.update_stats import UpdateStats
 
 DEFAULT_LOG_LINES = 100
 MAX_LOG_LINES = 100_000
 MAX_PATTERN_LEN = 200
 MAX_STOP_TIMEOUT = 3600.0
+MIN_KEEPALIVE = 1.0     # WatchStatus keepalive_seconds
+MAX_KEEPALIVE = 3600.0
 GLOB_CHARS = frozenset("*?[")
 
 
@@ -94,12 +98,16 @@ class Updater(Protocol):
     async def update(self, service: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted: ...
 
-    async def rollback(self, service: str) -> RollbackStarted: ...
+    async def rollback(self, service: str, *, origin: str = "",
+                       expect: str = "") -> RollbackStarted: ...
+
+    async def check_release(self, service: str, version: str) -> ReleaseCheck: ...
 
     async def before_lifecycle(self, service: str, request: str, *,
                                force: bool) -> OpRecord | None: ...
 
-    def report(self, service: str, operation_id: str = "") -> OperationReport: ...
+    def report(self, service: str, operation_id: str = "",
+               origin: str = "") -> OperationReport: ...
 
     def releases(self, service: str) -> builtins.list[ReleaseInfo]: ...
 
@@ -259,8 +267,18 @@ class ManagerControl:
             raise InvalidArgument(f"tail_lines must be between 0 and {MAX_LOG_LINES}")
         return unit.follow(tail, follow=follow)
 
-    def watch(self, name: str = "") -> AsyncIterator[ServiceStatus]:
-        return self.unit(name).watch()
+    def watch(self, name: str = "", keepalive: float = 0.0) -> AsyncIterator[ServiceStatus]:
+        """The service's status, then every change; with `keepalive` (seconds), the
+        current status again after that long without a change."""
+        unit = self.unit(name)
+        if isinstance(keepalive, bool) or not isinstance(keepalive, int | float) or \
+                not (keepalive == 0 or (math.isfinite(keepalive)
+                                        and MIN_KEEPALIVE <= keepalive <= MAX_KEEPALIVE)):
+            raise InvalidArgument(f"keepalive_seconds must be 0 (none) or between "
+                                  f"{MIN_KEEPALIVE:g} and {MAX_KEEPALIVE:g}, got {keepalive!r}")
+        if not keepalive:
+            return unit.watch()
+        return with_keepalive(unit.watch(), unit.status, float(keepalive))
 
     def require_updater(self) -> Updater:
         if self.updater is None:
@@ -290,20 +308,40 @@ class ManagerControl:
         return await self.require_updater().update(target, version, origin=origin,
                                                    start_stopped=start_stopped)
 
-    def get_update(self, name: str = "", operation_id: str = "") -> OperationReport:
-        """One operation by id, or the service's running (else last) operation. With an
-        id and no service, the operation of whichever service it is."""
+    def get_update(self, name: str = "", operation_id: str = "",
+                   origin: str = "") -> OperationReport:
+        """One operation by id, the service's newest one issued with `origin`, or the
+        service's running (else last) operation. With an id and no service, the
+        operation of whichever service it is."""
         if not isinstance(operation_id, str):
             raise InvalidArgument("operation_id must be a string")
+        origin = check_origin(origin)
+        if operation_id and origin:
+            raise InvalidArgument("give operation_id or origin, not both")
         if operation_id:
             from manager.updates.journal import check_operation_id  # noqa: PLC0415
 
             check_operation_id(operation_id)
         service = self.update_target(name) if name or not operation_id else ""
-        return self.require_updater().report(service, operation_id)
+        return self.require_updater().report(service, operation_id, origin)
 
-    async def rollback(self, name: str) -> RollbackStarted:
-        return await self.require_updater().rollback(self.update_target(name))
+    async def rollback(self, name: str, *, origin: str = "",
+                       version: str = "") -> RollbackStarted:
+        """origin: who asks (journaled, reported back), as for an update; version: refuse
+        unless the rollback goes to exactly this version."""
+        target = self.update_target(name)
+        origin = check_origin(origin)
+        if not isinstance(version, str):
+            raise InvalidArgument("version must be a string")
+        if version:
+            version = check_version(version)
+        return await self.require_updater().rollback(target, origin=origin, expect=version)
+
+    async def check_release(self, name: str, version: str) -> ReleaseCheck:
+        """Whether the package store has `version` for the service (nothing changes)."""
+        target = self.update_target(name)
+        version = check_version(version)
+        return await self.require_updater().check_release(target, version)
 
     def releases(self, name: str) -> builtins.list[ReleaseInfo]:
         return self.require_updater().releases(self.update_target(name))

@@ -150,7 +150,8 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @stream_sync
     def WatchStatus(self, request: pb.WatchStatusRequest,
                     context: Any) -> Iterator[pb.ServiceStatus]:
-        for st in self.bridge.iterate(lambda: self.control.watch(request.service), context):
+        for st in self.bridge.iterate(lambda: self.control.watch(
+                request.service, request.keepalive_seconds), context):
             yield status_to_pb(st)
 
     @unary_sync
@@ -185,7 +186,8 @@ class ManagerServicer(pb_grpc.ManagerServicer):
 
     @unary_sync
     def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
-        started = self.bridge.call(lambda: self.control.rollback(request.service), context)
+        started = self.bridge.call(lambda: self.control.rollback(
+            request.service, origin=request.origin, version=request.version), context)
         return pb.RollbackResponse(operation_id=started.operation_id, version=started.version)
 
     @unary_sync
@@ -200,8 +202,19 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
         async def get() -> OperationReport:  # the updater's state lives on the loop
-            return self.control.get_update(request.service, request.operation_id)
+            return self.control.get_update(request.service, request.operation_id,
+                                           request.origin)
         return operation_to_pb(self.bridge.call(get, context))
+
+    @unary_sync
+    def CheckRelease(self, request: pb.CheckReleaseRequest,
+                     context: Any) -> pb.CheckReleaseResponse:
+        unit = self.control.unit(request.service)
+        found = self.bridge.call(lambda: self.control.check_release(
+            unit.name, request.version), context)
+        return pb.CheckReleaseResponse(service=unit.name, version=request.version,
+                                       available=found.available, url=found.url,
+                                       message=found.message, package=unit.config.package)
 
     # ---- placeholders: this round's contract, not implemented yet ----------------------
 

@@ -234,6 +234,13 @@ class UpdateJournal:
                               "ORDER BY created DESC LIMIT 1", (service,)).fetchone()
         return _op(row) if row else None
 
+    def last_with_origin(self, service: str, origin: str) -> OpRecord | None:
+        """The service's newest operation issued with `origin` (kept operations only)."""
+        row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? AND "
+                              "origin = ? ORDER BY created DESC LIMIT 1",
+                              (service, origin)).fetchone()
+        return _op(row) if row else None
+
     def events(self, op_id: str, after: int = -1) -> list[EventRecord]:
         rows = self.db.execute(_SELECT_EV + " FROM update_events WHERE op_id = ? AND "
                                "seq > ? ORDER BY seq", (op_id, after)).fetchall()

@@ -83,7 +83,7 @@ from manager.updates.results import (
     report,
 )
 from manager.updates.steps import StepRunner
-from manager.updates.store_check import check_store
+from manager.updates.store_check import ReleaseCheck, check_store, release_check
 from manager.updates.update_stats import UpdateStats
 
 log = structlog.get_logger(__name__)
@@ -261,7 +261,19 @@ class Updater:
                               leave_stopped=self._leave_stopped(service, start_stopped))
         return UpdateStarted(op.id, version, f"update to version {version} started")
 
-    async def rollback(self, service: str) -> RollbackStarted:
+    async def check_release(self, service: str, version: str) -> ReleaseCheck:
+        """Whether the store has `version` for `service` (the check `update` makes first;
+        nothing is created)."""
+        version = check_version(version)
+        cfg, _unit = self._service(service, need_url=True)
+        return await release_check(cfg, version)
+
+    async def rollback(self, service: str, *, origin: str = "",
+                       expect: str = "") -> RollbackStarted:
+        """expect: refuse unless the rollback goes to exactly this version."""
+        origin = check_origin(origin)
+        if expect:
+            expect = check_version(expect)
         cfg, _unit = self._service(service, need_url=False)
         async with self._request_lock(service):
             self._check_idle(service)
@@ -276,8 +288,13 @@ class Updater:
                     raise FailedPrecondition(f"service {service!r} has no previous release "
                                              "on disk to roll back to")
                 target = others[0]
+            if expect and target != expect:
+                raise FailedPrecondition(
+                    f"rollback of service {service!r} refused: it would go to version "
+                    f"{target}, not {expect} as asked (current {current or '(none)'}); "
+                    "nothing was changed")
             op = self._create(service, OpKind.ROLLBACK, current, target,
-                              f"rollback {current or '(none)'} -> {target}",
+                              f"rollback {current or '(none)'} -> {target}", origin=origin,
                               leave_stopped=self._leave_stopped(service, False))
         return RollbackStarted(op.id, target)
 
@@ -367,10 +384,20 @@ class Updater:
     def operation(self, operation_id: str) -> OpRecord | None:
         return self.journal.op(operation_id) if is_operation_id(operation_id) else None
 
-    def report(self, service: str, operation_id: str = "") -> OperationReport:
-        """One operation with its steps: by id (of `service`, when one is named), else the
-        service's running operation, else its last one."""
-        if operation_id:
+    def report(self, service: str, operation_id: str = "",
+               origin: str = "") -> OperationReport:
+        """One operation with its steps: by id (of `service`, when one is named), by
+        origin (the service's newest operation issued with it), else the service's
+        running operation, else its last one."""
+        rec: OpRecord | None
+        if origin:
+            self._service(service, need_url=False)
+            found = self.journal.last_with_origin(service, origin)
+            if found is None:
+                raise NotFound(f"no update operation of service {service!r} was issued "
+                               f"with origin {origin!r}")
+            rec = found
+        elif operation_id:
             check_operation_id(operation_id)
             rec = self.journal.op(operation_id)
             if rec is None:
