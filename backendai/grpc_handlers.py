@@ -2,7 +2,9 @@
 errors become their status codes; a downstream call's failure passes its status on; a
 TimeoutError nobody named (see backendai/deadlines.py `step_deadline` for naming the
 step) becomes DEADLINE_EXCEEDED naming the RPC method; anything else is logged and
-becomes INTERNAL "internal error" (never a stack trace)."""
+becomes INTERNAL "internal error" (never a stack trace). Unary handlers also say who
+is calling (`grpc_caller`, worked out only when an audited action asks) for the audit
+trail (backendai/events/audit.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +16,39 @@ import grpc
 import structlog
 
 from backendai.errors import BackendAIError
+from backendai.events.audit import Caller, calling
 
 log = structlog.get_logger(__name__)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+
+ON_BEHALF_OF = "x-backendai-on-behalf-of"  # metadata a relaying hub adds: its operator
+
+
+def _peer(peer: str) -> str:
+    for prefix in ("ipv4:", "ipv6:"):
+        if peer.startswith(prefix):
+            return peer[len(prefix):]
+    return peer
+
+
+def grpc_caller(context: Any) -> Caller:
+    """Who is calling: the peer, the token presented, the TLS client certificate's
+    subject, and the operator a hub relays for (transport "hub")."""
+    metadata = dict(context.invocation_metadata() or ())
+    subject = ""
+    try:
+        auth = context.auth_context() or {}
+        found = auth.get("x509_subject") or auth.get("x509_common_name") or []
+        subject = found[0].decode("utf-8", "replace") if found else ""
+    except (AttributeError, ValueError):
+        pass
+    relayed = str(metadata.get(ON_BEHALF_OF, ""))[:200]
+    return Caller("hub" if relayed else "grpc", _peer(context.peer() or ""),
+                  token_name="token" if metadata.get("authorization") else "",
+                  cert_subject=subject, on_behalf_of=relayed)
 
 
 def answer_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
@@ -40,7 +70,8 @@ def unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
-            return await fn(self, request, context)
+            with calling(lambda: grpc_caller(context)):
+                return await fn(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
             await context.abort(*answer_for(exc, fn.__name__))
         raise AssertionError("unreachable")  # context.abort always raises
@@ -67,7 +98,8 @@ def unary_sync(fn: Callable[[Any, Req, grpc.ServicerContext], Resp],
     @functools.wraps(fn)
     def wrapper(self: Any, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
-            return fn(self, request, context)
+            with calling(lambda: grpc_caller(context)):
+                return fn(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
             context.abort(*answer_for(exc, fn.__name__))
         raise AssertionError("unreachable")  # context.abort always raises

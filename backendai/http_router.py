@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote
 
 from backendai.auth import DENIED
 from backendai.errors import InvalidArgument, NotFound
+from backendai.events.audit import Caller, calling
 from backendai.http_server import JSON, HttpError, Request, Response, Upgrade
 
 Handler = Callable[[Request], Awaitable[JSON | Response | Upgrade]]
@@ -85,7 +86,8 @@ class Router:
             if key in query:
                 raise InvalidArgument(f"query parameter {key[:40]!r} given more than once")
             query[key] = value
-        answer = await route.handler(replace(request, query=query, params=params))
+        with calling(lambda: http_caller(request)):
+            answer = await route.handler(replace(request, query=query, params=params))
         return Response.json(answer) if isinstance(answer, dict) else answer
 
     def _find(self, request: Request) -> tuple[Route, re.Match[str]]:
@@ -102,6 +104,12 @@ class Router:
         allow = ", ".join(sorted({route.method for route, _ in matches}))
         raise HttpError(405, f"method {request.method} not allowed here (allowed: {allow})",
                         [("Allow", allow)])
+
+
+def http_caller(request: Request) -> Caller:
+    """Who sent a request, for the audit trail."""
+    token = request.caller.authenticated and b"authorization" in request.headers
+    return Caller("http", str(request.caller), token_name="token" if token else "")
 
 
 def json_body(request: Request, allowed: Iterable[str]) -> JSON:

@@ -22,6 +22,13 @@ from backendai.config import (
     require_token_off_loopback,
 )
 from backendai.errors import ConfigError
+from backendai.events.config import (
+    EventsConfig,
+    SinkConfig,
+    default_source,
+    read_events,
+    read_sinks,
+)
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
 from backendai.validate import default_host_name
@@ -147,6 +154,8 @@ class ManagerConfig:
     grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
     grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
     hub: HubLink | None = None
+    events: EventsConfig = field(default_factory=EventsConfig)  # `[events]`
+    event_sinks: tuple[SinkConfig, ...] = ()  # `[[event_sinks]]`
     source: Path | None = None
 
     @property
@@ -313,6 +322,8 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         raise ConfigError(f"grpc_socket: must be an absolute path of at most "
                           f"{MAX_SOCKET_PATH} bytes, got {str(socket_path)[:120]!r}")
     hub = t.table("hub", defaults=HubLink)
+    hub_link = _hub_link(hub) if hub is not None else None
+    host = hub_link.name if hub_link is not None else default_host_name("host")
     cfg = ManagerConfig(
         state_dir=state_dir,
         services=tuple(_service(s) for s in t.tables(
@@ -325,7 +336,10 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         tls=t.tls_server("tls"),
         grpc_socket=socket_path,
         grpc_max_calls=t.integer("grpc_max_calls", low=4, high=4096),
-        hub=_hub_link(hub) if hub is not None else None,
+        hub=hub_link,
+        events=read_events(t.table("events", defaults=EventsConfig),
+                           source=default_source(host, f"{role}-manager")),
+        event_sinks=read_sinks(t),
         source=source)
     t.done()
     names = [s.name for s in cfg.services]

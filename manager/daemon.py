@@ -2,8 +2,8 @@
 idempotent; `async with ManagerDaemon(...)` wraps both.
 
 Graceful stop order: health NOT_SERVING, stop accepting HTTP, gRPC stop with grace,
-then the units' background work. Supervised services keep running: a restarted
-manager re-adopts them.
+then the units' background work, then the event log and its sinks. Supervised services
+keep running: a restarted manager re-adopts them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import structlog
 from backendai.auth import Token
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import ConfigError, Unavailable
+from backendai.events.audit import Caller
+from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
@@ -29,10 +31,12 @@ from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.api.http_routes import manager_http_server
 from manager.config import ManagerConfig
 from manager.statestore import StateStore
+from manager.supervision.history import ServiceHistory
 from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
+    from backendai.events.sinks.runner import SinkRunner
     from manager.updates.faults import UpdateFaults
     from manager.updates.updater import Updater
 
@@ -68,6 +72,7 @@ class ManagerDaemon(DaemonLifecycle):
         self.ready_file = ready_file
         self.faults = faults
         self.control: ManagerControl | None = None
+        self.events: EventLog | None = None
         self.grpc_port = 0
         self.http_port = 0
 
@@ -102,13 +107,19 @@ class ManagerDaemon(DaemonLifecycle):
                 if cfg.hub is not None and cfg.hub.token_file else None
             self.secrets = Secrets([token, hub_token], tls)
             store = StateStore(cfg.state_dir / "manager.db")
+            events = self._open_events(store)
+            await events.open()
+            sinks = self._make_sinks(events)
             units = self._make_units(store)
+            history = ServiceHistory(events)
+            for unit in units.values():
+                history.track(unit)
             updater: Updater | None = None
             if any(s.install_root for s in cfg.services):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
                 from manager.updates.updater import Updater  # noqa: PLC0415
                 updater = Updater(cfg, units, store, faults=self.faults)
-            control = self.control = ManagerControl(cfg, units, updater)
+            control = self.control = ManagerControl(cfg, units, updater, events)
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
@@ -121,6 +132,11 @@ class ManagerDaemon(DaemonLifecycle):
             grpc_server.bind()
             await http.bind()
             async with asyncio.TaskGroup() as tg:
+                background = [tg.create_task(events.run(), name="events"),
+                              *(tg.create_task(s.run(), name=f"sink-{s.name}") for s in sinks)]
+                events.emit("manager.started", "manager",
+                            f"manager {control.manager_version} started (pid {os.getpid()})",
+                            {"pid": os.getpid(), "version": control.manager_version})
                 for unit in units.values():
                     tg.create_task(unit.run(), name=f"unit-{unit.name}")
                 if updater is not None:  # it waits for the units to be ready
@@ -146,12 +162,49 @@ class ManagerDaemon(DaemonLifecycle):
                         await updater.shutdown()
                     for unit in units.values():
                         await unit.shutdown()
+                    events.emit("manager.stopped", "manager", "manager stopped",
+                                {"pid": os.getpid()})
+                    for task in background:
+                        task.cancel()
         finally:
+            if self.events is not None:
+                await self.events.close()
             if store is not None:
                 store.close()
             lock.release()
             self._done.set()
             log.info("manager.stopped")
+
+    def _open_events(self, store: StateStore) -> EventLog:
+        """The event history in the state database; state writes commit its events."""
+        cfg = self.config.events
+        events = self.events = EventLog(
+            store.event_store(), retention=Retention(cfg.retention_count, cfg.retention_days),
+            source=cfg.source)
+        store.attach_events(events)
+        return events
+
+    def _make_sinks(self, events: EventLog) -> list[SinkRunner]:
+        if not self.config.event_sinks:
+            return []
+        # Only a manager with sinks loads them (ssl, hmac, the HTTP client).
+        from backendai.events.sinks.runner import SinkRunner, make_sink  # noqa: PLC0415
+
+        return [SinkRunner(events, make_sink(c, source=events.source), c)
+                for c in self.config.event_sinks]
+
+    def reload(self) -> bool:
+        ok = super().reload()
+        self.record_reload(ok)
+        return ok
+
+    def record_reload(self, ok: bool, detail: str = "") -> None:
+        """The `config.reload` event of a SIGHUP (any thread)."""
+        if self.events is None:
+            return
+        what = "reloaded" if ok else "reload failed; what was in use stays (see the log)"
+        self.events.emit("config.reload", "manager", f"{what}{': ' + detail if detail else ''}",
+                         {"ok": ok}, who=Caller("signal"), result="ok" if ok else "failed")
 
     def _ready_timeout(self) -> float:
         """A unit is ready after at most one host call (call_timeout) and some local work."""

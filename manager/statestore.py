@@ -2,16 +2,29 @@
 
 What must survive a crash is written here before it is acted on: a service's desired
 state and spawn id are recorded before the spawn, its pid right after.
+
+With an event log attached (`attach_events`), every state write is one transaction
+that also commits the events queued before it, and a change of a service's desired
+state writes its `service.desired` event (naming who asked) in that same transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backendai.errors import ConfigError
+from backendai.events.audit import acting
+from backendai.events.model import Event, make_event
+from backendai.events.sqlite_store import SqliteEventStore, insert_events
+
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
 
 SCHEMA_VERSION = 1  # of the tables below (the `services` component)
 SCHEMA = """
@@ -56,6 +69,36 @@ class StateStore:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA_META)
         self.ensure_schema("services", SCHEMA_VERSION, SCHEMA)
+        self.events: EventLog | None = None
+
+    def event_store(self) -> SqliteEventStore:
+        """The event history's store in this file (its tables created or checked)."""
+        return SqliteEventStore(self.db, self.path, ensure_schema=self.ensure_schema)
+
+    def attach_events(self, events: EventLog) -> None:
+        self.events = events
+
+    @contextlib.contextmanager
+    def transaction(self, *events: Event) -> Iterator[None]:
+        """One IMMEDIATE transaction around the block that also commits the events
+        queued so far and `events` (after them, so ids follow what happened); without
+        an event log attached, only the block."""
+        log = self.events
+        pending = log.take_pending() if log is not None else []
+        self.db.execute("BEGIN IMMEDIATE")
+        last = 0
+        try:
+            yield
+            if log is not None and (pending or events):
+                last = insert_events(self.db, [*pending, *events])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            if log is not None:
+                log.put_back(pending)
+            raise
+        if log is not None and last:
+            log.committed(last, len(pending) + len(events))
 
     def ensure_schema(self, component: str, version: int, ddl: str) -> None:
         """Create or check one component's tables. Each component (the services, the
@@ -84,6 +127,17 @@ class StateStore:
         return ServiceRecord(*row)
 
     def save_service(self, rec: ServiceRecord) -> None:
+        if self.events is None:
+            self._upsert(rec)
+            return
+        row = self.db.execute("SELECT desired FROM services WHERE name = ?",
+                              (rec.name,)).fetchone()
+        before = row[0] if row else ""
+        changed = () if before == rec.desired else (self._desired_event(rec, before),)
+        with self.transaction(*changed):
+            self._upsert(rec)
+
+    def _upsert(self, rec: ServiceRecord) -> None:
         self.db.execute(
             "INSERT INTO services (name, desired, spawn_id, pid, create_time, restarts, updated)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
@@ -92,6 +146,17 @@ class StateStore:
             " updated=excluded.updated",
             (rec.name, rec.desired, rec.spawn_id, rec.pid, rec.create_time, rec.restarts,
              time.time()))
+
+    @staticmethod
+    def _desired_event(rec: ServiceRecord, before: str) -> Event:
+        who = acting()
+        by = f" (asked by {who.actor} over {who.transport})" if who else ""
+        return make_event("service.desired", f"service/{rec.name}",
+                          f"desired state {before or '(none)'} -> {rec.desired}{by}",
+                          {"desired": rec.desired, "previous": before or None}, at=time.time(),
+                          actor=who.actor if who else "",
+                          transport=who.transport if who else "",
+                          peer=who.peer if who else "")
 
     def close(self) -> None:
         self.db.close()

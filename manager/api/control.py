@@ -3,12 +3,14 @@
 It resolves and validates what a request names, then delegates to the service's unit.
 A request is validated before the manager's capabilities are checked: a bad version is
 INVALID_ARGUMENT / 400 whether or not updates are configured here. No transport details
-here, and no business logic in the transports.
+here, and no business logic in the transports. Every operator action is audited here,
+once for every transport (`@audited`: who, through what, the result).
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fnmatch
 import math
 import os
@@ -17,7 +19,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from backendai import __version__
-from backendai.errors import InvalidArgument, NotConfigured, NotFound
+from backendai.errors import BackendAIError, InvalidArgument, NotConfigured, NotFound
+from backendai.events.audit import audited
+from backendai.events.log import EventLog
+from backendai.events.model import Event, EventFilter, Page, PageRequest, cut
 from backendai.validate import check_version, is_service_name
 from manager.config import ManagerConfig
 from manager.supervision.states import ServiceStatus
@@ -75,12 +80,28 @@ def validate_timeout(timeout: float | None) -> float | None:
     return float(timeout)
 
 
+def service_subject(control: ManagerControl, name: object = "", *args: object,
+                    **kwargs: object) -> str:
+    """What an audited action on a service is about: `service/NAME` (the primary for an
+    empty name; an unknown or invalid name as given, cut short)."""
+    if isinstance(name, str):
+        with contextlib.suppress(BackendAIError):
+            return f"service/{control.unit(name).name}"
+    return f"service/{cut(str(name), 64)}"
+
+
+def _version_asked(control: ManagerControl, name: object = "", version: object = "",
+                   *args: object, **kwargs: object) -> dict[str, object]:
+    return {"version": cut(str(version), 64)}
+
+
 class ManagerControl:
     def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
-                 updater: Updater | None = None) -> None:
+                 updater: Updater | None = None, events: EventLog | None = None) -> None:
         self.config = config
         self.units = dict(units)
         self.updater = updater
+        self.events = events
         self.manager_version = __version__
         self.working_directory = os.getcwd()
 
@@ -116,14 +137,17 @@ class ManagerControl:
         return [u.status() for n, u in self.units.items()
                 if not pattern or fnmatch.fnmatchcase(n, pattern)]
 
+    @audited("start", service_subject)
     async def start(self, name: str = "", *, wait: bool = True) -> ServiceStatus:
         return await self.unit(name).start(wait=wait)
 
+    @audited("stop", service_subject)
     async def stop(self, name: str = "", *, timeout: float | None = None,
                    force: bool = False) -> ServiceStatus:
         unit = self.unit(name)
         return await unit.stop(timeout=validate_timeout(timeout), force=force)
 
+    @audited("restart", service_subject)
     async def restart(self, name: str = "") -> ServiceStatus:
         return await self.unit(name).restart()
 
@@ -153,11 +177,15 @@ class ManagerControl:
                                 "(no service has install_root and package_url)")
         return self.updater
 
+    @audited("update", service_subject, request=_version_asked,
+             detail=lambda r: {"operation": r.operation_id or None})
     async def update(self, name: str, version: str) -> UpdateStarted:
         unit = self.unit(name)
         version = check_version(version)
         return await self.require_updater().update(unit.name, version)
 
+    @audited("rollback", service_subject,
+             detail=lambda r: {"operation": r.operation_id, "version": r.version})
     async def rollback(self, name: str) -> RollbackStarted:
         unit = self.unit(name)
         return await self.require_updater().rollback(unit.name)
@@ -169,3 +197,18 @@ class ManagerControl:
     def watch_update(self, operation_id: str) -> AsyncIterator[EventRecord]:
         check_operation_id(operation_id)
         return self.require_updater().watch(operation_id)
+
+    # ---- the event history ----------------------------------------------------------
+
+    def require_events(self) -> EventLog:
+        if self.events is None:
+            raise NotConfigured("this manager keeps no event history")
+        return self.events
+
+    async def list_events(self, req: PageRequest) -> Page:
+        """One page of the history (the request is validated by backendai.events.model)."""
+        return await self.require_events().page(req)
+
+    def watch_events(self, flt: EventFilter, *, after_id: int = 0,
+                     from_now: bool = False) -> AsyncIterator[Event]:
+        return self.require_events().watch(flt, after_id=after_id, from_now=from_now)

@@ -21,6 +21,7 @@ from backendai.http_router import Router, json_body
 from backendai.http_server import JSON, HttpServer, Request
 from backendai.listen import ListenAddress
 from manager.api.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
+from manager.api.events_routes import add_event_routes
 from manager.supervision.states import ServiceStatus, State
 
 # What GET /api/services reports as "status" (seed 004) for each supervisor state.
@@ -98,6 +99,7 @@ class ManagerRoutes:
         r.add("POST", f"{one}/stop", self._api_stop, query=("timeout", "force"))
         r.add("POST", f"{one}/restart", self._api_restart)
         r.add("GET", f"{one}/logs", self._api_logs, query=("lines",))
+        add_event_routes(r, control)
 
     # -- the seeds' endpoints -------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 An operation row plus its ordered events: each step's "started" event is written
 (durably: synchronous=FULL) before the step acts, so a restarted manager knows exactly
-where an interrupted operation stood. Events are also what WatchUpdate replays.
+where an interrupted operation stood. Events are also what WatchUpdate replays, and
+each is also written to the event history (`update.step`, the last one
+`update.outcome`) in the same transaction.
 
 Records carry the enums of backendai/update_terms.py; the tables hold their `.value`
 text, as they always have (older databases load unchanged).
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backendai.errors import InvalidArgument
+from backendai.events.model import Event, make_event
 from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
 from manager.statestore import StateStore
 
@@ -81,6 +84,23 @@ def _event(r: Any) -> EventRecord:
                        Outcome.parse(r[8]))
 
 
+def history_event(op: OpRecord, ev: EventRecord) -> Event:
+    """The event history's line for a journaled step event."""
+    what = f"{op.kind.value} {op.from_version or '(none)'} -> {op.to_version}"
+    if ev.final:
+        text = f"{what}: {outcome_text(ev.outcome)}"
+    else:
+        text = f"{what}: {ev.step.value} {ev.status.value}"
+    if ev.message:
+        text += f" ({ev.message})"
+    return make_event(
+        "update.outcome" if ev.final else "update.step", f"service/{op.service}", text,
+        {"operation": op.id, "operation_kind": op.kind.value, "step": ev.step.value,
+         "status": ev.status.value, "from_version": op.from_version,
+         "to_version": op.to_version, "elapsed_seconds": f"{ev.elapsed:.3f}",
+         "outcome": outcome_text(ev.outcome) or None}, at=ev.at or time.time())
+
+
 SCHEMA_VERSION = 1
 # Each step is recorded before it acts (see updater.py); releases and the pointer to the
 # previous one are what a rollback switches back to.
@@ -125,20 +145,17 @@ CREATE TABLE IF NOT EXISTS release_pointers (
 class UpdateJournal:
     def __init__(self, store: StateStore) -> None:
         store.ensure_schema("update_journal", SCHEMA_VERSION, SCHEMA)
+        self.store = store
         self.db: sqlite3.Connection = store.db
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+    def _tx(self, *history: Event) -> Iterator[None]:
+        """One transaction, with the event history's lines for what it journals."""
+        with self.store.transaction(*history):
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     def create_op(self, op: OpRecord, first: EventRecord) -> None:
-        with self._tx():
+        with self._tx(history_event(op, first)):
             self.db.execute("INSERT INTO update_ops ("
                             "id, service, kind, from_version, to_version, state, outcome, message, "
                             "created, finished)"
@@ -159,11 +176,12 @@ class UpdateJournal:
     def append(self, op_id: str, step: Step, status: StepStatus, message: str = "",
                elapsed: float = 0.0, *, final: bool = False,
                outcome: Outcome | None = None) -> EventRecord:
-        with self._tx():
-            row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
-                                  "WHERE op_id = ?", (op_id,)).fetchone()
-            ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed,
-                             time.time(), final, outcome)
+        row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
+                              "WHERE op_id = ?", (op_id,)).fetchone()
+        ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed,
+                         time.time(), final, outcome)
+        op = self.op(op_id)
+        with self._tx(*([history_event(op, ev)] if op is not None else [])):
             self._insert_event(ev)
             if final:
                 self.db.execute("UPDATE update_ops SET state='done', outcome=?, message=?, "

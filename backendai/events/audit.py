@@ -1,0 +1,134 @@
+"""Who asked for an operator action, and the one decorator that records it.
+
+The transports say who is calling, once per request, where they decode it (the HTTP
+router, the gRPC handler decorators): `calling(source)` puts the caller (or a function
+that works it out when an audit needs it, so reads pay nothing) in a context variable.
+The service layer marks each operator action with `@audited("stop", subject)`: the
+action is recorded as an `audit.stop` event with who, through which transport, from
+where, and the result the caller got ("ok", or the error). A new action gets its audit
+by that one line.
+
+While an audited action runs, `acting()` is its caller, so the state writes it causes
+(a service's desired state) can name who asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from backendai.errors import BackendAIError
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request (until named tokens give each caller an identity: then this
+    is built from it). transport: "grpc" | "http" | "hub" | "signal" | "internal"."""
+
+    transport: str
+    peer: str = ""  # the caller's address
+    token_name: str = ""  # the name of the token it presented
+    cert_subject: str = ""  # the subject of its TLS client certificate
+    on_behalf_of: str = ""  # the operator a relaying daemon (the hub) acts for
+
+    @property
+    def actor(self) -> str:
+        """Token name, else client certificate subject, else "anonymous"."""
+        who = self.token_name or self.cert_subject or "anonymous"
+        return f"{who} for {self.on_behalf_of}" if self.on_behalf_of else who
+
+
+INTERNAL = Caller("internal")
+CallerSource = Caller | Callable[[], Caller]
+_REQUEST: contextvars.ContextVar[CallerSource | None] = contextvars.ContextVar(
+    "backendai_request_caller", default=None)
+_ACTING: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "backendai_acting_caller", default=None)
+
+
+@contextlib.contextmanager
+def calling(source: CallerSource) -> Iterator[None]:
+    """The caller of the request handled inside the block (a transport sets it)."""
+    token = _REQUEST.set(source)
+    try:
+        yield
+    finally:
+        _REQUEST.reset(token)
+
+
+def request_caller() -> Caller | None:
+    source = _REQUEST.get()
+    if source is None or isinstance(source, Caller):
+        return source
+    return source()
+
+
+def acting() -> Caller | None:
+    """The caller of the audited action running now (None outside one)."""
+    return _ACTING.get()
+
+
+def outcome(exc: BaseException) -> str:
+    """The result an audit records for a failed action: the error the caller got."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, BackendAIError):
+        return str(exc) or type(exc).__name__
+    return "internal error"
+
+
+class Recorder(Protocol):
+    def emit(self, kind: str, subject: str, message: str = "",
+             fields: Mapping[str, object] | None = None, *, who: Caller | None = None,
+             result: str = "") -> None: ...
+
+
+R = TypeVar("R")
+P = ParamSpec("P")
+
+
+def audited(action: str, subject: Callable[..., str], *,
+            request: Callable[..., Mapping[str, object]] | None = None,
+            detail: Callable[[Any], Mapping[str, object]] | None = None,
+            ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Record every call of a service-layer method as `audit.<action>`. `subject(self,
+    *args, **kwargs)` names what it acts on, `request(self, *args, **kwargs)` adds
+    fields of what was asked, `detail(result)` fields of what it did (on success). The
+    object's `events` attribute (an EventLog, or None) receives the event."""
+    def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(fn)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            events: Recorder | None = getattr(args[0], "events", None)
+            if events is None:
+                return await fn(*args, **kwargs)
+            who = request_caller() or INTERNAL
+            what = subject(*args, **kwargs)
+            asked = dict(request(*args, **kwargs)) if request else {}
+            token = _ACTING.set(who)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                _record(events, action, what, who, result=outcome(exc), fields=asked)
+                raise
+            finally:
+                _ACTING.reset(token)
+            if detail is not None:
+                asked.update(detail(result))
+            _record(events, action, what, who, result="ok", fields=asked)
+            return result
+        return run
+    return wrap
+
+
+def _record(events: Recorder, action: str, subject: str, who: Caller, *, result: str,
+            fields: Mapping[str, object]) -> None:
+    extra = dict(fields)
+    if who.cert_subject and who.token_name:
+        extra["cert_subject"] = who.cert_subject
+    events.emit(f"audit.{action}", subject, f"{who.actor} asked to {action} {subject} over "
+                f"{who.transport}: {result}", extra, who=who, result=result)

@@ -1,0 +1,18 @@
+"""`GET /api/events` on the manager's HTTP port: the event history, filtered and paged
+(the query rules are backendai/events/http_query.py's, shared with the hub). The
+dashboards show a service's recent events with `?subject=service/NAME&limit=20`."""
+
+from __future__ import annotations
+
+from backendai.events import http_query
+from backendai.http_router import Router
+from backendai.http_server import JSON, Request
+from manager.api.control import ManagerControl
+
+
+def add_event_routes(router: Router, control: ManagerControl) -> None:
+    async def events(req: Request) -> JSON:
+        page = await control.list_events(http_query.page_request(req.query))
+        return http_query.page_json(page, source=control.require_events().source)
+
+    router.add("GET", "/api/events", events, query=http_query.QUERY)
