@@ -1,10 +1,26 @@
-"""Bearer-token auth shared by the gRPC interceptor and the HTTP shim."""
+"""Who a caller is, in one place: named bearer tokens with roles, for HTTP, WebSocket
+and gRPC alike.
+
+A daemon accepts a set of `Tokens`: `auth_token_file` is the admin token named
+"default"; `[[auth_tokens]]` adds more, each with a name and a role ("admin" acts,
+"read" only looks). `Tokens.identify` turns what a caller presented into an `Identity`
+(token name or "anonymous", role, peer, transport, TLS client subject). With no token
+configured every caller is the anonymous admin, as before (a daemon off loopback
+refuses to start that way unless `insecure_no_auth`). A read-only caller may call only
+read methods: gRPC methods named like reads (`is_read_method`), HTTP GET/HEAD and the
+WebSockets. SIGHUP re-reads every token file (`Token.reread`, through
+daemon_support.Secrets).
+"""
 
 from __future__ import annotations
 
+import contextvars
+import enum
 import os
+import re
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +31,23 @@ from backendai.errors import ConfigError
 # Health and reflection stay open so probes and `grpcurl list` work without a token.
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 MAX_TOKEN_BYTES = 4096
+MAX_TOKENS = 64
+DEFAULT_NAME = "default"  # the name of the token in auth_token_file
+ANONYMOUS = "anonymous"
+TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+# gRPC methods a read-only token may call: status, list, version, logs, streams,
+# watches and gets (Manager/Status, ListServices, StreamLogs, WatchStatus, GetUpdate,
+# ListEvents; Hub/ListHosts, GetRollout, WatchRollout, HostStatus, StreamHostLogs, ...).
+READ_METHOD_RE = re.compile(r"(Get|List|Watch|Stream)[A-Z0-9]\w*|\w*Status|Version|Logs")
+READ_HTTP_METHODS = ("GET", "HEAD")
+
+
+class Role(enum.Enum):
+    ADMIN = "admin"  # may look and act
+    READ = "read"  # may look only
+
+
+ROLES = tuple(r.value for r in Role)
 
 
 def load_token(path: Path, key: str = "auth_token_file") -> bytes:
@@ -35,17 +68,22 @@ def load_token(path: Path, key: str = "auth_token_file") -> bytes:
 
 class Token:
     """A bearer token that can change while the daemon runs: SIGHUP re-reads its file
-    (`reload()`), and every check and every outgoing call uses the current value."""
+    (`reread()`), and every check and every outgoing call uses the current value.
+    `name` and `role` say who presents it (server side)."""
 
     def __init__(self, value: bytes, path: Path | None = None,
-                 key: str = "auth_token_file") -> None:
+                 key: str = "auth_token_file", *, name: str = DEFAULT_NAME,
+                 role: Role = Role.ADMIN) -> None:
         self.value = value
         self.path = path
         self.key = key
+        self.name = name
+        self.role = role
 
     @classmethod
-    def from_file(cls, path: Path, key: str = "auth_token_file") -> Token:
-        return cls(load_token(path, key), path, key)
+    def from_file(cls, path: Path, key: str = "auth_token_file", *,
+                  name: str = DEFAULT_NAME, role: Role = Role.ADMIN) -> Token:
+        return cls(load_token(path, key), path, key, name=name, role=role)
 
     def reread(self) -> bytes:
         """The file's token now (ConfigError if it is unusable); assign it to `value`."""
@@ -56,19 +94,126 @@ def as_token(token: bytes | Token | None) -> Token | None:
     return Token(token) if isinstance(token, bytes) else token
 
 
-def bearer_ok(header: str | bytes | None, token: bytes) -> bool:
-    """Constant-time check of an `Authorization: Bearer …` value."""
+@dataclass(frozen=True, slots=True)
+class TokenSpec:
+    """One `[[auth_tokens]]` table: a named token in a file, with a role."""
+
+    name: str
+    file: Path
+    role: Role = Role.READ  # least privilege unless the operator says "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made a call. `role` is None for a caller that must be turned away (tokens are
+    configured and it presented none that matches). Never holds the token itself."""
+
+    name: str  # the token's name, or "anonymous"
+    role: Role | None
+    peer: str = ""  # "ip:port" (HTTP) or gRPC's peer string ("ipv4:1.2.3.4:5678")
+    transport: str = ""  # "http", "websocket" or "grpc"
+    tls_subject: str = ""  # the TLS client certificate's subject, when there is one
+
+    @property
+    def authenticated(self) -> bool:
+        return self.role is not None
+
+    @property
+    def can_act(self) -> bool:
+        return self.role is Role.ADMIN
+
+    def describe(self) -> str:
+        """How error messages and audit records name the caller."""
+        return ANONYMOUS if self.name == ANONYMOUS else f"token {self.name!r}"
+
+
+def bearer_value(header: str | bytes | None) -> bytes | None:
+    """The token of an `Authorization: Bearer …` value (None for another scheme)."""
     if header is None:
-        return False
+        return None
     value = header.encode("latin-1", "replace") if isinstance(header, str) else header
     scheme, _, given = value.strip().partition(b" ")
     if scheme.lower() != b"bearer":
-        return False
+        return None
+    return given.strip()
+
+
+def _same(given: bytes, token: bytes) -> bool:
     # hmac (with hashlib and OpenSSL's digests) costs ~0.7 MB RSS: only daemons that
     # check tokens load it (docs/BENCHMARKS.md).
     import hmac  # noqa: PLC0415
 
-    return hmac.compare_digest(given.strip(), token)
+    return hmac.compare_digest(given, token)
+
+
+def bearer_ok(header: str | bytes | None, token: bytes) -> bool:
+    """Constant-time check of an `Authorization: Bearer …` value."""
+    given = bearer_value(header)
+    return given is not None and _same(given, token)
+
+
+class Tokens:
+    """The tokens a server accepts. Every check compares the presented value with every
+    token (constant time each); the first match in config order names the caller."""
+
+    def __init__(self, tokens: Iterable[Token]) -> None:
+        self.tokens = tuple(tokens)
+        names = [t.name for t in self.tokens]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ConfigError(f"auth_tokens: two tokens named {name!r}")
+        values = [t.value for t in self.tokens]
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                raise ConfigError(f"{self.tokens[i].key}: the same token as "
+                                  f"{self.tokens[values.index(value)].name!r}; every named "
+                                  "token must differ")
+
+    @classmethod
+    def load(cls, auth_token_file: Path | None,
+             specs: Sequence[TokenSpec] = ()) -> Tokens | None:
+        """The tokens of a daemon's config (None when it has none: everyone is let in)."""
+        tokens = [Token.from_file(auth_token_file)] if auth_token_file is not None else []
+        for i, spec in enumerate(specs):
+            tokens.append(Token.from_file(spec.file, f"auth_tokens[{i}].file",
+                                          name=spec.name, role=spec.role))
+        return cls(tokens) if tokens else None
+
+    def match(self, given: bytes | None) -> Token | None:
+        if not given:
+            return None
+        found = None
+        for token in self.tokens:  # no early exit: the time does not tell which matched
+            if _same(given, token.value) and found is None:
+                found = token
+        return found
+
+    def identify(self, given: bytes | None, *, peer: str = "", transport: str = "",
+                 tls_subject: str = "") -> Identity:
+        token = self.match(given)
+        if token is None:
+            return Identity(ANONYMOUS, None, peer, transport, tls_subject)
+        return Identity(token.name, token.role, peer, transport, tls_subject)
+
+
+def as_tokens(token: bytes | Token | Tokens | None) -> Tokens | None:
+    """What a server was given (a bare token is the admin named "default")."""
+    if token is None or isinstance(token, Tokens):
+        return token
+    return Tokens([as_token(token)])  # type: ignore[list-item]
+
+
+def identify(tokens: Tokens | None, given: bytes | None, *, peer: str = "",
+             transport: str = "", tls_subject: str = "") -> Identity:
+    """The caller: with no tokens configured, the anonymous admin."""
+    if tokens is None:
+        return Identity(ANONYMOUS, Role.ADMIN, peer, transport, tls_subject)
+    return tokens.identify(given, peer=peer, transport=transport, tls_subject=tls_subject)
+
+
+def is_read_method(method: str) -> bool:
+    """Whether a full gRPC method name ("/pkg.Service/Method") only reads."""
+    return READ_METHOD_RE.fullmatch(method.rpartition("/")[2]) is not None
 
 
 def write_token(path: Path, token: str) -> None:
@@ -81,28 +226,75 @@ def write_token(path: Path, token: str) -> None:
 DENIED = "missing or invalid bearer token"
 
 
-class _TokenCheck:
-    def __init__(self, token: bytes | Token, open_methods: tuple[str, ...] = ()) -> None:
-        """open_methods: full method names that need no token besides health and
-        reflection (e.g. a read-only version RPC a local health probe calls)."""
-        self._token = Token(token) if isinstance(token, bytes) else token
-        self._open = OPEN_SERVICES + tuple(open_methods)
+def read_only(identity: Identity, what: str) -> str:
+    """The refusal a read-only caller gets for an action."""
+    return f"{identity.describe()} is read-only: {what} needs an admin token"
 
-    def allows(self, handler: Any, details: Any) -> bool:
+
+# ---- gRPC ------------------------------------------------------------------------------
+
+# The caller of the RPC in progress, set by the interceptor. gRPC runs the interceptor
+# and the method in the same contextvars.Context (one per RPC: the thread-pool server's
+# `state.context`, grpc.aio's task), so the servicer sees what the interceptor decided.
+_GRPC_CALLER: contextvars.ContextVar[tuple[str, Role]] = contextvars.ContextVar(
+    "backendai_grpc_caller")
+
+
+def grpc_identity(context: Any) -> Identity:
+    """Who is calling the RPC whose servicer context this is (servicers call this, e.g.
+    for the audit trail). Without tokens configured: the anonymous admin."""
+    name, role = _GRPC_CALLER.get((ANONYMOUS, Role.ADMIN))
+    peer = tls = ""
+    try:
+        peer = str(context.peer() or "")
+        auth = context.auth_context() or {}
+        subject = auth.get("x509_subject") or auth.get("x509_common_name") or ()
+        tls = subject[0].decode("utf-8", "replace") if subject else ""
+    except (AttributeError, RuntimeError, ValueError):
+        pass
+    return Identity(name, role, peer, "grpc", tls)
+
+
+class _TokenCheck:
+    def __init__(self, tokens: bytes | Token | Tokens, open_methods: tuple[str, ...] = (),
+                 read_methods: Callable[[str], bool] = is_read_method) -> None:
+        """open_methods: full method names that need no token besides health and
+        reflection (e.g. a read-only version RPC a local health probe calls);
+        read_methods: which methods a read-only token may call."""
+        found = as_tokens(tokens)
+        assert found is not None  # noqa: S101 - a checker without tokens is a bug
+        self._tokens = found
+        self._open = OPEN_SERVICES + tuple(open_methods)
+        self._reads = read_methods
+
+    def check(self, handler: Any, details: Any) -> tuple[grpc.StatusCode, str] | None:
+        """None to let the call in (after noting its caller), else the refusal."""
         if handler is None or details.method.startswith(self._open):
-            return True
+            return None
         metadata = dict(details.invocation_metadata or ())
-        return bearer_ok(metadata.get("authorization"), self._token.value)
+        token = self._tokens.match(bearer_value(metadata.get("authorization")))
+        if token is None:
+            return grpc.StatusCode.UNAUTHENTICATED, DENIED
+        if token.role is not Role.ADMIN and not self._reads(details.method):
+            method = details.method.rpartition("/")[2]
+            return grpc.StatusCode.PERMISSION_DENIED, read_only(
+                Identity(token.name, token.role), method)
+        _GRPC_CALLER.set((token.name, token.role))
+        return None
 
 
 class TokenInterceptor(_TokenCheck, grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Rejects calls to our services without the bearer token (UNAUTHENTICATED)."""
+    """Rejects calls to our services without a valid bearer token (UNAUTHENTICATED), and
+    actions by a read-only token (PERMISSION_DENIED)."""
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any,
     ) -> Any:
         handler = await continuation(details)
-        return handler if self.allows(handler, details) else _like(handler, _abort, _abort_gen)
+        refused = self.check(handler, details)
+        if refused is None:
+            return handler
+        return _like(handler, _aborting(*refused), _aborting_gen(*refused))
 
 
 class SyncTokenInterceptor(_TokenCheck, grpc.ServerInterceptor):  # type: ignore[misc]
@@ -110,21 +302,29 @@ class SyncTokenInterceptor(_TokenCheck, grpc.ServerInterceptor):  # type: ignore
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        return handler if self.allows(handler, details) else _like(
-            handler, _abort_sync, _abort_sync)
+        refused = self.check(handler, details)
+        if refused is None:
+            return handler
+        return _like(handler, _aborting_sync(*refused), _aborting_sync(*refused))
 
 
-async def _abort(request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+def _aborting(code: grpc.StatusCode, message: str) -> Any:
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+    return abort
 
 
-async def _abort_gen(request: Any, context: grpc.aio.ServicerContext) -> Any:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
-    yield  # pragma: no cover - makes this an async generator
+def _aborting_gen(code: grpc.StatusCode, message: str) -> Any:
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
+    return abort
 
 
-def _abort_sync(request: Any, context: grpc.ServicerContext) -> None:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+def _aborting_sync(code: grpc.StatusCode, message: str) -> Any:
+    def abort(request: Any, context: grpc.ServicerContext) -> None:
+        context.abort(code, message)
+    return abort
 
 
 def _like(handler: Any, unary: Any, streaming: Any) -> Any:

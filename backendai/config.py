@@ -21,6 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from backendai.auth import (
+    ANONYMOUS,
+    DEFAULT_NAME,
+    MAX_TOKENS,
+    ROLES,
+    TOKEN_NAME_RE,
+    Role,
+    TokenSpec,
+)
 from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
@@ -301,6 +310,24 @@ class Table:
             raise ConfigError(f"{key}: at most {most} [[{name}]] tables")
         return [Table(item, f"{key}[{i}]", defaults=defaults) for i, item in enumerate(items)]
 
+    def auth_tokens(self, name: str = "auth_tokens", *,
+                    default_token: bool = False) -> tuple[TokenSpec, ...]:
+        """`[[auth_tokens]]`: named bearer tokens (name, file, role). default_token: the
+        daemon also has `auth_token_file`, the admin token named "default"."""
+        specs: list[TokenSpec] = []
+        for t in self.tables(name, most=MAX_TOKENS, defaults=TokenSpec):
+            spec = TokenSpec(name=t._read("name", UNSET, "a token name", _token_name),
+                             file=t.path("file", absolute=True),
+                             role=Role(t.choice("role", ROLES)))
+            t.done()
+            taken = [s.name for s in specs] + ([DEFAULT_NAME] if default_token else [])
+            if spec.name in taken:
+                why = " (auth_token_file's token is named \"default\")" \
+                    if spec.name == DEFAULT_NAME and default_token else ""
+                raise ConfigError(f"{t.key('name')}: duplicate token name {spec.name!r}{why}")
+            specs.append(spec)
+        return tuple(specs)
+
     def tls_server(self, name: str) -> ServerTLS | None:
         """`[tls]` of a server: cert_file, key_file, client_ca_file."""
         sub = self.table(name)
@@ -312,15 +339,26 @@ class Table:
         return None if sub is None else ClientTLS.from_table(sub)
 
 
+def _token_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.isascii() \
+            or TOKEN_NAME_RE.fullmatch(value) is None:
+        raise _Bad(f"must be 1-64 of A-Z a-z 0-9 '.', '_', '@', '-', starting with a letter "
+                   f"or digit, got {_got(value)}")
+    if value == ANONYMOUS:
+        raise _Bad(f"{ANONYMOUS!r} names callers without a token; choose another name")
+    return value
+
+
 def require_token_off_loopback(listens: dict[str, ListenAddress], token: Path | None,
                                insecure: bool) -> None:
-    """A daemon listening beyond loopback needs `auth_token_file`, unless
-    `insecure_no_auth = true` says that unauthenticated callers are accepted."""
+    """A daemon listening beyond loopback needs a token (`auth_token_file`, or any
+    `[[auth_tokens]]`: pass one of their files), unless `insecure_no_auth = true` says
+    that unauthenticated callers are accepted."""
     exposed = any(not address.is_loopback for address in listens.values())
     if exposed and token is None and not insecure:
         raise ConfigError(f"auth_token_file: required when {' or '.join(listens)} is not a "
-                          "loopback address (or set insecure_no_auth = true to accept "
-                          "unauthenticated commands)")
+                          "loopback address (or [[auth_tokens]]; or set insecure_no_auth = "
+                          "true to accept unauthenticated commands)")
 
 
 def release_version(configured: str, anchors: list[Path]) -> str:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
+from backendai.auth import grpc_identity
 from backendai.errors import BackendAIError
 from backendai.events.audit import Caller, calling
 
@@ -27,28 +28,14 @@ Resp = TypeVar("Resp")
 ON_BEHALF_OF = "x-backendai-on-behalf-of"  # metadata a relaying hub adds: its operator
 
 
-def _peer(peer: str) -> str:
-    for prefix in ("ipv4:", "ipv6:"):
-        if peer.startswith(prefix):
-            return peer[len(prefix):]
-    return peer
-
-
 def grpc_caller(context: Any) -> Caller:
-    """Who is calling: the peer, the token presented, the TLS client certificate's
-    subject, and the operator a hub relays for (transport "hub")."""
-    metadata = dict(context.invocation_metadata() or ())
-    subject = ""
-    try:
-        auth = context.auth_context() or {}
-        found = auth.get("x509_subject") or auth.get("x509_common_name") or []
-        subject = found[0].decode("utf-8", "replace") if found else ""
-    except (AttributeError, ValueError):
-        pass
-    relayed = str(metadata.get(ON_BEHALF_OF, ""))[:200]
-    return Caller("hub" if relayed else "grpc", _peer(context.peer() or ""),
-                  token_name="token" if metadata.get("authorization") else "",
-                  cert_subject=subject, on_behalf_of=relayed)
+    """Who is calling (backendai/auth.py's Identity) and, from a relaying hub, the
+    operator it acts for."""
+    relayed = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == ON_BEHALF_OF:
+            relayed = str(value)[:200]
+    return Caller(grpc_identity(context), relayed)
 
 
 def answer_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:

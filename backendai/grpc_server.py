@@ -23,7 +23,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from backendai.auth import SyncTokenInterceptor, Token, TokenInterceptor
+from backendai.auth import (
+    SyncTokenInterceptor,
+    Token,
+    TokenInterceptor,
+    Tokens,
+    as_tokens,
+    is_read_method,
+)
 from backendai.listen import ListenAddress
 
 MAX_MESSAGE_BYTES = 4 << 20
@@ -33,30 +40,35 @@ OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 
 
 class GrpcServer:
-    def __init__(self, listen: ListenAddress, *, token: bytes | Token | None,
+    def __init__(self, listen: ListenAddress, *, token: bytes | Token | Tokens | None,
                  services: Sequence[tuple[str, Callable[[Any], None]]],
                  credentials: grpc.ServerCredentials | None = None,
                  open_methods: tuple[str, ...] = (), threads: int = 0,
-                 unix_socket: Path | None = None) -> None:
+                 unix_socket: Path | None = None,
+                 read_methods: Callable[[str], bool] = is_read_method) -> None:
         """services: (full service name, add-to-server function) pairs; credentials:
         TLS (see backendai.tls.ServerTLS), None for plaintext; open_methods: full
         method names ("/pkg.Service/Method") callable without the token; threads: serve
         from a pool of that many threads (also the most concurrent calls and streams;
         more are refused with RESOURCE_EXHAUSTED) instead of grpc.aio; unix_socket: also
         serve on this unix socket, plaintext, mode 0600 (local clients; the token, when
-        configured, is still required)."""
+        configured, is still required); read_methods: which full method names a
+        read-only token may call (backendai/auth.py)."""
+        tokens = as_tokens(token)
         self.unix_socket = unix_socket
         self.threads = threads
         self.server: Any
         if threads:
-            sync_interceptors = [SyncTokenInterceptor(token, open_methods)] if token else []
+            sync_interceptors = [SyncTokenInterceptor(tokens, open_methods, read_methods)] \
+                if tokens else []
             self.server = grpc.server(
                 futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
                 interceptors=sync_interceptors, options=OPTIONS,
                 maximum_concurrent_rpcs=threads)
             self.health: Any = health.HealthServicer()
         else:
-            interceptors = [TokenInterceptor(token, open_methods)] if token else []
+            interceptors = [TokenInterceptor(tokens, open_methods, read_methods)] \
+                if tokens else []
             self.server = grpc.aio.server(interceptors=interceptors, options=OPTIONS)
             self.health = health.aio.HealthServicer()
         self.listen = listen

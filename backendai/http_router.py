@@ -1,7 +1,8 @@
 """Routes for `HttpServer`: (method, path regex, allowed query parameters, handler).
 
 The router is an `App`: it finds the route, checks the route's auth policy (the bearer
-token by default: 401 with `WWW-Authenticate: Bearer`), answers 404 for an unknown path
+token by default: 401 with `WWW-Authenticate: Bearer`), refuses a read-only token
+anything but GET and HEAD (403; WebSockets are GETs), answers 404 for an unknown path
 and 405 with `Allow` for a known path and a wrong method, parses the query string
 strictly (an unknown or repeated parameter is a 400) and decodes the path's named
 groups into `Request.params`. A handler returns a JSON object (sent as 200
@@ -16,10 +17,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, unquote
 
-from backendai.auth import DENIED
+from backendai.auth import DENIED, READ_HTTP_METHODS, read_only
 from backendai.errors import InvalidArgument, NotFound
 from backendai.events.audit import Caller, calling
-from backendai.http_server import JSON, HttpError, Request, Response, Upgrade
+from backendai.http_server import (
+    JSON,
+    HttpError,
+    Request,
+    Response,
+    Upgrade,
+    take_query_token,
+)
 
 Handler = Callable[[Request], Awaitable[JSON | Response | Upgrade]]
 # Decides whether a request may reach a route: True lets it through, False answers 401.
@@ -69,7 +77,11 @@ class Router:
     async def __call__(self, request: Request) -> Response | Upgrade:
         route, match = self._find(request)
         if not route.auth(request):
-            raise HttpError(401, DENIED, [("WWW-Authenticate", "Bearer")])
+            raise _denied(request)
+        identity = request.caller.identity
+        if identity.authenticated and not identity.can_act \
+                and route.method not in READ_HTTP_METHODS:
+            raise HttpError(403, read_only(identity, f"{route.method} {request.path[:200]}"))
         try:
             params = {key: unquote(value, errors="strict")
                       for key, value in match.groupdict().items()}
@@ -86,7 +98,7 @@ class Router:
             if key in query:
                 raise InvalidArgument(f"query parameter {key[:40]!r} given more than once")
             query[key] = value
-        with calling(lambda: http_caller(request)):
+        with calling(lambda: Caller(request.caller.identity)):
             answer = await route.handler(replace(request, query=query, params=params))
         return Response.json(answer) if isinstance(answer, dict) else answer
 
@@ -98,7 +110,7 @@ class Router:
             if route.method == request.method:
                 return route, m
         if not self.auth(request):
-            raise HttpError(401, DENIED, [("WWW-Authenticate", "Bearer")])
+            raise _denied(request)
         if not matches:
             raise NotFound(f"no endpoint {request.path[:200]!r}")
         allow = ", ".join(sorted({route.method for route, _ in matches}))
@@ -106,10 +118,12 @@ class Router:
                         [("Allow", allow)])
 
 
-def http_caller(request: Request) -> Caller:
-    """Who sent a request, for the audit trail."""
-    token = request.caller.authenticated and b"authorization" in request.headers
-    return Caller("http", str(request.caller), token_name="token" if token else "")
+def _denied(request: Request) -> HttpError:
+    message = DENIED
+    if request.method not in READ_HTTP_METHODS and take_query_token(request.query_string)[1]:
+        message += (" (a token in the query counts on GET only: send Authorization: Bearer "
+                    "TOKEN)")
+    return HttpError(401, message, [("WWW-Authenticate", "Bearer")])
 
 
 def json_body(request: Request, allowed: Iterable[str]) -> JSON:

@@ -23,11 +23,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote_plus
 
 import h11
 import structlog
 
-from backendai.auth import Token, as_token, bearer_ok
+from backendai.auth import (
+    ANONYMOUS,
+    READ_HTTP_METHODS,
+    Identity,
+    Role,
+    Token,
+    Tokens,
+    as_tokens,
+    bearer_value,
+    identify,
+)
 from backendai.errors import BackendAIError
 from backendai.listen import ListenAddress
 
@@ -61,13 +72,23 @@ class HttpError(Exception):
 class Caller:
     """Who sent a request: the peer address and whether it passed the token check.
 
-    `authenticated` is True when the request carried the server's bearer token, or when
-    the server has no token (everyone is let in). Whether a route needs it is the
-    route's policy (http_router.AuthPolicy)."""
+    `authenticated` is True when the request carried one of the server's bearer tokens
+    (header, or the `token` query parameter of a GET), or when the server has no token
+    (everyone is let in). `identity` says which token (its name and role; see
+    backendai/auth.py). Whether a route needs it is the route's policy
+    (http_router.AuthPolicy)."""
 
     host: str  # the peer's IP address ("" when unknown)
     port: int
     authenticated: bool
+    ident: Identity | None = None  # None: the anonymous caller `authenticated` implies
+
+    @property
+    def identity(self) -> Identity:
+        if self.ident is not None:
+            return self.ident
+        return Identity(ANONYMOUS, Role.ADMIN if self.authenticated else None, str(self),
+                        "http")
 
     @property
     def is_loopback(self) -> bool:
@@ -154,12 +175,13 @@ App = Callable[[Request], Awaitable[Response | Upgrade]]
 
 class HttpServer:
     def __init__(self, listen: ListenAddress, app: App, *,
-                 token: bytes | Token | None = None, max_connections: int = MAX_CONNECTIONS,
+                 token: bytes | Token | Tokens | None = None,
+                 max_connections: int = MAX_CONNECTIONS,
                  request_timeout: float = REQUEST_TIMEOUT, max_head: int = MAX_HEAD,
                  max_body: int = MAX_BODY) -> None:
         self.listen = listen
         self.app = app
-        self.token = as_token(token)
+        self.tokens = as_tokens(token)  # None: everyone is let in
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.max_head = max_head
@@ -333,12 +355,21 @@ class HttpServer:
         headers: dict[bytes, bytes] = {}
         for name, value in event.headers:
             headers.setdefault(name, value)
-        authenticated = self.token is None or bearer_ok(headers.get(b"authorization"),
-                                                        self.token.value)
+        method = event.method.decode("ascii", "replace")
         target = event.target.decode("ascii", "replace")
         path, _, query = target.partition("?")
-        return Request(event.method.decode("ascii", "replace"), path, query, headers, body,
-                       Caller(peer[0], peer[1], authenticated))
+        given = bearer_value(headers.get(b"authorization"))
+        if method in READ_HTTP_METHODS:
+            # Browsers cannot set headers on a WebSocket: a GET may carry the token as
+            # `?token=`. It is taken out here, so no route, log or error ever sees it.
+            query, from_query = take_query_token(query)
+            given = given if given is not None else from_query
+        websocket = headers.get(b"upgrade", b"").lower() == b"websocket"
+        where = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        identity = identify(self.tokens, given, peer=where,
+                            transport="websocket" if websocket else "http")
+        return Request(method, path, query, headers, body,
+                       Caller(peer[0], peer[1], identity.authenticated, identity))
 
     async def _respond(self, request: Request, *, can_upgrade: bool) -> Response | Upgrade:
         """Run the app on one request; every failure becomes a JSON error answer."""
@@ -403,6 +434,28 @@ class HttpServer:
                 pass  # the client went away or stopped reading
             except Exception:
                 log.exception("http.session_error")
+
+
+def take_query_token(query: str) -> tuple[str, bytes | None]:
+    """The query string without its `token` parameter, and that token (None when absent
+    or given more than once: then no token from the query counts)."""
+    if "token" not in query and "%" not in query:
+        return query, None
+    kept: list[str] = []
+    found: list[str] = []
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if unquote_plus(key) == "token":
+            found.append(value)
+        else:
+            kept.append(part)
+    if len(found) != 1:
+        return "&".join(kept), None
+    try:
+        token = unquote_plus(found[0], errors="strict").encode("ascii")
+    except (UnicodeError, ValueError):
+        return "&".join(kept), None
+    return "&".join(kept), token
 
 
 def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backendai.auth import TokenSpec
 from backendai.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -147,6 +148,7 @@ class ManagerConfig:
     http_listen: ListenAddress = field(default_factory=lambda: ListenAddress("127.0.0.1", 3081))
     grpc_listen: ListenAddress = field(default_factory=lambda: ListenAddress("127.0.0.1", 3082))
     auth_token_file: Path | None = None
+    auth_tokens: tuple[TokenSpec, ...] = ()  # `[[auth_tokens]]`: more named tokens, roles
     insecure_no_auth: bool = False
     log_level: str = "info"
     log_format: str = "auto"
@@ -324,12 +326,14 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     hub = t.table("hub", defaults=HubLink)
     hub_link = _hub_link(hub) if hub is not None else None
     host = hub_link.name if hub_link is not None else default_host_name("host")
+    auth_token_file = t.optional_path("auth_token_file")
     cfg = ManagerConfig(
         state_dir=state_dir,
         services=tuple(_service(s) for s in t.tables(
             "services", most=MAX_SERVICES, required=True, defaults=ServiceConfig)),
         role=role, http_listen=http_listen, grpc_listen=grpc_listen,
-        auth_token_file=t.optional_path("auth_token_file"),
+        auth_token_file=auth_token_file,
+        auth_tokens=t.auth_tokens(default_token=auth_token_file is not None),
         insecure_no_auth=t.flag("insecure_no_auth"),
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),
@@ -346,8 +350,9 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(f"services[{i}].name: duplicate service name {n!r}")
+    any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
     require_token_off_loopback({"http_listen": http_listen, "grpc_listen": grpc_listen},
-                               cfg.auth_token_file, cfg.insecure_no_auth)
+                               any_token, cfg.insecure_no_auth)
     return cfg
 
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import ConfigError, Unavailable
-from backendai.events.audit import Caller
+from backendai.events.audit import internal
 from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
@@ -101,11 +101,11 @@ class ManagerDaemon(DaemonLifecycle):
         store: StateStore | None = None
         try:
             lock.acquire()
-            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
             hub_token = Token.from_file(cfg.hub.token_file, "hub.token_file") \
                 if cfg.hub is not None and cfg.hub.token_file else None
-            self.secrets = Secrets([token, hub_token], tls)
+            self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
             store = StateStore(cfg.state_dir / "manager.db")
             events = self._open_events(store)
             await events.open()
@@ -204,7 +204,7 @@ class ManagerDaemon(DaemonLifecycle):
             return
         what = "reloaded" if ok else "reload failed; what was in use stays (see the log)"
         self.events.emit("config.reload", "manager", f"{what}{': ' + detail if detail else ''}",
-                         {"ok": ok}, who=Caller("signal"), result="ok" if ok else "failed")
+                         {"ok": ok}, who=internal("signal"), result="ok" if ok else "failed")
 
     def _ready_timeout(self) -> float:
         """A unit is ready after at most one host call (call_timeout) and some local work."""

@@ -22,28 +22,50 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
+from backendai.auth import ANONYMOUS, Identity, Role
 from backendai.errors import BackendAIError
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent a request (until named tokens give each caller an identity: then this
-    is built from it). transport: "grpc" | "http" | "hub" | "signal" | "internal"."""
+    """Who asked, as an audit record names them: the caller's Identity (backendai/auth.py:
+    token name or anonymous, peer, transport, TLS client subject) and, when a hub relays
+    an operator's request, the operator it acts for (the transport is then "hub")."""
 
-    transport: str
-    peer: str = ""  # the caller's address
-    token_name: str = ""  # the name of the token it presented
-    cert_subject: str = ""  # the subject of its TLS client certificate
-    on_behalf_of: str = ""  # the operator a relaying daemon (the hub) acts for
+    identity: Identity
+    on_behalf_of: str = ""
 
     @property
     def actor(self) -> str:
-        """Token name, else client certificate subject, else "anonymous"."""
-        who = self.token_name or self.cert_subject or "anonymous"
+        """The token's name, else the TLS client certificate's subject, else
+        "anonymous"; "… for OPERATOR" when relayed."""
+        ident = self.identity
+        who = ident.name if ident.name != ANONYMOUS else (ident.tls_subject or ANONYMOUS)
         return f"{who} for {self.on_behalf_of}" if self.on_behalf_of else who
 
+    @property
+    def transport(self) -> str:
+        return "hub" if self.on_behalf_of else self.identity.transport
 
-INTERNAL = Caller("internal")
+    @property
+    def peer(self) -> str:
+        peer = self.identity.peer
+        for prefix in ("ipv4:", "ipv6:"):
+            if peer.startswith(prefix):
+                return peer[len(prefix):]
+        return peer
+
+    @property
+    def cert_subject(self) -> str:
+        return self.identity.tls_subject
+
+
+def internal(transport: str = "internal") -> Caller:
+    """The daemon itself (a signal, a caller outside any transport)."""
+    return Caller(Identity(ANONYMOUS, Role.ADMIN, "", transport))
+
+
+INTERNAL = internal()
 CallerSource = Caller | Callable[[], Caller]
 _REQUEST: contextvars.ContextVar[CallerSource | None] = contextvars.ContextVar(
     "backendai_request_caller", default=None)
@@ -128,7 +150,7 @@ def audited(action: str, subject: Callable[..., str], *,
 def _record(events: Recorder, action: str, subject: str, who: Caller, *, result: str,
             fields: Mapping[str, object]) -> None:
     extra = dict(fields)
-    if who.cert_subject and who.token_name:
+    if who.cert_subject and who.identity.name != ANONYMOUS:
         extra["cert_subject"] = who.cert_subject
     events.emit(f"audit.{action}", subject, f"{who.actor} asked to {action} {subject} over "
                 f"{who.transport}: {result}", extra, who=who, result=result)

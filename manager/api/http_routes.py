@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.errors import InvalidArgument
 from backendai.http_router import Router, json_body
 from backendai.http_server import JSON, HttpServer, Request
@@ -31,7 +31,8 @@ SIMPLE_STATUS = {State.STARTING: "running", State.RUNNING: "running", State.STOP
 
 
 def manager_http_server(control: ManagerControl, listen: ListenAddress, *,
-                        token: bytes | Token | None = None, **options: Any) -> HttpServer:
+                        token: bytes | Token | Tokens | None = None,
+                        **options: Any) -> HttpServer:
     """The manager's HTTP server: its routes on the shared transport. `options` are
     HttpServer's (max_connections, request_timeout, ...)."""
     return HttpServer(listen, ManagerRoutes(control).router, token=token, **options)
