@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     ("aictl.release", "release build / publish / keygen"),
     ("aictl.fleet", "agents, status, logs, rollout …"),
     ("aictl.demo", "the local demo fleet"),
+    ("aictl.events", "events: the event history and audit trail"),
 )
 
 
