@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import urllib.parse
 from collections.abc import Sequence
@@ -98,9 +99,15 @@ async def post(t: Target, body: bytes, content_type: str,
     except BackendAIError:
         raise
     except (OSError, ssl.SSLError, h11.ProtocolError, EOFError) as exc:
-        why = (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) \
-            and not isinstance(exc, ssl.SSLError) else str(exc) or type(exc).__name__
-        raise DeliveryFailed(f"{t.shown}: {why}") from None
+        raise DeliveryFailed(f"{t.shown}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
 
 
 async def _exchange(t: Target, body: bytes, content_type: str,

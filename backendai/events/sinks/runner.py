@@ -129,16 +129,17 @@ class SinkRunner:
             await self.sink.close()
 
     async def _next_batch(self) -> list[Event]:
-        oldest = self.events.oldest_id
-        if oldest and self.cursor < oldest - 1:
-            log.warning("events.sink_gap", sink=self.name, missed=oldest - 1 - self.cursor,
-                        reason="pruned by retention before this sink delivered them")
-            self.cursor = oldest - 1
         last = self.events.last_id
         if last <= self.cursor:
             return []
         req = PageRequest(EventFilter(), after_id=self.cursor, limit=self.cfg.batch_size)
-        return await self.events.store.page(req, last)
+        batch = await self.events.store.page(req, last)
+        # Ids have no holes except where retention pruned the oldest: a batch that does
+        # not start right after the cursor means those events are gone.
+        if batch and batch[0].id > self.cursor + 1:
+            log.warning("events.sink_gap", sink=self.name, missed=batch[0].id - 1 - self.cursor,
+                        reason="pruned by retention before this sink delivered them")
+        return batch
 
     async def _deliver(self, batch: list[Event]) -> None:
         done = 0
