@@ -16,6 +16,7 @@ from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 from backendai.v1 import manager_pb2 as mpb
 from hub import pb_convert as conv
+from hub.events_fanout import list_host_events, watch_host_events
 from hub.fleet import Fleet
 from hub.inventory import Inventory
 from hub.rollouts import Rollouts
@@ -155,13 +156,21 @@ class HubServicer(pb_grpc.HubServicer):
                           context: Any) -> mpb.ServiceStatus:
         raise Unimplemented("StopService is not implemented yet")
 
+    # ---- events: a host's, through its manager (hub/events_fanout.py) --------------------
+
     @unary
     async def ListEvents(self, request: epb.ListEventsRequest,
                          context: Any) -> epb.ListEventsResponse:
-        raise Unimplemented("ListEvents is not implemented yet")
+        if request.host:
+            return await list_host_events(self.inventory, self.fleet.links, request)
+        raise Unimplemented("the hub's own event history is not kept yet; ask a host's "
+                            "events with host=NAME")
 
     @stream
     async def WatchEvents(self, request: epb.WatchEventsRequest,
                           context: Any) -> AsyncIterator[epb.Event]:
-        raise Unimplemented("WatchEvents is not implemented yet")
-        yield  # pragma: no cover - makes this an async generator
+        if not request.host:
+            raise Unimplemented("the hub's own event history is not kept yet; follow a "
+                                "host's events with host=NAME")
+        async for ev in watch_host_events(self.inventory, self.fleet.links, request):
+            yield ev
