@@ -3,9 +3,12 @@
 What must survive a crash is written here before it is acted on: a service's desired
 state and spawn id are recorded before the spawn, its pid right after.
 
-With an event log attached (`attach_events`), every state write is one transaction
-that also commits the events queued before it, and a change of a service's desired
-state writes its `service.desired` event (naming who asked) in that same transaction.
+With an event log attached (`attach_events`), a change of a service's desired state
+writes its `service.desired` event (naming who asked) in the same transaction, with the
+events queued before it; `transaction()` gives other state writes (the update journal)
+the same. A write that changes no desired state (a pid after a spawn: the crash-repair
+path) stays one plain statement, as without events; the events queued meanwhile are
+committed at the end of the loop turn.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class StateStore:
         self.db.executescript(SCHEMA_META)
         self.ensure_schema("services", SCHEMA_VERSION, SCHEMA)
         self.events: EventLog | None = None
+        self._desired: dict[str, str] = {}  # what is stored, once read or written
 
     def event_store(self) -> SqliteEventStore:
         """The event history's store in this file (its tables created or checked)."""
@@ -124,18 +128,22 @@ class StateStore:
             "WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        return ServiceRecord(*row)
+        rec = ServiceRecord(*row)
+        self._desired[name] = rec.desired
+        return rec
 
     def save_service(self, rec: ServiceRecord) -> None:
-        if self.events is None:
+        before = self._desired.get(rec.name)
+        if before is None and self.events is not None:
+            row = self.db.execute("SELECT desired FROM services WHERE name = ?",
+                                  (rec.name,)).fetchone()
+            before = row[0] if row else ""
+        if self.events is None or before == rec.desired:
             self._upsert(rec)
-            return
-        row = self.db.execute("SELECT desired FROM services WHERE name = ?",
-                              (rec.name,)).fetchone()
-        before = row[0] if row else ""
-        changed = () if before == rec.desired else (self._desired_event(rec, before),)
-        with self.transaction(*changed):
-            self._upsert(rec)
+        else:
+            with self.transaction(self._desired_event(rec, before or "")):
+                self._upsert(rec)
+        self._desired[rec.name] = rec.desired
 
     def _upsert(self, rec: ServiceRecord) -> None:
         self.db.execute(
