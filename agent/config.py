@@ -3,7 +3,8 @@ at start; errors name the key. Keys and defaults: docs/CONFIG.md (Agent).
 
     name = "agent-1"                     # default: this machine's host name
     grpc_listen = "0.0.0.0:3080"
-    hub_address = "10.0.0.2:3000"        # register and heartbeat here (optional)
+    hub_address = "10.0.0.2:3000"        # register and heartbeat here (optional); a list
+                                         # of hubs: the leading one, failing over
     hub_token_file = "/etc/backend-ai/hub.token"
     manager_address = "10.0.0.11:3082"   # this host's manager, told to the hub
     labels = { group = "edge" }
@@ -34,7 +35,7 @@ class AgentConfig:
         default_factory=lambda: ListenAddress("0.0.0.0", 3080))  # noqa: S104 - the hub calls it
     auth_token_file: Path | None = None
     insecure_no_auth: bool = False
-    hub_address: str = ""
+    hub_address: tuple[str, ...] = ()   # one hub, or several (the leader is used)
     hub_token_file: Path | None = None
     manager_address: str = ""
     advertise_address: str = ""
@@ -56,7 +57,7 @@ def load(path: Path) -> AgentConfig:
         grpc_listen=t.listen("grpc_listen"),
         auth_token_file=t.optional_path("auth_token_file"),
         insecure_no_auth=t.flag("insecure_no_auth"),
-        hub_address=t.address("hub_address"),
+        hub_address=t.addresses("hub_address"),
         hub_token_file=t.optional_path("hub_token_file"),
         manager_address=t.address("manager_address"),
         advertise_address=t.address("advertise_address"),

@@ -57,7 +57,7 @@ class AgentDaemon(DaemonLifecycle):
                                         facts=self.facts, started=started) \
                 if cfg.hub_address else None
             servicer = AgentServicer(name=cfg.name, version=self.version,
-                                     hub_address=cfg.hub_address, started=started,
+                                     hub_address=",".join(cfg.hub_address), started=started,
                                      facts=self.facts, registration=registration)
             server = GrpcServer(cfg.grpc_listen, token=token,
                                 services=[(SERVICE_NAME, servicer.add_to)],

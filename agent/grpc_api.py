@@ -35,6 +35,7 @@ class AgentServicer(pb_grpc.AgentServicer):
         reg = self.registration
         return pb.AgentInfo(
             version=self.version, uptime_seconds=time.time() - self.started,
-            facts=await self.facts(), name=self.name, hub_address=self.hub_address,
+            facts=await self.facts(), name=self.name,
+            hub_address=reg.hub.current if reg else self.hub_address,
             registered=bool(reg and reg.registered), started_unix=self.started,
             last_heartbeat_unix=reg.last_heartbeat if reg else 0.0)

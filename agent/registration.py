@@ -2,7 +2,11 @@
 interval the hub asks for (±10% jitter); on a failure reconnect with exponential backoff
 and full jitter, the first window one heartbeat interval. The loop is the one every
 registration shares (backendai/registration_loop.py); each attempt here is a Register
-(when not registered, or when the hub asks for it again) or a Heartbeat."""
+(when not registered, or when the hub asks for it again) or a Heartbeat.
+
+With several hub addresses the agent talks to one at a time and moves on when that one
+is down or is a follower (backendai/hub_endpoints.py): registrations and heartbeats go
+to the leading hub."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import structlog
 
 from agent.config import AgentConfig
 from backendai.auth import Token
-from backendai.channels import open_channel
+from backendai.hub_endpoints import HubEndpoints
 from backendai.registration_loop import keep_trying
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
@@ -39,6 +43,7 @@ class Registration:
         self.registered = False
         self.last_heartbeat = 0.0
         self.interval = cfg.heartbeat_interval
+        self.hub = HubEndpoints(cfg.hub_address, token=token, tls=cfg.hub_tls)
 
     def _backoff_base(self) -> float:
         # the first window is a heartbeat interval: agents that all lost a restarting
@@ -47,13 +52,12 @@ class Registration:
         return max(BACKOFF_BASE, min(self.interval, self.cfg.reconnect_max))
 
     async def run(self) -> None:
-        channel = open_channel(self.cfg.hub_address, token=self.token, tls=self.cfg.hub_tls)
-        stub = pb_grpc.HubStub(channel)
         try:
-            await keep_trying(lambda: self._attempt(stub), interval=lambda: self.interval,
-                              base=self._backoff_base, cap=lambda: self.cfg.reconnect_max)
+            await keep_trying(lambda: self._attempt(self.hub.stub()),
+                              interval=lambda: self.interval, base=self._backoff_base,
+                              cap=lambda: self.cfg.reconnect_max)
         finally:
-            await channel.close(grace=None)
+            await self.hub.close()
 
     async def _attempt(self, stub: pb_grpc.HubStub) -> bool:
         """Heartbeat when registered, else register (also when the hub asks to register
@@ -67,13 +71,16 @@ class Registration:
                 if not hb.reregister:
                     self._beat(hb.heartbeat_interval_seconds)
                     return True
-                log.info("agent.reregister", hub=self.cfg.hub_address)
+                log.info("agent.reregister", hub=self.hub.current)
             await self._register(stub)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
             reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
             if self.registered:
-                log.warning("agent.hub_lost", hub=self.cfg.hub_address, reason=reason)
+                log.warning("agent.hub_lost", hub=self.hub.current, reason=reason)
             self.registered = False
+            was = self.hub.current
+            if await self.hub.failed(exc):
+                log.info("agent.hub_next", hub=self.hub.current, previous=was, reason=reason)
             return False
         return True
 
@@ -84,7 +91,7 @@ class Registration:
                 agent_address=self.advertise, labels=self.cfg.labels, version=self.version,
                 facts=await self.facts()))
         self._beat(resp.heartbeat_interval_seconds)
-        log.info("agent.registered", hub=self.cfg.hub_address, name=resp.name,
+        log.info("agent.registered", hub=self.hub.current, name=resp.name,
                  interval=self.interval)
 
     def _beat(self, interval: float) -> None:

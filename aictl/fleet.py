@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aictl import render
+from aictl.hub_client import Hub, HubListError
 
 if TYPE_CHECKING:
     import grpc
@@ -43,7 +44,9 @@ def _connection_args() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("connection")
     g.add_argument("--hub", default=os.environ.get("AICTL_HUB", DEFAULT_HUB),
-                   help="hub gRPC address HOST:PORT (env AICTL_HUB; default %(default)s)")
+                   help="hub gRPC address HOST:PORT, or several comma-separated (the next "
+                        "is tried when one is down; changes go to the leader) (env "
+                        "AICTL_HUB; default %(default)s)")
     g.add_argument("--token-file", default=os.environ.get("AICTL_TOKEN_FILE", ""),
                    help="file holding the hub's bearer token (env AICTL_TOKEN_FILE)")
     g.add_argument("--tls-ca", default=os.environ.get("AICTL_TLS_CA", ""),
@@ -59,31 +62,9 @@ def _connection_args() -> argparse.ArgumentParser:
     return common
 
 
-class Hub:
-    """A connected hub stub plus the call metadata (bearer token)."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        import grpc  # noqa: PLC0415 - keep `aictl --help` fast
-
-        from backendai.v1 import hub_pb2_grpc  # noqa: PLC0415
-
-        self.address = args.hub
-        self.metadata: list[tuple[str, str]] = []
-        if args.token_file:
-            from backendai.auth import load_token  # noqa: PLC0415
-
-            token = load_token(Path(args.token_file), "--token-file").decode()
-            self.metadata.append(("authorization", f"Bearer {token}"))
-        self.channel = _open_channel(grpc, args)
-        self.stub = hub_pb2_grpc.HubStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def _open_channel(grpc_mod: Any, args: argparse.Namespace) -> grpc.Channel:
+def _open_channel(grpc_mod: Any, args: argparse.Namespace, address: str) -> grpc.Channel:
     if not (args.tls_ca or args.tls_cert or args.tls_key):
-        return grpc_mod.insecure_channel(args.hub)
+        return grpc_mod.insecure_channel(address)
     from backendai.errors import ConfigError  # noqa: PLC0415
     from backendai.tls import ClientTLS  # noqa: PLC0415
 
@@ -96,7 +77,16 @@ def _open_channel(grpc_mod: Any, args: argparse.Namespace) -> grpc.Channel:
                                    names=("--tls-ca", "--tls-cert", "--tls-key"))
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-    return grpc_mod.secure_channel(args.hub, tls.credentials(), options=tls.channel_options())
+    return grpc_mod.secure_channel(address, tls.credentials(), options=tls.channel_options())
+
+
+def _connect(args: argparse.Namespace) -> Hub:
+    import grpc  # noqa: PLC0415 - keep `aictl --help` fast
+
+    try:
+        return Hub(args, lambda address: _open_channel(grpc, args, address))
+    except HubListError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
 
 
 def _run(handler: Callable[[Hub, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -106,7 +96,7 @@ def _run(handler: Callable[[Hub, argparse.Namespace], int]) -> Callable[[argpars
 
         hub: Hub | None = None
         try:
-            hub = Hub(args)
+            hub = _connect(args)
             return handler(hub, args)
         except CliError as exc:
             print(f"aictl: {exc}", file=sys.stderr)
@@ -115,7 +105,8 @@ def _run(handler: Callable[[Hub, argparse.Namespace], int]) -> Callable[[argpars
             code = exc.code()
             detail = exc.details() or code.name
             if code == grpc.StatusCode.UNAVAILABLE:
-                print(f"aictl: hub {args.hub} unavailable: {detail}", file=sys.stderr)
+                hubs = "hubs" if "," in args.hub else "hub"
+                print(f"aictl: {hubs} {args.hub} unavailable: {detail}", file=sys.stderr)
                 return EXIT_UNAVAILABLE
             print(f"aictl: {code.name}: {detail}", file=sys.stderr)
             return EXIT_USAGE if code in (grpc.StatusCode.INVALID_ARGUMENT,
@@ -187,7 +178,8 @@ def cmd_logs(hub: Hub, args: argparse.Namespace) -> int:
 
     if not 0 <= args.lines <= 100_000:
         raise CliError("--lines must be between 0 and 100000", EXIT_USAGE)
-    stream = hub.stub.StreamHostLogs(
+    stream = hub.stream(
+        "StreamHostLogs",
         hpb.StreamHostLogsRequest(host=args.host, service=args.service,
                                   tail_lines=args.lines, no_follow=not args.follow),
         metadata=hub.metadata, timeout=None if args.follow else CALL_TIMEOUT)
@@ -268,8 +260,8 @@ def _watch(hub: Hub, rollout_id: str, args: argparse.Namespace) -> int:
     final = False
     failures = 0
     while not final:
-        stream = hub.stub.WatchRollout(
-            hpb.WatchRolloutRequest(id=rollout_id, from_index=next_index),
+        stream = hub.stream(
+            "WatchRollout", hpb.WatchRolloutRequest(id=rollout_id, from_index=next_index),
             metadata=hub.metadata)
         try:
             for event in _events(stream):
@@ -291,10 +283,13 @@ def _watch(hub: Hub, rollout_id: str, args: argparse.Namespace) -> int:
             failures += 1
             if failures > 60:
                 raise
-            view.note(f"hub connection lost ({exc.code().name}); reconnecting …")
-            _wait_ready(hub, 2.0)
+            view.note(f"hub {hub.address} connection lost ({exc.code().name}); "
+                      "reconnecting …")
+            if not hub.failed(exc):  # the same hub again (the only one): wait for it
+                _wait_ready(hub, 2.0)
         else:
             if not final:  # the stream ended without a final event: reconnect
+                view.note(f"hub {hub.address} ended the stream early; reconnecting …")
                 _wait_ready(hub, 2.0)
         finally:
             stream.cancel()

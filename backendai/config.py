@@ -268,6 +268,22 @@ class Table:
         return self._read(name, UNSET, "\"HOST:PORT\"",
                           lambda value: check_address(value, self.key(name)))
 
+    def addresses(self, name: str, *, most: int = 16) -> tuple[str, ...]:
+        """One address to dial, or a list of them (tried in order): `"HOST:PORT"` or
+        `["HOST:PORT", ...]`, at least one, no repeats."""
+        def convert(value: Any) -> tuple[str, ...]:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not items:
+                raise _Bad(f"must be \"HOST:PORT\" or a non-empty list of them, got "
+                           f"{_got(value)}")
+            if len(items) > most:
+                raise _Bad(f"at most {most} addresses")
+            out = tuple(check_address(v, self.key(name)) for v in items)
+            if len(set(out)) != len(out):
+                raise _Bad(f"lists an address twice: {_got(value)}")
+            return out
+        return self._read(name, UNSET, "\"HOST:PORT\" or a list of them", convert)
+
     def service_name(self, name: str) -> str:
         return self._read(name, UNSET, "a service name",
                           lambda value: check_service_name(value, self.key(name)))

@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -45,7 +45,9 @@ C = TypeVar("C", bound=DaemonConfig)
 FAILURES = (BackendAIError, OSError)
 
 
-def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace:
+def parse_args(prog: str, description: str, argv: list[str] | None,
+               actions: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """actions: a daemon's own one-shot flags (`--migrate`) and their help."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, type=Path, help="TOML config file")
     parser.add_argument("--ready-file", type=Path,
@@ -53,6 +55,8 @@ def parse_args(prog: str, description: str, argv: list[str] | None) -> argparse.
     parser.add_argument("--check-config", action="store_true",
                         help="validate the config and exit")
     parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    for flag, text in (actions or {}).items():
+        parser.add_argument(f"--{flag}", action="store_true", help=text)
     return parser.parse_args(argv)
 
 
@@ -71,10 +75,14 @@ async def _serve(make: Callable[[], Daemon]) -> None:
 
 def daemon_main(prog: str, description: str, argv: list[str] | None, *,
                 load: Callable[[Path], C], summary: Callable[[C], str],
-                make: Callable[[C, Path | None], Daemon]) -> int:
+                make: Callable[[C, Path | None], Daemon],
+                actions: Mapping[str, tuple[str, Callable[[C], int]]] | None = None) -> int:
     """Parse the command line, load the config with `load`, and run `make(cfg,
-    ready_file)` until it stops. `summary(cfg)` is what `--check-config` prints."""
-    args = parse_args(prog, description, argv)
+    ready_file)` until it stops. `summary(cfg)` is what `--check-config` prints.
+    actions: flag -> (help, run(cfg) -> exit status), one-shot jobs instead of serving."""
+    actions = actions or {}
+    args = parse_args(prog, description, argv,
+                      {flag: text for flag, (text, _) in actions.items()})
     try:
         cfg = load(args.config)
     except BackendAIError as exc:
@@ -84,6 +92,13 @@ def daemon_main(prog: str, description: str, argv: list[str] | None, *,
         print(f"{prog}: {args.config}: ok ({summary(cfg)})")
         return 0
     configure(cfg.log_level, cfg.log_format)
+    for flag, (_, job) in actions.items():
+        if getattr(args, flag.replace("-", "_")):
+            try:
+                return job(cfg)
+            except FAILURES as exc:
+                print(f"{prog}: {exc}", file=sys.stderr)
+                return 1
     try:
         asyncio.run(_serve(lambda: make(cfg, args.ready_file)))
     except FAILURES as exc:

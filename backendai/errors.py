@@ -14,6 +14,10 @@ class BackendAIError(Exception):
     grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
     http_status: ClassVar[int] = 500
 
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Machine-readable detail sent with the status (gRPC trailers)."""
+        return ()
+
 
 class InvalidArgument(BackendAIError):
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
@@ -73,3 +77,28 @@ class ConfigError(BackendAIError):
 
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     http_status = 400
+
+
+LEADER_TRAILER = "backendai-leader"  # a follower hub names the leader's address here
+
+
+class NotLeader(FailedPrecondition):
+    """A hub that does not hold the lease was asked to change something. The
+    `backendai-leader` trailer says so to clients: the leader's address, or "" when no
+    hub leads right now."""
+
+    def __init__(self, message: str, leader_address: str = "") -> None:
+        super().__init__(message)
+        self.leader_address = leader_address
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((LEADER_TRAILER, self.leader_address),)
+
+
+class StoreUnavailable(Unavailable):
+    """The hub's database could not be reached or did not answer in time."""
+
+
+class LeaseLost(Unavailable):
+    """A write fenced by a lease epoch that is no longer current: this hub was deposed
+    (or its lease ran out) and must stop acting."""

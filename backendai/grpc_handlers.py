@@ -52,6 +52,10 @@ def answer_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
+def _trailers(exc: Exception) -> tuple[tuple[str, str], ...]:
+    return exc.trailing_metadata() if isinstance(exc, BackendAIError) else ()
+
+
 def unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
           ) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
     @functools.wraps(fn)
@@ -60,7 +64,7 @@ def unary(fn: Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
             with calling(lambda: grpc_caller(context)):
                 return await fn(self, request, context)
         except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
-            await context.abort(*answer_for(exc, fn.__name__))
+            await context.abort(*answer_for(exc, fn.__name__), trailing_metadata=_trailers(exc))
         raise AssertionError("unreachable")  # context.abort always raises
     return wrapper
 
@@ -74,7 +78,7 @@ def stream(fn: Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp
             async for item in fn(self, request, context):
                 yield item
         except Exception as exc:  # noqa: BLE001 - every error ends the RPC with a status
-            await context.abort(*answer_for(exc, fn.__name__))
+            await context.abort(*answer_for(exc, fn.__name__), trailing_metadata=_trailers(exc))
     return wrapper
 
 

@@ -61,7 +61,7 @@ def hub_side_list_ms(n: int) -> float:
                                             version="2.0", pid=1000 + i)
             inv.hosts[view.name] = view
         servicer = HubServicer(version="x", inventory=inv, fleet=None,  # type: ignore[arg-type]
-                               rollouts=None)  # type: ignore[arg-type]
+                               rollouts=None, leadership=None)  # type: ignore[arg-type]
         return statistics.median(timed(lambda: servicer._hosts(
             pb.ListHostsRequest(), None).SerializeToString(), 30))
 

@@ -29,6 +29,7 @@ from backendai.config import (
 from backendai.errors import ConfigError
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
+from hub.store_config import HAConfig, StoreConfig, load_ha, load_store
 
 MAX_HOSTS = 100_000
 
@@ -61,6 +62,8 @@ class HubConfig:
     log_level: str = "info"
     log_format: str = "auto"
     tick_seconds: float = 0.25
+    store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
+    ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
 
 
 def _host(t: Table, role: str = "agent") -> HostEntry:
@@ -112,6 +115,8 @@ def load(path: Path) -> HubConfig:
         manager_tls=t.tls_client("manager_tls"),
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),
+        store=load_store(t.table("store", defaults=StoreConfig)),
+        ha=load_ha(t.table("ha", defaults=HAConfig)),
     )
     t.done()
     require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,

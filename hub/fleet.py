@@ -1,5 +1,9 @@
 """Fleet operations: agents and managers registering and heartbeating, and fan-out to
-the managers (status of many hosts, restart a service, follow a host's logs)."""
+the managers (status of many hosts, restart a service, follow a host's logs).
+
+Registrations, heartbeats and restarts go to the leading hub (a follower answers
+NotLeader naming it, and the agents and managers move there): the agents' live state is
+kept where rollouts run. Status fan-out and log streams are reads any hub serves."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from backendai.v1 import manager_pb2 as mpb
 from backendai.validate import check_address, check_host_name, check_labels
 from hub.config import HostEntry
 from hub.inventory import Inventory
+from hub.leadership import Leadership
 from hub.manager_links import ManagerLinks, describe
 from hub.store import HubStore
 
@@ -40,15 +45,16 @@ def advertised_address(address: str, peer: str) -> str:
 
 class Fleet:
     def __init__(self, *, inventory: Inventory, links: ManagerLinks, store: HubStore,
-                 static_names: frozenset[str]) -> None:
+                 static_names: frozenset[str], leadership: Leadership) -> None:
         self.inventory = inventory
         self.links = links
         self.store = store
         self.static_names = static_names
+        self.leadership = leadership
 
     # ---------------------------------------------------------------- registration
 
-    def register(self, req: pb.RegisterRequest, peer: str = "") -> pb.RegisterResponse:
+    async def register(self, req: pb.RegisterRequest, peer: str = "") -> pb.RegisterResponse:
         """peer: the caller as gRPC names it ("ipv4:10.0.0.5:53211"); it replaces a
         wildcard host in the agent's address ("0.0.0.0:3080" -> "10.0.0.5:3080")."""
         name = check_host_name(req.name, "name")
@@ -59,6 +65,7 @@ class Fleet:
                                      peer) if req.manager_address else ""
         agent = check_address(req.agent_address, "agent_address") if req.agent_address else ""
         agent = advertised_address(agent, peer)
+        self.leadership.require("Register")
         known = self.inventory.hosts.get(name)
         if known is None and not manager:
             raise InvalidArgument("manager_address: required for a host the hub does not "
@@ -68,7 +75,7 @@ class Fleet:
             entry = HostEntry(name=name, manager_address=manager, labels=labels,
                               service=known.entry.service if known else "",
                               role=known.entry.role if known else "agent", source="registered")
-            self.store.save_host(entry, time.time())
+            await self.store.save_host(entry, time.time())
             self.inventory.add(entry)
         view = self.inventory.get(name)
         if req.role == "agent":
@@ -79,6 +86,7 @@ class Fleet:
 
     def heartbeat(self, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         name = check_host_name(req.name, "name")
+        self.leadership.require("Heartbeat")
         interval = self.inventory.heartbeat_interval
         if name not in self.inventory.hosts:
             return pb.HeartbeatResponse(heartbeat_interval_seconds=interval, reregister=True)
@@ -121,6 +129,7 @@ class Fleet:
 
     async def restart(self, host: str, service: str) -> mpb.ServiceStatus:
         view = self.inventory.get(check_host_name(host, "host"))
+        self.leadership.require("RestartService")
         service = service or view.entry.service
         step = f"restart of {service or 'the service'} on host {view.name}"
         async with step_deadline(step, self.links.call_timeout * 3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -9,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from backendai.errors import InvalidArgument, Unimplemented
+from backendai.errors import InvalidArgument, StoreUnavailable, Unimplemented
 from backendai.grpc_handlers import stream, unary
 from backendai.v1 import events_pb2 as epb
 from backendai.v1 import hub_pb2 as pb
@@ -19,11 +20,13 @@ from hub import pb_convert as conv
 from hub.events_fanout import list_host_events, watch_host_events
 from hub.fleet import Fleet
 from hub.inventory import Inventory
+from hub.leadership import Leadership
 from hub.rollouts import Rollouts
 
 SERVICE_NAME = "backendai.v1.Hub"
 MAX_ID = 100
 MAX_INDEX = 2**62
+INFO_STORE_TIMEOUT = 1.0  # GetInfo answers without the active rollout past this
 
 
 def _id(value: str) -> str:
@@ -34,11 +37,12 @@ def _id(value: str) -> str:
 
 class HubServicer(pb_grpc.HubServicer):
     def __init__(self, *, version: str, inventory: Inventory, fleet: Fleet,
-                 rollouts: Rollouts) -> None:
+                 rollouts: Rollouts, leadership: Leadership) -> None:
         self.version = version
         self.inventory = inventory
         self.fleet = fleet
         self.rollouts = rollouts
+        self.leadership = leadership
         self.started = time.time()
         self.hostname = socket.gethostname()
 
@@ -47,11 +51,20 @@ class HubServicer(pb_grpc.HubServicer):
 
     @unary
     async def GetInfo(self, request: pb.HubInfoRequest, context: Any) -> pb.HubInfo:
-        active = self.rollouts.store.ids(limit=1, active_only=True)
+        try:  # the version must answer even while the database is away (health gates)
+            async with asyncio.timeout(INFO_STORE_TIMEOUT):
+                active = await self.rollouts.store.ids(limit=1, active_only=True)
+        except (StoreUnavailable, TimeoutError):
+            active = []
+        lead, lease = self.leadership, self.leadership.lease
         return pb.HubInfo(version=self.version, uptime_seconds=time.time() - self.started,
                           hostname=self.hostname, host_count=len(self.inventory.hosts),
                           active_rollout_id=active[0] if active else "",
-                          started_unix=self.started)
+                          started_unix=self.started, leader=lead.leading,
+                          leader_address=lead.leader_address(), hub_id=lead.hub_id,
+                          epoch=lease.epoch if lease else 0,
+                          store_backend=self.rollouts.store.backend,
+                          lease_expires_unix=lease.expires_at if lease else 0.0)
 
     def _hosts(self, request: pb.ListHostsRequest, role: str | None) -> pb.ListHostsResponse:
         now = time.time()
@@ -69,7 +82,7 @@ class HubServicer(pb_grpc.HubServicer):
 
     @unary
     async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
-        return self.fleet.register(request, peer=context.peer() or "")
+        return await self.fleet.register(request, peer=context.peer() or "")
 
     @unary
     async def Heartbeat(self, request: pb.HeartbeatRequest,
@@ -79,51 +92,52 @@ class HubServicer(pb_grpc.HubServicer):
     @unary
     async def StartRollout(self, request: pb.StartRolloutRequest,
                            context: Any) -> pb.StartRolloutResponse:
-        r = self.rollouts.start(conv.start_request(request))
+        r = await self.rollouts.start(conv.start_request(request))
         return pb.StartRolloutResponse(rollout=conv.rollout(r))
 
     @unary
     async def GetRollout(self, request: pb.GetRolloutRequest, context: Any) -> pb.Rollout:
-        return conv.rollout(self.rollouts.get(_id(request.id)))
+        return conv.rollout(await self.rollouts.get(_id(request.id)))
 
     @unary
     async def ListRollouts(self, request: pb.ListRolloutsRequest,
                            context: Any) -> pb.ListRolloutsResponse:
-        found = self.rollouts.list(request.limit, request.active_only)
+        found = await self.rollouts.list(request.limit, request.active_only)
         return pb.ListRolloutsResponse(
             rollouts=[conv.rollout(r, with_hosts=request.with_hosts) for r in found])
 
-    def _control(self, request: pb.RolloutControlRequest, command: str) -> pb.Rollout:
-        return conv.rollout(self.rollouts.control(_id(request.id), command, request.reason))
+    async def _control(self, request: pb.RolloutControlRequest, command: str) -> pb.Rollout:
+        return conv.rollout(await self.rollouts.control(_id(request.id), command,
+                                                        request.reason))
 
     @unary
     async def PauseRollout(self, request: pb.RolloutControlRequest, context: Any) -> pb.Rollout:
-        return self._control(request, "pause")
+        return await self._control(request, "pause")
 
     @unary
     async def ResumeRollout(self, request: pb.RolloutControlRequest,
                             context: Any) -> pb.Rollout:
-        return self._control(request, "resume")
+        return await self._control(request, "resume")
 
     @unary
     async def PromoteRollout(self, request: pb.RolloutControlRequest,
                              context: Any) -> pb.Rollout:
-        return self._control(request, "promote")
+        return await self._control(request, "promote")
 
     @unary
     async def AbortRollout(self, request: pb.RolloutControlRequest, context: Any) -> pb.Rollout:
-        return self._control(request, "abort")
+        return await self._control(request, "abort")
 
     @unary
     async def RetryFailed(self, request: pb.RolloutControlRequest, context: Any) -> pb.Rollout:
-        return self._control(request, "retry_failed")
+        return await self._control(request, "retry_failed")
 
     @stream
     async def WatchRollout(self, request: pb.WatchRolloutRequest,
                            context: Any) -> AsyncIterator[pb.RolloutEvent]:
         if request.from_index > MAX_INDEX:
             raise InvalidArgument(f"from_index: at most {MAX_INDEX}")
-        rid = self.rollouts.get(_id(request.id)).id
+        rid = (await self.rollouts.get(_id(request.id))).id
         async for n in self.rollouts.watch(rid, request.from_index,
                                            follow=not request.no_follow):
             yield conv.note(rid, n)

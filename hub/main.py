@@ -1,4 +1,4 @@
-"""`ai-hub --config FILE [--ready-file PATH] [--check-config]`."""
+"""`ai-hub --config FILE [--ready-file PATH] [--check-config] [--migrate]`."""
 
 from __future__ import annotations
 
@@ -17,10 +17,18 @@ def _daemon(cfg: config_mod.HubConfig, ready_file: Path | None) -> Daemon:
     return HubDaemon(cfg, ready_file=ready_file, version=version)
 
 
+def _migrate(cfg: config_mod.HubConfig) -> int:
+    from hub.migrate_cli import migrate  # noqa: PLC0415 - keep --help fast
+
+    return migrate(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     return daemon_main("ai-hub", "Fleet inventory and staged rollouts (Backend AI hub).",
                        argv, load=config_mod.load,
-                       summary=lambda cfg: f"{len(cfg.hosts)} hosts", make=_daemon)
+                       summary=lambda cfg: f"{len(cfg.hosts)} hosts", make=_daemon,
+                       actions={"migrate": ("apply the store's pending schema migrations "
+                                            "and exit", _migrate)})
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def _dispatch(step: _Step, event: Event) -> None:
         for h in step.hosts.values():
             if h.state in (HostState.UPDATING, HostState.ROLLING_BACK):
                 step.actions.append(ReconcileHost(h.name, step.r.service))
-        step.note("rollout.recovered", "hub restarted; reconciling in-flight hosts")
+        step.note("rollout.recovered", f"{event.reason}; reconciling in-flight hosts")
     else:
         _host_event(step, event)
 

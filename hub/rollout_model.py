@@ -152,7 +152,9 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class Recover:
-    """The hub (re)started with this rollout active."""
+    """The hub (re)started, or another hub took the lead, with this rollout active."""
+
+    reason: str = "hub restarted"
 
 
 @dataclass(frozen=True, slots=True)

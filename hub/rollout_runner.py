@@ -4,6 +4,11 @@ gRPC API (Status, Update, WatchUpdate, Rollback). One task per host at a time.
 
 Events from host tasks go through one queue, so the machine sees them in order; the
 loop ticks every `tick` seconds with observations of the hosts being verified.
+
+A runner works for one leader's term (hub/leadership.py): every write carries the
+term's epoch (a deposed hub's write is refused and ends the term), and no call that
+changes a manager is made once the term may no longer act. A write that fails for any
+store reason ends the term too: nothing was written, so nothing may be acted on.
 """
 
 from __future__ import annotations
@@ -12,17 +17,18 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
 import structlog
 
 from backendai.deadlines import step_deadline
-from backendai.errors import DeadlineExceeded, NotFound
+from backendai.errors import DeadlineExceeded, LeaseLost, NotFound, StoreUnavailable
 from backendai.v1 import manager_pb2 as mpb
 from hub import rollout_engine as E
 from hub.inventory import Inventory
+from hub.leadership import Term
 from hub.manager_links import ManagerLinks, describe, is_unreachable
 from hub.store import HubStore
 
@@ -40,17 +46,17 @@ def _call_failed(host: str, exc: grpc.aio.AioRpcError | DeadlineExceeded) -> E.C
 
 class RolloutRunner:
     def __init__(self, rollout: E.Rollout, *, store: HubStore, links: ManagerLinks,
-                 inventory: Inventory, publish: Callable[[str, list[E.Note]], None],
-                 tick: float) -> None:
+                 inventory: Inventory, term: Term, tick: float) -> None:
         self.r = rollout
         self.store = store
         self.links = links
         self.inventory = inventory
-        self.publish = publish
+        self.term = term
         self.tick = tick
         self.queue: asyncio.Queue[E.Event] = asyncio.Queue()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.timeout = links.call_timeout
+        self._writing = asyncio.Lock()  # one transition at a time: each starts from the last
 
     # ---------------------------------------------------------------- the loop
 
@@ -58,9 +64,11 @@ class RolloutRunner:
         """Run until the rollout ends. Runs in its own task: the rollout id bound here is
         on every log line of this task and of the host tasks it starts."""
         structlog.contextvars.bind_contextvars(rollout=self.r.id)
-        log.info("rollout.run", recovered=recovered, state=self.r.state.value)
+        log.info("rollout.run", recovered=recovered, state=self.r.state.value,
+                 epoch=self.term.epoch)
         try:
-            self.apply(E.Recover() if recovered else E.Tick(self._observations()))
+            await self.apply(E.Recover(f"new leader (epoch {self.term.epoch})")
+                             if recovered else E.Tick(self._observations()))
             while self.r.active:
                 try:
                     async with asyncio.timeout(self.tick):
@@ -70,7 +78,7 @@ class RolloutRunner:
                 batch = [first]
                 while len(batch) < MAX_BATCH and not self.queue.empty():
                     batch.append(self.queue.get_nowait())
-                self.apply_batch(batch)
+                await self.apply_batch(batch)
         finally:
             tasks = list(self.tasks.values())
             self.tasks.clear()
@@ -82,24 +90,29 @@ class RolloutRunner:
         log.info("rollout.done", state=self.r.state.value,
                  message=self.r.message)
 
-    def apply(self, event: E.Event) -> E.Rollout:
-        """One transition: persist, publish, act. Raises what the machine raises for a
+    async def apply(self, event: E.Event) -> E.Rollout:
+        """One transition: persist, then act. Raises what the machine raises for a
         control request the state forbids (then nothing changed)."""
-        return self._commit(self.r, *E.transition(self.r, event, time.time()))
+        async with self._writing:
+            return await self._commit(self.r, *E.transition(self.r, event, time.time()))
 
-    def apply_batch(self, events: list[E.Event]) -> E.Rollout:
-        return self._commit(self.r, *E.transition_batch(self.r, events, time.time()))
+    async def apply_batch(self, events: list[E.Event]) -> E.Rollout:
+        async with self._writing:
+            return await self._commit(self.r, *E.transition_batch(self.r, events,
+                                                                   time.time()))
 
-    def _commit(self, old: E.Rollout, new: E.Rollout, notes: list[E.Note],
-                actions: list[E.Action]) -> E.Rollout:
+    async def _commit(self, old: E.Rollout, new: E.Rollout, notes: list[E.Note],
+                      actions: list[E.Action]) -> E.Rollout:
         changed = [h for name, h in new.hosts.items() if old.hosts.get(name) is not h]
         if not notes and not actions and not changed and new.state == old.state:
             self.r = new  # only the clock moved: nothing to persist
             return new
-        self.store.save(new, changed, notes)  # durable before any action is carried out
+        try:  # durable before any action is carried out
+            await self.store.save(new, changed, notes, fence=self.term.fence)
+        except (LeaseLost, StoreUnavailable) as exc:
+            self.term.end(f"rollout {new.id}: write refused: {exc}")
+            raise
         self.r = new
-        if notes:
-            self.publish(new.id, notes)
         for action in actions:
             self.act(action)
         return new
@@ -179,6 +192,8 @@ class RolloutRunner:
                 # an update already runs there: adopt it rather than issue another
                 self.queue.put_nowait(E.Reconciled(host, self._report(st)))
                 return
+            if not self.term.may_act():
+                return  # deposed (or paused past the lease): the next leader reconciles
             async with step_deadline(f"update of {service or 'the service'} on host {host} "
                                      f"to {version}", self.timeout):
                 resp = await stub.Update(mpb.UpdateRequest(service=service, version=version))
@@ -191,6 +206,8 @@ class RolloutRunner:
 
     async def _rollback(self, host: str, service: str) -> None:
         stub = self.links.stub(self._address(host))
+        if not self.term.may_act():
+            return  # deposed (or paused past the lease): the next leader reconciles
         try:
             async with step_deadline(f"rollback of {service or 'the service'} on host {host}",
                                      self.timeout):

@@ -1,31 +1,44 @@
 """The rollout service layer: validates requests, picks targets from the inventory,
-creates and persists rollouts, runs one runner per active rollout (resumed after a hub
-restart), applies operator commands, and serves the event log to watchers."""
+creates and persists rollouts, runs one runner per active rollout while this hub leads
+(resumed when it takes the lead: at start, or after another hub's failure), applies
+operator commands (the leader only; a follower answers NotLeader naming it), and serves
+the event log to watchers on any hub."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 
-from backendai.errors import FailedPrecondition, InvalidArgument, NotConfigured, NotFound
+from backendai.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LeaseLost,
+    NotConfigured,
+    NotFound,
+    NotLeader,
+    StoreUnavailable,
+)
 from backendai.validate import check_host_name, check_labels, check_service_name, check_version
 from hub import rollout_engine as E
 from hub.inventory import Inventory
+from hub.leadership import Leadership, Term
 from hub.manager_links import ManagerLinks
 from hub.rollout_plan import Strategy, plan_waves
 from hub.rollout_runner import RolloutRunner
-from hub.store import HubStore
+from hub.store import ChangeFeed, HubStore
 
 log = structlog.get_logger(__name__)
 
 MAX_LIST = 1000
 MAX_SEED = 2**63
 KEEP_FINISHED = 200  # finished rollouts kept (with their event logs)
+WATCH_POLL = 1.0     # seconds a watcher waits for a wake-up before reading again
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,63 +56,102 @@ class StartRequest:
 
 class Rollouts:
     def __init__(self, *, store: HubStore, links: ManagerLinks, inventory: Inventory,
-                 hub_host: str | None, tick: float) -> None:
+                 leadership: Leadership, hub_host: str | None, tick: float,
+                 before_lead: Callable[[], Awaitable[None]] | None = None) -> None:
+        """before_lead(): brings this hub's view up to date before it leads (the hosts
+        other hubs registered)."""
         self.store = store
         self.links = links
         self.inventory = inventory
+        self.leadership = leadership
         self.hub_host = hub_host
         self.tick = tick
+        self.before_lead = before_lead
         self.runners: dict[str, RolloutRunner] = {}
-        self.changed = asyncio.Condition()
         self._tg: asyncio.TaskGroup | None = None
+        self._term: Term | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # starting a rollout, waking a stopped one
+        self.led = ChangeFeed()      # a term's runners were started or stopped
 
     async def run(self) -> None:
-        """Resume every rollout that was active when the hub stopped; run until cancelled."""
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            try:
-                for rid in reversed(self.store.ids(limit=MAX_LIST, active_only=True)):
-                    r = self.store.load(rid)
-                    if r is not None and r.active:
-                        log.info("rollout.resume", rollout=rid, state=r.state.value)
-                        self._start_runner(r, recovered=True)
-                await asyncio.Event().wait()
-            finally:
-                self._tg = None
+        """Whenever this hub leads, resume every active rollout (as a restarted hub
+        does: Recover reconciles in-flight hosts with their managers), until the term
+        ends; then stop every runner and follow. Until cancelled."""
+        while True:
+            term = await self.leadership.next_term()
+            await self._lead(term)
+
+    async def _lead(self, term: Term) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg, self._term = tg, term
+                try:
+                    if self.before_lead is not None:
+                        await self.before_lead()
+                    for rid in reversed(await self.store.ids(limit=MAX_LIST, active_only=True)):
+                        r = await self.store.load(rid)
+                        if r is not None and r.active and rid not in self.runners:
+                            log.info("rollout.resume", rollout=rid, state=r.state.value,
+                                     epoch=term.epoch)
+                            self._start_runner(r, recovered=True)
+                except StoreUnavailable as exc:
+                    term.end(f"cannot read the active rollouts: {exc}")
+                self.led.poke()
+                await term.ended.wait()
+                for task in list(self._tasks):
+                    task.cancel()  # stop acting now; the next leader recovers
+        finally:
+            self._tg = self._term = None
+            self.runners.clear()
+            self.led.poke()
+
+    async def wait_leading(self, timeout: float) -> bool:
+        """True once the live term's runners are started (bounded by `timeout`)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                generation = self.led.generation
+                term = self.leadership.term
+                if term is not None and self._term is term:
+                    return True
+                await self.led.wait_past(generation, 0.5)
+
+    def _live_term(self, what: str) -> Term:
+        term = self.leadership.require(what)
+        if self._term is not term or self._tg is None:
+            raise NotLeader(f"{what}: this hub is taking the lead; retry shortly",
+                            self.leadership.leader_address())
+        return term
 
     def _start_runner(self, r: E.Rollout, *, recovered: bool) -> RolloutRunner:
-        if self._tg is None:
-            raise FailedPrecondition("hub is shutting down")
+        if self._tg is None or self._term is None:
+            raise FailedPrecondition("hub is not leading (or shutting down)")
         runner = RolloutRunner(r, store=self.store, links=self.links, inventory=self.inventory,
-                               publish=self._publish, tick=self.tick)
+                               term=self._term, tick=self.tick)
         self.runners[r.id] = runner
 
         async def go() -> None:
             try:
                 await runner.run(recovered=recovered)
+            except (LeaseLost, StoreUnavailable) as exc:
+                log.warning("rollout.runner_stopped", rollout=r.id, reason=str(exc))
             except Exception:
                 # a bug must not take the hub (inventory, fan-out, other commands) down;
-                # the rollout stays active on disk and resumes at the next hub start
+                # the rollout stays active on disk and resumes at the next term
                 log.exception("rollout.runner_crashed", rollout=r.id)
             finally:
-                self.runners.pop(r.id, None)
-                await self._notify()
+                if self.runners.get(r.id) is runner:
+                    del self.runners[r.id]
+                self.store.rollout_changes.poke()
 
-        self._tg.create_task(go(), name=f"rollout-{r.id}")
-        if not recovered:
-            runner.apply(E.Tick())  # the first wave starts before the caller gets an answer
+        task = self._tg.create_task(go(), name=f"rollout-{r.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return runner
-
-    def _publish(self, rollout_id: str, notes: list[E.Note]) -> None:
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
 
     # ---------------------------------------------------------------- requests
 
-    def start(self, req: StartRequest) -> E.Rollout:
+    async def start(self, req: StartRequest) -> E.Rollout:
         check_version(req.version, "version")
         labels = check_labels(dict(req.labels), "target.labels")
         if len(req.hosts) > 100_000:
@@ -130,93 +182,117 @@ class Rollouts:
             raise InvalidArgument("target: matches no hosts")
         seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
         plan = plan_waves([*targets, *([hub] if hub else [])], req.strategy, seed, hub=hub)
-        active = self.store.ids(limit=1, active_only=True)
-        if active and not req.dry_run:
-            raise FailedPrecondition(f"rollout {active[0]} is still active; abort it or wait")
         now = time.time()
-        rid = "" if req.dry_run else time.strftime("r%Y%m%d-%H%M%S-", time.gmtime(now)) + \
-            secrets.token_hex(3)
-        r, notes = E.new_rollout(
-            rollout_id=rid, version=req.version, service=req.service, strategy=req.strategy,
-            plan=plan, now=now, include_hub=hub is not None, description=req.description,
-            target_labels=labels, target_hosts=tuple(names), dry_run=req.dry_run)
-        if req.dry_run:
-            return r
-        self.store.save(r, r.hosts.values(), notes)
-        self.store.prune(KEEP_FINISHED)
-        log.info("rollout.created", rollout=rid, version=req.version, hosts=len(r.hosts),
-                 waves=len(plan.waves), seed=seed)
-        return self._start_runner(r, recovered=False).r
+        if req.dry_run:  # a preview changes nothing: any hub answers it
+            return E.new_rollout(
+                rollout_id="", version=req.version, service=req.service,
+                strategy=req.strategy, plan=plan, now=now, include_hub=hub is not None,
+                description=req.description, target_labels=labels,
+                target_hosts=tuple(names), dry_run=True)[0]
+        term = self._live_term("StartRollout")
+        async with self._lock, self._as_leader("StartRollout"):
+            active = await self.store.ids(limit=1, active_only=True)
+            if active:
+                raise FailedPrecondition(f"rollout {active[0]} is still active; abort it or "
+                                         "wait")
+            rid = time.strftime("r%Y%m%d-%H%M%S-", time.gmtime(now)) + secrets.token_hex(3)
+            r, notes = E.new_rollout(
+                rollout_id=rid, version=req.version, service=req.service,
+                strategy=req.strategy, plan=plan, now=now, include_hub=hub is not None,
+                description=req.description, target_labels=labels,
+                target_hosts=tuple(names))
+            await self.store.save(r, r.hosts.values(), notes, fence=term.fence)
+            await self.store.prune(KEEP_FINISHED, fence=term.fence)
+            log.info("rollout.created", rollout=rid, version=req.version, hosts=len(r.hosts),
+                     waves=len(plan.waves), seed=seed, epoch=term.epoch)
+            runner = self._start_runner(r, recovered=False)
+            # the first wave starts before the caller gets an answer
+            return await runner.apply(E.Tick())
 
-    def get(self, rollout_id: str) -> E.Rollout:
+    @contextlib.asynccontextmanager
+    async def _as_leader(self, what: str) -> AsyncIterator[None]:
+        """A write refused by the lease (this hub was deposed meanwhile) answers as a
+        follower does: NotLeader, naming the leader when known."""
+        try:
+            yield
+        except LeaseLost:
+            raise NotLeader(f"{what}: this hub lost the lead; retry on the leader",
+                            self.leadership.leader_address()) from None
+
+    async def get(self, rollout_id: str) -> E.Rollout:
         if not rollout_id:
-            ids = self.store.ids(limit=1)
+            ids = await self.store.ids(limit=1)
             if not ids:
                 raise NotFound("no rollouts yet")
             rollout_id = ids[0]
         runner = self.runners.get(rollout_id)
-        if runner is not None:
+        if runner is not None and self.leadership.leading:
             return runner.r
         if len(rollout_id) > 100:
             raise InvalidArgument("id: too long")
-        r = self.store.load(rollout_id)
+        r = await self.store.load(rollout_id)
         if r is None:
             raise NotFound(f"rollout {rollout_id!r}: not found")
         return r
 
-    def list(self, limit: int, active_only: bool) -> list[E.Rollout]:
+    async def list(self, limit: int, active_only: bool) -> list[E.Rollout]:
         limit = min(limit or 20, MAX_LIST)
-        return [self.get(i) for i in self.store.ids(limit=limit, active_only=active_only)]
+        return [await self.get(i)
+                for i in await self.store.ids(limit=limit, active_only=active_only)]
 
-    def control(self, rollout_id: str, command: str, reason: str = "") -> E.Rollout:
+    async def control(self, rollout_id: str, command: str, reason: str = "") -> E.Rollout:
         if len(reason) > 1000:
             raise InvalidArgument("reason: at most 1000 characters")
-        if not rollout_id:
-            active = self.store.ids(limit=1, active_only=True)
-            if not active and command != "retry_failed":
-                raise FailedPrecondition("no active rollout")
-            rollout_id = active[0] if active else ""
-        runner = self.runners.get(rollout_id)
-        if runner is not None:
-            return runner.apply(E.Control(command, reason))
-        r = self.get(rollout_id)
-        # not running: only retry-failed can wake a finished rollout
-        new, notes, actions = E.transition(r, E.Control(command, reason), time.time())
-        active = self.store.ids(limit=1, active_only=True)
-        if active and active[0] != r.id:
-            raise FailedPrecondition(f"rollout {active[0]} is still active")
-        self.store.save(new, new.hosts.values(), notes)
-        self._publish(new.id, notes)
-        runner = self._start_runner(new, recovered=False)
-        for action in actions:
-            runner.act(action)
-        return runner.r
+        term = self._live_term(command)
+        async with self._as_leader(command):
+            if not rollout_id:
+                active = await self.store.ids(limit=1, active_only=True)
+                if not active and command != "retry_failed":
+                    raise FailedPrecondition("no active rollout")
+                rollout_id = active[0] if active else ""
+            runner = self.runners.get(rollout_id)
+            if runner is not None:
+                return await runner.apply(E.Control(command, reason))
+            async with self._lock:
+                r = await self.get(rollout_id)
+                # not running: only retry-failed can wake a finished rollout
+                new, notes, actions = E.transition(r, E.Control(command, reason), time.time())
+                active = await self.store.ids(limit=1, active_only=True)
+                if active and active[0] != r.id:
+                    raise FailedPrecondition(f"rollout {active[0]} is still active")
+                await self.store.save(new, new.hosts.values(), notes, fence=term.fence)
+                runner = self._start_runner(new, recovered=False)
+                for action in actions:
+                    runner.act(action)
+                return runner.r
 
     async def watch(self, rollout_id: str, from_index: int,
                     follow: bool) -> AsyncIterator[E.Note]:
         """Every event from `from_index` on, from the store, then live until the final
-        one. Reads happen under the condition's lock, so no notification is missed."""
-        rid, index = self.get(rollout_id).id, from_index
+        one. Woken by the store's change feed (another hub's writes too), but always
+        reading by index: a missed wake-up only delays an event by the poll interval."""
+        rid, index = (await self.get(rollout_id)).id, from_index
+        feed = self.store.rollout_changes
         while True:
-            async with self.changed:
-                batch = self.store.events(rid, index)
-                if not batch:
-                    if not follow or not self._active(rid):
-                        return
-                    try:
-                        async with asyncio.timeout(1.0):
-                            await self.changed.wait()
-                    except TimeoutError:
-                        pass
+            generation = feed.generation
+            batch = await self.store.events(rid, index)
+            if not batch:
+                if not follow:
+                    return
+                if await self._active(rid):
+                    await feed.wait_past(generation, WATCH_POLL)
                     continue
+                # it ended: its last events were written with the final state
+                batch = await self.store.events(rid, index)
+                if not batch:
+                    return
             for note in batch:
                 yield note
                 index = note.index + 1
                 if note.final and follow:
                     return
 
-    def _active(self, rid: str) -> bool:
-        if rid in self.runners:
+    async def _active(self, rid: str) -> bool:
+        if rid in self.runners and self.leadership.leading:
             return True
-        stored = self.store.load(rid)
-        return stored is not None and stored.active
+        return await self.store.is_active(rid)

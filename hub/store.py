@@ -1,16 +1,31 @@
-"""The hub's SQLite state (WAL): rollouts, their per-host rows and event log, and the
-hosts that registered. A rollout's new state and its events are written in one
-transaction before the actions they lead to are carried out."""
+"""The hub's store: one interface (`HubStore`), two backends — SQLite in state_dir
+(hub/store_sqlite.py, the default, one hub) and PostgreSQL (hub/store_postgres.py,
+several hubs sharing it, one of them leading).
+
+What every backend keeps: rollouts (a JSON core), their per-host rows and numbered event
+log, the hosts that registered, and the leader's lease (holder, address, epoch,
+expiry). A rollout's new state, changed host rows and new events are written in ONE
+transaction that first checks the writer's lease (holder and epoch, `save(...,
+fence=)`) is still current and unexpired: a hub that was deposed while paused or
+partitioned cannot change anything; its write raises LeaseLost and nothing of it is
+kept. (The holder is checked too: a database restored or failed over to a replica that
+lost the last lease changes could hand the same epoch number to another hub.)
+
+Time in the lease is the database's (PostgreSQL's now()), never a hub's clock, so clock
+skew between hubs does not move a lease. Readers are woken through `ChangeFeed`s
+(PostgreSQL: LISTEN/NOTIFY) but always read by index, so a missed wake-up loses nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from hub.config import HostEntry
+from hub.config import HostEntry, HubConfig
 from hub.rollout_model import (
     Counts,
     HostRun,
@@ -25,33 +40,131 @@ from hub.rollout_model import (
 )
 from hub.rollout_plan import Strategy
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    id TEXT PRIMARY KEY, created REAL NOT NULL, state TEXT NOT NULL, active INTEGER NOT NULL,
-    core TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS rollout_hosts (
-    rollout_id TEXT NOT NULL, name TEXT NOT NULL, row TEXT NOT NULL,
-    PRIMARY KEY (rollout_id, name));
-CREATE TABLE IF NOT EXISTS rollout_events (
-    rollout_id TEXT NOT NULL, idx INTEGER NOT NULL, event TEXT NOT NULL,
-    PRIMARY KEY (rollout_id, idx));
-CREATE TABLE IF NOT EXISTS registered_hosts (
-    name TEXT PRIMARY KEY, entry TEXT NOT NULL, registered REAL NOT NULL);
-"""
+EVENT_PAGE = 1000
 
 
-def _host_from(d: dict[str, Any]) -> HostRun:
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The lease row as the database sees it at `now` (database seconds since the epoch)."""
+
+    holder: str
+    address: str
+    epoch: int
+    expires_at: float
+    now: float
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.expires_at - self.now)
+
+    @property
+    def live(self) -> bool:
+        return self.expires_at > self.now
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a rollout write must still hold: the lease, by this holder, at this epoch."""
+
+    holder: str
+    epoch: int
+
+
+class ChangeFeed:
+    """A generation counter that wakes waiters: `gen = feed.generation`, read, then
+    `await feed.wait_past(gen, timeout)` returns at once if anything changed since."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._event = asyncio.Event()
+
+    def poke(self) -> None:
+        self.generation += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait_past(self, generation: int, timeout: float) -> None:
+        if self.generation != generation:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+        except TimeoutError:
+            pass
+
+
+class HubStore(Protocol):
+    backend: str
+    where: str                     # the database, for logs (never a password)
+    rollout_changes: ChangeFeed    # a rollout or its event log changed (any hub)
+    lease_changes: ChangeFeed      # the lease was released (a follower may take it now)
+    host_changes: ChangeFeed       # a host registered
+
+    # ---- rollouts (writes fenced by the lease epoch) --------------------------------
+    async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
+                   fence: Fence) -> None: ...
+    async def prune(self, keep: int, *, fence: Fence) -> int: ...
+    async def load(self, rollout_id: str) -> Rollout | None: ...
+    async def ids(self, *, limit: int, active_only: bool = False) -> list[str]: ...
+    async def is_active(self, rollout_id: str) -> bool: ...
+    async def events(self, rollout_id: str, from_index: int,
+                     limit: int = EVENT_PAGE) -> list[Note]: ...
+
+    # ---- registered hosts ------------------------------------------------------------
+    async def save_host(self, entry: HostEntry, at: float) -> None: ...
+    async def registered_hosts(self) -> list[HostEntry]: ...
+    async def hosts_since(self, seq: int) -> tuple[list[HostEntry], int]: ...
+
+    # ---- the leader's lease (database time) ------------------------------------------
+    async def acquire_lease(self, hub_id: str, address: str,
+                            ttl: float) -> tuple[Lease, bool]: ...
+    async def renew_lease(self, hub_id: str, epoch: int, ttl: float) -> Lease | None: ...
+    async def release_lease(self, hub_id: str, epoch: int) -> None: ...
+    async def read_lease(self) -> Lease | None: ...
+
+    # ---- lifecycle -------------------------------------------------------------------
+    async def run(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- encoding (shared)
+
+def encode_core(r: Rollout) -> str:
+    return json.dumps(as_dict_fields(r, skip=frozenset({"hosts"})))
+
+
+def encode_host(h: HostRun) -> str:
+    return json.dumps(host_row(h))
+
+
+def encode_note(n: Note) -> str:
+    return json.dumps(note_row(n))
+
+
+def encode_entry(entry: HostEntry) -> str:
+    return json.dumps(as_dict(entry))
+
+
+def decode_entry(text: str) -> HostEntry:
+    d: dict[str, Any] = json.loads(text)
+    return HostEntry(**d)
+
+
+def decode_host(text: str) -> HostRun:
+    d: dict[str, Any] = json.loads(text)
     return HostRun(**{**d, "state": HostState(d["state"])})
 
 
-def _rollout_from(core: dict[str, Any], hosts: dict[str, HostRun]) -> Rollout:
-    core = dict(core)
+def decode_rollout(core_text: str, host_texts: Iterable[str]) -> Rollout:
+    hosts = [decode_host(h) for h in host_texts]
+    hosts.sort(key=lambda h: h.wave)  # plan order: by wave, then insertion
+    core: dict[str, Any] = json.loads(core_text)
     core["strategy"] = Strategy(**{**core["strategy"], "waves": tuple(core["strategy"]["waves"])})
     core["state"] = RolloutState(core["state"])
     core["paused_from"] = RolloutState(core["paused_from"]) if core["paused_from"] else None
     core["specs"] = tuple(core["specs"])
     core["target_hosts"] = tuple(core["target_hosts"])
-    return Rollout(**core, hosts=hosts)
+    return Rollout(**core, hosts={h.name: h for h in hosts})
 
 
 def note_from(d: dict[str, Any]) -> Note:
@@ -60,82 +173,24 @@ def note_from(d: dict[str, Any]) -> Note:
                    "counts": Counts(**d["counts"])})
 
 
-class HubStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+def decode_note(text: str) -> Note:
+    return note_from(json.loads(text))
 
-    def close(self) -> None:
-        self.db.close()
 
-    # ---------------------------------------------------------------- rollouts
+# ---------------------------------------------------------------- opening
 
-    def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note]) -> None:
-        """One transaction: the rollout core, the changed host rows, the new events."""
-        core = as_dict_fields(r, skip=frozenset({"hosts"}))
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute(
-                "INSERT INTO rollouts (id, created, state, active, core) VALUES (?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET state=excluded.state, active=excluded.active, "
-                "core=excluded.core",
-                (r.id, r.created_at, r.state.value, int(r.active), json.dumps(core)))
-            self.db.executemany(
-                "INSERT INTO rollout_hosts (rollout_id, name, row) VALUES (?,?,?) "
-                "ON CONFLICT(rollout_id, name) DO UPDATE SET row=excluded.row",  # keeps rowid
-                [(r.id, h.name, json.dumps(host_row(h))) for h in hosts])
-            self.db.executemany(
-                "INSERT INTO rollout_events (rollout_id, idx, event) VALUES (?,?,?)",
-                [(r.id, n.index, json.dumps(note_row(n))) for n in notes])
+async def open_store(cfg: HubConfig, *, migrate: bool | None = None) -> HubStore:
+    """The configured backend, its schema checked (and migrated when allowed). The
+    PostgreSQL backend is imported only when configured (psycopg loads only then)."""
+    allow = cfg.store.migrate if migrate is None else migrate
+    if cfg.store.backend == "postgresql":
+        from hub.store_postgres import PostgresStore  # noqa: PLC0415 - psycopg only here
 
-    def load(self, rollout_id: str) -> Rollout | None:
-        row = self.db.execute("SELECT core FROM rollouts WHERE id=?", (rollout_id,)).fetchone()
-        if row is None:
-            return None
-        hosts = [_host_from(json.loads(h)) for (h,) in self.db.execute(
-            "SELECT row FROM rollout_hosts WHERE rollout_id=? ORDER BY rowid", (rollout_id,))]
-        hosts.sort(key=lambda h: h.wave)  # plan order: by wave, then insertion
-        return _rollout_from(json.loads(row[0]), {h.name: h for h in hosts})
+        return await PostgresStore.open(cfg.store, migrate=allow)
+    from hub.store_sqlite import SqliteStore  # noqa: PLC0415
 
-    def ids(self, *, limit: int, active_only: bool = False) -> list[str]:
-        sql = "SELECT id FROM rollouts"
-        if active_only:
-            sql += " WHERE active=1"
-        sql += " ORDER BY created DESC, rowid DESC LIMIT ?"
-        return [i for (i,) in self.db.execute(sql, (limit,))]
+    return SqliteStore(sqlite_path(cfg.state_dir), migrate=allow)
 
-    def events(self, rollout_id: str, from_index: int, limit: int = 1000) -> list[Note]:
-        return [note_from(json.loads(e)) for (e,) in self.db.execute(
-            "SELECT event FROM rollout_events WHERE rollout_id=? AND idx>=? ORDER BY idx "
-            "LIMIT ?", (rollout_id, from_index, limit))]
 
-    def prune(self, keep: int) -> int:
-        """Forget finished rollouts beyond the newest `keep` (their rows and events)."""
-        old = [i for (i,) in self.db.execute(
-            "SELECT id FROM rollouts WHERE active=0 ORDER BY created DESC, rowid DESC "
-            "LIMIT -1 OFFSET ?", (keep,))]
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            for rid in old:
-                for table in ("rollout_events", "rollout_hosts"):
-                    self.db.execute(f"DELETE FROM {table} WHERE rollout_id=?",  # noqa: S608 - fixed table names
-                                    (rid,))
-                self.db.execute("DELETE FROM rollouts WHERE id=?", (rid,))
-        return len(old)
-
-    # ---------------------------------------------------------------- registered hosts
-
-    def save_host(self, entry: HostEntry, at: float) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO registered_hosts VALUES (?,?,?)",
-                            (entry.name, json.dumps(as_dict(entry)), at))
-
-    def registered_hosts(self) -> list[HostEntry]:
-        out = []
-        for (e,) in self.db.execute("SELECT entry FROM registered_hosts ORDER BY name"):
-            d: Mapping[str, Any] = json.loads(e)
-            out.append(HostEntry(**d))
-        return out
+def sqlite_path(state_dir: Path) -> Path:
+    return state_dir / "hub.db"

@@ -130,13 +130,19 @@ class ServiceConfig:
 class HubLink:
     """`[hub]`: register this host with a hub (manager/hub_registration.py)."""
 
-    address: str                      # the hub's gRPC "HOST:PORT"
     name: str                         # this host's name in the fleet
+    address: str = ""                 # the hub's gRPC "HOST:PORT" ...
+    addresses: tuple[str, ...] = ()   # ... or several hubs: the leading one is used
     token_file: Path | None = None    # the hub's bearer token
     advertise_address: str = ""       # how the hub reaches this manager; "": grpc_listen
     labels: Mapping[str, str] = field(default_factory=dict)
     register_interval: float = 60.0   # re-register this often (a hub that lost its state)
     tls: ClientTLS | None = None      # `[hub.tls]`: TLS to the hub
+
+    @property
+    def hubs(self) -> tuple[str, ...]:
+        """The hubs to register with, in order (`addresses`, or the one `address`)."""
+        return self.addresses or (self.address,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,8 +306,15 @@ def _service(t: Table) -> ServiceConfig:
 
 
 def _hub_link(t: Table) -> HubLink:
+    one = t.address("address")
+    several = t.addresses("addresses")
+    if one and several:
+        raise ConfigError(f"{t.key('addresses')}: set address or addresses, not both")
+    if not one and not several:
+        raise ConfigError(f"{t.key('address')}: required (\"HOST:PORT\"), or "
+                          f"{t.key('addresses')} for several hubs")
     link = HubLink(
-        address=t.address("address"),
+        address=one, addresses=several,
         name=t.host_name("name", default=default_host_name("host")),
         token_file=t.optional_path("token_file", absolute=True),
         advertise_address=t.address("advertise_address"),

@@ -8,6 +8,9 @@ that lost a restarting hub comes back spread out), then again every
 `register_interval` (±10 %), so a hub that lost its state learns the host back: the
 loop every registration shares (backendai/registration_loop.py). The hub watches the
 manager itself (WatchStatus) once it knows the address: no heartbeat here.
+
+With several hubs (`[hub] addresses`) it registers with the leading one, moving on when
+a hub is down or answers as a follower (backendai/hub_endpoints.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import grpc
 import structlog
 
 from backendai.auth import Token
-from backendai.channels import open_channel
+from backendai.hub_endpoints import HubEndpoints
 from backendai.registration_loop import keep_trying
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
@@ -43,17 +46,16 @@ class HubRegistration:
         self.version = version
         self.registered = False
         self.failures = 0  # in a row, for the log
+        self.hub = HubEndpoints(link.hubs, token=token, tls=link.tls)
 
     async def run(self) -> None:
-        channel = open_channel(self.link.address, token=self.token, tls=self.link.tls)
-        stub = pb_grpc.HubStub(channel)
         interval = self.link.register_interval
         try:
-            await keep_trying(lambda: self._register(stub), interval=lambda: interval,
-                              base=lambda: BACKOFF_BASE,
+            await keep_trying(lambda: self._register(self.hub.stub()),
+                              interval=lambda: interval, base=lambda: BACKOFF_BASE,
                               cap=lambda: min(BACKOFF_CAP, interval))
         finally:
-            await channel.close(grace=None)
+            await self.hub.close()
 
     async def _register(self, stub: pb_grpc.HubStub) -> bool:
         address = self.link.advertise_address or self.manager_address()
@@ -66,12 +68,13 @@ class HubRegistration:
             self.failures += 1
             reason = f"{exc.code().name}: {exc.details()}" \
                 if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
-            log.warning("manager.register_failed", hub=self.link.address, reason=reason,
+            log.warning("manager.register_failed", hub=self.hub.current, reason=reason,
                         attempt=self.failures)
             self.registered = False
+            await self.hub.failed(exc)
             return False
         if not self.registered:
-            log.info("manager.registered", hub=self.link.address, name=resp.name,
+            log.info("manager.registered", hub=self.hub.current, name=resp.name,
                      address=address)
         self.registered = True
         self.failures = 0

@@ -241,3 +241,7 @@ def procs(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     yield make
     for p in reversed(made):
         p.cleanup()
+
+
+# PostgreSQL for the hub's store tests (imported last: it imports assert_eventually above)
+from tests.fixtures.pg import hub_store, pg_database, pg_server, store_spec  # noqa: E402, F401

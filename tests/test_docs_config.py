@@ -95,3 +95,18 @@ def test_every_hub_and_agent_key_is_in_config_hub_agent_md(read_keys, tmp_path):
     text = section(doc, "Agent")
     missing = {k for k in agent_keys if f"`{k}`" not in text and f"[{k}]" not in text}
     assert missing == set()
+
+
+def test_every_hub_store_and_ha_key_is_documented(read_keys, tmp_path):
+    from hub import config as hub_config
+
+    doc = DOCS / "CONFIG_HUB_AGENT.md"
+    path = tmp_path / "hub.toml"
+    path.write_text(f'state_dir = "{tmp_path / "hub"}"\ngrpc_listen = "127.0.0.1:0"\n'
+                    '[store]\nbackend = "sqlite"\n[ha]\nlease_ttl = 5\n')
+    hub_config.load(path)
+    text = section(doc, "Hub `[store]`")
+    for table in ("store", "ha"):
+        keys = read_keys[table]
+        assert len(keys) >= 3
+        assert keys - documented(text) == set(), table

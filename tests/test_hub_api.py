@@ -135,10 +135,10 @@ def test_bad_ids_and_control_without_rollout(procs):
         grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_dry_run_previews_the_plan_and_one_active_rollout_at_a_time(procs):
+def test_dry_run_previews_the_plan_and_one_active_rollout_at_a_time(hub_store, procs):
     sim = procs(SimManagers, hosts=10, delay=2.0).start()
     labels = {n: {"group": "a" if i % 2 else "b"} for i, n in enumerate(sorted(sim.hosts))}
-    hub = procs(HubProc, sim.hosts, labels=labels).start()
+    hub = procs(HubProc, sim.hosts, labels=labels, store=hub_store).start()
     req = pb.StartRolloutRequest(version="2.0", dry_run=True, target=pb.RolloutTarget(
         labels={"group": "a"}), strategy=pb.RolloutStrategy(seed=42, waves=["1", "60%"]))
     plan = hub.call("StartRollout", req).rollout
@@ -184,10 +184,10 @@ def test_fleet_fan_out_status_restart_and_logs(procs):
     assert not hosts["dead"].reachable and hosts["agent-000"].state == mpb.SERVICE_STATE_RUNNING
 
 
-def test_self_update_order_updates_the_hub_first(procs):
+def test_self_update_order_updates_the_hub_first(hub_store, procs):
     sim = procs(SimManagers, hosts=4, delay=0.3).start()
     agents = {n: a for n, a in sim.hosts.items() if n != "agent-000"}
-    hub = procs(HubProc, agents, self_manager=sim.hosts["agent-000"]).start()
+    hub = procs(HubProc, agents, self_manager=sim.hosts["agent-000"], store=hub_store).start()
     r = hub.call("StartRollout", pb.StartRolloutRequest(
         version="2.0", include_hub=True, strategy=pb.RolloutStrategy(seed=3))).rollout
     assert r.waves[0].spec == "hub" and list(r.waves[0].hosts) == ["hub"]
@@ -198,12 +198,12 @@ def test_self_update_order_updates_the_hub_first(procs):
     assert order[0] == "agent-000" and sorted(order) == sorted(sim.hosts)  # hub's manager first
 
 
-def test_hub_killed_during_its_self_update_resumes_the_agent_waves(procs):
+def test_hub_killed_during_its_self_update_resumes_the_agent_waves(hub_store, procs):
     """What the seeds' order looks like on a host: the hub's manager restarts the hub in
     the middle of the hub wave; the new hub process picks the rollout up."""
     sim = procs(SimManagers, hosts=3, delay=1.0).start()
     agents = {n: a for n, a in sim.hosts.items() if n != "agent-000"}
-    hub = procs(HubProc, agents, self_manager=sim.hosts["agent-000"]).start()
+    hub = procs(HubProc, agents, self_manager=sim.hosts["agent-000"], store=hub_store).start()
     r = hub.call("StartRollout", pb.StartRolloutRequest(version="2.0", include_hub=True)).rollout
     wait_for(sim.journal, 10, "the hub asked its own manager to update it")
     hub.kill9()
@@ -213,9 +213,9 @@ def test_hub_killed_during_its_self_update_resumes_the_agent_waves(procs):
     assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
 
 
-def test_managers_can_register_themselves(procs):
+def test_managers_can_register_themselves(hub_store, procs):
     sim = procs(SimManagers, hosts=2).start()
-    hub = procs(HubProc, {}).start()
+    hub = procs(HubProc, {}, store=hub_store).start()
     resp = hub.call("Register", pb.RegisterRequest(
         name="nas-1", role="manager", manager_address=sim.hosts["agent-001"],
         labels={"site": "home"}))

@@ -1,6 +1,7 @@
 """The hub end to end: a real ai-hub process against simulated managers in another real
 process (FAKE managers: the real updater is being written in issue 3; the simulation
-honours the Manager API semantics, see tests/fixtures/sim_manager.py)."""
+honours the Manager API semantics, see tests/fixtures/sim_manager.py). Every scenario
+runs on both store backends: SQLite in state_dir and a real PostgreSQL (`hub_store`)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ def start_rollout(hub, version="2.0", waves=("1", "50%", "100%"), **strategy):
     return hub.call("StartRollout", req).rollout
 
 
-def test_staged_rollout_succeeds_and_every_host_updated_once(procs):
+def test_staged_rollout_succeeds_and_every_host_updated_once(hub_store, procs):
     sim = procs(SimManagers, hosts=6, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     wait_for(lambda: all(h.reachable for h in hub.call(
         "ListAgents", pb.ListHostsRequest()).hosts), what="hosts reachable")
     r = start_rollout(hub)
@@ -51,9 +52,9 @@ def wave_of(r, host):
     return next(w.index for w in r.waves if host in w.hosts)
 
 
-def test_canary_failing_health_gate_halts_rolls_back_others_untouched(procs):
+def test_canary_failing_health_gate_halts_rolls_back_others_untouched(hub_store, procs):
     sim = procs(SimManagers, hosts=5, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     plan = hub.call("StartRollout", pb.StartRolloutRequest(
         version="2.0", dry_run=True, strategy=pb.RolloutStrategy(seed=1))).rollout
     canary = plan.waves[0].hosts[0]
@@ -72,9 +73,9 @@ def test_canary_failing_health_gate_halts_rolls_back_others_untouched(procs):
     assert set(versions.values()) == {"1.0"}
 
 
-def test_budget_hit_in_later_wave_rolls_back_moved_hosts(procs):
+def test_budget_hit_in_later_wave_rolls_back_moved_hosts(hub_store, procs):
     sim = procs(SimManagers, hosts=8, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     plan = hub.call("StartRollout", pb.StartRolloutRequest(
         version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
             seed=1, waves=["1", "3", "100%"]))).rollout
@@ -94,9 +95,9 @@ def test_budget_hit_in_later_wave_rolls_back_moved_hosts(procs):
              == {"1.0"}, what="every host back on 1.0")
 
 
-def test_hung_host_hits_step_deadline(procs):
+def test_hung_host_hits_step_deadline(hub_store, procs):
     sim = procs(SimManagers, hosts=3, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     sim.rules([{"host": "agent-001", "outcome": "hang"}])
     r = start_rollout(hub, waves=("100%",), step_deadline_seconds=1.5,
                       max_failures_per_wave="1", max_failures_total="1")
@@ -108,9 +109,9 @@ def test_hung_host_hits_step_deadline(procs):
     assert done.counts.succeeded == 2
 
 
-def test_pause_promote_abort(procs):
+def test_pause_promote_abort(hub_store, procs):
     sim = procs(SimManagers, hosts=6, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub, pause_until_promote=True)
     hub.wait_rollout(r.id, (pb.ROLLOUT_STATE_WAITING,))
     assert sum(sim.updates_per_host().values()) == 1
@@ -133,9 +134,9 @@ def test_pause_promote_abort(procs):
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_watch_rollout_resumes_from_an_index(procs):
+def test_watch_rollout_resumes_from_an_index(hub_store, procs):
     sim = procs(SimManagers, hosts=4, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub)
     stream = hub.stub().WatchRollout(pb.WatchRolloutRequest(id=r.id), timeout=30,
                                      metadata=hub.metadata())
@@ -150,9 +151,9 @@ def test_watch_rollout_resumes_from_an_index(procs):
 
 
 @pytest.mark.slow
-def test_hub_kill9_mid_wave_resumes_without_updating_any_host_twice(procs):
+def test_hub_kill9_mid_wave_resumes_without_updating_any_host_twice(hub_store, procs):
     sim = procs(SimManagers, hosts=8, delay=1.0).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub, waves=("2", "50%", "100%"), max_parallel=2)
     for _ in range(3):  # kill it three times, each with updates in flight
         def in_flight():
@@ -172,11 +173,11 @@ def test_hub_kill9_mid_wave_resumes_without_updating_any_host_twice(procs):
 
 
 @pytest.mark.slow
-def test_hub_killed_while_hosts_finish_reconciles_their_outcome(procs):
+def test_hub_killed_while_hosts_finish_reconciles_their_outcome(hub_store, procs):
     """The managers finish (or fail) while the hub is down: the restarted hub takes each
     outcome from Status.update instead of updating again."""
     sim = procs(SimManagers, hosts=4, delay=1.0).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     sim.rules([{"host": "agent-002", "outcome": "rolled_back"}])
     r = start_rollout(hub, waves=("100%",), max_failures_per_wave="1", max_failures_total="1")
     wait_for(lambda: sum(1 for h in hub.rollout(r.id).hosts if h.operation_id) == 4, 20,
@@ -201,9 +202,9 @@ def test_hub_killed_while_hosts_finish_reconciles_their_outcome(procs):
     assert sum(1 for s in states.values() if s == pb.HOST_ROLLOUT_STATE_SUCCEEDED) == 3
 
 
-def test_unreachable_host_counted_within_budget_then_retry_failed(procs):
+def test_unreachable_host_counted_within_budget_then_retry_failed(hub_store, procs):
     sim = procs(SimManagers, hosts=3, delay=0.1).start()
-    hub = procs(HubProc, {**sim.hosts, "gone": "127.0.0.1:1"}).start()
+    hub = procs(HubProc, {**sim.hosts, "gone": "127.0.0.1:1"}, store=hub_store).start()
     sim.rules([{"host": "agent-001", "outcome": "failed"}])
     r = start_rollout(hub, waves=("100%",), max_failures_per_wave="2", max_failures_total="2")
     done = hub.wait_rollout(r.id, TERMINAL)
@@ -219,9 +220,9 @@ def test_unreachable_host_counted_within_budget_then_retry_failed(procs):
 
 
 @pytest.mark.parametrize("outcome", ["wrong_version", "crash"])
-def test_host_not_healthy_on_the_new_version_fails_at_healthy_deadline(procs, outcome):
+def test_host_not_healthy_on_the_new_version_fails_at_healthy_deadline(hub_store, procs, outcome):
     sim = procs(SimManagers, hosts=2, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     sim.rules([{"host": "agent-000", "outcome": outcome}])
     r = start_rollout(hub, waves=("100%",), healthy_deadline_seconds=1.5,
                       max_failures_per_wave="1", max_failures_total="1")
@@ -233,9 +234,9 @@ def test_host_not_healthy_on_the_new_version_fails_at_healthy_deadline(procs, ou
 
 
 @pytest.mark.slow
-def test_hub_killed_while_rolling_back_finishes_the_rollback_once(procs):
+def test_hub_killed_while_rolling_back_finishes_the_rollback_once(hub_store, procs):
     sim = procs(SimManagers, hosts=6, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     plan = hub.call("StartRollout", pb.StartRolloutRequest(
         version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
             seed=1, waves=["1", "3", "100%"]))).rollout
@@ -256,9 +257,9 @@ def test_hub_killed_while_rolling_back_finishes_the_rollback_once(procs):
 
 
 @pytest.mark.slow
-def test_hub_graceful_stop_mid_rollout_resumes(procs):
+def test_hub_graceful_stop_mid_rollout_resumes(hub_store, procs):
     sim = procs(SimManagers, hosts=4, delay=1.0).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub, waves=("1", "100%"))
     wait_for(lambda: any(h.operation_id for h in hub.rollout(r.id).hosts), 10)
     assert hub.stop() == 0
@@ -269,9 +270,9 @@ def test_hub_graceful_stop_mid_rollout_resumes(procs):
 
 
 @pytest.mark.slow
-def test_host_removed_from_inventory_across_a_restart_fails_fast(procs):
+def test_host_removed_from_inventory_across_a_restart_fails_fast(hub_store, procs):
     sim = procs(SimManagers, hosts=3, delay=2.0).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub, waves=("100%",), max_failures_per_wave="1", max_failures_total="1")
     wait_for(lambda: all(h.operation_id for h in hub.rollout(r.id).hosts), 10)
     hub.kill9()
@@ -284,9 +285,9 @@ def test_host_removed_from_inventory_across_a_restart_fails_fast(procs):
 
 
 @pytest.mark.slow
-def test_watcher_reconnecting_across_a_hub_restart_misses_nothing(procs):
+def test_watcher_reconnecting_across_a_hub_restart_misses_nothing(hub_store, procs):
     sim = procs(SimManagers, hosts=4, delay=1.0).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub, waves=("1", "100%"))
     seen: list[pb.RolloutEvent] = []
     stream = hub.stub().WatchRollout(pb.WatchRolloutRequest(id=r.id), timeout=60)
@@ -311,10 +312,10 @@ def test_watcher_reconnecting_across_a_hub_restart_misses_nothing(procs):
 
 
 @pytest.mark.slow
-def test_many_hosts_many_hub_kills(procs):
+def test_many_hosts_many_hub_kills(hub_store, procs):
     """60 hosts, the hub killed five times while dozens of updates are in flight."""
     sim = procs(SimManagers, hosts=60, delay=1.5).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub, waves=("1", "20%", "100%"))
     for i in range(5):
         threshold = 40 * (i + 1)
@@ -330,11 +331,11 @@ def test_many_hosts_many_hub_kills(procs):
     assert sum(e.kind == "rollout.recovered" for e in events) == 5
 
 
-def test_canary_that_updates_but_then_crash_loops_is_rolled_back(procs):
+def test_canary_that_updates_but_then_crash_loops_is_rolled_back(hub_store, procs):
     """The manager says the update succeeded; the hub's own health check (RUNNING on the
     target version for min_healthy_seconds) fails: the canary goes back."""
     sim = procs(SimManagers, hosts=3, delay=0.1).start()
-    hub = procs(HubProc, sim.hosts).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
     plan = hub.call("StartRollout", pb.StartRolloutRequest(
         version="2.0", dry_run=True, strategy=pb.RolloutStrategy(seed=1))).rollout
     canary = plan.waves[0].hosts[0]

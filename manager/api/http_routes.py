@@ -22,6 +22,8 @@ from backendai.http_server import JSON, HttpServer, Request
 from backendai.listen import ListenAddress
 from manager.api.control import DEFAULT_LOG_LINES, MAX_LOG_LINES, MAX_STOP_TIMEOUT, ManagerControl
 from manager.api.events_routes import add_event_routes
+from manager.api.ui_routes import add_ui_routes
+from manager.api.ws_routes import LiveRoutes
 from manager.supervision.states import ServiceStatus, State
 
 # What GET /api/services reports as "status" (seed 004) for each supervisor state.
@@ -100,7 +102,9 @@ class ManagerRoutes:
         r.add("POST", f"{one}/stop", self._api_stop, query=("timeout", "force"))
         r.add("POST", f"{one}/restart", self._api_restart)
         r.add("GET", f"{one}/logs", self._api_logs, query=("lines",))
-        add_event_routes(r, control)
+        LiveRoutes(control).add_to(r)  # the dashboard's WebSockets (ws_routes.py)
+        add_ui_routes(r)  # GET /ui/ (ui_routes.py)
+        add_event_routes(r, control)  # GET /api/events (events_routes.py)
 
     # -- the seeds' endpoints -------------------------------------------------------------
 

@@ -1,0 +1,381 @@
+"""The PostgreSQL backend of the hub's store (hub/store.py), on psycopg 3 (async) and
+its connection pool. Several hubs share one database; one leads (hub/leadership.py).
+
+- Every rollout write checks, in its own transaction, that the writer's lease (holder
+  and epoch) is current and unexpired, taking the lease row FOR SHARE: a takeover (an UPDATE of that
+  row) waits for the write to commit, and the new leader reads the rollout only after
+  its takeover committed. A deposed leader's write raises LeaseLost and keeps nothing.
+- The lease's clock is the database's now(); a hub's own clock is never compared.
+- Writes NOTIFY `backendai_hub` ("rollout:ID", "hosts", "lease") in their transaction;
+  one LISTEN connection per hub pokes the matching ChangeFeed. Readers always read by
+  index or sequence, so a notification lost with a dropped connection loses nothing.
+- Connection failures and timeouts become StoreUnavailable naming the database as
+  "host:port/dbname" (the DSN holds no password; the password comes from a file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from backendai.backoff import reconnect_delay
+from backendai.errors import LeaseLost, StoreUnavailable
+from hub.config import HostEntry
+from hub.migrations import pending
+from hub.migrations.postgresql import HUB, LOCK_KEY, META
+from hub.rollout_model import HostRun, Note, Rollout
+from hub.store import (
+    EVENT_PAGE,
+    ChangeFeed,
+    Fence,
+    Lease,
+    decode_entry,
+    decode_note,
+    decode_rollout,
+    encode_core,
+    encode_entry,
+    encode_host,
+    encode_note,
+)
+from hub.store_config import StoreConfig, describe_dsn
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "backendai_hub"
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+LISTEN_CHECK = 10.0  # seconds without a notification before the listener checks its link
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+              "keepalives_count": 3}
+SELECT_LEASE = ("SELECT holder, address, epoch, extract(epoch FROM expires_at)::float8, "
+                "extract(epoch FROM now())::float8 FROM hub_lease WHERE id = 1")
+# the database is away, or (read-only) a standby answered: the DSN should name the
+# primary, or list every host with target_session_attrs=read-write (docs/DEPLOY.md)
+STORE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError,
+                psycopg.errors.ReadOnlySqlTransaction)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+class PostgresStore:
+    backend = "postgresql"
+
+    def __init__(self, cfg: StoreConfig, pool: AsyncConnectionPool, where: str,
+                 kwargs: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.pool = pool
+        self.where = where
+        self.timeout = cfg.timeout
+        self._kwargs = kwargs
+        self.rollout_changes = ChangeFeed()
+        self.lease_changes = ChangeFeed()
+        self.host_changes = ChangeFeed()
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    async def open(cls, cfg: StoreConfig, *, migrate: bool,
+                   attempts: int = 0) -> PostgresStore:
+        """Connect (retrying with backoff while the database cannot be reached; forever
+        when `attempts` is 0), check and migrate the schema, then open the pool."""
+        where = describe_dsn(cfg.dsn)
+        kwargs = {**cfg.connect_kwargs(), **KEEPALIVES, "application_name": "ai-hub"}
+        conn = await _connect_retrying(cfg, where, kwargs, attempts)
+        try:
+            async with asyncio.timeout(max(cfg.timeout, 30.0)):
+                await _migrate(conn, migrate, where)
+        except TimeoutError:
+            raise StoreUnavailable(f"database {where}: schema check timed out") from None
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"database {where}: schema check failed: "
+                                   f"{_reason(exc)}") from None
+        finally:
+            await conn.close()
+        pool = AsyncConnectionPool(cfg.dsn, kwargs=kwargs, min_size=2, max_size=cfg.pool_size,
+                                   open=False, timeout=cfg.timeout, name="hub",
+                                   check=AsyncConnectionPool.check_connection,
+                                   reconnect_timeout=cfg.timeout * 6)
+        try:
+            await pool.open(wait=True, timeout=cfg.timeout)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreUnavailable(f"database {where}: cannot open connections: "
+                                   f"{_reason(exc)}") from None
+        log.info("store.opened", backend="postgresql", database=where,
+                 schema=HUB.latest, pool_size=cfg.pool_size)
+        return cls(cfg, pool, where, kwargs)
+
+    async def close(self) -> None:
+        await self.pool.close(timeout=5.0)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, what: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for one operation, bounded by the store's timeout; a lost
+        or silent database becomes StoreUnavailable."""
+        try:
+            async with asyncio.timeout(self.timeout), \
+                    self.pool.connection(timeout=self.timeout) as conn:
+                yield conn
+        except STORE_ERRORS as exc:
+            raise StoreUnavailable(f"database {self.where}: {what} failed: "
+                                   f"{_reason(exc)}") from None
+        except TimeoutError:
+            raise StoreUnavailable(f"database {self.where}: {what} did not finish within "
+                                   f"{self.timeout:g}s") from None
+
+    # ---------------------------------------------------------------- notifications
+
+    async def run(self) -> None:
+        """LISTEN for the other hubs' writes until cancelled, reconnecting with backoff."""
+        failures = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    conn = await psycopg.AsyncConnection.connect(
+                        self.cfg.dsn, autocommit=True, **self._kwargs)
+                async with conn:
+                    async with asyncio.timeout(self.timeout):
+                        await conn.execute(f"LISTEN {CHANNEL}")
+                    failures = 0
+                    self._poke_all()  # anything may have changed while we were not listening
+                    while True:
+                        async for note in conn.notifies(timeout=LISTEN_CHECK):
+                            self._dispatch(note.payload)
+                        async with asyncio.timeout(self.timeout):
+                            await conn.execute("SELECT 1")  # the link is still there
+            except (*STORE_ERRORS, TimeoutError) as exc:
+                failures += 1
+                delay = reconnect_delay(failures, base=BACKOFF_BASE, cap=BACKOFF_CAP,
+                                        roll=random.random)
+                log.warning("store.listen_lost", database=self.where, reason=_reason(exc),
+                            retry_in=round(delay, 2))
+                self._poke_all()
+                await asyncio.sleep(delay)
+
+    def _dispatch(self, payload: str) -> None:
+        if payload.startswith("rollout:"):
+            self.rollout_changes.poke()
+        elif payload == "hosts":
+            self.host_changes.poke()
+        elif payload == "lease":
+            self.lease_changes.poke()
+
+    def _poke_all(self) -> None:
+        for feed in (self.rollout_changes, self.host_changes, self.lease_changes):
+            feed.poke()
+
+    # ---------------------------------------------------------------- rollouts
+
+    @staticmethod
+    async def _fence(conn: psycopg.AsyncConnection[Any], fence: Fence) -> None:
+        cur = await conn.execute(
+            "SELECT 1 FROM hub_lease WHERE id = 1 AND holder = %s AND epoch = %s "
+            "AND expires_at > now() FOR SHARE", (fence.holder, fence.epoch))
+        if await cur.fetchone() is None:
+            raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no longer "
+                            "current or has expired")
+
+    async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
+                   fence: Fence) -> None:
+        """One transaction: the lease check, the rollout core, the changed host rows, the
+        new events, the notification."""
+        epoch = fence.epoch
+        host_rows = [(r.id, h.name, encode_host(h)) for h in hosts]
+        note_rows = [(r.id, n.index, encode_note(n), epoch) for n in notes]
+        async with self._conn("saving a rollout") as conn, conn.transaction():
+            await self._fence(conn, fence)
+            await conn.execute(
+                "INSERT INTO rollouts (id, created, state, active, core, epoch) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                "state = excluded.state, active = excluded.active, core = excluded.core, "
+                "epoch = excluded.epoch",
+                (r.id, r.created_at, r.state.value, r.active, encode_core(r), epoch))
+            async with conn.cursor() as cur:
+                if host_rows:
+                    await cur.executemany(
+                        "INSERT INTO rollout_hosts (rollout_id, name, row) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (rollout_id, name) DO UPDATE SET row = excluded.row",
+                        host_rows)
+                if note_rows:
+                    await cur.executemany(
+                        "INSERT INTO rollout_events (rollout_id, idx, event, epoch) "
+                        "VALUES (%s, %s, %s, %s)", note_rows)
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "rollout:" + r.id))
+        self.rollout_changes.poke()
+
+    async def prune(self, keep: int, *, fence: Fence) -> int:
+        async with self._conn("pruning rollouts") as conn, conn.transaction():
+            await self._fence(conn, fence)
+            cur = await conn.execute(
+                "SELECT id FROM rollouts WHERE NOT active ORDER BY created DESC, seq DESC "
+                "OFFSET %s", (keep,))
+            old = [i for (i,) in await cur.fetchall()]
+            if old:
+                for table in ("rollout_events", "rollout_hosts"):
+                    await conn.execute(f"DELETE FROM {table} WHERE rollout_id = ANY(%s)",  # noqa: S608 - fixed table names
+                                       (old,))
+                await conn.execute("DELETE FROM rollouts WHERE id = ANY(%s)", (old,))
+        return len(old)
+
+    async def load(self, rollout_id: str) -> Rollout | None:
+        async with self._conn("loading a rollout") as conn, conn.transaction():
+            # one snapshot for the core and its rows
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cur = await conn.execute("SELECT core FROM rollouts WHERE id = %s", (rollout_id,))
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            cur = await conn.execute("SELECT row FROM rollout_hosts WHERE rollout_id = %s "
+                                     "ORDER BY seq", (rollout_id,))
+            hosts = [h for (h,) in await cur.fetchall()]
+        return decode_rollout(row[0], hosts)
+
+    async def ids(self, *, limit: int, active_only: bool = False) -> list[str]:
+        sql = "SELECT id FROM rollouts"
+        if active_only:
+            sql += " WHERE active"
+        sql += " ORDER BY created DESC, seq DESC LIMIT %s"
+        async with self._conn("listing rollouts") as conn:
+            cur = await conn.execute(sql, (limit,))
+            return [i for (i,) in await cur.fetchall()]
+
+    async def is_active(self, rollout_id: str) -> bool:
+        async with self._conn("reading a rollout") as conn:
+            cur = await conn.execute("SELECT active FROM rollouts WHERE id = %s", (rollout_id,))
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def events(self, rollout_id: str, from_index: int,
+                     limit: int = EVENT_PAGE) -> list[Note]:
+        async with self._conn("reading events") as conn:
+            cur = await conn.execute(
+                "SELECT event FROM rollout_events WHERE rollout_id = %s AND idx >= %s "
+                "ORDER BY idx LIMIT %s", (rollout_id, from_index, limit))
+            rows = await cur.fetchall()
+        return [decode_note(e) for (e,) in rows]
+
+    # ---------------------------------------------------------------- registered hosts
+
+    async def save_host(self, entry: HostEntry, at: float) -> None:
+        async with self._conn("saving a host") as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO registered_hosts (name, entry, registered, seq) "
+                "VALUES (%s, %s, %s, nextval('registered_hosts_seq')) ON CONFLICT (name) DO "
+                "UPDATE SET entry = excluded.entry, registered = excluded.registered, "
+                "seq = excluded.seq", (entry.name, encode_entry(entry), at))
+            await conn.execute("SELECT pg_notify(%s, 'hosts')", (CHANNEL,))
+        self.host_changes.poke()
+
+    async def registered_hosts(self) -> list[HostEntry]:
+        async with self._conn("reading hosts") as conn:
+            cur = await conn.execute("SELECT entry FROM registered_hosts ORDER BY name")
+            rows = await cur.fetchall()
+        return [decode_entry(e) for (e,) in rows]
+
+    async def hosts_since(self, seq: int) -> tuple[list[HostEntry], int]:
+        async with self._conn("reading hosts") as conn:
+            cur = await conn.execute("SELECT entry, seq FROM registered_hosts WHERE seq > %s "
+                                     "ORDER BY seq", (seq,))
+            rows = await cur.fetchall()
+        return [decode_entry(e) for e, _ in rows], max((s for _, s in rows), default=seq)
+
+    # ---------------------------------------------------------------- the lease
+
+    async def acquire_lease(self, hub_id: str, address: str,
+                            ttl: float) -> tuple[Lease, bool]:
+        """Take the lease when it is free, expired, or this hub's own (a restarted hub
+        with the same id: state_dir's lock proves the old process is gone); each taking
+        raises the epoch. Otherwise the lease as it stands."""
+        async with self._conn("taking the lease") as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO hub_lease AS l (id, holder, address, epoch, expires_at, "
+                "renewed_at) VALUES (1, %(me)s, %(address)s, 1, "
+                "now() + make_interval(secs => %(ttl)s), now()) ON CONFLICT (id) DO UPDATE SET "
+                "holder = excluded.holder, address = excluded.address, epoch = l.epoch + 1, "
+                "expires_at = excluded.expires_at, renewed_at = excluded.renewed_at "
+                "WHERE l.expires_at <= now() OR l.holder = excluded.holder "
+                "RETURNING holder, address, epoch, extract(epoch FROM expires_at)::float8, "
+                "extract(epoch FROM now())::float8",
+                {"me": hub_id, "address": address, "ttl": ttl})
+            row = await cur.fetchone()
+            if row is not None:
+                return Lease(*row), True
+            cur = await conn.execute(SELECT_LEASE)
+            row = await cur.fetchone()
+            assert row is not None  # the INSERT found the row  # noqa: S101 - invariant
+            return Lease(*row), False
+
+    async def renew_lease(self, hub_id: str, epoch: int, ttl: float) -> Lease | None:
+        async with self._conn("renewing the lease") as conn:
+            cur = await conn.execute(
+                "UPDATE hub_lease SET expires_at = now() + make_interval(secs => %s), "
+                "renewed_at = now() WHERE id = 1 AND holder = %s AND epoch = %s "
+                "AND expires_at > now() RETURNING holder, address, epoch, "
+                "extract(epoch FROM expires_at)::float8, extract(epoch FROM now())::float8",
+                (ttl, hub_id, epoch))
+            row = await cur.fetchone()
+        return Lease(*row) if row is not None else None
+
+    async def release_lease(self, hub_id: str, epoch: int) -> None:
+        async with self._conn("releasing the lease") as conn, conn.transaction():
+            await conn.execute("UPDATE hub_lease SET expires_at = now() WHERE id = 1 "
+                               "AND holder = %s AND epoch = %s", (hub_id, epoch))
+            await conn.execute("SELECT pg_notify(%s, 'lease')", (CHANNEL,))
+
+    async def read_lease(self) -> Lease | None:
+        async with self._conn("reading the lease") as conn:
+            cur = await conn.execute(SELECT_LEASE)
+            row = await cur.fetchone()
+        return Lease(*row) if row is not None else None
+
+
+async def _connect_retrying(cfg: StoreConfig, where: str, kwargs: dict[str, Any],
+                            attempts: int) -> psycopg.AsyncConnection[Any]:
+    """The first connection: while the database cannot be reached, log why (naming
+    "host:port/dbname", never the password) and retry with backoff and full jitter."""
+    failures = 0
+    while True:
+        try:
+            async with asyncio.timeout(cfg.timeout + 1.0):
+                return await psycopg.AsyncConnection.connect(cfg.dsn, autocommit=True,
+                                                             **kwargs)
+        except (*STORE_ERRORS, TimeoutError) as exc:
+            failures += 1
+            reason = _reason(exc)
+            if attempts and failures >= attempts:
+                raise StoreUnavailable(f"database {where} unreachable: {reason}") from None
+            delay = reconnect_delay(failures, base=BACKOFF_BASE, cap=BACKOFF_CAP,
+                                    roll=random.random)
+            log.warning("store.unreachable", database=where, attempt=failures,
+                        retry_in=round(delay, 2), reason=reason)
+            await asyncio.sleep(delay)
+
+
+async def _migrate(conn: psycopg.AsyncConnection[Any], allow: bool, where: str) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        await conn.execute(META)
+        cur = await conn.execute("SELECT version FROM schema_versions WHERE component = %s",
+                                 (HUB.name,))
+        row = await cur.fetchone()
+        todo = pending(HUB, row[0] if row else 0, migrate=allow, where=where)
+        for m in todo:
+            await conn.execute(m.sql)
+            await conn.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (%s, %s) "
+                "ON CONFLICT (component) DO UPDATE SET version = excluded.version, "
+                "applied_at = now()", (HUB.name, m.version))
+            log.info("store.migrated", database=where, component=HUB.name,
+                     version=m.version, migration=m.name)

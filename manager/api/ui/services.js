@@ -1,0 +1,383 @@
+// The manager's services page: the table, live over WS /api/services/ws; start / stop /
+// restart with confirmation (POST /api/services/{name}/...); the selected service's
+// details, its update (live steps over WS /api/updates/{id}/ws) and its log tail (WS
+// /api/services/{name}/logs/ws). Message shapes: docs/DASHBOARD.md.
+import { api, askToken, onToken, token } from "./shared/auth.js";
+import { confirmAction } from "./shared/confirm.js";
+import { clear, duration, el, setText, timestamp } from "./shared/dom.js";
+import { LiveSocket } from "./shared/live.js";
+import { badge, setBadge } from "./shared/states.js";
+
+const MAX_LOG_LINES = 2000;
+const UPDATE_STEPS = ["download", "verify", "stage", "stop", "switch", "start", "health", "commit"];
+
+const $ = (id) => document.getElementById(id);
+
+const page = {
+  services: new Map(),   // name -> {data, receivedAt, row, cells}
+  order: [],
+  selected: "",
+  caller: null,
+  busy: new Set(),       // service names with an action in flight
+  logSocket: null,
+  updateSocket: null,
+  updateOp: "",
+  updateEvents: [],
+  authNotice: false,
+};
+
+// ---- connection state ------------------------------------------------------------------
+
+function showConn(state, detail) {
+  const node = $("conn");
+  node.dataset.state = state;
+  const words = {
+    connecting: "Connecting…",
+    live: "Live",
+    reconnecting: detail ? `Reconnecting in ${Math.ceil(detail.delay / 1000)} s…` : "Reconnecting…",
+    denied: "Token needed",
+    closed: "Closed",
+  };
+  setText(node, words[state] || state);
+}
+
+let noticeTimer = null;
+
+/** A toast (it floats: nothing on the page moves). Errors stay until clicked. */
+function notice(text, kind = "info") {
+  const node = $("notice");
+  clearTimeout(noticeTimer);
+  if (!text) { node.hidden = true; return; }
+  node.dataset.kind = kind;
+  setText(node, text);
+  node.hidden = false;
+  if (kind !== "error") noticeTimer = setTimeout(() => { node.hidden = true; }, 6000);
+}
+
+// ---- the table -------------------------------------------------------------------------
+
+function makeRow(name) {
+  const cells = {
+    name: el("td", { class: "name", title: name }, name),
+    state: el("td", { class: "state" }, badge("state", "")),
+    health: el("td", { class: "health" }, badge("health", "")),
+    pid: el("td", { class: "pid num" }),
+    uptime: el("td", { class: "uptime num" }),
+    version: el("td", { class: "version" }),
+    restarts: el("td", { class: "restarts num" }),
+    message: el("td", { class: "message" }),
+    actions: el("td", { class: "actions-cell" }),
+  };
+  const buttons = {};
+  const box = el("div", { class: "actions" });
+  for (const [action, label] of [["start", "Start"], ["stop", "Stop"], ["restart", "Restart"]]) {
+    buttons[action] = el("button", { type: "button", dataset: { action }, class: action === "stop" ? "danger" : "" }, label);
+    buttons[action].addEventListener("click", (ev) => { ev.stopPropagation(); act(name, action); });
+    box.append(buttons[action]);
+  }
+  cells.actions.append(box);
+  const row = el("tr", { dataset: { service: name }, tabindex: "0", "aria-selected": "false" },
+    ...Object.values(cells));
+  row.addEventListener("click", () => select(name));
+  row.addEventListener("keydown", (ev) => { if (ev.key === "Enter") select(name); });
+  return { row, cells, buttons };
+}
+
+function uptimeOf(entry) {
+  const s = entry.data;
+  if (!s.started_at || !["RUNNING", "STARTING", "STOPPING"].includes(s.state)) return 0;
+  return s.uptime_seconds + (performance.now() - entry.receivedAt) / 1000;
+}
+
+function paintRow(entry) {
+  const s = entry.data;
+  const { cells, buttons, row } = entry;
+  row.dataset.state = s.state;
+  setBadge(cells.state.firstChild, "state", s.state);
+  cells.state.dataset.state = s.state;
+  setBadge(cells.health.firstChild, "health", s.health || "");
+  cells.health.dataset.health = s.health || "";
+  cells.health.title = s.health_message || "";
+  setText(cells.pid, s.pid || "");
+  setText(cells.uptime, duration(uptimeOf(entry)));
+  setText(cells.version, s.version);
+  cells.version.title = s.version;
+  setText(cells.restarts, s.restarts);
+  const up = ["RUNNING", "STARTING", "STOPPING"].includes(s.state);
+  const message = s.message || (!up && s.exit_code !== null && s.exit_code !== undefined
+    ? `exit code ${s.exit_code}` : "");
+  setText(cells.message, message);
+  cells.message.title = message;
+  const readOnly = page.caller && page.caller.role !== "admin";
+  const busy = page.busy.has(s.name);
+  buttons.start.disabled = readOnly || busy || ["RUNNING", "STARTING"].includes(s.state);
+  buttons.stop.disabled = readOnly || busy || ["STOPPED", "EXITED", "FATAL"].includes(s.state);
+  buttons.restart.disabled = readOnly || busy;
+  for (const b of [buttons.start, buttons.stop, buttons.restart]) {
+    b.title = readOnly ? "This token is read-only" : "";
+  }
+}
+
+function applySnapshot(msg) {
+  page.caller = msg.caller;
+  const m = msg.manager || {};
+  setText($("manager-info"), `${m.host || ""} · ${m.role || ""} manager ${m.version || ""}`);
+  setText($("caller"), msg.caller && msg.caller.name !== "anonymous"
+    ? `${msg.caller.name} (${msg.caller.role})` : "");
+  const body = $("services-body");
+  const seen = new Set();
+  const now = performance.now();
+  for (const s of msg.services) {
+    seen.add(s.name);
+    let entry = page.services.get(s.name);
+    if (!entry) {
+      entry = makeRow(s.name);
+      page.services.set(s.name, entry);
+    }
+    entry.data = s;
+    entry.receivedAt = now;
+  }
+  for (const name of [...page.services.keys()]) {
+    if (!seen.has(name)) page.services.delete(name);
+  }
+  page.order = msg.services.map((s) => s.name);
+  body.replaceChildren(...page.order.map((n) => page.services.get(n).row));
+  for (const entry of page.services.values()) paintRow(entry);
+  setText($("services-count"), `${page.order.length}`);
+  $("services-empty").hidden = page.order.length > 0;
+  if (!page.selected || !page.services.has(page.selected)) {
+    select(page.order[0] || "");
+  } else {
+    paintDetail();
+  }
+  stamp(msg.at);
+}
+
+function applyStatus(msg) {
+  const s = msg.service;
+  const entry = page.services.get(s.name);
+  if (!entry) return;  // a snapshot lists every service first
+  entry.data = s;
+  entry.receivedAt = performance.now();
+  paintRow(entry);
+  if (s.name === page.selected) paintDetail();
+  stamp(msg.at);
+}
+
+function stamp(at) {
+  setText($("updated-at"), at ? `updated ${timestamp(at).slice(11)}` : "");
+}
+
+function tick() {
+  for (const entry of page.services.values()) {
+    if (entry.data) setText(entry.cells.uptime, duration(uptimeOf(entry)));
+  }
+}
+
+// ---- actions ---------------------------------------------------------------------------
+
+async function act(name, action) {
+  const words = { start: "Start", stop: "Stop", restart: "Restart" };
+  const fields = action === "stop" ? [
+    { name: "timeout", label: "Timeout in seconds (1–300; empty: the service's stop_timeout)", type: "number", min: 1, max: 300, placeholder: "default" },
+    { name: "force", label: "Force: kill at once (SIGKILL), no graceful stop", type: "checkbox" },
+  ] : [];
+  const text = {
+    start: `Start ${name}?`,
+    stop: `Stop ${name}? It stays stopped until started again.`,
+    restart: `Restart ${name}? It stops, then starts again.`,
+  }[action];
+  const answer = await confirmAction({ title: `${words[action]} ${name}`, text, ok: words[action],
+    danger: action !== "start", fields });
+  if (!answer) return;
+  const query = {};
+  if (action === "stop") {
+    if (answer.timeout) query.timeout = answer.timeout;
+    if (answer.force) query.force = "true";
+  }
+  page.busy.add(name);
+  const entry = page.services.get(name);
+  if (entry) paintRow(entry);
+  notice(`${words[action]}ing ${name}…`, "info");
+  try {
+    const result = await api("POST", `/api/services/${encodeURIComponent(name)}/${action}`, { query });
+    notice(result.message || `${words[action]} ${name}: done`, "ok");
+  } catch (err) {
+    notice(`${words[action]} ${name} failed: ${err.message}`, "error");
+  } finally {
+    page.busy.delete(name);
+    const again = page.services.get(name);
+    if (again) paintRow(again);
+  }
+}
+
+// ---- details, update, logs --------------------------------------------------------------
+
+function select(name) {
+  const changed = name !== page.selected;
+  page.selected = name;
+  for (const [n, entry] of page.services) {
+    entry.row.setAttribute("aria-selected", n === name ? "true" : "false");
+  }
+  paintDetail();
+  if (changed) openLog(name);
+}
+
+function paintDetail() {
+  const entry = page.services.get(page.selected);
+  setText($("detail-name"), page.selected);
+  const dl = clear($("detail"));
+  if (!entry) return;
+  const s = entry.data;
+  const up = ["RUNNING", "STARTING", "STOPPING"].includes(s.state);
+  const rows = [
+    ["State", badge("state", s.state)],
+    ["Since", timestamp(s.state_since)],
+    ["Wanted", s.desired],
+    ["Health", s.health ? badge("health", s.health) : "not checked"],
+    ["Health detail", s.health_message || ""],
+    ["PID", s.pid || "—"],
+    ["Started", timestamp(s.started_at)],
+    ["Version", s.version],
+    ["Package", s.package],
+    ["Backend", s.backend + (s.adopted ? " (re-adopted)" : "")],
+    ["Restarts", s.restarts],
+    ["Last exit", up ? "" : s.exit_code !== null && s.exit_code !== undefined
+      ? `code ${s.exit_code}` : s.exit_signal ? `signal ${s.exit_signal}` : ""],
+    ["Message", s.message],
+  ];
+  for (const [k, v] of rows) {
+    if (v === "" || v === undefined || v === null) continue;
+    dl.append(el("dt", {}, k), el("dd", { dataset: { key: k.toLowerCase() } }, v));
+  }
+  paintUpdate(s);
+}
+
+function paintUpdate(s) {
+  const u = s.update || {};
+  const box = $("update");
+  const op = u.running_operation_id || u.last_operation_id;
+  if (op !== page.updateOp) watchUpdate(op);
+  const parts = [];
+  if (u.running_operation_id) {
+    parts.push(el("p", {}, `Updating to ${u.running_version || "?"}`,
+      u.running_step ? ` — step: ${u.running_step}` : "",
+      u.running_origin ? ` (by ${u.running_origin})` : ""));
+  } else if (u.last_operation_id) {
+    parts.push(el("p", {}, badge("outcome", u.last_outcome || "running"), " ",
+      `${u.last_version || ""}`, u.last_origin ? ` (by ${u.last_origin})` : ""));
+    if (u.last_message) parts.push(el("p", { class: "muted" }, u.last_message));
+  } else {
+    parts.push(el("p", { class: "muted" }, "No update yet."));
+  }
+  if (op) parts.push(stepsList(u));
+  box.replaceChildren(...parts);
+}
+
+function stepsList(u) {
+  const events = page.updateEvents;
+  const last = new Map();
+  for (const ev of events) last.set(ev.step, ev);
+  const names = [...UPDATE_STEPS];
+  for (const ev of events) {
+    if (!names.includes(ev.step) && !["validate", "done"].includes(ev.step)) names.push(ev.step);
+  }
+  const list = el("ol", { class: "steps", id: "update-steps" });
+  for (const step of names) {
+    const ev = last.get(step);
+    const current = !ev && u.running_step === step;
+    const status = ev ? ev.status : current ? "started" : "";
+    list.append(el("li", { dataset: { step, status } },
+      step, status ? ` — ${status}` : "",
+      ev && ev.elapsed_seconds ? el("span", { class: "elapsed" }, ` ${ev.elapsed_seconds.toFixed(1)} s`) : "",
+      ev && ev.message ? el("span", { class: "muted" }, ` · ${ev.message}`) : ""));
+  }
+  return list;
+}
+
+function watchUpdate(op) {
+  if (page.updateSocket) page.updateSocket.stop();
+  page.updateSocket = null;
+  page.updateOp = op || "";
+  page.updateEvents = [];
+  if (!op) return;
+  const sock = new LiveSocket(`/api/updates/${encodeURIComponent(op)}/ws`, {
+    onMessage: (msg) => {
+      if (msg.type === "step") {
+        page.updateEvents.push(msg);
+        const entry = page.services.get(page.selected);
+        if (entry) paintUpdate(entry.data);
+        if (msg.final) sock.stop();
+      }
+    },
+  });
+  page.updateSocket = sock;
+  sock.start();
+}
+
+function openLog(name) {
+  if (page.logSocket) page.logSocket.stop();
+  page.logSocket = null;
+  const pre = clear($("log"));
+  setText($("logs-name"), name);
+  if (!name) return;
+  const sock = new LiveSocket(`/api/services/${encodeURIComponent(name)}/logs/ws?tail=200`, {
+    onMessage: (msg) => {
+      if (msg.type === "logs") {
+        if (msg.tail) clear(pre);  // a (re)connection starts with the tail again
+        appendLines(pre, msg.lines);
+      } else if (msg.type === "end") {
+        appendLines(pre, ["— end of log —"], "note");
+      }
+    },
+  });
+  page.logSocket = sock;
+  sock.start();
+}
+
+function appendLines(pre, lines, cls = "") {
+  if (!lines.length) return;
+  const stick = $("logs-follow").checked;
+  const frag = document.createDocumentFragment();
+  for (const line of lines) frag.append(cls ? el("span", { class: cls }, line + "\n") : line + "\n");
+  pre.append(frag);
+  // keep the last MAX_LOG_LINES lines (each line is one text node or span)
+  let extra = pre.childNodes.length - MAX_LOG_LINES;
+  while (extra-- > 0) pre.firstChild.remove();
+  if (stick) pre.scrollTop = pre.scrollHeight;
+}
+
+// ---- start ------------------------------------------------------------------------------
+
+const live = new LiveSocket("/api/services/ws", {
+  onMessage: (msg) => {
+    if (msg.type === "snapshot") {
+      applySnapshot(msg);
+      if (page.authNotice) { page.authNotice = false; notice(""); }
+    } else if (msg.type === "status") {
+      applyStatus(msg);
+    }
+  },
+  onStatus: (state, detail) => {
+    showConn(state, detail);
+    if (state === "denied") {
+      notice(token() ? "The manager did not accept this token." : "This manager needs a token.", "error");
+      page.authNotice = true;
+      askToken(token() ? "That token was not accepted. Enter another one." : "This manager needs a bearer token.");
+    }
+  },
+});
+
+onToken(() => {
+  live.start();
+  if (page.selected) { const name = page.selected; page.selected = ""; select(name); }
+});
+
+$("token-button").addEventListener("click", () => {
+  askToken(token() ? "Enter a new token for this tab (Cancel keeps the current one)." : "");
+});
+$("logs-clear").addEventListener("click", () => clear($("log")));
+$("notice").addEventListener("click", () => notice(""));
+
+live.start();
+setInterval(tick, 1000);
