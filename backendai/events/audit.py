@@ -114,14 +114,17 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-def audited(action: str, subject: Callable[..., str], *,
+def audited(action: str | Callable[..., str], subject: Callable[..., str], *,
             request: Callable[..., Mapping[str, object]] | None = None,
             detail: Callable[[Any], Mapping[str, object]] | None = None,
+            result_subject: Callable[[Any], str] | None = None,
             ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Record every call of a service-layer method as `audit.<action>`. `subject(self,
-    *args, **kwargs)` names what it acts on, `request(self, *args, **kwargs)` adds
-    fields of what was asked, `detail(result)` fields of what it did (on success). The
-    object's `events` attribute (an EventLog, or None) receives the event."""
+    """Record every call of a service-layer method as `audit.<action>` (`action` may be
+    worked out from the call's arguments, as `subject` is). `subject(self, *args,
+    **kwargs)` names what it acts on, `request(self, *args, **kwargs)` adds fields of
+    what was asked, `detail(result)` fields of what it did and `result_subject(result)`
+    a better subject (e.g. the id of what it created) on success. The object's `events`
+    attribute (an EventLog, or None) receives the event."""
     def wrap(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(fn)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -129,19 +132,22 @@ def audited(action: str, subject: Callable[..., str], *,
             if events is None:
                 return await fn(*args, **kwargs)
             who = request_caller() or INTERNAL
+            verb = action(*args, **kwargs) if callable(action) else action
             what = subject(*args, **kwargs)
             asked = dict(request(*args, **kwargs)) if request else {}
             token = _ACTING.set(who)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                _record(events, action, what, who, result=outcome(exc), fields=asked)
+                _record(events, verb, what, who, result=outcome(exc), fields=asked)
                 raise
             finally:
                 _ACTING.reset(token)
             if detail is not None:
                 asked.update(detail(result))
-            _record(events, action, what, who, result="ok", fields=asked)
+            if result_subject is not None:
+                what = result_subject(result) or what
+            _record(events, verb, what, who, result="ok", fields=asked)
             return result
         return run
     return wrap

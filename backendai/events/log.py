@@ -133,6 +133,13 @@ class EventLog:
         if self.last_id - self.oldest_id + 1 > self.retention.count + self.retention.slack:
             self._prune_wanted.set()
 
+    async def refresh(self) -> None:
+        """Learn the store's bounds again: events another process wrote (hubs sharing a
+        database) become visible to this log's watchers and sinks."""
+        bounds = await self.store.bounds()
+        self.oldest_id = bounds.oldest_id
+        self.committed(bounds.last_id)
+
     async def flush(self) -> None:
         """Commit everything queued now (the flusher does this on its own)."""
         while True:

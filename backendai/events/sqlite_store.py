@@ -13,11 +13,12 @@ and answered with a clear error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +52,19 @@ CREATE TABLE IF NOT EXISTS event_cursors (
 
 QUERY_BUDGET = 2.0  # seconds a listing may scan before it is stopped
 PRUNE_CHUNK = 500  # rows deleted per transaction (each a short stall of the loop)
+NORMAL = 1  # PRAGMA synchronous
 _COLUMNS = "id, at, kind, subject, message, fields, actor, transport, peer, result, host"
 _INSERT = ("INSERT INTO events (at, kind, subject, message, fields, actor, transport, peer, "
            "result, host) VALUES (?,?,?,?,?,?,?,?,?,?)")
 
 
-def _row(ev: Event) -> tuple[Any, ...]:
+def event_row(ev: Event) -> tuple[Any, ...]:
     return (ev.at, ev.kind, ev.subject, ev.message,
             json.dumps(dict(ev.fields), separators=(",", ":"), ensure_ascii=False),
             ev.actor, ev.transport, ev.peer, ev.result, ev.host)
 
 
-def _event(r: Sequence[Any]) -> Event:
+def row_event(r: Sequence[Any]) -> Event:
     try:
         fields = json.loads(r[5])
     except ValueError:
@@ -73,7 +75,7 @@ def _event(r: Sequence[Any]) -> Event:
 
 def insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> int:
     """Insert inside the caller's open transaction; the newest id written."""
-    db.executemany(_INSERT, [_row(ev) for ev in events])
+    db.executemany(_INSERT, [event_row(ev) for ev in events])
     return int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
 
 
@@ -123,13 +125,16 @@ def page_query(req: PageRequest, last_id: int) -> tuple[str, list[Any]]:
 class SqliteEventStore:
     """EventStore on a daemon's SQLite file. `db` is the daemon's own connection
     (autocommit mode, used on the event loop only); `path` the file, opened again
-    read-only for listings in a worker thread."""
+    read-only for listings in a worker thread. `ensure_schema(component, version, ddl)`
+    creates or checks the tables (None: the daemon's migrations already did)."""
 
     def __init__(self, db: sqlite3.Connection, path: Path, *,
-                 ensure_schema: Callable[[str, int, str], None]) -> None:
-        ensure_schema("events", SCHEMA_VERSION, SCHEMA)
+                 ensure_schema: Callable[[str, int, str], None] | None) -> None:
+        if ensure_schema is not None:
+            ensure_schema("events", SCHEMA_VERSION, SCHEMA)
         self.db = db
         self.path = path
+        self._sync = int(db.execute("PRAGMA synchronous").fetchone()[0])  # to restore
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
 
@@ -138,11 +143,22 @@ class SqliteEventStore:
     async def append(self, events: Sequence[Event]) -> int:
         return self.append_now(events)
 
+    @contextlib.contextmanager
+    def _relaxed(self) -> Iterator[None]:
+        """synchronous=NORMAL for the block, then the connection's own setting again."""
+        if self._sync <= NORMAL:
+            yield
+            return
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self.db.execute(f"PRAGMA synchronous={self._sync}")
+
     def append_now(self, events: Sequence[Event]) -> int:
         """One transaction of events alone, with synchronous=NORMAL (see the module doc)."""
         db = self.db
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:
+        with self._relaxed():
             db.execute("BEGIN IMMEDIATE")
             try:
                 last = insert_events(db, events)
@@ -150,8 +166,6 @@ class SqliteEventStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        finally:
-            db.execute("PRAGMA synchronous=FULL")
         return last
 
     async def bounds(self) -> Bounds:
@@ -179,12 +193,8 @@ class SqliteEventStore:
         return removed
 
     def _delete(self, sql: str, params: tuple[Any, ...]) -> int:
-        db = self.db
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            return db.execute(sql, params).rowcount
-        finally:
-            db.execute("PRAGMA synchronous=FULL")
+        with self._relaxed():
+            return int(self.db.execute(sql, params).rowcount)
 
     async def cursor(self, sink: str) -> int | None:
         row = self.db.execute("SELECT last_id FROM event_cursors WHERE sink = ?",
@@ -221,7 +231,7 @@ class SqliteEventStore:
                 raise
             finally:
                 db.set_progress_handler(None, 0)
-        return [_event(r) for r in rows]
+        return [row_event(r) for r in rows]
 
     async def close(self) -> None:
         with self._reader_lock:

@@ -111,22 +111,38 @@ class SinkRunner:
         return cursor
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until cancelled (or the log closes). A failing store (the database
+        away) is retried like a failing receiver: a sink never takes the daemon down."""
         await self.events.open()
+        try:
+            while True:
+                try:
+                    await self._deliver_all()
+                except Exception as exc:  # noqa: BLE001 - logged and retried
+                    self.failures += 1
+                    self.last_error = str(exc) or type(exc).__name__
+                    delay = retry_delay(self.failures, self.cfg.backoff_initial,
+                                        self.cfg.backoff_max, self.roll())
+                    log.warning("events.sink_error", sink=self.name, error=self.last_error,
+                                retry_in=round(delay, 3))
+                    await asyncio.sleep(delay)
+                else:
+                    return
+        finally:
+            await self.sink.close()
+
+    async def _deliver_all(self) -> None:
         self.cursor = await self._start_cursor()
         log.info("events.sink_started", sink=self.name, target=self.sink.shown,
                  cursor=self.cursor, last_id=self.events.last_id)
-        try:
-            while True:
-                batch = await self._next_batch()
-                if not batch:
-                    await self.events.wait_beyond(self.cursor)
-                    if self.events.last_id <= self.cursor:
-                        return  # the log closed
-                    continue
-                await self._deliver(batch)
-        finally:
-            await self.sink.close()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                await self.events.wait_beyond(self.cursor)
+                if self.events.last_id <= self.cursor:
+                    return  # the log closed
+                continue
+            await self._deliver(batch)
 
     async def _next_batch(self) -> list[Event]:
         last = self.events.last_id
