@@ -110,6 +110,23 @@ class Recorder(Protocol):
              result: str = "") -> None: ...
 
 
+FLUSH_WAIT = 2.0  # seconds an action's answer waits for its audit record to be stored
+
+
+async def _stored(events: Recorder) -> None:
+    """Commit the audit record before the caller gets the answer (when the log can): an
+    answered action is in the history. A store that cannot take it within FLUSH_WAIT
+    leaves it queued for the log's own retries; the answer is not held up longer."""
+    flush = getattr(events, "flush", None)
+    if flush is None:
+        return
+    try:
+        async with asyncio.timeout(FLUSH_WAIT):
+            await flush()
+    except Exception:  # noqa: BLE001 - the action happened; its record stays queued
+        return
+
+
 R = TypeVar("R")
 P = ParamSpec("P")
 
@@ -140,6 +157,8 @@ def audited(action: str | Callable[..., str], subject: Callable[..., str], *,
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 _record(events, verb, what, who, result=outcome(exc), fields=asked)
+                if not isinstance(exc, asyncio.CancelledError):
+                    await _stored(events)
                 raise
             finally:
                 _ACTING.reset(token)
@@ -148,6 +167,7 @@ def audited(action: str | Callable[..., str], subject: Callable[..., str], *,
             if result_subject is not None:
                 what = result_subject(result) or what
             _record(events, verb, what, who, result="ok", fields=asked)
+            await _stored(events)
             return result
         return run
     return wrap
