@@ -22,12 +22,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aictl.fleet import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, _connection_args
-
-if TYPE_CHECKING:
-    import grpc
 
 DEFAULT_COUNT = 20
 PAGE = 1000
@@ -64,49 +61,49 @@ def _count(text: str) -> int:
 
 
 class Target:
-    """A connected Manager or Hub stub (both serve ListEvents / WatchEvents)."""
+    """A manager (its own channel) or the hub (aictl/hub_client.py: with several hubs,
+    calls fail over between them; they share one history, so a watch resumes on another
+    hub after the same id)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         import grpc  # noqa: PLC0415 - keep `aictl --help` fast
 
-        self.address = args.manager or args.hub
-        self.what = f"manager {args.manager}" if args.manager else f"hub {args.hub}"
-        self.metadata: list[tuple[str, str]] = []
-        if args.token_file:
-            from backendai.auth import load_token  # noqa: PLC0415
+        from aictl.fleet import _connect, _open_channel  # noqa: PLC0415
 
-            token = load_token(Path(args.token_file), "--token-file").decode()
-            self.metadata.append(("authorization", f"Bearer {token}"))
-        self.channel = self._channel(grpc, args)
+        self.what = f"manager {args.manager}" if args.manager else f"hub {args.hub}"
+        self.hub: Any = None
+        self.channel: Any = None
         if args.manager:
             from backendai.v1 import manager_pb2_grpc  # noqa: PLC0415
 
+            self.metadata: list[tuple[str, str]] = []
+            if args.token_file:
+                from backendai.auth import load_token  # noqa: PLC0415
+
+                token = load_token(Path(args.token_file), "--token-file").decode()
+                self.metadata.append(("authorization", f"Bearer {token}"))
+            self.channel = _open_channel(grpc, args, args.manager)
             self.stub: Any = manager_pb2_grpc.ManagerStub(self.channel)
         else:
-            from backendai.v1 import hub_pb2_grpc  # noqa: PLC0415
+            self.hub = _connect(args)
+            self.metadata = self.hub.metadata
+            self.stub = self.hub.stub
 
-            self.stub = hub_pb2_grpc.HubStub(self.channel)
+    def watch(self, request: Any) -> Iterator[Any]:
+        if self.hub is not None:
+            return iter(self.hub.stream("WatchEvents", request, metadata=self.metadata))
+        return iter(self.stub.WatchEvents(request, metadata=self.metadata))
 
-    def _channel(self, grpc_mod: Any, args: argparse.Namespace) -> grpc.Channel:
-        if not (args.tls_ca or args.tls_cert or args.tls_key):
-            return grpc_mod.insecure_channel(self.address)
-        from backendai.errors import ConfigError  # noqa: PLC0415
-        from backendai.tls import ClientTLS  # noqa: PLC0415
-
-        def path(value: str) -> Path | None:
-            return Path(value) if value else None
-
-        try:
-            tls = ClientTLS.from_files(path(args.tls_ca), path(args.tls_cert),
-                                       path(args.tls_key), args.tls_server_name,
-                                       names=("--tls-ca", "--tls-cert", "--tls-key"))
-        except ConfigError as exc:
-            raise CliError(str(exc), EXIT_USAGE) from None
-        return grpc_mod.secure_channel(self.address, tls.credentials(),
-                                       options=tls.channel_options())
+    def failed(self, exc: BaseException) -> None:
+        """A stream broke: the next one goes to another hub when there is one."""
+        if self.hub is not None:
+            self.hub.failed(exc)
 
     def close(self) -> None:
-        self.channel.close()
+        if self.hub is not None:
+            self.hub.close()
+        if self.channel is not None:
+            self.channel.close()
 
 
 # ---- output ---------------------------------------------------------------------------------
@@ -180,7 +177,7 @@ def _follow(t: Target, args: argparse.Namespace, after: int) -> Iterator[Any]:
                                          subject=args.subject, host=args.host)
         why = "the stream ended"
         try:
-            for e in t.stub.WatchEvents(request, metadata=t.metadata):
+            for e in t.watch(request):
                 delay = 0.5
                 after = max(after, e.id)
                 yield e
@@ -188,6 +185,7 @@ def _follow(t: Target, args: argparse.Namespace, after: int) -> Iterator[Any]:
             if exc.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
             why = exc.details() or "no connection"
+            t.failed(exc)
         print(f"aictl: {t.what}: {why}; resuming after event {after}", file=sys.stderr)
         time.sleep(delay)
         delay = min(RECONNECT_MAX, delay * 2)

@@ -89,7 +89,8 @@ class HubDaemon(DaemonLifecycle):
             leadership = Leadership(store, hub_id=hub_id, ttl=cfg.ha.lease_ttl,
                                     address=lambda: advertise_address(
                                         cfg.ha.advertise_address, cfg.grpc_listen, self.port))
-            inventory.on_reachability = HostHistory(events, leadership).reachability
+            reachability = HostHistory(events, leadership, inventory)
+            inventory.on_reachability = reachability.reachability
             fleet = Fleet(inventory=inventory, links=links, store=store,
                           static_names=static_names, leadership=leadership, events=events)
             rollouts = Rollouts(store=store, links=links, inventory=inventory,
@@ -113,7 +114,8 @@ class HubDaemon(DaemonLifecycle):
                               tg.create_task(_follow_history(store, events),
                                              name="events-follow"),
                               tg.create_task(_sinks_while_leading(leadership, sinks),
-                                             name="event-sinks")]
+                                             name="event-sinks"),
+                              tg.create_task(reachability.run(), name="reachability")]
                 events.emit("hub.started", f"hub/{hub_id}",
                             f"hub {self.version} started (pid {os.getpid()})",
                             {"pid": os.getpid(), "version": self.version})
