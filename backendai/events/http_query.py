@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Awaitable, Callable
 
 from backendai.errors import InvalidArgument
 from backendai.events.model import (
@@ -24,6 +25,8 @@ from backendai.events.model import (
     cut,
     to_json,
 )
+from backendai.http_router import Router
+from backendai.http_server import JSON, Request
 
 QUERY = ("kind", "subject", "since", "until", "after_id", "before_id", "limit", "order")
 NUMBER_RE = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
@@ -78,3 +81,13 @@ def page_json(page: Page, *, source: str = "") -> dict[str, object]:
             "count": len(page.events), "last_id": page.last_id, "oldest_id": page.oldest_id,
             "next_after_id": page.next_after_id, "next_before_id": page.next_before_id,
             **({"source": source} if source else {})}
+
+
+def add_event_routes(router: Router, page: Callable[[PageRequest], Awaitable[Page]],
+                     source: Callable[[], str]) -> None:
+    """`GET /api/events` on a daemon's router: `page` answers a validated request (the
+    manager's service layer, the hub's event log), `source` names the daemon."""
+    async def events(req: Request) -> JSON:
+        return page_json(await page(page_request(req.query)), source=source())
+
+    router.add("GET", "/api/events", events, query=QUERY)

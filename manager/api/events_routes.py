@@ -6,13 +6,9 @@ from __future__ import annotations
 
 from backendai.events import http_query
 from backendai.http_router import Router
-from backendai.http_server import JSON, Request
 from manager.api.control import ManagerControl
 
 
 def add_event_routes(router: Router, control: ManagerControl) -> None:
-    async def events(req: Request) -> JSON:
-        page = await control.list_events(http_query.page_request(req.query))
-        return http_query.page_json(page, source=control.require_events().source)
-
-    router.add("GET", "/api/events", events, query=http_query.QUERY)
+    http_query.add_event_routes(router, control.list_events,
+                                lambda: control.require_events().source)
