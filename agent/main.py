@@ -8,6 +8,7 @@ from pathlib import Path
 from agent import config as config_mod
 from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
+from backendai.preflight import check_token_files
 
 
 def _daemon(cfg: config_mod.AgentConfig, ready_file: Path | None) -> Daemon:
@@ -17,10 +18,16 @@ def _daemon(cfg: config_mod.AgentConfig, ready_file: Path | None) -> Daemon:
     return AgentDaemon(cfg, version=version, ready_file=ready_file)
 
 
+def check(cfg: config_mod.AgentConfig) -> None:
+    """--check-config: what AgentDaemon.run checks besides the file (its token files)."""
+    check_token_files([(cfg.auth_token_file, "auth_token_file"),
+                       (cfg.hub_token_file, "hub_token_file")])
+
+
 def main(argv: list[str] | None = None) -> int:
     return daemon_main("ai-agent", "The per-host service of a Backend AI fleet.", argv,
                        load=config_mod.load, summary=lambda cfg: f"name {cfg.name}",
-                       make=_daemon)
+                       make=_daemon, check=check)
 
 
 if __name__ == "__main__":

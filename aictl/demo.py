@@ -88,6 +88,7 @@ class DemoFleet:
                                   else "edge", "site": "demo"})
                        for i in range(1, agents + 1)]
         self.hub_address = ""
+        self.hub_http = ""
         self.aictl = [sys.executable, "-m", "aictl.main"]
 
     # ---- releases ------------------------------------------------------------------
@@ -143,13 +144,14 @@ class DemoFleet:
             self.start_manager(host)
         hosts = [{"name": a.name, "manager": a.manager_grpc(), "labels": a.labels}
                  for a in self.agents]
-        self._write_hub_config(hosts, "127.0.0.1:0")
+        self._write_hub_config(hosts, "127.0.0.1:0", "127.0.0.1:0")
         self._start_service(self.hub)
         info = wait_for(lambda: _read_json(self.hub.service_ready), 30, "the hub to be ready")
         self.hub_address = f"127.0.0.1:{info['grpc_port']}"
-        # Keep the port the kernel picked: when the hub updates itself and restarts,
-        # the agents and aictl find it where it was.
-        self._write_hub_config(hosts, self.hub_address)
+        self.hub_http = f"127.0.0.1:{info['http_port']}"
+        # Keep the ports the kernel picked: when the hub updates itself and restarts,
+        # the agents, aictl and an open dashboard find it where it was.
+        self._write_hub_config(hosts, self.hub_address, self.hub_http)
         for agent in self.agents:
             agent.service_config.write_text(tomli_w.dumps(
                 {"name": agent.name, "grpc_listen": "127.0.0.1:0",
@@ -158,9 +160,11 @@ class DemoFleet:
             self._start_service(agent)
         wait_for(self._all_connected, 60, "every agent to report to the hub")
 
-    def _write_hub_config(self, hosts: list[dict[str, Any]], listen: str) -> None:
+    def _write_hub_config(self, hosts: list[dict[str, Any]], listen: str,
+                          http_listen: str) -> None:
         self.hub.service_config.write_text(tomli_w.dumps(
-            {"grpc_listen": listen, "state_dir": str(self.hub.root / "hub-state"),
+            {"grpc_listen": listen, "http_listen": http_listen,
+             "state_dir": str(self.hub.root / "hub-state"),
              "heartbeat_interval": 1.0, "log_format": "json",
              "self": {"name": "hub", "manager_address": self.hub.manager_grpc()},
              "hosts": hosts}))
@@ -222,7 +226,8 @@ class DemoFleet:
                     if "grpc_port" in service else "",
                     "directory": str(h.root)}
 
-        return {"hub": self.hub_address, "store": f"file://{self.store}",
+        return {"hub": self.hub_address, "dashboard": f"http://{self.hub_http}/ui/",
+                "store": f"file://{self.store}",
                 "hosts": [host_info(h) for h in [self.hub, *self.agents]],
                 "try": [f"curl http://{self.hub.manager_http()}/status",
                         f"grpcurl -plaintext {self.hub_address} list",

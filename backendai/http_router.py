@@ -109,7 +109,9 @@ class Router:
         for route, m in matches:
             if route.method == request.method:
                 return route, m
-        if not self.auth(request):
+        # A caller one of the path's routes lets in may learn its methods (405); anyone
+        # else gets the same 401 as for an unknown path.
+        if not (self.auth(request) or any(route.auth(request) for route, _ in matches)):
             raise _denied(request)
         if not matches:
             raise NotFound(f"no endpoint {request.path[:200]!r}")

@@ -3,7 +3,8 @@
 `HttpServer` owns the sockets and the connections and nothing else: bounded request
 heads and bodies, a bounded number of connections (503 beyond), a deadline to receive
 each request (408), keep-alive and pipelining, `Expect: 100-continue`, HEAD, a polite
-(lingering) close, and a graceful stop. What a request means is the `App`'s business:
+(lingering) close, a graceful stop, and optionally TLS (`ssl_context`: HTTPS, or mutual
+TLS when the context wants client certificates). What a request means is the `App`'s business:
 a coroutine that takes a `Request` and returns a `Response`, or an `Upgrade` that takes
 the connection over (the seam for WebSocket). `backendai/http_router.py` is the usual
 app. Errors become JSON answers `{"success": false, "error": "..."}`: an `HttpError`
@@ -22,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 import h11
@@ -41,6 +42,9 @@ from backendai.auth import (
 )
 from backendai.errors import BackendAIError
 from backendai.listen import ListenAddress
+
+if TYPE_CHECKING:
+    import ssl
 
 log = structlog.get_logger(__name__)
 
@@ -178,9 +182,12 @@ class HttpServer:
                  token: bytes | Token | Tokens | None = None,
                  max_connections: int = MAX_CONNECTIONS,
                  request_timeout: float = REQUEST_TIMEOUT, max_head: int = MAX_HEAD,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, ssl_context: ssl.SSLContext | None = None) -> None:
+        """ssl_context: serve HTTPS (the TLS handshake must end within request_timeout;
+        a plaintext client gets its connection closed)."""
         self.listen = listen
         self.app = app
+        self.ssl_context = ssl_context
         self.tokens = as_tokens(token)  # None: everyone is let in
         self.max_connections = max_connections
         self.request_timeout = request_timeout
@@ -200,8 +207,10 @@ class HttpServer:
         """Bind (port 0 = any free port) without serving yet; return the bound address."""
         if self._server is None:
             try:
+                tls = self.ssl_context
                 self._server = await asyncio.start_server(
-                    self._accept, self.listen.host, self.listen.port, start_serving=False)
+                    self._accept, self.listen.host, self.listen.port, start_serving=False,
+                    ssl=tls, ssl_handshake_timeout=self.request_timeout if tls else None)
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot bind HTTP to {self.listen}: "
                                          f"{exc.strerror or exc}") from None

@@ -2,6 +2,7 @@
 start; errors name the key. Keys and defaults are documented in docs/CONFIG.md (Hub).
 
     grpc_listen = "0.0.0.0:3000"
+    http_listen = "127.0.0.1:3001"                       # dashboard, /api (JSON, WebSocket)
     state_dir = "/var/lib/backend-ai/hub"
     auth_token_file = "/etc/backend-ai/hub.token"       # callers (aictl, agents) send it
     manager_token_file = "/etc/backend-ai/manager.token" # sent to managers
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backendai.auth import TokenSpec
 from backendai.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -56,7 +58,10 @@ class HubConfig:
     state_dir: Path
     grpc_listen: ListenAddress = field(
         default_factory=lambda: ListenAddress("0.0.0.0", 3000))  # noqa: S104 - serves the fleet
+    http_listen: ListenAddress = field(
+        default_factory=lambda: ListenAddress("127.0.0.1", 3001))
     auth_token_file: Path | None = None
+    auth_tokens: tuple[TokenSpec, ...] = ()  # `[[auth_tokens]]`: more named tokens, roles
     insecure_no_auth: bool = False
     manager_token_file: Path | None = None
     hosts: tuple[HostEntry, ...] = ()
@@ -73,6 +78,7 @@ class HubConfig:
     ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
     events: EventsConfig = field(default_factory=EventsConfig)  # [events]: backendai/events
     event_sinks: tuple[SinkConfig, ...] = ()                    # [[event_sinks]]
+    metrics_open: bool = False  # GET /metrics without a token from anywhere
 
 
 def _host(t: Table, role: str = "agent") -> HostEntry:
@@ -109,17 +115,21 @@ def load(path: Path) -> HubConfig:
         raise ConfigError(f"hosts: duplicate host names {', '.join(dupes)}")
     if len(hosts) > MAX_HOSTS:
         raise ConfigError(f"hosts: at most {MAX_HOSTS}")
+    auth_token_file = t.optional_path("auth_token_file", absolute=True)
     cfg = HubConfig(
         state_dir=state_dir,
         grpc_listen=t.listen("grpc_listen"),
-        auth_token_file=t.optional_path("auth_token_file"),
+        http_listen=t.listen("http_listen"),
+        auth_token_file=auth_token_file,
+        auth_tokens=t.auth_tokens(default_token=auth_token_file is not None),
         insecure_no_auth=t.flag("insecure_no_auth"),
-        manager_token_file=t.optional_path("manager_token_file"),
+        manager_token_file=t.optional_path("manager_token_file", absolute=True),
         hosts=tuple(hosts), self_host=self_host,
         version=t.version("version"),
         heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),
         call_timeout=t.number("call_timeout", low=0.1, high=600),
         tick_seconds=t.number("tick_seconds", low=0.01, high=10),
+        metrics_open=t.flag("metrics_open"),
         tls=t.tls_server("tls"),
         manager_tls=t.tls_client("manager_tls"),
         log_level=t.choice("log_level", LOG_LEVELS),
@@ -132,6 +142,7 @@ def load(path: Path) -> HubConfig:
         event_sinks=read_sinks(t),
     )
     t.done()
-    require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,
-                               cfg.insecure_no_auth)
+    any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
+    require_token_off_loopback({"grpc_listen": cfg.grpc_listen, "http_listen": cfg.http_listen},
+                               any_token, cfg.insecure_no_auth)
     return cfg

@@ -1,6 +1,6 @@
 """The hub daemon's lifecycle: run() returns only when fully stopped; shutdown() is
-idempotent. Graceful stop order: health NOT_SERVING, gRPC stop with grace, then the
-rollout runners (their state is already stored), the lease (released, so another hub
+idempotent. Graceful stop order: health NOT_SERVING, HTTP and gRPC stop with grace, then
+the rollout runners (their state is already stored), the lease (released, so another hub
 takes over at once), and the inventory watchers.
 
 The store is SQLite in state_dir or a PostgreSQL several hubs share (hub/store.py); an
@@ -18,22 +18,25 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import StoreUnavailable
 from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
+from backendai.preflight import check_state_dir
 from backendai.tls import ReloadableServerCredentials
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
 from hub.host_history import HostHistory
 from hub.host_sync import HostSync
+from hub.http_app import HubHttp
 from hub.identity import advertise_address, local_hub_id
 from hub.inventory import Inventory
 from hub.leadership import Leadership
 from hub.manager_links import ManagerLinks
 from hub.rollouts import Rollouts
+from hub.stats import HubStats
 from hub.store import HubStore, open_store
 
 if TYPE_CHECKING:
@@ -55,6 +58,7 @@ class HubDaemon(DaemonLifecycle):
         self.ready_file = ready_file
         self.port = 0
         self.events: EventLog | None = None
+        self.http_port = 0
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -63,13 +67,17 @@ class HubDaemon(DaemonLifecycle):
         store: HubStore | None = None
         links: ManagerLinks | None = None
         try:
+            check_state_dir(cfg.state_dir)  # as --check-config (hub/main.py) does
             lock.acquire()
-            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
+            # callers' tokens (auth_token_file: the admin named "default"; [[auth_tokens]])
+            token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
+            admin = token.tokens[0] if token is not None and cfg.auth_token_file else None
             manager_token = Token.from_file(cfg.manager_token_file, "manager_token_file") \
-                if cfg.manager_token_file else token
+                if cfg.manager_token_file else admin
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
-            self.secrets = Secrets([token, *([manager_token] if manager_token is not token
-                                             else [])], tls)
+            self.secrets = Secrets([*(token.tokens if token else ()),
+                                    *([manager_token] if manager_token is not admin else [])],
+                                   tls)
             hub_id = cfg.ha.hub_id or local_hub_id(cfg.state_dir)
             store = await self._open_store()
             if store is None:
@@ -77,8 +85,10 @@ class HubDaemon(DaemonLifecycle):
             events = self._open_events(store)
             await events.open()
             sinks = self._make_sinks(events)
+            stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
-                                 call_timeout=cfg.call_timeout)
+                                 call_timeout=cfg.call_timeout,
+                                 interceptors=stats.interceptors())
             inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval)
             static = [*cfg.hosts, *([cfg.self_host] if cfg.self_host else [])]
             for entry in static:
@@ -97,6 +107,7 @@ class HubDaemon(DaemonLifecycle):
                                 leadership=leadership, before_lead=hosts.full,
                                 hub_host=cfg.self_host.name if cfg.self_host else None,
                                 tick=cfg.tick_seconds, events=events)
+            rollouts.note_observers.append(stats.rollout_notes)
             version = self.version
             servicer = HubServicer(version=version, inventory=inventory, fleet=fleet,
                                    rollouts=rollouts, leadership=leadership, events=events)
@@ -106,6 +117,10 @@ class HubDaemon(DaemonLifecycle):
                                 # the manager's health gate reads the version here, without
                                 # a token (docs/SECURITY.md)
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
+            web = HubHttp(cfg.http_listen, tokens=token, version=version,
+                          inventory=inventory, fleet=fleet, rollouts=rollouts,
+                          stats=stats, metrics_open=cfg.metrics_open)
+            http = web.server
             async with asyncio.TaskGroup() as tg:
                 background = [tg.create_task(inventory.run(), name="inventory"),
                               tg.create_task(store.run(), name="store"),
@@ -115,7 +130,8 @@ class HubDaemon(DaemonLifecycle):
                                              name="events-follow"),
                               tg.create_task(_sinks_while_leading(leadership, sinks),
                                              name="event-sinks"),
-                              tg.create_task(reachability.run(), name="reachability")]
+                              tg.create_task(reachability.run(), name="reachability"),
+                              tg.create_task(web.feed.run(), name="fleet-feed")]
                 events.emit("hub.started", f"hub/{hub_id}",
                             f"hub {self.version} started (pid {os.getpid()})",
                             {"pid": os.getpid(), "version": self.version})
@@ -123,6 +139,8 @@ class HubDaemon(DaemonLifecycle):
                 lead: asyncio.Task[None] | None = None
                 try:
                     _, self.port = await server.start()
+                    _, self.http_port = await http.start()
+                    servicer.http_address = f"{cfg.http_listen.host}:{self.http_port}"
                     with contextlib.suppress(StoreUnavailable):  # the loop retries
                         await leadership.try_acquire()
                     lead = tg.create_task(leadership.run(), name="leadership")
@@ -133,6 +151,7 @@ class HubDaemon(DaemonLifecycle):
                     log.info("hub.stopping")
                 finally:
                     await server.not_serving()
+                    await http.stop(GRACE)
                     await server.stop(GRACE)
                     await _cancel(lead, runs)  # runners stop: their state is stored
                     await leadership.release()
@@ -186,7 +205,8 @@ class HubDaemon(DaemonLifecycle):
         info = {"pid": os.getpid(), "grpc": f"{cfg.grpc_listen.host}:{self.port}",
                 "grpc_port": self.port, "version": version, "state_dir": str(cfg.state_dir),
                 "hub_id": leadership.hub_id, "leader": leadership.leading,
-                "store_backend": cfg.store.backend}
+                "store_backend": cfg.store.backend,
+                "http": f"{cfg.http_listen.host}:{self.http_port}", "http_port": self.http_port}
         if self.ready_file is not None:
             write_ready_file(self.ready_file, info)
         log.info("hub.ready", startup_seconds=round(time.monotonic() - started, 3),

@@ -51,6 +51,7 @@ class HubServicer(pb_grpc.HubServicer):
         self.leadership = leadership
         self.started = time.time()
         self.hostname = socket.gethostname()
+        self.http_address = ""  # the HTTP listener, once bound
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_HubServicer_to_server(self, server)
@@ -70,7 +71,8 @@ class HubServicer(pb_grpc.HubServicer):
                           leader_address=lead.leader_address(), hub_id=lead.hub_id,
                           epoch=lease.epoch if lease else 0,
                           store_backend=self.rollouts.store.backend,
-                          lease_expires_unix=lease.expires_at if lease else 0.0)
+                          lease_expires_unix=lease.expires_at if lease else 0.0,
+                          http_address=self.http_address)
 
     def _hosts(self, request: pb.ListHostsRequest, role: str | None) -> pb.ListHostsResponse:
         now = time.time()
@@ -156,7 +158,7 @@ class HubServicer(pb_grpc.HubServicer):
     @unary
     async def RestartService(self, request: pb.RestartServiceRequest,
                              context: Any) -> mpb.ServiceStatus:
-        return await self.fleet.restart(request.host, request.service)
+        return await self.fleet.restart(request.host, request.service, force=request.force)
 
     @stream
     async def StreamHostLogs(self, request: pb.StreamHostLogsRequest,
@@ -164,17 +166,18 @@ class HubServicer(pb_grpc.HubServicer):
         async for batch in self.fleet.logs(request):
             yield batch
 
-    # ---- placeholders: this round's contract, not implemented yet ----------------------
-
     @unary
     async def StartService(self, request: pb.StartServiceRequest,
                            context: Any) -> mpb.ServiceStatus:
-        raise Unimplemented("StartService is not implemented yet")
+        return await self.fleet.start(request.host, request.service, force=request.force)
 
     @unary
     async def StopService(self, request: pb.StopServiceRequest,
                           context: Any) -> mpb.ServiceStatus:
-        raise Unimplemented("StopService is not implemented yet")
+        return await self.fleet.stop(request.host, request.service,
+                                     timeout=request.timeout_seconds, force=request.force)
+
+    # ---- placeholders: this round's contract, not implemented yet ----------------------
 
     # ---- events: the hub's own, or a host's through its manager (events_fanout.py) -----
 

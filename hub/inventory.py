@@ -63,6 +63,7 @@ class Inventory:
         self.connected = 0
         # told when a host's manager becomes reachable or is lost (the event history)
         self.on_reachability: Callable[[HostView, bool, str], None] | None = None
+        self.reconnects = 0  # status streams re-opened after they ended (/metrics)
 
     def add(self, entry: HostEntry) -> HostView:
         """Add or replace a host; (re)start its watcher when its manager address changed."""
@@ -161,6 +162,7 @@ class Inventory:
             self.changed.set()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
             backoff = min(backoff * 2, BACKOFF_MAX)
+            self.reconnects += 1
 
     def _tell(self, view: HostView, up: bool, why: str) -> None:
         if self.on_reachability is not None:

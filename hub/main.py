@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from backendai.auth import Tokens
 from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
+from backendai.preflight import check_state_dir, check_token_files
 from hub import config as config_mod
 
 
@@ -23,12 +25,21 @@ def _migrate(cfg: config_mod.HubConfig) -> int:
     return migrate(cfg)
 
 
+def check(cfg: config_mod.HubConfig) -> None:
+    """--check-config: what HubDaemon.run checks besides the file (its token files, its
+    state directory), with the same functions."""
+    check_state_dir(cfg.state_dir)
+    Tokens.load(cfg.auth_token_file, cfg.auth_tokens)  # as the start loads them
+    check_token_files([(cfg.manager_token_file, "manager_token_file")])
+
+
 def main(argv: list[str] | None = None) -> int:
     return daemon_main("ai-hub", "Fleet inventory and staged rollouts (Backend AI hub).",
                        argv, load=config_mod.load,
                        summary=lambda cfg: f"{len(cfg.hosts)} hosts", make=_daemon,
                        actions={"migrate": ("apply the store's pending schema migrations "
-                                            "and exit", _migrate)})
+                                            "and exit", _migrate)},
+                       check=check)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and TLS when configured. Error classification for rollout decisions lives here t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 
@@ -27,16 +28,20 @@ def describe(exc: grpc.aio.AioRpcError) -> str:
 
 class ManagerLinks:
     def __init__(self, *, token: bytes | Token | None, tls: ClientTLS | None,
-                 call_timeout: float) -> None:
+                 call_timeout: float,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        """interceptors: on every channel besides the token's (hub/stats.py counts)."""
         self.token = token
         self.tls = tls
         self.call_timeout = call_timeout
+        self.interceptors = interceptors
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def stub(self, address: str) -> mpb_grpc.ManagerStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = open_channel(address, token=self.token, tls=self.tls)
+            channel = open_channel(address, token=self.token, tls=self.tls,
+                                   interceptors=self.interceptors)
             self._channels[address] = channel
         return mpb_grpc.ManagerStub(channel)
 

@@ -64,7 +64,8 @@ def rollout(r: E.Rollout, *, with_hosts: bool = True) -> pb.Rollout:
             pb.RolloutHost(name=h.name, wave=h.wave, state=host_state(h.state),
                            from_version=h.from_version, operation_id=h.operation_id,
                            message=h.message, started_unix=h.started_at,
-                           finished_unix=h.finished_at, attempts=h.attempts, step=h.step)
+                           finished_unix=h.finished_at, attempts=h.attempts, step=h.step,
+                           failed_step=h.failed_step, reason=h.reason)
             for h in r.hosts.values())
     return msg
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from backendai.errors import FailedPrecondition
-from backendai.update_terms import Outcome, outcome_text
+from backendai.update_terms import Outcome, StepStatus, outcome_text
 from hub.rollout_model import (
     HOST_DONE,
     IN_FLIGHT,
@@ -258,7 +258,8 @@ def _retry(step: _Step, why: str) -> None:
         raise FailedPrecondition("no failed hosts to retry")
     for name in names:
         step.host(name, "host.retry", "will retry" + why, state=HostState.PENDING,
-                  failed=False, lost=False, message="", operation_id="", step="")
+                  failed=False, lost=False, message="", operation_id="", step="",
+                  failed_step="", reason="")
     if r.state == RolloutState.FAILED:
         step.set(state=RolloutState.RUNNING, halted=False, finished_at=0.0, message="")
         step.note("rollout.state", f"retrying {len(names)} hosts")
@@ -290,15 +291,20 @@ def _host_event(step: _Step, ev: Event) -> None:
         if h.state == HostState.UPDATING:
             st = HostState.UNREACHABLE if ev.unreachable else HostState.FAILED
             step.host(name, "host." + st.value.lower(), state=st, failed=True,
-                      lost=ev.unreachable, message=ev.message, finished_at=step.now)
+                      lost=ev.unreachable, message=ev.message, finished_at=step.now,
+                      failed_step=h.step or "update request", reason=ev.message)
         elif h.state == HostState.ROLLING_BACK:
             step.host(name, "host.rollback_failed", state=HostState.ROLLBACK_FAILED,
-                      message=ev.message, finished_at=step.now)
+                      message=ev.message, finished_at=step.now,
+                      failed_step=h.failed_step or "rollback request",
+                      reason=_both(h.reason, "rollback request failed: " + ev.message))
     elif isinstance(ev, OperationStep):
         if h.state in (HostState.UPDATING, HostState.ROLLING_BACK) \
                 and ev.operation_id == h.operation_id:
+            first_failure = ev.status == StepStatus.FAILED.value and not h.failed_step
+            blame = {"failed_step": ev.step, "reason": ev.message} if first_failure else {}
             step.host(name, "host.step", f"{ev.step} {ev.status} {ev.message}".strip(),
-                      step=ev.step, op_events=h.op_events + 1)
+                      step=ev.step, op_events=h.op_events + 1, **blame)
     elif isinstance(ev, OperationFinished):
         if ev.operation_id == h.operation_id:
             _finished(step, h, Outcome.parse(ev.outcome), ev.message)
@@ -322,21 +328,38 @@ def _finished(step: _Step, h: HostRun, outcome: Outcome | None, message: str) ->
                       deadline=now + step.r.strategy.healthy_deadline_seconds)
         elif outcome is Outcome.ROLLED_BACK:
             step.host(h.name, "host.rolled_back", "update failed; manager rolled back: "
-                      + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now)
+                      + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now,
+                      **_blame(h, message))
         elif outcome is Outcome.ROLLBACK_FAILED:
             step.host(h.name, "host.rollback_failed", "update and rollback failed: "
-                      + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now)
+                      + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now,
+                      **_blame(h, message))
         else:
             why = message or outcome_text(outcome) or "no outcome reported"
             step.host(h.name, "host.failed", "update failed: " + why,
-                      state=HostState.FAILED, failed=True, finished_at=now)
+                      state=HostState.FAILED, failed=True, finished_at=now,
+                      **_blame(h, why))
     elif h.state == HostState.ROLLING_BACK:
         if outcome in ROLLBACK_OK:
             step.host(h.name, "host.rolled_back", message or "rolled back",
                       state=HostState.ROLLED_BACK, moved=False, finished_at=now)
         else:
             step.host(h.name, "host.rollback_failed", "rollback failed: " + message,
-                      state=HostState.ROLLBACK_FAILED, finished_at=now)
+                      state=HostState.ROLLBACK_FAILED, finished_at=now,
+                      failed_step=h.failed_step or h.step or "rollback",
+                      reason=_both(h.reason, "rollback failed: " + message))
+
+
+def _blame(h: HostRun, message: str) -> dict[str, object]:
+    """A failed update's step and reason: the first step the manager reported failed
+    (else the last step it reported) and its final message, which says which step and
+    check failed and what the rollback did."""
+    return {"failed_step": h.failed_step or h.step or "update",
+            "reason": message or h.reason or "the manager reported no reason"}
+
+
+def _both(first: str, then: str) -> str:
+    return f"{first}; then {then}" if first else then
 
 
 def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
@@ -356,7 +379,8 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
     elif op and rep.last_operation_id == op:
         step.host(h.name, "host.reconciled", f"operation {op} ended {rep.last_outcome}",
                   lost=False)
-        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
+        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome),
+                  rep.last_message or "after reconcile")
     elif h.state == HostState.ROLLING_BACK:
         _reconciled_rollback(step, h, rep)
     elif not op and rep.last_operation_id and rep.last_version == target:
@@ -366,14 +390,17 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
                   f"({rep.last_outcome})", operation_id=rep.last_operation_id,
                   update_op=rep.last_operation_id, from_version=h.from_version or "?",
                   lost=False)
-        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
+        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome),
+                  rep.last_message or "after reconcile")
     elif rep.version == target:
         step.host(h.name, "host.reconciled", f"already on {rep.version}", lost=False,
                   from_version=h.from_version or target)
         _finished(step, step.hosts[h.name], Outcome.SUCCEEDED, f"on {rep.version} (reconciled)")
     elif op:
-        step.host(h.name, "host.failed", f"operation {op} unknown to the manager",
-                  state=HostState.FAILED, failed=True, finished_at=step.now, lost=False)
+        why = f"operation {op} unknown to the manager"
+        step.host(h.name, "host.failed", why, state=HostState.FAILED, failed=True,
+                  finished_at=step.now, lost=False, failed_step=h.step or "reconcile",
+                  reason=why + " (after the hub lost track of it)")
     else:
         # Persisted as UPDATING but the update never reached the manager: issue it now.
         step.host(h.name, "host.reconciled", "update not started; issuing it", lost=False)
@@ -386,15 +413,18 @@ def _reconciled_rollback(step: _Step, h: HostRun, rep: ManagerReport) -> None:
         # our Rollback reached the manager before the hub went down
         step.host(h.name, "host.reconciled", f"adopting rollback {rep.last_operation_id} "
                   f"({rep.last_outcome})", operation_id=rep.last_operation_id, lost=False)
-        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
+        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome),
+                  rep.last_message or "after reconcile")
     elif not op:
         step.host(h.name, "host.reconciled", "rollback not started; issuing it", lost=False)
         step.actions.append(RollbackHost(h.name, step.r.service))
     elif rep.version == h.from_version:
         _finished(step, h, Outcome.SUCCEEDED, f"on {rep.version} (reconciled)")
     else:
-        step.host(h.name, "host.rollback_failed", f"rollback {op} unknown to the manager",
-                  state=HostState.ROLLBACK_FAILED, finished_at=step.now, lost=False)
+        why = f"rollback {op} unknown to the manager"
+        step.host(h.name, "host.rollback_failed", why, state=HostState.ROLLBACK_FAILED,
+                  finished_at=step.now, lost=False,
+                  failed_step=h.failed_step or "rollback", reason=_both(h.reason, why))
 
 
 def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
@@ -420,20 +450,26 @@ def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
                     step.hosts[h.name].state == HostState.VERIFYING:
                 seen = (f"running {obs.version}" if obs and obs.running else
                         "not running") if obs else "no status"
-                step.host(h.name, "host.failed", f"not healthy on {step.r.version} within "
-                          f"{s.healthy_deadline_seconds:g}s ({seen})",
-                          state=HostState.FAILED, failed=True, finished_at=now)
+                why = (f"not healthy on {step.r.version} within "
+                       f"{s.healthy_deadline_seconds:g}s ({seen})")
+                step.host(h.name, "host.failed", why, state=HostState.FAILED, failed=True,
+                          finished_at=now, failed_step="health gate",
+                          reason="the hub's health gate: " + why)
         elif h.state in (HostState.UPDATING, HostState.ROLLING_BACK) and now >= h.deadline:
             step.actions.append(CancelHost(h.name))
             if h.state == HostState.ROLLING_BACK:
                 step.host(h.name, "host.rollback_failed", "rollback step deadline exceeded",
-                          state=HostState.ROLLBACK_FAILED, finished_at=now)
+                          state=HostState.ROLLBACK_FAILED, finished_at=now,
+                          failed_step=h.failed_step or h.step or "rollback",
+                          reason=_both(h.reason, "rollback step deadline exceeded"))
             else:
                 st = HostState.UNREACHABLE if h.lost else HostState.FAILED
-                step.host(h.name, "host." + st.value.lower(),
-                          f"step deadline of {s.step_deadline_seconds:g}s exceeded"
-                          + (" (manager unreachable)" if h.lost else f" at {h.step or 'start'}"),
-                          state=st, failed=True, finished_at=now)
+                why = (f"step deadline of {s.step_deadline_seconds:g}s exceeded"
+                       + (" (manager unreachable)" if h.lost else f" at {h.step or 'start'}"))
+                step.host(h.name, "host." + st.value.lower(), why, state=st, failed=True,
+                          finished_at=now, failed_step=h.step or "update request",
+                          reason=why + (f"; last contact: {h.message}" if h.lost and h.message
+                                        else ""))
 
 
 # ------------------------------------------------------------------ progress
@@ -487,7 +523,9 @@ def _drained(step: _Step) -> None:
         for h in moved:
             step.host(h.name, "host.rollback_started", f"back to {h.from_version}",
                       state=HostState.ROLLING_BACK, operation_id="", started_at=step.now,
-                      deadline=deadline, step="", rollback_sent=True)
+                      deadline=deadline, step="", rollback_sent=True,
+                      reason=h.reason or f"the rollout {r.message}; sent back to "
+                                         f"{h.from_version or 'its previous release'}")
             step.actions.append(RollbackHost(h.name, r.service))
 
 
@@ -563,7 +601,8 @@ def _progress(step: _Step) -> None:
                           state=HostState.UPDATING, attempts=h.attempts + 1,
                           started_at=step.now, finished_at=0.0, operation_id="",
                           deadline=step.now + r.strategy.step_deadline_seconds,
-                          healthy_since=0.0, step="", message="")
+                          healthy_since=0.0, step="", message="", failed_step="",
+                          reason="")
                 step.actions.append(UpdateHost(h.name, r.version, r.service))
         if any(h.state not in HOST_DONE for h in (step.hosts[x.name] for x in reached)):
             return

@@ -69,6 +69,11 @@ class HostRun:
     op_events: int = 0             # step events recorded for operation_id (to skip replays)
     update_op: str = ""            # the update's operation (kept while rolling back)
     rollback_sent: bool = False    # the rollout's auto-rollback took this host back
+    # Why a host failed, was unreachable or was rolled back, for the operator: the step
+    # that failed (a manager's update step, or the hub's own: "update request",
+    # "health gate", ...) and the reason in words (the manager's message).
+    failed_step: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +215,7 @@ class ManagerReport:
     last_operation_id: str
     last_outcome: str     # as the manager said it; "" before any operation
     last_version: str
+    last_message: str = ""  # the manager's words for its last operation's outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -46,8 +46,10 @@ def _call_failed(host: str, exc: grpc.aio.AioRpcError | DeadlineExceeded) -> E.C
 
 class RolloutRunner:
     def __init__(self, rollout: E.Rollout, *, store: HubStore, links: ManagerLinks,
-                 inventory: Inventory, term: Term, tick: float) -> None:
+                 inventory: Inventory, term: Term, tick: float,
+                 observe: Callable[[str, list[E.Note]], None] | None = None) -> None:
         self.r = rollout
+        self.observe = observe  # told every committed batch of events (hub/stats.py)
         self.store = store
         self.links = links
         self.inventory = inventory
@@ -113,6 +115,8 @@ class RolloutRunner:
             self.term.end(f"rollout {new.id}: write refused: {exc}")
             raise
         self.r = new
+        if self.observe is not None and notes:
+            self.observe(new.id, notes)
         for action in actions:
             self.act(action)
         return new
@@ -182,7 +186,8 @@ class RolloutRunner:
         return E.ManagerReport(version=st.version,
                                running_operation_id=u.running_operation_id,
                                last_operation_id=u.last_operation_id,
-                               last_outcome=u.last_outcome, last_version=u.last_version)
+                               last_outcome=u.last_outcome, last_version=u.last_version,
+                               last_message=u.last_message)
 
     async def _update(self, host: str, version: str, service: str) -> None:
         stub = self.links.stub(self._address(host))

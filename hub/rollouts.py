@@ -101,6 +101,8 @@ class Rollouts:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # starting a rollout, waking a stopped one
         self.led = ChangeFeed()      # a term's runners were started or stopped
+        # told every committed batch of events (hub/stats.py counts them for /metrics)
+        self.note_observers: list[Callable[[str, list[E.Note]], None]] = []
 
     async def run(self) -> None:
         """Whenever this hub leads, resume every active rollout (as a restarted hub
@@ -155,7 +157,7 @@ class Rollouts:
         if self._tg is None or self._term is None:
             raise FailedPrecondition("hub is not leading (or shutting down)")
         runner = RolloutRunner(r, store=self.store, links=self.links, inventory=self.inventory,
-                               term=self._term, tick=self.tick)
+                               term=self._term, tick=self.tick, observe=self._observe)
         self.runners[r.id] = runner
 
         async def go() -> None:
@@ -176,6 +178,11 @@ class Rollouts:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return runner
+
+    def _observe(self, rollout_id: str, notes: list[E.Note]) -> None:
+        """Tell the observers (hub/stats.py, for /metrics) a committed batch of events."""
+        for observe in self.note_observers:
+            observe(rollout_id, notes)
 
     # ---------------------------------------------------------------- requests
 
@@ -232,6 +239,7 @@ class Rollouts:
                 description=req.description, target_labels=labels,
                 target_hosts=tuple(names))
             await self.store.save(r, r.hosts.values(), notes, fence=term.fence)
+            self._observe(r.id, notes)
             await self.store.prune(KEEP_FINISHED, fence=term.fence)
             log.info("rollout.created", rollout=rid, version=req.version, hosts=len(r.hosts),
                      waves=len(plan.waves), seed=seed, epoch=term.epoch)
@@ -293,6 +301,7 @@ class Rollouts:
                 if active and active[0] != r.id:
                     raise FailedPrecondition(f"rollout {active[0]} is still active")
                 await self.store.save(new, new.hosts.values(), notes, fence=term.fence)
+                self._observe(new.id, notes)
                 runner = self._start_runner(new, recovered=False)
                 for action in actions:
                     runner.act(action)

@@ -14,9 +14,10 @@ committed at the end of the loop turn.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,18 +84,19 @@ class StateStore:
         self.events = events
 
     @contextlib.contextmanager
-    def transaction(self, *events: Event) -> Iterator[None]:
+    def transaction(self, *events: Event) -> Iterator[list[Event]]:
         """One IMMEDIATE transaction around the block that also commits the events
-        queued so far and `events` (after them, so ids follow what happened); without
-        an event log attached, only the block."""
+        queued so far, then `events` and what the block adds to the list it is given (so
+        ids follow what happened); without an event log attached, only the block."""
         log = self.events
         pending = log.take_pending() if log is not None else []
+        extra = list(events)
         self.db.execute("BEGIN IMMEDIATE")
         last = 0
         try:
-            yield
-            if log is not None and (pending or events):
-                last = insert_events(self.db, [*pending, *events])
+            yield extra
+            if log is not None and (pending or extra):
+                last = insert_events(self.db, [*pending, *extra])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -102,25 +104,39 @@ class StateStore:
                 log.put_back(pending)
             raise
         if log is not None and last:
-            log.committed(last, len(pending) + len(events))
+            log.committed(last, len(pending) + len(extra))
 
-    def ensure_schema(self, component: str, version: int, ddl: str) -> None:
+    def ensure_schema(self, component: str, version: int, ddl: str,
+                      migrate: Callable[[sqlite3.Connection, int], None] | None = None,
+                      ) -> None:
         """Create or check one component's tables. Each component (the services, the
         update journal, the event history) owns its tables and their version; a database
         written by a newer manager (a higher version) is refused with a clear error
-        rather than misread."""
+        rather than misread. An older one is brought up to date by `migrate(db, found)`
+        (`found`: the version on disk, 0 when none is recorded), run in one transaction
+        with the new version number: a crash leaves the old tables or the new ones."""
         row = self.db.execute("SELECT version FROM schema_versions WHERE component = ?",
                               (component,)).fetchone()
         if row is not None and row[0] > version:
-            raise ConfigError(
-                f"state_dir: {self.path} holds {component!r} tables of schema version "
-                f"{row[0]}, newer than this manager's {version}; run the newer manager or "
-                "move the state aside")
-        self.db.executescript(ddl)
-        self.db.execute(
-            "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
-            "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-            (component, version))
+            raise newer_schema(self.path, component, row[0], version)
+        if row is not None and row[0] == version:
+            return  # current: nothing to write (each write here is an fsync before ready)
+        # One transaction: the tables, a migration and the version land together, with
+        # one fsync (executescript would commit an open transaction, so it begins it).
+        try:
+            self.db.executescript(f"BEGIN IMMEDIATE;\n{ddl}")
+            found = int(row[0]) if row is not None else 0
+            if migrate is not None and found < version:
+                migrate(self.db, found)
+            self.db.execute(
+                "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+                "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, version))
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def load_service(self, name: str) -> ServiceRecord | None:
         row = self.db.execute(
@@ -166,5 +182,57 @@ class StateStore:
                           transport=who.transport if who else "",
                           peer=who.peer if who else "")
 
+    def services(self) -> list[ServiceRecord]:
+        """Every service recorded, by name."""
+        rows = self.db.execute("SELECT name, desired, spawn_id, pid, create_time, restarts "
+                               "FROM services ORDER BY name").fetchall()
+        return [ServiceRecord(*row) for row in rows]
+
+    def forget_service(self, name: str) -> None:
+        """A service a config reload removed: its record goes (a service added later
+        under the same name starts afresh)."""
+        self.db.execute("DELETE FROM services WHERE name = ?", (name,))
+        self._desired.pop(name, None)
+
     def close(self) -> None:
         self.db.close()
+
+
+def newer_schema(path: Path, component: str, found: int, version: int) -> ConfigError:
+    return ConfigError(
+        f"state_dir: {path} holds {component!r} tables of schema version {found}, newer "
+        f"than this manager's {version}; run the newer manager or move the state aside")
+
+
+def check_database(path: Path, known: Mapping[str, int]) -> None:
+    """What opening the state database at start would refuse, checked without changing
+    it (--check-config): it is readable and writable, and none of the `known`
+    components (name -> this build's schema version) was written by a newer manager."""
+    if not path.exists():
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"state_dir: {path} is not readable and writable by this user "
+                          f"(uid {os.getuid()})")
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT component, version FROM schema_versions").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return  # a database from before versions were recorded: the start migrates
+        raise ConfigError(f"state_dir: cannot read {path}: {exc}") from None
+    for component, found in rows:
+        version = known.get(component)
+        if version is not None and found > version:
+            raise newer_schema(path, component, found, version)
+
+
+def add_missing_columns(db: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """ALTER TABLE ADD COLUMN for each of `columns` (name -> declaration) the table lacks:
+    the usual migration, safe to run on tables that already have some of them."""
+    have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
+    for name, decl in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")

@@ -243,5 +243,41 @@ def procs(tmp_path: Path) -> Iterator[Callable[..., Any]]:
         p.cleanup()
 
 
+@contextlib.contextmanager
+def reserved_ports(count: int) -> Iterator[int]:
+    """`count` consecutive ports held bound (not listening) with SO_REUSEPORT, so only
+    services that set SO_REUSEPORT too can bind them (tests/fixtures/service.py
+    --http-port): no other process takes them between the test's choice and the bind.
+    Yields the first."""
+    import socket
+
+    def hold(port: int, held: list[socket.socket]) -> int:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.append(s)
+        s.bind(("127.0.0.1", port))
+        return int(s.getsockname()[1])
+
+    for _attempt in range(50):
+        held: list[socket.socket] = []
+        try:
+            base = hold(0, held)
+            for port in range(base + 1, min(base + count, 65536)):
+                hold(port, held)
+        except OSError:
+            base = 0
+        if not base or base + count - 1 > 65535:
+            for s in held:
+                s.close()
+            continue
+        try:
+            yield base
+        finally:
+            for s in held:
+                s.close()
+        return
+    raise AssertionError(f"no {count} consecutive free ports found")
+
+
 # PostgreSQL for the hub's store tests (imported last: it imports assert_eventually above)
 from tests.fixtures.pg import hub_store, pg_database, pg_server, store_spec  # noqa: E402, F401

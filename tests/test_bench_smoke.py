@@ -18,12 +18,14 @@ MARKERS = ("hub.main", "manager.main", "agent.main", "sim_manager", "bin/ai-agen
 
 
 def left_behind(since: float) -> list[list[str]]:
-    """Our daemons and services started since `since` that are still running."""
+    """Our daemons and services started since `since` that are still running (of this
+    checkout: other checkouts on the machine may be running their own tests)."""
     out = []
-    for proc in psutil.process_iter(["cmdline", "create_time", "status"]):
+    for proc in psutil.process_iter(["cmdline", "create_time", "status", "cwd"]):
         cmd = proc.info["cmdline"] or []
+        ours = str(ROOT) in (proc.info["cwd"] or "") or any(str(ROOT) in arg for arg in cmd)
         if (proc.info["create_time"] >= since and proc.info["status"] != psutil.STATUS_ZOMBIE
-                and any(m in arg for arg in cmd for m in MARKERS)):
+                and ours and any(m in arg for arg in cmd for m in MARKERS)):
             out.append(cmd)
     return out
 
@@ -51,4 +53,34 @@ def test_update_timing_reports_every_step():
             if line.startswith("| ")}
     assert {"download", "verify", "stage", "stop", "switch", "start", "health", "commit",
             "total", "downtime"} <= rows
+    assert left_behind(since) == []
+
+
+def test_hub_dashboard_measures_the_api_the_page_and_the_dashboards_cpu():
+    since = time.time() - 1
+    out = subprocess.run([PY, "bench/hub_dashboard.py", "--hosts", "12", "--procs", "1",
+                          "--delay", "0.05", "--dashboards", "2", "--loads", "1",
+                          "--rounds", "1", "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout[out.stdout.index("{"):])
+    for key in ("api_hosts_p50_ms", "list_hosts_p50_ms", "api_hosts_bytes",
+                "page_to_table_ms_median", "hub_cpu_s_dashboards", "messages_per_dashboard"):
+        assert figures[key], key
+    assert 1 <= figures["most_messages_in_1s_any_dashboard"] <= 5  # coalesced
+    assert left_behind(since) == []
+
+
+def test_metrics_scrape_reports_scrapes_and_metrics_off_and_on():
+    since = time.time() - 1
+    out = subprocess.run([PY, "bench/metrics_scrape.py", "--hosts", "12", "--procs", "1",
+                          "--smoke", "--json"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout[out.stdout.index("{"):])
+    for key in ("manager50_scrape_p50_ms", "hub_scrape_p50_ms", "hub_collect_in_process_ms",
+                "hub_scrape_after_rollout_p50_ms", "restart_ms_metrics_off",
+                "restart_ms_metrics_on", "status_p50_ms_grpc_metrics_on", "rss_mb_metrics_on"):
+        assert figures[key] > 0, key
+    assert figures["scrapes_during"] >= 1  # the "on" manager really was scraped
     assert left_behind(since) == []

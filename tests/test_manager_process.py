@@ -183,6 +183,26 @@ def test_crash_loop_ends_in_fatal_seen_in_status_and_watch(make_manager):
     assert m.service_processes() == []
 
 
+def test_stopping_a_service_in_backoff_clears_its_retry_message(make_manager):
+    """Status that is current: once stopped, no "retrying in 2.08s" (issue 11 item 5),
+    over gRPC and the seeds' /api/services; `desired` says what was last asked."""
+    import json
+
+    m = make_manager([fast_service("svc", "--exit-after", "0.2", "--code", "3",
+                                   backoff_initial=30.0, backoff_max=30.0)]).start()
+    st = assert_eventually(lambda: (s := m.status()).state == pb.SERVICE_STATE_BACKOFF and s,
+                           what="BACKOFF")
+    assert "retrying in" in st.message and st.desired == "running"
+    m.stub().Stop(pb.StopRequest(), timeout=30)
+    st = m.status()
+    assert st.state == STOPPED and st.message == "stopped (was BACKOFF)"
+    assert st.desired == "stopped" and st.exit_code == 3
+    code, body = m.http("GET", "/api/services/svc/status")
+    assert code == 200 and "retrying" not in json.loads(body)["service"]["message"]
+    m.stub().Start(pb.StartRequest(no_wait=True), timeout=30)
+    assert m.status().desired == "running"
+
+
 def test_restart_policy_never_leaves_it_exited(make_manager):
     m = make_manager([fast_service("svc", "--exit-after", "0.5", "--code", "0",
                                    restart="never")]).start()

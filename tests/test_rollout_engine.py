@@ -434,3 +434,81 @@ def test_retried_host_keeps_what_it_moved_from():
     r, _, _acts = E.transition(r, E.Control("retry_failed"), 1020)
     r, _, _ = E.transition(r, E.UpdateAccepted("a", "", "2.0"), 1021)  # already on 2.0
     assert r.hosts["a"].moved and r.hosts["a"].from_version == "1.0"
+
+
+# ------------------------------------------------------------------ why a host failed
+
+def test_a_rolled_back_host_says_which_step_failed_and_the_managers_words():
+    r, _, actions = start(waves=["1", "100%"], hosts=["a", "b"])
+    canary = updates(actions)[0]
+    r, _, _ = E.transition(r, E.UpdateAccepted(canary, "op", "1.0"), 1001)
+    for st, status, msg in (("download", "ok", ""), ("health", "started", ""),
+                            ("health", "failed", "http://127.0.0.1:9/health: 503"),
+                            ("rollback_start", "failed", "exec format error")):
+        r, _, _ = E.transition(r, E.OperationStep(canary, "op", st, status, msg), 1002)
+    final = ("health failed: http://127.0.0.1:9/health: 503; rolled back to version 1.0")
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "op", "rolled_back", final), 1003)
+    h = r.hosts[canary]
+    assert h.state == E.HostState.ROLLED_BACK
+    assert h.failed_step == "health"  # the first step that failed, not the rollback's
+    assert h.reason == final
+    skipped = next(x for x in r.hosts.values() if x.name != canary)
+    assert skipped.state == E.HostState.SKIPPED and not skipped.reason
+
+
+def test_hub_side_failures_name_their_step_and_retry_clears_them():
+    r, _, actions = start(waves=["100%"], hosts=["a", "b", "c", "d"], step_deadline_seconds=30,
+                          healthy_deadline_seconds=10, max_failures_per_wave="4",
+                          max_failures_total="4")
+    assert updates(actions) == ["a", "b", "c", "d"]
+    r, _, _ = E.transition(r, E.CallFailed("a", True, "UNAVAILABLE: connection refused"), 1001)
+    assert (r.hosts["a"].failed_step, r.hosts["a"].reason) == (
+        "update request", "UNAVAILABLE: connection refused")
+    r, _, _ = E.transition(r, E.UpdateAccepted("b", "op-b", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationStep("b", "op-b", "download", "started"), 1002)
+    r, _, _ = E.transition(r, E.UpdateAccepted("c", "op-c", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationFinished("c", "op-c", "succeeded"), 1002)
+    r, _, _ = E.transition(r, E.UpdateAccepted("d", "op-d", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationStep("d", "op-d", "verify", "failed",
+                                              "checksum mismatch"), 1002)
+    r, _, _ = E.transition(r, E.OperationFinished("d", "op-d", "failed",
+                                                  "verify failed: checksum mismatch"), 1003)
+    r, _, _ = E.transition(r, E.Tick({"c": E.Observation(True, False, "2.0")}), 1031)
+    b, c, d = r.hosts["b"], r.hosts["c"], r.hosts["d"]
+    assert b.state == E.HostState.FAILED and b.failed_step == "download"
+    assert "step deadline of 30s exceeded at download" in b.reason
+    assert c.state == E.HostState.FAILED and c.failed_step == "health gate"
+    assert "not healthy on 2.0 within 10s (not running)" in c.reason
+    assert d.state == E.HostState.FAILED and d.failed_step == "verify"
+    assert d.reason == "verify failed: checksum mismatch"
+    assert r.state == E.RolloutState.FAILED
+    r, _, _ = E.transition(r, E.Control("retry_failed"), 1040)
+    assert all(not h.failed_step and not h.reason for h in r.hosts.values()
+               if h.state == E.HostState.UPDATING)
+
+
+def test_hosts_the_rollout_sends_back_say_why():
+    r, _, actions = start(waves=["1", "100%"], hosts=["a", "b"])
+    canary = updates(actions)[0]
+    other = "b" if canary == "a" else "a"
+    r, _, _ = E.transition(r, E.UpdateAccepted(canary, "op", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "op", "succeeded"), 1002)
+    r, _, _ = E.transition(r, E.Tick({canary: E.Observation(True, True, "2.0")}), 1003)
+    r, _, _ = E.transition(r, E.CallFailed(other, False, "FAILED_PRECONDITION: busy"), 1004)
+    assert r.state == E.RolloutState.ROLLING_BACK
+    r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb", "1.0"), 1005)
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "rb", "succeeded"), 1006)
+    h = r.hosts[canary]
+    assert h.state == E.HostState.ROLLED_BACK
+    assert "halted" in h.reason and "sent back to 1.0" in h.reason
+
+
+def test_reconciled_outcome_keeps_the_managers_message():
+    r, _, _ = start(waves=["100%"], hosts=["a"])
+    r, _, _ = E.transition(r, E.UpdateAccepted("a", "op", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.Recover(), 1002)
+    report = E.ManagerReport("1.0", "", "op", "rolled_back", "2.0",
+                             last_message="start failed: exit 1; rolled back to version 1.0")
+    r, _, _ = E.transition(r, E.Reconciled("a", report), 1003)
+    assert r.hosts["a"].state == E.HostState.ROLLED_BACK
+    assert r.hosts["a"].reason == "start failed: exit 1; rolled back to version 1.0"

@@ -158,12 +158,61 @@ def expect_failed(env: Env, m, version: str, match: str) -> list[pb.UpdateEvent]
     return events
 
 
-def test_version_missing_from_store(env):
+def expect_refused(env: Env, m, version: str, code: grpc.StatusCode | tuple,
+                   match: str, http_status: int | tuple = ()) -> str:
+    """The update to `version` is refused at once (over gRPC and POST /update) and
+    nothing changes: no operation, nothing journaled, the service untouched."""
+    pid = m.status().pid
+    last = m.status().update.last_operation_id
+    codes = code if isinstance(code, tuple) else (code,)
+    with pytest.raises(grpc.RpcError) as err:
+        update(m, version)
+    assert err.value.code() in codes, err.value.details()
+    assert match in err.value.details() and "nothing was changed" in err.value.details()
+    if http_status:
+        status, body = curl(m, "POST", "/update", json.dumps({"version": version}))
+        assert status in (http_status if isinstance(http_status, tuple) else (http_status,))
+        assert body["success"] is False and match in body["error"]
+    st = m.status()
+    assert st.pid == pid and st.update.last_operation_id == last
+    assert st.update.running_operation_id == ""
+    assert_on(env, m, "1.0.0")
+    assert env.on_disk() == ["1.0.0"]
+    return err.value.details()
+
+
+def test_version_missing_from_store_is_refused_with_the_url(env):
+    """Item 3 of issue 11: a version the store does not have is a 404 naming the URL
+    looked at (redacted), not a 200 "started"; nothing is journaled."""
     env.build("1.0.0")
     env.install("1.0.0")
     m = env.manager()
     started(env, m)
-    expect_failed(env, m, "9.9.9", "404")
+    for head in (False, True):  # a ranged GET of one byte, then HEAD
+        env.server.head = head
+        details = expect_refused(env, m, "9.9.9", grpc.StatusCode.NOT_FOUND,
+                                 f"{env.server.url}/9.9.9/agent-9.9.9.tar.gz", 404)
+        assert "HTTP 404" in details
+    methods = {r[0] for r in env.server.requests}
+    assert methods == {"GET", "HEAD"}
+    assert all(r[2].get("Range") == "bytes=0-0" for r in env.server.requests if r[0] == "GET")
+    code, body = curl(m, "GET", "/update")
+    assert code == 404 and "no update has run" in body["error"]
+    # the package is there but its SHA256SUMS is not: refused too, naming SHA256SUMS
+    env.build("1.1.0")
+    (env.store_root / "1.1.0" / "SHA256SUMS").unlink()
+    expect_refused(env, m, "1.1.0", grpc.StatusCode.NOT_FOUND, "1.1.0/SHA256SUMS", 404)
+
+
+def test_release_lost_between_the_check_and_the_download(env):
+    """The store has it when asked, then not: the download fails and nothing changes."""
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager()
+    started(env, m)
+    env.server.download_fault = 404
+    expect_failed(env, m, "1.1.0", "404")
 
 
 def test_unreachable_store(env):
@@ -174,9 +223,36 @@ def test_unreachable_store(env):
     try:
         m = env.manager(package_url=f"http://127.0.0.1:{s.getsockname()[1]}/{{version}}/a.tgz")
         started(env, m)
-        expect_failed(env, m, "1.1.0", "unreachable")
+        expect_refused(env, m, "1.1.0", grpc.StatusCode.UNAVAILABLE, "unreachable", 503)
     finally:
         s.close()
+
+
+def test_store_that_goes_away_after_the_check(env):
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager()
+    started(env, m)
+    env.server.download_fault = "drop"
+    expect_failed(env, m, "1.1.0", "after 2 attempts")
+
+
+def test_store_check_is_bounded_in_time(env):
+    """A store that accepts the connection but never answers: the check gives up after
+    download_timeout (here 1 s) and answers 503; nothing changes."""
+    import time
+
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager(download_timeout=1.0)
+    started(env, m)
+    env.server.hang = 5.0
+    t0 = time.monotonic()
+    expect_refused(env, m, "1.1.0", grpc.StatusCode.UNAVAILABLE, "1.1.0")
+    assert time.monotonic() - t0 < 4.0
+    env.server.hang = 0.0
 
 
 def test_truncated_download(env):
@@ -375,11 +451,22 @@ def test_store_credentials_from_a_file_are_used_and_never_logged(env):
     m = env.manager(package_credentials_file=str(cred))
     started(env, m)
     assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
+    assert all(r[2].get("Authorization") == env.server.require_auth
+               for r in env.server.requests)  # the store check sends them too
     cred.write_text("fleet:wrong-pass\n")
+    with pytest.raises(grpc.RpcError) as err:  # refused by the store check: no operation
+        update(m, "1.0.0")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "401" in err.value.details() and "nothing was changed" in err.value.details()
+    assert m.status().update.running_operation_id == ""
+    assert "Sup3rS3cret" not in m.logs() and "wrong-pass" not in m.logs()
+    assert "wrong-pass" not in err.value.details()
+    # the store lets the check through but refuses the download: the operation fails
+    cred.write_text("fleet:Sup3rS3cret\n")
+    env.server.download_fault = 401
     final = watch_op(m, update(m, "1.0.0"))[-1]
     assert final.outcome == "failed" and "401" in final.message
-    assert "Sup3rS3cret" not in m.logs() and "wrong-pass" not in m.logs()
-    assert "wrong-pass" not in final.message
+    assert "Sup3rS3cret" not in m.logs() and "Sup3rS3cret" not in final.message
 
 
 def test_https_store_with_its_own_ca(env):
@@ -395,16 +482,17 @@ def test_https_store_with_its_own_ca(env):
     try:
         m = env.manager(package_url=f"{https.url}/{{version}}/agent-{{version}}.tar.gz")
         fails_then_succeeds_with(env, m, "TLS certificate is not trusted",
-                                 package_ca_file=str(ca))
+                                 grpc.StatusCode.FAILED_PRECONDITION, package_ca_file=str(ca))
     finally:
         https.close()
 
 
-def fails_then_succeeds_with(env: Env, m, match: str, **keys: str) -> None:
-    """The update to 1.1.0 fails with `match`; with `keys` added to the service's
-    config (manager restarted), it succeeds."""
+def fails_then_succeeds_with(env: Env, m, match: str, code: grpc.StatusCode | tuple,
+                             **keys: str) -> None:
+    """The update to 1.1.0 is refused by the store check with `match`; with `keys` added
+    to the service's config (manager restarted), it succeeds."""
     started(env, m)
-    expect_failed(env, m, "1.1.0", match)
+    expect_refused(env, m, "1.1.0", code, match)
     m.stop()
     m.services[0].update(keys)
     m.start()
@@ -429,6 +517,8 @@ def test_https_store_that_wants_a_client_certificate(env, tmp_path_factory):
         # the store wants a certificate: it hangs up (TLS 1.3) or says so, either way
         # the message points at package_client_cert
         fails_then_succeeds_with(env, m, "package_client_cert",
+                                 (grpc.StatusCode.FAILED_PRECONDITION,
+                                  grpc.StatusCode.UNAVAILABLE),
                                  package_client_cert=str(certs / "client.pem"),
                                  package_client_key=str(certs / "client.key"))
     finally:

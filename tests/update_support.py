@@ -33,7 +33,8 @@ version = (root / "VERSION").read_text().strip()
 beh_path = root / "agent" / "behavior.json"
 behavior = json.loads(beh_path.read_text()) if beh_path.exists() else {}
 print(f"service starting version={version} pid={os.getpid()}", flush=True)
-if behavior.get("crash"):
+if behavior.get("crash") or str(behavior.get("crash_instance", "")) == os.environ.get(
+        "INSTANCE", "-"):  # crash_instance: only that instance of `instances = N` crashes
     print("crashing at start", flush=True)
     sys.exit(3)
 reported = behavior.get("report_version", version)
@@ -166,6 +167,12 @@ class StoreServer(http.server.ThreadingHTTPServer):
         self.ranges = True         # honour Range
         self.require_auth = ""     # exact Authorization value required, if set
         self.throttle = 0.0        # seconds to pause after each 64 KiB sent (a slow store)
+        self.head = False          # answer HEAD (else 501, as http.server does)
+        # A fault for downloads only (a GET that is not the one-byte existence check):
+        # an HTTP status to answer, or "drop" to hang up; the store "loses" the release
+        # between the manager's check and its download.
+        self.download_fault: int | str = 0
+        self.hang = 0.0            # seconds to stall every request before answering
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -203,9 +210,40 @@ class _StoreHandler(http.server.BaseHTTPRequestHandler):
             return False
         return True
 
+    def do_HEAD(self) -> None:
+        self.server.requests.append(("HEAD", self.path, dict(self.headers)))
+        if self.server.hang:
+            import time
+
+            time.sleep(self.server.hang)
+        if not self.server.head:
+            self.send_response(501)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if not self._authorized():
+            return
+        p = self._path()
+        self.send_response(200 if p is not None and p.is_file() else 404)
+        self.send_header("Content-Length", str(p.stat().st_size) if p and p.is_file() else "0")
+        self.end_headers()
+
     def do_GET(self) -> None:
         self.server.requests.append(("GET", self.path, dict(self.headers)))
+        if self.server.hang:
+            import time
+
+            time.sleep(self.server.hang)
         if not self._authorized():
+            return
+        fault = self.server.download_fault
+        if fault and self.headers.get("Range") != "bytes=0-0":
+            if fault == "drop":
+                self.close_connection = True
+                return
+            self.send_response(int(fault))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         p = self._path()
         if p is None or not p.is_file():
@@ -215,13 +253,22 @@ class _StoreHandler(http.server.BaseHTTPRequestHandler):
             return
         data = p.read_bytes()
         start = 0
+        end = len(data)
         rng = self.headers.get("Range", "")
         if rng.startswith("bytes=") and rng.endswith("-") and self.server.ranges:
             start = int(rng[6:-1])
-        body = data[start:]
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        elif rng == "bytes=0-0" and self.server.ranges:  # the existence check
+            if not data:
+                self.send_response(416)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            end = 1
+        body = data[start:end]
+        partial = bool(start) or end < len(data)
+        self.send_response(206 if partial else 200)
+        if partial:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.server.truncate > 0:

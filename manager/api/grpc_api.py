@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from backendai.errors import Unimplemented
 from backendai.events import wire as event_wire
 from backendai.grpc_handlers import stream_sync, unary_sync
 from backendai.loop_bridge import LoopBridge
@@ -24,6 +23,9 @@ from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.api.control import ManagerControl
 from manager.supervision.states import ServiceStatus, State
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.results import OperationReport
 
 SERVICE_NAME = "backendai.v1.Manager"
 
@@ -72,6 +74,18 @@ def _build(st: ServiceStatus) -> pb.ServiceStatus:
     return msg
 
 
+def operation_to_pb(r: OperationReport) -> pb.UpdateOperation:
+    op = r.op
+    return pb.UpdateOperation(
+        operation_id=op.id, service=op.service, kind=op.kind.value,
+        from_version=op.from_version, to_version=op.to_version, state=op.state,
+        outcome=outcome_text(op.outcome), message=op.message, origin=op.origin,
+        created_unix=op.created, finished_unix=op.finished,
+        steps=[pb.UpdateStep(step=s.step, status=s.status, message=s.message,
+                             started_unix=s.started, elapsed_seconds=s.elapsed)
+               for s in r.steps])
+
+
 class ManagerServicer(pb_grpc.ManagerServicer):
     def __init__(self, control: ManagerControl, bridge: LoopBridge) -> None:
         self.control = control
@@ -90,8 +104,10 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     def ListServices(self, request: pb.ListServicesRequest,
                      context: Any) -> pb.ListServicesResponse:
         now = time.time()
+        found = self.control.count(request.pattern)
         return pb.ListServicesResponse(
-            services=[status_to_pb(s, now) for s in self.control.list(request.pattern)])
+            services=[status_to_pb(s, now) for s in found.services], counts=found.counts,
+            total=found.total)
 
     @unary_sync
     def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
@@ -104,7 +120,8 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Start(self, request: pb.StartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(self.bridge.call(
-            lambda: self.control.start(request.service, wait=not request.no_wait), context))
+            lambda: self.control.start(request.service, wait=not request.no_wait,
+                                       force=request.force), context))
 
     @unary_sync
     def Stop(self, request: pb.StopRequest, context: Any) -> pb.ServiceStatus:
@@ -115,7 +132,7 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Restart(self, request: pb.RestartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(self.bridge.call(
-            lambda: self.control.restart(request.service), context))
+            lambda: self.control.restart(request.service, force=request.force), context))
 
     @unary_sync
     def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsResponse:
@@ -138,9 +155,11 @@ class ManagerServicer(pb_grpc.ManagerServicer):
 
     @unary_sync
     def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
-        started = self.bridge.call(
-            lambda: self.control.update(request.service, request.version), context)
-        return pb.UpdateResponse(operation_id=started.operation_id, message=started.message)
+        started = self.bridge.call(lambda: self.control.update(
+            request.service, request.version, origin=request.origin,
+            start_stopped=request.start_stopped), context)
+        return pb.UpdateResponse(operation_id=started.operation_id, message=started.message,
+                                 started=started.started)
 
     @stream_sync
     def WatchUpdate(self, request: pb.WatchUpdateRequest,
@@ -178,15 +197,19 @@ class ManagerServicer(pb_grpc.ManagerServicer):
                     for r in self.control.releases(request.service)]
         return pb.ListReleasesResponse(releases=self.bridge.call(releases, context))
 
+    @unary_sync
+    def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
+        async def get() -> OperationReport:  # the updater's state lives on the loop
+            return self.control.get_update(request.service, request.operation_id)
+        return operation_to_pb(self.bridge.call(get, context))
+
     # ---- placeholders: this round's contract, not implemented yet ----------------------
 
     @unary_sync
-    def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
-        raise Unimplemented("GetUpdate is not implemented yet")
-
-    @unary_sync
     def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
-        raise Unimplemented("Reload is not implemented yet")
+        done = self.bridge.call(self.control.reload, context)
+        return pb.ReloadResponse(added=done.added, removed=done.removed, changed=done.changed,
+                                 unchanged=done.unchanged, message=done.message)
 
     # ---- the event history (backendai/events) -------------------------------------------
 

@@ -168,6 +168,7 @@ class SystemdUnit(PolledUnit):
 
     async def start(self, *, wait: bool = True) -> ServiceStatus:
         async with self._lock:
+            self.desired = "running"  # in memory: systemd keeps no "asked" state for us
             before = await self._existing()
             if before.state == State.RUNNING:
                 return self.status()
@@ -182,6 +183,7 @@ class SystemdUnit(PolledUnit):
 
     async def stop(self, *, timeout: float | None = None, force: bool = False) -> ServiceStatus:
         async with self._lock:
+            self.desired = "stopped"
             await self._existing()
             await self._stop(timeout, force)
             return self.status()
@@ -211,6 +213,7 @@ class SystemdUnit(PolledUnit):
 
     async def restart(self) -> ServiceStatus:
         async with self._lock:
+            self.desired = "running"
             before = await self._existing()
             await self._reset_failed(before)
             await self._act("restart",

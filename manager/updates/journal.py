@@ -23,7 +23,7 @@ from typing import Any
 from backendai.errors import InvalidArgument
 from backendai.events.model import Event, make_event
 from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
-from manager.statestore import StateStore
+from manager.statestore import StateStore, add_missing_columns
 
 MAX_OPS_KEPT = 200
 OP_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -52,6 +52,10 @@ class OpRecord:
     message: str = ""
     created: float = 0.0
     finished: float = 0.0
+    origin: str = ""                  # who asked (UpdateRequest.origin); "" an operator
+    leave_stopped: bool = False       # the service was stopped: do not start it
+    cancel_request: str = ""          # "stop" | "start" | "restart" that cancelled it
+    cancel_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +72,16 @@ class EventRecord:
 
 
 _SELECT_OP = ("SELECT id, service, kind, from_version, to_version, state, outcome, message, "
-              "created, finished")
+              "created, finished, origin, leave_stopped, cancel_request, cancel_reason")
 _SELECT_EV = "SELECT op_id, seq, step, status, message, elapsed, at, final, outcome"
 
 
 def _op(row: Any) -> OpRecord:
     (op_id, service, kind, from_version, to_version, state, outcome, message, created,
-     finished) = row
+     finished, origin, leave_stopped, cancel_request, cancel_reason) = row
     return OpRecord(op_id, service, OpKind(kind), from_version, to_version, state,
-                    Outcome.parse(outcome), message, created, finished)
+                    Outcome.parse(outcome), message, created, finished, origin,
+                    bool(leave_stopped), cancel_request, cancel_reason)
 
 
 def _event(r: Any) -> EventRecord:
@@ -101,7 +106,8 @@ def history_event(op: OpRecord, ev: EventRecord) -> Event:
          "outcome": outcome_text(ev.outcome) or None}, at=ev.at or time.time())
 
 
-SCHEMA_VERSION = 1
+# 1: the first layout; 2: update_ops gains origin, leave_stopped and the cancel request.
+SCHEMA_VERSION = 2
 # Each step is recorded before it acts (see updater.py); releases and the pointer to the
 # previous one are what a rollback switches back to.
 SCHEMA = """
@@ -115,7 +121,11 @@ CREATE TABLE IF NOT EXISTS update_ops (
     outcome TEXT NOT NULL DEFAULT '',
     message TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
-    finished REAL NOT NULL DEFAULT 0
+    finished REAL NOT NULL DEFAULT 0,
+    origin TEXT NOT NULL DEFAULT '',
+    leave_stopped INTEGER NOT NULL DEFAULT 0,
+    cancel_request TEXT NOT NULL DEFAULT '',
+    cancel_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS update_events (
     op_id TEXT NOT NULL,
@@ -142,27 +152,43 @@ CREATE TABLE IF NOT EXISTS release_pointers (
 """
 
 
+# What version 2 added to update_ops (a database of version 1, or of the layout before
+# versions were recorded, gets these columns with their defaults).
+V2_COLUMNS = {"origin": "TEXT NOT NULL DEFAULT ''",
+              "leave_stopped": "INTEGER NOT NULL DEFAULT 0",
+              "cancel_request": "TEXT NOT NULL DEFAULT ''",
+              "cancel_reason": "TEXT NOT NULL DEFAULT ''"}
+
+
+def _migrate(db: sqlite3.Connection, found: int) -> None:
+    if found < 2:
+        add_missing_columns(db, "update_ops", V2_COLUMNS)
+
+
 class UpdateJournal:
     def __init__(self, store: StateStore) -> None:
-        store.ensure_schema("update_journal", SCHEMA_VERSION, SCHEMA)
+        store.ensure_schema("update_journal", SCHEMA_VERSION, SCHEMA, _migrate)
         self.store = store
         self.db: sqlite3.Connection = store.db
 
     @contextlib.contextmanager
-    def _tx(self, *history: Event) -> Iterator[None]:
-        """One transaction, with the event history's lines for what it journals."""
-        with self.store.transaction(*history):
-            yield
+    def _tx(self) -> Iterator[list[Event]]:
+        """One transaction; the event history's lines for what it journals are added to
+        the list it yields, and written in it."""
+        with self.store.transaction() as history:
+            yield history
 
     def create_op(self, op: OpRecord, first: EventRecord) -> None:
-        with self._tx(history_event(op, first)):
+        with self._tx() as history:
+            history.append(history_event(op, first))
             self.db.execute("INSERT INTO update_ops ("
                             "id, service, kind, from_version, to_version, state, outcome, message, "
-                            "created, finished)"
-                            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            "created, finished, origin, leave_stopped, cancel_request, "
+                            "cancel_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             (op.id, op.service, op.kind.value, op.from_version,
                              op.to_version, op.state, outcome_text(op.outcome), op.message,
-                             op.created, op.finished))
+                             op.created, op.finished, op.origin, int(op.leave_stopped),
+                             op.cancel_request, op.cancel_reason))
             self._insert_event(first)
         self._trim(op.service)
 
@@ -176,18 +202,38 @@ class UpdateJournal:
     def append(self, op_id: str, step: Step, status: StepStatus, message: str = "",
                elapsed: float = 0.0, *, final: bool = False,
                outcome: Outcome | None = None) -> EventRecord:
-        row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
-                              "WHERE op_id = ?", (op_id,)).fetchone()
-        ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed,
-                         time.time(), final, outcome)
-        op = self.op(op_id)
-        with self._tx(*([history_event(op, ev)] if op is not None else [])):
-            self._insert_event(ev)
+        with self._tx() as history:
+            ev = self._add(op_id, step, status, message, elapsed=elapsed, final=final,
+                          outcome=outcome, history=history)
             if final:
                 self.db.execute("UPDATE update_ops SET state='done', outcome=?, message=?, "
                                 "finished=? WHERE id=?", (outcome_text(outcome), message, ev.at,
                                                           op_id))
         return ev
+
+    def _add(self, op_id: str, step: Step, status: StepStatus, message: str, *,
+             history: list[Event], elapsed: float = 0.0, final: bool = False,
+             outcome: Outcome | None = None) -> EventRecord:
+        """The operation's next event (in the caller's transaction, with its line in the
+        event history)."""
+        row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
+                              "WHERE op_id = ?", (op_id,)).fetchone()
+        ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed, time.time(),
+                         final, outcome)
+        self._insert_event(ev)
+        op = self.op(op_id)
+        if op is not None:
+            history.append(history_event(op, ev))
+        return ev
+
+    def cancel(self, op_id: str, request: str, reason: str) -> EventRecord:
+        """Record that a forced lifecycle request cancels the operation (its `cancel`
+        event and the op's columns in one transaction): a manager that crashes during
+        the cancel finishes it as a cancel on its next start."""
+        with self._tx() as history:
+            self.db.execute("UPDATE update_ops SET cancel_request=?, cancel_reason=? "
+                            "WHERE id=?", (request, reason, op_id))
+            return self._add(op_id, Step.CANCEL, StepStatus.OK, reason, history=history)
 
     def op(self, op_id: str) -> OpRecord | None:
         row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE id = ?",
@@ -203,6 +249,12 @@ class UpdateJournal:
         row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? AND "
                               "state = 'done' ORDER BY finished DESC LIMIT 1",
                               (service,)).fetchone()
+        return _op(row) if row else None
+
+    def last_op(self, service: str) -> OpRecord | None:
+        """The service's newest operation, running or done."""
+        row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? "
+                              "ORDER BY created DESC LIMIT 1", (service,)).fetchone()
         return _op(row) if row else None
 
     def events(self, op_id: str, after: int = -1) -> list[EventRecord]:

@@ -1,0 +1,217 @@
+"""`--check-config` checks what start checks (issue 11, item 8), for the three daemons:
+for each refusal a daemon gives when it really starts, `--check-config` gives the same
+message and a non-zero exit; and an "ok" config starts. Real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from backendai.auth import write_token
+from tests.conftest import PY, ROOT, assert_eventually
+from tests.fixtures.hub_procs import make_certs
+
+MODULES = {"manager": "manager.main", "agent": "agent.main", "hub": "hub.main"}
+PROGS = {"manager": "ai-manager", "agent": "ai-agent", "hub": "ai-hub"}
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = make_certs(tmp_path_factory.mktemp("certs"))
+    (d / "open.key").write_bytes((d / "server.key").read_bytes())
+    (d / "open.key").chmod(0o644)
+    (d / "not-a-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nbm9wZQ==\n"
+                                    "-----END CERTIFICATE-----\n")
+    return d
+
+
+def base(daemon: str, tmp: Path) -> dict[str, Any]:
+    if daemon == "manager":
+        return {"state_dir": str(tmp / "state"), "http_listen": "127.0.0.1:0",
+                "grpc_listen": "127.0.0.1:0", "log_format": "json",
+                "services": [{"name": "svc", "command": ["/bin/sleep", "600"],
+                              "autostart": False}]}
+    if daemon == "agent":
+        return {"name": "edge-1", "grpc_listen": "127.0.0.1:0", "log_format": "json"}
+    return {"state_dir": str(tmp / "state"), "grpc_listen": "127.0.0.1:0",
+            "log_format": "json"}
+
+
+def message(daemon: str, stderr: str) -> str:
+    """The one line a daemon prints when it refuses, without its prefix."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith(PROGS[daemon] + ": ")]
+    assert lines, stderr
+    text = lines[-1].removeprefix(PROGS[daemon] + ": ")
+    return text.removeprefix("config error: ")
+
+
+def run(daemon: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", MODULES[daemon], "--config", str(config), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+
+
+def write(tmp: Path, daemon: str, table: dict[str, Any]) -> Path:
+    path = tmp / f"{daemon}.toml"
+    path.write_text(tomli_w.dumps(table))
+    return path
+
+
+def refusal(tmp: Path, daemon: str, table: dict[str, Any]) -> str:
+    """Run --check-config, then the daemon for real: both refuse, with the same words."""
+    config = write(tmp, daemon, table)
+    checked = run(daemon, config, "--check-config")
+    assert checked.returncode != 0, checked.stdout
+    started = run(daemon, config, "--ready-file", str(tmp / "ready.json"))
+    assert started.returncode != 0, "the daemon started although --check-config refused"
+    assert not (tmp / "ready.json").exists()
+    assert message(daemon, checked.stderr) == message(daemon, started.stderr)
+    return message(daemon, checked.stderr)
+
+
+def token(path: Path, mode: int = 0o600, text: str = "t0ken") -> str:
+    write_token(path, text)
+    path.chmod(mode)
+    return str(path)
+
+
+Keys = Any  # Callable[[Path, Path], dict[str, Any]]: (tmp, certs) -> keys over the base
+
+
+def _server_tls(certs: Path, **over: str) -> dict[str, str]:
+    return {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key"),
+            **over}
+
+
+def _a_file(tmp: Path) -> Path:
+    (tmp / "a-file").write_text("x")
+    return tmp / "a-file"
+
+
+CASES: dict[str, tuple[str, Keys, str]] = {}
+"""name -> (daemon, keys over the base config, what the message names)."""
+for _d in ("manager", "agent", "hub"):
+    CASES.update({
+        f"{_d}-token-missing": (_d, lambda t, c: {"auth_token_file": str(t / "nope")},
+                                "auth_token_file: cannot read"),
+        f"{_d}-token-open": (_d, lambda t, c: {"auth_token_file": token(t / "o.token", 0o644)},
+                             "must not be writable or readable by others"),
+        f"{_d}-token-empty": (_d, lambda t, c: {"auth_token_file": token(t / "e.token",
+                                                                         text="")},
+                              "one token of printable ASCII"),
+        f"{_d}-token-relative": (_d, lambda t, c: {"auth_token_file": "manager.token"},
+                                 "auth_token_file: must be an absolute path"),
+        f"{_d}-tls-mismatch": (_d, lambda t, c: {"tls": _server_tls(
+            c, key_file=str(c / "client.key"))}, "tls.key_file: "),
+        f"{_d}-tls-open-key": (_d, lambda t, c: {"tls": _server_tls(
+            c, key_file=str(c / "open.key"))}, "tls.key_file: "),
+        f"{_d}-tls-key-as-cert": (_d, lambda t, c: {"tls": _server_tls(
+            c, cert_file=str(c / "server.key"))}, "tls.cert_file: "),
+        f"{_d}-tls-bad-ca": (_d, lambda t, c: {"tls": _server_tls(
+            c, client_ca_file=str(c / "not-a-ca.pem"))},
+            "tls.client_ca_file: holds no valid certificate"),
+        f"{_d}-tls-relative": (_d, lambda t, c: {"tls": _server_tls(c, cert_file="s.pem")},
+                               "tls.cert_file: must be an absolute"),
+        f"{_d}-port": (_d, lambda t, c: {"grpc_listen": "127.0.0.1:70000"},
+                       "port must be 0-65535"),
+    })
+for _d in ("manager", "hub"):
+    CASES[f"{_d}-state-under-a-file"] = (
+        _d, lambda t, c: {"state_dir": str(_a_file(t) / "state")}, "is not a directory")
+CASES.update({
+    "manager-hub-token": ("manager", lambda t, c: {"hub": {
+        "address": "127.0.0.1:9", "name": "edge-1",
+        "token_file": token(t / "hub-open.token", 0o644)}}, "hub.token_file: "),
+    "manager-http-port": ("manager", lambda t, c: {"http_listen": "localhost:x"},
+                          "http_listen"),
+    "manager-named-token-open": ("manager", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "role": "read", "file": token(t / "dash.token", 0o604)}]},
+        "auth_tokens[0].file: "),
+    "manager-named-token-same-value": ("manager", lambda t, c: {
+        "auth_token_file": token(t / "a.token", text="same"),
+        "auth_tokens": [{"name": "dash", "file": token(t / "b.token", text="same")}]},
+        "every named token must differ"),
+    "agent-hub-token": ("agent", lambda t, c: {
+        "hub_address": "127.0.0.1:9", "manager_address": "127.0.0.1:3082",
+        "hub_token_file": str(t / "missing.token")}, "hub_token_file: cannot read"),
+    "hub-manager-token": ("hub", lambda t, c: {"manager_token_file": token(
+        t / "mgr-open.token", 0o666)}, "manager_token_file: "),
+    "hub-manager-tls-mismatch": ("hub", lambda t, c: {"manager_tls": {
+        "ca_file": str(c / "ca.pem"), "cert_file": str(c / "client.pem"),
+        "key_file": str(c / "server.key")}}, "manager_tls.key_file: "),
+})
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_check_config_refuses_what_start_refuses_in_the_same_words(tmp_path, certs, name):
+    daemon, keys, needle = CASES[name]
+    table = {**base(daemon, tmp_path), **keys(tmp_path, certs)}
+    text = refusal(tmp_path, daemon, table)
+    assert needle in text, text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(("component", "updates"), [("services", False),
+                                                    ("update_journal", True)])
+def test_state_dir_written_by_a_newer_manager(tmp_path, component, updates):
+    """A database a newer manager wrote (the journal is opened only by a manager that
+    updates, so only then is its version a refusal)."""
+    table = base("manager", tmp_path)
+    if updates:
+        table["services"][0]["install_root"] = str(tmp_path / "opt")
+    config = write(tmp_path, "manager", table)
+    assert run("manager", config, "--check-config").returncode == 0
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "manager.db")
+    db.execute("CREATE TABLE schema_versions (component TEXT PRIMARY KEY, version "
+               "INTEGER NOT NULL)")
+    db.executemany("INSERT INTO schema_versions VALUES (?, ?)", [(component, 99),
+                                                                 ("events", 7)])
+    db.commit()
+    db.close()
+    text = refusal(tmp_path, "manager", table)
+    assert f"'{component}' tables of schema version 99" in text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_state_dir_not_writable(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        for daemon in ("manager", "hub"):
+            table = {**base(daemon, tmp_path), "state_dir": str(locked / daemon)}
+            assert "is not writable by this user" in refusal(tmp_path, daemon, table)
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("daemon", ["manager", "agent", "hub"])
+def test_ok_means_the_daemon_starts(tmp_path, certs, daemon):
+    table = {**base(daemon, tmp_path), "auth_token_file": token(tmp_path / "ok.token"),
+             "tls": {"cert_file": str(certs / "server.pem"),
+                     "key_file": str(certs / "server.key"),
+                     "client_ca_file": str(certs / "ca.pem")}}
+    config = write(tmp_path, daemon, table)
+    checked = run(daemon, config, "--check-config")
+    assert checked.returncode == 0 and ": ok (" in checked.stdout, checked.stderr
+    ready = tmp_path / "ready.json"
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([PY, "-m", MODULES[daemon], "--config", str(config),
+                                 "--ready-file", str(ready)], cwd=ROOT,
+                                stdout=out, stderr=out)
+    try:
+        assert_eventually(lambda: ready.exists() or proc.poll() is not None, 30)
+        assert ready.exists(), log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    # --check-config beside the running daemon's state changes nothing and still says ok
+    assert run(daemon, config, "--check-config").returncode == 0

@@ -1,0 +1,288 @@
+"""The hub's dashboard in a real browser: headless Chromium (Debian's, driven by
+Selenium) against a real ai-hub and real ai-manager processes with real releases
+(built with `aictl release build`, served from a store, installed per host).
+
+The fleet page lists the hosts; a rollout started from the page (plan first, then a
+confirmation) progresses live without a reload; a broken version shows the canary
+failing with the step and the manager's reason, and the rollback; abort from the page
+stops a rollout; a host's page stops and starts its service and tails its log.
+Screenshots of each page go to tests/artifacts/ (and, with AI_DOCS_IMG=1, to
+docs/img/, where one of each is kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
+
+from backendai.v1 import hub_pb2 as pb
+from backendai.v1 import manager_pb2 as mpb
+from tests.conftest import PY, ROOT, assert_eventually, fast_service
+from tests.fixtures.components import chromium, wait_until
+from tests.fixtures.hub_procs import TERMINAL, HubProc
+from tests.update_support import (
+    StoreServer,
+    build_release,
+    install,
+    make_source,
+    reserved_port,
+    update_service,
+)
+
+pytestmark = pytest.mark.slow
+
+HOSTS = 3
+TOKEN = "dashboard-token-1"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+DOCS_IMG = ROOT / "docs" / "img"
+
+
+def shot(driver, name: str) -> Path:
+    """Save a screenshot as a test artifact (and into docs/img/ when asked)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"hub-{name}.png"
+    # bars at their final widths, not mid-animation
+    driver.execute_script("for (const e of document.querySelectorAll('.progress .seg'))"
+                          " e.style.transition = 'none';")
+    driver.save_screenshot(str(path))
+    if os.environ.get("AI_DOCS_IMG"):
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_IMG / path.name)
+    return path
+
+
+def css(driver, selector: str):
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def texts(driver, selector: str) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+
+
+def confirm(driver, reason: str = "") -> None:
+    wait_until(lambda: css(driver, "dialog#confirm").get_attribute("open") is not None, 5,
+               "the confirmation dialog")
+    if reason:
+        css(driver, "#confirm-reason").send_keys(reason)
+    css(driver, "#confirm-ok").click()
+
+
+def rollout_state(driver) -> str:
+    return css(driver, "#rollout-state").get_attribute("data-value")
+
+
+def row_state(driver, host: str) -> str:
+    return css(driver, f'#rollout-hosts-body .row[data-host="{host}"]').get_attribute("data-state")
+
+
+def start_from_page(driver, hub, version: str, *, waves: str = "1, 100%",
+                    promote: bool = False, healthy: str = "") -> str:
+    """Fill the new-rollout form, preview the plan, start it, confirm; the new id."""
+    driver.get(f"{hub.http_url}/ui/#/rollouts")
+    wait_until(lambda: css(driver, "#new-rollout").is_displayed(), 10)
+    if css(driver, "#new-rollout").get_attribute("open") is None:
+        css(driver, "#new-rollout summary").click()
+    for field, value in (("#ro-version", version), ("#ro-waves", waves),
+                         ("#ro-healthy", healthy)):
+        box = css(driver, field)
+        box.clear()
+        if value:
+            box.send_keys(value)
+    if css(driver, "#ro-promote").is_selected() != promote:
+        css(driver, "#ro-promote").click()
+    assert not css(driver, "#ro-start").is_enabled()  # the plan comes first
+    css(driver, "#ro-preview").click()
+    wait_until(lambda: css(driver, "#ro-plan").is_displayed()
+               and css(driver, "#ro-start").is_enabled(), 10, "the plan")
+    plan = css(driver, "#ro-plan").text
+    assert f"Plan: {version} to {HOSTS} hosts in 2 waves" in plan, plan
+    waves_shown = texts(driver, "#ro-plan-waves li")
+    assert len(waves_shown) == 2 and "canary" in waves_shown[0]
+    shot(driver, "rollouts")
+    before = hub.call("ListRollouts", pb.ListRolloutsRequest()).rollouts
+    css(driver, "#ro-start").click()
+    confirm(driver)
+    wait_until(lambda: "#/rollouts/r" in driver.current_url, 10, "the rollout's page")
+    rid = driver.current_url.rsplit("/", 1)[1]
+    assert rid not in {r.id for r in before}
+    return rid
+
+
+@pytest.fixture
+def store_server(tmp_path):
+    (tmp_path / "store").mkdir()
+    server = StoreServer(tmp_path / "store")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fleet(tmp_path, make_manager, store_server):
+    src = make_source(tmp_path)
+    out = tmp_path / "out"
+    for version, behavior in (("1.0.0", None), ("1.1.0", None), ("1.2.0", {"unhealthy": True}),
+                              ("1.3.0", None)):
+        build_release(src, out, version, behavior=behavior)
+        res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
+                              str(out), "--to", (tmp_path / "store").as_uri()], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+    url = f"{store_server.url}/{{version}}/agent-{{version}}.tar.gz"
+    with contextlib.ExitStack() as stack:
+        managers = {}
+        for i in range(HOSTS):
+            port = stack.enter_context(reserved_port())
+            root = tmp_path / f"host{i}" / "opt" / "ai-agent"
+            install(root, out / "1.0.0" / "agent-1.0.0.tar.gz", "1.0.0")
+            svc = update_service(root, url, port, healthy_deadline=4.0, min_healthy_time=0.3)
+            managers[f"host-{i}"] = make_manager([svc], name=f"m{i}").start()
+        for m in managers.values():
+            assert_eventually(lambda m=m: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
+        hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in managers.items()}, token=TOKEN,
+                      labels={n: {"site": "lab", "rack": str(i)}
+                              for i, n in enumerate(sorted(managers))})
+        try:
+            hub.start()
+            yield hub, managers
+        finally:
+            hub.cleanup()
+
+
+def test_rollouts_from_the_page_live_with_reasons_rollback_and_abort(fleet):
+    hub, managers = fleet
+    with chromium() as d:
+        # the page asks for the token once, then shows the fleet
+        d.get(f"{hub.http_url}/ui/")
+        wait_until(lambda: css(d, "#token-dialog").get_attribute("open") is not None, 10,
+                   "the token prompt")
+        css(d, "#token-input").send_keys(TOKEN)
+        css(d, "#token-save").click()
+        wait_until(lambda: len(texts(d, "#hosts-body .row")) == HOSTS
+                   and css(d, "#conn").text == "Live", 15, "the fleet table, live")
+        wait_until(lambda: all(r.get_attribute("data-reachable") == "true"
+                               for r in d.find_elements(By.CSS_SELECTOR, "#hosts-body .row")),
+                   20, "every manager reachable")
+        assert texts(d, "#hosts-body .cell.name") == sorted(managers)
+        assert set(texts(d, "#hosts-body .cell.version")) == {"1.0.0"}
+        assert "site=lab rack=0" in texts(d, "#hosts-body .cell.labels")[0]
+        css(d, "#host-search").send_keys("rack=2")
+        wait_until(lambda: [r.get_attribute("data-host") for r in d.find_elements(
+            By.CSS_SELECTOR, "#hosts-body .row") if r.is_displayed()] == ["host-2"], 5, "search")
+        css(d, "#host-search").send_keys(Keys.CONTROL, "a", Keys.DELETE)
+        wait_until(lambda: all(r.is_displayed() for r in d.find_elements(
+            By.CSS_SELECTOR, "#hosts-body .row")), 5, "every host shown again")
+        shot(d, "hosts")
+
+        # a rollout started from the page progresses live, without a reload
+        rid = start_from_page(d, hub, "1.1.0", healthy="1")  # each wave takes a second
+        d.execute_script("window.__sameDocument = true")
+        seen_states, seen_progress = set(), []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                seen_states.update(r.get_attribute("data-state") for r in d.find_elements(
+                    By.CSS_SELECTOR, "#rollout-hosts-body .row"))
+                label = css(d, "#rollout-progress").get_attribute("aria-label")
+                if not seen_progress or seen_progress[-1] != label:
+                    seen_progress.append(label)
+                if rollout_state(d) == "SUCCEEDED":
+                    break
+            time.sleep(0.05)
+        assert rollout_state(d) == "SUCCEEDED", seen_progress
+        final = wait_until(lambda: (label := css(d, "#rollout-progress").get_attribute(
+            "aria-label")).endswith(" succeeded") and label, 5)
+        if seen_progress[-1] != final:
+            seen_progress.append(final)
+        assert d.execute_script("return window.__sameDocument === true")  # no reload
+        assert seen_states & {"UPDATING", "VERIFYING"}, seen_states  # seen mid-way
+        assert len(seen_progress) >= 3, seen_progress  # it moved while we watched
+        assert seen_progress[-1] == f"{HOSTS} hosts: {HOSTS} succeeded"
+        assert texts(d, "#rollout-waves .wave-status") == ["done", "done"]
+        shot(d, "rollout")
+        assert {m.status().version for m in managers.values()} == {"1.1.0"}
+
+        # a broken version: the canary fails its health check, its manager rolls back,
+        # and the page says which host, at which step, and why
+        rid = start_from_page(d, hub, "1.2.0")
+        wait_until(lambda: rollout_state(d) == "ROLLED_BACK", 90, "the rollout rolled back")
+        canary = hub.rollout(rid).waves[0].hosts[0]
+        problem = css(d, f'#problem-list li[data-host="{canary}"]')
+        assert "Rolled back" in problem.text
+        assert "failed at health" in problem.find_element(By.CSS_SELECTOR, ".where").text
+        reason = problem.find_element(By.CSS_SELECTOR, ".reason").text
+        row = next(h for h in hub.rollout(rid).hosts if h.name == canary)
+        assert reason == row.reason and "rolled back" in reason and "health" in reason, reason
+        assert row_state(d, canary) == "ROLLED_BACK"
+        others = [n for n in managers if n != canary]
+        assert {row_state(d, n) for n in others} == {"SKIPPED"}
+        assert css(d, "#rollout-message").text.startswith("Halted: wave 0")
+        Select(css(d, "#rollout-filter")).select_by_value("problems")
+        wait_until(lambda: [r.get_attribute("data-host") for r in d.find_elements(
+            By.CSS_SELECTOR, "#rollout-hosts-body .row") if r.is_displayed()] == [canary], 5)
+        shot(d, "rollout-failed")
+        assert {m.status().version for m in managers.values()} == {"1.1.0"}
+
+        # abort from the page stops a rollout: the canary went, the rest never start
+        rid = start_from_page(d, hub, "1.3.0", promote=True)
+        wait_until(lambda: rollout_state(d) == "WAITING", 90, "canary done, waiting")
+        assert css(d, "#rollout-promote").is_enabled()
+        css(d, "#rollout-abort").click()
+        confirm(d, reason="wrong release")
+        wait_until(lambda: rollout_state(d) == "ABORTED", 30, "aborted")
+        done = hub.wait_rollout(rid, TERMINAL, 10)
+        assert done.state == pb.ROLLOUT_STATE_ABORTED and "wrong release" in done.message
+        canary = done.waves[0].hosts[0]
+        assert {row_state(d, n) for n in managers if n != canary} == {"SKIPPED"}
+        assert not css(d, "#rollout-abort").is_enabled()
+        for name, m in managers.items():
+            assert m.status().version == ("1.3.0" if name == canary else "1.1.0")
+        # the list shows all three, newest first, with their outcome
+        d.get(f"{hub.http_url}/ui/#/rollouts")
+        wait_until(lambda: [r.get_attribute("data-state") for r in d.find_elements(
+            By.CSS_SELECTOR, "#rollouts-body tr")] == ["ABORTED", "ROLLED_BACK", "SUCCEEDED"],
+            10, "the rollouts list")
+        assert d.get_log("browser") == []  # no script errors along the way
+
+
+def test_host_page_stops_starts_and_tails_the_log(tmp_path, make_manager):
+    m = make_manager([fast_service("web")], name="solo").start()
+    hub = HubProc(tmp_path, {"solo": m.grpc_addr})
+    try:
+        hub.start()
+        with chromium() as d:
+            d.get(f"{hub.http_url}/ui/#/hosts/solo")
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"]')
+                       .get_attribute("data-state") == "RUNNING", 20, "the service, running")
+            wait_until(lambda: "started pid=" in css(d, "#log").text, 15, "the log tail")
+            css(d, '#services-body tr[data-service="web"] button[data-action="stop"]').click()
+            confirm(d)
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"]')
+                       .get_attribute("data-state") == "STOPPED", 15, "stopped from the page")
+            assert m.status("web").state == mpb.SERVICE_STATE_STOPPED
+            assert not css(d, 'button[data-action="stop"]').is_enabled()
+            css(d, '#services-body tr[data-service="web"] button[data-action="start"]').click()
+            confirm(d)
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"]')
+                       .get_attribute("data-state") == "RUNNING", 15, "started from the page")
+            wait_until(lambda: css(d, "#log").text.count("started pid=") >= 2, 15,
+                       "the restarted service's output, live")
+            shot(d, "host")
+            # narrow: a laptop half-screen still shows the essentials, nothing overflows
+            d.set_window_size(640, 900)
+            d.get(f"{hub.http_url}/ui/#/hosts")
+            wait_until(lambda: texts(d, "#hosts-body .cell.name") == ["solo"], 10)
+            width = d.execute_script("return document.documentElement.scrollWidth")
+            assert width <= 640, width
+            shot(d, "hosts-narrow")
+            assert d.get_log("browser") == []
+    finally:
+        hub.cleanup()
