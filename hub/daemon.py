@@ -119,7 +119,7 @@ class HubDaemon(DaemonLifecycle):
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
             web = HubHttp(cfg.http_listen, tokens=token, version=version,
                           inventory=inventory, fleet=fleet, rollouts=rollouts,
-                          stats=stats, metrics_open=cfg.metrics_open)
+                          stats=stats, metrics_open=cfg.metrics_open, events=events)
             http = web.server
             async with asyncio.TaskGroup() as tg:
                 background = [tg.create_task(inventory.run(), name="inventory"),

@@ -151,6 +151,14 @@ def test_the_hubs_own_history_and_audit(hub_store, procs, make_manager):
     (relayed,) = m.stub().ListEvents(epb.ListEventsRequest(kind="audit.restart"),
                                      timeout=10).events
     assert (relayed.transport, relayed.actor) == ("hub", "anonymous for default")
+    hub.call("StopService", hpb.StopServiceRequest(host="real-1", service="web"))
+    hub.call("StartService", hpb.StartServiceRequest(host="real-1", service="web"))
+    assert [e.kind for e in hub_events(hub, kind="audit.", subject="host/real-1")] == [
+        "audit.restart", "audit.stop", "audit.start"]
+    desired = m.stub().ListEvents(epb.ListEventsRequest(kind="service.desired"),
+                                  timeout=10).events
+    assert desired[-2].fields["desired"] == "stopped"
+    assert desired[-2].actor == "anonymous for default" and desired[-2].transport == "hub"
     # registrations: a new host is an event, the same registration again is not
     for _ in range(2):
         hub.call("Register", hpb.RegisterRequest(name="nas-1", role="manager",
@@ -165,6 +173,23 @@ def test_the_hubs_own_history_and_audit(hub_store, procs, make_manager):
     lost = next(e for e in stream if e.fields["reachable"] == "false")  # (nas-1 comes up)
     stream.cancel()
     assert lost.fields["reachable"] == "false" and lost.subject.startswith("host/")
+    # HTTP: the hub's own history, and a host's through its manager
+    status, body = hub.http("GET", "/api/events?kind=audit.&order=oldest")
+    assert status == 200 and [e["kind"] for e in body["events"]] == [
+        "audit.rollout.start", "audit.rollout.pause", "audit.restart", "audit.stop",
+        "audit.start"]
+    status, body = hub.http("GET", "/api/events?host=real-1&subject=service/web&limit=3")
+    assert status == 200 and body["host"] == "real-1" and body["count"] == 3
+    assert all(e["host"] == "real-1" for e in body["events"])
+    ids = [e["id"] for e in body["events"]]
+    assert ids == sorted(ids, reverse=True)  # newest first
+    for query, code in (("host=nobody", 404), ("host=bad%20host", 400), ("limit=0", 400),
+                        ("kind=%25", 400), ("host=real-1&after_id=99999999", 400),
+                        ("bogus=1", 400)):
+        status, body = hub.http("GET", f"/api/events?{query}")
+        assert status == code and body["success"] is False, (query, body)
+    status, _ = hub.http("GET", "/api/events", token="")
+    assert status == 401
     # aictl reads the hub's history
     res = subprocess.run([PY, "-m", "aictl.main", "events", "--hub", hub.address,
                           "--token-file", str(hub.root / "hub.token"), "--kind", "audit.",
@@ -172,7 +197,8 @@ def test_the_hubs_own_history_and_audit(hub_store, procs, make_manager):
                          check=False)
     assert res.returncode == 0, res.stderr
     kinds = [json.loads(line)["kind"] for line in res.stdout.splitlines()]
-    assert kinds == ["audit.rollout.start", "audit.rollout.pause", "audit.restart"]
+    assert kinds == ["audit.rollout.start", "audit.rollout.pause", "audit.restart",
+                     "audit.stop", "audit.start"]
 
 
 def test_kill9_of_the_hub_mid_rollout_leaves_every_note_in_the_history(hub_store, procs):
