@@ -223,9 +223,10 @@ def check_database(path: Path, known: Mapping[str, int]) -> None:
         if "no such table" in str(exc):
             return  # a database from before versions were recorded: the start migrates
         raise ConfigError(f"state_dir: cannot read {path}: {exc}") from None
-    for component, found in rows:
-        version = known.get(component)
-        if version is not None and found > version:
+    stored = {str(c): int(v) for c, v in rows}
+    for component, version in known.items():  # in the order the start opens them
+        found = stored.get(component, 0)
+        if found > version:
             raise newer_schema(path, component, found, version)
 
 
