@@ -12,7 +12,6 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -334,5 +333,21 @@ def test_update_history_survives_kill9_mid_update(env):
     assert marks.index("switch:started") < len(marks) - 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__]))
+def test_health_changes_and_the_unhealthy_restart_are_in_the_history(make_manager, tmp_path):
+    from tests.test_supervision import checked_service, healthy, reserved_ports
+
+    hang = tmp_path / "hang"
+    with reserved_ports(1) as port:
+        m = make_manager([checked_service("web", port, hang)]).start()
+        pid = healthy(m).pid
+        hang.write_text(str(pid))  # its health endpoint stops answering
+        assert_eventually(lambda: m.status().pid not in (0, pid), 10, what="a new pid")
+        healthy(m)
+    health = [e for e in events(m, subject="service/web") if e.kind == "service.health"]
+    verdicts = [e.fields["health"] for e in health]
+    assert verdicts[:1] == ["unknown"] or verdicts[0] == "healthy"
+    assert "unhealthy" in verdicts and verdicts[-1] == "healthy"
+    bad = next(e for e in health if e.fields["health"] == "unhealthy")
+    assert "timed out" in bad.message and bad.fields["failures"] == "3"
+    restart = [e for e in events(m, kind="service.restart") if e.subject == "service/web"]
+    assert restart and "health" in restart[-1].message
