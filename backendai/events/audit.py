@@ -15,10 +15,9 @@ While an audited action runs, `acting()` is its caller, so the state writes it c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -73,14 +72,22 @@ _ACTING: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
     "backendai_acting_caller", default=None)
 
 
-@contextlib.contextmanager
-def calling(source: CallerSource) -> Iterator[None]:
-    """The caller of the request handled inside the block (a transport sets it)."""
-    token = _REQUEST.set(source)
-    try:
-        yield
-    finally:
-        _REQUEST.reset(token)
+class calling:  # (lowercase: it reads as a function, `with calling(source):`)
+    """The caller of the request handled inside the block (a transport sets it; on every
+    request, so a plain class: ~0.2 us, where a generator context manager costs ~1 us)."""
+
+    __slots__ = ("_source", "_token")
+
+    def __init__(self, source: CallerSource) -> None:
+        self._source = source
+        self._token: contextvars.Token[CallerSource | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _REQUEST.set(self._source)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _REQUEST.reset(self._token)
 
 
 def request_caller() -> Caller | None:
