@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     ("aictl.rollout_cli", "rollout start / watch / … / list / show"),
     ("aictl.manager_cli", "--manager: update, rollback, releases, update-status, reload"),
     ("aictl.demo", "the local demo fleet"),
+    ("aictl.events", "events: the event history and audit trail"),
 )
 
 

@@ -2,7 +2,8 @@
 
 Each subscriber has a small bounded buffer; a subscriber that falls behind loses the
 oldest intermediate values, never the latest, so memory stays bounded whatever the
-reader's speed.
+reader's speed. Listeners (`listen`) are called synchronously on every publish: they
+see every value (the event history records each change this way).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Feed(Generic[T]):
         self._value = initial
         self._size = buffer
         self._subscribers: set[_Subscriber[T]] = set()
+        self._listeners: list[Callable[[T], None]] = []
         self._closed = False
 
     @property
@@ -41,9 +43,16 @@ class Feed(Generic[T]):
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    def listen(self, listener: Callable[[T], None]) -> None:
+        """Call `listener(value)` on every publish, before the subscribers wake (it must
+        not block or raise)."""
+        self._listeners.append(listener)
+
     def publish(self, value: T) -> None:
         """Set the current value and hand it to every subscriber (never blocks)."""
         self._value = value
+        for listener in self._listeners:
+            listener(value)
         for sub in self._subscribers:
             sub.buffer.append(value)
             sub.wakeup.set()

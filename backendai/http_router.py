@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, unquote
 
 from backendai.auth import DENIED, READ_HTTP_METHODS, read_only
 from backendai.errors import InvalidArgument, NotFound
+from backendai.events.audit import Caller, calling
 from backendai.http_server import (
     JSON,
     HttpError,
@@ -97,7 +98,8 @@ class Router:
             if key in query:
                 raise InvalidArgument(f"query parameter {key[:40]!r} given more than once")
             query[key] = value
-        answer = await route.handler(replace(request, query=query, params=params))
+        with calling(lambda: Caller(request.caller.identity)):
+            answer = await route.handler(replace(request, query=query, params=params))
         return Response.json(answer) if isinstance(answer, dict) else answer
 
     def _find(self, request: Request) -> tuple[Route, re.Match[str]]:

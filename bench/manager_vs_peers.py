@@ -1,13 +1,16 @@
 """Our ai-manager side by side with supervisord and a real `systemd --user`.
 
     .venv/bin/python bench/manager_vs_peers.py [--quick] [--rounds N] [--json PATH]
-        [--scrape SECONDS]
+        [--baseline REV] [--event-sinks] [--scrape SECONDS]
 
 Each round starts every subject afresh, in an order that rotates from round to round,
 and measures the same figure on each in turn; the table shows the median over rounds,
 the spread (min-max) and the ratio ours/peer. Everything talks to 127.0.0.1 or unix
 sockets. supervisord is installed from PyPI into bench/.venv-peers on first use;
-systemd is skipped (and says why) where it cannot start.
+systemd is skipped (and says why) where it cannot start. `--baseline REV` adds our
+manager as of git revision REV as one more subject (e.g. the code before the event
+history: `--baseline events-base`, see docs/BENCHMARKS.md); `--event-sinks` has ours
+deliver every event to a JSON lines file as it runs.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class Results:
             entry: dict[str, float | None] = {"ours": ours, "supervisord": sup}
             if (sd := self.median(key, "systemd")) is not None:
                 entry["systemd"] = sd
+            if (base := self.median(key, "baseline")) is not None:
+                entry["baseline"] = base
             entry["ratio"] = _ratio(ours, sup)
             out[key] = entry
         floors: dict[str, dict[str, float | None]] = {}
@@ -225,6 +230,10 @@ class Bench:
         if not self.systemd_skip:
             self.subjects.append("systemd")
         self.supervisord = ensure_supervisord()
+        self.baseline = checkout(args.baseline, self.tmp) if args.baseline else None
+        if self.baseline is not None:
+            self.subjects.insert(1, "baseline")
+        self.event_sinks = args.event_sinks
         # Byte-compile our code as an installed package has it (pip compiles on install).
         subprocess.run([sys.executable, "-m", "compileall", "-q", "manager", "backendai"],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -234,8 +243,14 @@ class Bench:
         self.n += 1
         root = self.tmp / f"{self.n:03d}-{kind}"
         root.mkdir()
-        if kind == "ours":
-            return Ours(root, services, scrape_every=self.scrape)
+        if kind in ("ours", "baseline"):
+            ours = Ours(root, services, scrape_every=self.scrape)
+            if kind == "baseline" and self.baseline is not None:
+                ours.m.code_root = self.baseline
+            elif self.event_sinks:
+                ours.m.extra["event_sinks"] = [{"type": "jsonl",
+                                                "path": str(root / "events.jsonl")}]
+            return ours
         if kind == "supervisord":
             return SupervisordSubject(root, services, self.supervisord)
         return SystemdSubject(root, services)
@@ -387,7 +402,7 @@ class Bench:
                     continue
                 for key, q in (("status_p50_ms", 0.5), ("status_p99_ms", 0.99)):
                     # a peer's one status call stands against both of our transports
-                    for name in ([f"{key}_{transport}"] if kind == "ours"
+                    for name in ([f"{key}_{transport}"] if kind in ("ours", "baseline")
                                  else [f"{key}_grpc", f"{key}_http", f"{key}_grpc_unix"]):
                         self.results.add(name, kind, pct(ms, q))
             for kind, (subject, _) in up.items():
@@ -486,6 +501,24 @@ class Bench:
         return pct(delays, 0.99) if stamped else lines / took
 
 
+def checkout(rev: str, tmp: Path) -> Path:
+    """Our code as of git revision `rev` (`events-base`: the parent of the commit that
+    added the event history), unpacked beside the run."""
+    if rev == "events-base":
+        added = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--",
+                                "backendai/events/log.py"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split()
+        rev = f"{added[-1]}^"
+    dest = tmp / "baseline"
+    dest.mkdir()
+    archive = subprocess.run(["git", "archive", rev, "backendai", "manager"], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "manager", "backendai"],
+                   cwd=dest, check=True, stdout=subprocess.DEVNULL)
+    return dest
+
+
 def _pids() -> Iterator[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -565,6 +598,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the medians here as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="time each step")
     parser.add_argument("--no-systemd", action="store_true", help="skip systemd --user")
+    parser.add_argument("--baseline", default="", metavar="REV",
+                        help="also run our manager as of this git revision (events-base: "
+                             "just before the event history)")
+    parser.add_argument("--event-sinks", action="store_true",
+                        help="ours delivers its events to a JSON lines file")
     parser.add_argument("--scrape", type=float, default=0.0, metavar="SECONDS",
                         help="GET our managers' /metrics this often, as Prometheus would")
     parser.add_argument("--smoke", action="store_true",

@@ -29,6 +29,13 @@ from backendai.config import (
     require_token_off_loopback,
 )
 from backendai.errors import ConfigError
+from backendai.events.config import (
+    EventsConfig,
+    SinkConfig,
+    default_source,
+    read_events,
+    read_sinks,
+)
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
 from hub.store_config import HAConfig, StoreConfig, load_ha, load_store
@@ -70,6 +77,8 @@ class HubConfig:
     tick_seconds: float = 0.25
     store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
     ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
+    events: EventsConfig = field(default_factory=EventsConfig)  # [events]: backendai/events
+    event_sinks: tuple[SinkConfig, ...] = ()                    # [[event_sinks]]
     metrics_open: bool = False  # GET /metrics without a token from anywhere
 
 
@@ -129,6 +138,10 @@ def load(path: Path) -> HubConfig:
         log_format=t.choice("log_format", LOG_FORMATS),
         store=load_store(t.table("store", defaults=StoreConfig)),
         ha=load_ha(t.table("ha", defaults=HAConfig)),
+        # one name for every hub on a shared database (the history is theirs together)
+        events=read_events(t.table("events", defaults=EventsConfig), source=default_source(
+            self_host.name if self_host else "hub", "hub")),
+        event_sinks=read_sinks(t),
     )
     t.done()
     any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)

@@ -14,18 +14,21 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from backendai.auth import Token, Tokens
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import StoreUnavailable
+from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.preflight import check_state_dir
 from backendai.tls import ReloadableServerCredentials
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
+from hub.host_history import HostHistory
 from hub.host_sync import HostSync
 from hub.http_app import HubHttp
 from hub.identity import advertise_address, local_hub_id
@@ -36,10 +39,14 @@ from hub.rollouts import Rollouts
 from hub.stats import HubStats
 from hub.store import HubStore, open_store
 
+if TYPE_CHECKING:
+    from backendai.events.sinks.runner import SinkRunner
+
 log = structlog.get_logger(__name__)
 
 GRACE = 2.0
 LEAD_READY = 30.0  # seconds a leader waits for its rollouts to resume before announcing
+EVENTS_POLL = 2.0  # seconds between looks at the shared history without a notification
 
 
 class HubDaemon(DaemonLifecycle):
@@ -50,6 +57,7 @@ class HubDaemon(DaemonLifecycle):
         self.version = version
         self.ready_file = ready_file
         self.port = 0
+        self.events: EventLog | None = None
         self.http_port = 0
 
     async def run(self) -> None:
@@ -74,6 +82,9 @@ class HubDaemon(DaemonLifecycle):
             store = await self._open_store()
             if store is None:
                 return
+            events = self._open_events(store)
+            await events.open()
+            sinks = self._make_sinks(events)
             stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
                                  call_timeout=cfg.call_timeout,
@@ -89,16 +100,18 @@ class HubDaemon(DaemonLifecycle):
             leadership = Leadership(store, hub_id=hub_id, ttl=cfg.ha.lease_ttl,
                                     address=lambda: advertise_address(
                                         cfg.ha.advertise_address, cfg.grpc_listen, self.port))
+            reachability = HostHistory(events, leadership, inventory)
+            inventory.on_reachability = reachability.reachability
             fleet = Fleet(inventory=inventory, links=links, store=store,
-                          static_names=static_names, leadership=leadership)
+                          static_names=static_names, leadership=leadership, events=events)
             rollouts = Rollouts(store=store, links=links, inventory=inventory,
                                 leadership=leadership, before_lead=hosts.full,
                                 hub_host=cfg.self_host.name if cfg.self_host else None,
-                                tick=cfg.tick_seconds)
+                                tick=cfg.tick_seconds, events=events)
             rollouts.note_observers.append(stats.rollout_notes)
             version = self.version
             servicer = HubServicer(version=version, inventory=inventory, fleet=fleet,
-                                   rollouts=rollouts, leadership=leadership)
+                                   rollouts=rollouts, leadership=leadership, events=events)
             server = GrpcServer(cfg.grpc_listen, token=token,
                                 services=[(SERVICE_NAME, servicer.add_to)],
                                 credentials=tls.credentials() if tls else None,
@@ -107,13 +120,22 @@ class HubDaemon(DaemonLifecycle):
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
             web = HubHttp(cfg.http_listen, tokens=token, version=version,
                           inventory=inventory, fleet=fleet, rollouts=rollouts,
-                          stats=stats, metrics_open=cfg.metrics_open)
+                          stats=stats, metrics_open=cfg.metrics_open, events=events)
             http = web.server
             async with asyncio.TaskGroup() as tg:
                 background = [tg.create_task(inventory.run(), name="inventory"),
                               tg.create_task(store.run(), name="store"),
                               tg.create_task(hosts.run(), name="hosts"),
+                              tg.create_task(events.run(), name="events"),
+                              tg.create_task(_follow_history(store, events),
+                                             name="events-follow"),
+                              tg.create_task(_sinks_while_leading(leadership, sinks),
+                                             name="event-sinks"),
+                              tg.create_task(reachability.run(), name="reachability"),
                               tg.create_task(web.feed.run(), name="fleet-feed")]
+                events.emit("hub.started", f"hub/{hub_id}",
+                            f"hub {self.version} started (pid {os.getpid()})",
+                            {"pid": os.getpid(), "version": self.version})
                 runs = tg.create_task(rollouts.run(), name="rollouts")
                 lead: asyncio.Task[None] | None = None
                 try:
@@ -134,15 +156,36 @@ class HubDaemon(DaemonLifecycle):
                     await server.stop(GRACE)
                     await _cancel(lead, runs)  # runners stop: their state is stored
                     await leadership.release()
+                    events.emit("hub.stopped", f"hub/{hub_id}", "hub stopped",
+                                {"pid": os.getpid()})
                     await _cancel(*background)
         finally:
             if links is not None:
                 await links.close()
+            if self.events is not None:
+                await self.events.close()
             if store is not None:
                 await store.close()
             lock.release()
             self._done.set()
             log.info("hub.stopped")
+
+    def _open_events(self, store: HubStore) -> EventLog:
+        """The hub's event history, in its store (SQLite or PostgreSQL)."""
+        cfg = self.config.events
+        events = self.events = EventLog(
+            store.history, retention=Retention(cfg.retention_count, cfg.retention_days),
+            source=cfg.source)
+        store.attach_events(events)
+        return events
+
+    def _make_sinks(self, events: EventLog) -> list[SinkRunner]:
+        if not self.config.event_sinks:
+            return []
+        from backendai.events.sinks.runner import SinkRunner, make_sink  # noqa: PLC0415
+
+        return [SinkRunner(events, make_sink(c, source=events.source), c)
+                for c in self.config.event_sinks]
 
     async def _open_store(self) -> HubStore | None:
         """The configured store; None when asked to stop while waiting for the database."""
@@ -180,3 +223,28 @@ async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _follow_history(store: HubStore, events: EventLog) -> None:
+    """Events other hubs write to a shared database wake this hub's watchers and sinks
+    (PostgreSQL: NOTIFY; at least every EVENTS_POLL seconds)."""
+    feed = store.event_changes
+    while True:
+        generation = feed.generation
+        await feed.wait_past(generation, EVENTS_POLL)
+        with contextlib.suppress(StoreUnavailable):
+            await events.refresh()
+
+
+async def _sinks_while_leading(leadership: Leadership, sinks: list[SinkRunner]) -> None:
+    """The leader delivers the history to the sinks (one cursor per sink in the shared
+    database: a new leader resumes where the last one stopped)."""
+    if not sinks:
+        return
+    while True:
+        term = await leadership.next_term()
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(s.run(), name=f"sink-{s.name}") for s in sinks]
+            await term.ended.wait()
+            for task in tasks:
+                task.cancel()

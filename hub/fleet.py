@@ -13,11 +13,15 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 
 from backendai.deadlines import step_deadline
 from backendai.errors import DeadlineExceeded, InvalidArgument, NotFound
+from backendai.events.audit import Caller, acting, audited
+from backendai.events.model import Event, cut, make_event
+from backendai.grpc_handlers import ON_BEHALF_OF
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
@@ -33,9 +37,24 @@ from hub.leadership import Leadership
 from hub.manager_links import ManagerLinks, describe
 from hub.store import HubStore
 
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
+
 MAX_FANOUT = 64
 MAX_TAIL = 100_000
 MAX_STOP_TIMEOUT = 3600.0  # as the manager's
+
+
+def registered(entry: HostEntry, before: HostEntry | None, peer: str) -> Event:
+    """The `host.registered` event of a registration that is new or changes the host."""
+    what = "registered" if before is None else "registered again, changed"
+    return make_event("host.registered", f"host/{entry.name}",
+                      f"{entry.name} {what}: manager at {entry.manager_address}", {
+                          "manager_address": entry.manager_address,
+                          "previous_address": before.manager_address if before else None,
+                          "labels": ",".join(f"{k}={v}" for k, v in
+                                             sorted(entry.labels.items())) or None,
+                          "role": entry.role, "from": peer or None}, at=time.time())
 
 
 WILDCARDS = ("0.0.0.0", "[::]", "::")  # noqa: S104 - recognising, not binding
@@ -51,14 +70,32 @@ def advertised_address(address: str, peer: str) -> str:
     return f"{ip}:{port}" if ip else address
 
 
+def host_subject(fleet: Fleet, host: object = "", *args: object, **kwargs: object) -> str:
+    """What an audited action on a host's service is about: `host/NAME`."""
+    return f"host/{cut(str(host), 64)}"
+
+
+def _service_asked(fleet: Fleet, host: object = "", service: object = "", *args: object,
+                   **kwargs: object) -> dict[str, object]:
+    return {"service": cut(str(service), 64) or None}
+
+
+def relayed(who: Caller | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the operator a manager call is made for (its audit says
+    "hub for OPERATOR")."""
+    return ((ON_BEHALF_OF, who.actor),) if who is not None else ()
+
+
 class Fleet:
     def __init__(self, *, inventory: Inventory, links: ManagerLinks, store: HubStore,
-                 static_names: frozenset[str], leadership: Leadership) -> None:
+                 static_names: frozenset[str], leadership: Leadership,
+                 events: EventLog | None = None) -> None:
         self.inventory = inventory
         self.links = links
         self.store = store
         self.static_names = static_names
         self.leadership = leadership
+        self.events = events  # audit (backendai/events/audit.py)
 
     # ---------------------------------------------------------------- registration
 
@@ -83,7 +120,9 @@ class Fleet:
             entry = HostEntry(name=name, manager_address=manager, labels=labels,
                               service=known.entry.service if known else "",
                               role=known.entry.role if known else "agent", source="registered")
-            await self.store.save_host(entry, time.time())
+            news = known is None or known.entry != entry
+            await self.store.save_host(entry, time.time(), [registered(
+                entry, known.entry if known else None, peer)] if news else [])
             self.inventory.add(entry)
         view = self.inventory.get(name)
         if req.role == "agent":
@@ -135,6 +174,7 @@ class Fleet:
                                          for v in views))
         return pb.HostStatusResponse(hosts=results)
 
+    @audited("restart", host_subject, request=_service_asked)
     async def restart(self, host: str, service: str, *, force: bool = False,
                       ) -> mpb.ServiceStatus:
         view, service = self._target(host, service, "RestartService")
@@ -142,9 +182,10 @@ class Fleet:
         step = f"restart of {service or 'the service'} on host {view.name}"
         async with step_deadline(step, self.links.call_timeout * 3):
             result: mpb.ServiceStatus = await stub.Restart(
-                mpb.RestartRequest(service=service, force=force))
+                mpb.RestartRequest(service=service, force=force), metadata=relayed(acting()))
         return result
 
+    @audited("start", host_subject, request=_service_asked)
     async def start(self, host: str, service: str, *, force: bool = False,
                     ) -> mpb.ServiceStatus:
         view, service = self._target(host, service, "StartService")
@@ -152,9 +193,10 @@ class Fleet:
         step = f"start of {service or 'the service'} on host {view.name}"
         async with step_deadline(step, self.links.call_timeout * 3):
             result: mpb.ServiceStatus = await stub.Start(
-                mpb.StartRequest(service=service, force=force))
+                mpb.StartRequest(service=service, force=force), metadata=relayed(acting()))
         return result
 
+    @audited("stop", host_subject, request=_service_asked)
     async def stop(self, host: str, service: str, *, timeout: float = 0.0,
                    force: bool = False) -> mpb.ServiceStatus:
         """timeout: seconds the manager waits for the service to exit (0: its
@@ -166,7 +208,8 @@ class Fleet:
         step = f"stop of {service or 'the service'} on host {view.name}"
         async with step_deadline(step, self.links.call_timeout * 3 + timeout):
             result: mpb.ServiceStatus = await stub.Stop(
-                mpb.StopRequest(service=service, timeout_seconds=timeout, force=force))
+                mpb.StopRequest(service=service, timeout_seconds=timeout, force=force),
+                metadata=relayed(acting()))
         return result
 
     def _target(self, host: str, service: str, what: str) -> tuple[HostView, str]:

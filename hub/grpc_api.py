@@ -6,21 +6,26 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from backendai.errors import InvalidArgument, StoreUnavailable, Unimplemented
+from backendai.events import wire as event_wire
 from backendai.grpc_handlers import stream, unary
 from backendai.v1 import events_pb2 as epb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 from backendai.v1 import manager_pb2 as mpb
 from hub import pb_convert as conv
+from hub.events_fanout import list_host_events, watch_host_events
 from hub.fleet import Fleet
 from hub.inventory import Inventory
 from hub.leadership import Leadership
 from hub.rollouts import Rollouts
+
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
 
 SERVICE_NAME = "backendai.v1.Hub"
 MAX_ID = 100
@@ -36,7 +41,9 @@ def _id(value: str) -> str:
 
 class HubServicer(pb_grpc.HubServicer):
     def __init__(self, *, version: str, inventory: Inventory, fleet: Fleet,
-                 rollouts: Rollouts, leadership: Leadership) -> None:
+                 rollouts: Rollouts, leadership: Leadership,
+                 events: EventLog | None = None) -> None:
+        self.events = events
         self.version = version
         self.inventory = inventory
         self.fleet = fleet
@@ -172,13 +179,29 @@ class HubServicer(pb_grpc.HubServicer):
 
     # ---- placeholders: this round's contract, not implemented yet ----------------------
 
+    # ---- events: the hub's own, or a host's through its manager (events_fanout.py) -----
+
+    def _events(self) -> EventLog:
+        if self.events is None:
+            raise Unimplemented("this hub keeps no event history")
+        return self.events
+
     @unary
     async def ListEvents(self, request: epb.ListEventsRequest,
                          context: Any) -> epb.ListEventsResponse:
-        raise Unimplemented("ListEvents is not implemented yet")
+        if request.host:
+            return await list_host_events(self.inventory, self.fleet.links, request)
+        page = await self._events().page(event_wire.page_request(request))
+        return event_wire.page_response(page)
 
     @stream
     async def WatchEvents(self, request: epb.WatchEventsRequest,
                           context: Any) -> AsyncIterator[epb.Event]:
-        raise Unimplemented("WatchEvents is not implemented yet")
-        yield  # pragma: no cover - makes this an async generator
+        if request.host:
+            async for ev in watch_host_events(self.inventory, self.fleet.links, request):
+                yield ev
+            return
+        flt = event_wire.watch_filter(request)
+        async for e in self._events().watch(flt, after_id=request.after_id,
+                                            from_now=request.from_now):
+            yield event_wire.to_pb(e)

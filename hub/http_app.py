@@ -6,9 +6,11 @@ and log WebSockets (hub/fleet_ws.py) and the dashboard's pages, on the shared tr
 from __future__ import annotations
 
 from backendai.auth import Tokens
+from backendai.events.log import EventLog
 from backendai.http_router import open_access
 from backendai.http_server import HttpServer
 from backendai.listen import ListenAddress
+from hub.events_http import add_event_routes
 from hub.fleet import Fleet
 from hub.fleet_feed import FleetFeed
 from hub.fleet_ws import FleetSockets
@@ -25,8 +27,10 @@ class HubHttp:
 
     def __init__(self, listen: ListenAddress, *, tokens: Tokens | None, version: str,
                  inventory: Inventory, fleet: Fleet, rollouts: Rollouts,
-                 stats: HubStats | None = None, metrics_open: bool = False) -> None:
-        """stats: the hub's counts; with them the listener also serves GET /metrics."""
+                 stats: HubStats | None = None, metrics_open: bool = False,
+                 events: EventLog | None = None) -> None:
+        """stats: the hub's counts; with them the listener also serves GET /metrics;
+        events: the hub's history, served at GET /api/events."""
         self.feed = FleetFeed(inventory, rollouts)
         routes = HubRoutes(version=version, inventory=inventory, fleet=fleet,
                            rollouts=rollouts)
@@ -39,6 +43,8 @@ class HubHttp:
         r.add("GET", "/api/hosts/(?P<name>[^/]+)/logs/ws", sockets.log_socket,
               query=("service", "tail"), auth=open_access)
         add_ui_routes(r)
+        if events is not None:
+            add_event_routes(r, events, inventory, fleet.links)
         if stats is not None:
             add_metrics_routes(r, inventory=inventory, rollouts=rollouts, stats=stats,
                                version=version, open_=metrics_open)

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -68,6 +68,8 @@ class Inventory:
         self.changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.connected = 0
+        # told when a host's manager becomes reachable or is lost (the event history)
+        self.on_reachability: Callable[[HostView, bool, str], None] | None = None
         self.reconnects = 0  # status streams re-opened after they ended (/metrics)
 
     def add(self, entry: HostEntry) -> HostView:
@@ -150,6 +152,7 @@ class Inventory:
                         if not view.reachable:
                             self.connected += 1
                             log.info("inventory.host_up", host=view.name, version=st.version)
+                            self._tell(view, True, f"version {st.version or 'unknown'}")
                         view.reachable, view.status = True, st
                         view.message = st.message
                         backoff = BACKOFF_INITIAL
@@ -165,11 +168,19 @@ class Inventory:
             if view.reachable:
                 self.connected -= 1
                 log.warning("inventory.host_down", host=view.name, reason=reason)
+                self._tell(view, False, reason)
             view.reachable, view.message = False, reason
             self.changed.set()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
             backoff = min(backoff * 2, BACKOFF_MAX)
             self.reconnects += 1
+
+    def _tell(self, view: HostView, up: bool, why: str) -> None:
+        if self.on_reachability is not None:
+            try:
+                self.on_reachability(view, up, why)
+            except Exception:  # the history must never stop the watch
+                log.exception("inventory.reachability_hook_failed", host=view.name)
 
     async def close(self) -> None:
         for view in self.hosts.values():

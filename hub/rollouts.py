@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -24,6 +25,8 @@ from backendai.errors import (
     NotLeader,
     StoreUnavailable,
 )
+from backendai.events.audit import audited
+from backendai.events.model import cut
 from backendai.validate import check_host_name, check_labels, check_service_name, check_version
 from hub import rollout_engine as E
 from hub.inventory import Inventory
@@ -33,6 +36,9 @@ from hub.release_check import check_packages, refuse_missing
 from hub.rollout_plan import Strategy, plan_waves
 from hub.rollout_runner import RolloutRunner
 from hub.store import ChangeFeed, HubStore
+
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
 
 log = structlog.get_logger(__name__)
 
@@ -56,12 +62,34 @@ class StartRequest:
     start_stopped: bool = False
 
 
+def _asked_start(rollouts: Rollouts, req: StartRequest) -> dict[str, object]:
+    return {"version": cut(str(req.version), 64), "service": cut(str(req.service), 64) or None,
+            "dry_run": req.dry_run or None, "hosts": len(req.hosts) or None}
+
+
+def _control_action(rollouts: Rollouts, rollout_id: str, command: str, *args: object,
+                    **kwargs: object) -> str:
+    return f"rollout.{command}"
+
+
+def _control_subject(rollouts: Rollouts, rollout_id: str, *args: object,
+                     **kwargs: object) -> str:
+    return f"rollout/{cut(str(rollout_id), 100) or 'active'}"
+
+
+def _control_reason(rollouts: Rollouts, rollout_id: str, command: str, reason: str = "",
+                    **kwargs: object) -> dict[str, object]:
+    return {"reason": cut(str(reason), 300) or None}
+
+
 class Rollouts:
     def __init__(self, *, store: HubStore, links: ManagerLinks, inventory: Inventory,
                  leadership: Leadership, hub_host: str | None, tick: float,
-                 before_lead: Callable[[], Awaitable[None]] | None = None) -> None:
+                 before_lead: Callable[[], Awaitable[None]] | None = None,
+                 events: EventLog | None = None) -> None:
         """before_lead(): brings this hub's view up to date before it leads (the hosts
-        other hubs registered)."""
+        other hubs registered); events: the audit trail's log."""
+        self.events = events
         self.store = store
         self.links = links
         self.inventory = inventory
@@ -160,6 +188,8 @@ class Rollouts:
 
     # ---------------------------------------------------------------- requests
 
+    @audited("rollout.start", lambda self, req: "rollout/new", request=_asked_start,
+             result_subject=lambda r: f"rollout/{r.id}" if r.id else "")
     async def start(self, req: StartRequest) -> E.Rollout:
         check_version(req.version, "version")
         labels = check_labels(dict(req.labels), "target.labels")
@@ -257,6 +287,8 @@ class Rollouts:
         return [await self.get(i)
                 for i in await self.store.ids(limit=limit, active_only=active_only)]
 
+    @audited(_control_action, _control_subject, request=_control_reason,
+             result_subject=lambda r: f"rollout/{r.id}")
     async def control(self, rollout_id: str, command: str, reason: str = "") -> E.Rollout:
         if len(reason) > 1000:
             raise InvalidArgument("reason: at most 1000 characters")

@@ -23,6 +23,13 @@ from backendai.config import (
     require_token_off_loopback,
 )
 from backendai.errors import ConfigError
+from backendai.events.config import (
+    EventsConfig,
+    SinkConfig,
+    default_source,
+    read_events,
+    read_sinks,
+)
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
 from backendai.validate import check_service_name, default_host_name
@@ -170,6 +177,8 @@ class ManagerConfig:
     grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
     metrics_open: bool = False  # GET /metrics without a token from anywhere
     hub: HubLink | None = None
+    events: EventsConfig = field(default_factory=EventsConfig)  # `[events]`
+    event_sinks: tuple[SinkConfig, ...] = ()  # `[[event_sinks]]`
     source: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)  # `[env]`: under every service's
 
@@ -416,6 +425,8 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
     raw = [_service(s) for s in t.tables("services", most=MAX_SERVICES, required=True,
                                          defaults=ServiceConfig)]
     auth_token_file = t.optional_path("auth_token_file", absolute=True)
+    hub_link = _hub_link(hub) if hub is not None else None
+    host = hub_link.name if hub_link is not None else default_host_name("host")
     cfg = ManagerConfig(
         state_dir=state_dir,
         services=_supervised(raw, global_env),
@@ -431,7 +442,10 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         grpc_socket=socket_path,
         grpc_max_calls=t.integer("grpc_max_calls", low=4, high=4096),
         metrics_open=t.flag("metrics_open"),
-        hub=_hub_link(hub) if hub is not None else None,
+        hub=hub_link,
+        events=read_events(t.table("events", defaults=EventsConfig),
+                           source=default_source(host, f"{role}-manager")),
+        event_sinks=read_sinks(t),
         source=source)
     t.done()
     if cfg.http_tls and cfg.tls is None:

@@ -2,8 +2,8 @@
 idempotent; `async with ManagerDaemon(...)` wraps both.
 
 Graceful stop order: health NOT_SERVING, stop accepting HTTP, gRPC stop with grace,
-then the units' background work. Supervised services keep running: a restarted
-manager re-adopts them.
+then the units' background work, then the event log and its sinks. Supervised services
+keep running: a restarted manager re-adopts them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import structlog
 from backendai.auth import Token
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import BackendAIError, ConfigError, Unavailable
+from backendai.events.audit import acting, internal
+from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
@@ -32,10 +34,12 @@ from manager.api.http_routes import manager_http_server
 from manager.config import ManagerConfig, ServiceConfig
 from manager.statestore import StateStore
 from manager.supervision.fleet import Fleet
+from manager.supervision.history import ServiceHistory
 from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
+    from backendai.events.sinks.runner import SinkRunner
     from manager.api.control import ReloadResult
     from manager.config_reload import ConfigReloader
     from manager.supervision.health_monitor import HealthMonitor
@@ -58,16 +62,25 @@ def monitor_for(unit: ServiceUnit) -> HealthMonitor | None:
 
 
 class LazyReloader:
-    """The config reload (config_reload.py), loaded at the first reload."""
+    """The config reload (config_reload.py), loaded at the first reload; each reload's
+    outcome is a `config.reload` event."""
 
-    def __init__(self, make: Callable[[], ConfigReloader]) -> None:
+    def __init__(self, make: Callable[[], ConfigReloader],
+                 record: Callable[[bool, str], None] = lambda ok, detail: None) -> None:
         self.make = make
+        self.record = record
         self.reloader: ConfigReloader | None = None
 
     async def reload(self) -> ReloadResult:
         if self.reloader is None:
             self.reloader = self.make()
-        return await self.reloader.reload()
+        try:
+            result = await self.reloader.reload()
+        except BackendAIError as exc:
+            self.record(False, str(exc))
+            raise
+        self.record(True, result.message)
+        return result
 
 
 async def wait_ready(units: Mapping[str, ServiceUnit], updater: Updater | None,
@@ -96,6 +109,8 @@ class ManagerDaemon(DaemonLifecycle):
         self.ready_file = ready_file
         self.faults = faults
         self.control: ManagerControl | None = None
+        self.events: EventLog | None = None
+        self.history: ServiceHistory | None = None  # status changes -> events
         self.reloader: LazyReloader | None = None  # set once serving
         self.updater: Updater | None = None
         self.grpc_port = 0
@@ -103,6 +118,12 @@ class ManagerDaemon(DaemonLifecycle):
         self._tg: asyncio.TaskGroup | None = None
 
     def _make_unit(self, svc: ServiceConfig, store: StateStore) -> ServiceUnit:
+        unit = self._new_unit(svc, store)
+        if self.history is not None:  # (a unit a reload adds too)
+            self.history.track(unit)
+        return unit
+
+    def _new_unit(self, svc: ServiceConfig, store: StateStore) -> ServiceUnit:
         # The systemd and rcd backends are imported only when used (~1 MB, ~20 ms).
         if svc.backend == "systemd":
             from manager.supervision.systemd_unit import SystemdUnit  # noqa: PLC0415
@@ -152,6 +173,41 @@ class ManagerDaemon(DaemonLifecycle):
                               store=store, make_unit=lambda svc: self._make_unit(svc, store),
                               updates=lambda new: self._updates(new, fleet, store))
 
+    def _open_events(self, store: StateStore) -> EventLog:
+        """The event history in the state database; state writes commit its events."""
+        cfg = self.config.events
+        events = self.events = EventLog(
+            store.event_store(), retention=Retention(cfg.retention_count, cfg.retention_days),
+            source=cfg.source)
+        store.attach_events(events)
+        self.history = ServiceHistory(events)
+        return events
+
+    def _make_sinks(self, events: EventLog) -> list[SinkRunner]:
+        if not self.config.event_sinks:
+            return []
+        # Only a manager with sinks loads them (ssl, hmac, the HTTP client).
+        from backendai.events.sinks.runner import SinkRunner, make_sink  # noqa: PLC0415
+
+        return [SinkRunner(events, make_sink(c, source=events.source), c)
+                for c in self.config.event_sinks]
+
+    def reload(self) -> bool:
+        """SIGHUP before the manager serves: the secrets alone (recorded)."""
+        ok = super().reload()
+        self.record_reload(ok)
+        return ok
+
+    def record_reload(self, ok: bool, detail: str = "") -> None:
+        """The `config.reload` event (any thread): who asked (an operator's Reload, else
+        SIGHUP) and what changed, or why nothing did."""
+        if self.events is None:
+            return
+        who = acting() or internal("signal")
+        what = detail or ("reloaded" if ok else "reload failed; what was in use stays")
+        self.events.emit("config.reload", "manager", what, {"ok": ok}, who=who,
+                         result="ok" if ok else detail or "failed")
+
     async def perform_reload(self) -> None:
         """SIGHUP: the config file and the secrets (config_reload.py) once serving; the
         secrets alone before that."""
@@ -174,6 +230,9 @@ class ManagerDaemon(DaemonLifecycle):
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
             self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
             store = StateStore(cfg.state_dir / preflight.DATABASE)
+            events = self._open_events(store)
+            await events.open()
+            sinks = self._make_sinks(events)
             units = self._make_units(store)
             fleet = Fleet(cfg, units, monitor_for)
             updater: Updater | None = None
@@ -181,7 +240,8 @@ class ManagerDaemon(DaemonLifecycle):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
                 from manager.updates.updater import Updater  # noqa: PLC0415
                 updater = self.updater = Updater(cfg, units, store, faults=self.faults)
-            control = self.control = ManagerControl(cfg, units, updater, fleet=fleet)
+            control = self.control = ManagerControl(cfg, units, updater, fleet=fleet,
+                                                    events=events)
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
@@ -197,6 +257,11 @@ class ManagerDaemon(DaemonLifecycle):
             await http.bind()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                background = [tg.create_task(events.run(), name="events"),
+                              *(tg.create_task(s.run(), name=f"sink-{s.name}") for s in sinks)]
+                events.emit("manager.started", "manager",
+                            f"manager {control.manager_version} started (pid {os.getpid()})",
+                            {"pid": os.getpid(), "version": control.manager_version})
                 fleet.launch(tg)
                 if updater is not None:  # it waits for the units to be ready
                     tg.create_task(updater.run(), name="updater")
@@ -211,7 +276,8 @@ class ManagerDaemon(DaemonLifecycle):
                     source = cfg.source
                     if source is not None:
                         self.reloader = control.reloader = LazyReloader(
-                            lambda: self._reloader(source, fleet, control, store))
+                            lambda: self._reloader(source, fleet, control, store),
+                            self.record_reload)
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
                     registering = self._register(tg, control, hub_token)
@@ -229,7 +295,13 @@ class ManagerDaemon(DaemonLifecycle):
                     if self.updater is not None:
                         await self.updater.shutdown()
                     await fleet.shutdown()
+                    events.emit("manager.stopped", "manager", "manager stopped",
+                                {"pid": os.getpid()})
+                    for task in background:
+                        task.cancel()
         finally:
+            if self.events is not None:
+                await self.events.close()
             if store is not None:
                 store.close()
             lock.release()

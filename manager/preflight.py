@@ -5,6 +5,7 @@ its token files and its state directory and database. `ManagerDaemon.run` and
 from __future__ import annotations
 
 from backendai.auth import Token, Tokens
+from backendai.events.sqlite_store import SCHEMA_VERSION as EVENTS_SCHEMA_VERSION
 from backendai.preflight import check_state_dir
 from manager.config import ManagerConfig
 from manager.statestore import SCHEMA_VERSION, check_database
@@ -29,7 +30,8 @@ def check(cfg: ManagerConfig) -> None:
     """--check-config: everything the start checks except binding and the lock."""
     tokens(cfg)
     state_dir(cfg)
-    known = {"services": SCHEMA_VERSION}
+    # in the order the start opens them: the services, the event history, the journal
+    known = {"services": SCHEMA_VERSION, "events": EVENTS_SCHEMA_VERSION}
     if any(s.install_root for s in cfg.services):  # only a manager that updates opens it
         # (imported here: the daemon, which imports this module, loads the updates wing
         # only where updates are configured)

@@ -2,18 +2,33 @@
 
 What must survive a crash is written here before it is acted on: a service's desired
 state and spawn id are recorded before the spawn, its pid right after.
+
+With an event log attached (`attach_events`), a change of a service's desired state
+writes its `service.desired` event (naming who asked) in the same transaction, with the
+events queued before it; `transaction()` gives other state writes (the update journal)
+the same. A write that changes no desired state (a pid after a spawn: the crash-repair
+path) stays one plain statement, as without events; the events queued meanwhile are
+committed at the end of the loop turn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backendai.errors import ConfigError
+from backendai.events.audit import acting
+from backendai.events.model import Event, make_event
+from backendai.events.sqlite_store import SqliteEventStore, insert_events
+
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
 
 SCHEMA_VERSION = 1  # of the tables below (the `services` component)
 SCHEMA = """
@@ -58,6 +73,38 @@ class StateStore:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA_META)
         self.ensure_schema("services", SCHEMA_VERSION, SCHEMA)
+        self.events: EventLog | None = None
+        self._desired: dict[str, str] = {}  # what is stored, once read or written
+
+    def event_store(self) -> SqliteEventStore:
+        """The event history's store in this file (its tables created or checked)."""
+        return SqliteEventStore(self.db, self.path, ensure_schema=self.ensure_schema)
+
+    def attach_events(self, events: EventLog) -> None:
+        self.events = events
+
+    @contextlib.contextmanager
+    def transaction(self, *events: Event) -> Iterator[list[Event]]:
+        """One IMMEDIATE transaction around the block that also commits the events
+        queued so far, then `events` and what the block adds to the list it is given (so
+        ids follow what happened); without an event log attached, only the block."""
+        log = self.events
+        pending = log.take_pending() if log is not None else []
+        extra = list(events)
+        self.db.execute("BEGIN IMMEDIATE")
+        last = 0
+        try:
+            yield extra
+            if log is not None and (pending or extra):
+                last = insert_events(self.db, [*pending, *extra])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            if log is not None:
+                log.put_back(pending)
+            raise
+        if log is not None and last:
+            log.committed(last, len(pending) + len(extra))
 
     def ensure_schema(self, component: str, version: int, ddl: str,
                       migrate: Callable[[sqlite3.Connection, int], None] | None = None,
@@ -97,9 +144,24 @@ class StateStore:
             "WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        return ServiceRecord(*row)
+        rec = ServiceRecord(*row)
+        self._desired[name] = rec.desired
+        return rec
 
     def save_service(self, rec: ServiceRecord) -> None:
+        before = self._desired.get(rec.name)
+        if before is None and self.events is not None:
+            row = self.db.execute("SELECT desired FROM services WHERE name = ?",
+                                  (rec.name,)).fetchone()
+            before = row[0] if row else ""
+        if self.events is None or before == rec.desired:
+            self._upsert(rec)
+        else:
+            with self.transaction(self._desired_event(rec, before or "")):
+                self._upsert(rec)
+        self._desired[rec.name] = rec.desired
+
+    def _upsert(self, rec: ServiceRecord) -> None:
         self.db.execute(
             "INSERT INTO services (name, desired, spawn_id, pid, create_time, restarts, updated)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET"
@@ -108,6 +170,17 @@ class StateStore:
             " updated=excluded.updated",
             (rec.name, rec.desired, rec.spawn_id, rec.pid, rec.create_time, rec.restarts,
              time.time()))
+
+    @staticmethod
+    def _desired_event(rec: ServiceRecord, before: str) -> Event:
+        who = acting()
+        by = f" (asked by {who.actor} over {who.transport})" if who else ""
+        return make_event("service.desired", f"service/{rec.name}",
+                          f"desired state {before or '(none)'} -> {rec.desired}{by}",
+                          {"desired": rec.desired, "previous": before or None}, at=time.time(),
+                          actor=who.actor if who else "",
+                          transport=who.transport if who else "",
+                          peer=who.peer if who else "")
 
     def services(self) -> list[ServiceRecord]:
         """Every service recorded, by name."""
@@ -119,6 +192,7 @@ class StateStore:
         """A service a config reload removed: its record goes (a service added later
         under the same name starts afresh)."""
         self.db.execute("DELETE FROM services WHERE name = ?", (name,))
+        self._desired.pop(name, None)
 
     def close(self) -> None:
         self.db.close()
@@ -149,9 +223,10 @@ def check_database(path: Path, known: Mapping[str, int]) -> None:
         if "no such table" in str(exc):
             return  # a database from before versions were recorded: the start migrates
         raise ConfigError(f"state_dir: cannot read {path}: {exc}") from None
-    for component, found in rows:
-        version = known.get(component)
-        if version is not None and found > version:
+    stored = {str(c): int(v) for c, v in rows}
+    for component, version in known.items():  # in the order the start opens them
+        found = stored.get(component, 0)
+        if found > version:
             raise newer_schema(path, component, found, version)
 
 

@@ -69,6 +69,15 @@ def test_every_manager_key_is_in_config_md(read_keys, tmp_path):
     assert tokens - documented(section(doc, "`[[auth_tokens]]`")) == set()
 
 
+def test_every_events_key_is_in_config_md(read_keys, tmp_path):
+    manager_config.parse({"state_dir": str(tmp_path), "events": {"retention_count": 1000},
+                          "event_sinks": [{"type": "jsonl"}],
+                          "services": [{"name": "svc", "command": ["true"]}]})
+    text = section(DOCS / "CONFIG.md", "Events")
+    assert read_keys["events"] - documented(text) == set()
+    assert read_keys["event_sinks[0]"] - documented(text) == set()
+
+
 def test_every_hub_and_agent_key_is_in_config_hub_agent_md(read_keys, tmp_path):
     from agent import config as agent_config
     from hub import config as hub_config

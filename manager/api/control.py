@@ -3,7 +3,8 @@
 It resolves and validates what a request names, then delegates to the service's unit.
 A request is validated before the manager's capabilities are checked: a bad version is
 INVALID_ARGUMENT / 400 whether or not updates are configured here. No transport details
-here, and no business logic in the transports.
+here, and no business logic in the transports. Every operator action is audited here,
+once for every transport (`@audited`: who, through what, the result).
 
 Every start, stop and restart asks the updater first (`before_lifecycle`): while an
 update or rollback of the service runs, the request is refused (FAILED_PRECONDITION /
@@ -14,6 +15,7 @@ before the request is carried out (manager/updates/updater.py says how).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fnmatch
 import math
 import os
@@ -22,7 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from backendai import __version__
-from backendai.errors import InvalidArgument, NotConfigured, NotFound
+from backendai.errors import BackendAIError, InvalidArgument, NotConfigured, NotFound
+from backendai.events.audit import audited
+from backendai.events.log import EventLog
+from backendai.events.model import Event, EventFilter, Page, PageRequest, cut
 from backendai.feed import with_keepalive
 from backendai.validate import check_origin, check_version, is_service_name
 from manager.config import ManagerConfig
@@ -79,6 +84,7 @@ class ReloadResult:
 class Reloader(Protocol):
     """What the control layer needs from the config reload (manager/config_reload.py)."""
 
+    @audited("reload", lambda self: "manager")
     async def reload(self) -> ReloadResult: ...
 
 
@@ -137,11 +143,43 @@ def validate_timeout(timeout: float | None) -> float | None:
     return float(timeout)
 
 
+def service_subject(control: ManagerControl, name: object = "", *args: object,
+                    **kwargs: object) -> str:
+    """What an audited action on a service is about: `service/NAME` (the primary for an
+    empty name; a glob, an unknown or an invalid name as given, cut short)."""
+    if isinstance(name, str):
+        with contextlib.suppress(BackendAIError):
+            return f"service/{control.unit(name).name}"
+    return f"service/{cut(str(name), 64)}"
+
+
+def update_subject(control: ManagerControl, name: object = "", *args: object,
+                   **kwargs: object) -> str:
+    """What an update or rollback is about: the service (with `instances`, NAME)."""
+    if isinstance(name, str):
+        with contextlib.suppress(BackendAIError):
+            return f"service/{control.update_target(name)}"
+    return f"service/{cut(str(name), 64)}"
+
+
+def _version_asked(control: ManagerControl, name: object = "", version: object = "",
+                   *args: object, **kwargs: object) -> dict[str, object]:
+    return {"version": cut(str(version), 64), "origin": cut(str(kwargs.get("origin", "")),
+                                                            100) or None}
+
+
+def _forced(control: ManagerControl, *args: object, **kwargs: object) -> dict[str, object]:
+    return {"force": True if kwargs.get("force") is True else None}
+
+
 class ManagerControl:
     def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
-                 updater: Updater | None = None, *, fleet: Fleet | None = None) -> None:
+                 updater: Updater | None = None, *, fleet: Fleet | None = None,
+                 events: EventLog | None = None) -> None:
         """`fleet`: the daemon's (its `units` is the live mapping a reload changes);
-        without one, a fleet of `units` without health monitors."""
+        without one, a fleet of `units` without health monitors. `events`: the event
+        history (the audit trail of every operator action goes there)."""
+        self.events = events
         self.config = config
         self.fleet = fleet if fleet is not None else Fleet(config, dict(units),
                                                            lambda _unit: None)
@@ -208,6 +246,7 @@ class ManagerControl:
             for target in dict.fromkeys(u.config.instance_of or u.name for u in units):
                 await self.updater.before_lifecycle(target, request, force=force)
 
+    @audited("start", service_subject, request=_forced)
     async def start(self, name: str = "", *, wait: bool = True,
                     force: bool = False) -> ServiceStatus:
         """Start one service, or every service a glob matches (in start order; the
@@ -219,6 +258,7 @@ class ManagerControl:
             return (await self.fleet.start_many([u.name for u in units], wait=wait))[0]
         return await units[0].start(wait=wait)
 
+    @audited("stop", service_subject, request=_forced)
     async def stop(self, name: str = "", *, timeout: float | None = None,
                    force: bool = False) -> ServiceStatus:
         """Stop one service, or every service a glob matches (what starts after another
@@ -232,6 +272,7 @@ class ManagerControl:
                                                force=force))[0]
         return await units[0].stop(timeout=timeout, force=force)
 
+    @audited("restart", service_subject, request=_forced)
     async def restart(self, name: str = "", *, force: bool = False) -> ServiceStatus:
         """Restart one service, or every service a glob matches (stopped in reverse
         start order, then started in order). force: cancel a running update of the
@@ -244,6 +285,7 @@ class ManagerControl:
             return (await self.fleet.start_many(names))[0]
         return await units[0].restart()
 
+    @audited("reload", lambda self: "manager")
     async def reload(self) -> ReloadResult:
         """Re-read the config file and the secrets (SIGHUP, gRPC Reload, POST /reload)."""
         if self.reloader is None:
@@ -296,6 +338,8 @@ class ManagerControl:
         unit = self.unit(name)
         return unit.config.instance_of or unit.name
 
+    @audited("update", update_subject, request=_version_asked,
+             detail=lambda r: {"operation": r.operation_id or None})
     async def update(self, name: str, version: str, *, origin: str = "",
                      start_stopped: bool = False) -> UpdateStarted:
         """origin: who asks (journaled, reported back); start_stopped: start the service
@@ -325,6 +369,8 @@ class ManagerControl:
         service = self.update_target(name) if name or not operation_id else ""
         return self.require_updater().report(service, operation_id, origin)
 
+    @audited("rollback", update_subject,
+             detail=lambda r: {"operation": r.operation_id, "version": r.version})
     async def rollback(self, name: str, *, origin: str = "",
                        version: str = "") -> RollbackStarted:
         """origin: who asks (journaled, reported back), as for an update; version: refuse
@@ -351,3 +397,18 @@ class ManagerControl:
 
         check_operation_id(operation_id)
         return self.require_updater().watch(operation_id)
+
+    # ---- the event history ----------------------------------------------------------
+
+    def require_events(self) -> EventLog:
+        if self.events is None:
+            raise NotConfigured("this manager keeps no event history")
+        return self.events
+
+    async def list_events(self, req: PageRequest) -> Page:
+        """One page of the history (the request is validated by backendai.events.model)."""
+        return await self.require_events().page(req)
+
+    def watch_events(self, flt: EventFilter, *, after_id: int = 0,
+                     from_now: bool = False) -> AsyncIterator[Event]:
+        return self.require_events().watch(flt, after_id=after_id, from_now=from_now)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from backendai.errors import Unimplemented
+from backendai.events import wire as event_wire
 from backendai.grpc_handlers import stream_sync, unary_sync
 from backendai.loop_bridge import LoopBridge
 from backendai.update_terms import outcome_text
@@ -224,12 +224,21 @@ class ManagerServicer(pb_grpc.ManagerServicer):
         return pb.ReloadResponse(added=done.added, removed=done.removed, changed=done.changed,
                                  unchanged=done.unchanged, message=done.message)
 
+    # ---- the event history (backendai/events) -------------------------------------------
+
     @unary_sync
     def ListEvents(self, request: epb.ListEventsRequest, context: Any,
                    ) -> epb.ListEventsResponse:
-        raise Unimplemented("ListEvents is not implemented yet")
+        event_wire.no_host(request)
+        req = event_wire.page_request(request)
+        return event_wire.page_response(self.bridge.call(
+            lambda: self.control.list_events(req), context))
 
     @stream_sync
     def WatchEvents(self, request: epb.WatchEventsRequest, context: Any,
                     ) -> Iterator[epb.Event]:
-        raise Unimplemented("WatchEvents is not implemented yet")
+        event_wire.no_host(request)
+        flt = event_wire.watch_filter(request)
+        for ev in self.bridge.iterate(lambda: self.control.watch_events(
+                flt, after_id=request.after_id, from_now=request.from_now), context, depth=64):
+            yield event_wire.to_pb(ev)

@@ -33,6 +33,7 @@ from manager.api.control import (
     ManagerControl,
     is_pattern,
 )
+from manager.api.events_routes import add_event_routes
 from manager.api.metrics_routes import add_metrics_routes
 from manager.api.ui_routes import add_ui_routes
 from manager.api.ws_routes import LiveRoutes
@@ -157,6 +158,7 @@ class ManagerRoutes:
         r.add("POST", "/reload", self._reload)  # the config file and secrets, as SIGHUP
         LiveRoutes(control).add_to(r)  # the dashboard's WebSockets (ws_routes.py)
         add_ui_routes(r)  # GET /ui/ (ui_routes.py)
+        add_event_routes(r, control)  # GET /api/events (events_routes.py)
 
     # -- the seeds' endpoints -------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 An operation row plus its ordered events: each step's "started" event is written
 (durably: synchronous=FULL) before the step acts, so a restarted manager knows exactly
-where an interrupted operation stood. Events are also what WatchUpdate replays.
+where an interrupted operation stood. Events are also what WatchUpdate replays, and
+each is also written to the event history (`update.step`, the last one
+`update.outcome`) in the same transaction.
 
 Records carry the enums of backendai/update_terms.py; the tables hold their `.value`
 text, as they always have (older databases load unchanged).
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backendai.errors import InvalidArgument
+from backendai.events.model import Event, make_event
 from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
 from manager.statestore import StateStore, add_missing_columns
 
@@ -86,6 +89,23 @@ def _event(r: Any) -> EventRecord:
                        Outcome.parse(r[8]))
 
 
+def history_event(op: OpRecord, ev: EventRecord) -> Event:
+    """The event history's line for a journaled step event."""
+    what = f"{op.kind.value} {op.from_version or '(none)'} -> {op.to_version}"
+    if ev.final:
+        text = f"{what}: {outcome_text(ev.outcome)}"
+    else:
+        text = f"{what}: {ev.step.value} {ev.status.value}"
+    if ev.message:
+        text += f" ({ev.message})"
+    return make_event(
+        "update.outcome" if ev.final else "update.step", f"service/{op.service}", text,
+        {"operation": op.id, "operation_kind": op.kind.value, "step": ev.step.value,
+         "status": ev.status.value, "from_version": op.from_version,
+         "to_version": op.to_version, "elapsed_seconds": f"{ev.elapsed:.3f}",
+         "outcome": outcome_text(ev.outcome) or None}, at=ev.at or time.time())
+
+
 # 1: the first layout; 2: update_ops gains origin, leave_stopped and the cancel request.
 SCHEMA_VERSION = 2
 # Each step is recorded before it acts (see updater.py); releases and the pointer to the
@@ -148,20 +168,19 @@ def _migrate(db: sqlite3.Connection, found: int) -> None:
 class UpdateJournal:
     def __init__(self, store: StateStore) -> None:
         store.ensure_schema("update_journal", SCHEMA_VERSION, SCHEMA, _migrate)
+        self.store = store
         self.db: sqlite3.Connection = store.db
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _tx(self) -> Iterator[list[Event]]:
+        """One transaction; the event history's lines for what it journals are added to
+        the list it yields, and written in it."""
+        with self.store.transaction() as history:
+            yield history
 
     def create_op(self, op: OpRecord, first: EventRecord) -> None:
-        with self._tx():
+        with self._tx() as history:
+            history.append(history_event(op, first))
             self.db.execute("INSERT INTO update_ops ("
                             "id, service, kind, from_version, to_version, state, outcome, message, "
                             "created, finished, origin, leave_stopped, cancel_request, "
@@ -183,9 +202,9 @@ class UpdateJournal:
     def append(self, op_id: str, step: Step, status: StepStatus, message: str = "",
                elapsed: float = 0.0, *, final: bool = False,
                outcome: Outcome | None = None) -> EventRecord:
-        with self._tx():
+        with self._tx() as history:
             ev = self._add(op_id, step, status, message, elapsed=elapsed, final=final,
-                          outcome=outcome)
+                          outcome=outcome, history=history)
             if final:
                 self.db.execute("UPDATE update_ops SET state='done', outcome=?, message=?, "
                                 "finished=? WHERE id=?", (outcome_text(outcome), message, ev.at,
@@ -193,24 +212,28 @@ class UpdateJournal:
         return ev
 
     def _add(self, op_id: str, step: Step, status: StepStatus, message: str, *,
-             elapsed: float = 0.0, final: bool = False,
+             history: list[Event], elapsed: float = 0.0, final: bool = False,
              outcome: Outcome | None = None) -> EventRecord:
-        """The operation's next event (in the caller's transaction)."""
+        """The operation's next event (in the caller's transaction, with its line in the
+        event history)."""
         row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
                               "WHERE op_id = ?", (op_id,)).fetchone()
         ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed, time.time(),
                          final, outcome)
         self._insert_event(ev)
+        op = self.op(op_id)
+        if op is not None:
+            history.append(history_event(op, ev))
         return ev
 
     def cancel(self, op_id: str, request: str, reason: str) -> EventRecord:
         """Record that a forced lifecycle request cancels the operation (its `cancel`
         event and the op's columns in one transaction): a manager that crashes during
         the cancel finishes it as a cancel on its next start."""
-        with self._tx():
+        with self._tx() as history:
             self.db.execute("UPDATE update_ops SET cancel_request=?, cancel_reason=? "
                             "WHERE id=?", (request, reason, op_id))
-            return self._add(op_id, Step.CANCEL, StepStatus.OK, reason)
+            return self._add(op_id, Step.CANCEL, StepStatus.OK, reason, history=history)
 
     def op(self, op_id: str) -> OpRecord | None:
         row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE id = ?",
