@@ -243,3 +243,35 @@ def test_the_page_reconnects_after_the_manager_is_killed(make_manager) -> None:
         assert cell(d, "web", "pid").text == pid  # the service kept running: re-adopted
         css(d, 'tr[data-service="web"] td.name').click()
         wait_until(lambda: "re-adopted" in css(d, "#detail").text, 5, "shown as re-adopted")
+
+
+def test_services_a_reload_adds_and_removes_appear_without_a_reload(make_manager) -> None:
+    """A config reload while the page is open: the added service's row appears (and
+    acts), the removed one's row goes, with no page reload and no reconnect."""
+    from tests.test_config_reload import rewrite
+
+    web = fast_service("web", "--interval", "0.5")
+    m = make_manager([web, fast_service("old", "--interval", "0.5")]).start()
+    with chromium() as d:
+        d.get(f"http://127.0.0.1:{m.http_port}/ui/")
+        wait_until(lambda: state_of(d, "old") == "RUNNING", 10, "old RUNNING")
+        css(d, 'tr[data-service="old"] td.name').click()
+        d.execute_script("window.sameDocument = true")
+        rewrite(m, [web, fast_service("new", "--interval", "0.5")])
+        assert m.http("POST", "/reload")[0] == 200
+
+        def rows() -> list[str]:
+            return [r.get_attribute("data-service") for r in
+                    d.find_elements("css selector", "#services-body tr")]
+
+        wait_until(lambda: rows() == ["web", "new"] and state_of(d, "new") == "RUNNING", 10,
+                   "the added row live, the removed one gone")
+        assert css(d, "#services-count").text == "2"
+        assert d.execute_script("return window.sameDocument") is True  # no page reload
+        assert css(d, "#detail-name").text == "web"  # the removed service was selected
+        act(d, "new", "stop")
+        confirm(d)
+        wait_until(lambda: state_of(d, "new") == "STOPPED", 5, "the added service acts")
+        assert css(d, "#conn").get_attribute("data-state") == "live"
+        shot(d, "manager-ui-reloaded")
+        assert console_errors(d) == []

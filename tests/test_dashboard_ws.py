@@ -8,6 +8,7 @@ paths, and the static page's headers and root (no path leaves it)."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 from typing import Any
@@ -113,6 +114,54 @@ def test_snapshot_then_one_message_per_change(manager) -> None:
         again = until(conn, lambda msg: is_state("worker", "RUNNING")(msg)
                       and msg["service"]["restarts"] == 1)
         assert again["service"]["pid"] != running["service"]["pid"]
+
+
+def test_services_a_reload_adds_and_removes_show_live(make_manager) -> None:
+    """A config reload (POST /reload, then SIGHUP) while a client watches: an added
+    service arrives as a `status` for a name not seen yet (then its changes), a removed
+    one as `removed`; no reconnect needed, and a new client's snapshot agrees."""
+    from tests.test_config_reload import rewrite
+
+    web = fast_service("web", "--interval", "0.5")
+    worker = fast_service("worker", "--interval", "0.5")
+    m = make_manager([web, worker]).start()
+    with ws(m, "/api/services/ws") as conn:
+        snap = recv_json(conn)
+        assert [s["name"] for s in snap["services"]] == ["web", "worker"]
+        rewrite(m, [web, fast_service("extra", "--interval", "0.5")])
+        code, body = m.http("POST", "/reload")
+        assert code == 200, body
+        assert json.loads(body)["message"] == \
+            "reloaded: 1 added, 1 removed, 0 changed, 1 unchanged"
+        seen: dict[str, list[dict[str, Any]]] = {}
+
+        def done(msg: dict[str, Any]) -> bool:
+            name = msg.get("service") if msg["type"] == "removed" else \
+                msg.get("service", {}).get("name")
+            seen.setdefault(str(name), []).append(msg)
+            return any(x["type"] == "removed" for x in seen.get("worker", [])) and \
+                any(x["type"] == "status" and x["service"]["state"] == "RUNNING"
+                    for x in seen.get("extra", []))
+
+        until(conn, done, 20)
+        removed = [x for x in seen["worker"] if x["type"] == "removed"][-1]
+        assert set(removed) == {"type", "at", "service"} and removed["service"] == "worker"
+        assert all(set(x) == {"type", "at", "service"} and set(x["service"]) == SERVICE_KEYS
+                   for x in seen["extra"])
+        # the removed service says nothing more; the added one's changes keep coming
+        assert m.http("POST", "/api/services/extra/stop")[0] == 200
+        stopped = until(conn, lambda msg: msg["type"] != "status"
+                        or msg["service"]["name"] != "web", 10)
+        assert stopped["type"] == "status" and stopped["service"]["name"] == "extra"
+        if stopped["service"]["state"] != "STOPPED":
+            until(conn, is_state("extra", "STOPPED"))
+        with ws(m, "/api/services/ws") as other:
+            assert [s["name"] for s in recv_json(other)["services"]] == ["web", "extra"]
+        # a SIGHUP brings the worker back: it arrives on the same socket
+        rewrite(m, [web, worker, fast_service("extra", "--interval", "0.5")])
+        m.proc.send_signal(signal.SIGHUP)
+        back = until(conn, is_state("worker", "RUNNING"), 20)
+        assert set(back["service"]) == SERVICE_KEYS
 
 
 def test_log_tail_then_new_lines(manager) -> None:

@@ -1,9 +1,10 @@
 """The manager's live API for browsers, over WebSocket (message shapes: docs/DASHBOARD.md).
 
 - `WS /api/services/ws` (seed 004): a snapshot of every service, then one message per
-  change, from the same per-unit feeds WatchStatus reads. Each service's message is
-  published under its name, so a slow reader gets the latest status of each service,
-  never a backlog (backendai/websocket.py coalesces).
+  change, from the same per-unit feeds WatchStatus reads, and the services a config
+  reload adds (their `status`) or removes (`removed`), from the fleet's member feed.
+  Each service's message is published under its name, so a slow reader gets the latest
+  status of each service, never a backlog (backendai/websocket.py coalesces).
 - `WS /api/services/{name}/logs/ws?tail=N`: the last N lines, then new lines, in
   batches (at most ~10 messages a second); a slow reader holds the follower back
   (the log store reads from the file when asked), so memory stays bounded.
@@ -33,6 +34,7 @@ from backendai.http_server import JSON, Request, Upgrade
 from backendai.update_terms import outcome_text
 from manager.api.control import ManagerControl
 from manager.supervision.states import ServiceStatus
+from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
     from backendai.websocket import Limits, WebSocket
@@ -116,10 +118,17 @@ class LiveRoutes:
                            "role": identity.role.value if identity.role else None}}
 
     async def _watch_services(self, ws: WebSocket) -> None:
+        """The snapshot, then each service's changes; a reload that adds a service starts
+        its messages (a `status` for a name not seen yet), one that removes a service
+        sends `removed` (under the service's key: a later status of a re-added service
+        replaces it)."""
         from backendai.websocket import ConnectionClosed  # noqa: PLC0415
 
-        feeds = {name: self.control.watch(name) for name in self.control.units}
+        members = self.control.fleet.members.subscribe()
+        forwards: dict[str, tuple[ServiceUnit, asyncio.Task[None]]] = {}
         try:
+            units = dict(await anext(members))
+            feeds = {name: unit.watch() for name, unit in units.items()}
             first = {name: await anext(feed) for name, feed in feeds.items()}
             now = time.time()
             await ws.send({"type": "snapshot", **self.hello(ws), "at": round(now, 3),
@@ -127,24 +136,49 @@ class LiveRoutes:
             try:
                 async with asyncio.TaskGroup() as tg:
                     for name, feed in feeds.items():
-                        tg.create_task(self._forward(ws, name, feed, first[name]))
+                        forwards[name] = (units[name], tg.create_task(
+                            self._forward(ws, name, feed, first[name])))
                     tg.create_task(self._drain(ws))
+                    async for now_members in members:
+                        self._follow_members(ws, tg, forwards, dict(now_members))
             except* ConnectionClosed:
                 pass
         finally:
-            for feed in feeds.values():
-                with contextlib.suppress(RuntimeError):
-                    await feed.aclose()  # type: ignore[attr-defined]
+            for _, task in forwards.values():
+                task.cancel()
+            with contextlib.suppress(RuntimeError):
+                await members.aclose()  # type: ignore[attr-defined]
+
+    def _follow_members(self, ws: WebSocket, tg: asyncio.TaskGroup,
+                        forwards: dict[str, tuple[ServiceUnit, asyncio.Task[None]]],
+                        units: dict[str, ServiceUnit]) -> None:
+        """A reload changed the set of services: stop following what went (saying so),
+        follow what came (its first status goes out as a `status`)."""
+        for name, (unit, task) in list(forwards.items()):
+            if units.get(name) is not unit:
+                task.cancel()
+                del forwards[name]
+                if name not in units:
+                    ws.publish(name, {"type": "removed", "at": round(time.time(), 3),
+                                      "service": name})
+        for name, unit in units.items():
+            if name not in forwards:
+                forwards[name] = (unit, tg.create_task(
+                    self._forward(ws, name, unit.watch(), None)))
 
     async def _forward(self, ws: WebSocket, name: str, feed: AsyncIterator[ServiceStatus],
-                       last: ServiceStatus) -> None:
-        async for st in feed:
-            if st is last:
-                continue
-            last = st
-            now = time.time()
-            ws.publish(name, {"type": "status", "at": round(now, 3),
-                              "service": status_json(st, now)})
+                       last: ServiceStatus | None) -> None:
+        try:
+            async for st in feed:
+                if st is last:
+                    continue
+                last = st
+                now = time.time()
+                ws.publish(name, {"type": "status", "at": round(now, 3),
+                                  "service": status_json(st, now)})
+        finally:
+            with contextlib.suppress(RuntimeError):
+                await feed.aclose()  # type: ignore[attr-defined]
 
     @staticmethod
     async def _drain(ws: WebSocket) -> None:

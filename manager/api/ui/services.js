@@ -143,8 +143,7 @@ function applySnapshot(msg) {
   page.order = msg.services.map((s) => s.name);
   body.replaceChildren(...page.order.map((n) => page.services.get(n).row));
   for (const entry of page.services.values()) paintRow(entry);
-  setText($("services-count"), `${page.order.length}`);
-  $("services-empty").hidden = page.order.length > 0;
+  countRows();
   if (!page.selected || !page.services.has(page.selected)) {
     select(page.order[0] || "");
   } else {
@@ -155,13 +154,38 @@ function applySnapshot(msg) {
 
 function applyStatus(msg) {
   const s = msg.service;
-  const entry = page.services.get(s.name);
-  if (!entry) return;  // a snapshot lists every service first
+  let entry = page.services.get(s.name);
+  if (!entry) {
+    // a service a config reload added: its row goes last (the manager's order, too)
+    entry = makeRow(s.name);
+    page.services.set(s.name, entry);
+    page.order.push(s.name);
+    $("services-body").append(entry.row);
+    countRows();
+  }
   entry.data = s;
   entry.receivedAt = performance.now();
   paintRow(entry);
   if (s.name === page.selected) paintDetail();
   stamp(msg.at);
+}
+
+/** A config reload removed the service: its row goes (and its details, if selected). */
+function applyRemoved(msg) {
+  const entry = page.services.get(msg.service);
+  if (!entry) return;
+  entry.row.remove();
+  page.services.delete(msg.service);
+  page.order = page.order.filter((n) => n !== msg.service);
+  page.busy.delete(msg.service);
+  countRows();
+  if (page.selected === msg.service) select(page.order[0] || "");
+  stamp(msg.at);
+}
+
+function countRows() {
+  setText($("services-count"), `${page.order.length}`);
+  $("services-empty").hidden = page.order.length > 0;
 }
 
 function stamp(at) {
@@ -227,7 +251,11 @@ function paintDetail() {
   const entry = page.services.get(page.selected);
   setText($("detail-name"), page.selected);
   const dl = clear($("detail"));
-  if (!entry) return;
+  if (!entry) {  // nothing selected (no services, or the selected one was removed)
+    if (page.updateOp) watchUpdate("");
+    $("update").replaceChildren(el("p", { class: "muted" }, "No update yet."));
+    return;
+  }
   const s = entry.data;
   const up = ["RUNNING", "STARTING", "STOPPING"].includes(s.state);
   const rows = [
@@ -356,6 +384,8 @@ const live = new LiveSocket("/api/services/ws", {
       if (page.authNotice) { page.authNotice = false; notice(""); }
     } else if (msg.type === "status") {
       applyStatus(msg);
+    } else if (msg.type === "removed") {
+      applyRemoved(msg);
     }
   },
   onStatus: (state, detail) => {
