@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from backendai.auth import write_token
-from tests.conftest import ManagerProc, fast_service
+from backendai.v1 import manager_pb2 as mpb
+from tests.conftest import ManagerProc, assert_eventually, fast_service
 
 ADMIN, VIEWER = "dash-admin-token", "dash-viewer-token"
 
@@ -179,6 +180,70 @@ def test_log_tail_then_new_lines(manager) -> None:
             seen += msg["lines"]
         ticks = [int(line.split()[1]) for line in seen if line.startswith("tick ")]
         assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # none lost, in order
+
+
+EVENT_KEYS = {"id", "at", "kind", "subject", "message", "fields", "actor", "transport",
+              "peer", "result"}
+
+
+def test_events_socket_recent_then_live_with_who_did_it(make_manager, tmp_path) -> None:
+    """WS /api/events/ws: the newest `limit` events of a subject first (oldest first in
+    the message, with the id they reach), then each new one as it is committed: a kill
+    -9's state change and restart, an operator's stop with its audit record (token name,
+    transport, peer, result); nothing of another subject; a viewer may watch."""
+    m = tokened(make_manager, tmp_path, [fast_service("web", "--interval", "0.5"),
+                                         fast_service("worker", "--interval", "0.5")])
+    running = mpb.SERVICE_STATE_RUNNING
+    assert_eventually(lambda: m.status("worker").state == running, 10)
+    with ws(m, f"/api/events/ws?subject=service/worker&limit=3&token={VIEWER}") as conn:
+        first = recv_json(conn)
+        assert set(first) == {"type", "recent", "last_id", "events"}
+        assert first["type"] == "events" and first["recent"] is True
+        recent = first["events"]
+        assert 1 <= len(recent) <= 3
+        assert all(set(e) == EVENT_KEYS and e["subject"] == "service/worker" for e in recent)
+        assert [e["id"] for e in recent] == sorted(e["id"] for e in recent)
+        assert recent[-1]["id"] <= first["last_id"]
+        psutil.Process(m.status("worker").pid).kill()
+        assert m.http("POST", "/api/services/web/stop")[0] == 200  # another subject
+        live: list[dict[str, Any]] = []
+
+        def restarted(msg: dict[str, Any]) -> bool:
+            assert msg["type"] == "events" and "recent" not in msg
+            live.extend(msg["events"])
+            return any(e["kind"] == "service.restart" for e in live)
+
+        until(conn, restarted)
+        assert any(e["kind"] == "service.state" and "SIGKILL" in e["message"] for e in live), live
+        assert_eventually(lambda: m.status("worker").state == running, 10)
+        assert m.http("POST", "/api/services/worker/stop")[0] == 200
+        until(conn, lambda msg: live.extend(msg["events"]) or
+              any(e["kind"] == "audit.stop" for e in live))
+        audit = next(e for e in live if e["kind"] == "audit.stop")
+        assert (audit["actor"], audit["transport"], audit["result"]) == ("default", "http", "ok")
+        assert audit["peer"].startswith("127.0.0.1:")
+        assert {e["subject"] for e in live} == {"service/worker"}
+        ids = [e["id"] for e in recent + live]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)  # in order, none twice
+        assert ids[len(recent)] > first["last_id"]
+
+
+@pytest.mark.parametrize(("query", "status"), [
+    ("limit=0", 400), ("limit=201", 400), ("limit=x", 400), ("limit=" + "9" * 30, 400),
+    ("kind=Bad!", 400), ("subject=" + "s" * 300, 400), ("subject=service/[x]", 400),
+    ("after_id=5", 400), ("bogus=1", 400), ("limit=1&limit=2", 400),
+])
+def test_events_socket_bad_parameters_are_refused_before_the_upgrade(
+        make_manager, tmp_path, query, status) -> None:
+    m = tokened(make_manager, tmp_path, [fast_service("web", "--interval", "1")])
+    code, _ = m.http("GET", f"/api/events/ws?{query}", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert code == status
+    # without a token: the handshake, then 1008 before any data (nothing is told)
+    with ws(m, "/api/events/ws?subject=service/web") as conn:
+        assert closed_with(conn) == (1008, "missing or invalid bearer token")
+    assert m.status("web").pid  # the manager is up and unchanged
 
 
 def test_update_socket_needs_updates_configured(manager) -> None:

@@ -245,6 +245,16 @@ def test_rollouts_from_the_page_live_with_reasons_rollback_and_abort(fleet):
         assert not css(d, "#rollout-abort").is_enabled()
         for name, m in managers.items():
             assert m.status().version == ("1.3.0" if name == canary else "1.1.0")
+        # the rollout's events, live on its page: the start and the abort with who gave
+        # them, and the rollout's own notes
+        abort = wait_until(lambda: next((e for e in event_items(d, "rollout-events")
+                                         if e["kind"] == "audit.rollout.abort"), None), 10,
+                           "the abort in the rollout's events")
+        assert abort["who"].startswith("by default over http from 127.0.0.1:"), abort
+        assert abort["result"] == "→ ok" and abort["subject"] == f"rollout/{rid}"
+        kinds = {e["kind"] for e in event_items(d, "rollout-events")}
+        assert {"audit.rollout.start", "rollout.created", "rollout.finished"} <= kinds, kinds
+        shot(d, "rollout-aborted")
         # the list shows all three, newest first, with their outcome
         d.get(f"{hub.http_url}/ui/#/rollouts")
         wait_until(lambda: [r.get_attribute("data-state") for r in d.find_elements(
@@ -283,6 +293,82 @@ def test_host_page_stops_starts_and_tails_the_log(tmp_path, make_manager):
             width = d.execute_script("return document.documentElement.scrollWidth")
             assert width <= 640, width
             shot(d, "hosts-narrow")
+            assert d.get_log("browser") == []
+    finally:
+        hub.cleanup()
+
+
+def event_items(driver, list_id: str) -> list[dict[str, str]]:
+    """An event list on the page, newest first: kind, subject, text, who, result."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll(arguments[0] + ' li')].map((li) => ({
+          id: li.dataset.id, kind: li.dataset.kind, subject: li.dataset.subject,
+          text: (li.querySelector('.text') || {}).textContent || '',
+          who: (li.querySelector('.who') || {}).textContent || '',
+          result: (li.querySelector('.result') || {}).textContent || ''}));""",
+                                 f"#{list_id}-list")
+
+
+def test_host_page_shows_its_events_live_with_who_did_it(tmp_path, make_manager):
+    """The host page's events come from the host's manager through the hub, live: a
+    kill -9 of the service (its reason, the restart) and an operator's stop through the
+    hub (the manager's audit record names the hub's token and the operator it acted
+    for); the hub's own record of the host (its audit of the stop, reachability) is one
+    choice away. A manager that goes away is said so, and its events come back with it."""
+    m = make_manager([fast_service("web", "--interval", "0.5")], name="solo").start()
+    hub = HubProc(tmp_path, {"solo": m.grpc_addr}, token=TOKEN)
+    try:
+        hub.start()
+        with chromium(window=(1280, 1300)) as d:
+            d.get(f"{hub.http_url}/ui/")
+            d.execute_script(f"sessionStorage.setItem('backendai.token', '{TOKEN}')")
+            d.get(f"{hub.http_url}/ui/#/hosts/solo")
+            d.refresh()
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"]')
+                       .get_attribute("data-state") == "RUNNING", 20, "the service, running")
+            wait_until(lambda: any(e["kind"] == "service.state" and "RUNNING" in e["text"]
+                                   for e in event_items(d, "host-events")), 15,
+                       "the manager's recent events")
+            # kill -9 of the service: the reason and the automatic restart, live
+            os.kill(m.status("web").pid, 9)
+            wait_until(lambda: any(e["kind"] == "service.restart"
+                                   for e in event_items(d, "host-events"))
+                       and any("SIGKILL" in e["text"] for e in event_items(d, "host-events")),
+                       15, "the kill -9 and the restart")
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"]')
+                       .get_attribute("data-state") == "RUNNING", 20, "running again")
+            # an operator stops it through the hub: the manager's audit says who
+            css(d, '#services-body tr[data-service="web"] button[data-action="stop"]').click()
+            confirm(d)
+            audit = wait_until(lambda: next((e for e in event_items(d, "host-events")
+                                             if e["kind"] == "audit.stop"), None), 15,
+                               "the manager's audit of the stop")
+            assert audit["subject"] == "service/web"
+            assert audit["who"].startswith("by anonymous for default over hub from 127.0.0.1:"), \
+                audit
+            assert audit["result"] == "→ ok"
+            ids = [int(e["id"]) for e in event_items(d, "host-events")]
+            assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+            shot(d, "host-events")
+            # the hub's own record of the host: its audit of the same stop
+            Select(css(d, "#events-source")).select_by_value("hub")
+            hub_audit = wait_until(lambda: next((e for e in event_items(d, "host-events")
+                                                 if e["kind"] == "audit.stop"), None), 15,
+                                   "the hub's audit of the stop")
+            assert hub_audit["subject"] == "host/solo"
+            assert hub_audit["who"].startswith("by default over http from 127.0.0.1:")
+            # back to the manager's; it goes away: the page says so, and catches up after
+            Select(css(d, "#events-source")).select_by_value("manager")
+            wait_until(lambda: any(e["kind"] == "audit.stop"
+                                   for e in event_items(d, "host-events")), 15)
+            m.kill9()
+            wait_until(lambda: css(d, "#host-events-note").get_attribute("data-kind")
+                       == "error" and "solo" in css(d, "#host-events-note").text, 20,
+                       "the manager's absence, said")
+            m.start()
+            wait_until(lambda: any(e["kind"] == "manager.started"
+                                   for e in event_items(d, "host-events")), 45,
+                       "the restarted manager's events")
             assert d.get_log("browser") == []
     finally:
         hub.cleanup()

@@ -1,10 +1,13 @@
 // #/rollouts/ID: one rollout, live (WS /api/fleet/ws?rollout=ID). Its state and why,
 // progress per wave, the hosts that need attention with the step that failed and the
-// reason in the manager's words, every host's row (state, step, elapsed), and the
-// controls (pause / resume / promote / abort / retry failed), each confirmed first.
+// reason in the manager's words, every host's row (state, step, elapsed), the
+// controls (pause / resume / promote / abort / retry failed), each confirmed first, and
+// the rollout's events, live, with who paused, promoted or aborted it (WS
+// /api/events/ws?subject=rollout/ID, the hub's history).
 import { api } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
 import { el, setText, timestamp } from "./shared/dom.js";
+import { EventList } from "./shared/events.js";
 import { IN_FLIGHT, PROBLEM, countsLegend, progressBar, rbadge, setProgress, setRBadge } from "./rollout_states.js";
 import { canAct, elapsed, notice, sentence, store, took } from "./page.js";
 
@@ -71,6 +74,7 @@ export function rolloutView(id) {
   const waiting = el("p", { class: "empty muted", id: "rollout-waiting" }, "Loading the rollout…");
   const rows = new Map();  // name -> {row, cells}
   const problemItems = new Map();  // name -> li
+  const eventList = new EventList({ limit: 50, id: "rollout-events" });
 
   const node = el("div", { class: "rollout-page" },
     el("p", { class: "crumbs" }, el("a", { href: "#/rollouts" }, "Rollouts"), " / ", el("span", { class: "mono" }, id)),
@@ -91,7 +95,11 @@ export function rolloutView(id) {
           ["elapsed num", "Elapsed"], ["attempts num", "Tries"], ["why", "Reason / message"]]
           .map(([cls, text]) => el("div", { class: `cell ${cls}`, role: "columnheader" }, text)))),
       body),
-      waiting));
+      waiting),
+    el("section", { class: "panel", "aria-labelledby": "revents-title" },
+      el("header", {}, el("h2", { id: "revents-title" }, "Events"), el("span", { class: "spacer" }),
+        el("span", { class: "muted wide-only" }, "newest first · commands say who gave them")),
+      eventList.node));
 
   // ---- the rollout -----------------------------------------------------------------------
 
@@ -314,6 +322,9 @@ export function rolloutView(id) {
     },
     mounted() {
       filter.addEventListener("change", applyFilter);
+      eventList.follow({ subject: `rollout/${id}` });
     },
+    tokenChanged() { eventList.restart(); },
+    unmount() { eventList.stop(); },
   };
 }

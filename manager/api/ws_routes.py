@@ -10,6 +10,8 @@
   (the log store reads from the file when asked), so memory stays bounded.
 - `WS /api/updates/{id}/ws`: every step of an update operation (replayed when it is
   over), as WatchUpdate sends them.
+- `WS /api/events/ws?subject=&kind=&limit=N`: the recent events, then each new one
+  (backendai/events/live_ws.py; the page shows a service's beside its details).
 
 A caller without a valid token is closed with 1008 before any data; a read-only token
 may watch (these are reads). What a request names is checked before the upgrade, for
@@ -29,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from backendai.errors import InvalidArgument, NotFound
+from backendai.events import live_ws
 from backendai.http_router import Router, open_access
 from backendai.http_server import JSON, Request, Upgrade
 from backendai.update_terms import outcome_text
@@ -103,6 +106,8 @@ class LiveRoutes:
         router.add("GET", "/api/services/(?P<name>[^/]+)/logs/ws", self._logs,
                    query=("tail",), auth=open_access)
         router.add("GET", "/api/updates/(?P<id>[^/]+)/ws", self._update, auth=open_access)
+        router.add("GET", "/api/events/ws", self._events, query=live_ws.QUERY,
+                   auth=open_access)
 
     # ---- WS /api/services/ws -------------------------------------------------------
 
@@ -246,6 +251,22 @@ class LiveRoutes:
                 nxt.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await nxt
+
+    # ---- WS /api/events/ws ----------------------------------------------------------
+
+    async def _events(self, req: Request) -> Upgrade:
+        """The recent events of a subject (the page asks `subject=service/NAME`), then
+        each new one, from the history's own watch (backendai/events/live_ws.py)."""
+        page = live_ws.ws_request({})
+        if req.caller.identity.authenticated:
+            page = live_ws.ws_request(req.query)  # 400 before upgrading
+            self.control.require_events()  # 501 without a history
+
+        async def session(ws: WebSocket) -> None:
+            await live_ws.serve(ws, lambda: live_ws.stream(
+                ws, page, self.control.list_events,
+                lambda flt, after: self.control.watch_events(flt, after_id=after)))
+        return _accept(req, session, self.limits)
 
     # ---- WS /api/updates/{id}/ws -----------------------------------------------------
 

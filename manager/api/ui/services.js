@@ -1,10 +1,12 @@
 // The manager's services page: the table, live over WS /api/services/ws; start / stop /
 // restart with confirmation (POST /api/services/{name}/...); the selected service's
-// details, its update (live steps over WS /api/updates/{id}/ws) and its log tail (WS
-// /api/services/{name}/logs/ws). Message shapes: docs/DASHBOARD.md.
+// details, its update (live steps over WS /api/updates/{id}/ws), its log tail (WS
+// /api/services/{name}/logs/ws) and its recent events, live, with who asked for what
+// (WS /api/events/ws?subject=service/NAME). Message shapes: docs/DASHBOARD.md.
 import { api, askToken, onToken, token } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
 import { clear, duration, el, setText, timestamp } from "./shared/dom.js";
+import { EventList } from "./shared/events.js";
 import { LiveSocket } from "./shared/live.js";
 import { badge, setBadge } from "./shared/states.js";
 
@@ -244,7 +246,11 @@ function select(name) {
     entry.row.setAttribute("aria-selected", n === name ? "true" : "false");
   }
   paintDetail();
-  if (changed) openLog(name);
+  if (changed) {
+    openLog(name);
+    setText($("events-name"), name);
+    eventList.follow(name ? { subject: `service/${name}` } : null);
+  }
 }
 
 function paintDetail() {
@@ -377,6 +383,9 @@ function appendLines(pre, lines, cls = "") {
 
 // ---- start ------------------------------------------------------------------------------
 
+const eventList = new EventList({ limit: 20, id: "events" });
+$("events-slot").append(eventList.node);
+
 const live = new LiveSocket("/api/services/ws", {
   onMessage: (msg) => {
     if (msg.type === "snapshot") {
@@ -400,6 +409,7 @@ const live = new LiveSocket("/api/services/ws", {
 
 onToken(() => {
   live.start();
+  eventList.restart();
   if (page.selected) { const name = page.selected; page.selected = ""; select(name); }
 });
 
