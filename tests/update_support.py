@@ -173,6 +173,9 @@ class StoreServer(http.server.ThreadingHTTPServer):
         # between the manager's check and its download.
         self.download_fault: int | str = 0
         self.hang = 0.0            # seconds to stall every request before answering
+        # Downloads (GETs other than the one-byte existence check) wait until this event
+        # is set: an update held in its download step, for as long as a test needs.
+        self.hold: threading.Event | None = None
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -236,6 +239,9 @@ class _StoreHandler(http.server.BaseHTTPRequestHandler):
             time.sleep(self.server.hang)
         if not self._authorized():
             return
+        hold = self.server.hold
+        if hold is not None and self.headers.get("Range") != "bytes=0-0":
+            hold.wait(60)
         fault = self.server.download_fault
         if fault and self.headers.get("Range") != "bytes=0-0":
             if fault == "drop":

@@ -42,7 +42,20 @@ function stepText(h) {
 
 function why(h) {
   if (PROBLEM.has(h.state)) return h.reason || h.message || "";
+  if (h.state === "SKIPPED" && h.stopped) return h.reason || h.message || "";
   return h.message || "";
+}
+
+/** A short tag before the reason: whose operation the host waits for (one this rollout
+ * did not start: its origin, or an operator's request), or that the release was
+ * installed but left stopped. */
+function tagOf(h) {
+  if (h.waiting) {
+    return { kind: "foreign", text: h.waiting.origin ? `not ours: ${h.waiting.origin}`
+      : "not ours: an operator's request" };
+  }
+  if (h.state === "SKIPPED" && h.stopped) return { kind: "stopped", text: "left stopped" };
+  return null;
 }
 
 export function rolloutView(id) {
@@ -141,6 +154,7 @@ export function rolloutView(id) {
         `failures tolerated ${s.max_failures_per_wave} per wave / ${s.max_failures_total} in total`,
         s.auto_rollback ? "auto rollback" : "no auto rollback",
         s.pause_until_promote ? "promote between waves" : s.pause_seconds ? `${s.pause_seconds}s pause` : "",
+        r.start_stopped ? "starts services an operator had stopped" : "",
       ].filter(Boolean).join(" · ")],
     ];
     facts.replaceChildren(...items.filter(([, v]) => v !== "" && v !== undefined)
@@ -207,9 +221,16 @@ export function rolloutView(id) {
     setText(cells.elapsed, took(elapsed(h.started, h.finished)));
     setText(cells.attempts, h.attempts || "");
     const text = why(h);
-    setText(cells.why, text);
-    cells.why.title = text;
+    const tag = tagOf(h);
+    const key = `${tag ? `${tag.kind}:${tag.text}` : ""}\n${text}`;
+    if (cells.why.dataset.key !== key) {
+      cells.why.dataset.key = key;
+      cells.why.replaceChildren(...(tag ? [el("span", { class: "tag", dataset: { tag: tag.kind } }, tag.text), " "] : []), text);
+    }
+    cells.why.title = tag ? `${tag.text} — ${text}` : text;
     cells.why.dataset.problem = String(PROBLEM.has(h.state));
+    row.dataset.waiting = h.waiting ? "true" : "false";
+    row.dataset.stopped = String(!!h.stopped);
   }
 
   function paintProblem(h) {
