@@ -5,6 +5,7 @@ message and a non-zero exit; and an "ok" config starts. Real processes, real fil
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -147,6 +148,115 @@ CASES.update({
 })
 
 
+
+
+def _pg(t: Path, c: Path, **over: Any) -> dict[str, Any]:
+    """A hub on PostgreSQL (no server: every case is refused before any connection)."""
+    pw = t / "db.password"
+    if not pw.exists():
+        pw.write_text("pw\n")
+        pw.chmod(0o600)
+    return {"store": {"backend": "postgresql", "dsn": "postgresql://hub@127.0.0.1:9/hub",
+                      "password_file": str(pw), **over}}
+
+
+def _hub_db(t: Path, versions: dict[str, int], **top: Any) -> dict[str, Any]:
+    """A hub.db in the state directory with these schema versions recorded."""
+    (t / "state").mkdir(exist_ok=True)
+    db = sqlite3.connect(t / "state" / "hub.db")
+    db.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, "
+               "version INTEGER NOT NULL)")
+    db.executemany("INSERT OR REPLACE INTO schema_versions VALUES (?, ?)", versions.items())
+    db.commit()
+    db.close()
+    return dict(top)
+
+
+def _garbage_db(t: Path) -> dict[str, Any]:
+    (t / "state").mkdir(exist_ok=True)
+    (t / "state" / "hub.db").write_bytes(b"not a database" * 100)
+    return {}
+
+
+def _hub_id(t: Path, text: str) -> dict[str, Any]:
+    (t / "state").mkdir(exist_ok=True)
+    (t / "state" / "hub_id").write_text(text)
+    return {}
+
+
+def _webhook(t: Path, **over: str) -> dict[str, Any]:
+    return {"event_sinks": [{"type": "webhook", "url": "https://hooks.example:8443/x",
+                             **over}]}
+
+
+CASES.update({
+    # [[auth_tokens]] on the hub: files, modes, names, values
+    "hub-named-token-open": ("hub", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "role": "read", "file": token(t / "dash.token", 0o604)}]},
+        "auth_tokens[0].file: "),
+    "hub-named-token-missing": ("hub", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "file": str(t / "nope.token")}]}, "auth_tokens[0].file: cannot read"),
+    "hub-named-token-same-value": ("hub", lambda t, c: {
+        "auth_token_file": token(t / "a.token", text="same"),
+        "auth_tokens": [{"name": "dash", "file": token(t / "b.token", text="same")}]},
+        "every named token must differ"),
+    "hub-named-token-same-name": ("hub", lambda t, c: {
+        "auth_token_file": token(t / "a.token", text="one"),
+        "auth_tokens": [{"name": "default", "file": token(t / "b.token", text="two")}]},
+        "duplicate token name 'default'"),
+    # [store] for PostgreSQL: the password file, the DSN, the TLS files
+    "hub-pg-password-open": ("hub", lambda t, c: _pg(t, c, password_file=token(
+        t / "open.password", 0o644, "pw")), "store.password_file: "),
+    "hub-pg-password-missing": ("hub", lambda t, c: _pg(t, c, password_file=str(
+        t / "none.password")), "store.password_file: cannot read"),
+    "hub-pg-dsn-password": ("hub", lambda t, c: _pg(
+        t, c, dsn="postgresql://hub:hunter2@127.0.0.1:9/hub"),
+        "store.dsn: must not hold the password"),
+    "hub-pg-dsn-garbage": ("hub", lambda t, c: _pg(t, c, dsn="host=db =x"),
+                           "store.dsn: not a PostgreSQL connection string"),
+    "hub-pg-rootcert-missing": ("hub", lambda t, c: _pg(
+        t, c, sslmode="verify-full", sslrootcert=str(t / "no-ca.pem")),
+        "store.sslrootcert: cannot read"),
+    "hub-pg-rootcert-not-a-ca": ("hub", lambda t, c: _pg(
+        t, c, sslrootcert=str(c / "not-a-ca.pem")), "store.sslrootcert: "),
+    "hub-pg-key-open": ("hub", lambda t, c: _pg(
+        t, c, sslcert=str(c / "client.pem"), sslkey=str(c / "open.key")),
+        "store.sslkey: "),
+    "hub-pg-cert-without-key": ("hub", lambda t, c: _pg(t, c, sslcert=str(c / "client.pem")),
+                                "store.sslkey: required with store.sslcert"),
+    "hub-pg-dsn-key-mismatch": ("hub", lambda t, c: _pg(
+        t, c, dsn=f"postgresql://hub@127.0.0.1:9/hub?sslcert={c / 'client.pem'}"
+                  f"&sslkey={c / 'server.key'}"), "is not the private key of the certificate"),
+    # the state directory's hub_id and database
+    "hub-id-bad": ("hub", lambda t, c: _hub_id(t, "../../etc/passwd"),
+                   "remove the file or set [ha] hub_id"),
+    "hub-db-newer": ("hub", lambda t, c: _hub_db(t, {"hub": 99}),
+                     "schema 'hub' version 99, newer than this hub knows"),
+    "hub-db-newer-events": ("hub", lambda t, c: _hub_db(t, {"hub": 2, "events": 42}),
+                            "schema 'events' version 42, newer than this hub knows"),
+    "hub-db-migrate-off": ("hub", lambda t, c: _hub_db(t, {"hub": 1}, store={"migrate": False}),
+                           "run `ai-hub --config FILE --migrate`"),
+    "hub-db-not-a-database": ("hub", lambda t, c: _garbage_db(t), "state_dir: cannot read"),
+    # event sinks' files, as the start builds the sinks
+    "hub-sink-secret-missing": ("hub", lambda t, c: _webhook(
+        t, secret_file=str(t / "no.secret")), "event_sinks.webhook.secret_file: cannot read"),
+    "hub-sink-credentials-missing": ("hub", lambda t, c: _webhook(
+        t, credentials_file=str(t / "no.cred")), "event_sinks.webhook.credentials_file: "),
+    "hub-sink-ca-not-a-ca": ("hub", lambda t, c: _webhook(t, ca_file=str(c / "not-a-ca.pem")),
+                             "event_sinks.webhook"),
+    "manager-sink-secret-open": ("manager", lambda t, c: _webhook(
+        t, secret_file=token(t / "hook.secret", 0o644)), "event_sinks.webhook.secret_file: "),
+    "manager-sink-credentials-missing": ("manager", lambda t, c: _webhook(
+        t, credentials_file=str(t / "no.cred")), "event_sinks.webhook.credentials_file: "),
+    # the agent: its two token files (it has no [[auth_tokens]] and no state)
+    "agent-hub-token-open": ("agent", lambda t, c: {
+        "hub_address": "127.0.0.1:9", "manager_address": "127.0.0.1:3082",
+        "hub_token_file": token(t / "hub-open.token", 0o644)}, "hub_token_file: "),
+    "agent-named-tokens-unknown": ("agent", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "file": token(t / "dash.token")}]}, "auth_tokens: unknown key"),
+})
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_check_config_refuses_what_start_refuses_in_the_same_words(tmp_path, certs, name):
     daemon, keys, needle = CASES[name]
@@ -217,3 +327,21 @@ def test_ok_means_the_daemon_starts(tmp_path, certs, daemon):
         proc.wait(30)
     # --check-config beside the running daemon's state changes nothing and still says ok
     assert run(daemon, config, "--check-config").returncode == 0
+
+
+def test_check_config_never_connects_to_the_database(tmp_path, certs):
+    """A hub on PostgreSQL: --check-config checks the [store] files and the DSN, says ok,
+    and never connects (the server's reachability is the start's to find out)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    try:
+        port = server.getsockname()[1]
+        table = {**base("hub", tmp_path), **_pg(tmp_path, certs, sslmode="verify-full",
+                                                 sslrootcert=str(certs / "ca.pem"))}
+        table["store"]["dsn"] = f"postgresql://hub@127.0.0.1:{port}/hub"
+        checked = run("hub", write(tmp_path, "hub", table), "--check-config")
+        assert checked.returncode == 0 and ": ok (" in checked.stdout, checked.stderr
+        with pytest.raises(TimeoutError):
+            server.accept()  # nobody came
+    finally:
+        server.close()
