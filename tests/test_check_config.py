@@ -5,9 +5,12 @@ message and a non-zero exit; and an "ok" config starts. Real processes, real fil
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +55,10 @@ def message(daemon: str, stderr: str) -> str:
     return text.removeprefix("config error: ")
 
 
-def run(daemon: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", MODULES[daemon], "--config", str(config), *args],
+def run(daemon: str, config: Path, *args: str,
+        prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """The daemon's command line (after `prefix`: another user's, see `unprivileged`)."""
+    return subprocess.run([*prefix, PY, "-m", MODULES[daemon], "--config", str(config), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
 
 
@@ -63,12 +68,13 @@ def write(tmp: Path, daemon: str, table: dict[str, Any]) -> Path:
     return path
 
 
-def refusal(tmp: Path, daemon: str, table: dict[str, Any]) -> str:
+def refusal(tmp: Path, daemon: str, table: dict[str, Any],
+            prefix: tuple[str, ...] = ()) -> str:
     """Run --check-config, then the daemon for real: both refuse, with the same words."""
     config = write(tmp, daemon, table)
-    checked = run(daemon, config, "--check-config")
+    checked = run(daemon, config, "--check-config", prefix=prefix)
     assert checked.returncode != 0, checked.stdout
-    started = run(daemon, config, "--ready-file", str(tmp / "ready.json"))
+    started = run(daemon, config, "--ready-file", str(tmp / "ready.json"), prefix=prefix)
     assert started.returncode != 0, "the daemon started although --check-config refused"
     assert not (tmp / "ready.json").exists()
     assert message(daemon, checked.stderr) == message(daemon, started.stderr)
@@ -291,17 +297,56 @@ def test_state_dir_written_by_a_newer_manager(tmp_path, component, updates):
     assert f"'{component}' tables of schema version 99" in text
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_state_dir_not_writable(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
+NOBODY = 65534
+
+
+@pytest.fixture
+def unprivileged() -> Iterator[tuple[Path, Path, tuple[str, ...]]]:
+    """(work, locked, prefix): a directory for the test's files that the daemons' user can
+    read, one that user cannot write in, and the command prefix that runs a daemon as
+    that user. As root (CI runs as root, and root may write anywhere) the daemon runs as
+    `nobody` through setpriv, without groups, and both directories are one under /tmp
+    that root owns (pytest's own tmp_path is root's alone); as anyone else, the daemon
+    runs as that user and `locked` is made read-only."""
+    root = os.geteuid() == 0
+    home = Path(tempfile.mkdtemp(prefix="check-config-", dir="/tmp" if root else None))
     try:
-        for daemon in ("manager", "hub"):
-            table = {**base(daemon, tmp_path), "state_dir": str(locked / daemon)}
-            assert "is not writable by this user" in refusal(tmp_path, daemon, table)
+        if not root:
+            locked = home / "locked"
+            locked.mkdir()
+            locked.chmod(0o500)
+            try:
+                yield home, locked, ()
+            finally:
+                locked.chmod(0o700)
+            return
+        home.chmod(0o755)  # nobody may enter and read, not write
+        prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+        # nobody can run the daemons from this checkout, and really is unprivileged
+        probe = subprocess.run(
+            [*prefix, PY, "-c", "import os, manager.main, hub.main; print(os.geteuid())"],
+            capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
+        assert probe.stdout.strip() == str(NOBODY), probe.stderr
+        yield home, home, prefix
     finally:
-        locked.chmod(0o700)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_state_dir_not_writable(unprivileged):
+    """A state_dir the daemon's user cannot create: --check-config and the start refuse
+    it in the same words, whoever runs the tests (as root, the daemons run as nobody)."""
+    work, locked, prefix = unprivileged
+    uid = NOBODY if prefix else os.getuid()
+    for daemon in ("manager", "hub"):
+        table = {**base(daemon, work), "state_dir": str(locked / "state" / daemon)}
+        text = refusal(work, daemon, table, prefix)
+        assert "is not writable by this user" in text and f"(uid {uid})" in text, text
+        assert not (locked / "state").exists()
+    # as the test's own user the same config passes: the refusal was the permission
+    if prefix:
+        for daemon in ("manager", "hub"):
+            checked = run(daemon, work / f"{daemon}.toml", "--check-config")
+            assert checked.returncode == 0, checked.stderr
 
 
 @pytest.mark.parametrize("daemon", ["manager", "agent", "hub"])
