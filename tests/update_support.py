@@ -24,8 +24,7 @@ from tests.conftest import PY, ROOT, ManagerProc, assert_eventually
 # behaviour file, serves GET /health -> {"version": ...} on HEALTH_PORT (SO_REUSEPORT, so
 # the test can hold the port reserved without a race), and misbehaves on request.
 SERVICE_MAIN = r'''
-import json, os, signal, socket, sys, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import json, os, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
@@ -35,10 +34,14 @@ behavior = json.loads(beh_path.read_text()) if beh_path.exists() else {}
 print(f"service starting version={version} pid={os.getpid()}", flush=True)
 if behavior.get("crash") or str(behavior.get("crash_instance", "")) == os.environ.get(
         "INSTANCE", "-"):  # crash_instance: only that instance of `instances = N` crashes
-    print("crashing at start", flush=True)
+    print("crashing at start", flush=True)  # (before the heavier imports: soon after spawn)
     sys.exit(3)
-reported = behavior.get("report_version", version)
+
+import signal
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+import socket, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+reported = behavior.get("report_version", version)
 
 
 class H(BaseHTTPRequestHandler):
