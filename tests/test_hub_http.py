@@ -187,6 +187,13 @@ def test_dry_run_shows_the_plan_and_starts_nothing(fleet):
     assert [list(w.hosts) for w in grpc_plan.waves] == [w["hosts"] for w in plan["waves"]]
     assert hub.http("GET", "/api/rollouts")[1]["rollouts"] == []
     assert sim.journal() == []
+    assert plan["start_stopped"] is False
+    assert {"origin", "stopped", "waiting"} <= set(plan["hosts"][0])
+    assert plan["hosts"][0]["waiting"] is None and plan["hosts"][0]["stopped"] is False
+    # start_stopped goes through to the plan (and to StartRolloutRequest.start_stopped)
+    status, plan = hub.http("POST", "/api/rollouts", start_body(dry_run=True,
+                                                               start_stopped=True))
+    assert status == 200 and plan["start_stopped"] is True, plan
 
 
 def test_rollout_from_curl_to_the_end_with_controls(fleet):
@@ -295,6 +302,9 @@ def test_abort_from_curl(fleet):
     ({"version": "2.0", "service": "../../bin/sh"}, 400, "service"),
     ({"version": "2.0", "include_hub": True}, 501, "self"),
     ({"version": "2.0", "description": "d" * 2000}, 400, "description: at most"),
+    ({"version": "2.0", "start_stopped": "yes"}, 400, "start_stopped: expected true or false"),
+    ({"version": "2.0", "start_stopped": 1}, 400, "start_stopped: expected true or false"),
+    ({"version": "2.0", "start_stopped": [True] * 1000}, 400, "start_stopped: expected"),
 ])
 def test_bad_start_bodies_are_refused_and_change_nothing(fleet, body, status, words):
     sim, hub = fleet

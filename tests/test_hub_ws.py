@@ -202,6 +202,65 @@ async def test_bad_socket_parameters_are_refused_before_the_upgrade(fleet, path,
     assert err.value.response.status_code == status
 
 
+async def test_events_socket_of_the_hub_and_of_a_host(fleet):
+    """WS /api/events/ws on the hub: its own history (a rollout's events: its notes and
+    the audit of who started it, then new ones live), and with host=NAME the host's
+    manager's (these simulated managers keep none: the socket says so in the manager's
+    words and stays open, asking again)."""
+    _, hub = fleet
+    status, r = hub.http("POST", "/api/rollouts", {"version": "3.0", "strategy": {
+        "waves": ["1", "100%"], "pause_until_promote": True}})
+    assert status == 200
+    wait_for(lambda: hub.http("GET", f"/api/rollouts/{r['id']}")[1]["state"] == "WAITING", 30)
+    async with connect(url(hub, f"/api/events/ws?subject=rollout/{r['id']}&limit=50",
+                           token=VIEWER)) as ws:
+        first = await recv(ws)
+        assert first["type"] == "events" and first["recent"] is True
+        kinds = [e["kind"] for e in first["events"]]
+        assert {"audit.rollout.start", "rollout.created"} <= set(kinds), kinds
+        start = next(e for e in first["events"] if e["kind"] == "audit.rollout.start")
+        assert (start["actor"], start["transport"], start["result"]) == ("default", "http", "ok")
+        assert {e["subject"] for e in first["events"]} == {f"rollout/{r['id']}"}
+        assert hub.http("POST", f"/api/rollouts/{r['id']}/promote",
+                        {"reason": "canary fine"})[0] == 200
+        live: list[dict] = []
+        while not any(e["kind"] == "rollout.finished" for e in live):
+            msg = await recv(ws, 30)
+            assert msg["type"] == "events" and "recent" not in msg
+            live += msg["events"]
+        promote = next(e for e in live if e["kind"] == "audit.rollout.promote")
+        assert promote["fields"]["reason"] == "canary fine"
+        ids = [e["id"] for e in first["events"] + live]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    async with connect(url(hub, "/api/events/ws?host=agent-001&subject=service/*")) as ws:
+        msg = await recv(ws)
+        assert msg["type"] == "error" and msg["error"].startswith("host agent-001: "), msg
+        with pytest.raises(asyncio.TimeoutError):  # still open: it asks again later
+            await asyncio.wait_for(ws.recv(), 0.5)
+    async with connect(url(hub, "/api/events/ws", token="")) as ws:
+        assert await close_code(ws) == 1008
+    assert hub.http("GET", "/api/info")[0] == 200
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/api/events/ws?host=ghost", 404),
+    ("/api/events/ws?host=..%2Fx", 400),
+    ("/api/events/ws?host=" + "h" * 300, 400),
+    ("/api/events/ws?limit=0", 400),
+    ("/api/events/ws?limit=500", 400),
+    ("/api/events/ws?kind=NOPE", 400),
+    ("/api/events/ws?subject=rollout/[", 400),
+    ("/api/events/ws?since=5", 400),
+])
+async def test_events_socket_bad_parameters_are_refused_before_the_upgrade(
+        fleet, path, status):
+    _, hub = fleet
+    with pytest.raises(InvalidStatus) as err:
+        async with connect(url(hub, path)):
+            pass
+    assert err.value.response.status_code == status
+
+
 async def test_an_unknown_rollout_is_said_and_closed(fleet):
     _, hub = fleet
     async with connect(url(hub, "/api/fleet/ws?rollout=nope")) as ws:
