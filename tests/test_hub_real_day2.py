@@ -8,7 +8,9 @@ real HTTP store.
   the rollout's version and to another one: the host waits, the hub never adopts it, and
   a rollback goes back to what the host ran before the hub's own update;
 - the hub killed between recording a host's update and sending it, and between sending
-  it and recording the answer: every host is updated exactly once;
+  it and recording the answer: every host is updated exactly once; killed with an
+  operator's update starting on that host while it is down: the restarted hub waits,
+  never adopts it, and rolls back only to the from_version it recorded;
 - a stopped service: installed, left stopped, counted skipped (or started with
   start_stopped);
 - the hub's RestartService / StopService and its HTTP stop / restart during an
@@ -383,3 +385,89 @@ def test_hub_lifecycle_calls_with_force_cancel_the_update(held_host, store_serve
             assert_eventually(lambda: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
         else:
             assert st.state == mpb.SERVICE_STATE_RUNNING and st.pid != pid
+
+
+# ---- after a hub restart, an operator's update met while reconciling (item 2) ------------
+
+def test_hub_restarted_mid_rollout_never_adopts_an_operators_update(fleet, tmp_path,
+                                                                    store_server):
+    """The hub is killed -9 right after recording its canary as UPDATING, before sending
+    the Update. While it is down an operator updates that host to another version
+    (1.0.7, origin "curl:alice"), held in its download; a later host's manager dies.
+    The restarted hub reconciles the canary: it waits for the operator's operation,
+    naming it and its origin, and never adopts it; once it ended the hub issues its own
+    update (from 1.0.7, recorded from its answer), the dead host halts the rollout, and
+    the auto-rollback takes the canary back to 1.0.7 — the recorded from_version, not
+    1.0.0 that the hub saw before it died."""
+    build_release(tmp_path / "src", tmp_path / "out", "1.0.7", blob_bytes=4 << 20)
+    res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", "1.0.7", "--out",
+                          str(tmp_path / "out"), "--to", (tmp_path / "store").as_uri()],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in fleet.items()})
+    try:
+        hub.start(crash="before-update")
+        waves = plan(hub, waves=["1", "100%"]).waves
+        canary, later = waves[0].hosts[0], waves[1].hosts[0]
+        with contextlib.suppress(grpc.RpcError):  # the hub may die before it answers
+            start(hub, waves=["1", "100%"], min_healthy_seconds=0.3,
+                  step_deadline_seconds=120)
+        hub.proc.wait(60)
+        assert '"when": "before-update"' in hub.logs()
+        m = fleet[canary]
+        assert m.status().update.last_operation_id == ""  # the hub never sent it
+        store_server.throttle = 0.5  # ~30 s for 4 MiB: held until the test lets it go
+        code, raw = m.http("POST", "/update", json.dumps({"version": "1.0.7",
+                                                          "origin": "curl:alice"}),
+                           {"Content-Type": "application/json"})
+        assert code == 200, raw
+        op = json.loads(raw)["operationId"]
+        assert_eventually(lambda: m.status().update.running_step == "download", 30)
+        fleet[later].kill9()
+        hub.start()
+        rid = hub.rollout("").id
+
+        def waiting() -> list[pb.RolloutEvent]:
+            return [e for e in hub.events(rid) if e.host == canary
+                    and e.kind == "host.waiting"]
+        note = wait_for(waiting, 60, "the restarted hub waits for the operator")[0].message
+        for words in (op, "to 1.0.7", "origin 'curl:alice'", "did not start"):
+            assert words in note, note
+        row = next(h for h in hub.rollout(rid).hosts if h.name == canary)
+        assert row.state == pb.HOST_ROLLOUT_STATE_UPDATING and row.operation_id == ""
+        assert row.from_version == ""  # nothing recorded yet: nothing to roll back to
+        st = m.status()
+        assert st.update.running_operation_id == op and st.update.running_origin == "curl:alice"
+        store_server.throttle = 0.0
+        done = hub.wait_rollout(rid, TERMINAL, timeout=150)
+        assert done.state == pb.ROLLOUT_STATE_ROLLED_BACK, done
+        # the operator's operation ran to its end, untouched, and was never the hub's
+        theirs = m.stub().GetUpdate(mpb.GetUpdateRequest(operation_id=op), timeout=10)
+        assert (theirs.origin, theirs.from_version, theirs.to_version, theirs.outcome) == (
+            "curl:alice", "1.0.0", "1.0.7", "succeeded")
+        host = next(h for h in done.hosts if h.name == canary)
+        assert host.state == pb.HOST_ROLLOUT_STATE_ROLLED_BACK, done
+        assert host.from_version == "1.0.7" and host.operation_id != op
+        mine = own_ops(m, host.origin.replace("/rollback/", "/attempt/"))
+        assert mine and mine != op
+        got = m.stub().GetUpdate(mpb.GetUpdateRequest(operation_id=mine), timeout=10)
+        assert (got.from_version, got.to_version, got.outcome) == ("1.0.7", "1.1.0",
+                                                                   "succeeded")
+        back = m.stub().GetUpdate(mpb.GetUpdateRequest(origin=host.origin), timeout=10)
+        assert (back.kind, back.from_version, back.to_version, back.outcome) == (
+            "rollback", "1.1.0", "1.0.7", "succeeded")
+        st = m.status()
+        assert st.version == "1.0.7" and st.state == mpb.SERVICE_STATE_RUNNING
+        events = [e for e in hub.events(rid) if e.host == canary]
+        assert not any(op in e.message for e in events
+                       if e.kind in ("host.accepted", "host.reconciled")), events
+        # the dead host: unreachable, its reason in the rollout's JSON (issue 11 item 5)
+        code, doc = hub.http("GET", f"/api/rollouts/{rid}")
+        assert code == 200
+        dead = next(h for h in doc["hosts"] if h["name"] == later)
+        assert dead["state"] == "UNREACHABLE", dead
+        assert "UNAVAILABLE" in dead["reason"] and dead["failed_step"], dead
+        assert dead["reason"] == next(h.reason for h in done.hosts if h.name == later)
+    finally:
+        store_server.throttle = 0.0
+        hub.cleanup()
