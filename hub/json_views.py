@@ -61,7 +61,9 @@ def host(view: HostView, inventory: Inventory, now: float) -> JSON:
         "version": view.version, "pid": (st.pid or None) if st is not None else None,
         "state_since": st.state_since_unix if st is not None else 0.0,
         "restarts": st.restarts if st is not None else 0,
-        "last_seen": view.last_seen, "message": view.message,
+        # the last contact: the manager's stream (a change or a keepalive) or the
+        # agent's heartbeat, as gRPC's Host.last_contact_unix
+        "last_seen": inventory.last_contact(view), "message": view.message,
         # null until the manager ran an update (most hosts, most of the time)
         "update": update_summary(st.update) if st is not None and (
             st.update.running_operation_id or st.update.last_operation_id) else None,

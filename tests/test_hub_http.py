@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import grpc
 import pytest
 
 from backendai.v1 import hub_pb2 as pb
-from tests.fixtures.hub_procs import HubProc, SimManagers, wait_for
+from tests.fixtures.hub_procs import HubProc, SimManagers, assert_no_secret_logged, wait_for
 
 TOKEN = "hub-http-token-1"
 
@@ -357,6 +358,37 @@ def test_token_guards_the_api(procs):
     assert sim.journal() == []
     with pytest.raises(grpc.RpcError):  # and gRPC still wants it
         hub.stub().ListHosts(pb.ListHostsRequest(), timeout=5)
+    # the token in a query string (as the page's sockets send it) and over gRPC
+    assert hub.http("GET", f"/api/hosts?token={TOKEN}", token="")[0] == 200
+    assert hub.http("GET", "/api/nothing?token=wrong-token", token="")[0] == 401
+    assert hub.call("ListHosts", pb.ListHostsRequest()).hosts
+    assert_no_secret_logged(hub, TOKEN, "wrong-token")
+
+
+def test_hosts_last_seen_is_the_last_contact(procs):
+    """/api/hosts' `last_seen` (what the page shows as "Last contact") is the same last
+    contact as gRPC's Host.last_contact_unix: the manager's stream or the agent's
+    heartbeat, whichever is later — not only the manager's last message."""
+    sim = procs(SimManagers, hosts=1).start()
+    hub = procs(HubProc, sim.hosts, extra={"contact_interval": 3600.0}).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 1, 20)
+
+    def grpc_host() -> pb.Host:
+        return hub.call("ListHosts", pb.ListHostsRequest()).hosts[0]
+    before = grpc_host()
+    assert before.last_contact_unix == before.last_seen_unix > 0  # no agent yet
+    assert hub.http("GET", "/api/hosts")[1]["hosts"][0]["last_seen"] == before.last_seen_unix
+    # the agent heartbeats; the manager's stream stays quiet (a keepalive an hour away)
+    wait_for(lambda: time.time() > before.last_seen_unix + 0.2, 5)
+    hub.call("Heartbeat", pb.HeartbeatRequest(name="agent-000", version="1.0"))
+    now = grpc_host()
+    assert now.last_seen_unix == before.last_seen_unix
+    assert now.last_contact_unix > before.last_seen_unix + 0.2
+    listed = hub.http("GET", "/api/hosts")[1]["hosts"][0]
+    assert listed["last_seen"] == now.last_contact_unix
+    assert listed["agent"]["last_heartbeat"] == now.last_contact_unix
+    one = hub.http("GET", "/api/hosts/agent-000")[1]
+    assert one["last_seen"] == now.last_contact_unix
 
 
 def test_an_http_port_taken_fails_the_start_clearly(procs, tmp_path):

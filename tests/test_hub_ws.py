@@ -18,7 +18,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from backendai.auth import write_token
 from backendai.v1 import hub_pb2 as pb
-from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for
+from tests.fixtures.hub_procs import (
+    TERMINAL,
+    HubProc,
+    SimManagers,
+    assert_no_secret_logged,
+    wait_for,
+)
 
 TOKEN, VIEWER = "hub-ws-admin-1", "hub-ws-viewer-2"
 
@@ -128,6 +134,47 @@ async def test_without_or_with_a_wrong_token_closed_1008_before_any_data(fleet):
     status, _ = hub.http("POST", "/api/hosts/agent-000/services/ai-agent/stop", token=VIEWER)
     assert status == 403
     assert hub.http("GET", "/api/rollouts")[1]["rollouts"] == []
+    # the log socket with the token in the query and in the header, an action with each
+    async with connect(url(hub, "/api/hosts/agent-000/logs/ws")) as ws:
+        assert (await recv(ws))["type"]
+    async with connect(url(hub, "/api/hosts/agent-000/logs/ws", token=""),
+                       additional_headers=headers) as ws:
+        assert (await recv(ws))["type"]
+    assert hub.http("POST", f"/api/hosts/agent-000/services/ai-agent/restart?token={TOKEN}",
+                    token="")[0] == 401  # an action wants the header
+    assert hub.http("POST", "/api/hosts/agent-000/services/ai-agent/restart")[0] == 200
+    # none of the tokens, right or wrong, is in the hub's log or its stores
+    assert_no_secret_logged(hub, TOKEN, VIEWER, "wrong-token")
+
+
+async def test_the_feed_sends_the_last_contact(procs):
+    """The page's "Last contact" (a host's `last_seen`, then the feed's `contact`
+    stamps) is the last contact: an agent's heartbeat counts as much as the manager's
+    stream, as gRPC's Host.last_contact_unix."""
+    sim = procs(SimManagers, hosts=1).start()
+    hub = procs(HubProc, sim.hosts, extra={"contact_interval": 3600.0}).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 1, 20)
+    first = hub.call("ListHosts", pb.ListHostsRequest()).hosts[0]
+    wait_for(lambda: time.time() > first.last_seen_unix + 0.2, 5)
+    hub.call("Heartbeat", pb.HeartbeatRequest(name="agent-000", version="1.0"))
+    beat = hub.call("ListHosts", pb.ListHostsRequest()).hosts[0].last_contact_unix
+    assert beat > first.last_seen_unix
+    async with connect(url(hub, "/api/fleet/ws", token="")) as ws:
+        snap = await recv(ws)
+        assert snap["hosts"][0]["last_seen"] == beat
+        wait_for(lambda: time.time() > beat + 0.2, 5)
+        hub.call("Heartbeat", pb.HeartbeatRequest(name="agent-000", version="1.0"))
+        again = hub.call("ListHosts", pb.ListHostsRequest()).hosts[0]
+        assert again.last_seen_unix == first.last_seen_unix  # the stream stayed quiet
+        # the page's copy moves to the new contact: a host doc (the agent's connected
+        # flag changed) or the feed's contact stamps, whichever comes
+        shown, deadline = 0.0, time.monotonic() + 15
+        while shown != again.last_contact_unix and time.monotonic() < deadline:
+            msg = await recv(ws, 15)
+            for h in msg.get("hosts", []):
+                shown = h["last_seen"]
+            shown = msg.get("contact", {}).get("agent-000", [shown])[0]
+        assert shown == again.last_contact_unix
 
 
 async def test_a_dashboard_that_never_reads_stays_bounded(fleet):
