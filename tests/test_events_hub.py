@@ -201,6 +201,79 @@ def test_the_hubs_own_history_and_audit(hub_store, procs, make_manager):
                      "audit.stop", "audit.start"]
 
 
+OPS = "hub-ops-token-for-events"
+
+
+def test_rollout_commands_are_audited_with_who_and_the_result(hub_store, procs, tmp_path):
+    """audit.rollout.pause/resume/promote/abort/retry_failed: who asked (the token's
+    name), over what, from where, the reason given and the result (ok, or the error the
+    caller got), over gRPC and HTTP alike."""
+    from backendai.auth import write_token
+    from backendai.v1 import hub_pb2 as hpb
+    from tests.fixtures.hub_procs import TERMINAL, SimManagers
+
+    write_token(tmp_path / "ops.token", OPS)
+    sim = procs(SimManagers, hosts=4, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts, token=TOKEN, store=hub_store, extra={"auth_tokens": [
+        {"name": "ops", "file": str(tmp_path / "ops.token"), "role": "admin"}]}).start()
+
+    def as_ops(method: str, rid: str, reason: str = "") -> hpb.Rollout:
+        return getattr(hub.stub(), method)(
+            hpb.RolloutControlRequest(id=rid, reason=reason), timeout=15,
+            metadata=[("authorization", f"Bearer {OPS}")])
+
+    r = hub.call("StartRollout", hpb.StartRolloutRequest(
+        version="2.0", strategy=hpb.RolloutStrategy(waves=["1", "100%"], seed=1,
+                                                     pause_until_promote=True))).rollout
+    hub.wait_rollout(r.id, (hpb.ROLLOUT_STATE_WAITING,))
+    as_ops("PauseRollout", r.id, "lunch")
+    as_ops("ResumeRollout", r.id)
+    status, body = hub.http("POST", f"/api/rollouts/{r.id}/promote", {"reason": "canary ok"})
+    assert status == 200, body
+    hub.wait_rollout(r.id, TERMINAL)
+    with pytest.raises(grpc.RpcError) as late:  # a finished rollout cannot be aborted
+        as_ops("AbortRollout", r.id, "too late")
+    assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # a second rollout: one host fails, a retry of the failed ones succeeds
+    sim.rules([{"host": "agent-001", "outcome": "failed"}])
+    r2 = hub.call("StartRollout", hpb.StartRolloutRequest(
+        version="3.0", strategy=hpb.RolloutStrategy(
+            waves=["100%"], seed=1, max_failures_per_wave="1",
+            max_failures_total="1"))).rollout
+    assert hub.wait_rollout(r2.id, TERMINAL).state == hpb.ROLLOUT_STATE_FAILED
+    sim.rules([])
+    as_ops("RetryFailed", r2.id, "store fixed")
+    assert hub.wait_rollout(r2.id, TERMINAL).state == hpb.ROLLOUT_STATE_SUCCEEDED
+    # a third, aborted while it waits for a promote
+    r3 = hub.call("StartRollout", hpb.StartRolloutRequest(
+        version="4.0", strategy=hpb.RolloutStrategy(waves=["1", "100%"], seed=1,
+                                                    pause_until_promote=True))).rollout
+    hub.wait_rollout(r3.id, (hpb.ROLLOUT_STATE_WAITING,))
+    as_ops("AbortRollout", r3.id, "enough")
+    assert hub.wait_rollout(r3.id, TERMINAL).state == hpb.ROLLOUT_STATE_ABORTED
+    with pytest.raises(grpc.RpcError) as bogus:
+        as_ops("ResumeRollout", "r-no-such-rollout")
+    assert bogus.value.code() == grpc.StatusCode.NOT_FOUND
+
+    audits = [e for e in hub_events(hub, kind="audit.rollout.")
+              if e.kind != "audit.rollout.start"]
+    got = [(e.kind, e.subject, e.actor, e.transport, e.fields.get("reason", ""), e.result)
+           for e in audits]
+    assert got == [
+        ("audit.rollout.pause", f"rollout/{r.id}", "ops", "grpc", "lunch", "ok"),
+        ("audit.rollout.resume", f"rollout/{r.id}", "ops", "grpc", "", "ok"),
+        ("audit.rollout.promote", f"rollout/{r.id}", "default", "http", "canary ok", "ok"),
+        ("audit.rollout.abort", f"rollout/{r.id}", "ops", "grpc", "too late",
+         late.value.details()),
+        ("audit.rollout.retry_failed", f"rollout/{r2.id}", "ops", "grpc", "store fixed", "ok"),
+        ("audit.rollout.abort", f"rollout/{r3.id}", "ops", "grpc", "enough", "ok"),
+        ("audit.rollout.resume", "rollout/r-no-such-rollout", "ops", "grpc", "",
+         bogus.value.details()),
+    ]
+    assert all(e.peer.startswith("127.0.0.1:") for e in audits)
+    assert audits[0].message == f"ops asked to rollout.pause rollout/{r.id} over grpc: ok"
+
+
 def test_kill9_of_the_hub_mid_rollout_leaves_every_note_in_the_history(hub_store, procs):
     from backendai.v1 import hub_pb2 as hpb
     from tests.fixtures.hub_procs import TERMINAL, SimManagers

@@ -311,6 +311,45 @@ def test_update_steps_and_outcome_are_in_the_history(env):
     assert audit.result == "ok"
 
 
+def test_a_rollback_is_audited_with_its_operation(env):
+    """audit.rollback, refused and done: who asked, over what, the result, and for the
+    one that ran its operation id and the version it went back to."""
+    from tests.update_support import started, watch_op
+
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager(tokens(env.tmp / "tok"))
+    m.token = TOKEN
+    started(env, m)
+    with pytest.raises(grpc.RpcError) as err:  # nothing to roll back to yet
+        m.stub().Rollback(pb.RollbackRequest(), timeout=10, metadata=as_ops())
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    op = m.stub().Update(pb.UpdateRequest(version="1.1.0"), timeout=10,
+                         metadata=m.metadata()).operation_id
+    assert watch_op(m, op)[-1].outcome == "succeeded"
+    with pytest.raises(grpc.RpcError) as wrong:  # not the version it would go back to
+        m.stub().Rollback(pb.RollbackRequest(version="0.9.0"), timeout=10, metadata=as_ops())
+    resp = m.stub().Rollback(pb.RollbackRequest(), timeout=10, metadata=as_ops())
+    assert resp.version == "1.0.0" and watch_op(m, resp.operation_id)[-1].outcome == "succeeded"
+
+    audits = events(m, kind="audit.rollback")
+    assert [(e.subject, e.actor, e.transport) for e in audits] == [
+        ("service/agent", "ops", "grpc")] * 3
+    refused, mismatch, done = audits
+    assert refused.result == err.value.details() and "operation" not in refused.fields
+    assert mismatch.result == wrong.value.details() and "0.9.0" in mismatch.result
+    assert done.result == "ok" and done.fields["operation"] == resp.operation_id
+    assert done.fields["version"] == "1.0.0"
+    assert done.message == "ops asked to rollback service/agent over grpc: ok"
+    assert all(e.peer.startswith("127.0.0.1:") for e in audits)
+    # the audit's operation is the one whose steps are in the history
+    rollback_steps = [e for e in events(m, kind="update.")
+                      if e.fields["operation"] == resp.operation_id]
+    assert rollback_steps[0].message.startswith("rollback 1.1.0 -> 1.0.0")
+    assert rollback_steps[-1].fields["outcome"] == "succeeded"
+
+
 def test_update_history_survives_kill9_mid_update(env):
     """The step the crash interrupted is in the history: it was written in the same
     transaction as the journal row (the crash hook fires right after that commit)."""
