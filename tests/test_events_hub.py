@@ -316,3 +316,50 @@ def test_the_hubs_sink_delivers_its_history(procs, tmp_path):
                 "audit.rollout.start"} <= kinds
     finally:
         hook.stop()
+
+
+def test_kill9_of_the_hub_while_its_sink_is_behind_resumes_from_the_cursor(hub_store, procs):
+    """The webhook receiver is down while two rollouts' worth of history piles up; the
+    hub is killed -9 with its sink behind. Restarted, and the receiver back, every event
+    arrives from the stored cursor: in id order, at least once (a repeat only for the
+    batch in flight at the kill)."""
+    from backendai.v1 import hub_pb2 as hpb
+    from tests.fixtures.hub_procs import TERMINAL, SimManagers
+    from tests.fixtures.receivers import Receiver
+
+    hook = Receiver().start()
+    try:
+        sim = procs(SimManagers, hosts=3, delay=0.05).start()
+        hub = procs(HubProc, sim.hosts, store=hub_store, extra={"event_sinks": [
+            {"type": "webhook", "url": hook.url, "backoff_initial": 0.05,
+             "backoff_max": 0.3, "batch_size": 5}]}).start()
+
+        def last_id() -> int:
+            return int(hub.call("ListEvents", epb.ListEventsRequest(limit=1)).last_id)
+
+        r = hub.call("StartRollout", hpb.StartRolloutRequest(version="2.0")).rollout
+        assert hub.wait_rollout(r.id, TERMINAL).state == hpb.ROLLOUT_STATE_SUCCEEDED
+        assert_eventually(lambda: hook.first_arrivals()[-1:] == [last_id()], 20,
+                          what="the first rollout delivered")
+        hook.stop()
+        delivered = len(hook.first_arrivals())
+        r = hub.call("StartRollout", hpb.StartRolloutRequest(version="3.0")).rollout
+        assert hub.wait_rollout(r.id, TERMINAL).state == hpb.ROLLOUT_STATE_SUCCEEDED
+        behind = last_id()
+        assert behind - delivered >= 10, (behind, delivered)  # the sink is well behind
+        hub.kill9()
+        hub.start()
+        assert last_id() > behind  # the restart itself is in the history (hub.started)
+        hook.set_mode("ok")
+        hook.start()
+        assert_eventually(lambda: hook.first_arrivals()[-1:] == [last_id()], 30,
+                          what="everything delivered after the restart")
+        n = last_id()
+        first = hook.first_arrivals()
+        assert first == list(range(1, n + 1)), first  # in order, nothing lost
+        assert set(hook.arrivals) == set(range(1, n + 1))
+        assert len(hook.arrivals) - n <= 5  # at least once: at most the batch in flight
+        kinds = [hook.events[i]["kind"] for i in range(delivered + 1, n + 1)]
+        assert "rollout.finished" in kinds and kinds.count("hub.started") == 1
+    finally:
+        hook.stop()
