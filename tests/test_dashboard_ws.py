@@ -227,16 +227,18 @@ def test_a_reader_that_never_reads_stays_bounded_and_others_stay_live(make_manag
             rss0 = proc.memory_info().rss
             seen = 0
             started = time.monotonic()
-            while time.monotonic() - started < 6:
+            # at least 6 s and 500 changes (a loaded machine churns slower: wait for them)
+            while (time.monotonic() - started < 6 or seen <= 500) \
+                    and time.monotonic() - started < 90:
                 recv_json(reader)
                 seen += 1
             rss1 = proc.memory_info().rss
-            assert seen > 500, f"only {seen} changes in 6 s: not enough churn to tell"
+            assert seen > 500, f"only {seen} changes in 90 s: not enough churn to tell"
             # the other client is unaffected: a stop shows at once
             assert m.http("POST", "/api/services/web/stop")[0] == 200
             t0 = time.monotonic()
             until(reader, is_state("web", "STOPPED"))
-            assert time.monotonic() - t0 < 1.0
+            assert time.monotonic() - t0 < 5.0  # generous: not behind the stalled backlog
             for svc in churn:
                 assert m.http("POST", f"/api/services/{svc['name']}/stop")[0] == 200
             for svc in churn:
