@@ -638,3 +638,99 @@ def test_rollout_controls_pause_resume_promote_retry_and_a_viewer_cannot(procs, 
         assert [e["message"] for e in d.get_log("browser")
                 if not (f"/api/rollouts/{rid}/promote" in e["message"]
                         and "403" in e["message"])] == []
+
+
+# Layout shifts as Chrome reports them (the Web Vitals CLS input), from the page's load
+# (buffered) on; those within 500 ms of a user's input do not count (hadRecentInput).
+OBSERVE_SHIFTS = """
+window.__shifts = [];
+const describe = (s) => {
+  const n = s.node;
+  const name = !n ? "?" : n.id ? `#${n.id}` : `${n.nodeName.toLowerCase()}.${n.className}`;
+  return `${name} y ${Math.round(s.previousRect.y)}->${Math.round(s.currentRect.y)}`;
+};
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    if (!e.hadRecentInput) {
+      window.__shifts.push({ at: Math.round(e.startTime), value: e.value,
+                             sources: (e.sources || []).map(describe) });
+    }
+  }
+}).observe({ type: "layout-shift", buffered: true });
+"""
+GOOD_CLS = 0.1  # the Web Vitals "good" threshold
+
+
+def layout_shift(driver) -> tuple[float, list[dict]]:
+    shifts = driver.execute_script("return window.__shifts")
+    return sum(s["value"] for s in shifts), shifts
+
+
+def test_nothing_jumps_while_a_rollout_updates_the_page(procs):
+    """Issue 12 item 5, measured: the fleet table during a rollout, and a rollout's own
+    page from its load through its end (a host failing on the way, its reason appearing
+    under "Needs attention"), each with a cumulative layout shift under 0.1. Simulated
+    managers (FAKE: tests/fixtures/sim_manager.py), twelve hosts, a second each."""
+    sim = procs(SimManagers, hosts=12, delay=1.0).start()
+    hub = procs(HubProc, sim.hosts, token=TOKEN).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 12, 20)
+    strategy = {"waves": ["1", "100%"], "max_parallel": 2, "max_failures_per_wave": "2",
+                "max_failures_total": "2", "auto_rollback": False}
+
+    def start(version: str) -> str:
+        status, r = hub.http("POST", "/api/rollouts", {"version": version,
+                                                       "strategy": strategy})
+        assert status == 200, r
+        return r["id"]
+
+    def versions(d) -> set[str]:
+        return set(texts(d, "#hosts-body .cell.version"))
+
+    with chromium(window=(1280, 900)) as d:
+        # the fleet table, from its load through a whole rollout
+        d.get(f"{hub.http_url}/ui/#/hosts")
+        use_token(d, TOKEN)
+        assert d.execute_script(
+            "return PerformanceObserver.supportedEntryTypes.includes('layout-shift')")
+        d.execute_script(OBSERVE_SHIFTS)
+        wait_until(lambda: len(texts(d, "#hosts-body .row")) == 12 and versions(d) == {"1.0"},
+                   15, "the fleet table")
+        rid = start("2.0")
+        seen = [versions(d)]
+        deadline = time.monotonic() + 60
+        while versions(d) != {"2.0"} and time.monotonic() < deadline:
+            if versions(d) != seen[-1]:
+                seen.append(versions(d))
+            time.sleep(0.05)
+        assert versions(d) == {"2.0"} and {"1.0", "2.0"} in seen, seen  # updated live
+        hub.wait_rollout(rid, TERMINAL, 30)
+        wait_until(lambda: css(d, "#active-rollout").get_attribute("hidden") is not None, 10,
+                   "the finished rollout gone from the top bar")
+        cls, shifts = layout_shift(d)
+        assert cls < GOOD_CLS, shifts
+
+        # a rollout's page, loaded as it starts, until it ends; one host fails on the way
+        sim.rules([{"host": "agent-007", "version": "3.0", "outcome": "failed"}])
+        rid = start("3.0")
+        d.get(f"{hub.http_url}/ui/#/rollouts/{rid}")
+        d.refresh()
+        d.execute_script(OBSERVE_SHIFTS)
+        progress = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                label = css(d, "#rollout-progress").get_attribute("aria-label")
+                if label and (not progress or progress[-1] != label):
+                    progress.append(label)
+                if rollout_state(d) in ("SUCCEEDED", "FAILED"):
+                    break
+            time.sleep(0.05)
+        assert rollout_state(d) in ("SUCCEEDED", "FAILED"), progress
+        assert len(progress) >= 4, progress  # it moved while we watched
+        problem = css(d, '#problem-list li[data-host="agent-007"]')
+        assert "simulated download failure" in problem.text
+        assert row_state(d, "agent-007") == "FAILED"
+        cls, shifts = layout_shift(d)
+        assert cls < GOOD_CLS, shifts
+        shot(d, "rollout-steady")
+        assert d.get_log("browser") == []
