@@ -257,8 +257,9 @@ class ManagerDaemon(DaemonLifecycle):
             await http.bind()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                background = [tg.create_task(events.run(), name="events"),
-                              *(tg.create_task(s.run(), name=f"sink-{s.name}") for s in sinks)]
+                events_task = tg.create_task(events.run(), name="events")
+                sink_tasks = [(s, tg.create_task(s.run(), name=f"sink-{s.name}"))
+                              for s in sinks]
                 events.emit("manager.started", "manager",
                             f"manager {control.manager_version} started (pid {os.getpid()})",
                             {"pid": os.getpid(), "version": control.manager_version})
@@ -297,8 +298,11 @@ class ManagerDaemon(DaemonLifecycle):
                     await fleet.shutdown()
                     events.emit("manager.stopped", "manager", "manager stopped",
                                 {"pid": os.getpid()})
-                    for task in background:
-                        task.cancel()
+                    # deliveries in flight end and store their cursors: a clean restart
+                    # sends nothing twice
+                    for runner, task in sink_tasks:
+                        await runner.stop(task, GRACE)
+                    events_task.cancel()
         finally:
             if self.events is not None:
                 await self.events.close()

@@ -73,12 +73,16 @@ class World:
         await self.log.flush()
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        """A clean stop, as a daemon's: the sinks end their deliveries, then the log."""
+        log_task, *sink_tasks = self.tasks
+        for runner, task in zip(self.runners, sink_tasks, strict=True):
+            await runner.stop(task, 5.0)
+            assert not task.cancelled()  # ended within the grace, cursor stored
+        log_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await log_task
         self.tasks.clear()
+        self.runners.clear()
         if self.log is not None:
             await self.log.close()
         if self.store is not None:
