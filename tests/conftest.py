@@ -290,5 +290,7 @@ def reserved_ports(count: int) -> Iterator[int]:
     raise AssertionError(f"no {count} consecutive free ports found")
 
 
-# PostgreSQL for the hub's store tests (imported last: it imports assert_eventually above)
+# PostgreSQL for the hub's store tests and a package store for the real fleets (imported
+# last: they import assert_eventually above)
 from tests.fixtures.pg import hub_store, pg_database, pg_server, store_spec  # noqa: E402, F401
+from tests.fixtures.real_fleet import store_server  # noqa: E402, F401
