@@ -26,7 +26,6 @@ from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
-from backendai.tls import ReloadableServerCredentials
 from manager import preflight
 from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
@@ -40,6 +39,7 @@ from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
     from backendai.events.sinks.runner import SinkRunner
+    from backendai.tls import ReloadableServerCredentials
     from manager.api.control import ReloadResult
     from manager.config_reload import ConfigReloader
     from manager.supervision.health_monitor import HealthMonitor
@@ -227,7 +227,11 @@ class ManagerDaemon(DaemonLifecycle):
             preflight.state_dir(cfg)
             lock.acquire()
             token, hub_token = preflight.tokens(cfg)
-            tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
+            tls: ReloadableServerCredentials | None = None
+            if cfg.tls is not None:  # only a manager with TLS loads it
+                from backendai.tls import ReloadableServerCredentials  # noqa: PLC0415
+
+                tls = ReloadableServerCredentials(cfg.tls)
             self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
             store = StateStore(cfg.state_dir / preflight.DATABASE)
             events = self._open_events(store)
