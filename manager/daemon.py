@@ -7,14 +7,15 @@ keep running: a restarted manager re-adopts them.
 
 What the ready file (and the `manager.ready` log line) means: gRPC (and `grpc_socket`)
 and HTTP are bound and answer every call; every unit is ready (its service re-adopted or
-found gone, its first observation done, autostart services without `after` spawned, or asked to start);
-the updater, where configured, has recovered its interrupted operations; a reload is
-accepted. What may still be starting then, by design: services with `after` (started in
-order once what they follow is up) and services' own start-up (`start_secs`, health not
-known yet); the event log's flusher and pruner (events emitted until then are queued,
-or committed with a state write, and are listed once flushed, within a loop turn); the
-event sinks (each resumes from its durable cursor); the sweep that stops services the
-state names and the config no longer does; the registration with the hub.
+found gone, its first observation done, autostart services without `after` spawned, or
+asked to start); the updater, where configured, has recovered its interrupted
+operations; a reload is accepted. What may still be starting then, by design: services
+with `after` (started in order once what they follow is up) and services' own start-up
+(`start_secs`, health not known yet); the event log's flusher and pruner (events emitted
+until then are queued, or committed with a state write, and are listed once flushed,
+within a loop turn); the event sinks (each resumes from its durable cursor); the sweep
+that stops services the state names and the config no longer does; the registration with
+the hub.
 """
 
 from __future__ import annotations
