@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers_supervision
-from peers_grpc_floor import GrpcFloor
+from peers_grpc_floor import GrpcFloor, ImportFloor
 from peers_ours import pb
 from peers_subjects import Ours, Subject, SupervisordSubject, SystemdSubject
 from peers_supervisord import ensure_supervisord
@@ -72,7 +72,7 @@ EXTRA_UNITS = {"idle_cpu_pct_50": ("%", "", True), "hung_to_new_pid_max_s": ("s"
 FLOORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "status_p50_ms_grpc": ("status_p50_ms_grpc_floor", ("bare grpc.aio", "bare grpc.server")),
     "rss_mb_1": ("rss_mb_floor", ("required stack",)),
-    "start_ready_s": ("start_ready_s_floor", ("required stack",)),
+    "start_ready_s": ("start_ready_s_floor", ("required stack", "required imports")),
 }
 
 
@@ -367,6 +367,10 @@ class Bench:
                 self.results.add("start_cpu_s_floor", "required stack", cpu_s(floor.proc.pid))
             finally:
                 floor.close()
+            imports = ImportFloor()
+            imports.run()
+            self.results.add("start_ready_s_floor", "required imports", imports.took)
+            self.results.add("start_cpu_s_floor", "required imports", imports.cpu)
 
     def one_service(self, rnd: int) -> None:
         with self.all_running(rnd, [svc("svc0", SLEEPER)]) as up:
@@ -631,6 +635,11 @@ def main() -> int:
           f"{cell(res, 'rss_mb_floor', 'required stack')} MB; its start -> serving "
           f"{cell(res, 'start_ready_s_floor', 'required stack')} s, CPU until then "
           f"{cell(res, 'start_cpu_s_floor', 'required stack')} s")
+    print(f"Start floor: a process that only imports grpc, the generated stubs, structlog "
+          f"and psutil: {cell(res, 'start_ready_s_floor', 'required imports')} s from spawn, "
+          f"CPU {cell(res, 'start_cpu_s_floor', 'required imports')} s; against "
+          f"supervisord's start -> ready {cell(res, 'start_ready_s', 'supervisord')} s, "
+          f"CPU {cell(res, 'start_cpu_s', 'supervisord')} s")
     print(f"\n{bench.rounds} rounds, {bench.calls} status calls per transport, "
           f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total"
           + (f"; our managers scraped every {args.scrape:g}s" if args.scrape else ""))
