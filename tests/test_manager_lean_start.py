@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
 from backendai.v1 import manager_pb2 as pb
 from tests.conftest import ManagerProc, assert_eventually, fast_service
 
@@ -40,6 +43,7 @@ HEAVY = {
     "manager.supervision.systemd_unit": "a systemd service",
     "manager.supervision.rcd_unit": "an rcd service",
     "psutil": "a search of the process table (never a fresh start)",
+    "grpc_reflection.v1alpha": "the first reflection call (grpcurl list)",
 }
 
 
@@ -79,16 +83,30 @@ def test_a_plain_config_loads_no_optional_module(make_manager):
     assert not found, f"loaded at start though nothing configured needs them: {found}"
 
 
+def list_services(m: ManagerProc) -> list[str]:
+    """What `grpcurl list` asks: reflection's list_services."""
+    with grpc.insecure_channel(m.grpc_addr) as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        replies = list(info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                            timeout=10))
+    return [s.name for s in replies[0].list_services_response.service]
+
+
 def test_the_optional_modules_load_when_used(make_manager, tmp_path: Path):
-    """The census sees what a config (a sink, a health check) and a request (/metrics)
-    load: the test above cannot pass for want of looking."""
+    """The census sees what a config (a sink, a health check) and a request (/metrics,
+    reflection) load: the test above cannot pass for want of looking."""
     m = start(make_manager(
         [fast_service("svc", health={"exec": ["/bin/true"], "interval": 1.0})],
         {"event_sinks": [{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}]}))
     answer_status(m)
     code, _ = m.http("GET", "/metrics")
     assert code == 200
+    assert list_services(m) == ["backendai.v1.Manager", "grpc.health.v1.Health",
+                                "grpc.reflection.v1alpha.ServerReflection"]
     modules = census(m)
     for name in ("backendai.events.sinks", "manager.supervision.health_monitor",
-                 "prometheus_client"):
+                 "prometheus_client", "grpc_reflection.v1alpha"):
         assert loaded(modules, name), name
