@@ -423,7 +423,9 @@ def test_kill9_of_a_manager_whose_sinks_are_behind_resumes_from_their_cursors(
     bulk = BulkReceiver().start()
     jsonl = tmp_path / "events.jsonl"
     try:
-        m = make_manager([fast_service("web", "--exit-after", "0.2")], {
+        # crashes forever (never a crash loop): the history keeps growing while the sinks are down
+        m = make_manager([fast_service("web", "--exit-after", "0.2", start_secs=0.1,
+                                       crash_loop_max=1000)], {
             "event_sinks": [
                 {"type": "webhook", "url": hook.url, "backoff_initial": 0.05,
                  "backoff_max": 0.3, "batch_size": 7},
