@@ -8,7 +8,6 @@ from pathlib import Path
 from agent import config as config_mod
 from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
-from backendai.preflight import check_token_files
 
 
 def _daemon(cfg: config_mod.AgentConfig, ready_file: Path | None) -> Daemon:
@@ -19,9 +18,10 @@ def _daemon(cfg: config_mod.AgentConfig, ready_file: Path | None) -> Daemon:
 
 
 def check(cfg: config_mod.AgentConfig) -> None:
-    """--check-config: what AgentDaemon.run checks besides the file (its token files)."""
-    check_token_files([(cfg.auth_token_file, "auth_token_file"),
-                       (cfg.hub_token_file, "hub_token_file")])
+    """--check-config: what AgentDaemon.run checks besides the file (agent/preflight.py)."""
+    from agent import preflight  # noqa: PLC0415 - only --check-config needs it
+
+    preflight.check(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

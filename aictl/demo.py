@@ -279,7 +279,8 @@ class DemoFleet:
 
 def break_release(directory: Path, version: str) -> None:
     """Make VERSION's agent package one that crashes at start, and re-sum it: a release
-    that passes verification but fails its health gate — what the canary is for."""
+    that passes verification but fails at the update's start step (the process exits
+    before start_secs) — what the canary is for."""
     name = f"agent-{version}.tar.gz"
     archive = directory / name
     patched = directory / f".{name}.tmp"

@@ -55,7 +55,7 @@ def hub_command(handler: Callable[[Hub, argparse.Namespace], int],
             return f"{'hubs' if ',' in args.hub else 'hub'} {args.hub}"
 
         try:
-            return reporting(body, unreachable)
+            return reporting(body, unreachable, args)
         finally:
             if box:
                 box[0].close()

@@ -68,9 +68,37 @@ def token_metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
 
 
-def reporting(body: Callable[[], int], unreachable: Callable[[], str]) -> int:
+def tls_hint(args: argparse.Namespace | None, detail: str) -> str:
+    """What an operator should check when a connection failed the way a TLS mismatch
+    fails ("" when the failure does not look like one). gRPC says only "Socket closed"
+    when the server hangs up during the handshake (no client certificate, or one it
+    does not trust, or plaintext sent to a TLS port)."""
+    if args is None:
+        return ""
+    text = detail.lower()
+    tls = bool(args.tls_ca or args.tls_cert or args.tls_key)
+    if "certificate_verify_failed" in text:
+        return ("the server's certificate is not signed by the --tls-ca CA (or does not "
+                "name the address: --tls-server-name)")
+    if "wrong_version_number" in text or "packet_length_too_long" in text:
+        return "it does not speak TLS there: leave out the --tls-* flags for a plaintext port"
+    if "socket closed" not in text and "handshake" not in text:
+        return ""
+    if not tls:
+        return ("it closed the connection: if it serves TLS ([tls]), give --tls-ca, and "
+                "--tls-cert/--tls-key when it requires client certificates")
+    if not args.tls_cert:
+        return ("the TLS handshake failed: if it requires client certificates "
+                "(client_ca_file), give --tls-cert and --tls-key")
+    return ("the TLS handshake failed: it does not accept the --tls-cert certificate (is it "
+            "signed by the CA in its client_ca_file?)")
+
+
+def reporting(body: Callable[[], int], unreachable: Callable[[], str],
+              args: argparse.Namespace | None = None) -> int:
     """Run a command's body; failures become one line and the exit status.
-    `unreachable()` names what could not be reached ("hub 127.0.0.1:3000")."""
+    `unreachable()` names what could not be reached ("hub 127.0.0.1:3000"); `args`
+    (the --tls-* flags) lets a failed TLS handshake say what to check."""
     import grpc  # noqa: PLC0415
 
     try:
@@ -82,7 +110,10 @@ def reporting(body: Callable[[], int], unreachable: Callable[[], str]) -> int:
         code = exc.code()
         detail = exc.details() or code.name
         if code == grpc.StatusCode.UNAVAILABLE:
+            hint = tls_hint(args, detail)
             print(f"aictl: {unreachable()} unavailable: {detail}", file=sys.stderr)
+            if hint:
+                print(f"aictl: {hint}", file=sys.stderr)
             return EXIT_UNAVAILABLE
         print(f"aictl: {code.name}: {detail}", file=sys.stderr)
         return EXIT_USAGE if code in (grpc.StatusCode.INVALID_ARGUMENT,

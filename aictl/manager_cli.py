@@ -53,7 +53,7 @@ def manager_command(handler: Callable[[Manager, argparse.Namespace], int],
             return f"manager {box[0].address if box else args.manager}"
 
         try:
-            return reporting(body, unreachable)
+            return reporting(body, unreachable, args)
         finally:
             if box:
                 box[0].close()

@@ -10,19 +10,14 @@ both paths meet those checks too.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from backendai.auth import load_token
 from backendai.errors import ConfigError
 
-
-def check_token_files(files: Iterable[tuple[Path | None, str]]) -> None:
-    """Each configured token file (path, config key) is readable, private and holds one
-    token, as `Token.from_file` reads it at start."""
-    for path, key in files:
-        if path is not None:
-            load_token(path, key)
+if TYPE_CHECKING:
+    from backendai.events.config import SinkConfig
 
 
 def check_state_dir(path: Path, key: str = "state_dir") -> None:
@@ -38,3 +33,15 @@ def check_state_dir(path: Path, key: str = "state_dir") -> None:
         what = "is not writable" if probe == path else f"cannot be created: {str(probe)!r} " \
             "is not writable"
         raise ConfigError(f"{key}: {str(path)!r} {what} by this user (uid {os.getuid()})")
+
+
+def check_sinks(sinks: Sequence[SinkConfig]) -> None:
+    """Each `[[event_sinks]]` can be built as the start builds it (its secret,
+    credentials and TLS files read and checked; nothing is sent): the same function,
+    so the same words."""
+    if not sinks:
+        return
+    from backendai.events.sinks.runner import make_sink  # noqa: PLC0415 - only with sinks
+
+    for cfg in sinks:
+        make_sink(cfg, source="check")

@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from backendai.auth import Token, Tokens
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
 from backendai.errors import StoreUnavailable
 from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
-from backendai.preflight import check_state_dir
 from backendai.tls import ReloadableServerCredentials
+from hub import preflight
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
@@ -67,24 +66,23 @@ class HubDaemon(DaemonLifecycle):
         store: HubStore | None = None
         links: ManagerLinks | None = None
         try:
-            check_state_dir(cfg.state_dir)  # as --check-config (hub/main.py) does
+            # the checks --check-config makes too (hub/preflight.py), in its order and words
+            preflight.state_dir(cfg)
             lock.acquire()
-            # callers' tokens (auth_token_file: the admin named "default"; [[auth_tokens]])
-            token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
+            token, manager_token = preflight.tokens(cfg)
             admin = token.tokens[0] if token is not None and cfg.auth_token_file else None
-            manager_token = Token.from_file(cfg.manager_token_file, "manager_token_file") \
-                if cfg.manager_token_file else admin
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
             self.secrets = Secrets([*(token.tokens if token else ()),
                                     *([manager_token] if manager_token is not admin else [])],
                                    tls)
             hub_id = cfg.ha.hub_id or local_hub_id(cfg.state_dir)
+            preflight.database(cfg)
             store = await self._open_store()
             if store is None:
                 return
             events = self._open_events(store)
             await events.open()
-            sinks = self._make_sinks(events)
+            sinks = self._make_sinks(events)  # as preflight.sinks builds them
             stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
                                  call_timeout=cfg.call_timeout,

@@ -246,7 +246,7 @@ class FleetFeed:
                     view, inv.agent_connected(view, now)):
                 out.append(views.host(view, inv, now))
                 continue
-            doc = {**doc, "last_seen": view.last_seen}
+            doc = {**doc, "last_seen": inv.last_contact(view)}
             if doc["agent"] is not None:
                 doc["agent"] = {**doc["agent"], "last_heartbeat": view.agent_heartbeat}
             out.append(doc)
@@ -312,9 +312,9 @@ class FleetFeed:
             if seen.get(name) != key:
                 seen[name] = key
                 delta.hosts[name] = self._docs[name] = views.host(view, inv, now)
-                self._contact[name] = [view.last_seen, view.agent_heartbeat]
+                self._contact[name] = [inv.last_contact(view), view.agent_heartbeat]
             elif contact_due:
-                stamps = [view.last_seen, view.agent_heartbeat]
+                stamps = [inv.last_contact(view), view.agent_heartbeat]
                 if self._contact.get(name) != stamps:
                     self._contact[name] = stamps
                     delta.contact[name] = stamps

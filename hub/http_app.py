@@ -11,6 +11,7 @@ from backendai.http_router import open_access
 from backendai.http_server import HttpServer
 from backendai.listen import ListenAddress
 from hub.events_http import add_event_routes
+from hub.events_ws import EventSockets
 from hub.fleet import Fleet
 from hub.fleet_feed import FleetFeed
 from hub.fleet_ws import FleetSockets
@@ -45,6 +46,7 @@ class HubHttp:
         add_ui_routes(r)
         if events is not None:
             add_event_routes(r, events, inventory, fleet.links)
+            EventSockets(events, inventory, fleet.links).add_to(r)  # WS /api/events/ws
         if stats is not None:
             add_metrics_routes(r, inventory=inventory, rollouts=rollouts, stats=stats,
                                version=version, open_=metrics_open)

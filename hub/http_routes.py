@@ -60,7 +60,7 @@ MANAGER_STATUS = {
 }
 
 START_FIELDS = ("version", "target", "strategy", "dry_run", "service", "include_hub",
-                "description")
+                "description", "start_stopped")
 TARGET_FIELDS = ("labels", "hosts")
 STRATEGY_FIELDS = ("waves", "max_parallel", "min_healthy_seconds", "healthy_deadline_seconds",
                    "step_deadline_seconds", "max_failures_per_wave", "max_failures_total",
@@ -183,7 +183,8 @@ def start_request(data: JSON) -> pb.StartRolloutRequest:
         strategy=strategy, dry_run=bool(_bool(data, "dry_run", "dry_run")),
         service=_text(data, "service", "service", 200),
         include_hub=bool(_bool(data, "include_hub", "include_hub")),
-        description=_text(data, "description", "description"))
+        description=_text(data, "description", "description"),
+        start_stopped=bool(_bool(data, "start_stopped", "start_stopped")))
 
 
 # ---------------------------------------------------------------- host filters

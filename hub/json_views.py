@@ -61,7 +61,9 @@ def host(view: HostView, inventory: Inventory, now: float) -> JSON:
         "version": view.version, "pid": (st.pid or None) if st is not None else None,
         "state_since": st.state_since_unix if st is not None else 0.0,
         "restarts": st.restarts if st is not None else 0,
-        "last_seen": view.last_seen, "message": view.message,
+        # the last contact: the manager's stream (a change or a keepalive) or the
+        # agent's heartbeat, as gRPC's Host.last_contact_unix
+        "last_seen": inventory.last_contact(view), "message": view.message,
         # null until the manager ran an update (most hosts, most of the time)
         "update": update_summary(st.update) if st is not None and (
             st.update.running_operation_id or st.update.last_operation_id) else None,
@@ -105,11 +107,17 @@ def strategy(s: Strategy) -> JSON:
 
 
 def host_run(h: E.HostRun) -> JSON:
-    """One row of a rollout's host table."""
+    """One row of a rollout's host table. `waiting`: an operation this rollout did not
+    start runs on the host and the rollout waits for it (its id and the origin its
+    manager reports, "" for an operator's request); `stopped`: SKIPPED because the
+    release was installed but left stopped (the operator had stopped the service)."""
     return {"name": h.name, "wave": h.wave, "state": h.state.value, "step": h.step,
             "from_version": h.from_version, "operation_id": h.operation_id,
             "message": h.message, "started": h.started_at, "finished": h.finished_at,
-            "attempts": h.attempts, "failed_step": h.failed_step, "reason": h.reason}
+            "attempts": h.attempts, "failed_step": h.failed_step, "reason": h.reason,
+            "origin": h.origin, "stopped": h.stopped,
+            "waiting": {"operation_id": h.waiting_for, "origin": h.waiting_origin}
+            if h.waiting_for else None}
 
 
 def waves(r: E.Rollout) -> list[JSON]:
@@ -139,6 +147,7 @@ def rollout_summary(r: E.Rollout) -> JSON:
             "finished": r.finished_at, "message": r.message, "current_wave": r.current_wave,
             "wave_count": r.wave_count, "awaiting_promote": r.awaiting_promote,
             "resume_at": r.resume_at, "seed": r.seed, "next_event": r.next_event,
+            "start_stopped": r.start_stopped,
             "counts": counts(E.counts(r)), "strategy": strategy(r.strategy),
             "target": {"labels": dict(r.target_labels), "hosts": list(r.target_hosts)}}
 

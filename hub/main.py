@@ -5,10 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from backendai.auth import Tokens
 from backendai.config import release_anchors, release_version
 from backendai.daemon_main import Daemon, daemon_main
-from backendai.preflight import check_state_dir, check_token_files
 from hub import config as config_mod
 
 
@@ -26,11 +24,11 @@ def _migrate(cfg: config_mod.HubConfig) -> int:
 
 
 def check(cfg: config_mod.HubConfig) -> None:
-    """--check-config: what HubDaemon.run checks besides the file (its token files, its
-    state directory), with the same functions."""
-    check_state_dir(cfg.state_dir)
-    Tokens.load(cfg.auth_token_file, cfg.auth_tokens)  # as the start loads them
-    check_token_files([(cfg.manager_token_file, "manager_token_file")])
+    """--check-config: what HubDaemon.run checks besides the file, with the same
+    functions (hub/preflight.py)."""
+    from hub import preflight  # noqa: PLC0415 - only --check-config needs it
+
+    preflight.check(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

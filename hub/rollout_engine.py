@@ -123,6 +123,8 @@ class _Step:
         host's message unless one is given)."""
         if note and "message" not in changes:
             changes["message"] = note
+        if changes.get("waiting_for") == "":
+            changes.setdefault("waiting_origin", "")  # no longer waiting: no origin either
         h = replace(self.hosts[name], **changes)  # type: ignore[arg-type]  # dataclass fields
         self.hosts[name] = h
         if kind:
@@ -423,7 +425,7 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
         _finished(step, step.hosts[h.name], Outcome.parse(own.outcome),
                   own.message or "after reconcile")
     elif other:
-        _wait(step, h, rep.running_operation_id, other)
+        _wait(step, h, rep.running_operation_id, rep.running_origin, other)
     elif h.operation_id and updating:
         why = f"operation {h.operation_id} unknown to the manager"
         step.host(h.name, "host.failed", why, state=HostState.FAILED, failed=True,
@@ -447,12 +449,12 @@ def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
         _rollback_checked(step, h, rep)
 
 
-def _wait(step: _Step, h: HostRun, op: str, what: str) -> None:
+def _wait(step: _Step, h: HostRun, op: str, origin: str, what: str) -> None:
     """A foreign operation runs on the host: follow it until it ends (the step deadline
     bounds the wait), then look again."""
     if h.waiting_for != op:
         step.host(h.name, "host.waiting", f"waiting for {what}, which this rollout did not "
-                  "start", waiting_for=op, lost=False)
+                  "start", waiting_for=op, waiting_origin=origin, lost=False)
     else:
         step.host(h.name, None, lost=False)
     step.actions.append(AwaitOperation(h.name, op))

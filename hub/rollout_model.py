@@ -80,6 +80,7 @@ class HostRun:
     # one recorded in operation_id or carries this origin (hub/rollout_adopt.py).
     origin: str = ""
     waiting_for: str = ""          # an operation this rollout did not start (its id)
+    waiting_origin: str = ""       # ... and the origin its manager reports ("": an operator's)
     stopped: bool = False          # installed but left stopped (the operator had stopped it)
 
 

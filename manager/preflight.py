@@ -1,12 +1,12 @@
 """What the manager checks at start beyond its config file (backendai/preflight.py):
-its token files and its state directory and database. `ManagerDaemon.run` and
-`ai-manager --check-config` call these same functions."""
+its token files, its state directory and database, and its event sinks' files.
+`ManagerDaemon.run` and `ai-manager --check-config` call these same functions."""
 
 from __future__ import annotations
 
 from backendai.auth import Token, Tokens
 from backendai.events.sqlite_store import SCHEMA_VERSION as EVENTS_SCHEMA_VERSION
-from backendai.preflight import check_state_dir
+from backendai.preflight import check_sinks, check_state_dir
 from manager.config import ManagerConfig
 from manager.statestore import SCHEMA_VERSION, check_database
 
@@ -27,9 +27,10 @@ def state_dir(cfg: ManagerConfig) -> None:
 
 
 def check(cfg: ManagerConfig) -> None:
-    """--check-config: everything the start checks except binding and the lock."""
-    tokens(cfg)
+    """--check-config: everything the start checks except binding and the lock, in the
+    start's order (ManagerDaemon.run)."""
     state_dir(cfg)
+    tokens(cfg)
     # in the order the start opens them: the services, the event history, the journal
     known = {"services": SCHEMA_VERSION, "events": EVENTS_SCHEMA_VERSION}
     if any(s.install_root for s in cfg.services):  # only a manager that updates opens it
@@ -39,3 +40,4 @@ def check(cfg: ManagerConfig) -> None:
 
         known["update_journal"] = JOURNAL
     check_database(cfg.state_dir / DATABASE, known)
+    check_sinks(cfg.event_sinks)  # built after the history opens, as the start builds them

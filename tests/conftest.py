@@ -220,6 +220,17 @@ def fast_service(name: str = "svc", *args: str, **over: Any) -> dict[str, Any]:
     return svc
 
 
+def service_set_up(m: ManagerProc, pid: int, service: str = "") -> None:
+    """Wait until the test service (tests/fixtures/service.py) with `pid` printed its start
+    line: its signal handlers (`--ignore-term`) are in place by then. RUNNING alone only
+    says it outlived start_secs, which Python's own start can exceed on a loaded machine,
+    and a SIGTERM before the handler kills it."""
+    assert_eventually(lambda: any(
+        line.startswith(f"started pid={pid} ") for line in m.stub().Logs(
+            pb.LogsRequest(service=service, lines=1000), timeout=10,
+            metadata=m.metadata()).lines), 20, what=f"service {service or '-'} set up")
+
+
 @pytest.fixture
 def env(tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> Iterator[Any]:
     """The update tests' world (tests/update_support.py Env) with its store server."""

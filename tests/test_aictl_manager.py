@@ -1,8 +1,9 @@
 """`aictl --manager …`: supervisorctl parity on one host (issue 11, item 7), the real CLI
 against a real ai-manager with the real updater, over TCP (with a token) and over its
-unix socket: status, start, stop, restart, logs [-f], update V, releases, rollback,
-update-status, reload; --force during an update; wrong, missing, huge and hostile
-addresses; exit statuses 0 / 1 / 2 / 3 as documented."""
+unix socket, and over mutual TLS: status, start, stop, restart, logs [-f], update V,
+releases, rollback, update-status, reload (one that adds a service); --force during an
+update; a missing or untrusted client certificate, a wrong CA; wrong, missing, huge and
+hostile addresses; exit statuses 0 / 1 / 2 / 3 as documented."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
-from tests.conftest import assert_eventually
+from tests.conftest import TAG_ENV, assert_eventually, fast_service, to_toml
+from tests.fixtures.hub_procs import make_certs
 from tests.update_support import started
 
 pytestmark = pytest.mark.slow
@@ -114,10 +117,35 @@ def test_update_releases_rollback_update_status_and_reload(host):
     out = aictl(*base, "update-status", "--id", "nope")
     assert out.returncode == 2 and "operation_id" in out.stderr
     out = aictl(*base, "reload")
-    if out.returncode == 0:  # Reload implemented (issue 15)
-        assert "unchanged" in out.stdout
-    else:
-        assert out.returncode == 1 and "SIGHUP" in out.stderr, out.stderr
+    assert out.returncode == 0, out.stderr
+    assert "reloaded: no service changed" in out.stdout
+    assert "unchanged: agent" in out.stdout and "added: -" in out.stdout
+
+
+def test_reload_that_adds_a_service(host):
+    """The config file gains a service; `aictl reload` starts it and names it as added,
+    the running one keeps its process."""
+    _env, m, token, sock = host
+    pid = m.status().pid
+    extra = fast_service("extra", "--interval", "0.5", working_directory=str(m.root),
+                         env={TAG_ENV: m.tag})  # the tag: the test's cleanup finds it
+    m.config_path.write_text(to_toml(m.top, [*m.services, extra]))
+    for where in (f"unix:{sock}", m.grpc_addr):
+        out = aictl("--manager", where, *token, "reload")
+        assert out.returncode == 0, out.stderr
+        if where.startswith("unix:"):
+            assert "added: extra" in out.stdout and "unchanged: agent" in out.stdout
+            assert "reloaded: 1 added" in out.stdout
+        else:  # the same file again
+            assert "added: -" in out.stdout and "unchanged: agent, extra" in out.stdout
+    assert_eventually(lambda: m.status("extra").state == pb.SERVICE_STATE_RUNNING, 20,
+                      what="the added service running")
+    assert m.status().pid == pid and m.status().restarts == 0
+    out = aictl("--manager", m.grpc_addr, *token, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    assert sorted(s["name"] for s in json.loads(out.stdout)) == ["agent", "extra"]
+    out = aictl("--manager", m.grpc_addr, *token, "reload", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["unchanged"] == ["agent", "extra"]
 
 
 def test_force_is_needed_during_an_update(host):
@@ -204,3 +232,92 @@ def test_unreachable_managers_and_misused_flags(short_dir):
         assert out.returncode == 2 and "usage:" in out.stderr, (args, out.stderr)
     out = aictl("--manager", "127.0.0.1:1", "logs", "-n", "100001", timeout=30)
     assert out.returncode == 2 and "--lines" in out.stderr
+
+
+# ---- over mutual TLS ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory):
+    """An unrelated CA (with its own client certificate): never trusted by the manager."""
+    return make_certs(tmp_path_factory.mktemp("other"))
+
+
+@pytest.fixture
+def tls_manager(make_manager, short_dir, certs):
+    """A real manager serving gRPC over mutual TLS ([tls] with client_ca_file), with a
+    token."""
+    token = short_dir / "token"
+    token.write_text("manager-secret\n")
+    token.chmod(0o600)
+    m = make_manager([fast_service("web")], top={
+        "auth_token_file": str(token),
+        "tls": {"cert_file": str(certs / "server.pem"), "key_file": str(certs / "server.key"),
+                "client_ca_file": str(certs / "ca.pem")}})
+    m.token = "manager-secret"
+    m.credentials = grpc.ssl_channel_credentials(
+        root_certificates=(certs / "ca.pem").read_bytes(),
+        private_key=(certs / "client.key").read_bytes(),
+        certificate_chain=(certs / "client.pem").read_bytes())
+    m.start()
+    assert_eventually(lambda: m.status().state == pb.SERVICE_STATE_RUNNING, 20)
+    return m, ["--token-file", str(token)]
+
+
+def test_manager_over_mutual_tls(tls_manager, certs, other_ca):
+    m, token = tls_manager
+    base = ["--manager", m.grpc_addr, *token]
+    mine = ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / "client.pem"),
+            "--tls-key", str(certs / "client.key")]
+    out = aictl(*base, *mine, "status")
+    assert out.returncode == 0, out.stderr
+    assert "web" in out.stdout and "RUNNING" in out.stdout
+    pid = m.status().pid
+    out = aictl(*base, *mine, "restart", "web", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["pid"] not in (0, pid)
+    pid = m.status().pid
+    # each refusal: exit 3 (unreachable) and a line that says what to check
+    refusals = {
+        "no client certificate": (["--tls-ca", str(certs / "ca.pem")],
+                                  "give --tls-cert and --tls-key"),
+        "a client certificate of another CA": ([
+            "--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(other_ca / "client.pem"),
+            "--tls-key", str(other_ca / "client.key")], "does not accept the --tls-cert"),
+        "the wrong CA for the server": ([
+            "--tls-ca", str(other_ca / "ca.pem"), "--tls-cert", str(certs / "client.pem"),
+            "--tls-key", str(certs / "client.key")], "not signed by the --tls-ca CA"),
+        "plaintext to a TLS port": ([], "if it serves TLS ([tls]), give --tls-ca"),
+    }
+    for what, (flags, hint) in refusals.items():
+        for command in (["status"], ["stop", "web"]):
+            out = aictl(*base, *flags, *command, timeout=60)
+            assert out.returncode == 3, (what, command, out.stdout, out.stderr)
+            lines = out.stderr.splitlines()
+            assert len(lines) == 2, (what, out.stderr)  # no gRPC core log lines
+            assert lines[0].startswith(f"aictl: manager {m.grpc_addr} unavailable: ")
+            assert hint in lines[1], (what, out.stderr)
+            assert out.stdout == "", (what, out.stdout)
+    # nothing reached the manager: the service was never stopped
+    st = m.status()
+    assert st.state == pb.SERVICE_STATE_RUNNING and st.pid == pid
+    # files that are not what the flags say: a usage error naming the flag
+    out = aictl(*base, "--tls-ca", "/nonexistent/ca.pem", "status", timeout=30)
+    assert out.returncode == 2 and "--tls-ca" in out.stderr, out.stderr
+    out = aictl(*base, "--tls-ca", str(certs / "ca.pem"), "--tls-cert",
+                str(certs / "client.pem"), "status", timeout=30)
+    assert out.returncode == 2 and "--tls-key" in out.stderr, out.stderr
+
+
+def test_tls_flags_to_a_plaintext_manager(make_manager, certs):
+    m = make_manager([fast_service("web")]).start()
+    out = aictl("--manager", m.grpc_addr, "--tls-ca", str(certs / "ca.pem"), "status",
+                timeout=60)
+    assert out.returncode == 3, (out.stdout, out.stderr)
+    lines = out.stderr.splitlines()
+    assert lines[0].startswith(f"aictl: manager {m.grpc_addr} unavailable: ")
+    assert "leave out the --tls-* flags" in lines[1] and len(lines) == 2, out.stderr

@@ -7,7 +7,7 @@ import json
 import subprocess
 
 from tests.conftest import PY, ROOT
-from tests.test_bench_smoke import left_behind
+from tests.test_bench_smoke import bench, left_behind
 
 KEYS = {"write_queued_1_per_turn_us", "write_queued_10_per_turn_us",
         "write_queued_100_per_turn_us", "state_write_without_events_us",
@@ -26,17 +26,13 @@ def test_event_costs_are_reported(tmp_path):
 
 
 def test_peers_bench_runs_a_baseline_beside_ours_with_sinks(tmp_path):
-    import time
-
-    since = time.time() - 1
     out = tmp_path / "peers.json"
-    proc = subprocess.run([PY, "bench/manager_vs_peers.py", "--smoke", "--no-systemd",
-                           "--baseline", "events-base", "--event-sinks", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    proc, mark = bench("bench/manager_vs_peers.py", "--smoke", "--no-systemd",
+                       "--baseline", "events-base", "--event-sinks", "--json", str(out),
+                       timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
     for key in ("restart_ms", "status_p50_ms_grpc", "status_p50_ms_http", "rss_mb_1"):
         assert figures[key]["ours"] > 0 and figures[key]["baseline"] > 0, key
     assert "| ours/baseline |" in proc.stdout
-    # ours only: other worktrees' tests run on this machine at the same time
-    assert [c for c in left_behind(since) if c and c[0].startswith(str(ROOT))] == []
+    assert left_behind(mark) == []

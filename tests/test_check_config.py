@@ -5,8 +5,12 @@ message and a non-zero exit; and an "ok" config starts. Real processes, real fil
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sqlite3
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +55,10 @@ def message(daemon: str, stderr: str) -> str:
     return text.removeprefix("config error: ")
 
 
-def run(daemon: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", MODULES[daemon], "--config", str(config), *args],
+def run(daemon: str, config: Path, *args: str,
+        prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """The daemon's command line (after `prefix`: another user's, see `unprivileged`)."""
+    return subprocess.run([*prefix, PY, "-m", MODULES[daemon], "--config", str(config), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
 
 
@@ -62,12 +68,13 @@ def write(tmp: Path, daemon: str, table: dict[str, Any]) -> Path:
     return path
 
 
-def refusal(tmp: Path, daemon: str, table: dict[str, Any]) -> str:
+def refusal(tmp: Path, daemon: str, table: dict[str, Any],
+            prefix: tuple[str, ...] = ()) -> str:
     """Run --check-config, then the daemon for real: both refuse, with the same words."""
     config = write(tmp, daemon, table)
-    checked = run(daemon, config, "--check-config")
+    checked = run(daemon, config, "--check-config", prefix=prefix)
     assert checked.returncode != 0, checked.stdout
-    started = run(daemon, config, "--ready-file", str(tmp / "ready.json"))
+    started = run(daemon, config, "--ready-file", str(tmp / "ready.json"), prefix=prefix)
     assert started.returncode != 0, "the daemon started although --check-config refused"
     assert not (tmp / "ready.json").exists()
     assert message(daemon, checked.stderr) == message(daemon, started.stderr)
@@ -147,6 +154,115 @@ CASES.update({
 })
 
 
+
+
+def _pg(t: Path, c: Path, **over: Any) -> dict[str, Any]:
+    """A hub on PostgreSQL (no server: every case is refused before any connection)."""
+    pw = t / "db.password"
+    if not pw.exists():
+        pw.write_text("pw\n")
+        pw.chmod(0o600)
+    return {"store": {"backend": "postgresql", "dsn": "postgresql://hub@127.0.0.1:9/hub",
+                      "password_file": str(pw), **over}}
+
+
+def _hub_db(t: Path, versions: dict[str, int], **top: Any) -> dict[str, Any]:
+    """A hub.db in the state directory with these schema versions recorded."""
+    (t / "state").mkdir(exist_ok=True)
+    db = sqlite3.connect(t / "state" / "hub.db")
+    db.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, "
+               "version INTEGER NOT NULL)")
+    db.executemany("INSERT OR REPLACE INTO schema_versions VALUES (?, ?)", versions.items())
+    db.commit()
+    db.close()
+    return dict(top)
+
+
+def _garbage_db(t: Path) -> dict[str, Any]:
+    (t / "state").mkdir(exist_ok=True)
+    (t / "state" / "hub.db").write_bytes(b"not a database" * 100)
+    return {}
+
+
+def _hub_id(t: Path, text: str) -> dict[str, Any]:
+    (t / "state").mkdir(exist_ok=True)
+    (t / "state" / "hub_id").write_text(text)
+    return {}
+
+
+def _webhook(t: Path, **over: str) -> dict[str, Any]:
+    return {"event_sinks": [{"type": "webhook", "url": "https://hooks.example:8443/x",
+                             **over}]}
+
+
+CASES.update({
+    # [[auth_tokens]] on the hub: files, modes, names, values
+    "hub-named-token-open": ("hub", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "role": "read", "file": token(t / "dash.token", 0o604)}]},
+        "auth_tokens[0].file: "),
+    "hub-named-token-missing": ("hub", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "file": str(t / "nope.token")}]}, "auth_tokens[0].file: cannot read"),
+    "hub-named-token-same-value": ("hub", lambda t, c: {
+        "auth_token_file": token(t / "a.token", text="same"),
+        "auth_tokens": [{"name": "dash", "file": token(t / "b.token", text="same")}]},
+        "every named token must differ"),
+    "hub-named-token-same-name": ("hub", lambda t, c: {
+        "auth_token_file": token(t / "a.token", text="one"),
+        "auth_tokens": [{"name": "default", "file": token(t / "b.token", text="two")}]},
+        "duplicate token name 'default'"),
+    # [store] for PostgreSQL: the password file, the DSN, the TLS files
+    "hub-pg-password-open": ("hub", lambda t, c: _pg(t, c, password_file=token(
+        t / "open.password", 0o644, "pw")), "store.password_file: "),
+    "hub-pg-password-missing": ("hub", lambda t, c: _pg(t, c, password_file=str(
+        t / "none.password")), "store.password_file: cannot read"),
+    "hub-pg-dsn-password": ("hub", lambda t, c: _pg(
+        t, c, dsn="postgresql://hub:hunter2@127.0.0.1:9/hub"),
+        "store.dsn: must not hold the password"),
+    "hub-pg-dsn-garbage": ("hub", lambda t, c: _pg(t, c, dsn="host=db =x"),
+                           "store.dsn: not a PostgreSQL connection string"),
+    "hub-pg-rootcert-missing": ("hub", lambda t, c: _pg(
+        t, c, sslmode="verify-full", sslrootcert=str(t / "no-ca.pem")),
+        "store.sslrootcert: cannot read"),
+    "hub-pg-rootcert-not-a-ca": ("hub", lambda t, c: _pg(
+        t, c, sslrootcert=str(c / "not-a-ca.pem")), "store.sslrootcert: "),
+    "hub-pg-key-open": ("hub", lambda t, c: _pg(
+        t, c, sslcert=str(c / "client.pem"), sslkey=str(c / "open.key")),
+        "store.sslkey: "),
+    "hub-pg-cert-without-key": ("hub", lambda t, c: _pg(t, c, sslcert=str(c / "client.pem")),
+                                "store.sslkey: required with store.sslcert"),
+    "hub-pg-dsn-key-mismatch": ("hub", lambda t, c: _pg(
+        t, c, dsn=f"postgresql://hub@127.0.0.1:9/hub?sslcert={c / 'client.pem'}"
+                  f"&sslkey={c / 'server.key'}"), "is not the private key of the certificate"),
+    # the state directory's hub_id and database
+    "hub-id-bad": ("hub", lambda t, c: _hub_id(t, "../../etc/passwd"),
+                   "remove the file or set [ha] hub_id"),
+    "hub-db-newer": ("hub", lambda t, c: _hub_db(t, {"hub": 99}),
+                     "schema 'hub' version 99, newer than this hub knows"),
+    "hub-db-newer-events": ("hub", lambda t, c: _hub_db(t, {"hub": 2, "events": 42}),
+                            "schema 'events' version 42, newer than this hub knows"),
+    "hub-db-migrate-off": ("hub", lambda t, c: _hub_db(t, {"hub": 1}, store={"migrate": False}),
+                           "run `ai-hub --config FILE --migrate`"),
+    "hub-db-not-a-database": ("hub", lambda t, c: _garbage_db(t), "state_dir: cannot read"),
+    # event sinks' files, as the start builds the sinks
+    "hub-sink-secret-missing": ("hub", lambda t, c: _webhook(
+        t, secret_file=str(t / "no.secret")), "event_sinks.webhook.secret_file: cannot read"),
+    "hub-sink-credentials-missing": ("hub", lambda t, c: _webhook(
+        t, credentials_file=str(t / "no.cred")), "event_sinks.webhook.credentials_file: "),
+    "hub-sink-ca-not-a-ca": ("hub", lambda t, c: _webhook(t, ca_file=str(c / "not-a-ca.pem")),
+                             "event_sinks.webhook"),
+    "manager-sink-secret-open": ("manager", lambda t, c: _webhook(
+        t, secret_file=token(t / "hook.secret", 0o644)), "event_sinks.webhook.secret_file: "),
+    "manager-sink-credentials-missing": ("manager", lambda t, c: _webhook(
+        t, credentials_file=str(t / "no.cred")), "event_sinks.webhook.credentials_file: "),
+    # the agent: its two token files (it has no [[auth_tokens]] and no state)
+    "agent-hub-token-open": ("agent", lambda t, c: {
+        "hub_address": "127.0.0.1:9", "manager_address": "127.0.0.1:3082",
+        "hub_token_file": token(t / "hub-open.token", 0o644)}, "hub_token_file: "),
+    "agent-named-tokens-unknown": ("agent", lambda t, c: {"auth_tokens": [{
+        "name": "dash", "file": token(t / "dash.token")}]}, "auth_tokens: unknown key"),
+})
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_check_config_refuses_what_start_refuses_in_the_same_words(tmp_path, certs, name):
     daemon, keys, needle = CASES[name]
@@ -181,17 +297,56 @@ def test_state_dir_written_by_a_newer_manager(tmp_path, component, updates):
     assert f"'{component}' tables of schema version 99" in text
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_state_dir_not_writable(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
+NOBODY = 65534
+
+
+@pytest.fixture
+def unprivileged() -> Iterator[tuple[Path, Path, tuple[str, ...]]]:
+    """(work, locked, prefix): a directory for the test's files that the daemons' user can
+    read, one that user cannot write in, and the command prefix that runs a daemon as
+    that user. As root (CI runs as root, and root may write anywhere) the daemon runs as
+    `nobody` through setpriv, without groups, and both directories are one under /tmp
+    that root owns (pytest's own tmp_path is root's alone); as anyone else, the daemon
+    runs as that user and `locked` is made read-only."""
+    root = os.geteuid() == 0
+    home = Path(tempfile.mkdtemp(prefix="check-config-", dir="/tmp" if root else None))
     try:
-        for daemon in ("manager", "hub"):
-            table = {**base(daemon, tmp_path), "state_dir": str(locked / daemon)}
-            assert "is not writable by this user" in refusal(tmp_path, daemon, table)
+        if not root:
+            locked = home / "locked"
+            locked.mkdir()
+            locked.chmod(0o500)
+            try:
+                yield home, locked, ()
+            finally:
+                locked.chmod(0o700)
+            return
+        home.chmod(0o755)  # nobody may enter and read, not write
+        prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
+        # nobody can run the daemons from this checkout, and really is unprivileged
+        probe = subprocess.run(
+            [*prefix, PY, "-c", "import os, manager.main, hub.main; print(os.geteuid())"],
+            capture_output=True, text=True, cwd=ROOT, timeout=30, check=False)
+        assert probe.stdout.strip() == str(NOBODY), probe.stderr
+        yield home, home, prefix
     finally:
-        locked.chmod(0o700)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_state_dir_not_writable(unprivileged):
+    """A state_dir the daemon's user cannot create: --check-config and the start refuse
+    it in the same words, whoever runs the tests (as root, the daemons run as nobody)."""
+    work, locked, prefix = unprivileged
+    uid = NOBODY if prefix else os.getuid()
+    for daemon in ("manager", "hub"):
+        table = {**base(daemon, work), "state_dir": str(locked / "state" / daemon)}
+        text = refusal(work, daemon, table, prefix)
+        assert "is not writable by this user" in text and f"(uid {uid})" in text, text
+        assert not (locked / "state").exists()
+    # as the test's own user the same config passes: the refusal was the permission
+    if prefix:
+        for daemon in ("manager", "hub"):
+            checked = run(daemon, work / f"{daemon}.toml", "--check-config")
+            assert checked.returncode == 0, checked.stderr
 
 
 @pytest.mark.parametrize("daemon", ["manager", "agent", "hub"])
@@ -217,3 +372,21 @@ def test_ok_means_the_daemon_starts(tmp_path, certs, daemon):
         proc.wait(30)
     # --check-config beside the running daemon's state changes nothing and still says ok
     assert run(daemon, config, "--check-config").returncode == 0
+
+
+def test_check_config_never_connects_to_the_database(tmp_path, certs):
+    """A hub on PostgreSQL: --check-config checks the [store] files and the DSN, says ok,
+    and never connects (the server's reachability is the start's to find out)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    try:
+        port = server.getsockname()[1]
+        table = {**base("hub", tmp_path), **_pg(tmp_path, certs, sslmode="verify-full",
+                                                 sslrootcert=str(certs / "ca.pem"))}
+        table["store"]["dsn"] = f"postgresql://hub@127.0.0.1:{port}/hub"
+        checked = run("hub", write(tmp_path, "hub", table), "--check-config")
+        assert checked.returncode == 0 and ": ok (" in checked.stdout, checked.stderr
+        with pytest.raises(TimeoutError):
+            server.accept()  # nobody came
+    finally:
+        server.close()

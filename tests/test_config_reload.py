@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
-from tests.conftest import ManagerProc, assert_eventually, fast_service, to_toml
+from tests.conftest import ManagerProc, assert_eventually, fast_service, service_set_up, to_toml
 
 RUNNING = pb.SERVICE_STATE_RUNNING
 STOPPED = pb.SERVICE_STATE_STOPPED
@@ -265,6 +265,7 @@ def test_kill9_during_a_reload_leaves_a_state_the_next_start_recovers(make_manag
     slow = fast_service("slow", "--ignore-term", stop_timeout=30.0)
     m = make_manager([fast_service("a"), slow, fast_service("gone")]).start()
     a, slow_pid, gone = pid_of(m, "a"), pid_of(m, "slow"), pid_of(m, "gone")
+    service_set_up(m, slow_pid, "slow")  # ignoring SIGTERM by now
     rewrite(m, [fast_service("a"), fast_service("slow", "--ignore-term", "--interval", "1",
                                                 stop_timeout=30.0)])
     future = m.stub().Reload.future(pb.ReloadRequest(), timeout=60)

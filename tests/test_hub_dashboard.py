@@ -16,6 +16,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -245,6 +246,16 @@ def test_rollouts_from_the_page_live_with_reasons_rollback_and_abort(fleet):
         assert not css(d, "#rollout-abort").is_enabled()
         for name, m in managers.items():
             assert m.status().version == ("1.3.0" if name == canary else "1.1.0")
+        # the rollout's events, live on its page: the start and the abort with who gave
+        # them, and the rollout's own notes
+        abort = wait_until(lambda: next((e for e in event_items(d, "rollout-events")
+                                         if e["kind"] == "audit.rollout.abort"), None), 10,
+                           "the abort in the rollout's events")
+        assert abort["who"].startswith("by default over http from 127.0.0.1:"), abort
+        assert abort["result"] == "→ ok" and abort["subject"] == f"rollout/{rid}"
+        kinds = {e["kind"] for e in event_items(d, "rollout-events")}
+        assert {"audit.rollout.start", "rollout.created", "rollout.finished"} <= kinds, kinds
+        shot(d, "rollout-aborted")
         # the list shows all three, newest first, with their outcome
         d.get(f"{hub.http_url}/ui/#/rollouts")
         wait_until(lambda: [r.get_attribute("data-state") for r in d.find_elements(
@@ -286,3 +297,198 @@ def test_host_page_stops_starts_and_tails_the_log(tmp_path, make_manager):
             assert d.get_log("browser") == []
     finally:
         hub.cleanup()
+
+
+def event_items(driver, list_id: str) -> list[dict[str, str]]:
+    """An event list on the page, newest first: kind, subject, text, who, result."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll(arguments[0] + ' li')].map((li) => ({
+          id: li.dataset.id, kind: li.dataset.kind, subject: li.dataset.subject,
+          text: (li.querySelector('.text') || {}).textContent || '',
+          who: (li.querySelector('.who') || {}).textContent || '',
+          result: (li.querySelector('.result') || {}).textContent || ''}));""",
+                                 f"#{list_id}-list")
+
+
+def test_host_page_shows_its_events_live_with_who_did_it(tmp_path, make_manager):
+    """The host page's events come from the host's manager through the hub, live: a
+    kill -9 of the service (its reason, the restart) and an operator's stop through the
+    hub (the manager's audit record names the hub's token and the operator it acted
+    for); the hub's own record of the host (its audit of the stop, reachability) is one
+    choice away. A manager that goes away is said so, and its events come back with it."""
+    m = make_manager([fast_service("web", "--interval", "0.5")], name="solo").start()
+    hub = HubProc(tmp_path, {"solo": m.grpc_addr}, token=TOKEN)
+    try:
+        hub.start()
+        with chromium(window=(1280, 1300)) as d:
+            d.get(f"{hub.http_url}/ui/")
+            d.execute_script(f"sessionStorage.setItem('backendai.token', '{TOKEN}')")
+            d.get(f"{hub.http_url}/ui/#/hosts/solo")
+            d.refresh()
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"]')
+                       .get_attribute("data-state") == "RUNNING", 20, "the service, running")
+            wait_until(lambda: any(e["kind"] == "service.state" and "RUNNING" in e["text"]
+                                   for e in event_items(d, "host-events")), 15,
+                       "the manager's recent events")
+            # kill -9 of the service: the reason and the automatic restart, live
+            os.kill(m.status("web").pid, 9)
+            wait_until(lambda: any(e["kind"] == "service.restart"
+                                   for e in event_items(d, "host-events"))
+                       and any("SIGKILL" in e["text"] for e in event_items(d, "host-events")),
+                       15, "the kill -9 and the restart")
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"]')
+                       .get_attribute("data-state") == "RUNNING", 20, "running again")
+            # an operator stops it through the hub: the manager's audit says who
+            css(d, '#services-body tr[data-service="web"] button[data-action="stop"]').click()
+            confirm(d)
+            audit = wait_until(lambda: next((e for e in event_items(d, "host-events")
+                                             if e["kind"] == "audit.stop"), None), 15,
+                               "the manager's audit of the stop")
+            assert audit["subject"] == "service/web"
+            assert audit["who"].startswith("by anonymous for default over hub from 127.0.0.1:"), \
+                audit
+            assert audit["result"] == "→ ok"
+            ids = [int(e["id"]) for e in event_items(d, "host-events")]
+            assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+            shot(d, "host-events")
+            # the hub's own record of the host: its audit of the same stop
+            Select(css(d, "#events-source")).select_by_value("hub")
+            hub_audit = wait_until(lambda: next((e for e in event_items(d, "host-events")
+                                                 if e["kind"] == "audit.stop"), None), 15,
+                                   "the hub's audit of the stop")
+            assert hub_audit["subject"] == "host/solo"
+            assert hub_audit["who"].startswith("by default over http from 127.0.0.1:")
+            # back to the manager's; it goes away: the page says so, and catches up after
+            Select(css(d, "#events-source")).select_by_value("manager")
+            wait_until(lambda: any(e["kind"] == "audit.stop"
+                                   for e in event_items(d, "host-events")), 15)
+            m.kill9()
+            wait_until(lambda: css(d, "#host-events-note").get_attribute("data-kind")
+                       == "error" and "solo" in css(d, "#host-events-note").text, 20,
+                       "the manager's absence, said")
+            m.start()
+            wait_until(lambda: any(e["kind"] == "manager.started"
+                                   for e in event_items(d, "host-events")), 45,
+                       "the restarted manager's events")
+            assert d.get_log("browser") == []
+    finally:
+        hub.cleanup()
+
+
+def fill_and_preview(driver, hub, version: str, *, waves: str, hosts: str = "",
+                     start_stopped: bool = False) -> None:
+    """The new-rollout form filled in and its plan asked for (not started)."""
+    driver.get(f"{hub.http_url}/ui/#/rollouts")
+    wait_until(lambda: css(driver, "#new-rollout").is_displayed(), 10)
+    if css(driver, "#new-rollout").get_attribute("open") is None:
+        css(driver, "#new-rollout summary").click()
+    for field, value in (("#ro-version", version), ("#ro-waves", waves), ("#ro-hosts", hosts)):
+        box = css(driver, field)
+        box.clear()
+        if value:
+            box.send_keys(value)
+    if css(driver, "#ro-start-stopped").is_selected() != start_stopped:
+        css(driver, "#ro-start-stopped").click()
+    css(driver, "#ro-preview").click()
+    wait_until(lambda: css(driver, "#ro-plan").is_displayed()
+               and f"Plan: {version} to" in css(driver, "#ro-plan").text
+               and css(driver, "#ro-start").is_enabled(), 15, "the plan")
+
+
+def start_planned(driver) -> str:
+    css(driver, "#ro-start").click()
+    confirm(driver)
+    wait_until(lambda: "#/rollouts/r" in driver.current_url, 15, "the rollout's page")
+    return driver.current_url.rsplit("/", 1)[1]
+
+
+def why_cell(driver, host: str):
+    return css(driver, f'#rollout-hosts-body .row[data-host="{host}"] .cell.why')
+
+
+def test_rollout_page_store_check_start_stopped_and_operations_not_ours(fleet, store_server):
+    """Issue 11 and 15 on the page: the dry run shows the store check per package (a
+    version the store does not have: missing, with the URL looked at) and a real start
+    of it is refused with the hub's reason on the page; a host whose service an
+    operator stopped is skipped, "left stopped", unless the form asks start_stopped;
+    a host running an operation this rollout did not start shows whose it is (its
+    origin) while the rollout waits for it."""
+    hub, managers = fleet
+    with chromium(window=(1280, 1200)) as d:
+        d.get(f"{hub.http_url}/ui/")
+        d.execute_script(f"sessionStorage.setItem('backendai.token', '{TOKEN}')")
+        d.refresh()
+        wait_until(lambda: len(texts(d, "#hosts-body .row")) == HOSTS, 15, "the fleet")
+
+        # a version the store does not have: missing in the plan, the start refused
+        before = hub.call("ListRollouts", pb.ListRolloutsRequest()).rollouts
+        fill_and_preview(d, hub, "9.9.9", waves="1, 100%")
+        missing = css(d, '#ro-packages li[data-status="missing"]')
+        assert "Missing" in missing.text
+        assert f"{store_server.url}/9.9.9/agent-9.9.9.tar.gz" in missing.text, missing.text
+        assert "refuses to start" in css(d, "#ro-store-warning").text
+        shot(d, "rollout-missing-release")
+        css(d, "#ro-start").click()
+        confirm(d)
+        error = wait_until(lambda: css(d, "#ro-error").text, 15, "the refusal on the page")
+        assert "version 9.9.9 cannot be fetched by every target" in error, error
+        assert "nothing was started" in error and "#/rollouts/r" not in d.current_url
+        assert len(hub.call("ListRollouts", pb.ListRolloutsRequest()).rollouts) == len(before)
+        # a version it has: available, named
+        fill_and_preview(d, hub, "1.1.0", waves="1, 100%")
+        assert texts(d, '#ro-packages li[data-status="available"]')
+        assert not d.find_elements(By.CSS_SELECTOR, "#ro-store-warning")
+        assert "left stopped" in css(d, "#ro-plan").text  # the rule, without start_stopped
+
+        # an operator stopped host-0's service: installed, left stopped, skipped (why)
+        stopped = managers["host-0"]
+        stopped.stub().Stop(mpb.StopRequest(service="agent"), timeout=30)
+        rid = start_planned(d)
+        wait_until(lambda: rollout_state(d) == "SUCCEEDED", 90, "the rollout succeeded")
+        assert row_state(d, "host-0") == "SKIPPED"
+        cell = why_cell(d, "host-0")
+        assert cell.find_element(By.CSS_SELECTOR, ".tag").text == "left stopped"
+        assert "installed 1.1.0 but left stopped" in cell.text, cell.text
+        assert "1 installed but left stopped" in css(d, "#rollout-message").text
+        st = stopped.status()
+        assert (st.version, st.state) == ("1.1.0", mpb.SERVICE_STATE_STOPPED)
+        shot(d, "rollout-left-stopped")
+
+        # with start_stopped, the stopped service is started and verified like the rest
+        fill_and_preview(d, hub, "1.3.0", waves="1, 100%", start_stopped=True)
+        assert "starts services an operator had stopped" in css(d, "#ro-plan").text
+        rid = start_planned(d)
+        wait_until(lambda: rollout_state(d) == "SUCCEEDED", 90, "the rollout succeeded")
+        assert row_state(d, "host-0") == "SUCCEEDED"
+        assert "starts services an operator had stopped" in css(d, "#rollout-facts").text
+        st = stopped.status()
+        assert (st.version, st.state) == ("1.3.0", mpb.SERVICE_STATE_RUNNING)
+        assert hub.rollout(rid).start_stopped
+
+        # an operation the rollout did not start runs on host-1 (held in its download):
+        # the row says whose, while the rollout waits for it
+        fill_and_preview(d, hub, "1.1.0", waves="100%", hosts="host-1")
+        store_server.hold = threading.Event()
+        try:
+            op = managers["host-1"].stub().Update(mpb.UpdateRequest(
+                service="agent", version="1.1.0", origin="aictl:ops@laptop"), timeout=30)
+            rid = start_planned(d)
+            wait_until(lambda: css(d, '#rollout-hosts-body .row[data-host="host-1"]')
+                       .get_attribute("data-waiting") == "true", 20, "the host waiting")
+            cell = why_cell(d, "host-1")
+            assert cell.find_element(By.CSS_SELECTOR, ".tag").text == \
+                "not ours: aictl:ops@laptop"
+            assert op.operation_id in cell.text and "did not start" in cell.text, cell.text
+            row = next(h for h in hub.http("GET", f"/api/rollouts/{rid}")[1]["hosts"]
+                       if h["name"] == "host-1")
+            assert row["waiting"] == {"operation_id": op.operation_id,
+                                      "origin": "aictl:ops@laptop"}
+            shot(d, "rollout-waiting-foreign")
+        finally:
+            store_server.hold.set()
+        wait_until(lambda: rollout_state(d) == "SUCCEEDED", 90, "the rollout succeeded")
+        assert not why_cell(d, "host-1").find_elements(By.CSS_SELECTOR, ".tag")
+        assert managers["host-1"].status().update.last_origin == "aictl:ops@laptop"
+        # no script errors; the one network error is the refused start's answer
+        assert [e["message"] for e in d.get_log("browser")
+                if not ("/api/rollouts" in e["message"] and "409" in e["message"])] == []

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import grpc
 import pytest
 
 from backendai.v1 import hub_pb2 as pb
-from tests.fixtures.hub_procs import HubProc, SimManagers, wait_for
+from tests.fixtures.hub_procs import HubProc, SimManagers, assert_no_secret_logged, wait_for
 
 TOKEN = "hub-http-token-1"
 
@@ -187,6 +188,13 @@ def test_dry_run_shows_the_plan_and_starts_nothing(fleet):
     assert [list(w.hosts) for w in grpc_plan.waves] == [w["hosts"] for w in plan["waves"]]
     assert hub.http("GET", "/api/rollouts")[1]["rollouts"] == []
     assert sim.journal() == []
+    assert plan["start_stopped"] is False
+    assert {"origin", "stopped", "waiting"} <= set(plan["hosts"][0])
+    assert plan["hosts"][0]["waiting"] is None and plan["hosts"][0]["stopped"] is False
+    # start_stopped goes through to the plan (and to StartRolloutRequest.start_stopped)
+    status, plan = hub.http("POST", "/api/rollouts", start_body(dry_run=True,
+                                                               start_stopped=True))
+    assert status == 200 and plan["start_stopped"] is True, plan
 
 
 def test_rollout_from_curl_to_the_end_with_controls(fleet):
@@ -295,6 +303,9 @@ def test_abort_from_curl(fleet):
     ({"version": "2.0", "service": "../../bin/sh"}, 400, "service"),
     ({"version": "2.0", "include_hub": True}, 501, "self"),
     ({"version": "2.0", "description": "d" * 2000}, 400, "description: at most"),
+    ({"version": "2.0", "start_stopped": "yes"}, 400, "start_stopped: expected true or false"),
+    ({"version": "2.0", "start_stopped": 1}, 400, "start_stopped: expected true or false"),
+    ({"version": "2.0", "start_stopped": [True] * 1000}, 400, "start_stopped: expected"),
 ])
 def test_bad_start_bodies_are_refused_and_change_nothing(fleet, body, status, words):
     sim, hub = fleet
@@ -347,6 +358,37 @@ def test_token_guards_the_api(procs):
     assert sim.journal() == []
     with pytest.raises(grpc.RpcError):  # and gRPC still wants it
         hub.stub().ListHosts(pb.ListHostsRequest(), timeout=5)
+    # the token in a query string (as the page's sockets send it) and over gRPC
+    assert hub.http("GET", f"/api/hosts?token={TOKEN}", token="")[0] == 200
+    assert hub.http("GET", "/api/nothing?token=wrong-token", token="")[0] == 401
+    assert hub.call("ListHosts", pb.ListHostsRequest()).hosts
+    assert_no_secret_logged(hub, TOKEN, "wrong-token")
+
+
+def test_hosts_last_seen_is_the_last_contact(procs):
+    """/api/hosts' `last_seen` (what the page shows as "Last contact") is the same last
+    contact as gRPC's Host.last_contact_unix: the manager's stream or the agent's
+    heartbeat, whichever is later — not only the manager's last message."""
+    sim = procs(SimManagers, hosts=1).start()
+    hub = procs(HubProc, sim.hosts, extra={"contact_interval": 3600.0}).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 1, 20)
+
+    def grpc_host() -> pb.Host:
+        return hub.call("ListHosts", pb.ListHostsRequest()).hosts[0]
+    before = grpc_host()
+    assert before.last_contact_unix == before.last_seen_unix > 0  # no agent yet
+    assert hub.http("GET", "/api/hosts")[1]["hosts"][0]["last_seen"] == before.last_seen_unix
+    # the agent heartbeats; the manager's stream stays quiet (a keepalive an hour away)
+    wait_for(lambda: time.time() > before.last_seen_unix + 0.2, 5)
+    hub.call("Heartbeat", pb.HeartbeatRequest(name="agent-000", version="1.0"))
+    now = grpc_host()
+    assert now.last_seen_unix == before.last_seen_unix
+    assert now.last_contact_unix > before.last_seen_unix + 0.2
+    listed = hub.http("GET", "/api/hosts")[1]["hosts"][0]
+    assert listed["last_seen"] == now.last_contact_unix
+    assert listed["agent"]["last_heartbeat"] == now.last_contact_unix
+    one = hub.http("GET", "/api/hosts/agent-000")[1]
+    assert one["last_seen"] == now.last_contact_unix
 
 
 def test_an_http_port_taken_fails_the_start_clearly(procs, tmp_path):

@@ -18,7 +18,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from backendai.auth import write_token
 from backendai.v1 import hub_pb2 as pb
-from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for
+from tests.fixtures.hub_procs import (
+    TERMINAL,
+    HubProc,
+    SimManagers,
+    assert_no_secret_logged,
+    wait_for,
+)
 
 TOKEN, VIEWER = "hub-ws-admin-1", "hub-ws-viewer-2"
 
@@ -128,6 +134,47 @@ async def test_without_or_with_a_wrong_token_closed_1008_before_any_data(fleet):
     status, _ = hub.http("POST", "/api/hosts/agent-000/services/ai-agent/stop", token=VIEWER)
     assert status == 403
     assert hub.http("GET", "/api/rollouts")[1]["rollouts"] == []
+    # the log socket with the token in the query and in the header, an action with each
+    async with connect(url(hub, "/api/hosts/agent-000/logs/ws")) as ws:
+        assert (await recv(ws))["type"]
+    async with connect(url(hub, "/api/hosts/agent-000/logs/ws", token=""),
+                       additional_headers=headers) as ws:
+        assert (await recv(ws))["type"]
+    assert hub.http("POST", f"/api/hosts/agent-000/services/ai-agent/restart?token={TOKEN}",
+                    token="")[0] == 401  # an action wants the header
+    assert hub.http("POST", "/api/hosts/agent-000/services/ai-agent/restart")[0] == 200
+    # none of the tokens, right or wrong, is in the hub's log or its stores
+    assert_no_secret_logged(hub, TOKEN, VIEWER, "wrong-token")
+
+
+async def test_the_feed_sends_the_last_contact(procs):
+    """The page's "Last contact" (a host's `last_seen`, then the feed's `contact`
+    stamps) is the last contact: an agent's heartbeat counts as much as the manager's
+    stream, as gRPC's Host.last_contact_unix."""
+    sim = procs(SimManagers, hosts=1).start()
+    hub = procs(HubProc, sim.hosts, extra={"contact_interval": 3600.0}).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 1, 20)
+    first = hub.call("ListHosts", pb.ListHostsRequest()).hosts[0]
+    wait_for(lambda: time.time() > first.last_seen_unix + 0.2, 5)
+    hub.call("Heartbeat", pb.HeartbeatRequest(name="agent-000", version="1.0"))
+    beat = hub.call("ListHosts", pb.ListHostsRequest()).hosts[0].last_contact_unix
+    assert beat > first.last_seen_unix
+    async with connect(url(hub, "/api/fleet/ws", token="")) as ws:
+        snap = await recv(ws)
+        assert snap["hosts"][0]["last_seen"] == beat
+        wait_for(lambda: time.time() > beat + 0.2, 5)
+        hub.call("Heartbeat", pb.HeartbeatRequest(name="agent-000", version="1.0"))
+        again = hub.call("ListHosts", pb.ListHostsRequest()).hosts[0]
+        assert again.last_seen_unix == first.last_seen_unix  # the stream stayed quiet
+        # the page's copy moves to the new contact: a host doc (the agent's connected
+        # flag changed) or the feed's contact stamps, whichever comes
+        shown, deadline = 0.0, time.monotonic() + 15
+        while shown != again.last_contact_unix and time.monotonic() < deadline:
+            msg = await recv(ws, 15)
+            for h in msg.get("hosts", []):
+                shown = h["last_seen"]
+            shown = msg.get("contact", {}).get("agent-000", [shown])[0]
+        assert shown == again.last_contact_unix
 
 
 async def test_a_dashboard_that_never_reads_stays_bounded(fleet):
@@ -195,6 +242,65 @@ async def test_bad_frames_and_floods_close_the_socket_and_the_hub_stays_up(fleet
     ("/api/hosts/agent-000/logs/ws?service=bad%20name", 400),
 ])
 async def test_bad_socket_parameters_are_refused_before_the_upgrade(fleet, path, status):
+    _, hub = fleet
+    with pytest.raises(InvalidStatus) as err:
+        async with connect(url(hub, path)):
+            pass
+    assert err.value.response.status_code == status
+
+
+async def test_events_socket_of_the_hub_and_of_a_host(fleet):
+    """WS /api/events/ws on the hub: its own history (a rollout's events: its notes and
+    the audit of who started it, then new ones live), and with host=NAME the host's
+    manager's (these simulated managers keep none: the socket says so in the manager's
+    words and stays open, asking again)."""
+    _, hub = fleet
+    status, r = hub.http("POST", "/api/rollouts", {"version": "3.0", "strategy": {
+        "waves": ["1", "100%"], "pause_until_promote": True}})
+    assert status == 200
+    wait_for(lambda: hub.http("GET", f"/api/rollouts/{r['id']}")[1]["state"] == "WAITING", 30)
+    async with connect(url(hub, f"/api/events/ws?subject=rollout/{r['id']}&limit=50",
+                           token=VIEWER)) as ws:
+        first = await recv(ws)
+        assert first["type"] == "events" and first["recent"] is True
+        kinds = [e["kind"] for e in first["events"]]
+        assert {"audit.rollout.start", "rollout.created"} <= set(kinds), kinds
+        start = next(e for e in first["events"] if e["kind"] == "audit.rollout.start")
+        assert (start["actor"], start["transport"], start["result"]) == ("default", "http", "ok")
+        assert {e["subject"] for e in first["events"]} == {f"rollout/{r['id']}"}
+        assert hub.http("POST", f"/api/rollouts/{r['id']}/promote",
+                        {"reason": "canary fine"})[0] == 200
+        live: list[dict] = []
+        while not any(e["kind"] == "rollout.finished" for e in live):
+            msg = await recv(ws, 30)
+            assert msg["type"] == "events" and "recent" not in msg
+            live += msg["events"]
+        promote = next(e for e in live if e["kind"] == "audit.rollout.promote")
+        assert promote["fields"]["reason"] == "canary fine"
+        ids = [e["id"] for e in first["events"] + live]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    async with connect(url(hub, "/api/events/ws?host=agent-001&subject=service/*")) as ws:
+        msg = await recv(ws)
+        assert msg["type"] == "error" and msg["error"].startswith("host agent-001: "), msg
+        with pytest.raises(asyncio.TimeoutError):  # still open: it asks again later
+            await asyncio.wait_for(ws.recv(), 0.5)
+    async with connect(url(hub, "/api/events/ws", token="")) as ws:
+        assert await close_code(ws) == 1008
+    assert hub.http("GET", "/api/info")[0] == 200
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/api/events/ws?host=ghost", 404),
+    ("/api/events/ws?host=..%2Fx", 400),
+    ("/api/events/ws?host=" + "h" * 300, 400),
+    ("/api/events/ws?limit=0", 400),
+    ("/api/events/ws?limit=500", 400),
+    ("/api/events/ws?kind=NOPE", 400),
+    ("/api/events/ws?subject=rollout/[", 400),
+    ("/api/events/ws?since=5", 400),
+])
+async def test_events_socket_bad_parameters_are_refused_before_the_upgrade(
+        fleet, path, status):
     _, hub = fleet
     with pytest.raises(InvalidStatus) as err:
         async with connect(url(hub, path)):

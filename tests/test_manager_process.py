@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
-from tests.conftest import ManagerProc, assert_eventually, fast_service
+from tests.conftest import ManagerProc, assert_eventually, fast_service, service_set_up
 
 RUNNING = pb.SERVICE_STATE_RUNNING
 FATAL = pb.SERVICE_STATE_FATAL
@@ -146,6 +146,7 @@ def test_stop_kills_grandchildren_that_left_the_group(make_manager, tmp_path):
 def test_service_ignoring_sigterm_is_killed_after_the_stop_timeout(make_manager):
     m = make_manager([fast_service("svc", "--ignore-term", stop_timeout=0.5)]).start()
     pid = running_pid(m)
+    service_set_up(m, pid)
     t0 = time.monotonic()
     st = m.stub().Stop(pb.StopRequest(), timeout=30)
     elapsed = time.monotonic() - t0
@@ -298,17 +299,22 @@ def test_concurrent_mixed_operations_end_consistent(make_manager):
 
 
 def test_status_reads_do_not_wait_for_lifecycle_operations(make_manager):
-    m = make_manager([fast_service("svc", "--ignore-term", stop_timeout=3.0)]).start()
-    running_pid(m)
+    # the stop lasts until the test ends it: the service ignores SIGTERM (set up before
+    # the stop), and the stop timeout is far beyond the reads
+    m = make_manager([fast_service("svc", "--ignore-term", stop_timeout=60.0)]).start()
+    pid = running_pid(m)
+    service_set_up(m, pid)
     stub = m.stub()
-    fut = stub.Stop.future(pb.StopRequest(), timeout=30)
+    fut = stub.Stop.future(pb.StopRequest(), timeout=90)
     st = assert_eventually(lambda: (s := m.status()).state == pb.SERVICE_STATE_STOPPING and s)
     t0 = time.monotonic()
     for _ in range(20):
-        m.status()
+        assert m.status().state == pb.SERVICE_STATE_STOPPING
     assert time.monotonic() - t0 < 2.5, "status waited behind the stop"
     assert not fut.done()
-    assert fut.result().state == STOPPED
+    os.kill(pid, signal.SIGKILL)  # ends the stop
+    done = fut.result()
+    assert done.state == STOPPED and done.exit_signal == signal.SIGKILL
     assert st.state == pb.SERVICE_STATE_STOPPING
 
 

@@ -75,6 +75,8 @@ def test_an_update_to_another_version_is_waited_for_then_the_hub_updates_from_it
         running="op-x", running_origin="deploy-bot", running_version="1.5")), T0 + 1)
     assert acts == [E.AwaitOperation("a", "op-x")]
     assert "deploy-bot" in r.hosts["a"].message
+    # whose it is, for the dashboard's row (hub/json_views.py `waiting`)
+    assert (r.hosts["a"].waiting_for, r.hosts["a"].waiting_origin) == ("op-x", "deploy-bot")
     r, _, acts = E.transition(r, E.OperationEnded("a", "op-x", "succeeded"), T0 + 2)
     r, _, acts = E.transition(r, E.Reconciled("a", report(
         version="1.5", last="op-x", last_outcome="succeeded", last_version="1.5",
@@ -83,6 +85,7 @@ def test_an_update_to_another_version_is_waited_for_then_the_hub_updates_from_it
     r, _, acts = E.transition(r, E.UpdateAccepted("a", "op-h", "1.5"), T0 + 4)
     h = r.hosts["a"]
     assert (h.operation_id, h.from_version, h.waiting_for) == ("op-h", "1.5", "")
+    assert h.waiting_origin == ""  # no longer waiting: no foreign origin either
 
 
 def test_a_foreign_operation_past_the_step_deadline_fails_the_host_naming_it():

@@ -204,6 +204,104 @@ def test_version_missing_from_store_is_refused_with_the_url(env):
     expect_refused(env, m, "1.1.0", grpc.StatusCode.NOT_FOUND, "1.1.0/SHA256SUMS", 404)
 
 
+def file_store_url(env: Env) -> str:
+    return (env.store_root / "{version}" / "agent-{version}.tar.gz").as_uri().replace(
+        "%7Bversion%7D", "{version}")
+
+
+def test_file_store_is_checked_before_an_update_is_accepted(env):
+    """Item 3 of issue 11 with a file:// package_url: a version the store does not have
+    is a 404 naming the path looked at; a release whose file is a directory, a FIFO, a
+    symlink loop or (for a non-root manager) unreadable is refused as clearly; nothing
+    is journaled, the service untouched. A good release from the same store updates."""
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager(package_url=file_store_url(env))
+    started(env, m)
+    path = env.store_root / "9.9.9" / "agent-9.9.9.tar.gz"
+    details = expect_refused(env, m, "9.9.9", grpc.StatusCode.NOT_FOUND, str(path), 404)
+    assert "version 9.9.9 is not in the package store" in details
+    assert f"file://{path} does not exist" in details
+    code, body = curl(m, "GET", "/update")
+    assert code == 404 and "no update has run" in body["error"]
+    # the package there, its SHA256SUMS not: refused naming SHA256SUMS
+    (env.store_root / "9.9.9").mkdir()
+    shutil.copy(env.store_root / "1.1.0" / "agent-1.1.0.tar.gz", path)
+    expect_refused(env, m, "9.9.9", grpc.StatusCode.NOT_FOUND,
+                   str(env.store_root / "9.9.9" / "SHA256SUMS"), 404)
+    # files that are there but cannot be a package
+    for version, make, words in (
+            ("2.0.0", lambda p: p.mkdir(), "is not a regular file"),
+            ("2.0.1", os.mkfifo, "is not a regular file"),
+            ("2.0.2", lambda p: p.symlink_to(p), "cannot be read"),
+            ("2.0.3", lambda p: p.symlink_to(p.parent / "elsewhere"), "does not exist")):
+        d = env.store_root / version
+        d.mkdir()
+        shutil.copy(env.store_root / "1.1.0" / "SHA256SUMS", d / "SHA256SUMS")
+        target = d / f"agent-{version}.tar.gz"
+        make(target)
+        want = (grpc.StatusCode.NOT_FOUND if words == "does not exist"
+                else grpc.StatusCode.FAILED_PRECONDITION)
+        details = expect_refused(env, m, version, want, str(target),
+                                 404 if words == "does not exist" else 409)
+        assert words in details, (version, details)
+    if os.geteuid() != 0:  # root reads any file: a mode cannot make it unreadable
+        unreadable = env.store_root / "1.1.0" / "agent-1.1.0.tar.gz"
+        unreadable.chmod(0)
+        try:
+            details = expect_refused(env, m, "1.1.0", grpc.StatusCode.FAILED_PRECONDITION,
+                                     str(unreadable), 409)
+            assert "permission denied" in details
+        finally:
+            unreadable.chmod(0o644)
+    assert m.status().update.last_operation_id == ""
+    events = watch_op(m, update(m, "1.1.0"))
+    assert events[-1].outcome == "succeeded", steps(events)
+    assert_on(env, m, "1.1.0")
+
+
+PROBE_AS_NOBODY = """
+import sys
+from manager.updates.fetch import FetchPolicy, probe
+try:
+    probe(sys.argv[1], FetchPolicy(), authorization=None, timeout=5)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("ok")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to run the check as another user")
+def test_an_unreadable_file_release_is_refused_by_the_check():
+    """What a non-root manager's store check says of a package it may not read (as
+    root the manager reads any file, so this runs the manager's check as nobody)."""
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="store-", dir="/tmp"))
+    try:
+        d.chmod(0o755)
+        pkg = d / "agent-1.1.0.tar.gz"
+        pkg.write_bytes(b"x")
+        url = pkg.as_uri()
+
+        def check() -> str:
+            res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                                  "--clear-groups", PY, "-c", PROBE_AS_NOBODY, url],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stderr
+            return res.stdout.strip()
+
+        assert check() == "ok"
+        pkg.chmod(0)
+        assert check() == f"FetchFailed {url}: permission denied"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_release_lost_between_the_check_and_the_download(env):
     """The store has it when asked, then not: the download fails and nothing changes."""
     env.build("1.0.0")
@@ -399,7 +497,11 @@ def test_bad_release_rolls_back(env, behavior, match):
     env.build("1.0.0")
     env.build("1.1.0", behavior=behavior)
     env.install("1.0.0")
-    m = env.manager(healthy_deadline=3.0)
+    # "crash" exits as soon as Python has started, which under load alone can outlast the
+    # usual start_secs of 0.3 s; the manager then rightly calls the release started and
+    # the health step fails instead. The window the crash must fall in is start_secs.
+    over = {"start_secs": 3.0} if behavior.get("crash") else {}
+    m = env.manager(healthy_deadline=3.0, **over)
     started(env, m)
     events = watch_op(m, update(m, "1.1.0"))
     final = events[-1]

@@ -24,8 +24,7 @@ from tests.conftest import PY, ROOT, ManagerProc, assert_eventually
 # behaviour file, serves GET /health -> {"version": ...} on HEALTH_PORT (SO_REUSEPORT, so
 # the test can hold the port reserved without a race), and misbehaves on request.
 SERVICE_MAIN = r'''
-import json, os, signal, socket, sys, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import json, os, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
@@ -35,10 +34,14 @@ behavior = json.loads(beh_path.read_text()) if beh_path.exists() else {}
 print(f"service starting version={version} pid={os.getpid()}", flush=True)
 if behavior.get("crash") or str(behavior.get("crash_instance", "")) == os.environ.get(
         "INSTANCE", "-"):  # crash_instance: only that instance of `instances = N` crashes
-    print("crashing at start", flush=True)
+    print("crashing at start", flush=True)  # (before the heavier imports: soon after spawn)
     sys.exit(3)
-reported = behavior.get("report_version", version)
+
+import signal
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+import socket, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+reported = behavior.get("report_version", version)
 
 
 class H(BaseHTTPRequestHandler):
@@ -173,6 +176,9 @@ class StoreServer(http.server.ThreadingHTTPServer):
         # between the manager's check and its download.
         self.download_fault: int | str = 0
         self.hang = 0.0            # seconds to stall every request before answering
+        # Downloads (GETs other than the one-byte existence check) wait until this event
+        # is set: an update held in its download step, for as long as a test needs.
+        self.hold: threading.Event | None = None
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -236,6 +242,9 @@ class _StoreHandler(http.server.BaseHTTPRequestHandler):
             time.sleep(self.server.hang)
         if not self._authorized():
             return
+        hold = self.server.hold
+        if hold is not None and self.headers.get("Range") != "bytes=0-0":
+            hold.wait(60)
         fault = self.server.download_fault
         if fault and self.headers.get("Range") != "bytes=0-0":
             if fault == "drop":

@@ -1,10 +1,13 @@
 // #/hosts/NAME: one host. What the hub knows (from the fleet socket), its services as
 // its manager says now (GET /api/hosts/NAME, asked again when the host changes), start
-// / stop / restart through the hub with a confirmation, and a live log tail
+// / stop / restart through the hub with a confirmation, its recent events, live, with
+// who asked for what (WS /api/events/ws?host=NAME: its manager's history, relayed; or
+// the hub's own record of the host, subject=host/NAME), and a live log tail
 // (WS /api/hosts/NAME/logs/ws).
 import { ApiError, api } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
 import { clear, duration, el, setText, timestamp } from "./shared/dom.js";
+import { EventList } from "./shared/events.js";
 import { LiveSocket } from "./shared/live.js";
 import { badge, setBadge } from "./shared/states.js";
 import { ago, canAct, labelsText, notice, store } from "./page.js";
@@ -37,6 +40,10 @@ export function hostView(name) {
   let lastFetch = 0;
   let fetchTimer = null;
   let gone = false;
+  const eventList = new EventList({ limit: 30, id: "host-events", subjects: true });
+  const eventsSource = el("select", { id: "events-source", "aria-label": "Whose events" },
+    el("option", { value: "manager" }, "on its manager"),
+    el("option", { value: "hub" }, "in the hub (reachability, rollouts, registrations)"));
 
   const node = el("div", { class: "host-page" },
     el("p", { class: "crumbs" }, el("a", { href: "#/hosts" }, "Hosts"), " / ", name),
@@ -62,6 +69,11 @@ export function hostView(name) {
             el("th", { scope: "col", class: "actions-cell" }, el("span", { class: "visually-hidden" }, "Actions")))),
           servicesBody)),
       servicesNote),
+    el("section", { class: "panel", "aria-labelledby": "events-title" },
+      el("header", {}, el("h2", { id: "events-title" }, "Events"), eventsSource,
+        el("span", { class: "spacer" }),
+        el("span", { class: "muted wide-only" }, "newest first · operator actions say who asked")),
+      eventList.node),
     el("section", { class: "panel logs", "aria-labelledby": "logs-title" },
       el("header", {}, el("h2", { id: "logs-title" }, "Log"), serviceSelect,
         el("span", { class: "spacer" }),
@@ -288,6 +300,11 @@ export function hostView(name) {
 
   serviceSelect.addEventListener("change", () => openLog(serviceSelect.value));
 
+  function followEvents() {
+    eventList.follow(eventsSource.value === "hub" ? { subject: `host/${name}` } : { host: name });
+  }
+  eventsSource.addEventListener("change", followEvents);
+
   return {
     node,
     update(changed) {
@@ -303,15 +320,18 @@ export function hostView(name) {
     mounted() {
       paintHost();
       refresh();
+      followEvents();
     },
     tokenChanged() {
       refresh();
       if (logService) openLog(logService);
+      eventList.restart();
     },
     unmount() {
       gone = true;
       clearTimeout(fetchTimer);
       if (logSocket) logSocket.stop();
+      eventList.stop();
     },
   };
 }

@@ -1,10 +1,13 @@
 // #/rollouts/ID: one rollout, live (WS /api/fleet/ws?rollout=ID). Its state and why,
 // progress per wave, the hosts that need attention with the step that failed and the
-// reason in the manager's words, every host's row (state, step, elapsed), and the
-// controls (pause / resume / promote / abort / retry failed), each confirmed first.
+// reason in the manager's words, every host's row (state, step, elapsed), the
+// controls (pause / resume / promote / abort / retry failed), each confirmed first, and
+// the rollout's events, live, with who paused, promoted or aborted it (WS
+// /api/events/ws?subject=rollout/ID, the hub's history).
 import { api } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
 import { el, setText, timestamp } from "./shared/dom.js";
+import { EventList } from "./shared/events.js";
 import { IN_FLIGHT, PROBLEM, countsLegend, progressBar, rbadge, setProgress, setRBadge } from "./rollout_states.js";
 import { canAct, elapsed, notice, sentence, store, took } from "./page.js";
 
@@ -39,7 +42,20 @@ function stepText(h) {
 
 function why(h) {
   if (PROBLEM.has(h.state)) return h.reason || h.message || "";
+  if (h.state === "SKIPPED" && h.stopped) return h.reason || h.message || "";
   return h.message || "";
+}
+
+/** A short tag before the reason: whose operation the host waits for (one this rollout
+ * did not start: its origin, or an operator's request), or that the release was
+ * installed but left stopped. */
+function tagOf(h) {
+  if (h.waiting) {
+    return { kind: "foreign", text: h.waiting.origin ? `not ours: ${h.waiting.origin}`
+      : "not ours: an operator's request" };
+  }
+  if (h.state === "SKIPPED" && h.stopped) return { kind: "stopped", text: "left stopped" };
+  return null;
 }
 
 export function rolloutView(id) {
@@ -71,6 +87,7 @@ export function rolloutView(id) {
   const waiting = el("p", { class: "empty muted", id: "rollout-waiting" }, "Loading the rollout…");
   const rows = new Map();  // name -> {row, cells}
   const problemItems = new Map();  // name -> li
+  const eventList = new EventList({ limit: 50, id: "rollout-events" });
 
   const node = el("div", { class: "rollout-page" },
     el("p", { class: "crumbs" }, el("a", { href: "#/rollouts" }, "Rollouts"), " / ", el("span", { class: "mono" }, id)),
@@ -91,7 +108,11 @@ export function rolloutView(id) {
           ["elapsed num", "Elapsed"], ["attempts num", "Tries"], ["why", "Reason / message"]]
           .map(([cls, text]) => el("div", { class: `cell ${cls}`, role: "columnheader" }, text)))),
       body),
-      waiting));
+      waiting),
+    el("section", { class: "panel", "aria-labelledby": "revents-title" },
+      el("header", {}, el("h2", { id: "revents-title" }, "Events"), el("span", { class: "spacer" }),
+        el("span", { class: "muted wide-only" }, "newest first · commands say who gave them")),
+      eventList.node));
 
   // ---- the rollout -----------------------------------------------------------------------
 
@@ -133,6 +154,7 @@ export function rolloutView(id) {
         `failures tolerated ${s.max_failures_per_wave} per wave / ${s.max_failures_total} in total`,
         s.auto_rollback ? "auto rollback" : "no auto rollback",
         s.pause_until_promote ? "promote between waves" : s.pause_seconds ? `${s.pause_seconds}s pause` : "",
+        r.start_stopped ? "starts services an operator had stopped" : "",
       ].filter(Boolean).join(" · ")],
     ];
     facts.replaceChildren(...items.filter(([, v]) => v !== "" && v !== undefined)
@@ -199,9 +221,16 @@ export function rolloutView(id) {
     setText(cells.elapsed, took(elapsed(h.started, h.finished)));
     setText(cells.attempts, h.attempts || "");
     const text = why(h);
-    setText(cells.why, text);
-    cells.why.title = text;
+    const tag = tagOf(h);
+    const key = `${tag ? `${tag.kind}:${tag.text}` : ""}\n${text}`;
+    if (cells.why.dataset.key !== key) {
+      cells.why.dataset.key = key;
+      cells.why.replaceChildren(...(tag ? [el("span", { class: "tag", dataset: { tag: tag.kind } }, tag.text), " "] : []), text);
+    }
+    cells.why.title = tag ? `${tag.text} — ${text}` : text;
     cells.why.dataset.problem = String(PROBLEM.has(h.state));
+    row.dataset.waiting = h.waiting ? "true" : "false";
+    row.dataset.stopped = String(!!h.stopped);
   }
 
   function paintProblem(h) {
@@ -314,6 +343,9 @@ export function rolloutView(id) {
     },
     mounted() {
       filter.addEventListener("change", applyFilter);
+      eventList.follow({ subject: `rollout/${id}` });
     },
+    tokenChanged() { eventList.restart(); },
+    unmount() { eventList.stop(); },
   };
 }

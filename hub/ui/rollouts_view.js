@@ -29,6 +29,21 @@ function list(text) {
   return text.split(/[\s,]+/).map((p) => p.trim()).filter(Boolean);
 }
 
+/** One package of the plan's store check: available, missing (with the URL looked at
+ * and the manager's words), or not checked (no manager of its hosts could be asked). */
+function packageItem(pk) {
+  const [tone, sym, word, status] = !pk.checked ? ["warn", "?", "Not checked", "unchecked"]
+    : pk.available ? ["ok", "✓", "In the store", "available"] : ["bad", "✕", "Missing", "missing"];
+  const hosts = pk.hosts || [];
+  return el("li", { dataset: { status, package: pk.package || pk.service || "" } },
+    el("span", { class: "badge", dataset: { tone } }, el("span", { class: "sym", "aria-hidden": "true" }, sym), word),
+    " ", el("strong", {}, pk.package || pk.service || "package"),
+    pk.url ? el("span", { class: "mono url" }, ` ${pk.url}`) : "",
+    pk.message ? el("span", { class: "muted why" }, ` — ${pk.message}`) : "",
+    el("span", { class: "muted" }, ` (${hosts.length} host${hosts.length === 1 ? "" : "s"}`
+      + (pk.asked ? `; asked ${pk.asked}'s manager)` : ")")));
+}
+
 export function rolloutsView() {
   const rows = new Map();  // id -> {row, cells}
   const body = el("tbody", { id: "rollouts-body" });
@@ -49,6 +64,7 @@ export function rolloutsView() {
     promote: el("input", { type: "checkbox", id: "ro-promote" }),
     rollback: el("input", { type: "checkbox", id: "ro-rollback", checked: true }),
     hub: el("input", { type: "checkbox", id: "ro-include-hub" }),
+    startStopped: el("input", { type: "checkbox", id: "ro-start-stopped" }),
     service: el("input", { type: "text", id: "ro-service", placeholder: "primary", autocomplete: "off", spellcheck: "false" }),
     description: el("input", { type: "text", id: "ro-description", placeholder: "why", autocomplete: "off" }),
   };
@@ -75,7 +91,9 @@ export function rolloutsView() {
     el("div", { class: "checks" },
       el("label", { class: "check" }, f.promote, " Wait for promote between waves"),
       el("label", { class: "check" }, f.rollback, " Roll back moved hosts when it halts"),
-      el("label", { class: "check" }, f.hub, " Update the hub first")),
+      el("label", { class: "check" }, f.hub, " Update the hub first"),
+      el("label", { class: "check", title: "Without it, a service an operator stopped gets the release installed but stays stopped (the host is skipped)" },
+        f.startStopped, " Start services an operator had stopped")),
     el("div", { class: "buttons" }, preview, start),
     formError, plan);
 
@@ -104,6 +122,7 @@ export function rolloutsView() {
     if (hosts.length) target.hosts = hosts;
     const body = { version: f.version.value.trim(), target, strategy, dry_run: dryRun };
     if (f.hub.checked) body.include_hub = true;
+    if (f.startStopped.checked) body.start_stopped = true;
     if (f.service.value.trim()) body.service = f.service.value.trim();
     if (f.description.value.trim()) body.description = f.description.value.trim();
     return body;
@@ -125,22 +144,31 @@ export function rolloutsView() {
       `healthy ${s.min_healthy_seconds}s within ${s.healthy_deadline_seconds}s`,
       s.pause_until_promote ? "waits for promote between waves" : s.pause_seconds ? `pauses ${s.pause_seconds}s between waves` : "no pause between waves",
       s.auto_rollback ? "rolls back moved hosts when it halts" : "no automatic rollback",
+      p.start_stopped ? "starts services an operator had stopped"
+        : "a service an operator stopped is installed, left stopped and skipped",
     ];
-    const store_ = p.packages && p.packages.length
-      ? el("ul", { class: "packages", id: "ro-packages" }, ...p.packages.map((pk) => el("li", {},
-        el("span", { class: "badge", dataset: { tone: pk.available ? "ok" : "bad" } },
-          el("span", { class: "sym", "aria-hidden": "true" }, pk.available ? "✓" : "✕"),
-          pk.available ? "In the store" : "Missing"),
-        " ", el("span", { class: "mono" }, pk.url || pk.service || ""),
-        pk.message ? el("span", { class: "muted" }, ` — ${pk.message}`) : "",
-        pk.hosts && pk.hosts.length ? el("span", { class: "muted" }, ` (${pk.hosts.length} hosts)`) : "")))
+    const packages = p.packages || [];
+    const store_ = packages.length
+      ? el("ul", { class: "packages", id: "ro-packages" }, ...packages.map(packageItem))
       : el("p", { class: "muted", id: "ro-packages" }, "The hub did not check the package store for this plan.");
+    const missing = packages.filter((pk) => pk.checked && !pk.available);
+    const unchecked = packages.filter((pk) => !pk.checked);
+    const warning = missing.length
+      ? el("p", { class: "error", id: "ro-store-warning", role: "alert" },
+        `The store does not have ${p.version} for ${missing.length} package${missing.length === 1 ? "" : "s"}: `
+        + "the hub refuses to start this rollout until it does.")
+      : unchecked.length
+        ? el("p", { class: "warning", id: "ro-store-warning" },
+          `The store was not checked for ${unchecked.length} package${unchecked.length === 1 ? "" : "s"} `
+          + "(no manager of those hosts could be asked): the hub checks again when it starts.")
+        : null;
     plan.replaceChildren(
       el("h3", {}, `Plan: ${p.version} to ${p.counts.total} host${p.counts.total === 1 ? "" : "s"} in ${p.waves.length} wave${p.waves.length === 1 ? "" : "s"}`,
         el("span", { class: "muted" }, ` (seed ${p.seed})`)),
       el("ol", { class: "plan-waves", id: "ro-plan-waves" }, ...waves),
       el("p", { class: "muted" }, rules.join(" · ")),
-      store_);
+      el("h4", {}, "Package store"),
+      store_, warning);
     plan.classList.remove("stale");
     plan.hidden = false;
   }

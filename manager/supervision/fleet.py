@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from backendai.errors import BackendAIError, DeadlineExceeded, FailedPrecondition, ServiceFailed
+from backendai.feed import Feed
 from manager import start_order
 from manager.config import ManagerConfig, ServiceConfig
 from manager.supervision.states import ServiceStatus, State
@@ -77,6 +78,9 @@ class Fleet:
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._background: set[asyncio.Task[object]] = set()
+        # The units as (name, unit) pairs, republished whenever a reload adds or removes
+        # one (the dashboard's WS /api/services/ws follows it, manager/api/ws_routes.py).
+        self.members: Feed[tuple[tuple[str, ServiceUnit], ...]] = Feed(tuple(units.items()))
 
     # ---- the units' tasks ---------------------------------------------------------------
 
@@ -98,12 +102,15 @@ class Fleet:
         """Supervise one more service (a reload); return once its unit is ready."""
         self.units[unit.name] = unit
         self._run(unit)
+        self.members.publish(tuple(self.units.items()))
         await unit.ready.wait()
 
     async def remove(self, name: str) -> ServiceUnit | None:
         """Forget a service (a reload): its monitor and background work end; the caller
         stopped the service first."""
         unit = self.units.pop(name, None)
+        if unit is not None:
+            self.members.publish(tuple(self.units.items()))
         tasks = self._tasks.pop(name, [])
         for task in tasks[1:]:
             task.cancel()

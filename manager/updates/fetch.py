@@ -7,7 +7,7 @@ partial download with `Range` where the server supports it. Credentials come fro
 host (never along a redirect) and never appear in logs or errors.
 
 `probe` asks whether the store has a file without fetching it (HEAD, or a one-byte
-ranged GET where the server does not answer HEAD; stat for file://), with the same
+ranged GET where the server does not answer HEAD; stat and open for file://), with the same
 timeouts, CA, client certificate and credentials: the manager checks a release exists
 before it accepts an update. A download can be aborted from another thread (`abort`):
 a cancelled update stops fetching within one read.
@@ -16,6 +16,7 @@ a cancelled update stops fetching within one read.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 import urllib.parse
@@ -115,22 +116,15 @@ def _check_abort(abort: threading.Event | None, url: str) -> None:
 def probe(url: str, policy: FetchPolicy, *, authorization: str | None,
           timeout: float) -> None:
     """Return if the store has `url`, without fetching it: HEAD, or a ranged GET of one
-    byte where the server does not answer HEAD (405, 501); stat for file://. One attempt,
-    `timeout` seconds per network operation. Raises NotFound (the store answers that it
+    byte where the server does not answer HEAD (405, 501); stat and open for file://.
+    One attempt, `timeout` seconds per network operation. Raises NotFound (the store answers that it
     has no such file), Unavailable (unreachable, 5xx, 429) or FetchFailed (access
     denied, TLS refused, another answer). Blocking: run it in a thread."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in SCHEMES:
         raise FetchFailed(f"unsupported package URL scheme {scheme!r}")
     if scheme == "file":
-        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
-        try:
-            if path.stat().st_mode & 0o170000 != 0o100000:
-                raise FetchFailed(f"{redact(url)} is not a regular file")
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(f"{redact(url)} does not exist in the package store") from None
-        except PermissionError:
-            raise FetchFailed(f"{redact(url)}: permission denied") from None
+        _probe_file(url)
         return
     try:
         try:
@@ -150,6 +144,23 @@ def probe(url: str, policy: FetchPolicy, *, authorization: str | None,
     except _Retryable as exc:
         raise Unavailable(f"{redact(url)}: {exc}") from None
     resp.close()
+
+
+def _probe_file(url: str) -> None:
+    """A file:// package is there, a regular file, and this process can open it (a
+    release the download could not read is refused before anything starts)."""
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise FetchFailed(f"{redact(url)} is not a regular file")
+        with path.open("rb"):
+            pass
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"{redact(url)} does not exist in the package store") from None
+    except PermissionError:
+        raise FetchFailed(f"{redact(url)}: permission denied") from None
+    except OSError as exc:  # a symlink loop, a name too long, an I/O error
+        raise FetchFailed(f"{redact(url)} cannot be read: {exc.strerror or exc}") from None
 
 
 def _copy_file(url: str, dest: Path, max_bytes: int,

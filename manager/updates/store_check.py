@@ -1,6 +1,6 @@
 """Before an update is accepted: does the package store have the release? The package
 and its SHA256SUMS are asked for without fetching them (`fetch.probe`: HEAD, else a
-one-byte ranged GET; stat for file://), with the download's timeout (at most
+one-byte ranged GET; stat and open for file://), with the download's timeout (at most
 STORE_CHECK_MAX), CA, client certificate and credentials, both at once."""
 
 from __future__ import annotations
