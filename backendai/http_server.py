@@ -38,6 +38,7 @@ from backendai.auth import (
     Tokens,
     as_tokens,
     bearer_value,
+    certificate_subject,
     identify,
 )
 from backendai.errors import BackendAIError
@@ -293,6 +294,7 @@ class HttpServer:
                      writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         peer = _peer(writer)
+        subject = _client_subject(writer)  # once per connection: the handshake is done
         while True:
             got: tuple[h11.Request, bytes] | HttpError | None
             try:
@@ -320,7 +322,7 @@ class HttpServer:
             if task is not None:
                 self._busy.add(task)
             try:
-                request = self._request(event, body, peer)
+                request = self._request(event, body, peer, subject)
                 can_upgrade = (conn.their_state is MIGHT_SWITCH_PROTOCOL
                                and event.method != b"CONNECT")
                 answer = await self._respond(request, can_upgrade=can_upgrade)
@@ -360,7 +362,8 @@ class HttpServer:
                 raise HttpError(413, f"request body larger than {self.max_body} bytes")
         return event, bytes(body)
 
-    def _request(self, event: h11.Request, body: bytes, peer: tuple[str, int]) -> Request:
+    def _request(self, event: h11.Request, body: bytes, peer: tuple[str, int],
+                 tls_subject: str = "") -> Request:
         headers: dict[bytes, bytes] = {}
         for name, value in event.headers:
             headers.setdefault(name, value)
@@ -376,7 +379,8 @@ class HttpServer:
         websocket = headers.get(b"upgrade", b"").lower() == b"websocket"
         where = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
         identity = identify(self.tokens, given, peer=where,
-                            transport="websocket" if websocket else "http")
+                            transport="websocket" if websocket else "http",
+                            tls_subject=tls_subject)
         return Request(method, path, query, headers, body,
                        Caller(peer[0], peer[1], identity.authenticated, identity))
 
@@ -472,6 +476,17 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return "", 0
+
+
+def _client_subject(writer: asyncio.StreamWriter) -> str:
+    """The verified TLS client certificate's subject (mutual TLS), else ""."""
+    tls = writer.get_extra_info("ssl_object")
+    if tls is None:
+        return ""
+    try:
+        return certificate_subject(tls.getpeercert())
+    except ValueError:  # no handshake (cannot happen once serving; never fatal)
+        return ""
 
 
 def _reason(status: int) -> bytes:

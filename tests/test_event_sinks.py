@@ -2,11 +2,16 @@
 and an OpenSearch `_bulk` server that go down, answer 500, hang, trickle and come back;
 every event arrives, in order, at least once. Also JSON lines to a file, the durable
 cursor across a restart and a kill -9 of a real manager, bounded batches, a daemon
-that keeps answering while its sink hangs, and the sinks' config refused when wrong."""
+that keeps answering while its sink hangs, and the sinks' config refused when wrong.
+Over HTTPS: a webhook trusting its ca_file, mutual TLS with a client certificate (a
+real manager whose sink has none is refused, keeps everything and delivers it once
+configured), and OpenSearch credentials checked by the receiver."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
 import os
 import time
@@ -22,10 +27,12 @@ from backendai.events.config import SinkConfig, read_sinks
 from backendai.events.log import EventLog, Retention
 from backendai.events.sinks.runner import SinkRunner, make_sink, retry_delay
 from backendai.events.sinks.webhook import signature
+from backendai.v1 import manager_pb2 as pb
 from manager import config as manager_config
 from manager.statestore import StateStore
 from tests.conftest import assert_eventually, fast_service
-from tests.fixtures.receivers import BulkReceiver, Receiver, refused_port
+from tests.fixtures.hub_procs import make_certs
+from tests.fixtures.receivers import BulkReceiver, Receiver, refused_port, tls_server_context
 
 SOURCE = "test-host/agent-manager"
 
@@ -300,6 +307,142 @@ async def test_bulk_through_an_outage_500s_a_413_and_a_non_bulk_answer(world, bu
     bulk.handle = lambda *a: (200, b'{"took": 1, "items": []}')  # type: ignore[method-assign]
     await world.emit(1)
     await eventually(lambda: "not a _bulk answer" in runner.last_error)
+
+
+# ---- HTTPS and credentials ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+async def test_webhook_over_https_trusts_its_ca_file(world, certs):
+    receiver = Receiver(tls=tls_server_context(certs)).start()
+    try:
+        # the system's roots do not know the test CA: refused, retried, nothing delivered
+        untrusting = world.sink(type="webhook", url=receiver.url, name="system-roots")
+        await world.emit(30)
+        await eventually(lambda: untrusting.failures >= 2)
+        assert untrusting.last_error.endswith("TLS: CERTIFICATE_VERIFY_FAILED"), \
+            untrusting.last_error
+        assert untrusting.cursor == 0 and receiver.arrivals == []
+        runner = world.sink(type="webhook", url=receiver.url, name="with-ca",
+                            ca_file=str(certs / "ca.pem"), batch_size=7)
+        await eventually(lambda: runner.cursor == 30)
+        in_order_at_least_once(receiver.arrivals, receiver.first_arrivals(), 30)
+        assert receiver.events[30]["source"] == SOURCE
+        assert untrusting.cursor == 0  # still refusing, still holding its place
+    finally:
+        receiver.stop()
+
+
+async def test_webhook_with_a_client_certificate_to_a_mutual_tls_receiver(
+        world, certs, tmp_path):
+    receiver = Receiver(tls=tls_server_context(certs, client_cert=True)).start()
+    (tmp_path / "other-ca").mkdir()
+    other = make_certs(tmp_path / "other-ca")
+    try:
+        # a certificate from a CA the receiver does not trust: refused, said so, retried
+        untrusted = world.sink(type="webhook", url=receiver.url, name="other-ca",
+                               ca_file=str(certs / "ca.pem"),
+                               client_cert=str(other / "client.pem"),
+                               client_key=str(other / "client.key"))
+        await world.emit(2)
+        await eventually(lambda: untrusted.failures >= 2)
+        assert untrusted.last_error.endswith("it may not trust client_cert"), \
+            untrusted.last_error
+        assert untrusted.cursor == 0 and receiver.arrivals == []
+        runner = world.sink(type="webhook", url=receiver.url, ca_file=str(certs / "ca.pem"),
+                            client_cert=str(certs / "client.pem"),
+                            client_key=str(certs / "client.key"))
+        await world.emit(10)
+        await eventually(lambda: runner.cursor == 12)
+        in_order_at_least_once(receiver.arrivals, receiver.first_arrivals(), 12)
+        assert runner.failures == 0 and untrusted.cursor == 0
+    finally:
+        receiver.stop()
+
+
+def test_a_real_managers_sink_without_its_client_certificate_is_refused_then_delivers(
+        make_manager, certs):
+    """A receiver that wants mutual TLS refuses a sink that has no client certificate:
+    a clear error in the manager's log, retried, the manager keeps supervising and
+    answering, nothing is lost; once the certificate is configured (the manager
+    restarted with it), every event arrives from the cursor, in order."""
+    hook = Receiver(tls=tls_server_context(certs, client_cert=True)).start()
+    try:
+        sink = {"type": "webhook", "url": hook.url, "ca_file": str(certs / "ca.pem"),
+                "backoff_initial": 0.05, "backoff_max": 0.3, "batch_size": 5}
+        m = make_manager([fast_service("web")], {"event_sinks": [sink]})
+        m.start()
+        assert_eventually(lambda: hook.tls_refused >= 3, 20, what="handshakes refused")
+
+        def failures() -> list[dict]:
+            out = []
+            for line in m.logs().splitlines():
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(line)
+                    if isinstance(doc, dict) and doc.get("event") == "events.sink_failed":
+                        out.append(doc)
+            return out
+
+        failed = assert_eventually(lambda: failures()[2:], 20, what="failures logged")
+        assert failed[-1]["sink"] == "webhook" and failed[-1]["error"].startswith(
+            f"{hook.url}: "), failed[-1]
+        assert failed[-1]["error"].endswith("the receiver ended the TLS session before "
+                                            "answering: it may require a client certificate "
+                                            "(client_cert is not set)"), failed[-1]
+        assert any("certificate" in e.lower() for e in hook.tls_errors), hook.tls_errors[:3]
+        assert hook.arrivals == [] and hook.requests == 0
+        # the manager is fine meanwhile: supervising, answering, recording
+        assert_eventually(lambda: m.status("web").state == pb.SERVICE_STATE_RUNNING, 20)
+        m.stub().Restart(pb.RestartRequest(service="web"), timeout=30)
+        assert m.stop() == 0
+        m.top["event_sinks"] = [{**sink, "client_cert": str(certs / "client.pem"),
+                                 "client_key": str(certs / "client.key")}]
+        m.start()
+
+        def last_id() -> int:
+            return int(json.loads(m.http("GET", "/api/events?limit=1")[1])["last_id"])
+
+        assert_eventually(lambda: hook.first_arrivals()[-1:] == [last_id()], 30,
+                          what="every event delivered")
+        n = last_id()
+        in_order_at_least_once(hook.arrivals, hook.first_arrivals(), n)
+        kinds = {e["kind"] for e in hook.events.values()}
+        assert {"audit.restart", "service.state"} <= kinds  # from before the fix, too
+    finally:
+        hook.stop()
+
+
+@pytest.mark.parametrize(("credentials", "header"), [
+    ("events-writer:p@ss:w0rd", "Basic " + base64.b64encode(b"events-writer:p@ss:w0rd").decode()),
+    ("Bearer opensearch-api-key-123", "Bearer opensearch-api-key-123"),
+])
+async def test_opensearch_sends_its_credentials_and_a_401_loses_nothing(
+        world, certs, tmp_path, credentials, header):
+    cred = tmp_path / "opensearch.cred"
+    write_token(cred, credentials)
+    # the server wants other credentials at first (a password rotated on one side only)
+    bulk = BulkReceiver(tls=tls_server_context(certs), authorization="Basic d3Jvbmc6d3Jvbmc=")
+    bulk.start()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            runner = world.sink(type="opensearch", url=bulk.base_url, index="ev",
+                                ca_file=str(certs / "ca.pem"), credentials_file=str(cred),
+                                batch_size=10)
+            await world.emit(25)
+            await eventually(lambda: runner.failures >= 2)
+            assert runner.last_error.endswith("_bulk answered HTTP 401"), runner.last_error
+            assert runner.cursor == 0 and bulk.docs == {} and bulk.bad_credentials >= 2
+            bulk.authorization = header  # now they agree
+            await eventually(lambda: runner.cursor == 25)
+        in_order_at_least_once(bulk.arrivals, bulk.first_arrivals(), 25)
+        assert set(bulk.authorizations) == {header}  # every request carried them
+        secret = credentials.rpartition(":")[2] if ":" in credentials else credentials[7:]
+        assert not [e for e in logs if secret in json.dumps(e, default=str)]
+    finally:
+        bulk.stop()
 
 
 # ---- JSON lines ---------------------------------------------------------------------------

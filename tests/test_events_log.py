@@ -5,6 +5,7 @@ sink cursors, the update journal's history and the audit decorator."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import sqlite3
 import time
 
@@ -311,3 +312,78 @@ async def test_the_update_journal_writes_its_steps_in_the_same_transaction(world
     assert last.fields["operation"] == op.id and last.fields["outcome"] == "succeeded"
     assert last.message.startswith("update 1.0 -> 2.0: succeeded")
     assert page.events[1].fields["step"] == "download"
+
+
+@pytest.mark.parametrize("slow", [False, True])
+async def test_a_store_that_always_fails_keeps_the_queue_bounded_and_counts_the_dropped(
+        tmp_path, monkeypatch, slow):
+    """A database that cannot be written (a full disk; `slow`: a failure that takes a
+    while, as a remote database's does, with events still arriving meanwhile): emit()
+    keeps queueing without blocking, the queue never holds more than MAX_PENDING events,
+    the oldest are dropped and counted (`events.dropped` in the log, `dropped` on the
+    log), the flusher keeps retrying, and once the store takes writes again the newest
+    MAX_PENDING arrive in order."""
+    from structlog.testing import capture_logs
+
+    from backendai.events import log as log_module
+
+    monkeypatch.setattr(log_module, "RETRY_INITIAL", 0.01)
+    monkeypatch.setattr(log_module, "RETRY_MAX", 0.02)
+    store = StateStore(tmp_path / "manager.db")
+    real = store.event_store()
+
+    class DiskFull:
+        """The real store, whose writes fail while `broken`."""
+
+        broken = True
+        attempts = 0
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        async def append(self, events):
+            self.attempts += 1
+            if self.broken:
+                if slow:
+                    await asyncio.sleep(0.005)  # events keep coming meanwhile
+                raise OSError(28, "No space left on device")
+            return await real.append(events)
+
+    failing = DiskFull()
+    log = EventLog(failing, retention=Retention(100_000, 0), source="h/m")  # type: ignore[arg-type]
+    await log.open()
+    task = asyncio.create_task(log.run())
+    limit = log_module.MAX_PENDING
+    total = limit + 15_000
+    worst = 0
+    try:
+        with capture_logs() as logs:
+            for i in range(total):
+                log.emit("service.state", "service/flap", f"crash {i}", {"i": i})
+                if i % 500 == 0:
+                    worst = max(worst, len(log._pending))
+                    await asyncio.sleep(0)  # the flusher runs (and fails) in between
+            worst = max(worst, len(log._pending))
+            await until(lambda: failing.attempts >= 5)
+            # between two tries everything is queued again (in a try, the write has it)
+            await until(lambda: len(log._pending) == limit)
+        assert worst <= limit
+        assert log.dropped == total - limit and log.last_id == 0
+        dropped = [e for e in logs if e["event"] == "events.dropped"]
+        assert [e["dropped"] for e in dropped] == [1, 10, 100, *range(1000, 15_001, 1000)]
+        assert dropped[0]["log_level"] == "warning"
+        assert any(e["event"] == "events.write_failed" and "No space left" in e["error"]
+                   for e in logs)
+        # the disk has room again: what the queue kept is written, oldest first
+        failing.broken = False
+        await until(lambda: log.last_id == limit, timeout=20)
+        assert log._pending == collections.deque() and log.dropped == total - limit
+        got = store.db.execute("SELECT id, message FROM events ORDER BY id").fetchall()
+        assert [r[0] for r in got] == list(range(1, limit + 1))
+        assert got[0][1] == f"crash {total - limit}" and got[-1][1] == f"crash {total - 1}"
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await log.close()
+        store.close()

@@ -185,7 +185,9 @@ def test_a_crash_loop_stays_within_retention_and_the_manager_answers(make_manage
     rate = restarts / took
     print(f"crash loop: {rate:.0f} restarts/s, worst rows {worst_rows}, p50 status "
           f"{statistics.median(latencies) * 1000:.2f} ms, max {max(latencies) * 1000:.1f} ms")
-    assert rate > 50, f"only {rate:.0f} restarts/s"  # a real crash loop
+    # the issue's figure: 100 restarts a second (a restart writes no fsync: see
+    # manager/statestore.py; with two it was ~90/s on this machine's virtual disk)
+    assert rate >= 100, f"only {rate:.0f} restarts/s"
     # never past retention plus its slack (50) plus one end-of-turn batch in flight
     assert worst_rows <= 200 + 50 + 100, worst_rows
     assert statistics.median(latencies) < 0.05 and max(latencies) < 1.0, max(latencies)
@@ -194,6 +196,34 @@ def test_a_crash_loop_stays_within_retention_and_the_manager_answers(make_manage
     assert size < 20 << 20, size
     kept = events(m, subject="service/flap", kind="service.restart")
     assert kept and int(kept[-1].fields["restarts"]) > 100
+
+
+def test_only_a_desired_state_write_waits_for_an_fsync(tmp_path):
+    """What the crash loop's rate rests on: a record of which process runs a service is
+    committed with synchronous=NORMAL (no fsync; durable across a kill -9, which the
+    test below proves with a real manager), a desired state with FULL."""
+    from manager.statestore import ServiceRecord, StateStore
+
+    store = StateStore(tmp_path / "manager.db")
+    try:
+        seen: list[str] = []
+        store.db.set_trace_callback(seen.append)
+        store.save_service(ServiceRecord("web", "running", "s1", 0, 0.0, 0))  # desired: new
+        assert not any("synchronous" in q for q in seen), seen
+        seen.clear()
+        store.save_service(ServiceRecord("web", "running", "s1", 4242, 1.5, 1))  # pid only
+        assert [q for q in seen if "synchronous" in q] == [
+            "PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"]
+        assert seen.index("PRAGMA synchronous=NORMAL") < next(
+            i for i, q in enumerate(seen) if q.startswith("INSERT INTO services"))
+        seen.clear()
+        store.save_service(ServiceRecord("web", "stopped", "s1", 0, 0.0, 1))  # desired
+        assert not any("synchronous" in q for q in seen), seen
+        store.db.set_trace_callback(None)
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        assert store.load_service("web") == ServiceRecord("web", "stopped", "s1", 0, 0.0, 1)
+    finally:
+        store.close()
 
 
 def test_kill9_of_the_manager_keeps_the_history_and_records_the_readoption(make_manager):
@@ -309,6 +339,45 @@ def test_update_steps_and_outcome_are_in_the_history(env):
     (audit,) = events(m, kind="audit.update")
     assert audit.fields["operation"] == op and audit.fields["version"] == "1.1.0"
     assert audit.result == "ok"
+
+
+def test_a_rollback_is_audited_with_its_operation(env):
+    """audit.rollback, refused and done: who asked, over what, the result, and for the
+    one that ran its operation id and the version it went back to."""
+    from tests.update_support import started, watch_op
+
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager(tokens(env.tmp / "tok"))
+    m.token = TOKEN
+    started(env, m)
+    with pytest.raises(grpc.RpcError) as err:  # nothing to roll back to yet
+        m.stub().Rollback(pb.RollbackRequest(), timeout=10, metadata=as_ops())
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    op = m.stub().Update(pb.UpdateRequest(version="1.1.0"), timeout=10,
+                         metadata=m.metadata()).operation_id
+    assert watch_op(m, op)[-1].outcome == "succeeded"
+    with pytest.raises(grpc.RpcError) as wrong:  # not the version it would go back to
+        m.stub().Rollback(pb.RollbackRequest(version="0.9.0"), timeout=10, metadata=as_ops())
+    resp = m.stub().Rollback(pb.RollbackRequest(), timeout=10, metadata=as_ops())
+    assert resp.version == "1.0.0" and watch_op(m, resp.operation_id)[-1].outcome == "succeeded"
+
+    audits = events(m, kind="audit.rollback")
+    assert [(e.subject, e.actor, e.transport) for e in audits] == [
+        ("service/agent", "ops", "grpc")] * 3
+    refused, mismatch, done = audits
+    assert refused.result == err.value.details() and "operation" not in refused.fields
+    assert mismatch.result == wrong.value.details() and "0.9.0" in mismatch.result
+    assert done.result == "ok" and done.fields["operation"] == resp.operation_id
+    assert done.fields["version"] == "1.0.0"
+    assert done.message == "ops asked to rollback service/agent over grpc: ok"
+    assert all(e.peer.startswith("127.0.0.1:") for e in audits)
+    # the audit's operation is the one whose steps are in the history
+    rollback_steps = [e for e in events(m, kind="update.")
+                      if e.fields["operation"] == resp.operation_id]
+    assert rollback_steps[0].message.startswith("rollback 1.1.0 -> 1.0.0")
+    assert rollback_steps[-1].fields["outcome"] == "succeeded"
 
 
 def test_update_history_survives_kill9_mid_update(env):

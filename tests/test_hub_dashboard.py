@@ -5,7 +5,9 @@ Selenium) against a real ai-hub and real ai-manager processes with real releases
 The fleet page lists the hosts; a rollout started from the page (plan first, then a
 confirmation) progresses live without a reload; a broken version shows the canary
 failing with the step and the manager's reason, and the rollback; abort from the page
-stops a rollout; a host's page stops and starts its service and tails its log.
+stops a rollout; pause, resume, promote and retry-failed each change the rollout's state
+(and a viewer's token cannot); a host's page stops, starts and restarts its service and
+tails its log.
 Screenshots of each page go to tests/artifacts/ (and, with AI_DOCS_IMG=1, to
 docs/img/, where one of each is kept).
 """
@@ -25,11 +27,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from backendai.auth import write_token
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
 from tests.conftest import PY, ROOT, assert_eventually, fast_service
 from tests.fixtures.components import chromium, wait_until
-from tests.fixtures.hub_procs import TERMINAL, HubProc
+from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for
 from tests.update_support import (
     StoreServer,
     build_release,
@@ -264,6 +267,14 @@ def test_rollouts_from_the_page_live_with_reasons_rollback_and_abort(fleet):
         assert d.get_log("browser") == []  # no script errors along the way
 
 
+def hub_pid(hub, host: str, service: str) -> int:
+    """A service's pid as the hub reports it from the host's manager (0: not running)."""
+    status, doc = hub.http("GET", f"/api/hosts/{host}")
+    assert status == 200, doc
+    svc = next(s for s in doc["services"] if s["name"] == service)
+    return int(svc["pid"]) if svc["state"] == "RUNNING" else 0
+
+
 def test_host_page_stops_starts_and_tails_the_log(tmp_path, make_manager):
     m = make_manager([fast_service("web")], name="solo").start()
     hub = HubProc(tmp_path, {"solo": m.grpc_addr})
@@ -286,6 +297,21 @@ def test_host_page_stops_starts_and_tails_the_log(tmp_path, make_manager):
                        .get_attribute("data-state") == "RUNNING", 15, "started from the page")
             wait_until(lambda: css(d, "#log").text.count("started pid=") >= 2, 15,
                        "the restarted service's output, live")
+            # restart from the page: a new process, as the hub reports it from the manager
+            before = wait_until(lambda: hub_pid(hub, "solo", "web"), 15,
+                                "the running pid, through the hub")
+            assert before == m.status("web").pid
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"] .pid').text
+                       == str(before), 15, "the pid on the page")
+            css(d, '#services-body tr[data-service="web"] button[data-action="restart"]').click()
+            confirm(d)
+            after = wait_until(lambda: (pid := hub_pid(hub, "solo", "web")) not in (0, before)
+                               and pid, 15, "a new pid, through the hub")
+            assert after == m.status("web").pid
+            wait_until(lambda: css(d, '#services-body tr[data-service="web"] .pid').text
+                       == str(after), 15, "the new pid on the page")
+            assert css(d, '#services-body tr[data-service="web"]').get_attribute(
+                "data-state") == "RUNNING"
             shot(d, "host")
             # narrow: a laptop half-screen still shows the essentials, nothing overflows
             d.set_window_size(640, 900)
@@ -492,3 +518,219 @@ def test_rollout_page_store_check_start_stopped_and_operations_not_ours(fleet, s
         # no script errors; the one network error is the refused start's answer
         assert [e["message"] for e in d.get_log("browser")
                 if not ("/api/rollouts" in e["message"] and "409" in e["message"])] == []
+
+
+VIEWER = "dashboard-viewer-2"
+
+
+def control(driver, command: str, reason: str = "") -> None:
+    """Click one of the rollout page's controls and confirm it."""
+    button = css(driver, f"#rollout-{command}")
+    wait_until(button.is_enabled, 10, f"{command} enabled")
+    button.click()
+    confirm(driver, reason=reason)
+
+
+def use_token(driver, token: str) -> None:
+    """The page with this token (as if it had been typed into the prompt before)."""
+    driver.execute_script("sessionStorage.setItem('backendai.token', arguments[0])", token)
+    driver.refresh()
+
+
+def test_rollout_controls_pause_resume_promote_retry_and_a_viewer_cannot(procs, tmp_path):
+    """Every control of the rollout page, from the page through its confirmation, with
+    the rollout's state read back from the page and from the hub's API: promote at the
+    wave boundary, pause (in-flight hosts finish, none starts), resume, and retry-failed
+    of a host that failed (its manager fixed meanwhile). A viewer token (read role) sees
+    the controls disabled, and a click the page would not allow is refused by the hub,
+    nothing changed. Simulated managers (tests/fixtures/sim_manager.py: FAKE, one process
+    for six hosts, so the waves take long enough to pause in)."""
+    sim = procs(SimManagers, hosts=6, delay=1.0).start()  # a host: 1 s
+    write_token(tmp_path / "viewer.token", VIEWER)
+    hub = procs(HubProc, sim.hosts, token=TOKEN, extra={"auth_tokens": [
+        {"name": "viewer", "file": str(tmp_path / "viewer.token"), "role": "read"}]}).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 6, 20)
+    status, started = hub.http("POST", "/api/rollouts", {"version": "2.0", "strategy": {
+        "waves": ["1", "100%"], "max_parallel": 1, "pause_until_promote": True,
+        "max_failures_per_wave": "0", "auto_rollback": False}})
+    assert status == 200, started
+    rid = started["id"]
+
+    def api_state() -> str:
+        return hub.http("GET", f"/api/rollouts/{rid}")[1]["state"]
+
+    with chromium(window=(1280, 1200)) as d:
+        # a viewer: the rollout waits for promote, and every control is disabled
+        d.get(f"{hub.http_url}/ui/#/rollouts/{rid}")
+        use_token(d, VIEWER)
+        wait_until(lambda: rollout_state(d) == "WAITING", 60, "canary done, waiting (viewer)")
+        assert css(d, "#caller").text == "viewer (read)"
+        for command in ("pause", "resume", "promote", "abort", "retry-failed"):
+            button = css(d, f"#rollout-{command}")
+            assert not button.is_enabled(), command
+            assert button.get_attribute("title") == "This token is read-only", command
+        # a click the page would not allow (the button enabled by hand): the hub refuses
+        d.execute_script("const b = document.getElementById('rollout-promote');"
+                         " b.disabled = false; b.click();")
+        confirm(d)
+        wait_until(lambda: css(d, "#notice").text.startswith("Promote failed:"), 10,
+                   "the refusal on the page")
+        assert css(d, "#notice").get_attribute("data-kind") == "error"
+        assert api_state() == "WAITING" and rollout_state(d) == "WAITING"
+        for command in ("pause", "promote", "abort"):
+            status, body = hub.http("POST", f"/api/rollouts/{rid}/{command}", {}, token=VIEWER)
+            assert status == 403, (command, status, body)
+        assert api_state() == "WAITING"
+        shot(d, "rollout-viewer")
+
+        # the admin: promote, pause, resume, then retry-failed
+        use_token(d, TOKEN)
+        wait_until(lambda: rollout_state(d) == "WAITING", 15, "the rollout, as admin")
+        assert css(d, "#caller").text == "default (admin)"
+        assert not css(d, "#rollout-resume").is_enabled()  # not paused
+        assert not css(d, "#rollout-retry-failed").is_enabled()  # nothing failed
+        control(d, "promote", reason="canary looks fine")
+        wait_until(lambda: rollout_state(d) == "RUNNING", 15, "promoted (page)")
+        assert api_state() == "RUNNING"
+        assert not css(d, "#rollout-promote").is_enabled()
+
+        control(d, "pause", reason="lunch")
+        wait_until(lambda: rollout_state(d) == "PAUSED", 15, "paused (page)")
+        assert api_state() == "PAUSED"
+        assert css(d, "#rollout-resume").is_enabled() and not css(d, "#rollout-pause").is_enabled()
+        # paused: the host in flight finishes, no other starts
+        paused = wait_until(lambda: (r := hub.http("GET", f"/api/rollouts/{rid}")[1])
+                            ["counts"]["in_progress"] == 0 and r, 30, "in-flight hosts done")
+        assert paused["state"] == "PAUSED" and paused["counts"]["pending"] >= 2, paused["counts"]
+        pending = sorted(h["name"] for h in paused["hosts"] if h["state"] == "PENDING")
+        shot(d, "rollout-paused")
+
+        # the next host to be tried fails (its manager says so): the wave halts
+        sim.rules([{"host": name, "version": "2.0", "outcome": "failed"} for name in pending])
+        control(d, "resume")
+        wait_until(lambda: rollout_state(d) == "FAILED", 60, "failed, halted (page)")
+        failed = hub.http("GET", f"/api/rollouts/{rid}")[1]
+        assert failed["state"] == "FAILED" and failed["counts"]["failed"] == 1, failed["counts"]
+        broken = next(h["name"] for h in failed["hosts"] if h["state"] == "FAILED")
+        assert broken in pending and row_state(d, broken) == "FAILED"
+        assert set(pending) - {broken} <= {h["name"] for h in failed["hosts"]
+                                           if h["state"] == "SKIPPED"}
+
+        # fixed: retry-failed from the page takes the failed and skipped hosts again
+        sim.rules([])
+        control(d, "retry-failed", reason="manager fixed")
+        wait_until(lambda: rollout_state(d) == "SUCCEEDED", 60, "retried, succeeded (page)")
+        done = hub.wait_rollout(rid, TERMINAL, 10)
+        assert done.state == pb.ROLLOUT_STATE_SUCCEEDED
+        assert row_state(d, broken) == "SUCCEEDED"
+        assert sim.updates_per_host()[broken] == 2
+        wait_for(lambda: {h["version"] for h in hub.http("GET", "/api/hosts")[1]["hosts"]}
+                 == {"2.0"}, 15, "every host on 2.0")
+        # each command is in the rollout's events (who gave it: test_rollouts_from_the_page...)
+        kinds = wait_until(lambda: {e["kind"] for e in event_items(d, "rollout-events")}
+                           >= {f"audit.rollout.{c}" for c in
+                               ("promote", "pause", "resume", "retry_failed")}
+                           and {e["kind"] for e in event_items(d, "rollout-events")}, 15,
+                           "every command in the events")
+        assert "audit.rollout.abort" not in kinds
+        shot(d, "rollout-retried")
+        # the viewer's refused click is the one network error
+        assert [e["message"] for e in d.get_log("browser")
+                if not (f"/api/rollouts/{rid}/promote" in e["message"]
+                        and "403" in e["message"])] == []
+
+
+# Layout shifts as Chrome reports them (the Web Vitals CLS input), from the page's load
+# (buffered) on; those within 500 ms of a user's input do not count (hadRecentInput).
+OBSERVE_SHIFTS = """
+window.__shifts = [];
+const describe = (s) => {
+  const n = s.node;
+  const name = !n ? "?" : n.id ? `#${n.id}` : `${n.nodeName.toLowerCase()}.${n.className}`;
+  return `${name} y ${Math.round(s.previousRect.y)}->${Math.round(s.currentRect.y)}`;
+};
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    if (!e.hadRecentInput) {
+      window.__shifts.push({ at: Math.round(e.startTime), value: e.value,
+                             sources: (e.sources || []).map(describe) });
+    }
+  }
+}).observe({ type: "layout-shift", buffered: true });
+"""
+GOOD_CLS = 0.1  # the Web Vitals "good" threshold
+
+
+def layout_shift(driver) -> tuple[float, list[dict]]:
+    shifts = driver.execute_script("return window.__shifts")
+    return sum(s["value"] for s in shifts), shifts
+
+
+def test_nothing_jumps_while_a_rollout_updates_the_page(procs):
+    """Issue 12 item 5, measured: the fleet table during a rollout, and a rollout's own
+    page from its load through its end (a host failing on the way, its reason appearing
+    under "Needs attention"), each with a cumulative layout shift under 0.1. Simulated
+    managers (FAKE: tests/fixtures/sim_manager.py), twelve hosts, a second each."""
+    sim = procs(SimManagers, hosts=12, delay=1.0).start()
+    hub = procs(HubProc, sim.hosts, token=TOKEN).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 12, 20)
+    strategy = {"waves": ["1", "100%"], "max_parallel": 2, "max_failures_per_wave": "2",
+                "max_failures_total": "2", "auto_rollback": False}
+
+    def start(version: str) -> str:
+        status, r = hub.http("POST", "/api/rollouts", {"version": version,
+                                                       "strategy": strategy})
+        assert status == 200, r
+        return r["id"]
+
+    def versions(d) -> set[str]:
+        return set(texts(d, "#hosts-body .cell.version"))
+
+    with chromium(window=(1280, 900)) as d:
+        # the fleet table, from its load through a whole rollout
+        d.get(f"{hub.http_url}/ui/#/hosts")
+        use_token(d, TOKEN)
+        assert d.execute_script(
+            "return PerformanceObserver.supportedEntryTypes.includes('layout-shift')")
+        d.execute_script(OBSERVE_SHIFTS)
+        wait_until(lambda: len(texts(d, "#hosts-body .row")) == 12 and versions(d) == {"1.0"},
+                   15, "the fleet table")
+        rid = start("2.0")
+        seen = [versions(d)]
+        deadline = time.monotonic() + 60
+        while versions(d) != {"2.0"} and time.monotonic() < deadline:
+            if versions(d) != seen[-1]:
+                seen.append(versions(d))
+            time.sleep(0.05)
+        assert versions(d) == {"2.0"} and {"1.0", "2.0"} in seen, seen  # updated live
+        hub.wait_rollout(rid, TERMINAL, 30)
+        wait_until(lambda: css(d, "#active-rollout").get_attribute("hidden") is not None, 10,
+                   "the finished rollout gone from the top bar")
+        cls, shifts = layout_shift(d)
+        assert cls < GOOD_CLS, shifts
+
+        # a rollout's page, loaded as it starts, until it ends; one host fails on the way
+        sim.rules([{"host": "agent-007", "version": "3.0", "outcome": "failed"}])
+        rid = start("3.0")
+        d.get(f"{hub.http_url}/ui/#/rollouts/{rid}")
+        d.refresh()
+        d.execute_script(OBSERVE_SHIFTS)
+        progress = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                label = css(d, "#rollout-progress").get_attribute("aria-label")
+                if label and (not progress or progress[-1] != label):
+                    progress.append(label)
+                if rollout_state(d) in ("SUCCEEDED", "FAILED"):
+                    break
+            time.sleep(0.05)
+        assert rollout_state(d) in ("SUCCEEDED", "FAILED"), progress
+        assert len(progress) >= 4, progress  # it moved while we watched
+        problem = css(d, '#problem-list li[data-host="agent-007"]')
+        assert "simulated download failure" in problem.text
+        assert row_state(d, "agent-007") == "FAILED"
+        cls, shifts = layout_shift(d)
+        assert cls < GOOD_CLS, shifts
+        shot(d, "rollout-steady")
+        assert d.get_log("browser") == []

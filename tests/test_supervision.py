@@ -15,6 +15,7 @@ import grpc
 import psutil
 import pytest
 
+from backendai.v1 import events_pb2 as epb
 from backendai.v1 import manager_pb2 as pb
 from tests.conftest import (
     ManagerProc,
@@ -152,20 +153,41 @@ def test_a_dependency_chain_starts_in_order_and_stops_in_reverse(make_manager, t
                                              "interval": 0.2, "timeout": 0.5,
                                              "start_period": 10.0}),
         ]
+        hang.write_text("all")  # db runs, but its health check does not pass yet
         m = make_manager(services).start()
-        for name in ("web", "cache", "db"):
-            assert_eventually(lambda n=name: m.status(n).state == RUNNING, 20, what=name)
 
         def lines() -> list[tuple[str, str, float]]:
             return [(w[0], w[1], float(w[2])) for w in
                     (line.split() for line in rec.read_text().splitlines())]
         def started() -> list[str]:
             return [n for what, n, _ in lines() if what == "start"]
+        # RUNNING is not enough: cache waits for db's first healthy result (and web for
+        # cache), however long db has been running
+        assert_eventually(lambda: (s := m.status("db")).state == RUNNING
+                          and "timed out" in s.health_message and s.uptime_seconds > 1.5,
+                          20, what="db running for a while, its checks timing out")
+        assert started() == ["db"]
+        waiting = m.status("cache")
+        assert waiting.state == STOPPED and m.status("web").state == STOPPED, waiting
+        hang.write_text("")  # db's health endpoint answers
+        for name in ("web", "cache", "db"):
+            assert_eventually(lambda n=name: m.status(n).state == RUNNING, 20, what=name)
         assert assert_eventually(lambda: len(s := started()) == 3 and s, 20) == [
             "db", "cache", "web"]
         health = {e["service"]: e for e in log_events(m, "service.health")
                   if e["health"] == "healthy"}
         assert "db" in health
+        # the manager's own history: db's first healthy result, then cache's start
+        history = list(m.stub().ListEvents(epb.ListEventsRequest(limit=1000),
+                                           timeout=10).events)
+        db_healthy = next(e for e in history if e.subject == "service/db"
+                          and e.kind == "service.health" and e.fields["health"] == "healthy")
+        cache_starts = [e for e in history if e.subject == "service/cache"
+                        and e.kind == "service.state" and e.fields.get("state") == "STARTING"]
+        assert cache_starts and db_healthy.id < cache_starts[0].id
+        assert db_healthy.at_unix <= cache_starts[0].at_unix
+        assert not any(e.subject == "service/cache" and e.id < db_healthy.id
+                       for e in history if e.kind in ("service.state", "service.spawned"))
         st = m.status("cache")
         assert tuple(st.after) == ("db",) and tuple(m.status("web").after) == ("cache",)
         # an explicit start of a service whose dependency is down is refused, naming it

@@ -94,11 +94,7 @@ class EventLog:
     def queue(self, ev: Event) -> None:
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
-                self.dropped += 1
-                if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-                    log.warning("events.dropped", dropped=self.dropped,
-                                reason="the history cannot be written fast enough")
+                self._drop_oldest(len(self._pending) - MAX_PENDING + 1)
             self._pending.append(ev)
         loop = self._loop
         if loop is None:
@@ -118,8 +114,22 @@ class EventLog:
         return out
 
     def put_back(self, events: Sequence[Event]) -> None:
+        """Events a failed write took, back at the head of the queue. Events queued
+        while that write was in progress (a remote database's failure takes a while)
+        stay behind them; beyond MAX_PENDING the oldest go, as in queue()."""
         with self._lock:
             self._pending.extendleft(reversed(events))
+            if len(self._pending) > MAX_PENDING:
+                self._drop_oldest(len(self._pending) - MAX_PENDING)
+
+    def _drop_oldest(self, n: int) -> None:
+        """(With the lock held.) Drop the n oldest queued events; count and log it."""
+        for _ in range(n):
+            self._pending.popleft()
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("events.dropped", dropped=self.dropped,
+                            reason="the history cannot be written fast enough")
 
     def committed(self, last_id: int, count: int = 0) -> None:
         """Events up to `last_id` are in the store: wake the watchers and sinks."""

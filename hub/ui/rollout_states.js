@@ -67,8 +67,10 @@ export const SEGMENTS = [
   ["idle", "pending", ["pending"]],
 ];
 
-/** A progress bar: fixed height, one segment per group of states (widths change,
- * nothing else), with a text equivalent for screen readers and narrow screens. */
+/** A progress bar: fixed height, one segment per group of states, with a text
+ * equivalent for screen readers and narrow screens. Every segment spans the whole bar
+ * and is clipped to its share (clip-path: paint only), so a changing count moves no
+ * element: no layout shift however often the bar updates. */
 export function progressBar() {
   const bar = el("div", { class: "progress", role: "img" });
   for (const [tone] of SEGMENTS) bar.append(el("span", { class: "seg", dataset: { tone } }));
@@ -78,11 +80,18 @@ export function progressBar() {
 export function setProgress(bar, counts) {
   const total = counts.total || 0;
   const words = [];
+  let start = 0;  // percent of the bar before this segment
   SEGMENTS.forEach(([, label, keys], i) => {
     const n = keys.reduce((sum, k) => sum + (counts[k] || 0), 0);
-    const width = total ? `${(100 * n) / total}%` : "0%";
+    const share = total ? (100 * n) / total : 0;
+    const end = Math.min(100, start + share);
+    const clip = `inset(0px ${+(100 - end).toFixed(3)}% 0px ${+start.toFixed(3)}%)`;
     const seg = bar.children[i];
-    if (seg.style.width !== width) seg.style.width = width;
+    if (seg.dataset.clip !== clip) {
+      seg.dataset.clip = clip;
+      seg.style.clipPath = clip;
+    }
+    start = end;
     if (n) words.push(`${n} ${label}`);
   });
   const text = `${total} hosts: ${words.join(", ") || "none"}`;

@@ -76,21 +76,30 @@ export function rolloutView(id) {
     controls.append(buttons[command]);
   }
   const wavesList = el("ol", { class: "waves", id: "rollout-waves" });
-  const problemsPanel = el("section", { class: "panel problems", id: "rollout-problems", hidden: true,
-    "aria-labelledby": "problems-title" },
+  // Shown from the start with room for one host (and scrolling past a few), so the
+  // first problem, or the last one fixed, moves nothing below it.
+  const noProblems = el("p", { class: "empty muted", id: "no-problems" }, "No host needs attention.");
+  const problemsPanel = el("section", { class: "panel problems", id: "rollout-problems",
+    "aria-labelledby": "problems-title", dataset: { count: "0" } },
   el("header", {}, el("h2", { id: "problems-title" }, "Needs attention"),
     el("span", { class: "muted", id: "problems-count" })),
-  el("ul", { class: "problem-list", id: "problem-list" }));
+  el("div", { class: "problem-box" }, noProblems, el("ul", { class: "problem-list", id: "problem-list" })));
   const filter = el("select", { id: "rollout-filter", "aria-label": "Show hosts" },
     ...FILTERS.map(([key, label]) => el("option", { value: key }, label)));
   const body = el("div", { class: "rows", id: "rollout-hosts-body", role: "rowgroup" });
   const waiting = el("p", { class: "empty muted", id: "rollout-waiting" }, "Loading the rollout…");
+  // The panels stay hidden until the rollout's first snapshot, then appear at once with
+  // their content: filled in place, they would push each other down as it arrives.
+  const content = el("div", { class: "rollout-content", hidden: true });
   const rows = new Map();  // name -> {row, cells}
   const problemItems = new Map();  // name -> li
   const eventList = new EventList({ limit: 50, id: "rollout-events" });
 
   const node = el("div", { class: "rollout-page" },
     el("p", { class: "crumbs" }, el("a", { href: "#/rollouts" }, "Rollouts"), " / ", el("span", { class: "mono" }, id)),
+    waiting,
+    content);
+  content.append(
     el("section", { class: "panel", "aria-labelledby": "rollout-title" },
       el("header", {}, title, state, el("span", { class: "spacer" }), controls),
       el("div", { class: "body" }, summary, overall, legend, facts)),
@@ -107,8 +116,7 @@ export function rolloutView(id) {
         ...[["name", "Host"], ["wave num", "Wave"], ["state", "State"], ["step", "Step"],
           ["elapsed num", "Elapsed"], ["attempts num", "Tries"], ["why", "Reason / message"]]
           .map(([cls, text]) => el("div", { class: `cell ${cls}`, role: "columnheader" }, text)))),
-      body),
-      waiting),
+      body)),
     el("section", { class: "panel", "aria-labelledby": "revents-title" },
       el("header", {}, el("h2", { id: "revents-title" }, "Events"), el("span", { class: "spacer" }),
         el("span", { class: "muted wide-only" }, "newest first · commands say who gave them")),
@@ -147,7 +155,7 @@ export function rolloutView(id) {
       ["Service", r.service || "primary"],
       ["Started", timestamp(r.created)],
       [r.finished ? "Took" : "Running for", el("span", { id: "rollout-elapsed", class: "num" }, took(elapsed(r.created, r.finished)))],
-      ["Finished", r.finished ? timestamp(r.finished) : ""],
+      ["Finished", r.finished ? timestamp(r.finished) : "—"],  // always a row: nothing moves when it ends
       ["Waves", s.waves.join(" → ")],
       ["Rules", [
         s.max_parallel ? `${s.max_parallel} at once` : "whole waves at once",
@@ -266,7 +274,8 @@ export function rolloutView(id) {
     setText(document.getElementById("rhosts-count"),
       shown === rows.size ? `${rows.size}` : `${shown} of ${rows.size}`);
     const n = problemItems.size;
-    problemsPanel.hidden = n === 0;
+    problemsPanel.dataset.count = String(n);
+    noProblems.hidden = n > 0;
     setText(document.getElementById("problems-count"), n ? `${n} host${n === 1 ? "" : "s"}` : "");
   }
 
@@ -304,6 +313,7 @@ export function rolloutView(id) {
         return;
       }
       waiting.hidden = true;
+      content.hidden = false;
       paintSummary();
       paintWaves();
       if (changed.snapshot) {

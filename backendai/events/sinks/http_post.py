@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import ssl
 import urllib.parse
@@ -41,6 +42,7 @@ class Target:
     target: str  # path and query, as sent
     ssl: ssl.SSLContext | None
     authorization: str | None
+    client_cert: bool = False  # whether a client certificate is presented (mutual TLS)
 
     @property
     def shown(self) -> str:
@@ -77,14 +79,14 @@ def target(url: str, *, ca_file: str = "", client_cert: str = "", client_key: st
     return Target(url, parts.hostname or "", parts.port or (443 if secure else 80),
                   path + (f"?{parts.query}" if parts.query else ""),
                   tls_context(ca_file, client_cert, client_key, prefix) if secure else None,
-                  authorization)
+                  authorization, bool(client_cert))
 
 
 def with_path(t: Target, suffix: str) -> Target:
     """The same target with `suffix` appended to its path (`/_bulk`)."""
     path, _, query = t.target.partition("?")
     new = path.rstrip("/") + suffix + (f"?{query}" if query else "")
-    return Target(t.url.rstrip("/") + suffix, t.host, t.port, new, t.ssl, t.authorization)
+    return dataclasses.replace(t, url=t.url.rstrip("/") + suffix, target=new)
 
 
 async def post(t: Target, body: bytes, content_type: str,
@@ -102,6 +104,16 @@ async def post(t: Target, body: bytes, content_type: str,
         raise DeliveryFailed(f"{t.shown}: {_reason(exc)}") from None
 
 
+def _ended_after_handshake(t: Target) -> str:
+    """Why a TLS receiver ends the session before answering (in TLS 1.3 a refused client
+    certificate is only seen then: as a reset, an alert or an end of stream)."""
+    if t.client_cert:
+        return ("the receiver ended the TLS session before answering: it may not trust "
+                "client_cert")
+    return ("the receiver ended the TLS session before answering: it may require a client "
+            "certificate (client_cert is not set)")
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return f"TLS: {exc.reason or exc}"
@@ -117,25 +129,19 @@ async def _exchange(t: Target, body: bytes, content_type: str,
         limit=READ_CHUNK)
     try:
         conn = h11.Connection(h11.CLIENT)
-        netloc = t.host if t.port in (80, 443) else f"{t.host}:{t.port}"
-        sent = [("Host", netloc), ("User-Agent", f"backendai-events/{__version__}"),
-                ("Content-Type", content_type), ("Content-Length", str(len(body))),
-                ("Connection", "close"), *headers]
-        if t.authorization:
-            sent.append(("Authorization", t.authorization))
-        writer.write(conn.send(h11.Request(method="POST", target=t.target, headers=sent)))
-        writer.write(conn.send(h11.Data(data=body)))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
-        status = 0
+        try:
+            status = await _send_and_read_head(t, conn, (reader, writer), body=body,
+                                               content_type=content_type, headers=headers)
+        except (OSError, EOFError, h11.RemoteProtocolError) as exc:  # ssl.SSLError too
+            if t.ssl is None:
+                raise
+            raise DeliveryFailed(f"{t.shown}: {_reason(exc)}; "
+                                 f"{_ended_after_handshake(t)}") from None
         answer = bytearray()
-        while True:
+        while status:
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 conn.receive_data(await reader.read(READ_CHUNK))
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
             elif isinstance(event, h11.Data):
                 answer += event.data
                 if len(answer) > max_answer:
@@ -143,9 +149,36 @@ async def _exchange(t: Target, body: bytes, content_type: str,
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 break
         if not status:
-            raise DeliveryFailed(f"{t.shown}: closed without an answer")
+            hint = f"; {_ended_after_handshake(t)}" if t.ssl is not None else ""
+            raise DeliveryFailed(f"{t.shown}: closed without an answer{hint}")
         return status, bytes(answer)
     finally:
         writer.transport.abort()  # never wait on a peer that stopped reading
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+async def _send_and_read_head(t: Target, conn: h11.Connection,
+                              stream: tuple[asyncio.StreamReader, asyncio.StreamWriter], *,
+                              body: bytes, content_type: str,
+                              headers: Sequence[tuple[str, str]]) -> int:
+    """Send the request; the answer's status (0: the peer closed without one)."""
+    reader, writer = stream
+    netloc = t.host if t.port in (80, 443) else f"{t.host}:{t.port}"
+    sent = [("Host", netloc), ("User-Agent", f"backendai-events/{__version__}"),
+            ("Content-Type", content_type), ("Content-Length", str(len(body))),
+            ("Connection", "close"), *headers]
+    if t.authorization:
+        sent.append(("Authorization", t.authorization))
+    writer.write(conn.send(h11.Request(method="POST", target=t.target, headers=sent)))
+    writer.write(conn.send(h11.Data(data=body)))
+    writer.write(conn.send(h11.EndOfMessage()))
+    await writer.drain()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(READ_CHUNK))
+        elif isinstance(event, h11.Response):
+            return int(event.status_code)
+        elif isinstance(event, h11.ConnectionClosed):
+            return 0
