@@ -32,14 +32,19 @@ class ManagerLinks:
         self.tls = tls
         self.call_timeout = call_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        # a stub per channel, made once: building one creates a callable per RPC of the
+        # Manager service, which cost 15 % of the hub's CPU in a 10,000-host rollout
+        self._stubs: dict[str, mpb_grpc.ManagerStub] = {}
 
     def stub(self, address: str) -> mpb_grpc.ManagerStub:
-        channel = self._channels.get(address)
-        if channel is None:
+        stub = self._stubs.get(address)
+        if stub is None:
             channel = open_channel(address, token=self.token, tls=self.tls)
             self._channels[address] = channel
-        return mpb_grpc.ManagerStub(channel)
+            stub = self._stubs[address] = mpb_grpc.ManagerStub(channel)
+        return stub
 
     async def close(self) -> None:
+        self._stubs = {}
         channels, self._channels = list(self._channels.values()), {}
         await asyncio.gather(*(c.close(grace=None) for c in channels), return_exceptions=True)
