@@ -41,6 +41,7 @@ from hub.rollout_model import (
 from hub.rollout_plan import Strategy
 
 EVENT_PAGE = 1000
+CORE_SKIP = frozenset({"hosts", "tally"})  # rows of their own; derived from the rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ class HubStore(Protocol):
 # ---------------------------------------------------------------- encoding (shared)
 
 def encode_core(r: Rollout) -> str:
-    return json.dumps(as_dict_fields(r, skip=frozenset({"hosts"})))
+    return json.dumps(as_dict_fields(r, skip=CORE_SKIP))
 
 
 def encode_host(h: HostRun) -> str:
