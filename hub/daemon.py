@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from pathlib import Path
@@ -148,6 +149,23 @@ class HubDaemon(DaemonLifecycle):
             write_ready_file(self.ready_file, info)
         log.info("hub.ready", startup_seconds=round(time.monotonic() - started, 3),
                  **{k: v for k, v in info.items() if k != "pid"})
+
+
+GC_THRESHOLDS = (50_000, 50, 50)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper cyclic collections for a process holding ~150 tracked objects per
+    host: what start-up created never changes (frozen: collections skip it), and young
+    objects are examined every 50,000 allocations instead of 700, so the short-lived
+    ones of a rollout (calls, rows, events) die by refcount before a collection promotes
+    them into the old generation that full collections walk. At 10,000 hosts the
+    defaults spent a third of the hub's CPU in the collector, up to seconds at a time
+    with the event loop stopped (docs/BENCHMARKS.md, "Hub scale"). Process-wide: the
+    `ai-hub` entry point calls it, not the daemon class (tests run hubs in-process)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
