@@ -88,6 +88,7 @@ def main() -> int:
             procs = args.procs or max(1, -(-size // HOSTS_PER_PROC))
             with Fleet(tmp / f"sims-{size}", size, procs, args.delay) as fleet:
                 side = round(hub_side_list_ms(size), 2)
+                cold = round(hub_side_list_ms(size, cold=True), 2)
                 for store in stores:
                     r = measure(tmp / f"{store}-{size}", fleet, store=store, pg=pg,
                                 rollouts=args.rollouts, versions=versions,
@@ -95,6 +96,8 @@ def main() -> int:
                                 profile=args.profile)
                     r["list_hosts_hub_side_ms"] = side
                     r["list_hosts_hub_side_us_per_host"] = round(1000 * side / size, 2)
+                    r["list_hosts_hub_side_cold_ms"] = cold
+                    r["list_hosts_hub_side_cold_us_per_host"] = round(1000 * cold / size, 2)
                     results.append(r)
                     print(f"# {store} {size}: done", file=sys.stderr, flush=True)
     finally:

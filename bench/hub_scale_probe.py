@@ -166,9 +166,10 @@ class Profiler:
             self.proc.wait(60)
 
 
-def hub_side_list_ms(n: int) -> float:
+def hub_side_list_ms(n: int, *, cold: bool = False) -> float:
     """What ListHosts costs inside the hub (no transport): building the response for n
-    hosts with live state, the same code the servicer runs; median of 30."""
+    hosts with live state, the same code the servicer runs; median of 30. cold: every
+    host changed since the last call (nothing cached)."""
     import asyncio  # noqa: PLC0415 - only this measurement needs it
 
     from backendai.v1 import manager_pb2 as mpb  # noqa: PLC0415
@@ -187,8 +188,15 @@ def hub_side_list_ms(n: int) -> float:
             inv.hosts[view.name] = view
         servicer = HubServicer(version="x", inventory=inv, fleet=None,  # type: ignore[arg-type]
                                rollouts=None, leadership=None)  # type: ignore[arg-type]
-        return statistics.median(timed(lambda: servicer._hosts(
-            pb.ListHostsRequest(), None).SerializeToString(), 30))
+        views = list(inv.hosts.values())
+
+        def call() -> None:
+            if cold:
+                for view in views:
+                    view.last_seen += 1.0
+            servicer._hosts(pb.ListHostsRequest(), None).SerializeToString()
+
+        return statistics.median(timed(call, 30))
 
     return asyncio.run(run())
 

@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+UNCACHED = frozenset({"wire", "task"})  # HostView fields ListHosts does not show
 
 
 @dataclass(slots=True)
@@ -39,6 +40,14 @@ class HostView:
     agent_heartbeat: float = 0.0
     facts: apb.HostFacts | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # the host as ListHosts sends it, serialized (hub/pb_convert.py host_wire); any
+    # change to the view drops it
+    wire: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name not in UNCACHED:
+            object.__setattr__(self, "wire", None)
 
     @property
     def name(self) -> str:
@@ -58,6 +67,7 @@ class Inventory:
         self.links = links
         self.heartbeat_interval = heartbeat_interval
         self.hosts: dict[str, HostView] = {}
+        self._by_name: list[HostView] | None = None  # every view, sorted by name
         self.changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.connected = 0
@@ -77,6 +87,7 @@ class Inventory:
             view.agent_address, view.agent_version = old.agent_address, old.agent_version
             view.agent_heartbeat, view.facts = old.agent_heartbeat, old.facts
         self.hosts[entry.name] = view
+        self._by_name = None
         self._start_watch(view)
         return view
 
@@ -91,6 +102,8 @@ class Inventory:
         wanted = list(names)
         for name in wanted:
             self.get(name)
+        if not wanted and not labels and role is None:
+            return list(self.by_name())
         out = []
         for view in self.hosts.values():
             if role is not None and view.entry.role != role:
@@ -101,6 +114,12 @@ class Inventory:
                 continue
             out.append(view)
         return sorted(out, key=lambda v: v.name)
+
+    def by_name(self) -> list[HostView]:
+        """Every view sorted by name (kept until a host is added or replaced)."""
+        if self._by_name is None or len(self._by_name) != len(self.hosts):
+            self._by_name = sorted(self.hosts.values(), key=lambda v: v.name)
+        return self._by_name
 
     # ---------------------------------------------------------------- lifecycle
 
