@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from hub.identity import advertise_address, local_hub_id
 from hub.inventory import Inventory
 from hub.leadership import Leadership
 from hub.manager_links import ManagerLinks
+from hub.memory import reclaim
 from hub.rollouts import Rollouts
 from hub.store import HubStore, open_store
 
@@ -83,6 +83,7 @@ class HubDaemon(DaemonLifecycle):
                           static_names=static_names, leadership=leadership)
             rollouts = Rollouts(store=store, links=links, inventory=inventory,
                                 leadership=leadership, before_lead=hosts.full,
+                                after_rollout=reclaim,
                                 hub_host=cfg.self_host.name if cfg.self_host else None,
                                 tick=cfg.tick_seconds)
             version = self.version
@@ -149,23 +150,6 @@ class HubDaemon(DaemonLifecycle):
             write_ready_file(self.ready_file, info)
         log.info("hub.ready", startup_seconds=round(time.monotonic() - started, 3),
                  **{k: v for k, v in info.items() if k != "pid"})
-
-
-GC_THRESHOLDS = (50_000, 50, 50)
-
-
-def tune_gc() -> None:
-    """Fewer, cheaper cyclic collections for a process holding ~150 tracked objects per
-    host: what start-up created never changes (frozen: collections skip it), and young
-    objects are examined every 50,000 allocations instead of 700, so the short-lived
-    ones of a rollout (calls, rows, events) die by refcount before a collection promotes
-    them into the old generation that full collections walk. At 10,000 hosts the
-    defaults spent a third of the hub's CPU in the collector, up to seconds at a time
-    with the event loop stopped (docs/BENCHMARKS.md, "Hub scale"). Process-wide: the
-    `ai-hub` entry point calls it, not the daemon class (tests run hubs in-process)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
