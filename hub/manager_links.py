@@ -4,6 +4,8 @@ and TLS when configured. Error classification for rollout decisions lives here t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any, cast
 
 import grpc
 
@@ -25,6 +27,42 @@ def describe(exc: grpc.aio.AioRpcError) -> str:
     return f"{exc.code().name}: {exc.details() or ''}".strip()
 
 
+# The hub holds a channel to every manager. gRPC's channelz bookkeeping (a debugging
+# aid nothing here reads) costs ~4 KB per channel: off for these channels.
+MANAGER_CHANNEL_OPTIONS = (("grpc.enable_channelz", 0),)
+
+
+class _Recorder:
+    """Stands in for a channel while the generated stub's constructor runs: each
+    callable it asks for is recorded as (channel method, path, keyword arguments)."""
+
+    def __getattr__(self, kind: str) -> Callable[..., tuple[str, str, dict[str, Any]]]:
+        return lambda path, **kwargs: (kind, path, kwargs)
+
+
+# attribute -> how the generated ManagerStub makes its callable
+_MANAGER_CALLS: dict[str, tuple[str, str, dict[str, Any]]] = \
+    vars(mpb_grpc.ManagerStub(_Recorder()))
+
+
+class _LazyManagerStub:
+    """backendai.v1.Manager's stub whose callables are made on first use. The generated
+    stub makes one per RPC of the service up front (17, each registered with the
+    channel): ~12 KB per manager for the few a hub calls on most hosts."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            kind, path, kwargs = _MANAGER_CALLS[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        made = getattr(self._channel, kind)(path, **kwargs)
+        setattr(self, name, made)  # found directly from now on
+        return made
+
+
 class ManagerLinks:
     def __init__(self, *, token: bytes | Token | None, tls: ClientTLS | None,
                  call_timeout: float) -> None:
@@ -32,16 +70,17 @@ class ManagerLinks:
         self.tls = tls
         self.call_timeout = call_timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
-        # a stub per channel, made once: building one creates a callable per RPC of the
-        # Manager service, which cost 15 % of the hub's CPU in a 10,000-host rollout
+        # a stub per channel, made once (a stub per call cost 15 % of the hub's CPU in a
+        # 10,000-host rollout), its callables made on first use
         self._stubs: dict[str, mpb_grpc.ManagerStub] = {}
 
     def stub(self, address: str) -> mpb_grpc.ManagerStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = open_channel(address, token=self.token, tls=self.tls)
+            channel = open_channel(address, token=self.token, tls=self.tls,
+                                   options=MANAGER_CHANNEL_OPTIONS)
             self._channels[address] = channel
-            stub = self._stubs[address] = mpb_grpc.ManagerStub(channel)
+            stub = self._stubs[address] = cast(mpb_grpc.ManagerStub, _LazyManagerStub(channel))
         return stub
 
     async def close(self) -> None:
