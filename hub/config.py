@@ -29,6 +29,7 @@ from backendai.config import (
 from backendai.errors import ConfigError
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
+from hub.admission import AdmissionConfig, load_admission
 from hub.store_config import HAConfig, StoreConfig, load_ha, load_store
 
 MAX_HOSTS = 100_000
@@ -64,6 +65,7 @@ class HubConfig:
     tick_seconds: float = 0.25
     store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
     ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # [admission]
 
 
 def _host(t: Table, role: str = "agent") -> HostEntry:
@@ -117,6 +119,7 @@ def load(path: Path) -> HubConfig:
         log_format=t.choice("log_format", LOG_FORMATS),
         store=load_store(t.table("store", defaults=StoreConfig)),
         ha=load_ha(t.table("ha", defaults=HAConfig)),
+        admission=load_admission(t.table("admission", defaults=AdmissionConfig)),
     )
     t.done()
     require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,

@@ -22,6 +22,7 @@ from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, wri
 from backendai.errors import StoreUnavailable
 from backendai.grpc_server import GrpcServer
 from backendai.tls import ReloadableServerCredentials
+from hub.admission import Admission
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
@@ -69,7 +70,8 @@ class HubDaemon(DaemonLifecycle):
                 return
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
                                  call_timeout=cfg.call_timeout)
-            inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval)
+            inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval,
+                                  watch_connects=cfg.admission.watch_connects)
             static = [*cfg.hosts, *([cfg.self_host] if cfg.self_host else [])]
             for entry in static:
                 inventory.add(entry)
@@ -80,7 +82,8 @@ class HubDaemon(DaemonLifecycle):
                                     address=lambda: advertise_address(
                                         cfg.ha.advertise_address, cfg.grpc_listen, self.port))
             fleet = Fleet(inventory=inventory, links=links, store=store,
-                          static_names=static_names, leadership=leadership)
+                          static_names=static_names, leadership=leadership,
+                          admission=Admission(cfg.admission))
             rollouts = Rollouts(store=store, links=links, inventory=inventory,
                                 leadership=leadership, before_lead=hosts.full,
                                 after_rollout=reclaim,

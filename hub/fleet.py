@@ -20,6 +20,7 @@ from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
 from backendai.validate import check_address, check_host_name, check_labels
+from hub.admission import Admission
 from hub.config import HostEntry
 from hub.inventory import Inventory
 from hub.leadership import Leadership
@@ -45,12 +46,16 @@ def advertised_address(address: str, peer: str) -> str:
 
 class Fleet:
     def __init__(self, *, inventory: Inventory, links: ManagerLinks, store: HubStore,
-                 static_names: frozenset[str], leadership: Leadership) -> None:
+                 static_names: frozenset[str], leadership: Leadership,
+                 admission: Admission | None = None) -> None:
+        """admission: the rate Register and Heartbeat are let in at (hub/admission.py);
+        None: no limit."""
         self.inventory = inventory
         self.links = links
         self.store = store
         self.static_names = static_names
         self.leadership = leadership
+        self.admission = admission
 
     # ---------------------------------------------------------------- registration
 
@@ -66,6 +71,8 @@ class Fleet:
         agent = check_address(req.agent_address, "agent_address") if req.agent_address else ""
         agent = advertised_address(agent, peer)
         self.leadership.require("Register")
+        if self.admission is not None:
+            self.admission.admit("register")
         known = self.inventory.hosts.get(name)
         if known is None and not manager:
             raise InvalidArgument("manager_address: required for a host the hub does not "
@@ -87,6 +94,8 @@ class Fleet:
     def heartbeat(self, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         name = check_host_name(req.name, "name")
         self.leadership.require("Heartbeat")
+        if self.admission is not None:
+            self.admission.admit("heartbeat")
         interval = self.inventory.heartbeat_interval
         if name not in self.inventory.hosts:
             return pb.HeartbeatResponse(heartbeat_interval_seconds=interval, reregister=True)

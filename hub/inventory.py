@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+CONNECT_HOLD = 5.0  # seconds a stream being opened holds its place at most
 UNCACHED = frozenset({"wire", "task"})  # HostView fields ListHosts does not show
 
 
@@ -62,10 +63,38 @@ class HostView:
         return self.status is not None and self.status.state == mpb.SERVICE_STATE_RUNNING
 
 
+class _Permit:
+    """A place among the status streams being opened (Inventory's `watch_connects`):
+    given back at the stream's first message, at its end, or after CONNECT_HOLD seconds
+    (a manager that does not answer must not keep others waiting)."""
+
+    def __init__(self, gate: asyncio.Semaphore | None) -> None:
+        self.gate = gate
+        self.timer = asyncio.get_running_loop().call_later(CONNECT_HOLD, self.release) \
+            if gate is not None else None
+
+    @classmethod
+    async def take(cls, gate: asyncio.Semaphore | None) -> _Permit:
+        if gate is not None:
+            await gate.acquire()
+        return cls(gate)
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.gate.release()
+            self.gate = None
+            if self.timer is not None:
+                self.timer.cancel()
+
+
 class Inventory:
-    def __init__(self, links: ManagerLinks, *, heartbeat_interval: float) -> None:
+    def __init__(self, links: ManagerLinks, *, heartbeat_interval: float,
+                 watch_connects: int = 0) -> None:
+        """watch_connects: status streams being opened at once, at most (0: no limit;
+        hub/admission.py): a hub starting with 10,000 hosts connects them in waves."""
         self.links = links
         self.heartbeat_interval = heartbeat_interval
+        self._connecting = asyncio.Semaphore(watch_connects) if watch_connects > 0 else None
         self.hosts: dict[str, HostView] = {}
         self._by_name: list[HostView] | None = None  # every view, sorted by name
         self.changed = asyncio.Event()
@@ -149,11 +178,13 @@ class Inventory:
         backoff = BACKOFF_INITIAL
         while True:
             entry = view.entry
+            permit = await _Permit.take(self._connecting)
             try:
                 stub = self.links.stub(entry.manager_address)
                 call = stub.WatchStatus(mpb.WatchStatusRequest(service=entry.service))
                 try:
                     async for st in call:
+                        permit.release()
                         if not view.reachable:
                             self.connected += 1
                             log.info("inventory.host_up", host=view.name, version=st.version)
@@ -169,6 +200,8 @@ class Inventory:
             except Exception as exc:
                 log.exception("inventory.watch_error", host=view.name)
                 reason = f"internal error: {type(exc).__name__}"
+            finally:
+                permit.release()
             if view.reachable:
                 self.connected -= 1
                 log.warning("inventory.host_down", host=view.name, reason=reason)
