@@ -1,7 +1,10 @@
 """Admission control: how fast the hub lets its fleet back in after a failover or a
 restart, so the leader stays responsive while 10,000 agents and managers reconnect.
 
-- `Register` and `Heartbeat` go through a token bucket each (`[admission]`): a caller
+- A `Register` that writes the store (a new host, a changed address or labels) goes
+  through one token bucket, a `Heartbeat` or a registration that changes nothing (a
+  fleet coming back to a restarted or new leader: the store already has it) through
+  another (`[admission]`): a caller
   beyond the rate is answered RESOURCE_EXHAUSTED with a retry hint (the
   `backendai-retry-after-ms` trailer) and comes back then (backendai/registration_loop.py).
   The hint is an appointment: each refused caller is given the next free slot after

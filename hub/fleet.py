@@ -71,17 +71,24 @@ class Fleet:
         agent = check_address(req.agent_address, "agent_address") if req.agent_address else ""
         agent = advertised_address(agent, peer)
         self.leadership.require("Register")
-        if self.admission is not None:
-            self.admission.admit("register")
         known = self.inventory.hosts.get(name)
         if known is None and not manager:
             raise InvalidArgument("manager_address: required for a host the hub does not "
                                   "know yet")
+        entry = None
         if name not in self.static_names and manager:
             # the static inventory wins over registration for the hosts it names
             entry = HostEntry(name=name, manager_address=manager, labels=labels,
                               service=known.entry.service if known else "",
                               role=known.entry.role if known else "agent", source="registered")
+            if known is not None and known.entry == entry:
+                entry = None  # as known (the store has it): nothing to write
+        if self.admission is not None:
+            # a registration that writes the store is admitted at its own rate; one that
+            # changes nothing (a fleet coming back to a restarted or new leader, the
+            # managers' periodic re-registration) costs what a heartbeat does
+            self.admission.admit("register" if entry is not None else "heartbeat")
+        if entry is not None:
             await self.store.save_host(entry, time.time())
             self.inventory.add(entry)
         view = self.inventory.get(name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -83,12 +84,13 @@ async def test_real_agents_and_managers_told_later_are_all_admitted(procs):
         tasks = [asyncio.create_task(r.run()) for r in [*agents, *managers]]
         try:
             def all_in() -> bool:
+                if not all(r.registered for r in [*agents, *managers]):
+                    return False
                 hosts = hub.call("ListHosts", pb.ListHostsRequest()).hosts
                 return len(hosts) == 50 and \
                     sum(h.agent_connected for h in hosts) == 40
 
             await asyncio.to_thread(wait_for, all_in, 60, "every agent and manager admitted")
-            assert all(a.registered for a in agents) and all(m.registered for m in managers)
         finally:
             for t in tasks:
                 t.cancel()
@@ -110,3 +112,36 @@ def test_no_admission_section_admits_the_default_rates(procs):
         hub.call("Register", pb.RegisterRequest(name=f"h{i}", role="agent",
                                                 manager_address=sim.hosts["agent-000"]))
     assert len(hub.call("ListHosts", pb.ListHostsRequest()).hosts) == 30
+
+
+def test_a_registration_that_changes_nothing_writes_nothing_and_is_not_held_back(procs):
+    """A fleet coming back to a restarted hub re-registers what the store has: no write,
+    and the registrations' rate does not apply (only the heartbeats')."""
+    sim = procs(SimManagers, hosts=1).start()
+    manager = sim.hosts["agent-000"]
+    hub = procs(HubProc, {}, extra={"admission": {"register_rate": 0.01, "register_burst": 1}})
+    hub.start()
+    hub.call("Register", pb.RegisterRequest(name="h1", role="agent", manager_address=manager,
+                                            labels={"group": "a"}))
+
+    def seq() -> list[tuple[str, int]]:
+        with sqlite3.connect(hub.state_dir / "hub.db") as db:
+            return db.execute("SELECT name, seq FROM registered_hosts").fetchall()
+
+    written = seq()
+    for _ in range(20):
+        hub.call("Register", pb.RegisterRequest(name="h1", role="agent", manager_address=manager,
+                                                labels={"group": "a"}))
+        hub.call("Register", pb.RegisterRequest(name="h1", role="manager",
+                                                manager_address=manager, labels={"group": "a"}))
+    assert seq() == written
+    # a change is a write, and those are held to their rate
+    with pytest.raises(grpc.RpcError) as refused:
+        hub.call("Register", pb.RegisterRequest(name="h1", role="agent",
+                                                manager_address=manager, labels={"group": "b"}))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as refused:
+        hub.call("Register", pb.RegisterRequest(name="h2", role="agent", manager_address=manager))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert seq() == written
+    assert hub.call("ListHosts", pb.ListHostsRequest()).hosts[0].labels == {"group": "a"}
