@@ -1,17 +1,19 @@
 """Reconnect storm: a hub with N hosts (simulated managers, tests/fixtures/sim_manager.py)
 whose agents and managers run the real registration loops (bench/storm_agents.py) is
-killed -9 and restarted on the same port and state; the whole fleet comes back at once.
-Side by side in one run: without admission control (`[admission]` rates 0) and with the
-defaults. Measured from the restarted hub's first answer until every agent is registered
-again and the hub sees every manager: how long that takes, GetInfo's latency meanwhile
-(probed every 50 ms), how often callers were told "later", and the hub's CPU.
+killed -9 and restarted on the same port; the whole fleet comes back at once. Side by
+side in one run: without admission control (`[admission]` rates 0) and with the
+defaults, the hub coming back with its state (the usual case: every host is known) and
+without it (a new hub, a lost disk: every host registers anew). Measured from the
+restarted hub's first answer until every agent is registered again and the hub sees
+every manager: how long that takes, GetInfo's latency meanwhile (one sent every 50 ms,
+answered or not), how often callers were told "later", and the hub's CPU.
 
     .venv/bin/python bench/hub_storm.py [--hosts 10000] [--agent-procs 4] [--json]
 """
-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -61,25 +63,30 @@ class StormAgents(Proc):
 
 
 class Prober(threading.Thread):
-    """GetInfo every PROBE_EVERY seconds: (when, latency ms or None for an error)."""
+    """A GetInfo sent every PROBE_EVERY seconds whether or not the last one was answered
+    (a stalled hub shows as every probe sent meanwhile being late, not as one slow
+    sample): (when sent, latency ms or None for an error)."""
 
     def __init__(self, address: str) -> None:
         super().__init__(daemon=True)
         self.address = address
         self.samples: list[tuple[float, float | None]] = []
         self.stop = threading.Event()
+        self.pending: list[Any] = []
 
     def run(self) -> None:
         with grpc.insecure_channel(self.address) as ch:
             stub = pb_grpc.HubStub(ch)
             while not self.stop.is_set():
-                t = time.perf_counter()
-                try:
-                    stub.GetInfo(pb.HubInfoRequest(), timeout=30)
-                    self.samples.append((t, (time.perf_counter() - t) * 1000))
-                except grpc.RpcError:
-                    self.samples.append((t, None))
+                sent = time.perf_counter()
+                call = stub.GetInfo.future(pb.HubInfoRequest(), timeout=30)
+                call.add_done_callback(lambda f, t=sent: self.samples.append(
+                    (t, (time.perf_counter() - t) * 1000 if f.exception() is None else None)))
+                self.pending.append(call)
                 self.stop.wait(PROBE_EVERY)
+            for call in self.pending:
+                with contextlib.suppress(grpc.RpcError, grpc.FutureCancelledError):
+                    call.result()
 
 
 def fleet_back(hub: HubProc, agents: list[StormAgents], hosts: int, managers: bool) -> bool:
@@ -104,11 +111,15 @@ def events(agents: list[StormAgents]) -> dict[str, int]:
 
 
 def storm(hub: HubProc, agents: list[StormAgents], mode: str, *, hosts: int, managers: bool,
-          cap: float) -> dict[str, Any]:
+          cap: float, fresh: bool) -> dict[str, Any]:
+    """fresh: the hub comes back without its state (a new hub, a lost disk): every host
+    registers as a new one."""
     hub.extra["admission"] = OFF if mode == "off" else ON
     before = events(agents)
     hub.kill9()
     killed = time.perf_counter()
+    if fresh:
+        shutil.rmtree(hub.state_dir)
     hub.start(same_port=True, wait=False)
     prober = Prober(hub.address)
     prober.start()
@@ -123,13 +134,15 @@ def storm(hub: HubProc, agents: list[StormAgents], mode: str, *, hosts: int, man
     finally:
         prober.stop.set()
         prober.join(60)
-    first = next((t for t, ms in prober.samples if ms is not None), None)
+    samples = sorted(prober.samples)
+    first = next((t for t, ms in samples if ms is not None), None)
     assert first is not None, "the restarted hub never answered GetInfo"
-    window = [(t, ms) for t, ms in prober.samples if t >= first]
+    window = [(t, ms) for t, ms in samples if first <= t <= back]
     lat = [ms for _, ms in window if ms is not None]
     after = events(agents)
     told = sum(after.get(k, 0) - before.get(k, 0) for k in ("agent.hub_busy", "manager.hub_busy"))
     return {
+        "restart": "without its state" if fresh else "with its state",
         "admission": mode,
         "hub_answers_after_kill_seconds": round(first - killed, 2),
         "fleet_back_after_kill_seconds": round(back - killed, 2),
@@ -184,10 +197,12 @@ def main() -> int:
             assert_eventually(lambda: fleet_back(hub, agents, args.hosts, managers),
                               args.cap, 2.0, "the fleet registered")
             print(f"# fleet registered in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-            for mode in ("off", "on"):
-                results.append(storm(hub, agents, mode, hosts=args.hosts, managers=managers,
-                                     cap=args.cap))
-                print(f"# storm with admission {mode}: done", file=sys.stderr, flush=True)
+            for fresh in (False, True):
+                for mode in ("off", "on"):
+                    results.append(storm(hub, agents, mode, hosts=args.hosts,
+                                         managers=managers, cap=args.cap, fresh=fresh))
+                    print(f"# storm {results[-1]['restart']}, admission {mode}: done",
+                          file=sys.stderr, flush=True)
     except BaseException:
         for p in [*agents, *([hub] if hub else [])]:  # the evidence outlives the temp dir
             if p.log_path.exists():
@@ -204,10 +219,11 @@ def main() -> int:
     else:
         print(f"hosts {args.hosts}, agents{' and managers' if managers else ''} "
               "reconnecting after kill -9 and restart\n")
-        print("| figure | " + " | ".join(f"admission {r['admission']}" for r in results) + " |")
+        print("| figure | " + " | ".join(f"{r['restart']}, admission {r['admission']}"
+                                         for r in results) + " |")
         print("|---" * (len(results) + 1) + "|")
         for k in results[0]:
-            if k != "admission":
+            if k not in ("admission", "restart"):
                 print(f"| {k} | " + " | ".join(str(r[k]) for r in results) + " |")
     return 0
 
