@@ -99,7 +99,8 @@ def main() -> int:
                     r["list_hosts_hub_side_cold_ms"] = cold
                     r["list_hosts_hub_side_cold_us_per_host"] = round(1000 * cold / size, 2)
                     results.append(r)
-                    print(f"# {store} {size}: done", file=sys.stderr, flush=True)
+                    # each run's figures as it ends: a later run's failure keeps them
+                    print(f"# {store} {size}: {json.dumps(r)}", file=sys.stderr, flush=True)
     finally:
         if pg is not None:
             pg.remove()

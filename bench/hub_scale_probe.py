@@ -65,6 +65,16 @@ def cpu_of(procs: list[psutil.Process]) -> float:
     return total
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process's main thread (the hub's event loop) has spent runnable but
+    waiting for a core (/proc/PID/schedstat: on CPU, waiting, timeslices, in ns): on a
+    shared machine, the part of a wall time that is the machine's, not the hub's."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine spent busy so far (every process, every core)."""
     t = psutil.cpu_times()
@@ -304,7 +314,7 @@ def measure(root: Path, fleet: Fleet, *, store: str, pg: PgCluster | None, rollo
 def _rollouts(res: dict[str, Any], hub: HubProc, proc: psutil.Process, fleet: Fleet, *,
               pg: PgCluster | None, followers: list[psutil.Process], rollouts: int,
               versions: Iterator[str], profile: Path | None) -> None:
-    walls, cpus, rss_after = [], [], []
+    walls, cpus, waits, rss_after = [], [], [], []
     before = first = fleet.updates()
     sims = fleet.procs()
     ncpu = psutil.cpu_count() or 1
@@ -315,30 +325,35 @@ def _rollouts(res: dict[str, Any], hub: HubProc, proc: psutil.Process, fleet: Fl
         pgp = pg.procs() if pg is not None and res["store"] == "postgresql" else []
         c_hub, c_sim, c_pg, c_fol = (cpu_of([proc]), cpu_of(sims), cpu_of(pgp),
                                      cpu_of(followers))
-        busy0 = machine_busy()
+        busy0, wait0 = machine_busy(), runqueue_wait(proc.pid)
         t0 = time.perf_counter()
         r = hub.call("StartRollout", pb.StartRolloutRequest(
             version=version, strategy=pb.RolloutStrategy(seed=n + 1))).rollout
         # GetInfo (cheap) until no rollout is active: polling the whole rollout would
         # cost the hub more than the bench means to measure; its latency says how
         # responsive the hub stays meanwhile
+        # (GetInfo names no active rollout when the store did not answer within a
+        # second, hub/grpc_api.py: then the rollout itself says whether it ended)
         info_ms: list[float] = []
+        without_store = 0
         while True:
             t = time.perf_counter()
             active = hub.call("GetInfo", pb.HubInfoRequest(), timeout=300).active_rollout_id
             info_ms.append((time.perf_counter() - t) * 1000)
             if active != r.id:
-                break
+                done = hub.rollout(r.id)
+                if done.state in TERMINAL:
+                    break
+                without_store += 1
             if time.perf_counter() - t0 > 1800:
                 raise AssertionError(f"rollout {r.id} still active after 1800 s")
             time.sleep(0.1)
         wall = time.perf_counter() - t0
-        done = hub.rollout(r.id)
-        assert done.state in TERMINAL
         spy.stop()
         assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done.message
         walls.append(round(wall, 2))
         cpus.append(round(cpu_of([proc]) - c_hub, 2))
+        waits.append(round(runqueue_wait(proc.pid) - wait0, 2))
         if n == 0:
             res["rollout_waves"] = ",".join(f"{w.spec}:{len(w.hosts)}" for w in done.waves)
             res["rollout_events"] = done.next_event_index
@@ -350,6 +365,7 @@ def _rollouts(res: dict[str, Any], hub: HubProc, proc: psutil.Process, fleet: Fl
                     (cpu_of(followers) - c_fol) / len(followers), 2)
             res["get_info_during_rollout_p50_ms"] = round(statistics.median(info_ms), 1)
             res["get_info_during_rollout_max_ms"] = round(max(info_ms), 1)
+            res["get_info_during_rollout_without_store"] = without_store
             res["rollout_machine_busy_percent"] = round(
                 100 * (machine_busy() - busy0) / (wall * ncpu), 1)
         after = fleet.updates()
@@ -360,9 +376,11 @@ def _rollouts(res: dict[str, Any], hub: HubProc, proc: psutil.Process, fleet: Fl
         rss_after.append(round(_rss(proc) / 2**20, 1))
     res["rollout_wall_seconds"] = walls[0]
     res["rollout_hub_cpu_seconds"] = cpus[0]
+    res["rollout_hub_loop_runqueue_wait_seconds"] = waits[0]
     if rollouts > 1:
         res["rollout_wall_seconds_each"] = " / ".join(map(str, walls))
         res["rollout_hub_cpu_seconds_each"] = " / ".join(map(str, cpus))
+        res["rollout_hub_loop_runqueue_wait_seconds_each"] = " / ".join(map(str, waits))
     res["hub_rss_after_each_rollout_mb"] = " / ".join(map(str, rss_after))
     res["rss_growth_first_to_last_percent"] = round(
         100 * (rss_after[-1] - rss_after[0]) / rss_after[0], 1)
