@@ -10,7 +10,8 @@ the simulators and of PostgreSQL, how busy the whole machine was, and the hub's 
 after it (does the memory a rollout takes come back?).
 
     .venv/bin/python bench/hub_scale.py [--hosts 1000,3000,10000] [--store sqlite,postgresql]
-        [--rollouts 5] [--procs N] [--delay 0.5] [--followers 2] [--profile DIR] [--json]
+        [--rollouts 5] [--procs N] [--delay 0.5] [--followers 2] [--profile DIR]
+        [--settle 1.5] [--idle 5] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from hub_scale_probe import (  # noqa: E402 - after the path setup
     TARGETS,
     Fleet,
+    Pace,
     PgCluster,
     hub_side_list_ms,
     measure,
@@ -68,14 +70,19 @@ def main() -> int:
                     help="PostgreSQL only: follower hubs beside the leader (their cost)")
     ap.add_argument("--profile", type=Path, help="py-spy the hub through the first "
                     "rollout and a ListHosts burst; collapsed stacks into this directory")
+    ap.add_argument("--settle", type=float, default=Pace.settle,
+                    help="seconds to let the hub go idle before sampling its RSS")
+    ap.add_argument("--idle", type=float, default=Pace.idle,
+                    help="seconds over which the idle hub's CPU is measured")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sizes = [int(s) for s in args.hosts.split(",") if s.strip()]
     stores = [s.strip() for s in args.store.split(",") if s.strip()]
     bad = [s for s in stores if s not in ("sqlite", "postgresql")]
-    if bad or not sizes or min(sizes) < 1 or args.rollouts < 1:
+    if bad or not sizes or min(sizes) < 1 or args.rollouts < 1 or not (
+            0 <= args.settle <= 600 and 0 < args.idle <= 600):
         ap.error("--store: sqlite and/or postgresql; --hosts: positive counts; "
-                 "--rollouts: at least 1")
+                 "--rollouts: at least 1; --settle 0-600, --idle above 0 up to 600")
     tmp = Path(tempfile.mkdtemp(prefix="hub-scale-"))
     results: list[dict[str, Any]] = []
     pg: PgCluster | None = None
@@ -93,7 +100,8 @@ def main() -> int:
                     r = measure(tmp / f"{store}-{size}", fleet, store=store, pg=pg,
                                 rollouts=args.rollouts, versions=versions,
                                 followers=args.followers if store == "postgresql" else 0,
-                                profile=args.profile)
+                                profile=args.profile,
+                                pace=Pace(settle=args.settle, idle=args.idle))
                     r["list_hosts_hub_side_ms"] = side
                     r["list_hosts_hub_side_us_per_host"] = round(1000 * side / size, 2)
                     r["list_hosts_hub_side_cold_ms"] = cold

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,17 @@ def hub_side_list_ms(n: int, *, cold: bool = False) -> float:
     return asyncio.run(run())
 
 
-def _settle() -> None:
-    time.sleep(1.5)  # bench, not a test: let the process go idle before sampling
+@dataclass(frozen=True)
+class Pace:
+    """The bench's waits: `settle` seconds for the hub to go idle before its RSS is
+    sampled, `idle` seconds over which its idle CPU is measured (a smoke run shortens
+    both; the figures then say less, the code paths are the same)."""
+
+    settle: float = 1.5
+    idle: float = 5.0
+
+    def wait(self) -> None:
+        time.sleep(self.settle)  # bench, not a test: let the process go idle first
 
 
 def _rss(p: psutil.Process) -> int:
@@ -230,7 +240,7 @@ def _hub(root: Path, name: str, addresses: dict[str, str], store: dict[str, Any]
 
 def measure(root: Path, fleet: Fleet, *, store: str, pg: PgCluster | None, rollouts: int,
             versions: Iterator[str], followers: int = 0,
-            profile: Path | None = None) -> dict[str, Any]:
+            profile: Path | None = None, pace: Pace = Pace()) -> dict[str, Any]:
     """One store backend against the fleet: an empty hub for the baseline, then the hub
     with every host, then the follower hubs, then the rollouts."""
     root.mkdir(parents=True, exist_ok=True)
@@ -248,7 +258,7 @@ def measure(root: Path, fleet: Fleet, *, store: str, pg: PgCluster | None, rollo
     try:
         base = _hub(root, "hub-empty", {}, store_table(), hubs)
         base.call("ListHosts", pb.ListHostsRequest())
-        _settle()
+        pace.wait()
         base_rss = _rss(psutil.Process(base.proc.pid))  # type: ignore[union-attr]
         base.stop()
 
@@ -264,10 +274,10 @@ def measure(root: Path, fleet: Fleet, *, store: str, pg: PgCluster | None, rollo
         # its CPU from exec to every host connected (start-up, migrations, the streams):
         # what connecting costs the hub whatever else the machine is doing
         res["connect_hub_cpu_seconds"] = round(cpu_of([proc]), 2)
-        _settle()
+        pace.wait()
         cpu0 = cpu_of([proc])
-        time.sleep(5.0)
-        res["idle_cpu_percent"] = round(100 * (cpu_of([proc]) - cpu0) / 5.0, 2)
+        time.sleep(pace.idle)
+        res["idle_cpu_percent"] = round(100 * (cpu_of([proc]) - cpu0) / pace.idle, 2)
         rss = _rss(proc)
         res["hub_rss_mb"] = round(rss / 2**20, 1)
         res["hub_rss_empty_mb"] = round(base_rss / 2**20, 1)
@@ -294,11 +304,11 @@ def measure(root: Path, fleet: Fleet, *, store: str, pg: PgCluster | None, rollo
                 "ListHosts", pb.ListHostsRequest(), timeout=60).hosts) == fleet.hosts,
                 600, 0.5, "the follower sees every host")
         if others:
-            _settle()
+            pace.wait()
             res["follower_rss_mb"] = round(max(_rss(p) for p in others) / 2**20, 1)
 
         _rollouts(res, hub, proc, fleet, pg=pg, followers=others, rollouts=rollouts,
-                  versions=versions, profile=profile)
+                  versions=versions, profile=profile, pace=pace)
     except BaseException:
         for h in hubs:  # the evidence outlives the temp dir
             if h.log_path.exists():
@@ -316,7 +326,7 @@ def measure(root: Path, fleet: Fleet, *, store: str, pg: PgCluster | None, rollo
 
 def _rollouts(res: dict[str, Any], hub: HubProc, proc: psutil.Process, fleet: Fleet, *,
               pg: PgCluster | None, followers: list[psutil.Process], rollouts: int,
-              versions: Iterator[str], profile: Path | None) -> None:
+              versions: Iterator[str], profile: Path | None, pace: Pace) -> None:
     walls, cpus, waits, rss_after = [], [], [], []
     before = first = fleet.updates()
     sims = fleet.procs()
@@ -375,7 +385,7 @@ def _rollouts(res: dict[str, Any], hub: HubProc, proc: psutil.Process, fleet: Fl
         once = all(after.get(h, 0) - before.get(h, 0) == 1 for h in fleet.addresses)
         assert once, "a host was updated other than exactly once"
         before = after
-        _settle()
+        pace.wait()
         rss_after.append(round(_rss(proc) / 2**20, 1))
     res["rollout_wall_seconds"] = walls[0]
     res["rollout_hub_cpu_seconds"] = cpus[0]
