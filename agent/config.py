@@ -55,10 +55,10 @@ def load(path: Path) -> AgentConfig:
     cfg = AgentConfig(
         name=t.host_name("name", default=default_host_name("agent")),
         grpc_listen=t.listen("grpc_listen"),
-        auth_token_file=t.optional_path("auth_token_file"),
+        auth_token_file=t.optional_path("auth_token_file", absolute=True),
         insecure_no_auth=t.flag("insecure_no_auth"),
         hub_address=t.addresses("hub_address"),
-        hub_token_file=t.optional_path("hub_token_file"),
+        hub_token_file=t.optional_path("hub_token_file", absolute=True),
         manager_address=t.address("manager_address"),
         advertise_address=t.address("advertise_address"),
         labels=t.labels("labels"),

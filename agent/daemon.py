@@ -11,11 +11,11 @@ from pathlib import Path
 
 import structlog
 
+from agent import preflight
 from agent.config import AgentConfig
 from agent.facts import read_facts
 from agent.grpc_api import SERVICE_NAME, AgentServicer
 from agent.registration import Registration
-from backendai.auth import Token
 from backendai.daemon_support import DaemonLifecycle, Secrets, write_ready_file
 from backendai.grpc_server import GrpcServer
 from backendai.tls import ReloadableServerCredentials
@@ -48,9 +48,7 @@ class AgentDaemon(DaemonLifecycle):
         cfg = self.config
         started = time.time()
         try:
-            token = Token.from_file(cfg.auth_token_file) if cfg.auth_token_file else None
-            hub_token = Token.from_file(cfg.hub_token_file, "hub_token_file") \
-                if cfg.hub_token_file else None
+            token, hub_token = preflight.tokens(cfg)  # as --check-config checks them
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
             self.secrets = Secrets([token, hub_token], tls)
             registration = Registration(cfg, token=hub_token, version=self.version,

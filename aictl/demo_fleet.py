@@ -4,7 +4,17 @@ manager supervising `ai-agent`), installed from releases built from this reposit
 into a `file://` package store.
 
 Everything here is plumbing: starting processes, waiting for their ready files,
-writing their configs, tearing them down. What the demo shows lives in demo.py.
+writing their configs, tearing them down, and the signals that stop it all. What the
+demo shows lives in demo.py.
+
+Whatever stops the demo — SIGTERM, SIGINT (Ctrl-C), SIGHUP, at any moment — ends every
+process it started: the first signal interrupts the main thread (as Ctrl-C does) and the
+teardown runs; another signal during the teardown only makes it hurry (SIGKILL instead
+of a graceful stop), never abandons it. Managers run in their own sessions (so a
+terminal's Ctrl-C does not reach them and they stop their services in order), so the
+demo ends them by pid; each process it starts, and each service a manager starts for it,
+carries RUN_TAG in its environment, and a final sweep kills any such process still
+there (a service whose manager died, one restarted meanwhile).
 """
 
 from __future__ import annotations
@@ -23,10 +33,56 @@ from pathlib import Path
 from typing import Any
 
 READY_TIMEOUT = 30.0
+RUN_TAG = "AICTL_DEMO_RUN"   # environment variable naming the demo run a process is of
+STOP_TIMEOUT = 15.0
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DemoError(Exception):
     """The demo could not set up its fleet (with the reason and where to look)."""
+
+
+class Interrupted(BaseException):
+    """A signal stopped the demo (a BaseException, as KeyboardInterrupt: no
+    `except Exception` on the way swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Signals:
+    """The demo's signal handling. Before the teardown, the first SIGINT / SIGTERM /
+    SIGHUP raises Interrupted in the main thread, wherever it is (a build, a wait, a
+    rollout being watched); during the teardown a signal is only recorded, and
+    `hurry()` tells the teardown to kill rather than wait."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.tearing_down = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in HANDLED:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        if not self.tearing_down:
+            raise Interrupted(signum)
+
+    def teardown(self) -> None:
+        """From now on signals only hurry the teardown."""
+        self.tearing_down = True
+        self.received.clear()
+
+    def hurry(self) -> bool:
+        return self.tearing_down and bool(self.received)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -74,15 +130,45 @@ class Daemon:
             return None
         return info
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT,
+             hurry: Callable[[], bool] = lambda: False) -> None:
+        """SIGTERM, wait up to `timeout` (or until `hurry()`), then SIGKILL."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL if hurry() else signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline and not hurry():
+            time.sleep(0.05)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
             self.proc.wait(5)
+
+
+def sweep(tag: str, args: frozenset[str] = frozenset()) -> list[int]:
+    """Kill every process (and its process group) whose environment carries RUN_TAG=tag,
+    or whose command line has one of `args` (the demo's config files: a manager someone
+    restarted with its demo command line), this process aside. Returns the pids
+    killed."""
+    import psutil  # noqa: PLC0415 - only when the demo tears down
+
+    me = os.getpid()
+    killed = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if proc.environ().get(RUN_TAG) != tag and not args.intersection(proc.cmdline()):
+                continue
+            pgid = os.getpgid(proc.pid)
+            if pgid == proc.pid:
+                os.killpg(pgid, signal.SIGKILL)
+            proc.kill()
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+        killed.append(proc.pid)
+    return killed
 
 
 def manager_argv(config: Path, ready: Path) -> list[str]:

@@ -12,6 +12,15 @@ from typing import Any, TextIO
 
 BAR_WIDTH = 24
 MAX_HOST_ROWS = 40  # the live view shows the hosts in progress first, then the rest
+MESSAGE_WIDTH = 60  # a table's message column
+ELLIPSIS = "…"
+
+
+def clip(text: str, width: int) -> str:
+    """`text` in at most `width` characters; a cut one ends with "…"."""
+    if len(text) <= width:
+        return text
+    return text[:max(0, width - 1)] + ELLIPSIS if width > 0 else ""
 
 
 def _enum(msg_enum: Any, value: int, prefix: str) -> str:
@@ -59,15 +68,18 @@ def ago(unix: float, now: float | None = None) -> str:
 
 
 def hosts_table(hosts: Sequence[Any]) -> str:
+    """LAST SEEN is the last contact (a status keepalive or a heartbeat counts), not
+    the last change."""
     if not hosts:
         return "no hosts"
     now = time.time()
     return table(
         ("HOST", "ROLE", "REACHABLE", "STATE", "VERSION", "LAST SEEN", "AGENT", "LABELS"),
         [(h.name, h.role, "yes" if h.reachable else "NO", service_state(h.state),
-          h.version or "-", ago(h.last_seen_unix, now),
+          h.version or "-", ago(h.last_contact_unix or h.last_seen_unix, now),
           "up" if h.agent_connected else "-",
-          ",".join(f"{k}={v}" for k, v in sorted(h.labels.items())) or "-")
+          clip(",".join(f"{k}={v}" for k, v in sorted(h.labels.items())) or "-",
+               MESSAGE_WIDTH))
          for h in hosts])
 
 
@@ -78,7 +90,8 @@ def host_services(hosts: Sequence[Any]) -> str:
             blocks.append(f"{h.host}: UNREACHABLE ({h.error})")
             continue
         rows = [(s.name, service_state(s.state), s.pid or "-", s.version or "-",
-                 f"{s.uptime_seconds:.0f}s" if s.pid else "-", s.restarts, s.message or "")
+                 f"{s.uptime_seconds:.0f}s" if s.pid else "-", s.restarts,
+                 clip(s.message or "", MESSAGE_WIDTH))
                 for s in h.services]
         blocks.append(f"{h.host}:\n" + table(
             ("  SERVICE", "STATE", "PID", "VERSION", "UPTIME", "RESTARTS", "MESSAGE"),
@@ -168,7 +181,7 @@ def host_rows(r: Any, limit: int = MAX_HOST_ROWS) -> str:
                                            h.state == hpb.HOST_ROLLOUT_STATE_PENDING,
                                            h.wave, h.name))
     rows = [(h.name, h.wave, host_state(h.state), h.from_version or "-", h.step or "-",
-             h.message[:60]) for h in hosts[:limit]]
+             clip(h.message, MESSAGE_WIDTH)) for h in hosts[:limit]]
     text = table(("HOST", "WAVE", "STATE", "FROM", "STEP", "MESSAGE"), rows)
     if len(hosts) > limit:
         text += f"\n… and {len(hosts) - limit} more hosts"
@@ -181,12 +194,14 @@ def detail(r: Any) -> str:
 
 
 def rollouts_table(rollouts: Sequence[Any]) -> str:
+    """OUTCOMES counts as `rollout show` does (counts_line): the same words, the same
+    numbers."""
     if not rollouts:
         return "no rollouts"
-    return table(("ID", "VERSION", "STATE", "HOSTS", "SUCCEEDED", "FAILED", "CREATED"),
-                 [(r.id, r.version, rollout_state(r.state), r.counts.total,
-                   r.counts.succeeded, r.counts.failed + r.counts.unreachable,
-                   ago(r.created_unix)) for r in rollouts])
+    return table(("ID", "VERSION", "STATE", "OUTCOMES", "CREATED"),
+                 [(r.id, r.version, rollout_state(r.state),
+                   clip(counts_line(r.counts), 2 * MESSAGE_WIDTH), ago(r.created_unix))
+                  for r in rollouts])
 
 
 def event_line(e: Any) -> str:
@@ -241,7 +256,7 @@ class LiveView:
         self._last_draw = time.monotonic()
         width = shutil.get_terminal_size().columns
         screen = [summary(r), *waves_block(r), "", host_rows(r), "", *self.recent]
-        lines = [line[:width] for block in screen for line in block.split("\n")]
+        lines = [clip(line, width) for block in screen for line in block.split("\n")]
         self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
         self.out.flush()
 
@@ -252,3 +267,88 @@ class LiveView:
             self.show(r, None)
         self.out.write(summary(r) + "\n")
         self.out.flush()
+
+
+def packages(r: Any) -> str:
+    """The dry run's store check: one line per distinct package."""
+    if not r.packages:
+        return "store: not checked"
+    lines = []
+    for p in r.packages:
+        what = p.package or p.service or "(unknown package)"
+        hosts = f"{len(p.hosts)} host{'s' if len(p.hosts) != 1 else ''}"
+        if not p.checked:
+            lines.append(f"store: {what} ({hosts}): not checked — {p.message}")
+        elif p.available:
+            lines.append(f"store: {what} {r.version} available ({hosts}) at {p.url}")
+        else:
+            lines.append(f"store: {what} {r.version} MISSING ({hosts}) at "
+                         f"{p.url or '(no URL)'}: {p.message}")
+    return "\n".join(lines)
+
+
+# ---- one manager (aictl --manager) -----------------------------------------------------
+
+def service_line(st: Any) -> str:
+    """"agent: RUNNING pid 4242, version 1.1.0" and the service's message, if any."""
+    parts = [f"{st.name}: {service_state(st.state).upper()}"]
+    if st.pid:
+        parts.append(f"pid {st.pid}")
+    if st.version:
+        parts.append(f"version {st.version}")
+    text = parts[0] + (" " + ", ".join(parts[1:]) if len(parts) > 1 else "")
+    return text + (f" ({clip(st.message, 2 * MESSAGE_WIDTH)})" if st.message else "")
+
+
+def services_table(services: Sequence[Any]) -> str:
+    if not services:
+        return "no services"
+    return table(("SERVICE", "STATE", "PID", "VERSION", "UPTIME", "RESTARTS", "HEALTH",
+                  "UPDATE", "MESSAGE"),
+                 [(s.name, service_state(s.state).upper(), s.pid or "-", s.version or "-",
+                   f"{s.uptime_seconds:.0f}s" if s.pid else "-", s.restarts,
+                   s.health or "-", _update_cell(s.update),
+                   clip(s.message or "", MESSAGE_WIDTH)) for s in services])
+
+
+def _update_cell(u: Any) -> str:
+    if u.running_operation_id:
+        return f"to {u.running_version or '?'} at {u.running_step or 'start'}"
+    if u.last_outcome:
+        return f"{u.last_version}: {u.last_outcome}"
+    return "-"
+
+
+def releases_table(releases: Sequence[Any]) -> str:
+    if not releases:
+        return "no releases on disk"
+    return table(("VERSION", "", "INSTALLED"),
+                 [(r.version, "current" if r.current else "previous" if r.previous else "",
+                   time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.installed_unix))
+                   if r.installed_unix else "-") for r in releases])
+
+
+def update_event_line(e: Any) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(e.at_unix)) if e.at_unix else "--:--:--"
+    took = f" ({e.elapsed_seconds:.1f}s)" if e.elapsed_seconds else ""
+    tail = f" — {e.outcome}" if e.final and e.outcome else ""
+    return f"{stamp} {e.step:<16} {e.status:<8}{took} {e.message}".rstrip() + tail
+
+
+def operation_report(op: Any) -> str:
+    head = (f"operation {op.operation_id}: {op.kind} {op.from_version or '(none)'} -> "
+            f"{op.to_version} on {op.service}, {op.state}"
+            + (f", {op.outcome}" if op.outcome else "")
+            + (f" (origin {op.origin})" if op.origin else ""))
+    if op.message:
+        head += f"\n  {op.message}"
+    rows = [(s.step, s.status, f"{s.elapsed_seconds:.1f}s" if s.status != "started" else "…",
+             clip(s.message, MESSAGE_WIDTH)) for s in op.steps]
+    return head + "\n" + table(("STEP", "STATUS", "TOOK", "MESSAGE"), rows)
+
+
+def reload_summary(resp: Any) -> str:
+    parts = [f"{label}: {', '.join(names) if names else '-'}"
+             for label, names in (("added", resp.added), ("removed", resp.removed),
+                                  ("changed", resp.changed), ("unchanged", resp.unchanged))]
+    return "\n".join([*([resp.message] if resp.message else []), *parts])

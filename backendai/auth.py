@@ -255,6 +255,44 @@ def grpc_identity(context: Any) -> Identity:
     return Identity(name, role, peer, "grpc", tls)
 
 
+# OpenSSL's short names for the attributes Python's ssl module names by their long name.
+_SHORT_NAMES = {
+    "commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+    "countryName": "C", "stateOrProvinceName": "ST", "localityName": "L",
+    "streetAddress": "street", "domainComponent": "DC", "userId": "UID",
+    "surname": "SN", "givenName": "GN",
+}
+_RFC2253_SPECIAL = frozenset(',+"\\<>;')
+
+
+def _rfc2253_value(value: str) -> str:
+    out = []
+    data = value.encode("utf-8", "replace")
+    for i, byte in enumerate(data):
+        char = chr(byte)
+        if byte < 0x20 or byte >= 0x7F:
+            out.append(f"\\{byte:02X}")
+        elif char in _RFC2253_SPECIAL or (i == 0 and char in "# ") \
+                or (i == len(data) - 1 and char == " "):
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def certificate_subject(peercert: Any) -> str:
+    """A TLS client certificate's subject (from `SSLObject.getpeercert()`), written as
+    OpenSSL writes RFC 2253 and so as gRPC's `x509_subject` names the same certificate:
+    the last attribute first, short names, special characters escaped (`CN=alice,O=Ops`).
+    "" without a verified certificate."""
+    if not isinstance(peercert, dict):
+        return ""
+    rdns = peercert.get("subject") or ()
+    return ",".join("+".join(f"{_SHORT_NAMES.get(name, name)}={_rfc2253_value(value)}"
+                             for name, value in reversed(rdn))
+                    for rdn in reversed(rdns))
+
+
 class _TokenCheck:
     def __init__(self, tokens: bytes | Token | Tokens, open_methods: tuple[str, ...] = (),
                  read_methods: Callable[[str], bool] = is_read_method) -> None:

@@ -64,10 +64,12 @@ def token_interceptors(token: bytes | Token | None) -> Sequence[grpc.aio.ClientI
 
 def open_channel(address: str, *, token: bytes | Token | None = None,
                  tls: ClientTLS | None = None,
-                 options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    """An aio channel to "HOST:PORT" carrying the token; TLS when `tls` is given."""
+                 options: Sequence[tuple[str, Any]] = (),
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+    """An aio channel to "HOST:PORT" carrying the token; TLS when `tls` is given;
+    `interceptors` run besides the token's (e.g. the hub's call metrics)."""
     opts = [*CHANNEL_OPTIONS, *options, *(tls.channel_options() if tls else [])]
-    interceptors = token_interceptors(token)
+    interceptors = [*token_interceptors(token), *interceptors]
     if tls is None:
         return grpc.aio.insecure_channel(address, options=opts, interceptors=interceptors)
     return grpc.aio.secure_channel(address, tls.credentials(), options=opts,

@@ -252,6 +252,11 @@ class Table:
             return tuple(value)
         return self._read(name, UNSET, "a list of strings", convert)
 
+    def custom(self, name: str, what: str, convert: Callable[[Any], T]) -> T:
+        """A key with its own conversion: an InvalidArgument it raises must name the key
+        (`self.key(name)`). Absent: the dataclass field's default, else required."""
+        return self._read(name, UNSET, what, convert)
+
     # ---- addresses and names (the rules are validate.py's) ---------------------------
 
     def listen(self, name: str) -> ListenAddress:

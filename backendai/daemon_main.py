@@ -5,6 +5,10 @@ Exit status: 0 after a clean stop (or a valid `--check-config`), 2 for a config 
 1 when the daemon cannot run (port taken, state_dir in use, ...), each with one line on
 stderr that names the cause. The daemon module is imported only to serve, so `--help`
 and `--check-config` stay fast.
+
+`--check-config` reads the config and runs the daemon's `check` (backendai/preflight.py):
+the checks its start makes beyond the file (token files, the state directory), so "ok"
+means the daemon will start, short of binding its ports and taking its lock.
 """
 
 from __future__ import annotations
@@ -76,15 +80,19 @@ async def _serve(make: Callable[[], Daemon]) -> None:
 def daemon_main(prog: str, description: str, argv: list[str] | None, *,
                 load: Callable[[Path], C], summary: Callable[[C], str],
                 make: Callable[[C, Path | None], Daemon],
-                actions: Mapping[str, tuple[str, Callable[[C], int]]] | None = None) -> int:
+                actions: Mapping[str, tuple[str, Callable[[C], int]]] | None = None,
+                check: Callable[[C], object] | None = None) -> int:
     """Parse the command line, load the config with `load`, and run `make(cfg,
-    ready_file)` until it stops. `summary(cfg)` is what `--check-config` prints.
+    ready_file)` until it stops. `summary(cfg)` is what `--check-config` prints, after
+    `check(cfg)` (the start's own checks; raises a BackendAIError) passed.
     actions: flag -> (help, run(cfg) -> exit status), one-shot jobs instead of serving."""
     actions = actions or {}
     args = parse_args(prog, description, argv,
                       {flag: text for flag, (text, _) in actions.items()})
     try:
         cfg = load(args.config)
+        if args.check_config and check is not None:
+            check(cfg)
     except BackendAIError as exc:
         print(f"{prog}: config error: {exc}", file=sys.stderr)
         return 2

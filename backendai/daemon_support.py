@@ -92,14 +92,17 @@ class Secrets:
                  tls: ReloadableServerCredentials | None = None) -> None:
         self.tokens = [t for t in tokens if t is not None]
         self.tls = tls
+        self.error = ""  # why the last reload() failed
 
     def reload(self) -> bool:
         try:
             values = [t.reread() for t in self.tokens]
             tls = self.tls.prepare() if self.tls is not None else None
         except ConfigError as exc:
+            self.error = str(exc)
             log.warning("daemon.reload_failed", error=str(exc))
             return False
+        self.error = ""
         for token, value in zip(self.tokens, values, strict=True):
             token.value = value
         if self.tls is not None and tls is not None:
@@ -130,6 +133,11 @@ class DaemonLifecycle:
         """Record a SIGHUP; `reloads()` acts on it."""
         self._reload_wanted.set()
 
+    async def perform_reload(self) -> None:
+        """One reload, on the loop: by default `reload()` in a worker thread. A daemon
+        that reloads more than its secrets (the manager: its config) overrides this."""
+        await asyncio.to_thread(self.reload)
+
     async def reloads(self) -> None:
         """Perform requested reloads one at a time, until cancelled. Requests that come
         while one runs make one more reload after it, so the files read last win."""
@@ -138,7 +146,7 @@ class DaemonLifecycle:
             self._reload_wanted.clear()
             log.info("daemon.reloading")
             try:
-                await asyncio.to_thread(self.reload)
+                await self.perform_reload()
             except Exception:  # a reload must never take the daemon down
                 log.exception("daemon.reload_error")
 

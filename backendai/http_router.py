@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, unquote
 
 from backendai.auth import DENIED, READ_HTTP_METHODS, read_only
 from backendai.errors import InvalidArgument, NotFound
+from backendai.events.audit import Caller, calling
 from backendai.http_server import (
     JSON,
     HttpError,
@@ -97,7 +98,8 @@ class Router:
             if key in query:
                 raise InvalidArgument(f"query parameter {key[:40]!r} given more than once")
             query[key] = value
-        answer = await route.handler(replace(request, query=query, params=params))
+        with calling(lambda: Caller(request.caller.identity)):
+            answer = await route.handler(replace(request, query=query, params=params))
         return Response.json(answer) if isinstance(answer, dict) else answer
 
     def _find(self, request: Request) -> tuple[Route, re.Match[str]]:
@@ -107,7 +109,9 @@ class Router:
         for route, m in matches:
             if route.method == request.method:
                 return route, m
-        if not self.auth(request):
+        # A caller one of the path's routes lets in may learn its methods (405); anyone
+        # else gets the same 401 as for an unknown path.
+        if not (self.auth(request) or any(route.auth(request) for route, _ in matches)):
             raise _denied(request)
         if not matches:
             raise NotFound(f"no endpoint {request.path[:200]!r}")

@@ -3,7 +3,8 @@
 `HttpServer` owns the sockets and the connections and nothing else: bounded request
 heads and bodies, a bounded number of connections (503 beyond), a deadline to receive
 each request (408), keep-alive and pipelining, `Expect: 100-continue`, HEAD, a polite
-(lingering) close, and a graceful stop. What a request means is the `App`'s business:
+(lingering) close, a graceful stop, and optionally TLS (`ssl_context`: HTTPS, or mutual
+TLS when the context wants client certificates). What a request means is the `App`'s business:
 a coroutine that takes a `Request` and returns a `Response`, or an `Upgrade` that takes
 the connection over (the seam for WebSocket). `backendai/http_router.py` is the usual
 app. Errors become JSON answers `{"success": false, "error": "..."}`: an `HttpError`
@@ -22,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 import h11
@@ -37,10 +38,14 @@ from backendai.auth import (
     Tokens,
     as_tokens,
     bearer_value,
+    certificate_subject,
     identify,
 )
 from backendai.errors import BackendAIError
 from backendai.listen import ListenAddress
+
+if TYPE_CHECKING:
+    import ssl
 
 log = structlog.get_logger(__name__)
 
@@ -178,9 +183,12 @@ class HttpServer:
                  token: bytes | Token | Tokens | None = None,
                  max_connections: int = MAX_CONNECTIONS,
                  request_timeout: float = REQUEST_TIMEOUT, max_head: int = MAX_HEAD,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, ssl_context: ssl.SSLContext | None = None) -> None:
+        """ssl_context: serve HTTPS (the TLS handshake must end within request_timeout;
+        a plaintext client gets its connection closed)."""
         self.listen = listen
         self.app = app
+        self.ssl_context = ssl_context
         self.tokens = as_tokens(token)  # None: everyone is let in
         self.max_connections = max_connections
         self.request_timeout = request_timeout
@@ -200,8 +208,10 @@ class HttpServer:
         """Bind (port 0 = any free port) without serving yet; return the bound address."""
         if self._server is None:
             try:
+                tls = self.ssl_context
                 self._server = await asyncio.start_server(
-                    self._accept, self.listen.host, self.listen.port, start_serving=False)
+                    self._accept, self.listen.host, self.listen.port, start_serving=False,
+                    ssl=tls, ssl_handshake_timeout=self.request_timeout if tls else None)
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot bind HTTP to {self.listen}: "
                                          f"{exc.strerror or exc}") from None
@@ -284,6 +294,7 @@ class HttpServer:
                      writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         peer = _peer(writer)
+        subject = _client_subject(writer)  # once per connection: the handshake is done
         while True:
             got: tuple[h11.Request, bytes] | HttpError | None
             try:
@@ -311,7 +322,7 @@ class HttpServer:
             if task is not None:
                 self._busy.add(task)
             try:
-                request = self._request(event, body, peer)
+                request = self._request(event, body, peer, subject)
                 can_upgrade = (conn.their_state is MIGHT_SWITCH_PROTOCOL
                                and event.method != b"CONNECT")
                 answer = await self._respond(request, can_upgrade=can_upgrade)
@@ -351,7 +362,8 @@ class HttpServer:
                 raise HttpError(413, f"request body larger than {self.max_body} bytes")
         return event, bytes(body)
 
-    def _request(self, event: h11.Request, body: bytes, peer: tuple[str, int]) -> Request:
+    def _request(self, event: h11.Request, body: bytes, peer: tuple[str, int],
+                 tls_subject: str = "") -> Request:
         headers: dict[bytes, bytes] = {}
         for name, value in event.headers:
             headers.setdefault(name, value)
@@ -367,7 +379,8 @@ class HttpServer:
         websocket = headers.get(b"upgrade", b"").lower() == b"websocket"
         where = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
         identity = identify(self.tokens, given, peer=where,
-                            transport="websocket" if websocket else "http")
+                            transport="websocket" if websocket else "http",
+                            tls_subject=tls_subject)
         return Request(method, path, query, headers, body,
                        Caller(peer[0], peer[1], identity.authenticated, identity))
 
@@ -463,6 +476,17 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return "", 0
+
+
+def _client_subject(writer: asyncio.StreamWriter) -> str:
+    """The verified TLS client certificate's subject (mutual TLS), else ""."""
+    tls = writer.get_extra_info("ssl_object")
+    if tls is None:
+        return ""
+    try:
+        return certificate_subject(tls.getpeercert())
+    except ValueError:  # no handshake (cannot happen once serving; never fatal)
+        return ""
 
 
 def _reason(status: int) -> bytes:

@@ -24,6 +24,7 @@ class Step(enum.Enum):
     ROLLBACK_SWITCH = "rollback_switch"
     ROLLBACK_START = "rollback_start"
     ROLLBACK_HEALTH = "rollback_health"
+    CANCEL = "cancel"              # a forced lifecycle request asked to cancel (its reason)
     DONE = "done"                  # the operation's final event, carrying the outcome
 
 
@@ -39,6 +40,13 @@ class Outcome(enum.Enum):
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
+    # A lifecycle request with `force` cancelled it on purpose: the previous release is
+    # back (or nothing had changed yet).
+    CANCELLED = "cancelled"
+    # The service was stopped by the operator: the release was installed and switched to,
+    # but the service left stopped (no start, no health gate). In words: "installed
+    # (stopped)".
+    INSTALLED_STOPPED = "installed_stopped"
 
     @classmethod
     def parse(cls, text: str) -> Outcome | None:
@@ -57,3 +65,12 @@ class OpKind(enum.Enum):
 def outcome_text(outcome: Outcome | None) -> str:
     """The wire and journal text of an outcome: "" while there is none."""
     return outcome.value if outcome is not None else ""
+
+
+def outcome_words(outcome: Outcome | None) -> str:
+    """An outcome as messages say it ("installed (stopped)", "rolled back")."""
+    if outcome is None:
+        return ""
+    if outcome is Outcome.INSTALLED_STOPPED:
+        return "installed (stopped)"
+    return str(outcome.value).replace("_", " ")

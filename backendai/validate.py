@@ -20,6 +20,7 @@ MAX_NAME_LEN = 64
 MAX_LABELS = 32
 MAX_LABEL_VALUE = 128
 MAX_ADDRESS_LEN = 300
+MAX_ORIGIN_LEN = 200
 
 # Letters, digits, '.', '_', '+', '-', starting with a letter or digit; '..' is refused
 # separately (a version names a directory and a URL segment).
@@ -53,6 +54,18 @@ def check_version(version: Any, what: str = "version") -> str:
             f"{what} may only hold ASCII letters, digits, '.', '_', '+', '-' (no path "
             f"characters, no '..'), starting with a letter or digit; got {_shown(version)}")
     return version
+
+
+def check_origin(origin: Any, what: str = "origin") -> str:
+    """Who issues an update (UpdateRequest.origin, e.g. "hub:rollout/<id>"): at most
+    MAX_ORIGIN_LEN printable characters; "" for an operator."""
+    if not isinstance(origin, str):
+        raise InvalidArgument(f"{what} must be a string")
+    if len(origin) > MAX_ORIGIN_LEN or not origin.isprintable():
+        raise InvalidArgument(f"{what} must be at most {MAX_ORIGIN_LEN} printable "
+                              f"characters, got {_shown(origin)}"
+                              + (f" ({len(origin)} characters)" if len(origin) > 80 else ""))
+    return origin
 
 
 def is_service_name(value: Any) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,18 @@ class GrpcFloor:
         self.threads = threads
         self.proc: subprocess.Popen[str] | None = None
         self.channel: grpc.Channel | None = None
+        self.took = 0.0
 
     def start(self) -> pb_grpc.ManagerStub:
+        """Spawn it; `took` is then the seconds until it served (printed its port)."""
+        t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, __file__, *(["--stack"] if self.stack else []),
              *(["--threads"] if self.threads else [])],
             stdout=subprocess.PIPE, text=True, start_new_session=True)
         assert self.proc.stdout is not None
         port = int(self.proc.stdout.readline())
+        self.took = time.monotonic() - t0
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         return pb_grpc.ManagerStub(self.channel)
 

@@ -46,12 +46,14 @@ class OurManager:
         self.channel: grpc.Channel | None = None
         self.stub: pb_grpc.ManagerStub | None = None
         self.http: http.client.HTTPConnection | None = None
+        self.code_root = ROOT  # run the manager of this tree (another: a baseline's code)
+        self.extra: dict[str, Any] = {}  # more top-level config (e.g. event_sinks)
 
     def write_config(self) -> None:
         self.config.write_text(tomli_w.dumps({
             "role": "agent", "http_listen": "127.0.0.1:0", "grpc_listen": "127.0.0.1:0",
             "grpc_socket": str(self.socket), "state_dir": str(self.state_dir),
-            "log_format": "json", "services": self.services}))
+            "log_format": "json", **self.extra, "services": self.services}))
 
     def start(self, timeout: float = 20.0) -> float:
         """Start `ai-manager`; returns seconds from spawn to the ready file (both listeners up)."""
@@ -61,7 +63,7 @@ class OurManager:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "manager.main", "--config", str(self.config),
-             "--ready-file", str(self.ready)], cwd=ROOT, stdout=log, stderr=log,
+             "--ready-file", str(self.ready)], cwd=self.code_root, stdout=log, stderr=log,
             stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self.pid = self.proc.pid

@@ -5,7 +5,9 @@ manager_vs_peers.py) and asked the same questions."""
 from __future__ import annotations
 
 import abc
+import http.client
 import shlex
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,12 @@ class Subject(abc.ABC):
 class Ours(Subject):
     name = "ours"
 
-    def __init__(self, root: Path, services: list[dict[str, Any]]) -> None:
+    def __init__(self, root: Path, services: list[dict[str, Any]],
+                 scrape_every: float = 0.0) -> None:
+        """scrape_every: GET /metrics this often while it runs, as Prometheus would."""
+        self.scrape_every = scrape_every
+        self.scraping = threading.Event()
+        self.scraper: threading.Thread | None = None
         conf = [{"name": s["name"], "command": s["argv"], "start_secs": float(s["start_secs"]),
                  "stop_timeout": float(s["stop_timeout"]), "autostart": s["autostart"],
                  "crash_loop_window": 0.0, "crash_loop_max": 0, "working_directory": str(root),
@@ -58,7 +65,21 @@ class Ours(Subject):
     def start(self) -> float:
         took = self.m.start()
         self.pid = self.m.pid
+        if self.scrape_every > 0:
+            self.scraper = threading.Thread(target=self._scrape, daemon=True)
+            self.scraper.start()
         return took
+
+    def _scrape(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.m.info["http_port"], timeout=30)
+        try:
+            while not self.scraping.wait(self.scrape_every):
+                conn.request("GET", "/metrics")
+                conn.getresponse().read()
+        except OSError:
+            pass  # the manager stopped
+        finally:
+            conn.close()
 
     def running_pid(self, svc: str) -> int:
         st = self.m.status(svc)
@@ -85,6 +106,9 @@ class Ours(Subject):
         self.m.grpc().Stop(pb.StopRequest(service=svc), timeout=30)
 
     def close(self) -> None:
+        self.scraping.set()
+        if self.scraper is not None:
+            self.scraper.join(10)
         self.m.close()
 
 

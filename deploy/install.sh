@@ -18,6 +18,9 @@
 #   --pip-args "ARGS"     extra arguments for that pip install (e.g. --no-index --find-links W)
 #   --python PY           interpreter for the venv (default: python3)
 #   --token-file FILE     use this manager token (the same on every host) instead of a new one
+#   --http-listen ADDR    the manager's HTTP JSON API listens on ADDR (HOST:PORT) instead of
+#                         127.0.0.1:3081 (loopback only); see docs/SECURITY.md before opening
+#                         it to the network (token required; plain HTTP unless http_tls)
 #   --restart-sec TIME    RestartSec= of the units (default 1s)
 #   --uninstall           stop, disable and remove everything this script installs
 #   --keep-state          with --uninstall: keep /var/lib/backend-ai
@@ -39,6 +42,8 @@ MANAGER_SOURCE=$(dirname "$HERE")
 PIP_ARGS=""
 PYTHON=python3
 TOKEN_SRC=""
+HTTP_LISTEN=""
+HTTP_LISTEN_SET=0
 RESTART_SEC=1s
 UNINSTALL=0
 KEEP_STATE=0
@@ -60,11 +65,13 @@ while [ $# -gt 0 ]; do
     --pip-args) PIP_ARGS=${2?}; shift ;;
     --python) PYTHON=${2:?}; shift ;;
     --token-file) TOKEN_SRC=${2:?}; shift ;;
+    --http-listen) [ $# -ge 2 ] || die "--http-listen needs HOST:PORT"
+                   HTTP_LISTEN=$2; HTTP_LISTEN_SET=1; shift ;;
     --restart-sec) RESTART_SEC=${2:?}; shift ;;
     --uninstall) UNINSTALL=1 ;;
     --keep-state) KEEP_STATE=1 ;;
     hub|agent) [ -z "$ROLE" ] || die "only one role"; ROLE=$1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (try --help)" ;;
   esac
   shift
@@ -79,6 +86,15 @@ if [ "$VENV" = 1 ] && [ "$UNINSTALL" = 0 ]; then
   fi
 fi
 [[ "$RESTART_SEC" =~ ^[0-9]+(ms|s|min)?$ ]] || die "--restart-sec: like 1s or 100ms"
+if [ "$HTTP_LISTEN_SET" = 1 ]; then
+  if ! [[ "$HTTP_LISTEN" =~ ^(([0-9]{1,3}\.){3}[0-9]{1,3}|\[[0-9A-Fa-f:.]+\]|localhost):([0-9]{1,5})$ ]] \
+      || [ "${BASH_REMATCH[3]}" -lt 1 ] || [ "${BASH_REMATCH[3]}" -gt 65535 ]; then
+    die "--http-listen: HOST:PORT with an IP address (IPv6 as [::1]) or localhost and a port 1-65535"
+  fi
+fi
+# Loopback only unless the operator asks for network access (--http-listen).
+MANAGER_HTTP=${HTTP_LISTEN:-127.0.0.1:3081}
+is_loopback() { [[ "$1" =~ ^(127\.[0-9.]+|\[::1\]|localhost):[0-9]+$ ]]; }
 if [ -n "$PREFIX" ]; then
   [[ "$PREFIX" = /* ]] || die "--prefix must be an absolute path"
   PREFIX=${PREFIX%/}
@@ -135,11 +151,11 @@ systemd_scope = \"user\""
 ProtectKernelTunables=yes"
   [ "$USER_MODE" = 0 ] || host_hardening="# (--systemd-user: no ProtectHome/ProtectKernelTunables)"
   BACKEND_KEYS=$backend_keys HOST_HARDENING=$host_hardening "$PYTHON" - "$1" "$ROOT" "$ETC" \
-    "$STATE" "$WANTED_BY" "$RESTART_SEC" "$backend" "$SOCKET" <<'EOF'
+    "$STATE" "$WANTED_BY" "$RESTART_SEC" "$backend" "$SOCKET" "$MANAGER_HTTP" <<'EOF'
 import os, sys
 text = open(sys.argv[1]).read()
-keys = dict(zip(["ROOT", "ETC", "STATE", "WANTED_BY", "RESTART_SEC", "BACKEND", "SOCKET"],
-                sys.argv[2:]))
+keys = dict(zip(["ROOT", "ETC", "STATE", "WANTED_BY", "RESTART_SEC", "BACKEND", "SOCKET",
+                 "HTTP_LISTEN"], sys.argv[2:]))
 keys["BACKEND_KEYS"] = os.environ["BACKEND_KEYS"]
 keys["HOST_HARDENING"] = os.environ["HOST_HARDENING"]
 for k, v in keys.items():
@@ -248,6 +264,25 @@ install_config() {
   local name=$1
   if [ ! -f "$ETC/$name.toml" ]; then
     render "$HERE/config/$name.toml.in" | put "$ETC/$name.toml" 640 || true
+  fi
+}
+
+# What the manager's HTTP API listen address means, said once when the config is written
+# with --http-listen, and whenever an existing config differs from what was asked or
+# still serves plain HTTP beyond loopback (configs are never overwritten).
+http_listen_notes() {
+  local cfg=$ETC/$ROLE-manager.toml have
+  have=$(sed -n 's/^http_listen = "\(.*\)"$/\1/p' "$cfg" | head -n1)
+  if [ -n "$HTTP_LISTEN" ] && [ "$have" != "$HTTP_LISTEN" ]; then
+    echo "note: $cfg exists and keeps http_listen = \"$have\"; edit it (then restart" \
+         "$MANAGER) to listen on $HTTP_LISTEN"
+    return 0
+  fi
+  if [ -n "$have" ] && ! is_loopback "$have" && ! grep -qx 'http_tls = true' "$cfg"; then
+    echo "note: the manager's HTTP API listens on $have: anyone who can reach it with the" \
+         "token in $ETC/manager.token can start, stop and update services, and the token" \
+         "travels in plain HTTP. Prefer http_tls = true with a [tls] certificate, or keep" \
+         "it on 127.0.0.1 and use SSH (docs/SECURITY.md)."
   fi
 }
 
@@ -361,6 +396,7 @@ else
   [ "$ROLE" = agent ] || install_token "$ETC/hub.token"
   install_config "$ROLE"
   install_config "$ROLE-manager"
+  http_listen_notes
   if [ "$RCD" = 1 ]; then install_rcd; else install_units; fi
 fi
 [ "$CHANGES" -gt 0 ] || echo "unchanged"

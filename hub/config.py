@@ -2,6 +2,7 @@
 start; errors name the key. Keys and defaults are documented in docs/CONFIG.md (Hub).
 
     grpc_listen = "0.0.0.0:3000"
+    http_listen = "127.0.0.1:3001"                       # dashboard, /api (JSON, WebSocket)
     state_dir = "/var/lib/backend-ai/hub"
     auth_token_file = "/etc/backend-ai/hub.token"       # callers (aictl, agents) send it
     manager_token_file = "/etc/backend-ai/manager.token" # sent to managers
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backendai.auth import TokenSpec
 from backendai.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -27,6 +29,13 @@ from backendai.config import (
     require_token_off_loopback,
 )
 from backendai.errors import ConfigError
+from backendai.events.config import (
+    EventsConfig,
+    SinkConfig,
+    default_source,
+    read_events,
+    read_sinks,
+)
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
 from hub.admission import AdmissionConfig, load_admission
@@ -50,13 +59,17 @@ class HubConfig:
     state_dir: Path
     grpc_listen: ListenAddress = field(
         default_factory=lambda: ListenAddress("0.0.0.0", 3000))  # noqa: S104 - serves the fleet
+    http_listen: ListenAddress = field(
+        default_factory=lambda: ListenAddress("127.0.0.1", 3001))
     auth_token_file: Path | None = None
+    auth_tokens: tuple[TokenSpec, ...] = ()  # `[[auth_tokens]]`: more named tokens, roles
     insecure_no_auth: bool = False
     manager_token_file: Path | None = None
     hosts: tuple[HostEntry, ...] = ()
     self_host: HostEntry | None = None
     version: str = ""
     heartbeat_interval: float = 10.0
+    contact_interval: float = 5.0       # managers re-send their status this often when idle
     call_timeout: float = 10.0
     tls: ServerTLS | None = None
     manager_tls: ClientTLS | None = None
@@ -66,6 +79,9 @@ class HubConfig:
     store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
     ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # [admission]
+    events: EventsConfig = field(default_factory=EventsConfig)  # [events]: backendai/events
+    event_sinks: tuple[SinkConfig, ...] = ()                    # [[event_sinks]]
+    metrics_open: bool = False  # GET /metrics without a token from anywhere
 
 
 def _host(t: Table, role: str = "agent") -> HostEntry:
@@ -102,17 +118,22 @@ def load(path: Path) -> HubConfig:
         raise ConfigError(f"hosts: duplicate host names {', '.join(dupes)}")
     if len(hosts) > MAX_HOSTS:
         raise ConfigError(f"hosts: at most {MAX_HOSTS}")
+    auth_token_file = t.optional_path("auth_token_file", absolute=True)
     cfg = HubConfig(
         state_dir=state_dir,
         grpc_listen=t.listen("grpc_listen"),
-        auth_token_file=t.optional_path("auth_token_file"),
+        http_listen=t.listen("http_listen"),
+        auth_token_file=auth_token_file,
+        auth_tokens=t.auth_tokens(default_token=auth_token_file is not None),
         insecure_no_auth=t.flag("insecure_no_auth"),
-        manager_token_file=t.optional_path("manager_token_file"),
+        manager_token_file=t.optional_path("manager_token_file", absolute=True),
         hosts=tuple(hosts), self_host=self_host,
         version=t.version("version"),
         heartbeat_interval=t.number("heartbeat_interval", low=0.05, high=3600),
+        contact_interval=t.number("contact_interval", low=1, high=3600),
         call_timeout=t.number("call_timeout", low=0.1, high=600),
         tick_seconds=t.number("tick_seconds", low=0.01, high=10),
+        metrics_open=t.flag("metrics_open"),
         tls=t.tls_server("tls"),
         manager_tls=t.tls_client("manager_tls"),
         log_level=t.choice("log_level", LOG_LEVELS),
@@ -120,8 +141,13 @@ def load(path: Path) -> HubConfig:
         store=load_store(t.table("store", defaults=StoreConfig)),
         ha=load_ha(t.table("ha", defaults=HAConfig)),
         admission=load_admission(t.table("admission", defaults=AdmissionConfig)),
+        # one name for every hub on a shared database (the history is theirs together)
+        events=read_events(t.table("events", defaults=EventsConfig), source=default_source(
+            self_host.name if self_host else "hub", "hub")),
+        event_sinks=read_sinks(t),
     )
     t.done()
-    require_token_off_loopback({"grpc_listen": cfg.grpc_listen}, cfg.auth_token_file,
-                               cfg.insecure_no_auth)
+    any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
+    require_token_off_loopback({"grpc_listen": cfg.grpc_listen, "http_listen": cfg.http_listen},
+                               any_token, cfg.insecure_no_auth)
     return cfg

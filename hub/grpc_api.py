@@ -6,21 +6,26 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from backendai.errors import InvalidArgument, StoreUnavailable, Unimplemented
+from backendai.events import wire as event_wire
 from backendai.grpc_handlers import stream, unary
 from backendai.v1 import events_pb2 as epb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 from backendai.v1 import manager_pb2 as mpb
 from hub import pb_convert as conv
+from hub.events_fanout import list_host_events, watch_host_events
 from hub.fleet import Fleet
 from hub.inventory import Inventory
 from hub.leadership import Leadership
 from hub.rollouts import Rollouts
+
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
 
 SERVICE_NAME = "backendai.v1.Hub"
 MAX_ID = 100
@@ -36,7 +41,9 @@ def _id(value: str) -> str:
 
 class HubServicer(pb_grpc.HubServicer):
     def __init__(self, *, version: str, inventory: Inventory, fleet: Fleet,
-                 rollouts: Rollouts, leadership: Leadership) -> None:
+                 rollouts: Rollouts, leadership: Leadership,
+                 events: EventLog | None = None) -> None:
+        self.events = events
         self.version = version
         self.inventory = inventory
         self.fleet = fleet
@@ -44,6 +51,7 @@ class HubServicer(pb_grpc.HubServicer):
         self.leadership = leadership
         self.started = time.time()
         self.hostname = socket.gethostname()
+        self.http_address = ""  # the HTTP listener, once bound
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_HubServicer_to_server(self, server)
@@ -63,7 +71,8 @@ class HubServicer(pb_grpc.HubServicer):
                           leader_address=lead.leader_address(), hub_id=lead.hub_id,
                           epoch=lease.epoch if lease else 0,
                           store_backend=self.rollouts.store.backend,
-                          lease_expires_unix=lease.expires_at if lease else 0.0)
+                          lease_expires_unix=lease.expires_at if lease else 0.0,
+                          http_address=self.http_address)
 
     def _hosts(self, request: pb.ListHostsRequest, role: str | None) -> pb.ListHostsResponse:
         now = time.time()
@@ -149,7 +158,7 @@ class HubServicer(pb_grpc.HubServicer):
     @unary
     async def RestartService(self, request: pb.RestartServiceRequest,
                              context: Any) -> mpb.ServiceStatus:
-        return await self.fleet.restart(request.host, request.service)
+        return await self.fleet.restart(request.host, request.service, force=request.force)
 
     @stream
     async def StreamHostLogs(self, request: pb.StreamHostLogsRequest,
@@ -157,25 +166,42 @@ class HubServicer(pb_grpc.HubServicer):
         async for batch in self.fleet.logs(request):
             yield batch
 
-    # ---- placeholders: this round's contract, not implemented yet ----------------------
-
     @unary
     async def StartService(self, request: pb.StartServiceRequest,
                            context: Any) -> mpb.ServiceStatus:
-        raise Unimplemented("StartService is not implemented yet")
+        return await self.fleet.start(request.host, request.service, force=request.force)
 
     @unary
     async def StopService(self, request: pb.StopServiceRequest,
                           context: Any) -> mpb.ServiceStatus:
-        raise Unimplemented("StopService is not implemented yet")
+        return await self.fleet.stop(request.host, request.service,
+                                     timeout=request.timeout_seconds, force=request.force)
+
+    # ---- placeholders: this round's contract, not implemented yet ----------------------
+
+    # ---- events: the hub's own, or a host's through its manager (events_fanout.py) -----
+
+    def _events(self) -> EventLog:
+        if self.events is None:
+            raise Unimplemented("this hub keeps no event history")
+        return self.events
 
     @unary
     async def ListEvents(self, request: epb.ListEventsRequest,
                          context: Any) -> epb.ListEventsResponse:
-        raise Unimplemented("ListEvents is not implemented yet")
+        if request.host:
+            return await list_host_events(self.inventory, self.fleet.links, request)
+        page = await self._events().page(event_wire.page_request(request))
+        return event_wire.page_response(page)
 
     @stream
     async def WatchEvents(self, request: epb.WatchEventsRequest,
                           context: Any) -> AsyncIterator[epb.Event]:
-        raise Unimplemented("WatchEvents is not implemented yet")
-        yield  # pragma: no cover - makes this an async generator
+        if request.host:
+            async for ev in watch_host_events(self.inventory, self.fleet.links, request):
+                yield ev
+            return
+        flt = event_wire.watch_filter(request)
+        async for e in self._events().watch(flt, after_id=request.after_id,
+                                            from_now=request.from_now):
+            yield event_wire.to_pb(e)

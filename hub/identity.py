@@ -21,20 +21,31 @@ from backendai.validate import check_host_name, default_host_name
 WILDCARD_HOSTS = ("0.0.0.0", "::")  # noqa: S104 - recognising, not binding
 
 
-def local_hub_id(state_dir: Path) -> str:
+def stored_hub_id(state_dir: Path) -> str:
+    """The id kept in `state_dir/hub_id` ("" when there is none yet), checked as the
+    start reads it; nothing is written (--check-config calls this)."""
     path = state_dir / "hub_id"
     try:
         text = path.read_text()[:100].strip()
     except FileNotFoundError:
-        text = ""
-    except OSError as exc:
-        raise ConfigError(f"state_dir: cannot read {str(path)!r}: {exc.strerror}") from None
-    if text:
-        try:
-            return check_host_name(text, str(path))
-        except InvalidArgument as exc:
-            raise ConfigError(f"state_dir: {exc}; remove the file or set [ha] hub_id") \
-                from None
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"state_dir: cannot read {str(path)!r}: {why}") from None
+    if not text:
+        return ""
+    try:
+        return check_host_name(text, str(path))
+    except InvalidArgument as exc:
+        raise ConfigError(f"state_dir: {exc}; remove the file or set [ha] hub_id") from None
+
+
+def local_hub_id(state_dir: Path) -> str:
+    """The stored id, or a new one kept in `state_dir/hub_id` from now on."""
+    stored = stored_hub_id(state_dir)
+    if stored:
+        return stored
+    path = state_dir / "hub_id"
     hub_id = f"{default_host_name('hub').split('.')[0][:40]}-{secrets.token_hex(4)}"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(hub_id + "\n")

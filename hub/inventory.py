@@ -1,7 +1,12 @@
 """The fleet inventory: hosts from the static config plus those that registered, and the
 live state of each, kept current from its manager's WatchStatus stream (reconnecting
 with jittered exponential backoff, so a fleet of managers coming back does not see a
-synchronized reconnect storm)."""
+synchronized reconnect storm).
+
+The hub asks each manager to re-send its status every `contact_interval` seconds
+without a change (WatchStatusRequest.keepalive_seconds): `last_seen` is the last
+contact, not the last change. A keepalive moves only the time; it is not a change
+(`changed` is not set), so watchers of the fleet are not woken for it."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -26,7 +31,9 @@ log = structlog.get_logger(__name__)
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
 CONNECT_HOLD = 5.0  # seconds a stream being opened holds its place at most
-UNCACHED = frozenset({"wire", "task"})  # HostView fields ListHosts does not show
+# HostView fields whose change keeps ListHosts' kept bytes: not shown, or appended to
+# them at every call (hub/pb_convert.py host_wire: the times every contact moves)
+UNCACHED = frozenset({"wire", "task", "last_seen", "agent_heartbeat"})
 
 
 @dataclass(slots=True)
@@ -89,17 +96,21 @@ class _Permit:
 
 class Inventory:
     def __init__(self, links: ManagerLinks, *, heartbeat_interval: float,
-                 watch_connects: int = 0) -> None:
+                 watch_connects: int = 0, contact_interval: float = 5.0) -> None:
         """watch_connects: status streams being opened at once, at most (0: no limit;
         hub/admission.py): a hub starting with 10,000 hosts connects them in waves."""
         self.links = links
         self.heartbeat_interval = heartbeat_interval
+        self.contact_interval = contact_interval
         self._connecting = asyncio.Semaphore(watch_connects) if watch_connects > 0 else None
         self.hosts: dict[str, HostView] = {}
         self._by_name: list[HostView] | None = None  # every view, sorted by name
         self.changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.connected = 0
+        # told when a host's manager becomes reachable or is lost (the event history)
+        self.on_reachability: Callable[[HostView, bool, str], None] | None = None
+        self.reconnects = 0  # status streams re-opened after they ended (/metrics)
 
     def add(self, entry: HostEntry) -> HostView:
         """Add or replace a host; (re)start its watcher when its manager address changed."""
@@ -181,15 +192,20 @@ class Inventory:
             permit = await _Permit.take(self._connecting)
             try:
                 stub = self.links.stub(entry.manager_address)
-                call = stub.WatchStatus(mpb.WatchStatusRequest(service=entry.service))
+                call = stub.WatchStatus(mpb.WatchStatusRequest(
+                    service=entry.service, keepalive_seconds=self.contact_interval))
                 try:
                     async for st in call:
                         permit.release()
+                        view.last_seen = time.time()  # every message is a contact
+                        if view.reachable and _same(view.status, st):
+                            continue  # a keepalive: nothing changed
                         if not view.reachable:
                             self.connected += 1
                             log.info("inventory.host_up", host=view.name, version=st.version)
+                            self._tell(view, True, f"version {st.version or 'unknown'}")
                         view.reachable, view.status = True, st
-                        view.last_seen, view.message = time.time(), st.message
+                        view.message = st.message
                         backoff = BACKOFF_INITIAL
                         self.changed.set()
                 finally:
@@ -205,10 +221,19 @@ class Inventory:
             if view.reachable:
                 self.connected -= 1
                 log.warning("inventory.host_down", host=view.name, reason=reason)
+                self._tell(view, False, reason)
             view.reachable, view.message = False, reason
             self.changed.set()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
             backoff = min(backoff * 2, BACKOFF_MAX)
+            self.reconnects += 1
+
+    def _tell(self, view: HostView, up: bool, why: str) -> None:
+        if self.on_reachability is not None:
+            try:
+                self.on_reachability(view, up, why)
+            except Exception:  # the history must never stop the watch
+                log.exception("inventory.reachability_hook_failed", host=view.name)
 
     async def close(self) -> None:
         for view in self.hosts.values():
@@ -218,6 +243,24 @@ class Inventory:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
+    def last_contact(self, view: HostView) -> float:
+        """The last time this host was heard from: its manager's status stream (changes
+        and keepalives) or its agent's heartbeat."""
+        return max(view.last_seen, view.agent_heartbeat)
+
     def agent_connected(self, view: HostView, now: float) -> bool:
         return bool(view.agent_heartbeat) and \
             now - view.agent_heartbeat < 3 * self.heartbeat_interval
+
+
+def _same(old: mpb.ServiceStatus | None, new: mpb.ServiceStatus) -> bool:
+    """Whether a status message says what the last one did (uptime aside, which grows
+    on every message)."""
+    if old is None:
+        return False
+    up_old, up_new = old.uptime_seconds, new.uptime_seconds
+    old.uptime_seconds = new.uptime_seconds = 0.0
+    try:
+        return old == new
+    finally:
+        old.uptime_seconds, new.uptime_seconds = up_old, up_new

@@ -25,12 +25,21 @@ def _migrate(cfg: config_mod.HubConfig) -> int:
     return migrate(cfg)
 
 
+def check(cfg: config_mod.HubConfig) -> None:
+    """--check-config: what HubDaemon.run checks besides the file, with the same
+    functions (hub/preflight.py)."""
+    from hub import preflight  # noqa: PLC0415 - only --check-config needs it
+
+    preflight.check(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     return daemon_main("ai-hub", "Fleet inventory and staged rollouts (Backend AI hub).",
                        argv, load=config_mod.load,
                        summary=lambda cfg: f"{len(cfg.hosts)} hosts", make=_daemon,
                        actions={"migrate": ("apply the store's pending schema migrations "
-                                            "and exit", _migrate)})
+                                            "and exit", _migrate)},
+                       check=check)
 
 
 if __name__ == "__main__":

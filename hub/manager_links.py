@@ -4,7 +4,7 @@ and TLS when configured. Error classification for rollout decisions lives here t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import grpc
@@ -65,10 +65,13 @@ class _LazyManagerStub:
 
 class ManagerLinks:
     def __init__(self, *, token: bytes | Token | None, tls: ClientTLS | None,
-                 call_timeout: float) -> None:
+                 call_timeout: float,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> None:
+        """interceptors: on every channel besides the token's (hub/stats.py counts)."""
         self.token = token
         self.tls = tls
         self.call_timeout = call_timeout
+        self.interceptors = interceptors
         self._channels: dict[str, grpc.aio.Channel] = {}
         # a stub per channel, made once (a stub per call cost 15 % of the hub's CPU in a
         # 10,000-host rollout), its callables made on first use
@@ -78,7 +81,8 @@ class ManagerLinks:
         stub = self._stubs.get(address)
         if stub is None:
             channel = open_channel(address, token=self.token, tls=self.tls,
-                                   options=MANAGER_CHANNEL_OPTIONS)
+                                   options=MANAGER_CHANNEL_OPTIONS,
+                                   interceptors=self.interceptors)
             self._channels[address] = channel
             stub = self._stubs[address] = cast(mpb_grpc.ManagerStub, _LazyManagerStub(channel))
         return stub

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 
 from backendai.v1 import hub_pb2 as pb
@@ -51,7 +52,13 @@ def rollout(r: E.Rollout, *, with_hosts: bool = True) -> pb.Rollout:
         include_hub=r.include_hub, counts=counts(E.counts(r)), current_wave=r.current_wave,
         created_unix=r.created_at, updated_unix=r.updated_at, finished_unix=r.finished_at,
         message=r.message, next_event_index=r.next_event, resume_at_unix=r.resume_at,
-        description=r.description, awaiting_promote=r.awaiting_promote)
+        description=r.description, awaiting_promote=r.awaiting_promote,
+        start_stopped=r.start_stopped)
+    msg.packages.extend(
+        pb.PackageCheck(service=p.service, url=p.url, available=p.available,
+                        message=p.message, hosts=list(p.hosts), checked=p.checked,
+                        package=p.package, asked=p.asked)
+        for p in r.packages)
     for w, spec in enumerate(r.specs):
         hosts = r.wave_hosts(w)
         msg.waves.append(pb.Wave(
@@ -64,7 +71,8 @@ def rollout(r: E.Rollout, *, with_hosts: bool = True) -> pb.Rollout:
             pb.RolloutHost(name=h.name, wave=h.wave, state=host_state(h.state),
                            from_version=h.from_version, operation_id=h.operation_id,
                            message=h.message, started_unix=h.started_at,
-                           finished_unix=h.finished_at, attempts=h.attempts, step=h.step)
+                           finished_unix=h.finished_at, attempts=h.attempts, step=h.step,
+                           failed_step=h.failed_step, reason=h.reason, origin=h.origin)
             for h in r.hosts.values())
     return msg
 
@@ -91,11 +99,24 @@ def start_request(req: pb.StartRolloutRequest) -> StartRequest:
         version=req.version, strategy=strat, labels=dict(req.target.labels),
         hosts=tuple(req.target.hosts), seed=s.seed if s.HasField("seed") else None,
         dry_run=req.dry_run, service=req.service, include_hub=req.include_hub,
-        description=req.description)
+        description=req.description, start_stopped=req.start_stopped)
 
 
 AGENT_CONNECTED = pb.Host(agent_connected=True).SerializeToString()
 HOSTS_FIELD = b"\x0a"  # ListHostsResponse.hosts: field 1, length-delimited
+
+
+def _double_tag(field: str) -> bytes:
+    """The key bytes of a Host double field (what precedes its 8 little-endian bytes)."""
+    msg = pb.Host()
+    setattr(msg, field, 1.0)
+    return msg.SerializeToString()[:-8]
+
+
+LAST_SEEN = _double_tag("last_seen_unix")
+AGENT_HEARTBEAT = _double_tag("agent_last_heartbeat_unix")
+LAST_CONTACT = _double_tag("last_contact_unix")
+_DOUBLE = struct.Struct("<d").pack
 
 
 def _varint(n: int) -> bytes:
@@ -108,15 +129,29 @@ def _varint(n: int) -> bytes:
 
 
 def host_wire(view: HostView, inventory: Inventory, now: float) -> bytes:
-    """`host()` serialized, kept on the view until the view changes; the one field that
-    depends on the time (agent_connected) is appended when true (a later occurrence of a
-    field wins when the message is read)."""
+    """`host()` serialized, kept on the view until the view changes. The fields that move
+    with every contact or with the clock (the manager's keepalives every few seconds, the
+    agent's heartbeats: last_seen_unix, agent_last_heartbeat_unix, last_contact_unix,
+    agent_connected) are not in the kept bytes but appended to them (a later occurrence
+    of a field wins when the message is read; zero, proto3's default, is left out as
+    serialization leaves it out), so a fleet that is only alive keeps its bytes."""
     wire = view.wire
     if wire is None:
         msg = host(view, inventory, now)
+        msg.last_seen_unix = msg.agent_last_heartbeat_unix = msg.last_contact_unix = 0.0
         msg.agent_connected = False
         wire = view.wire = msg.SerializeToString()
-    return wire + AGENT_CONNECTED if inventory.agent_connected(view, now) else wire
+    tail: list[bytes] = []
+    if view.last_seen:
+        tail += (LAST_SEEN, _DOUBLE(view.last_seen))
+    if view.agent_heartbeat:
+        tail += (AGENT_HEARTBEAT, _DOUBLE(view.agent_heartbeat))
+    contact = inventory.last_contact(view)
+    if contact:
+        tail += (LAST_CONTACT, _DOUBLE(contact))
+    if inventory.agent_connected(view, now):
+        tail.append(AGENT_CONNECTED)
+    return wire + b"".join(tail) if tail else wire
 
 
 def hosts_response(views: list[HostView], inventory: Inventory,
@@ -140,6 +175,7 @@ def host(view: HostView, inventory: Inventory, now: float | None = None) -> pb.H
         source=e.source, reachable=view.reachable,
         state=st.state if st is not None else mpb.SERVICE_STATE_UNSPECIFIED,
         version=view.version, last_seen_unix=view.last_seen, message=view.message,
+        last_contact_unix=inventory.last_contact(view),
         service=st.name if st is not None else e.service,
         agent_address=view.agent_address, agent_version=view.agent_version,
         agent_last_heartbeat_unix=view.agent_heartbeat,

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from backendai.errors import FailedPrecondition
-from backendai.update_terms import Outcome, outcome_text
+from backendai.update_terms import Outcome, StepStatus, outcome_text
+from hub.rollout_adopt import foreign, own_operation, rollback_refusal
 from hub.rollout_model import (
     HOST_DONE,
     IN_FLIGHT,
@@ -23,6 +24,7 @@ from hub.rollout_model import (
     STATE_INDEX,
     TERMINAL,
     Action,
+    AwaitOperation,
     CallFailed,
     CancelHost,
     ConnectionLost,
@@ -34,8 +36,10 @@ from hub.rollout_model import (
     ManagerReport,
     Note,
     Observation,
+    OperationEnded,
     OperationFinished,
     OperationStep,
+    OwnOperation,
     Reconciled,
     ReconcileHost,
     Recover,
@@ -65,6 +69,7 @@ __all__ = [
     "ROLLBACK_OK",
     "TERMINAL",
     "Action",
+    "AwaitOperation",
     "CallFailed",
     "CancelHost",
     "ConnectionLost",
@@ -76,8 +81,10 @@ __all__ = [
     "ManagerReport",
     "Note",
     "Observation",
+    "OperationEnded",
     "OperationFinished",
     "OperationStep",
+    "OwnOperation",
     "ReconcileHost",
     "Reconciled",
     "Recover",
@@ -94,6 +101,7 @@ __all__ = [
     "changed_hosts",
     "counts",
     "new_rollout",
+    "origin",
     "transition",
     "transition_batch",
 ]
@@ -132,6 +140,8 @@ class _Step:
         host's message unless one is given)."""
         if note and "message" not in changes:
             changes["message"] = note
+        if changes.get("waiting_for") == "":
+            changes.setdefault("waiting_origin", "")  # no longer waiting: no origin either
         old = self.hosts[name]
         h = replace(old, **changes)  # type: ignore[arg-type]  # dataclass fields
         self.hosts[name] = h
@@ -174,11 +184,17 @@ class _Step:
         self.notes.append((kind, "", wave, message, None))
 
 
+def origin(r: Rollout, host: str, what: str, n: int) -> str:
+    """The origin the hub sends with an Update ("attempt") or Rollback ("rollback"):
+    unique per rollout, host and attempt, at most 200 characters (the manager's limit)."""
+    return f"{r.issuer or 'hub'}/rollout/{r.id}/host/{host}/{what}/{n}"[:200]
+
+
 def new_rollout(*, rollout_id: str, version: str, service: str, strategy: Strategy,
                 plan: Plan, now: float, include_hub: bool = False, description: str = "",
                 target_labels: Mapping[str, str] | None = None,
-                target_hosts: tuple[str, ...] = (),
-                dry_run: bool = False) -> tuple[Rollout, list[Note]]:
+                target_hosts: tuple[str, ...] = (), start_stopped: bool = False,
+                issuer: str = "", dry_run: bool = False) -> tuple[Rollout, list[Note]]:
     hosts = {name: HostRun(name=name, wave=w) for w, wave in enumerate(plan.waves)
              for name in wave}
     r = Rollout(id=rollout_id, version=version, service=service, strategy=strategy,
@@ -186,7 +202,7 @@ def new_rollout(*, rollout_id: str, version: str, service: str, strategy: Strate
                 state=RolloutState.PLANNED if dry_run else RolloutState.RUNNING,
                 created_at=now, updated_at=now, include_hub=include_hub,
                 description=description, target_labels=dict(target_labels or {}),
-                target_hosts=target_hosts)
+                target_hosts=target_hosts, start_stopped=start_stopped, issuer=issuer)
     if dry_run:
         return r, []
     step = _Step(r, now)
@@ -307,7 +323,8 @@ def _retry(step: _Step, why: str) -> None:
         raise FailedPrecondition("no failed hosts to retry")
     for name in names:
         step.host(name, "host.retry", "will retry" + why, state=HostState.PENDING,
-                  failed=False, lost=False, message="", operation_id="", step="")
+                  failed=False, lost=False, message="", operation_id="", step="",
+                  waiting_for="", stopped=False, failed_step="", reason="")
     if r.state == RolloutState.FAILED:
         step.set(state=RolloutState.RUNNING, halted=False, finished_at=0.0, message="")
         step.note("rollout.state", f"retrying {len(names)} hosts")
@@ -322,6 +339,8 @@ def _host_event(step: _Step, ev: Event) -> None:
         return
     target = step.r.version
     if isinstance(ev, UpdateAccepted) and h.state == HostState.UPDATING:
+        if h.waiting_for:
+            h = step.host(name, None, waiting_for="")
         if not ev.operation_id:
             step.host(name, "host.verifying", f"already on {target}",
                       state=HostState.VERIFYING, moved=h.moved,
@@ -339,21 +358,33 @@ def _host_event(step: _Step, ev: Event) -> None:
         if h.state == HostState.UPDATING:
             st = HostState.UNREACHABLE if ev.unreachable else HostState.FAILED
             step.host(name, "host." + st.value.lower(), state=st, failed=True,
-                      lost=ev.unreachable, message=ev.message, finished_at=step.now)
+                      lost=ev.unreachable, message=ev.message, finished_at=step.now,
+                      failed_step=h.step or "update request", reason=ev.message)
         elif h.state == HostState.ROLLING_BACK:
             step.host(name, "host.rollback_failed", state=HostState.ROLLBACK_FAILED,
-                      message=ev.message, finished_at=step.now)
+                      message=ev.message, finished_at=step.now,
+                      failed_step=h.failed_step or "rollback request",
+                      reason=_both(h.reason, "rollback request failed: " + ev.message))
     elif isinstance(ev, OperationStep):
         if h.state in (HostState.UPDATING, HostState.ROLLING_BACK) \
                 and ev.operation_id == h.operation_id:
+            first_failure = ev.status == StepStatus.FAILED.value and not h.failed_step
+            blame = {"failed_step": ev.step, "reason": ev.message} if first_failure else {}
             step.host(name, "host.step", f"{ev.step} {ev.status} {ev.message}".strip(),
-                      step=ev.step, op_events=h.op_events + 1)
+                      step=ev.step, op_events=h.op_events + 1, **blame)
     elif isinstance(ev, OperationFinished):
         if ev.operation_id == h.operation_id:
             _finished(step, h, Outcome.parse(ev.outcome), ev.message)
     elif isinstance(ev, ConnectionLost):
         if h.state in (HostState.UPDATING, HostState.ROLLING_BACK):
             step.host(name, "host.lost", ev.message, lost=True)
+            step.actions.append(ReconcileHost(name, step.r.service))
+    elif isinstance(ev, OperationEnded):
+        if h.state in (HostState.UPDATING, HostState.ROLLING_BACK) \
+                and h.waiting_for == ev.operation_id:
+            step.host(name, "host.step", f"operation {ev.operation_id}, which this rollout "
+                      f"did not start, ended {ev.outcome or '(no outcome)'}; going on",
+                      waiting_for="")
             step.actions.append(ReconcileHost(name, step.r.service))
     elif isinstance(ev, Reconciled):
         _reconciled(step, h, ev.report)
@@ -369,81 +400,135 @@ def _finished(step: _Step, h: HostRun, outcome: Outcome | None, message: str) ->
                       state=HostState.VERIFYING, moved=h.from_version != step.r.version,
                       healthy_since=0.0, lost=False,
                       deadline=now + step.r.strategy.healthy_deadline_seconds)
+        elif outcome is Outcome.INSTALLED_STOPPED:
+            why = (f"installed {step.r.version} but left stopped: its service had been "
+                   "stopped by an operator (start it, or roll out with start_stopped)")
+            step.host(h.name, "host.skipped", why, state=HostState.SKIPPED, stopped=True,
+                      moved=h.from_version != step.r.version, lost=False, finished_at=now,
+                      reason=why)
         elif outcome is Outcome.ROLLED_BACK:
             step.host(h.name, "host.rolled_back", "update failed; manager rolled back: "
-                      + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now)
+                      + message, state=HostState.ROLLED_BACK, failed=True, finished_at=now,
+                      **_blame(h, message))
         elif outcome is Outcome.ROLLBACK_FAILED:
             step.host(h.name, "host.rollback_failed", "update and rollback failed: "
-                      + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now)
+                      + message, state=HostState.ROLLBACK_FAILED, failed=True, finished_at=now,
+                      **_blame(h, message))
         else:
             why = message or outcome_text(outcome) or "no outcome reported"
             step.host(h.name, "host.failed", "update failed: " + why,
-                      state=HostState.FAILED, failed=True, finished_at=now)
+                      state=HostState.FAILED, failed=True, finished_at=now,
+                      **_blame(h, why))
     elif h.state == HostState.ROLLING_BACK:
         if outcome in ROLLBACK_OK:
             step.host(h.name, "host.rolled_back", message or "rolled back",
                       state=HostState.ROLLED_BACK, moved=False, finished_at=now)
         else:
             step.host(h.name, "host.rollback_failed", "rollback failed: " + message,
-                      state=HostState.ROLLBACK_FAILED, finished_at=now)
+                      state=HostState.ROLLBACK_FAILED, finished_at=now,
+                      failed_step=h.failed_step or h.step or "rollback",
+                      reason=_both(h.reason, "rollback failed: " + message))
+
+
+def _blame(h: HostRun, message: str) -> dict[str, object]:
+    """A failed update's step and reason: the first step the manager reported failed
+    (else the last step it reported) and its final message, which says which step and
+    check failed and what the rollback did."""
+    return {"failed_step": h.failed_step or h.step or "update",
+            "reason": message or h.reason or "the manager reported no reason"}
+
+
+def _both(first: str, then: str) -> str:
+    return f"{first}; then {then}" if first else then
 
 
 def _reconciled(step: _Step, h: HostRun, rep: ManagerReport) -> None:
-    """After a hub restart or a broken watch: adopt what the manager itself says. Never
-    issue an update or a rollback the manager may already have run."""
+    """What the manager reports, for a host this rollout is updating or rolling back
+    (after a hub restart, a broken watch, a foreign operation ended, or before a
+    rollback): adopt only the host's own operation (hub/rollout_adopt.py), wait for a
+    foreign one, and never issue a call the manager may already have run."""
     if h.state not in (HostState.UPDATING, HostState.ROLLING_BACK):
         return
     target = step.r.version
-    op = h.operation_id
-    if rep.running_operation_id:
-        seen = h.op_events if rep.running_operation_id == op else 0
-        adopt = {"update_op": rep.running_operation_id} if h.state == HostState.UPDATING else {}
-        step.host(h.name, "host.reconciled", f"operation {rep.running_operation_id} still "
-                  "running; watching it", operation_id=rep.running_operation_id, lost=False,
-                  op_events=seen, **adopt)
-        step.actions.append(WatchOperation(h.name, rep.running_operation_id, seen))
-    elif op and rep.last_operation_id == op:
-        step.host(h.name, "host.reconciled", f"operation {op} ended {rep.last_outcome}",
-                  lost=False)
-        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
-    elif h.state == HostState.ROLLING_BACK:
-        _reconciled_rollback(step, h, rep)
-    elif not op and rep.last_operation_id and rep.last_version == target:
-        # the hub went down between sending Update and recording its answer: the
-        # manager's last operation at this version is ours
-        step.host(h.name, "host.reconciled", f"adopting operation {rep.last_operation_id} "
-                  f"({rep.last_outcome})", operation_id=rep.last_operation_id,
-                  update_op=rep.last_operation_id, from_version=h.from_version or "?",
-                  lost=False)
-        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
-    elif rep.version == target:
+    updating = h.state == HostState.UPDATING
+    own = own_operation(h, rep)
+    other = foreign(h, rep)
+    if own is not None and own.running:
+        seen = h.op_events if own.operation_id == h.operation_id else 0
+        adopt = {"update_op": own.operation_id} if updating else {}
+        if updating and not h.operation_id and own.from_version:
+            adopt["from_version"] = own.from_version
+        step.host(h.name, "host.reconciled", f"operation {own.operation_id} still running; "
+                  "watching it", operation_id=own.operation_id, lost=False, op_events=seen,
+                  waiting_for="", **adopt)
+        step.actions.append(WatchOperation(h.name, own.operation_id, seen))
+    elif own is not None:
+        changes: dict[str, object] = {"operation_id": own.operation_id, "lost": False,
+                                      "waiting_for": ""}
+        if updating:
+            changes["update_op"] = own.operation_id
+            if not h.operation_id and own.from_version:  # the hub went down before
+                changes["from_version"] = own.from_version  # recording the answer
+        step.host(h.name, "host.reconciled", f"operation {own.operation_id} ended "
+                  f"{own.outcome or '(no outcome)'}", **changes)
+        _finished(step, step.hosts[h.name], Outcome.parse(own.outcome),
+                  own.message or "after reconcile")
+    elif other:
+        _wait(step, h, rep.running_operation_id, rep.running_origin, other)
+    elif h.operation_id and updating:
+        why = f"operation {h.operation_id} unknown to the manager"
+        step.host(h.name, "host.failed", why, state=HostState.FAILED, failed=True,
+                  finished_at=step.now, lost=False, failed_step=h.step or "reconcile",
+                  reason=why + " (after the hub lost track of it)")
+    elif h.operation_id:
+        why = f"rollback {h.operation_id} unknown to the manager"
+        step.host(h.name, "host.rollback_failed", why, state=HostState.ROLLBACK_FAILED,
+                  finished_at=step.now, lost=False,
+                  failed_step=h.failed_step or "rollback", reason=_both(h.reason, why))
+    elif updating and rep.version == target:
         step.host(h.name, "host.reconciled", f"already on {rep.version}", lost=False,
-                  from_version=h.from_version or target)
+                  from_version=h.from_version or target, waiting_for="")
         _finished(step, step.hosts[h.name], Outcome.SUCCEEDED, f"on {rep.version} (reconciled)")
-    elif op:
-        step.host(h.name, "host.failed", f"operation {op} unknown to the manager",
-                  state=HostState.FAILED, failed=True, finished_at=step.now, lost=False)
-    else:
-        # Persisted as UPDATING but the update never reached the manager: issue it now.
-        step.host(h.name, "host.reconciled", "update not started; issuing it", lost=False)
+    elif updating:
+        # Recorded as UPDATING, but no update of ours reached the manager: issue it now.
+        step.host(h.name, "host.reconciled", "update not started; issuing it", lost=False,
+                  waiting_for="")
         step.actions.append(UpdateHost(h.name, target, step.r.service))
-
-
-def _reconciled_rollback(step: _Step, h: HostRun, rep: ManagerReport) -> None:
-    op = h.operation_id
-    if not op and rep.last_operation_id and rep.last_operation_id != h.update_op:
-        # our Rollback reached the manager before the hub went down
-        step.host(h.name, "host.reconciled", f"adopting rollback {rep.last_operation_id} "
-                  f"({rep.last_outcome})", operation_id=rep.last_operation_id, lost=False)
-        _finished(step, step.hosts[h.name], Outcome.parse(rep.last_outcome), "after reconcile")
-    elif not op:
-        step.host(h.name, "host.reconciled", "rollback not started; issuing it", lost=False)
-        step.actions.append(RollbackHost(h.name, step.r.service))
-    elif rep.version == h.from_version:
-        _finished(step, h, Outcome.SUCCEEDED, f"on {rep.version} (reconciled)")
     else:
-        step.host(h.name, "host.rollback_failed", f"rollback {op} unknown to the manager",
-                  state=HostState.ROLLBACK_FAILED, finished_at=step.now, lost=False)
+        _rollback_checked(step, h, rep)
+
+
+def _wait(step: _Step, h: HostRun, op: str, origin: str, what: str) -> None:
+    """A foreign operation runs on the host: follow it until it ends (the step deadline
+    bounds the wait), then look again."""
+    if h.waiting_for != op:
+        step.host(h.name, "host.waiting", f"waiting for {what}, which this rollout did not "
+                  "start", waiting_for=op, waiting_origin=origin, lost=False)
+    else:
+        step.host(h.name, None, lost=False)
+    step.actions.append(AwaitOperation(h.name, op))
+
+
+def _rollback_checked(step: _Step, h: HostRun, rep: ManagerReport) -> None:
+    """A host to roll back, no rollback of ours on record: send it only when the
+    manager's rollback goes to the recorded from_version (rep.previous was asked)."""
+    if rep.version == h.from_version and h.from_version:
+        step.host(h.name, "host.rolled_back", f"already on {rep.version}",
+                  state=HostState.ROLLED_BACK, moved=False, finished_at=step.now,
+                  lost=False, waiting_for="")
+        return
+    if rep.previous is None:  # the releases were not asked: ask again
+        step.actions.append(ReconcileHost(h.name, step.r.service))
+        return
+    why = rollback_refusal(h, rep, step.r.version)
+    if why:
+        step.host(h.name, "host.rollback_failed", why, state=HostState.ROLLBACK_FAILED,
+                  finished_at=step.now, lost=False, waiting_for="",
+                  failed_step=h.failed_step or "rollback check", reason=_both(h.reason, why))
+        return
+    step.host(h.name, "host.step", f"rolling back to {h.from_version}", lost=False,
+              waiting_for="")
+    step.actions.append(RollbackHost(h.name, step.r.service))
 
 
 def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
@@ -471,20 +556,35 @@ def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
                     step.hosts[h.name].state == HostState.VERIFYING:
                 seen = (f"running {obs.version}" if obs and obs.running else
                         "not running") if obs else "no status"
-                step.host(h.name, "host.failed", f"not healthy on {step.r.version} within "
-                          f"{s.healthy_deadline_seconds:g}s ({seen})",
-                          state=HostState.FAILED, failed=True, finished_at=now)
+                why = (f"not healthy on {step.r.version} within "
+                       f"{s.healthy_deadline_seconds:g}s ({seen})")
+                step.host(h.name, "host.failed", why, state=HostState.FAILED, failed=True,
+                          finished_at=now, failed_step="health gate",
+                          reason="the hub's health gate: " + why)
         elif h.state in (HostState.UPDATING, HostState.ROLLING_BACK) and now >= h.deadline:
             step.actions.append(CancelHost(h.name))
             if h.state == HostState.ROLLING_BACK:
-                step.host(h.name, "host.rollback_failed", "rollback step deadline exceeded",
-                          state=HostState.ROLLBACK_FAILED, finished_at=now)
+                why = "rollback step deadline exceeded" + (
+                    f" waiting for operation {h.waiting_for}, which this rollout did not "
+                    "start" if h.waiting_for else "")
+                step.host(h.name, "host.rollback_failed", why,
+                          state=HostState.ROLLBACK_FAILED, finished_at=now,
+                          failed_step=h.failed_step or h.step or "rollback",
+                          reason=_both(h.reason, why))
             else:
                 st = HostState.UNREACHABLE if h.lost else HostState.FAILED
-                step.host(h.name, "host." + st.value.lower(),
-                          f"step deadline of {s.step_deadline_seconds:g}s exceeded"
-                          + (" (manager unreachable)" if h.lost else f" at {h.step or 'start'}"),
-                          state=st, failed=True, finished_at=now)
+                if h.waiting_for and not h.lost:
+                    where = (f" waiting for operation {h.waiting_for}, which this rollout "
+                             "did not start (the host was not updated)")
+                else:
+                    where = " (manager unreachable)" if h.lost else f" at {h.step or 'start'}"
+                why = f"step deadline of {s.step_deadline_seconds:g}s exceeded" + where
+                step.host(h.name, "host." + st.value.lower(), why, state=st, failed=True,
+                          finished_at=now, failed_step=h.step or (
+                              "waiting for another operation" if h.waiting_for
+                              else "update request"),
+                          reason=why + (f"; last contact: {h.message}" if h.lost and h.message
+                                        else ""))
 
 
 # ------------------------------------------------------------------ progress
@@ -524,8 +624,10 @@ def _drained(step: _Step) -> None:
         return
     # moved: on the new release, healthy or not (a host that updated but then failed
     # the hub's own health check is on it too)
+    # (and one installed but left stopped: it is on the new release too)
     moved = [h for h in step.hosts.values() if h.moved
-             and h.state in (HostState.SUCCEEDED, HostState.FAILED)
+             and (h.state in (HostState.SUCCEEDED, HostState.FAILED)
+                  or (h.state == HostState.SKIPPED and h.stopped))
              and step.r.specs[h.wave] != HUB_WAVE_SPEC]
     if not r.strategy.auto_rollback:
         _end(step, RolloutState.FAILED, r.message)
@@ -536,10 +638,26 @@ def _drained(step: _Step) -> None:
         step.note("rollout.rolling_back", f"rolling back {len(moved)} hosts")
         deadline = step.now + r.strategy.step_deadline_seconds
         for h in moved:
+            if not h.from_version:  # never a guess: no recorded version, no rollback
+                why = rollback_refusal(h, _NO_REPORT, "")
+                step.host(h.name, "host.rollback_failed", why,
+                          state=HostState.ROLLBACK_FAILED, finished_at=step.now,
+                          rollback_sent=True, failed_step=h.failed_step or "rollback",
+                          reason=_both(h.reason, why))
+                continue
             step.host(h.name, "host.rollback_started", f"back to {h.from_version}",
                       state=HostState.ROLLING_BACK, operation_id="", started_at=step.now,
-                      deadline=deadline, step="", rollback_sent=True)
-            step.actions.append(RollbackHost(h.name, r.service))
+                      deadline=deadline, step="", rollback_sent=True, waiting_for="",
+                      origin=origin(r, h.name, "rollback", h.attempts),
+                      reason=h.reason or f"the rollout {r.message}; sent back to "
+                                         f"{h.from_version}")
+            # the manager is asked first where its rollback would go (rollout_adopt.py)
+            step.actions.append(ReconcileHost(h.name, r.service))
+        if not _busy(step):
+            _advance(step)
+
+
+_NO_REPORT = ManagerReport("", "", "", "", "")
 
 
 def _end(step: _Step, state: RolloutState, message: str) -> None:
@@ -611,13 +729,19 @@ def _progress(step: _Step) -> None:
             return
         step.note("wave.done", f"wave {r.current_wave} done", wave=r.current_wave)
         if r.current_wave + 1 >= r.wave_count:
-            bad = [h for h in step.hosts.values() if h.state != HostState.SUCCEEDED]
+            # a host installed but left stopped (its operator stopped it) is skipped,
+            # not a failure: it has the release, and starts on it when started
+            stopped = sum(1 for h in step.hosts.values()
+                          if h.state == HostState.SKIPPED and h.stopped)
+            bad = [h for h in step.hosts.values() if h.state != HostState.SUCCEEDED
+                   and not (h.state == HostState.SKIPPED and h.stopped)]
             if bad:
                 _end(step, RolloutState.FAILED, f"{len(bad)} of {len(step.hosts)} hosts "
                      f"are not on {r.version}")
             else:
                 _end(step, RolloutState.SUCCEEDED, f"all {len(step.hosts)} hosts on "
-                     f"{r.version}")
+                     f"{r.version}" + (f" ({stopped} installed but left stopped)"
+                                        if stopped else ""))
             return
         was_hub = r.specs[r.current_wave] == HUB_WAVE_SPEC
         if not was_hub and r.strategy.pause_until_promote:
@@ -656,7 +780,9 @@ def _start_pending(step: _Step, room: int) -> None:
                           state=HostState.UPDATING, attempts=h.attempts + 1,
                           started_at=step.now, finished_at=0.0, operation_id="",
                           deadline=step.now + r.strategy.step_deadline_seconds,
-                          healthy_since=0.0, step="", message="")
+                          healthy_since=0.0, step="", message="", waiting_for="",
+                          stopped=False, failed_step="", reason="",
+                          origin=origin(r, h.name, "attempt", h.attempts + 1))
                 step.actions.append(UpdateHost(h.name, r.version, r.service))
             else:
                 prefix = False  # a later wave's pending host: the cursor stays here

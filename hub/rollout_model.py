@@ -46,7 +46,8 @@ TERMINAL = frozenset({RolloutState.SUCCEEDED, RolloutState.FAILED, RolloutState.
 IN_FLIGHT = frozenset({HostState.UPDATING, HostState.VERIFYING, HostState.ROLLING_BACK})
 HOST_DONE = frozenset({HostState.SUCCEEDED, HostState.FAILED, HostState.UNREACHABLE,
                        HostState.ROLLED_BACK, HostState.ROLLBACK_FAILED, HostState.SKIPPED})
-ROLLBACK_OK = frozenset({Outcome.SUCCEEDED, Outcome.ROLLED_BACK})
+# a rollback of a stopped service switches back and leaves it stopped: that is done too
+ROLLBACK_OK = frozenset({Outcome.SUCCEEDED, Outcome.ROLLED_BACK, Outcome.INSTALLED_STOPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,33 @@ class HostRun:
     op_events: int = 0             # step events recorded for operation_id (to skip replays)
     update_op: str = ""            # the update's operation (kept while rolling back)
     rollback_sent: bool = False    # the rollout's auto-rollback took this host back
+    # Why a host failed, was unreachable or was rolled back, for the operator: the step
+    # that failed (a manager's update step, or the hub's own: "update request",
+    # "health gate", ...) and the reason in words (the manager's message).
+    failed_step: str = ""
+    reason: str = ""
+    # The origin the hub sends with its Update (or Rollback) to this host, recorded in the
+    # same write as the state that issues it: an operation is adopted only if it is the
+    # one recorded in operation_id or carries this origin (hub/rollout_adopt.py).
+    origin: str = ""
+    waiting_for: str = ""          # an operation this rollout did not start (its id)
+    waiting_origin: str = ""       # ... and the origin its manager reports ("": an operator's)
+    stopped: bool = False          # installed but left stopped (the operator had stopped it)
+
+
+@dataclass(frozen=True, slots=True)
+class PackageCheck:
+    """Whether the store has the release for one package of the targets (asked of one
+    manager per package before a rollout starts; hub/release_check.py)."""
+
+    service: str
+    package: str
+    url: str
+    available: bool
+    checked: bool                # False: no manager of these hosts could be asked
+    message: str = ""
+    hosts: tuple[str, ...] = ()
+    asked: str = ""              # the host whose manager answered
 
 
 HOST_STATES = tuple(HostState)
@@ -124,6 +152,10 @@ class Rollout:
     description: str = ""
     target_labels: Mapping[str, str] = field(default_factory=dict)
     target_hosts: tuple[str, ...] = ()
+    start_stopped: bool = False      # start a service the operator had stopped, too
+    issuer: str = ""                 # "hub:<hub id>" of the hub leading it (origins)
+    # the store check made at the start; answered by StartRollout, not stored
+    packages: tuple[PackageCheck, ...] = ()
     tally: Tally | None = field(default=None, compare=False, repr=False)  # derived, not stored
 
     @property
@@ -274,20 +306,51 @@ class ConnectionLost:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnOperation:
+    """An operation the manager reported when asked for this host's own (GetUpdate by
+    the recorded operation id or origin)."""
+
+    operation_id: str
+    origin: str
+    running: bool
+    outcome: str = ""     # when done, as the manager said it
+    message: str = ""
+    from_version: str = ""
+    to_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ManagerReport:
-    """Manager.Status as the reconcile step sees it."""
+    """Manager.Status (and, when asked, GetUpdate and ListReleases) as the reconcile
+    step sees it."""
 
     version: str
     running_operation_id: str
     last_operation_id: str
     last_outcome: str     # as the manager said it; "" before any operation
     last_version: str
+    last_message: str = ""
+    running_origin: str = ""
+    running_version: str = ""
+    running_step: str = ""
+    last_origin: str = ""
+    own: OwnOperation | None = None     # the host's own operation, looked up by id/origin
+    previous: str | None = None         # the manager's previous release (None: not asked)
 
 
 @dataclass(frozen=True, slots=True)
 class Reconciled:
     host: str
     report: ManagerReport
+
+
+@dataclass(frozen=True, slots=True)
+class OperationEnded:
+    """An operation this rollout waited for (one it did not start) ended."""
+
+    host: str
+    operation_id: str
+    outcome: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,13 +362,16 @@ class Control:
 
 
 Event = (Tick | Recover | UpdateAccepted | RollbackAccepted | CallFailed | OperationStep
-         | OperationFinished | ConnectionLost | Reconciled | Control)
+         | OperationFinished | ConnectionLost | Reconciled | OperationEnded | Control)
 
 # ------------------------------------------------------------------ actions out
 
 
 @dataclass(frozen=True, slots=True)
 class UpdateHost:
+    """Update the host (Status first; a running operation is reported, not doubled). The
+    shell sends the origin recorded in the host's row, which this transition wrote."""
+
     host: str
     version: str
     service: str
@@ -313,6 +379,8 @@ class UpdateHost:
 
 @dataclass(frozen=True, slots=True)
 class RollbackHost:
+    """Send Manager.Rollback with the host row's origin (the target was checked first)."""
+
     host: str
     service: str
 
@@ -326,8 +394,19 @@ class WatchOperation:
 
 @dataclass(frozen=True, slots=True)
 class ReconcileHost:
+    """Ask the manager what it did (Status; GetUpdate for the row's operation id or
+    origin; ListReleases for a host rolling back) and report it (Reconciled)."""
+
     host: str
     service: str
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitOperation:
+    """Follow an operation this rollout did not start until it ends (OperationEnded)."""
+
+    host: str
+    operation_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +414,8 @@ class CancelHost:
     host: str
 
 
-Action = UpdateHost | RollbackHost | WatchOperation | ReconcileHost | CancelHost
+Action = (UpdateHost | RollbackHost | WatchOperation | ReconcileHost | AwaitOperation
+          | CancelHost)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -46,8 +47,12 @@ def _call_failed(host: str, exc: grpc.aio.AioRpcError | DeadlineExceeded) -> E.C
 
 class RolloutRunner:
     def __init__(self, rollout: E.Rollout, *, store: HubStore, links: ManagerLinks,
-                 inventory: Inventory, term: Term, tick: float) -> None:
-        self.r = rollout
+                 inventory: Inventory, term: Term, tick: float,
+                 observe: Callable[[str, list[E.Note]], None] | None = None) -> None:
+        # origins name the hub that issues the calls (recorded with each host's state)
+        issuer = f"hub:{term.holder}" if term.holder else "hub"
+        self.r = rollout if rollout.issuer == issuer else replace(rollout, issuer=issuer)
+        self.observe = observe  # told every committed batch of events (hub/stats.py)
         self.store = store
         self.links = links
         self.inventory = inventory
@@ -113,6 +118,8 @@ class RolloutRunner:
             self.term.end(f"rollout {new.id}: write refused: {exc}")
             raise
         self.r = new
+        if self.observe is not None and notes:
+            self.observe(new.id, notes)
         for action in actions:
             self.act(action)
         return new
@@ -138,6 +145,8 @@ class RolloutRunner:
                                                   action.skip))
         elif isinstance(action, E.ReconcileHost):
             self._spawn(action.host, self._reconcile(action.host, action.service))
+        elif isinstance(action, E.AwaitOperation):
+            self._spawn(action.host, self._await(action.host, action.operation_id))
         elif isinstance(action, E.RollbackHost):
             self._spawn(action.host, self._rollback(action.host, action.service))
 
@@ -177,27 +186,50 @@ class RolloutRunner:
             return result
 
     @staticmethod
-    def _report(st: mpb.ServiceStatus) -> E.ManagerReport:
+    def _report(st: mpb.ServiceStatus, own: E.OwnOperation | None = None,
+                previous: str | None = None) -> E.ManagerReport:
         u = st.update
         return E.ManagerReport(version=st.version,
                                running_operation_id=u.running_operation_id,
                                last_operation_id=u.last_operation_id,
-                               last_outcome=u.last_outcome, last_version=u.last_version)
+                               last_outcome=u.last_outcome, last_version=u.last_version,
+                               last_message=u.last_message, running_origin=u.running_origin,
+                               running_version=u.running_version,
+                               running_step=u.running_step, last_origin=u.last_origin,
+                               own=own, previous=previous)
+
+    def _row(self, host: str) -> E.HostRun | None:
+        """The host's row as last written (the transition that asked for an action wrote
+        what the action needs: its origin, its operation id)."""
+        return self.r.hosts.get(host)
 
     async def _update(self, host: str, version: str, service: str) -> None:
         stub = self.links.stub(self._address(host))
+        row = self._row(host)
+        origin = row.origin if row is not None else ""
         try:
             st = await self._status(host, service)
             if st.update.running_operation_id:
-                # an update already runs there: adopt it rather than issue another
+                # an operation already runs there: the engine decides (its own: watch it;
+                # anyone else's: wait for it), never a second one
                 self.queue.put_nowait(E.Reconciled(host, self._report(st)))
                 return
             if not self.term.may_act():
                 return  # deposed (or paused past the lease): the next leader reconciles
             async with step_deadline(f"update of {service or 'the service'} on host {host} "
                                      f"to {version}", self.timeout):
-                resp = await stub.Update(mpb.UpdateRequest(service=service, version=version))
+                resp = await stub.Update(mpb.UpdateRequest(
+                    service=service, version=version, origin=origin,
+                    start_stopped=self.r.start_stopped))
         except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
+            if isinstance(exc, grpc.aio.AioRpcError) and \
+                    exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                # someone started an operation between our Status and our Update
+                with contextlib.suppress(grpc.aio.AioRpcError, DeadlineExceeded):
+                    again = await self._status(host, service)
+                    if again.update.running_operation_id:
+                        self.queue.put_nowait(E.Reconciled(host, self._report(again)))
+                        return
             self.queue.put_nowait(_call_failed(host, exc))
             return
         self.queue.put_nowait(E.UpdateAccepted(host, resp.operation_id, st.version))
@@ -206,12 +238,16 @@ class RolloutRunner:
 
     async def _rollback(self, host: str, service: str) -> None:
         stub = self.links.stub(self._address(host))
+        row = self._row(host)
         if not self.term.may_act():
             return  # deposed (or paused past the lease): the next leader reconciles
         try:
             async with step_deadline(f"rollback of {service or 'the service'} on host {host}",
                                      self.timeout):
-                resp = await stub.Rollback(mpb.RollbackRequest(service=service))
+                # the manager refuses unless its rollback goes to the recorded version
+                resp = await stub.Rollback(mpb.RollbackRequest(
+                    service=service, origin=row.origin if row is not None else "",
+                    version=row.from_version if row is not None else ""))
         except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
             self.queue.put_nowait(_call_failed(host, exc))
             return
@@ -247,12 +283,74 @@ class RolloutRunner:
         backoff = 0.2
         while True:
             try:
-                st = await self._status(host, service)
+                report = await self._ask(host, service)
             except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
                 why = describe(exc) if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
                 log.info("rollout.reconcile_retry", host=host, reason=why)
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
                 backoff = min(backoff * 2, RECONCILE_BACKOFF_MAX)
                 continue
-            self.queue.put_nowait(E.Reconciled(host, self._report(st)))
+            self.queue.put_nowait(E.Reconciled(host, report))
             return
+
+    async def _ask(self, host: str, service: str) -> E.ManagerReport:
+        """Status; the host's own operation by its recorded id or origin when Status does
+        not name it; the manager's previous release for a host rolling back."""
+        st = await self._status(host, service)
+        row = self._row(host)
+        own: E.OwnOperation | None = None
+        previous: str | None = None
+        if row is not None:
+            u = st.update
+            named = {u.running_operation_id, u.last_operation_id} - {""}
+            # by origin whenever the id was never recorded: its from_version is needed
+            if (row.operation_id and row.operation_id not in named) or \
+                    (not row.operation_id and row.origin):
+                own = await self._own(host, service, row)
+            if row.state == E.HostState.ROLLING_BACK:
+                previous = await self._previous(host, service)
+        return self._report(st, own, previous)
+
+    async def _own(self, host: str, service: str, row: E.HostRun) -> E.OwnOperation | None:
+        stub = self.links.stub(self._address(host))
+        request = mpb.GetUpdateRequest(service=service, operation_id=row.operation_id) \
+            if row.operation_id else mpb.GetUpdateRequest(service=service, origin=row.origin)
+        try:
+            async with step_deadline(f"update state of {service or 'the service'} on host "
+                                     f"{host}", self.timeout):
+                op: mpb.UpdateOperation = await stub.GetUpdate(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None  # the manager has no such operation
+            raise
+        return E.OwnOperation(operation_id=op.operation_id, origin=op.origin,
+                              running=op.state == "running", outcome=op.outcome,
+                              message=op.message, from_version=op.from_version,
+                              to_version=op.to_version)
+
+    async def _previous(self, host: str, service: str) -> str:
+        stub = self.links.stub(self._address(host))
+        async with step_deadline(f"releases of {service or 'the service'} on host {host}",
+                                 self.timeout):
+            resp: mpb.ListReleasesResponse = await stub.ListReleases(
+                mpb.ListReleasesRequest(service=service))
+        return next((r.version for r in resp.releases if r.previous), "")
+
+    async def _await(self, host: str, op_id: str) -> None:
+        """Follow an operation this rollout did not start until its final event."""
+        stub = self.links.stub(self._address(host))
+        call = stub.WatchUpdate(mpb.WatchUpdateRequest(operation_id=op_id))
+        try:
+            async for ev in call:
+                if ev.final:
+                    self.queue.put_nowait(E.OperationEnded(host, op_id, ev.outcome))
+                    return
+            reason = "update stream ended before the outcome"
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # gone from the journal: ended
+                self.queue.put_nowait(E.OperationEnded(host, op_id))
+                return
+            reason = describe(exc)
+        finally:
+            call.cancel()
+        self.queue.put_nowait(E.ConnectionLost(host, reason))

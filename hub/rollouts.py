@@ -11,7 +11,8 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -24,14 +25,20 @@ from backendai.errors import (
     NotLeader,
     StoreUnavailable,
 )
+from backendai.events.audit import audited
+from backendai.events.model import cut
 from backendai.validate import check_host_name, check_labels, check_service_name, check_version
 from hub import rollout_engine as E
 from hub.inventory import Inventory
 from hub.leadership import Leadership, Term
 from hub.manager_links import ManagerLinks
+from hub.release_check import check_packages, refuse_missing
 from hub.rollout_plan import Strategy, plan_waves
 from hub.rollout_runner import RolloutRunner
 from hub.store import ChangeFeed, HubStore
+
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
 
 log = structlog.get_logger(__name__)
 
@@ -52,16 +59,39 @@ class StartRequest:
     service: str = ""
     include_hub: bool = False
     description: str = ""
+    start_stopped: bool = False
+
+
+def _asked_start(rollouts: Rollouts, req: StartRequest) -> dict[str, object]:
+    return {"version": cut(str(req.version), 64), "service": cut(str(req.service), 64) or None,
+            "dry_run": req.dry_run or None, "hosts": len(req.hosts) or None}
+
+
+def _control_action(rollouts: Rollouts, rollout_id: str, command: str, *args: object,
+                    **kwargs: object) -> str:
+    return f"rollout.{command}"
+
+
+def _control_subject(rollouts: Rollouts, rollout_id: str, *args: object,
+                     **kwargs: object) -> str:
+    return f"rollout/{cut(str(rollout_id), 100) or 'active'}"
+
+
+def _control_reason(rollouts: Rollouts, rollout_id: str, command: str, reason: str = "",
+                    **kwargs: object) -> dict[str, object]:
+    return {"reason": cut(str(reason), 300) or None}
 
 
 class Rollouts:
     def __init__(self, *, store: HubStore, links: ManagerLinks, inventory: Inventory,
                  leadership: Leadership, hub_host: str | None, tick: float,
                  before_lead: Callable[[], Awaitable[None]] | None = None,
-                 after_rollout: Callable[[], Awaitable[None]] | None = None) -> None:
+                 after_rollout: Callable[[], Awaitable[None]] | None = None,
+                 events: EventLog | None = None) -> None:
         """before_lead(): brings this hub's view up to date before it leads (the hosts
         other hubs registered); after_rollout(): once a rollout ended (hub/memory.py
-        reclaim: what its burst took goes back)."""
+        reclaim: what its burst took goes back); events: the audit trail's log."""
+        self.events = events
         self.store = store
         self.links = links
         self.inventory = inventory
@@ -76,6 +106,8 @@ class Rollouts:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # starting a rollout, waking a stopped one
         self.led = ChangeFeed()      # a term's runners were started or stopped
+        # told every committed batch of events (hub/stats.py counts them for /metrics)
+        self.note_observers: list[Callable[[str, list[E.Note]], None]] = []
 
     async def run(self) -> None:
         """Whenever this hub leads, resume every active rollout (as a restarted hub
@@ -130,7 +162,7 @@ class Rollouts:
         if self._tg is None or self._term is None:
             raise FailedPrecondition("hub is not leading (or shutting down)")
         runner = RolloutRunner(r, store=self.store, links=self.links, inventory=self.inventory,
-                               term=self._term, tick=self.tick)
+                               term=self._term, tick=self.tick, observe=self._observe)
         self.runners[r.id] = runner
 
         async def go() -> None:
@@ -154,8 +186,15 @@ class Rollouts:
         task.add_done_callback(self._tasks.discard)
         return runner
 
+    def _observe(self, rollout_id: str, notes: list[E.Note]) -> None:
+        """Tell the observers (hub/stats.py, for /metrics) a committed batch of events."""
+        for observe in self.note_observers:
+            observe(rollout_id, notes)
+
     # ---------------------------------------------------------------- requests
 
+    @audited("rollout.start", lambda self, req: "rollout/new", request=_asked_start,
+             result_subject=lambda r: f"rollout/{r.id}" if r.id else "")
     async def start(self, req: StartRequest) -> E.Rollout:
         check_version(req.version, "version")
         labels = check_labels(dict(req.labels), "target.labels")
@@ -187,14 +226,20 @@ class Rollouts:
             raise InvalidArgument("target: matches no hosts")
         seed = req.seed if req.seed is not None else secrets.randbelow(2**32)
         plan = plan_waves([*targets, *([hub] if hub else [])], req.strategy, seed, hub=hub)
+        # a real start is the leader's: a follower says so before a store check
+        term = None if req.dry_run else self._live_term("StartRollout")
+        packages = await check_packages(self.inventory, self.links, plan.hosts,
+                                        req.version, req.service)
         now = time.time()
         if req.dry_run:  # a preview changes nothing: any hub answers it
-            return E.new_rollout(
+            return replace(E.new_rollout(
                 rollout_id="", version=req.version, service=req.service,
                 strategy=req.strategy, plan=plan, now=now, include_hub=hub is not None,
                 description=req.description, target_labels=labels,
-                target_hosts=tuple(names), dry_run=True)[0]
-        term = self._live_term("StartRollout")
+                target_hosts=tuple(names), start_stopped=req.start_stopped,
+                dry_run=True)[0], packages=packages)
+        refuse_missing(req.version, packages)
+        assert term is not None  # noqa: S101 - set above for a real start
         async with self._lock, self._as_leader("StartRollout"):
             active = await self.store.ids(limit=1, active_only=True)
             if active:
@@ -205,14 +250,16 @@ class Rollouts:
                 rollout_id=rid, version=req.version, service=req.service,
                 strategy=req.strategy, plan=plan, now=now, include_hub=hub is not None,
                 description=req.description, target_labels=labels,
-                target_hosts=tuple(names))
+                target_hosts=tuple(names), start_stopped=req.start_stopped,
+                issuer=_issuer(term))
             await self.store.save(r, r.hosts.values(), notes, fence=term.fence)
+            self._observe(r.id, notes)
             await self.store.prune(KEEP_FINISHED, fence=term.fence)
             log.info("rollout.created", rollout=rid, version=req.version, hosts=len(r.hosts),
                      waves=len(plan.waves), seed=seed, epoch=term.epoch)
             runner = self._start_runner(r, recovered=False)
             # the first wave starts before the caller gets an answer
-            return await runner.apply(E.Tick())
+            return replace(await runner.apply(E.Tick()), packages=packages)
 
     @contextlib.asynccontextmanager
     async def _as_leader(self, what: str) -> AsyncIterator[None]:
@@ -245,6 +292,8 @@ class Rollouts:
         return [await self.get(i)
                 for i in await self.store.ids(limit=limit, active_only=active_only)]
 
+    @audited(_control_action, _control_subject, request=_control_reason,
+             result_subject=lambda r: f"rollout/{r.id}")
     async def control(self, rollout_id: str, command: str, reason: str = "") -> E.Rollout:
         if len(reason) > 1000:
             raise InvalidArgument("reason: at most 1000 characters")
@@ -259,13 +308,14 @@ class Rollouts:
             if runner is not None:
                 return await runner.apply(E.Control(command, reason))
             async with self._lock:
-                r = await self.get(rollout_id)
+                r = replace(await self.get(rollout_id), issuer=_issuer(term))
                 # not running: only retry-failed can wake a finished rollout
                 new, notes, actions = E.transition(r, E.Control(command, reason), time.time())
                 active = await self.store.ids(limit=1, active_only=True)
                 if active and active[0] != r.id:
                     raise FailedPrecondition(f"rollout {active[0]} is still active")
                 await self.store.save(new, new.hosts.values(), notes, fence=term.fence)
+                self._observe(new.id, notes)
                 runner = self._start_runner(new, recovered=False)
                 for action in actions:
                     runner.act(action)
@@ -301,3 +351,8 @@ class Rollouts:
         if rid in self.runners and self.leadership.leading:
             return True
         return await self.store.is_active(rid)
+
+
+def _issuer(term: Term) -> str:
+    """Who issues a term's calls to managers (the origins' prefix): "hub:<hub id>"."""
+    return f"hub:{term.holder}" if term.holder else "hub"

@@ -3,13 +3,15 @@
 several hubs sharing it, one of them leading).
 
 What every backend keeps: rollouts (a JSON core), their per-host rows and numbered event
-log, the hosts that registered, and the leader's lease (holder, address, epoch,
-expiry). A rollout's new state, changed host rows and new events are written in ONE
-transaction that first checks the writer's lease (holder and epoch, `save(...,
-fence=)`) is still current and unexpired: a hub that was deposed while paused or
-partitioned cannot change anything; its write raises LeaseLost and nothing of it is
-kept. (The holder is checked too: a database restored or failed over to a replica that
-lost the last lease changes could hand the same epoch number to another hub.)
+log, the hosts that registered, the leader's lease (holder, address, epoch, expiry), and
+the hub's event history (`history`, backendai/events: rollout notes and registrations
+are written into it in their own transactions). A rollout's new state, changed host
+rows and new events are written in ONE transaction that first checks the writer's
+lease (holder and epoch, `save(..., fence=)`) is still current and unexpired: a hub
+that was deposed while paused or partitioned cannot change anything; its write raises
+LeaseLost and nothing of it is kept. (The holder is checked too: a database restored or
+failed over to a replica that lost the last lease changes could hand the same epoch
+number to another hub.)
 
 Time in the lease is the database's (PostgreSQL's now()), never a hub's clock, so clock
 skew between hubs does not move a lease. Readers are woken through `ChangeFeed`s
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from backendai.events.model import Event
+from backendai.events.store import EventStore
 from hub.config import HostEntry, HubConfig
 from hub.rollout_model import (
     Counts,
@@ -40,8 +44,11 @@ from hub.rollout_model import (
 )
 from hub.rollout_plan import Strategy
 
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
+
 EVENT_PAGE = 1000
-CORE_SKIP = frozenset({"hosts", "tally"})  # rows of their own; derived from the rows
+CORE_SKIP = frozenset({"hosts", "tally", "packages"})  # own rows; derived; not stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,16 @@ class HubStore(Protocol):
     rollout_changes: ChangeFeed    # a rollout or its event log changed (any hub)
     lease_changes: ChangeFeed      # the lease was released (a follower may take it now)
     host_changes: ChangeFeed       # a host registered
+    event_changes: ChangeFeed      # another hub wrote to the event history
+
+    @property
+    def history(self) -> EventStore:
+        """The event history (backendai/events), in the same database."""
+        ...
+
+    def attach_events(self, events: EventLog) -> None:
+        """Report the history lines written with rollouts and hosts to this log."""
+        ...
 
     # ---- rollouts (writes fenced by the lease epoch) --------------------------------
     async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
@@ -112,7 +129,10 @@ class HubStore(Protocol):
                      limit: int = EVENT_PAGE) -> list[Note]: ...
 
     # ---- registered hosts ------------------------------------------------------------
-    async def save_host(self, entry: HostEntry, at: float) -> None: ...
+    async def save_host(self, entry: HostEntry, at: float,
+                        history: Sequence[Event] = ()) -> None:
+        """Save, with `history` in the same transaction."""
+        ...
     async def registered_hosts(self) -> list[HostEntry]: ...
     async def hosts_since(self, seq: int) -> tuple[list[HostEntry], int]: ...
 

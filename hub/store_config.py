@@ -18,6 +18,7 @@ imported here only for a `postgresql` backend, to parse the DSN with libpq's own
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,58 @@ def load_store(t: Table | None) -> StoreConfig:
             raise ConfigError(f"store.{key}: also set in store.dsn; set it in one place")
     if cfg.password_file is not None:
         read_password(cfg.password_file)  # refuse a bad file at start, not at connect
+    check_tls_files(cfg, params)
     return cfg
+
+
+def check_tls_files(cfg: StoreConfig, params: dict[str, str]) -> None:
+    """The TLS files libpq will read (from the keys, or from the DSN) exist and are
+    usable, so a wrong path or a key others can read is refused when the config is read
+    (the start, --check-config, a reload) instead of the start retrying a connection
+    libpq can never make. `sslrootcert = "system"` (libpq 16: the system's CA store) names
+    no file. libpq's own rule for the key file's mode is applied."""
+    def where(key: str) -> tuple[str, str]:
+        value = getattr(cfg, key)
+        return (str(value), f"store.{key}") if value else \
+            (params.get(key, ""), f"store.dsn's {key}")
+
+    root, root_key = where("sslrootcert")
+    if root and root != "system":
+        _check_certificates(Path(root), root_key)
+    (cert, cert_key), (key, key_key) = where("sslcert"), where("sslkey")
+    if bool(cert) != bool(key):
+        missing, given = ("sslkey", cert_key) if cert else ("sslcert", key_key)
+        raise ConfigError(f"store.{missing}: required with {given} (a client certificate "
+                          "and its key go together)")
+    if cert:
+        _check_client_pair(Path(cert), cert_key, Path(key), key_key)
+
+
+def _check_certificates(path: Path, key: str) -> None:
+    import ssl  # noqa: PLC0415 - only a postgresql backend with TLS files pays for it
+
+    from backendai.tls import read_pem  # noqa: PLC0415
+
+    read_pem(path, key)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"{key}: {str(path)!r} holds no valid certificate") from None
+
+
+def _check_client_pair(cert: Path, cert_key: str, key: Path, key_key: str) -> None:
+    from backendai.tls import check_files, read_pem  # noqa: PLC0415
+
+    read_pem(cert, cert_key)
+    read_pem(key, key_key)
+    st = key.stat()
+    # libpq's rule: no group or world access when the file is this user's (0600 or
+    # less), group read at most when another user's, such as root's (0640 or less)
+    own = st.st_uid == os.geteuid()
+    if st.st_mode & (0o077 if own else 0o037):
+        raise ConfigError(f"{key_key}: {str(key)!r} has group or world access (libpq refuses "
+                          f"it): chmod {'600' if own else '640'}")
+    check_files(cert, key, None, (cert_key, key_key, ""))
 
 
 def load_ha(t: Table | None) -> HAConfig:

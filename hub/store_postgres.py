@@ -6,7 +6,8 @@ its connection pool. Several hubs share one database; one leads (hub/leadership.
   row) waits for the write to commit, and the new leader reads the rollout only after
   its takeover committed. A deposed leader's write raises LeaseLost and keeps nothing.
 - The lease's clock is the database's now(); a hub's own clock is never compared.
-- Writes NOTIFY `backendai_hub` ("rollout:ID", "hosts", "lease") in their transaction;
+- Writes NOTIFY `backendai_hub` ("rollout:ID", "hosts", "lease", "events") in their
+  transaction;
   one LISTEN connection per hub pokes the matching ChangeFeed. Readers always read by
   index or sequence, so a notification lost with a dropped connection loses nothing.
 - Connection failures and timeouts become StoreUnavailable naming the database as
@@ -18,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
@@ -27,9 +28,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from backendai.backoff import reconnect_delay
 from backendai.errors import LeaseLost, StoreUnavailable
+from backendai.events.model import Event
 from hub.config import HostEntry
+from hub.events_pg import PgEventStore, insert_events
 from hub.migrations import pending
-from hub.migrations.postgresql import HUB, LOCK_KEY, META
+from hub.migrations.postgresql import EVENTS, HUB, LOCK_KEY, META
+from hub.rollout_history import note_events
 from hub.rollout_model import HostRun, Note, Rollout
 from hub.store import (
     EVENT_PAGE,
@@ -45,6 +49,9 @@ from hub.store import (
     encode_note,
 )
 from hub.store_config import StoreConfig, describe_dsn
+
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +91,22 @@ class PostgresStore:
         self.rollout_changes = ChangeFeed()
         self.lease_changes = ChangeFeed()
         self.host_changes = ChangeFeed()
+        self.event_changes = ChangeFeed()
+        self.history = PgEventStore(self, CHANNEL)
+        self._events: EventLog | None = None
+
+    def attach_events(self, events: EventLog) -> None:
+        """The event log told of the history this store writes with its own writes."""
+        self._events = events
+
+    def _committed(self, last: int, count: int) -> None:
+        if self._events is not None and count:
+            self._events.committed(last, count)
+
+    def connection(self, what: str) -> contextlib.AbstractAsyncContextManager[
+            psycopg.AsyncConnection[Any]]:
+        """A pooled connection for one operation (see _conn), for the event store."""
+        return self._conn(what)
 
     # ---------------------------------------------------------------- opening
 
@@ -173,9 +196,12 @@ class PostgresStore:
             self.host_changes.poke()
         elif payload == "lease":
             self.lease_changes.poke()
+        elif payload == "events":
+            self.event_changes.poke()
 
     def _poke_all(self) -> None:
-        for feed in (self.rollout_changes, self.host_changes, self.lease_changes):
+        for feed in (self.rollout_changes, self.host_changes, self.lease_changes,
+                     self.event_changes):
             feed.poke()
 
     # ---------------------------------------------------------------- rollouts
@@ -190,13 +216,16 @@ class PostgresStore:
     async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
                    fence: Fence) -> None:
         """One transaction: the lease check, the rollout core, the changed host rows, the
-        new events, the notification; sent as one pipeline (one round trip to the
-        database instead of one per statement). The writes are sent before the lease
-        check's answer is read: when the lease is not ours, the transaction is rolled back
-        and nothing of it is kept."""
+        new events (and their lines in the event history), the notification; sent as one
+        pipeline (one round trip to the database instead of one per statement, plus one
+        for the event history's sequence). The writes are sent before the lease check's
+        answer is read: when the lease is not ours, the transaction is rolled back and
+        nothing of it is kept."""
         epoch = fence.epoch
         host_list = list(hosts)
         note_list = list(notes)
+        history = note_events(r, note_list)
+        last = 0
         async with self._conn("saving a rollout") as conn, conn.pipeline() as pipeline, \
                 conn.transaction():
             held = await conn.execute(FENCE, (fence.holder, fence.epoch))
@@ -220,12 +249,15 @@ class PostgresStore:
                     "SELECT %s, *, %s FROM unnest(%b::bigint[], %b::text[])",
                     (r.id, epoch, [n.index for n in note_list],
                      [encode_note(n) for n in note_list]))
+            if history:
+                last = await insert_events(conn, history, CHANNEL)
             await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "rollout:" + r.id))
             await pipeline.sync()
             if await held.fetchone() is None:
                 raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no longer "
                                 "current or has expired")
         self.rollout_changes.poke()
+        self._committed(last, len(history))
 
     async def prune(self, keep: int, *, fence: Fence) -> int:
         async with self._conn("pruning rollouts") as conn, conn.transaction():
@@ -280,15 +312,20 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- registered hosts
 
-    async def save_host(self, entry: HostEntry, at: float) -> None:
+    async def save_host(self, entry: HostEntry, at: float,
+                        history: Sequence[Event] = ()) -> None:
+        last = 0
         async with self._conn("saving a host") as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO registered_hosts (name, entry, registered, seq) "
                 "VALUES (%s, %s, %s, nextval('registered_hosts_seq')) ON CONFLICT (name) DO "
                 "UPDATE SET entry = excluded.entry, registered = excluded.registered, "
                 "seq = excluded.seq", (entry.name, encode_entry(entry), at))
+            if history:
+                last = await insert_events(conn, history, CHANNEL)
             await conn.execute("SELECT pg_notify(%s, 'hosts')", (CHANNEL,))
         self.host_changes.poke()
+        self._committed(last, len(history))
 
     async def registered_hosts(self) -> list[HostEntry]:
         async with self._conn("reading hosts") as conn:
@@ -379,15 +416,16 @@ async def _migrate(conn: psycopg.AsyncConnection[Any], allow: bool, where: str) 
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         await conn.execute(META)
-        cur = await conn.execute("SELECT version FROM schema_versions WHERE component = %s",
-                                 (HUB.name,))
-        row = await cur.fetchone()
-        todo = pending(HUB, row[0] if row else 0, migrate=allow, where=where)
-        for m in todo:
-            await conn.execute(m.sql)
-            await conn.execute(
-                "INSERT INTO schema_versions (component, version) VALUES (%s, %s) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version, "
-                "applied_at = now()", (HUB.name, m.version))
-            log.info("store.migrated", database=where, component=HUB.name,
-                     version=m.version, migration=m.name)
+        for component in (HUB, EVENTS):
+            cur = await conn.execute("SELECT version FROM schema_versions WHERE component = %s",
+                                     (component.name,))
+            row = await cur.fetchone()
+            todo = pending(component, row[0] if row else 0, migrate=allow, where=where)
+            for m in todo:
+                await conn.execute(m.sql)
+                await conn.execute(
+                    "INSERT INTO schema_versions (component, version) VALUES (%s, %s) "
+                    "ON CONFLICT (component) DO UPDATE SET version = excluded.version, "
+                    "applied_at = now()", (component.name, m.version))
+                log.info("store.migrated", database=where, component=component.name,
+                         version=m.version, migration=m.name)

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backendai.errors import LeaseLost
+from backendai.events.model import Event
+from backendai.events.sqlite_store import SqliteEventStore, insert_events
 from hub.config import HostEntry
 from hub.migrations import pending
-from hub.migrations.sqlite import HUB, META
+from hub.migrations.sqlite import EVENTS, HUB, META
+from hub.rollout_history import note_events
 from hub.rollout_model import HostRun, Note, Rollout
 from hub.store import (
     EVENT_PAGE,
@@ -34,6 +38,9 @@ from hub.store import (
     encode_note,
 )
 
+if TYPE_CHECKING:
+    from backendai.events.log import EventLog
+
 
 class SqliteStore:
     backend = "sqlite"
@@ -47,30 +54,44 @@ class SqliteStore:
         self.rollout_changes = ChangeFeed()
         self.lease_changes = ChangeFeed()
         self.host_changes = ChangeFeed()
+        self.event_changes = ChangeFeed()  # never poked: this hub is the only writer
+        self._events: EventLog | None = None
         try:
             self._migrate(migrate)
         except BaseException:
             self.db.close()
             raise
+        self.history = SqliteEventStore(self.db, path, ensure_schema=None)
 
     def _migrate(self, allow: bool) -> None:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(META.strip().rstrip(";"))
-            row = self.db.execute("SELECT version FROM schema_versions WHERE component=?",
-                                  (HUB.name,)).fetchone()
-            for m in pending(HUB, row[0] if row else 0, migrate=allow, where=self.where):
-                for statement in _statements(m.sql):
-                    self.db.execute(statement)
-                self.db.execute(
-                    "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
-                    "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
-                    (HUB.name, m.version))
+            for component in (HUB, EVENTS):
+                row = self.db.execute("SELECT version FROM schema_versions WHERE component=?",
+                                      (component.name,)).fetchone()
+                for m in pending(component, row[0] if row else 0, migrate=allow,
+                                 where=self.where):
+                    for statement in _statements(m.sql):
+                        self.db.execute(statement)
+                    self.db.execute(
+                        "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+                        "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                        (component.name, m.version))
+
+    def attach_events(self, events: EventLog) -> None:
+        """The event log told of the history this store writes with its own writes."""
+        self._events = events
+
+    def _committed(self, last: int, count: int) -> None:
+        if self._events is not None and count:
+            self._events.committed(last, count)
 
     async def run(self) -> None:
         """Nothing to listen to: this hub is the only writer."""
 
     async def close(self) -> None:
+        await self.history.close()
         self.db.close()
 
     # ---------------------------------------------------------------- rollouts
@@ -84,8 +105,11 @@ class SqliteStore:
     async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
                    fence: Fence) -> None:
         """One transaction: the lease check, the rollout core, the changed host rows,
-        the new events."""
+        the new events (and their lines in the event history)."""
         epoch = fence.epoch
+        notes = list(notes)
+        history = note_events(r, notes)
+        last = 0
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self._fence(fence)
@@ -101,7 +125,10 @@ class SqliteStore:
             self.db.executemany(
                 "INSERT INTO rollout_events (rollout_id, idx, event, epoch) VALUES (?,?,?,?)",
                 [(r.id, n.index, encode_note(n), epoch) for n in notes])
+            if history:
+                last = insert_events(self.db, history)
         self.rollout_changes.poke()
+        self._committed(last, len(history))
 
     async def prune(self, keep: int, *, fence: Fence) -> int:
         """Forget finished rollouts beyond the newest `keep` (their rows and events)."""
@@ -144,7 +171,9 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- registered hosts
 
-    async def save_host(self, entry: HostEntry, at: float) -> None:
+    async def save_host(self, entry: HostEntry, at: float,
+                        history: Sequence[Event] = ()) -> None:
+        last = 0
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
@@ -153,7 +182,10 @@ class SqliteStore:
                 "ON CONFLICT(name) DO UPDATE SET entry=excluded.entry, "
                 "registered=excluded.registered, seq=excluded.seq",
                 (entry.name, encode_entry(entry), at))
+            if history:
+                last = insert_events(self.db, history)
         self.host_changes.poke()
+        self._committed(last, len(history))
 
     async def registered_hosts(self) -> list[HostEntry]:
         return [decode_entry(e) for (e,) in self.db.execute(

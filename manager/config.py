@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backendai.auth import TokenSpec
 from backendai.config import (
@@ -23,9 +23,21 @@ from backendai.config import (
     require_token_off_loopback,
 )
 from backendai.errors import ConfigError
+from backendai.events.config import (
+    EventsConfig,
+    SinkConfig,
+    default_source,
+    read_events,
+    read_sinks,
+)
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
-from backendai.validate import default_host_name
+from backendai.validate import check_service_name, default_host_name
+from manager import instances as service_instances
+from manager import start_order
+
+if TYPE_CHECKING:
+    from manager.health_config import HealthCheck
 
 ROLES = ("agent", "hub")
 BACKENDS = ("process", "systemd", "rcd")
@@ -117,6 +129,14 @@ class ServiceConfig:
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     update: UpdateSource = field(default_factory=UpdateSource)
     health: HealthGate = field(default_factory=HealthGate)
+    # supervision (issue 15): manager/instances.py, manager/start_order.py,
+    # manager/health_config.py
+    instances: int | None = None          # None: one service, NAME; N: NAME-1 ... NAME-N
+    base_port: int | None = None          # {port} of instance i: base_port + i - 1
+    after: tuple[str, ...] = ()           # start after these (instances resolved)
+    health_check: HealthCheck | None = None  # `[services.health]`
+    instance_of: str = ""                 # set on NAME-i: "NAME"
+    instance: int = 0                     # set on NAME-i: i
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +172,15 @@ class ManagerConfig:
     log_level: str = "info"
     log_format: str = "auto"
     tls: ServerTLS | None = None  # `[tls]`: the gRPC listener serves TLS / mutual TLS
+    http_tls: bool = False  # the HTTP API on http_listen serves HTTPS with `[tls]` too
     grpc_socket: Path | None = None  # also serve gRPC on this unix socket (mode 0600)
     grpc_max_calls: int = 64  # gRPC calls + streams served at once (one thread each)
+    metrics_open: bool = False  # GET /metrics without a token from anywhere
     hub: HubLink | None = None
+    events: EventsConfig = field(default_factory=EventsConfig)  # `[events]`
+    event_sinks: tuple[SinkConfig, ...] = ()  # `[[event_sinks]]`
     source: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # `[env]`: under every service's
 
     @property
     def primary(self) -> ServiceConfig:
@@ -166,6 +191,19 @@ class ManagerConfig:
             if svc.name == name:
                 return svc
         return None
+
+    def members(self, name: str) -> tuple[ServiceConfig, ...]:
+        """The instances of a service with `instances` (NAME-1 ... NAME-N), else the
+        service of that name alone; () when there is neither."""
+        found = tuple(s for s in self.services if s.instance_of == name)
+        if found:
+            return found
+        svc = self.service(name)
+        return (svc,) if svc is not None else ()
+
+    def graph(self) -> dict[str, tuple[str, ...]]:
+        """Service name -> the services it starts after (manager/start_order.py)."""
+        return {s.name: s.after for s in self.services}
 
 
 def _restart_policy(t: Table) -> RestartPolicy:
@@ -278,7 +316,16 @@ def _service(t: Table) -> ServiceConfig:
         policy=_restart_policy(t.part(RestartPolicy)),
         update=_update_source(t.part(UpdateSource)),
         health=_health_gate(t.part(HealthGate)),
+        instances=t.integer("instances", low=1, high=service_instances.MAX_INSTANCES),
+        base_port=t.integer("base_port", low=1, high=service_instances.MAX_PORT),
+        after=t.custom("after", "a list of service names", lambda v: _after(v, t)),
     )
+    if "health" in t.data:  # loaded only where a service has a health check
+        from manager.health_config import HealthCheck, read_health_check  # noqa: PLC0415
+
+        health = t.table("health", defaults=HealthCheck)
+        if health is not None:
+            svc = replace(svc, health_check=read_health_check(health))
     t.done()
     if backend == "process" and not svc.command:
         raise ConfigError(f"{t.key('command')}: required for backend \"process\"")
@@ -294,6 +341,52 @@ def _service(t: Table) -> ServiceConfig:
     if backend == "rcd" and not svc.rc_script:
         raise ConfigError(f"{t.key('rc_script')}: must be an absolute path")
     return svc
+
+
+def _after(value: Any, t: Table) -> tuple[str, ...]:
+    key = t.key("after")
+    if not isinstance(value, list) or len(value) > MAX_SERVICES:
+        raise ConfigError(f"{key}: must be a list of service names")
+    names = tuple(check_service_name(v, key) for v in value)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key}: names a service twice")
+    return names
+
+
+def _supervised(raw: list[ServiceConfig],
+                global_env: Mapping[str, str]) -> tuple[ServiceConfig, ...]:
+    """The services as supervised: instances expanded, [env] applied, names unique,
+    `after` resolved and free of cycles (manager/instances.py, start_order.py)."""
+    services, origin = service_instances.expand(raw, global_env)
+    if len(services) > MAX_SERVICES:
+        over = origin[MAX_SERVICES]
+        raise ConfigError(f"services[{over}].instances: more than {MAX_SERVICES} services "
+                          "in all")
+    names = [s.name for s in services]
+    seen: set[str] = set()
+    for svc, i in zip(services, origin, strict=True):
+        if svc.name in seen:
+            what = "instance" if svc.instance_of else "service"
+            raise ConfigError(f"services[{i}].name: duplicate {what} name {svc.name!r}")
+        seen.add(svc.name)
+    groups: dict[str, list[str]] = {}
+    for svc in services:
+        if svc.instance_of:
+            groups.setdefault(svc.instance_of, []).append(svc.name)
+    for group, i in ((s.instance_of, n) for s, n in zip(services, origin, strict=True)):
+        if group and group in seen:
+            raise ConfigError(f"services[{i}].name: {group!r} is both a service and a "
+                              "service with instances")
+    resolved = []
+    for svc, i in zip(services, origin, strict=True):
+        after, missing = start_order.resolve(svc.after, names, groups)
+        if missing:
+            raise ConfigError(f"services[{i}].after: no service named {missing!r}")
+        resolved.append(replace(svc, after=tuple(after)))
+    start_order.check({s.name: s.after for s in resolved},
+                      {s.name: f"services[{i}].after" for s, i in
+                       zip(resolved, origin, strict=True)})
+    return tuple(resolved)
 
 
 def _hub_link(t: Table) -> HubLink:
@@ -328,11 +421,16 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         raise ConfigError(f"grpc_socket: must be an absolute path of at most "
                           f"{MAX_SOCKET_PATH} bytes, got {str(socket_path)[:120]!r}")
     hub = t.table("hub", defaults=HubLink)
-    auth_token_file = t.optional_path("auth_token_file")
+    global_env = t.env("env")
+    raw = [_service(s) for s in t.tables("services", most=MAX_SERVICES, required=True,
+                                         defaults=ServiceConfig)]
+    auth_token_file = t.optional_path("auth_token_file", absolute=True)
+    hub_link = _hub_link(hub) if hub is not None else None
+    host = hub_link.name if hub_link is not None else default_host_name("host")
     cfg = ManagerConfig(
         state_dir=state_dir,
-        services=tuple(_service(s) for s in t.tables(
-            "services", most=MAX_SERVICES, required=True, defaults=ServiceConfig)),
+        services=_supervised(raw, global_env),
+        env=global_env,
         role=role, http_listen=http_listen, grpc_listen=grpc_listen,
         auth_token_file=auth_token_file,
         auth_tokens=t.auth_tokens(default_token=auth_token_file is not None),
@@ -340,15 +438,19 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),
         tls=t.tls_server("tls"),
+        http_tls=t.flag("http_tls"),
         grpc_socket=socket_path,
         grpc_max_calls=t.integer("grpc_max_calls", low=4, high=4096),
-        hub=_hub_link(hub) if hub is not None else None,
+        metrics_open=t.flag("metrics_open"),
+        hub=hub_link,
+        events=read_events(t.table("events", defaults=EventsConfig),
+                           source=default_source(host, f"{role}-manager")),
+        event_sinks=read_sinks(t),
         source=source)
     t.done()
-    names = [s.name for s in cfg.services]
-    for i, n in enumerate(names):
-        if n in names[:i]:
-            raise ConfigError(f"services[{i}].name: duplicate service name {n!r}")
+    if cfg.http_tls and cfg.tls is None:
+        raise ConfigError("http_tls: needs [tls] (cert_file and key_file, and client_ca_file "
+                          "for mutual TLS): the HTTPS listener serves that certificate")
     any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
     require_token_off_loopback({"http_listen": http_listen, "grpc_listen": grpc_listen},
                                any_token, cfg.insecure_no_auth)

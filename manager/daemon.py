@@ -2,37 +2,47 @@
 idempotent; `async with ManagerDaemon(...)` wraps both.
 
 Graceful stop order: health NOT_SERVING, stop accepting HTTP, gRPC stop with grace,
-then the units' background work. Supervised services keep running: a restarted
-manager re-adopts them.
+then the units' background work, then the event log and its sinks. Supervised services
+keep running: a restarted manager re-adopts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
-from backendai.auth import Token, Tokens
+from backendai.auth import Token
 from backendai.daemon_support import DaemonLifecycle, InstanceLock, Secrets, write_ready_file
-from backendai.errors import ConfigError, Unavailable
+from backendai.errors import BackendAIError, ConfigError, Unavailable
+from backendai.events.audit import acting, internal
+from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
 from backendai.tls import ReloadableServerCredentials
+from manager import preflight
 from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.api.http_routes import manager_http_server
-from manager.config import ManagerConfig
+from manager.config import ManagerConfig, ServiceConfig
 from manager.statestore import StateStore
+from manager.supervision.fleet import Fleet
+from manager.supervision.history import ServiceHistory
 from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
+    from backendai.events.sinks.runner import SinkRunner
+    from manager.api.control import ReloadResult
+    from manager.config_reload import ConfigReloader
+    from manager.supervision.health_monitor import HealthMonitor
     from manager.updates.faults import UpdateFaults
     from manager.updates.updater import Updater
 
@@ -40,6 +50,37 @@ log = structlog.get_logger(__name__)
 
 GRACE = 2.0
 READY_MARGIN = 10.0  # seconds beyond the longest call_timeout for the units to get ready
+
+
+def monitor_for(unit: ServiceUnit) -> HealthMonitor | None:
+    """A service's health monitor; the health modules load only where one is needed."""
+    if unit.config.health_check is None:
+        return None
+    from manager.supervision import health_monitor  # noqa: PLC0415
+
+    return health_monitor.for_unit(unit)
+
+
+class LazyReloader:
+    """The config reload (config_reload.py), loaded at the first reload; each reload's
+    outcome is a `config.reload` event."""
+
+    def __init__(self, make: Callable[[], ConfigReloader],
+                 record: Callable[[bool, str], None] = lambda ok, detail: None) -> None:
+        self.make = make
+        self.record = record
+        self.reloader: ConfigReloader | None = None
+
+    async def reload(self) -> ReloadResult:
+        if self.reloader is None:
+            self.reloader = self.make()
+        try:
+            result = await self.reloader.reload()
+        except BackendAIError as exc:
+            self.record(False, str(exc))
+            raise
+        self.record(True, result.message)
+        return result
 
 
 async def wait_ready(units: Mapping[str, ServiceUnit], updater: Updater | None,
@@ -68,26 +109,113 @@ class ManagerDaemon(DaemonLifecycle):
         self.ready_file = ready_file
         self.faults = faults
         self.control: ManagerControl | None = None
+        self.events: EventLog | None = None
+        self.history: ServiceHistory | None = None  # status changes -> events
+        self.reloader: LazyReloader | None = None  # set once serving
+        self.updater: Updater | None = None
         self.grpc_port = 0
         self.http_port = 0
+        self._tg: asyncio.TaskGroup | None = None
+
+    def _make_unit(self, svc: ServiceConfig, store: StateStore) -> ServiceUnit:
+        unit = self._new_unit(svc, store)
+        if self.history is not None:  # (a unit a reload adds too)
+            self.history.track(unit)
+        return unit
+
+    def _new_unit(self, svc: ServiceConfig, store: StateStore) -> ServiceUnit:
+        # The systemd and rcd backends are imported only when used (~1 MB, ~20 ms).
+        if svc.backend == "systemd":
+            from manager.supervision.systemd_unit import SystemdUnit  # noqa: PLC0415
+            return SystemdUnit(svc)
+        if svc.backend == "rcd":
+            from manager.supervision.rcd_unit import RcdUnit  # noqa: PLC0415
+            return RcdUnit(svc, store)
+        if svc.backend == "process":
+            return ProcessUnit(svc, state_dir=self.config.state_dir, store=store)
+        raise ConfigError(f"services.{svc.name}.backend: {svc.backend!r} "
+                          "is not available in this build")
 
     def _make_units(self, store: StateStore) -> dict[str, ServiceUnit]:
-        units: dict[str, ServiceUnit] = {}
-        for svc in self.config.services:
-            # The systemd and rcd backends are imported only when used (~1 MB, ~20 ms).
-            if svc.backend == "systemd":
-                from manager.supervision.systemd_unit import SystemdUnit  # noqa: PLC0415
-                units[svc.name] = SystemdUnit(svc)
-            elif svc.backend == "rcd":
-                from manager.supervision.rcd_unit import RcdUnit  # noqa: PLC0415
-                units[svc.name] = RcdUnit(svc, store)
-            elif svc.backend == "process":
-                units[svc.name] = ProcessUnit(svc, state_dir=self.config.state_dir,
-                                              store=store)
-            else:
-                raise ConfigError(f"services.{svc.name}.backend: {svc.backend!r} "
-                                  "is not available in this build")
-        return units
+        return {svc.name: self._make_unit(svc, store) for svc in self.config.services}
+
+    def _updates(self, config: ManagerConfig | None, fleet: Fleet,
+                 store: StateStore) -> Updater | None:
+        """The updater; with a config (a reload's) that has an updatable service and no
+        updater yet, one is made and started."""
+        if config is None or self.updater is not None or self._tg is None \
+                or not any(s.install_root for s in config.services):
+            return self.updater
+        from manager.updates.updater import Updater  # noqa: PLC0415
+
+        updater = self.updater = Updater(config, fleet.units, store, faults=self.faults)
+        self._tg.create_task(updater.run(), name="updater")
+        if self.control is not None:
+            self.control.updater = updater
+        return updater
+
+    @staticmethod
+    async def _leftovers(store: StateStore, cfg: ManagerConfig) -> None:
+        """Stop and forget services the records name and the config no longer does
+        (supervision/leftovers.py), in the background."""
+        from manager.supervision.leftovers import stop_removed  # noqa: PLC0415
+
+        try:
+            await stop_removed(store, (s.name for s in cfg.services))
+        except (OSError, BackendAIError) as exc:
+            log.warning("manager.leftovers_failed", error=str(exc))
+
+    def _reloader(self, source: Path, fleet: Fleet, control: ManagerControl,
+                  store: StateStore) -> ConfigReloader:
+        from manager.config_reload import ConfigReloader  # noqa: PLC0415
+
+        return ConfigReloader(source, fleet=fleet, control=control, secrets=self.secrets,
+                              store=store, make_unit=lambda svc: self._make_unit(svc, store),
+                              updates=lambda new: self._updates(new, fleet, store))
+
+    def _open_events(self, store: StateStore) -> EventLog:
+        """The event history in the state database; state writes commit its events."""
+        cfg = self.config.events
+        events = self.events = EventLog(
+            store.event_store(), retention=Retention(cfg.retention_count, cfg.retention_days),
+            source=cfg.source)
+        store.attach_events(events)
+        self.history = ServiceHistory(events)
+        return events
+
+    def _make_sinks(self, events: EventLog) -> list[SinkRunner]:
+        if not self.config.event_sinks:
+            return []
+        # Only a manager with sinks loads them (ssl, hmac, the HTTP client).
+        from backendai.events.sinks.runner import SinkRunner, make_sink  # noqa: PLC0415
+
+        return [SinkRunner(events, make_sink(c, source=events.source), c)
+                for c in self.config.event_sinks]
+
+    def reload(self) -> bool:
+        """SIGHUP before the manager serves: the secrets alone (recorded)."""
+        ok = super().reload()
+        self.record_reload(ok)
+        return ok
+
+    def record_reload(self, ok: bool, detail: str = "") -> None:
+        """The `config.reload` event (any thread): who asked (an operator's Reload, else
+        SIGHUP) and what changed, or why nothing did."""
+        if self.events is None:
+            return
+        who = acting() or internal("signal")
+        what = detail or ("reloaded" if ok else "reload failed; what was in use stays")
+        self.events.emit("config.reload", "manager", what, {"ok": ok}, who=who,
+                         result="ok" if ok else detail or "failed")
+
+    async def perform_reload(self) -> None:
+        """SIGHUP: the config file and the secrets (config_reload.py) once serving; the
+        secrets alone before that."""
+        if self.reloader is None:
+            await asyncio.to_thread(self.reload)
+            return
+        with contextlib.suppress(BackendAIError):  # logged by the reloader
+            await self.reloader.reload()
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -95,41 +223,61 @@ class ManagerDaemon(DaemonLifecycle):
         lock = InstanceLock(cfg.state_dir / "manager.lock")
         store: StateStore | None = None
         try:
+            # the checks --check-config makes too (manager/preflight.py), in its words
+            preflight.state_dir(cfg)
             lock.acquire()
-            token = Tokens.load(cfg.auth_token_file, cfg.auth_tokens)
+            token, hub_token = preflight.tokens(cfg)
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
-            hub_token = Token.from_file(cfg.hub.token_file, "hub.token_file") \
-                if cfg.hub is not None and cfg.hub.token_file else None
             self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
-            store = StateStore(cfg.state_dir / "manager.db")
+            store = StateStore(cfg.state_dir / preflight.DATABASE)
+            events = self._open_events(store)
+            await events.open()
+            sinks = self._make_sinks(events)
             units = self._make_units(store)
+            fleet = Fleet(cfg, units, monitor_for)
             updater: Updater | None = None
             if any(s.install_root for s in cfg.services):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
                 from manager.updates.updater import Updater  # noqa: PLC0415
-                updater = Updater(cfg, units, store, faults=self.faults)
-            control = self.control = ManagerControl(cfg, units, updater)
+                updater = self.updater = Updater(cfg, units, store, faults=self.faults)
+            control = self.control = ManagerControl(cfg, units, updater, fleet=fleet,
+                                                    events=events)
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
                                      services=[(SERVICE_NAME, servicer.add_to)],
                                      credentials=tls.credentials() if tls else None,
                                      threads=cfg.grpc_max_calls,
                                      unix_socket=cfg.grpc_socket)
-            http = manager_http_server(control, cfg.http_listen, token=token)
+            http = manager_http_server(
+                control, cfg.http_listen, token=token,
+                ssl_context=tls.ssl_context() if tls is not None and cfg.http_tls else None)
             # Bind both ports before any service starts: a taken port fails the start
             # cleanly instead of leaving a freshly spawned service behind.
             grpc_server.bind()
             await http.bind()
             async with asyncio.TaskGroup() as tg:
-                for unit in units.values():
-                    tg.create_task(unit.run(), name=f"unit-{unit.name}")
+                self._tg = tg
+                background = [tg.create_task(events.run(), name="events"),
+                              *(tg.create_task(s.run(), name=f"sink-{s.name}") for s in sinks)]
+                events.emit("manager.started", "manager",
+                            f"manager {control.manager_version} started (pid {os.getpid()})",
+                            {"pid": os.getpid(), "version": control.manager_version})
+                fleet.launch(tg)
                 if updater is not None:  # it waits for the units to be ready
                     tg.create_task(updater.run(), name="updater")
                 registering: asyncio.Task[None] | None = None
+                leftovers: asyncio.Task[None] | None = None
                 try:
                     # Serve only once the units know their services (re-adopted, first
                     # observation done) and the updater knows its interrupted operations.
                     await wait_ready(units, updater, self._ready_timeout())
+                    fleet.autostart()  # services that start after others, in order
+                    leftovers = tg.create_task(self._leftovers(store, cfg), name="leftovers")
+                    source = cfg.source
+                    if source is not None:
+                        self.reloader = control.reloader = LazyReloader(
+                            lambda: self._reloader(source, fleet, control, store),
+                            self.record_reload)
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
                     registering = self._register(tg, control, hub_token)
@@ -137,16 +285,23 @@ class ManagerDaemon(DaemonLifecycle):
                     await self._stop.wait()
                     log.info("manager.stopping")
                 finally:
-                    if registering is not None:
-                        registering.cancel()
+                    self.reloader = None
+                    for task in (registering, leftovers):
+                        if task is not None:
+                            task.cancel()
                     await grpc_server.not_serving()
                     await http.stop(GRACE)
                     await grpc_server.stop(GRACE)
-                    if updater is not None:
-                        await updater.shutdown()
-                    for unit in units.values():
-                        await unit.shutdown()
+                    if self.updater is not None:
+                        await self.updater.shutdown()
+                    await fleet.shutdown()
+                    events.emit("manager.stopped", "manager", "manager stopped",
+                                {"pid": os.getpid()})
+                    for task in background:
+                        task.cancel()
         finally:
+            if self.events is not None:
+                await self.events.close()
             if store is not None:
                 store.close()
             lock.release()
@@ -179,6 +334,7 @@ class ManagerDaemon(DaemonLifecycle):
             "pid": os.getpid(),
             "role": cfg.role,
             "http": f"{cfg.http_listen.host}:{self.http_port}",
+            "http_scheme": "https" if cfg.http_tls else "http",
             "grpc": f"{cfg.grpc_listen.host}:{self.grpc_port}",
             "http_port": self.http_port,
             "grpc_port": self.grpc_port,

@@ -22,9 +22,15 @@ def main(argv: list[str] | None = None, *, faults: UpdateFaults | None = None) -
 
         return ManagerDaemon(cfg, ready_file=ready_file, faults=faults)
 
+    def check(cfg: config_mod.ManagerConfig) -> None:
+        from manager import preflight  # noqa: PLC0415 - only --check-config needs it
+
+        preflight.check(cfg)
+
     return daemon_main("ai-manager", "Supervise services and update them (Backend AI).",
                        argv, load=config_mod.load,
-                       summary=lambda cfg: f"{len(cfg.services)} services", make=make)
+                       summary=lambda cfg: f"{len(cfg.services)} services", make=make,
+                       check=check)
 
 
 if __name__ == "__main__":

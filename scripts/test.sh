@@ -10,4 +10,5 @@ echo "== ruff"
 echo "== mypy --strict"
 .venv/bin/mypy backendai manager hub agent aictl
 echo "== pytest"
-exec .venv/bin/pytest -q "$@"
+# two workers (pytest-xdist); `scripts/test.sh -n 0 ...` runs in one process
+exec .venv/bin/pytest -q -n "${TEST_WORKERS:-2}" --dist worksteal "$@"

@@ -216,6 +216,17 @@ def fast_service(name: str = "svc", *args: str, **over: Any) -> dict[str, Any]:
     return svc
 
 
+def service_set_up(m: ManagerProc, pid: int, service: str = "") -> None:
+    """Wait until the test service (tests/fixtures/service.py) with `pid` printed its start
+    line: its signal handlers (`--ignore-term`) are in place by then. RUNNING alone only
+    says it outlived start_secs, which Python's own start can exceed on a loaded machine,
+    and a SIGTERM before the handler kills it."""
+    assert_eventually(lambda: any(
+        line.startswith(f"started pid={pid} ") for line in m.stub().Logs(
+            pb.LogsRequest(service=service, lines=1000), timeout=10,
+            metadata=m.metadata()).lines), 20, what=f"service {service or '-'} set up")
+
+
 @pytest.fixture
 def env(tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> Iterator[Any]:
     """The update tests' world (tests/update_support.py Env) with its store server."""
@@ -241,6 +252,42 @@ def procs(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     yield make
     for p in reversed(made):
         p.cleanup()
+
+
+@contextlib.contextmanager
+def reserved_ports(count: int) -> Iterator[int]:
+    """`count` consecutive ports held bound (not listening) with SO_REUSEPORT, so only
+    services that set SO_REUSEPORT too can bind them (tests/fixtures/service.py
+    --http-port): no other process takes them between the test's choice and the bind.
+    Yields the first."""
+    import socket
+
+    def hold(port: int, held: list[socket.socket]) -> int:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.append(s)
+        s.bind(("127.0.0.1", port))
+        return int(s.getsockname()[1])
+
+    for _attempt in range(50):
+        held: list[socket.socket] = []
+        try:
+            base = hold(0, held)
+            for port in range(base + 1, min(base + count, 65536)):
+                hold(port, held)
+        except OSError:
+            base = 0
+        if not base or base + count - 1 > 65535:
+            for s in held:
+                s.close()
+            continue
+        try:
+            yield base
+        finally:
+            for s in held:
+                s.close()
+        return
+    raise AssertionError(f"no {count} consecutive free ports found")
 
 
 # PostgreSQL for the hub's store tests (imported last: it imports assert_eventually above)

@@ -1,7 +1,7 @@
 """The other benchmarks keep working: bench/hub_scale.py (a real ai-hub against
 simulated managers, on SQLite and a private PostgreSQL), bench/hub_storm.py (a fleet's
-real registration loops reconnecting after a kill -9 of the hub) and
-bench/update_timing.py (a real manager updating a real release), each run tiny. Their
+real registration loops reconnecting after a kill -9 of the hub), bench/update_timing.py
+(a real manager updating a real release) and bench/hub_dashboard.py, each run tiny. Their
 figures are not asserted: timing belongs in docs/BENCHMARKS.md, not in a test."""
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ RUN_MARK = "BACKENDAI_BENCH_SMOKE_RUN"
 def bench(*argv: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess[str], str]:
     """Run a bench with a mark in its environment that every process it starts
     inherits, so `left_behind` sees only this run's processes (not the daemons of other
-    checkouts on the same machine)."""
+    tests running at the same time, in another pytest-xdist worker or checkout)."""
     mark = secrets.token_hex(8)
     out = subprocess.run([PY, *argv], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout, env={**os.environ, RUN_MARK: mark})
+                         timeout=timeout, env={**os.environ, RUN_MARK: mark}, check=False)
     return out, mark
 
 
@@ -118,10 +118,23 @@ def test_hub_storm_brings_the_fleet_back_with_and_without_admission_and_state():
 
 
 def test_update_timing_reports_every_step():
-    out, mark = bench("bench/update_timing.py", "--mb", "1", "--runs", "1")
+    out, mark = bench("bench/update_timing.py", "--mb", "1", "--runs", "1", timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {line.split("|")[1].strip() for line in out.stdout.splitlines()
             if line.startswith("| ")}
     assert {"download", "verify", "stage", "stop", "switch", "start", "health", "commit",
             "total", "downtime"} <= rows
+    assert left_behind(mark) == []
+
+
+def test_hub_dashboard_measures_the_api_the_page_and_the_dashboards_cpu():
+    out, mark = bench("bench/hub_dashboard.py", "--hosts", "12", "--procs", "1",
+                      "--delay", "0.05", "--dashboards", "2", "--loads", "1",
+                      "--rounds", "1", "--json", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout[out.stdout.index("{"):])
+    for key in ("api_hosts_p50_ms", "list_hosts_p50_ms", "api_hosts_bytes",
+                "page_to_table_ms_median", "hub_cpu_s_dashboards", "messages_per_dashboard"):
+        assert figures[key], key
+    assert 1 <= figures["most_messages_in_1s_any_dashboard"] <= 5  # coalesced
     assert left_behind(mark) == []

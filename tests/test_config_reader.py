@@ -16,6 +16,7 @@ from agent import config as agent_config
 from agent.config import AgentConfig
 from backendai.config import Table, load_toml
 from backendai.errors import ConfigError
+from backendai.events.config import EventsConfig
 from backendai.listen import ListenAddress
 from hub import config as hub_config
 from hub.config import HubConfig
@@ -195,10 +196,12 @@ def test_a_parsed_minimal_manager_hub_and_agent_are_the_dataclass_defaults(tmp_p
                                                            "name": "h1"},
                         "services": [{"name": "svc", "command": ["true"]}]})
     assert cfg == ManagerConfig(state_dir=Path("/var/lib/m"), services=cfg.services,
-                                hub=HubLink(address="10.0.0.2:3000", name="h1"))
+                                hub=HubLink(address="10.0.0.2:3000", name="h1"),
+                                events=EventsConfig(source="h1/agent-manager"))
     path = tmp_path / "hub.toml"
     path.write_text(f'state_dir = "{tmp_path}"\ninsecure_no_auth = true\n')
-    assert hub_config.load(path) == HubConfig(state_dir=tmp_path, insecure_no_auth=True)
+    assert hub_config.load(path) == HubConfig(state_dir=tmp_path, insecure_no_auth=True,
+                                                 events=EventsConfig(source="hub/hub"))
     path = tmp_path / "agent.toml"
     path.write_text('name = "a1"\ngrpc_listen = "127.0.0.1:0"\n')
     assert agent_config.load(path) == AgentConfig(name="a1",

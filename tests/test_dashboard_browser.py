@@ -243,3 +243,99 @@ def test_the_page_reconnects_after_the_manager_is_killed(make_manager) -> None:
         assert cell(d, "web", "pid").text == pid  # the service kept running: re-adopted
         css(d, 'tr[data-service="web"] td.name').click()
         wait_until(lambda: "re-adopted" in css(d, "#detail").text, 5, "shown as re-adopted")
+
+
+def test_services_a_reload_adds_and_removes_appear_without_a_reload(make_manager) -> None:
+    """A config reload while the page is open: the added service's row appears (and
+    acts), the removed one's row goes, with no page reload and no reconnect."""
+    from tests.test_config_reload import rewrite
+
+    web = fast_service("web", "--interval", "0.5")
+    m = make_manager([web, fast_service("old", "--interval", "0.5")]).start()
+    with chromium() as d:
+        d.get(f"http://127.0.0.1:{m.http_port}/ui/")
+        wait_until(lambda: state_of(d, "old") == "RUNNING", 10, "old RUNNING")
+        css(d, 'tr[data-service="old"] td.name').click()
+        d.execute_script("window.sameDocument = true")
+        rewrite(m, [web, fast_service("new", "--interval", "0.5")])
+        assert m.http("POST", "/reload")[0] == 200
+
+        def rows() -> list[str]:
+            return [r.get_attribute("data-service") for r in
+                    d.find_elements("css selector", "#services-body tr")]
+
+        wait_until(lambda: rows() == ["web", "new"] and state_of(d, "new") == "RUNNING", 10,
+                   "the added row live, the removed one gone")
+        assert css(d, "#services-count").text == "2"
+        assert d.execute_script("return window.sameDocument") is True  # no page reload
+        assert css(d, "#detail-name").text == "web"  # the removed service was selected
+        act(d, "new", "stop")
+        confirm(d)
+        wait_until(lambda: state_of(d, "new") == "STOPPED", 5, "the added service acts")
+        assert css(d, "#conn").get_attribute("data-state") == "live"
+        shot(d, "manager-ui-reloaded")
+        assert console_errors(d) == []
+
+
+def event_items(driver: Any) -> list[dict[str, str]]:
+    """The page's event list, newest first: kind, text, who and result of each item."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('#events-list li')].map((li) => ({
+          id: li.dataset.id, kind: li.dataset.kind, subject: li.dataset.subject,
+          text: (li.querySelector('.text') || {}).textContent || '',
+          who: (li.querySelector('.who') || {}).textContent || '',
+          result: (li.querySelector('.result') || {}).textContent || ''}));""")
+
+
+def test_the_page_shows_a_services_events_live_with_who_did_it(make_manager, tmp_path) -> None:
+    """The selected service's recent events, and new ones as they happen: a kill -9 (the
+    state change with its reason, the automatic restart) and an operator's stop from the
+    page (the audit event: the token's name, the transport, the caller's address, the
+    result)."""
+    write_token(tmp_path / "admin.token", "events-admin-token")
+    write_token(tmp_path / "ops.token", "events-ops-token")
+    m = make_manager([fast_service("web", "--interval", "0.5"),
+                      fast_service("worker", "--interval", "0.5")], top={
+        "auth_token_file": str(tmp_path / "admin.token"),
+        "auth_tokens": [{"name": "ops", "file": str(tmp_path / "ops.token"),
+                         "role": "admin"}]})
+    m.token = "events-admin-token"
+    m.start()
+    with chromium(window=(1280, 1100)) as d:
+        d.get(f"http://127.0.0.1:{m.http_port}/ui/")
+        d.execute_script("sessionStorage.setItem('backendai.token', 'events-ops-token')")
+        d.refresh()
+        wait_until(lambda: state_of(d, "worker") == "RUNNING", 10, "worker RUNNING")
+        css(d, 'tr[data-service="worker"] td.name').click()
+        wait_until(lambda: any(e["kind"] == "service.state" and "RUNNING" in e["text"]
+                               for e in event_items(d)), 10, "the recent events of worker")
+        assert css(d, "#events-name").text == "worker"
+        assert {e["subject"] for e in event_items(d)} == {"service/worker"}
+        # kill -9: the state change with its reason and the restart appear live
+        pid = m.status("worker").pid
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: any(e["kind"] == "service.restart" for e in event_items(d))
+                   and any(e["kind"] == "service.state" and "SIGKILL" in e["text"]
+                           for e in event_items(d)), 10, "the kill -9 and the restart")
+        # an operator's stop from the page: who, over which transport, from where, result
+        wait_until(lambda: state_of(d, "worker") == "RUNNING", 10, "worker back")
+        act(d, "worker", "stop")
+        confirm(d)
+        wait_until(lambda: state_of(d, "worker") == "STOPPED", 10, "worker STOPPED")
+        audit = wait_until(lambda: next((e for e in event_items(d)
+                                         if e["kind"] == "audit.stop"), None), 10,
+                           "the audit event of the stop")
+        assert audit["who"].startswith("by ops over http from 127.0.0.1:"), audit
+        assert audit["result"] == "→ ok"
+        desired = next(e for e in event_items(d) if e["kind"] == "service.desired")
+        assert "by ops over http" in desired["who"]
+        ids = [int(e["id"]) for e in event_items(d)]
+        assert ids == sorted(ids, reverse=True)  # newest first, none twice
+        assert len(set(ids)) == len(ids)
+        shot(d, "manager-ui-events")
+        # another service: its own events only
+        css(d, 'tr[data-service="web"] td.name').click()
+        wait_until(lambda: css(d, "#events-name").text == "web" and event_items(d)
+                   and {e["subject"] for e in event_items(d)} == {"service/web"}, 10,
+                   "web's events only")
+        assert console_errors(d) == []

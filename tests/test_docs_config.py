@@ -53,17 +53,29 @@ def read_keys(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
 def test_every_manager_key_is_in_config_md(read_keys, tmp_path):
     manager_config.parse({"state_dir": str(tmp_path), "hub": {"address": "10.0.0.2:3000"},
                           "auth_tokens": [{"name": "t", "file": "/t"}],
-                          "services": [{"name": "svc", "command": ["true"]}]})
+                          "services": [{"name": "svc", "command": ["true"],
+                                        "health": {"tcp": "127.0.0.1:1"}}]})
     doc = DOCS / "CONFIG.md"
     top, services, hub = read_keys[""], read_keys["services[0]"], read_keys["hub"]
-    assert len(top) > 10 and len(services) > 40 and len(hub) > 5
+    health = read_keys["services[0].health"]
+    assert len(top) > 10 and len(services) > 40 and len(hub) > 5 and len(health) > 10
     assert top - documented(section(doc, "Top level")) - {"services", "hub"} == set()
     assert "auth_tokens" in top
-    assert services - documented(section(doc, "`[[services]]`")) == set()
+    assert services - documented(section(doc, "`[[services]]`")) - {"health"} == set()
     assert hub - documented(section(doc, "`[hub]`")) == set()
+    assert health - documented(section(doc, "`[services.health]`")) == set()
     tokens = read_keys["auth_tokens[0]"]
     assert tokens == {"name", "file", "role"}
     assert tokens - documented(section(doc, "`[[auth_tokens]]`")) == set()
+
+
+def test_every_events_key_is_in_config_md(read_keys, tmp_path):
+    manager_config.parse({"state_dir": str(tmp_path), "events": {"retention_count": 1000},
+                          "event_sinks": [{"type": "jsonl"}],
+                          "services": [{"name": "svc", "command": ["true"]}]})
+    text = section(DOCS / "CONFIG.md", "Events")
+    assert read_keys["events"] - documented(text) == set()
+    assert read_keys["event_sinks[0]"] - documented(text) == set()
 
 
 def test_every_hub_and_agent_key_is_in_config_hub_agent_md(read_keys, tmp_path):

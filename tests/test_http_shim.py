@@ -113,15 +113,21 @@ class FakeUpdater:
 
     def __init__(self, current: str) -> None:
         self.current = current
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[Any, ...]] = []
+        self.lifecycle: list[tuple[str, str, bool]] = []  # before_lifecycle calls
 
-    async def update(self, service: str, version: str) -> UpdateStarted:
+    async def update(self, service: str, version: str, *, origin: str = "",
+                     start_stopped: bool = False) -> UpdateStarted:
         if not version or "/" in version:
             raise InvalidArgument(f"invalid version {version!r}")
-        self.calls.append((service, version))
+        self.calls.append((service, version) if not (origin or start_stopped)
+                          else (service, version, origin, start_stopped))
         if version == self.current:
             return UpdateStarted(operation_id="", version=version, message="already there")
         return UpdateStarted(operation_id="op-1", version=version, message="started")
+
+    async def before_lifecycle(self, service: str, request: str, *, force: bool) -> None:
+        self.lifecycle.append((service, request, force))
 
 
 @dataclass
@@ -263,7 +269,12 @@ async def test_seed_status_and_version_bytes(env: Env) -> None:
     assert code == 200
     assert body == (b'{"running": true, "managerVersion": "0.1.0", "workingDirectory": '
                     + json.dumps(env.control.working_directory).encode()
-                    + b', "service": "ai-agent", "state": "RUNNING", "pid": 4242}')
+                    + b', "service": "ai-agent", "state": "RUNNING", "pid": 4242, '
+                    # beyond the seeds (extra keys are allowed): the update summary
+                    b'"update": {"runningOperationId": "", "runningVersion": "", '
+                    b'"runningStep": "", "runningOrigin": "", "lastOperationId": "", '
+                    b'"lastOutcome": "", "lastMessage": "", "lastVersion": "", '
+                    b'"lastOrigin": ""}}')
     assert env.control.manager_version == "0.1.0"
     code, body = await env.curl("curl http://localhost:3081/version")
     assert (code, body) == (
@@ -296,7 +307,7 @@ async def test_seed_update_message_per_role(make_env: Any, role: str, command: s
     code, body = await env.curl(command)
     assert code == 200
     assert body == (b'{"success": true, "message": "' + message.encode()
-                    + b'", "operationId": "op-1"}')
+                    + b'", "operationId": "op-1", "started": true}')
     version = message.split()[-2]
     assert env.touched() == [("update", PRIMARY[role][0], version)]
 
@@ -353,7 +364,7 @@ async def test_update_edge_cases(make_env: Any) -> None:
     json_type = {"Content-Type": "application/json; charset=utf-8"}
     reply = await env.call("POST", "/update", b'{"version": "2.1.43"}', json_type)
     assert reply.json() == {"success": True, "message": "Already on version 2.1.43",
-                            "operationId": ""}
+                            "operationId": "", "started": False}
     reply = await env.call("POST", "/update", b'{"version": "1.2.0", "service": "worker"}',
                            json_type)
     assert reply.status == 200
@@ -377,13 +388,17 @@ async def test_update_edge_cases(make_env: Any) -> None:
 
 async def test_list_services_with_pages_and_pattern(env: Env) -> None:
     data = (await env.call("GET", "/api/services")).json()
-    assert list(data) == ["success", "services", "count", "meta"]
+    # seed 004's keys, then seed 003's counts by state (issue 15)
+    assert list(data) == ["success", "services", "count", "meta", "counts"]
     assert [s["name"] for s in data["services"]] == ["ai-agent", "worker", "job@1"]
     assert data["count"] == 3
     assert data["meta"] == {"page": 1, "page_size": 50, "total": 3, "pages": 1}
+    assert data["counts"] == {"RUNNING": 2, "FATAL": 1}
     first, _, fatal = data["services"]
     assert list(first) == ["name", "status", "state", "pid", "restarts", "uptime_seconds",
-                           "exit_code", "version", "package", "backend", "message"]
+                           "exit_code", "version", "package", "backend", "message",
+                           "health", "health_message"]
+    assert (first["health"], first["health_message"]) == ("unknown", "")
     assert (first["status"], first["state"], first["pid"]) == ("running", "RUNNING", 4242)
     assert 4 < first["uptime_seconds"] < 60
     assert first["exit_code"] is None
@@ -397,6 +412,7 @@ async def test_list_services_with_pages_and_pattern(env: Env) -> None:
     assert data["meta"] == {"page": 2, "page_size": 2, "total": 3, "pages": 2}
     data = (await env.call("GET", "/api/services?pattern=w*")).json()
     assert [s["name"] for s in data["services"]] == ["worker"]
+    assert data["counts"] == {"RUNNING": 1}
     data = (await env.call("GET", "/api/services?page=9")).json()
     assert data["services"] == []
     assert data["count"] == 0
@@ -484,7 +500,7 @@ async def test_bad_requests_get_clear_errors_and_change_nothing(
     ("POST", "/status", "GET"),
     ("DELETE", "/status", "GET"),
     ("GET", "/start", "POST"),
-    ("GET", "/update", "POST"),
+    ("PUT", "/update", "GET, POST"),
     ("PUT", "/api/services/worker/stop", "POST"),
     ("POST", "/api/services/worker/logs", "GET"),
     ("POST", "/api/services", "GET"),
@@ -680,3 +696,24 @@ async def test_stop_cuts_off_requests_after_grace(env: Env) -> None:
     assert time.monotonic() - started < 3
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(in_flight, 10)
+
+
+async def test_force_reaches_the_update_check_of_every_lifecycle_route(env: Env) -> None:
+    """Every start, stop and restart asks the updater first, with the force flag as
+    given (the refusal and the cancel are the updater's: tests/test_update_lifecycle.py)."""
+    assert env.updater is not None
+    for path in ("/start?force=true", "/stop?force=1", "/restart",
+                 "/api/services/worker/start?force=true", "/api/services/worker/stop",
+                 "/api/services/worker/restart?force=0"):
+        assert (await env.call("POST", path)).status == 200, path
+    assert env.updater.lifecycle == [
+        ("ai-agent", "start", True), ("ai-agent", "stop", True), ("ai-agent", "restart", False),
+        ("worker", "start", True), ("worker", "stop", False), ("worker", "restart", False)]
+
+
+async def test_update_reports_need_an_updater(make_env: Any) -> None:
+    bare = await make_env(updater=False)
+    assert_error(await bare.call("GET", "/update"), 501, "updates are not configured")
+    assert_error(await bare.call("GET", "/update/" + "0" * 32), 501, "not configured")
+    assert_error(await bare.call("GET", "/update/x"), 400, "operation_id")
+    assert bare.touched() == []

@@ -171,7 +171,7 @@ def test_leader_paused_past_its_ttl_writes_nothing_and_follows(pg_database, proc
     leader.proc.send_signal(signal.SIGSTOP)
     try:
         rest = [h for h in hubs if h is not leader]
-        new = wait_leader(rest, timeout=TTL + 10)
+        new = wait_leader(rest, timeout=TTL + 30)  # generous: a loaded machine
         assert new.info_now().epoch == old_epoch + 1
         # let the new leader write under its epoch before the old one wakes up
         wait_for(lambda: int(events_of(pg_database, "count", old_epoch + 1)) > 0,

@@ -16,6 +16,7 @@ from backendai.hub_endpoints import next_address, not_leader
 from hub import config as hub_config
 from hub.migrations import Component, Migration, pending
 from tests.conftest import PY, ROOT
+from tests.fixtures.hub_procs import make_certs
 
 SECRET = "s3cr3t-pa55"
 
@@ -40,14 +41,17 @@ def test_defaults_are_one_hub_on_sqlite(tmp_path):
     assert cfg.store.backend == "sqlite" and cfg.store.migrate and cfg.ha.lease_ttl == 10.0
 
 
-def test_a_postgresql_store_with_tls_keys(tmp_path, password_file):
+def test_a_postgresql_store_with_tls_keys(tmp_path, password_file, pg_certs):
+    certs = pg_certs
     cfg = load_hub(tmp_path, f'''
 [store]
 backend = "postgresql"
 dsn = "postgresql://hub@db1.example:6432/fleet"
 password_file = "{password_file}"
 sslmode = "verify-full"
-sslrootcert = "/etc/ca.pem"
+sslrootcert = "{certs / 'ca.pem'}"
+sslcert = "{certs / 'client.pem'}"
+sslkey = "{certs / 'client.key'}"
 pool_size = 4
 [ha]
 lease_ttl = 5
@@ -56,7 +60,9 @@ advertise_address = "hub-1.example:3000"
 ''')
     kwargs = cfg.store.connect_kwargs()
     assert kwargs["password"] == SECRET and kwargs["sslmode"] == "verify-full"
-    assert kwargs["sslrootcert"] == "/etc/ca.pem"
+    assert kwargs["sslrootcert"] == str(certs / "ca.pem")
+    assert (kwargs["sslcert"], kwargs["sslkey"]) == (str(certs / "client.pem"),
+                                                     str(certs / "client.key"))
     assert cfg.ha.hub_id == "hub-1" and cfg.ha.lease_ttl == 5.0
     from hub.store_config import describe_dsn
 
@@ -107,6 +113,55 @@ def test_bad_store_and_ha_keys_name_the_key(tmp_path, table, error):
     with pytest.raises(ConfigError) as caught:
         load_hub(tmp_path, table + "\n")
     assert error in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def pg_certs(tmp_path_factory):
+    d = make_certs(tmp_path_factory.mktemp("pg-certs"))
+    (d / "open.key").write_bytes((d / "client.key").read_bytes())
+    (d / "open.key").chmod(0o640)  # group-readable, and this user's: libpq refuses it
+    (d / "junk.pem").write_text("-----BEGIN CERTIFICATE-----\nbm9wZQ==\n"
+                                "-----END CERTIFICATE-----\n")
+    return d
+
+
+PG = '[store]\nbackend = "postgresql"\ndsn = "postgresql://hub@db/hub{dsn}"\n'
+
+
+@pytest.mark.parametrize(("dsn", "keys", "error"), [
+    ("", {"sslrootcert": "{d}/missing.pem"}, "store.sslrootcert: cannot read"),
+    ("", {"sslrootcert": "{d}/junk.pem"}, "store.sslrootcert: '{d}/junk.pem' holds no valid"),
+    ("", {"sslrootcert": "{d}/client.key"}, "store.sslrootcert: '{d}/client.key' holds no"),
+    ("?sslrootcert={d}/missing.pem", {}, "store.dsn's sslrootcert: cannot read"),
+    ("", {"sslcert": "{d}/client.pem"}, "store.sslkey: required with store.sslcert"),
+    ("", {"sslkey": "{d}/client.key"}, "store.sslcert: required with store.sslkey"),
+    ("?sslkey={d}/client.key", {}, "store.sslcert: required with store.dsn's sslkey"),
+    ("", {"sslcert": "{d}/client.pem", "sslkey": "{d}/missing.key"},
+     "store.sslkey: cannot read"),
+    ("", {"sslcert": "{d}/client.pem", "sslkey": "{d}/open.key"},
+     "store.sslkey: '{d}/open.key' has group or world access"),
+    ("", {"sslcert": "{d}/client.pem", "sslkey": "{d}/server.key"},
+     "store.sslkey: '{d}/server.key' is not the private key of the certificate"),
+    ("", {"sslcert": "{d}/junk.pem", "sslkey": "{d}/client.key"},
+     "store.sslcert: '{d}/junk.pem' holds no valid certificate"),
+])
+def test_bad_database_tls_files_are_refused_when_the_config_is_read(
+        tmp_path, pg_certs, dsn, keys, error):
+    """libpq would fail every connection with these (and the start would retry for
+    ever): refused at load, so by the start, --check-config and a reload alike."""
+    table = PG.format(dsn=dsn.format(d=pg_certs)) + "".join(
+        f'{k} = "{v.format(d=pg_certs)}"\n' for k, v in keys.items())
+    with pytest.raises(ConfigError) as caught:
+        load_hub(tmp_path, table)
+    assert error.format(d=pg_certs) in str(caught.value)
+
+
+def test_good_database_tls_files_and_the_system_store_are_taken(tmp_path, pg_certs):
+    cfg = load_hub(tmp_path, PG.format(dsn="?sslmode=verify-full&sslrootcert=system"))
+    assert cfg.store.dsn.endswith("sslrootcert=system")
+    cfg = load_hub(tmp_path, PG.format(dsn=f"?sslcert={pg_certs}/client.pem&sslkey="
+                                           f"{pg_certs}/client.key&sslrootcert={pg_certs}/ca.pem"))
+    assert cfg.store.backend == "postgresql"
 
 
 @pytest.mark.parametrize("dsn", [

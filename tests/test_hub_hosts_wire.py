@@ -1,6 +1,7 @@
 """ListHosts from each host's cached bytes (hub/pb_convert.py hosts_response): the answer
 equals the message built field by field, any change to a host's view is seen at the next
-call, and agent_connected follows the clock without rebuilding anything."""
+call, and what moves with every contact or the clock (keepalives, heartbeats,
+agent_connected) is in every answer without rebuilding anything."""
 
 from __future__ import annotations
 
@@ -71,6 +72,28 @@ def test_agent_connected_follows_the_clock_from_the_same_cached_bytes():
     assert not answer.hosts[0].agent_connected
     assert view.wire is cached
     assert answer == built(inv, later)
+
+
+def test_keepalives_and_heartbeats_keep_the_bytes_and_show_in_the_answer():
+    """A manager's keepalive moves last_seen (and the last contact), an agent's heartbeat
+    its heartbeat time: every host of a live fleet, every few seconds. Neither rebuilds
+    the host's bytes; both are in the next answer, as built field by field."""
+    inv = fleet(3)
+    inv.hosts["h1"].agent_address = "10.0.0.1:3080"
+    conv.hosts_response(inv.by_name(), inv, NOW)
+    kept = {name: v.wire for name, v in inv.hosts.items()}
+    inv.hosts["h0"].last_seen = NOW + 5.0                      # a keepalive
+    inv.hosts["h1"].agent_heartbeat = NOW + 7.0                # a heartbeat
+    inv.hosts["h2"].last_seen, inv.hosts["h2"].agent_heartbeat = 0.0, 0.0  # never heard from
+    answer = conv.hosts_response(inv.by_name(), inv, NOW + 8.0)
+    assert all(v.wire is kept[name] for name, v in inv.hosts.items())
+    assert answer == built(inv, NOW + 8.0)
+    by = {h.name: h for h in answer.hosts}
+    assert by["h0"].last_seen_unix == by["h0"].last_contact_unix == NOW + 5.0
+    assert by["h1"].agent_last_heartbeat_unix == by["h1"].last_contact_unix == NOW + 7.0
+    assert by["h1"].agent_connected and not by["h0"].agent_connected
+    assert (by["h2"].last_seen_unix, by["h2"].last_contact_unix) == (0.0, 0.0)
+    assert not by["h2"].HasField("facts")
 
 
 def test_hosts_sorted_by_name_follow_additions():

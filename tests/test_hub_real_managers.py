@@ -91,8 +91,11 @@ def test_rollout_with_real_managers_then_broken_version_halts(fleet, tmp_path):
 
 
 def downloads(server: StoreServer, version: str) -> int:
-    return sum(1 for method, path, _ in server.requests
-               if method == "GET" and path.endswith(f"agent-{version}.tar.gz"))
+    """Downloads of the package (not the manager's one-byte check that the store has it,
+    made before each update is accepted)."""
+    return sum(1 for method, path, headers in server.requests
+               if method == "GET" and path.endswith(f"agent-{version}.tar.gz")
+               and headers.get("Range") != "bytes=0-0")
 
 
 def test_hub_kill9_mid_wave_with_real_managers_updates_each_host_once(fleet, tmp_path,

@@ -317,12 +317,19 @@ def test_many_hosts_many_hub_kills(hub_store, procs):
     sim = procs(SimManagers, hosts=60, delay=1.5).start()
     hub = procs(HubProc, sim.hosts, store=hub_store).start()
     r = start_rollout(hub, waves=("1", "20%", "100%"))
+
+    def recovered() -> int:
+        return sum(e.kind == "rollout.recovered" for e in hub.events(r.id))
+
     for i in range(5):
-        threshold = 40 * (i + 1)
+        # each kill lands mid-rollout, after the last restart's recovery and some progress
+        threshold = hub.rollout(r.id).next_event_index + 25
         wait_for(lambda t=threshold: hub.rollout(r.id).next_event_index >= t
                  or hub.rollout(r.id).state in TERMINAL, 60, f"{threshold} events")
+        assert hub.rollout(r.id).state not in TERMINAL, f"finished before kill {i + 1}"
         hub.kill9()
         hub.start()
+        wait_for(lambda n=i + 1: recovered() == n, 60, f"recovery {i + 1}")
     done = hub.wait_rollout(r.id, TERMINAL, timeout=120)
     assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done.message
     assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)

@@ -98,6 +98,9 @@ def test_agent_install_is_idempotent_and_uninstalls(tmp_path: Path) -> None:
     text = cfg.read_text()
     assert f'install_root = "{opt}"' in text and 'backend = "systemd"' in text
     assert f'auth_token_file = "{token}"' in text
+    # the HTTP JSON API stays on loopback unless --http-listen asks (issue 11, item 10)
+    assert 'http_listen = "127.0.0.1:3081"' in text and "0.0.0.0:3081" not in text
+    assert "note: the manager's HTTP API" not in first.stdout
 
     units = root / "etc" / "systemd" / "system"
     for name in ("ai-agent", "ai-agent-manager"):
@@ -194,6 +197,59 @@ def test_rcd_install(tmp_path: Path) -> None:
     assert run("--prefix", str(root), "--rcd", "--uninstall", "agent").returncode == 0
     assert files_under(root) == ["boot/config/go"]
     assert (root / "boot" / "config" / "go").read_text() == "#!/bin/bash\n"
+
+
+@pytest.mark.parametrize("role", ["agent", "hub"])
+def test_http_listen_opens_the_api_to_the_network_and_says_what_that_means(
+        tmp_path: Path, role: str) -> None:
+    root = tmp_path / "root"
+    args = ("--prefix", str(root), "--release", str(make_release(tmp_path, role)),
+            "--no-venv", "--http-listen", "0.0.0.0:3081", role)
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    cfg = root / "etc" / "backend-ai" / f"{role}-manager.toml"
+    assert 'http_listen = "0.0.0.0:3081"' in cfg.read_text()
+    res = check_config(cfg)
+    assert res.returncode == 0, res.stdout + res.stderr
+    note = [ln for ln in first.stdout.splitlines() if ln.startswith("note: the manager's HTTP")]
+    assert len(note) == 1
+    for words in ("0.0.0.0:3081", "manager.token", "plain HTTP", "http_tls = true",
+                  "docs/SECURITY.md"):
+        assert words in note[0], words
+    # a second run changes nothing and says it again
+    again = run(*args)
+    assert again.returncode == 0 and "changed:" not in again.stdout
+    assert again.stdout.splitlines() == [note[0], "unchanged"]
+    # configs are never overwritten: another address is a note, not a change
+    other = run(*args[:-3], "--http-listen", "10.0.0.7:3081", role)
+    assert other.returncode == 0 and "changed:" not in other.stdout
+    assert f"{cfg} exists and keeps http_listen = \"0.0.0.0:3081\"" in other.stdout
+    # with http_tls the note has nothing left to warn about
+    cfg.write_text("http_tls = true\n" + cfg.read_text())
+    assert "note: the manager's HTTP" not in run(*args).stdout
+
+
+def test_http_listen_on_loopback_says_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    res = run("--prefix", str(root), "--no-venv", "--http-listen", "127.0.0.1:9081", "agent")
+    assert res.returncode == 0, res.stderr
+    cfg = root / "etc" / "backend-ai" / "agent-manager.toml"
+    assert 'http_listen = "127.0.0.1:9081"' in cfg.read_text()
+    assert "note:" not in res.stdout and check_config(cfg).returncode == 0
+
+
+@pytest.mark.parametrize("address", ["", "0.0.0.0", "0.0.0.0:0", "0.0.0.0:70000", "nas:3081",
+                                     "1.2.3.4:80;rm -rf /", "[zz]:1", "1.2.3.4:80\n",
+                                     "1.2.3.4: 80", "$(id):1", "1.2.3.4:" + "9" * 40])
+def test_bad_http_listen_changes_nothing(tmp_path: Path, address: str) -> None:
+    root = tmp_path / "root"
+    res = run("--prefix", str(root), "--no-venv", "--http-listen", address, "agent")
+    assert res.returncode == 2, (address, res.stdout, res.stderr)
+    assert res.stderr.startswith("install.sh: --http-listen"), res.stderr
+    assert not root.exists()
+    res = run("--prefix", str(root), "--no-venv", "agent", "--http-listen")
+    assert res.returncode == 2 and "--http-listen needs HOST:PORT" in res.stderr
+    assert not root.exists()
 
 
 @pytest.mark.parametrize("problem", ["garbage", "bad-version", "no-binary", "missing",

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from backendai.v1 import manager_pb2 as pb
-from tests.conftest import ManagerProc, assert_eventually, fast_service
+from tests.conftest import ManagerProc, assert_eventually, fast_service, service_set_up
 
 RUNNING = pb.SERVICE_STATE_RUNNING
 FATAL = pb.SERVICE_STATE_FATAL
@@ -146,6 +146,7 @@ def test_stop_kills_grandchildren_that_left_the_group(make_manager, tmp_path):
 def test_service_ignoring_sigterm_is_killed_after_the_stop_timeout(make_manager):
     m = make_manager([fast_service("svc", "--ignore-term", stop_timeout=0.5)]).start()
     pid = running_pid(m)
+    service_set_up(m, pid)
     t0 = time.monotonic()
     st = m.stub().Stop(pb.StopRequest(), timeout=30)
     elapsed = time.monotonic() - t0
@@ -181,6 +182,26 @@ def test_crash_loop_ends_in_fatal_seen_in_status_and_watch(make_manager):
     assert st.state == FATAL and "crash loop" in st.message and st.exit_code == 3
     assert pb.SERVICE_STATE_BACKOFF in seen or pb.SERVICE_STATE_STARTING in seen
     assert m.service_processes() == []
+
+
+def test_stopping_a_service_in_backoff_clears_its_retry_message(make_manager):
+    """Status that is current: once stopped, no "retrying in 2.08s" (issue 11 item 5),
+    over gRPC and the seeds' /api/services; `desired` says what was last asked."""
+    import json
+
+    m = make_manager([fast_service("svc", "--exit-after", "0.2", "--code", "3",
+                                   backoff_initial=30.0, backoff_max=30.0)]).start()
+    st = assert_eventually(lambda: (s := m.status()).state == pb.SERVICE_STATE_BACKOFF and s,
+                           what="BACKOFF")
+    assert "retrying in" in st.message and st.desired == "running"
+    m.stub().Stop(pb.StopRequest(), timeout=30)
+    st = m.status()
+    assert st.state == STOPPED and st.message == "stopped (was BACKOFF)"
+    assert st.desired == "stopped" and st.exit_code == 3
+    code, body = m.http("GET", "/api/services/svc/status")
+    assert code == 200 and "retrying" not in json.loads(body)["service"]["message"]
+    m.stub().Start(pb.StartRequest(no_wait=True), timeout=30)
+    assert m.status().desired == "running"
 
 
 def test_restart_policy_never_leaves_it_exited(make_manager):
@@ -278,17 +299,22 @@ def test_concurrent_mixed_operations_end_consistent(make_manager):
 
 
 def test_status_reads_do_not_wait_for_lifecycle_operations(make_manager):
-    m = make_manager([fast_service("svc", "--ignore-term", stop_timeout=3.0)]).start()
-    running_pid(m)
+    # the stop lasts until the test ends it: the service ignores SIGTERM (set up before
+    # the stop), and the stop timeout is far beyond the reads
+    m = make_manager([fast_service("svc", "--ignore-term", stop_timeout=60.0)]).start()
+    pid = running_pid(m)
+    service_set_up(m, pid)
     stub = m.stub()
-    fut = stub.Stop.future(pb.StopRequest(), timeout=30)
+    fut = stub.Stop.future(pb.StopRequest(), timeout=90)
     st = assert_eventually(lambda: (s := m.status()).state == pb.SERVICE_STATE_STOPPING and s)
     t0 = time.monotonic()
     for _ in range(20):
-        m.status()
+        assert m.status().state == pb.SERVICE_STATE_STOPPING
     assert time.monotonic() - t0 < 2.5, "status waited behind the stop"
     assert not fut.done()
-    assert fut.result().state == STOPPED
+    os.kill(pid, signal.SIGKILL)  # ends the stop
+    done = fut.result()
+    assert done.state == STOPPED and done.exit_signal == signal.SIGKILL
     assert st.state == pb.SERVICE_STATE_STOPPING
 
 

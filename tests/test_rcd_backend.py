@@ -187,7 +187,9 @@ def test_crash_is_restarted_and_seen_in_watch(host: dict[str, str],
 
 def test_crash_loop_ends_fatal(tmp_path: Path, make_manager: Callable[..., ManagerProc]) -> None:
     env = make_host(tmp_path, "--exit-after", "0", "--code", "3")
-    m = make_manager([rcd_service(env)]).start()
+    # start_secs well above the service's (Python) start-up even on a loaded machine:
+    # every start fails because the process dies inside it, not because it was slow to
+    m = make_manager([rcd_service(env, start_secs=5.0)]).start()
     with pytest.raises(grpc.RpcError) as err:
         m.stub().Start(pb.StartRequest(), timeout=60)
     assert err.value.code() == grpc.StatusCode.ABORTED

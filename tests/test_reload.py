@@ -75,6 +75,48 @@ def test_manager_sighup_rotates_its_token_and_keeps_it_when_the_file_is_bad(
     assert m.proc is not None and m.proc.poll() is None
 
 
+def test_manager_grpc_and_http_reload_rotate_its_token_as_sighup_does(make_manager, tmp_path):
+    """Reload (gRPC) and POST /reload re-read the secrets as SIGHUP does: the new token
+    works and the old one is refused on both transports; an unusable file fails the
+    call naming the key, and the token in force stays."""
+    token_file = tmp_path / "manager.token"
+    write_token(token_file, "token-one")
+    m = make_manager([fast_service("svc")], top={"auth_token_file": str(token_file)}).start()
+    stub = m.stub()
+    write_token(token_file, "token-two")
+    assert grpc_code(stub, "token-one") == grpc.StatusCode.OK  # read at start, until a reload
+    stub.Reload(pb.ReloadRequest(), timeout=60,
+                metadata=[("authorization", "Bearer token-one")])  # asked with the old one
+    assert grpc_code(stub, "token-two") == grpc.StatusCode.OK  # at once: the answer waited
+    assert grpc_code(stub, "token-one") == grpc.StatusCode.UNAUTHENTICATED
+    assert m.http("GET", "/status", headers={"Authorization": "Bearer token-one"})[0] == 401
+    assert m.http("GET", "/status", headers={"Authorization": "Bearer token-two"})[0] == 200
+    with pytest.raises(grpc.RpcError) as err:  # the old token cannot reload any more
+        stub.Reload(pb.ReloadRequest(), timeout=60,
+                    metadata=[("authorization", "Bearer token-one")])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # over HTTP
+    write_token(token_file, "token-three")
+    code, body = m.http("POST", "/reload", headers={"Authorization": "Bearer token-two"})
+    assert code == 200, body
+    assert grpc_code(stub, "token-three") == grpc.StatusCode.OK
+    assert grpc_code(stub, "token-two") == grpc.StatusCode.UNAUTHENTICATED
+    # an unusable file (readable by others): the call fails naming the key, nothing changes
+    write_token(token_file, "token-four")
+    token_file.chmod(0o644)
+    with pytest.raises(grpc.RpcError) as bad:
+        stub.Reload(pb.ReloadRequest(), timeout=60,
+                    metadata=[("authorization", "Bearer token-three")])
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad.value.details().startswith("auth_token_file: ")
+    assert bad.value.details().endswith("nothing changed")
+    assert "token-four" not in bad.value.details()
+    assert grpc_code(stub, "token-three") == grpc.StatusCode.OK
+    assert grpc_code(stub, "token-four") == grpc.StatusCode.UNAUTHENTICATED
+    assert "token-four" not in m.logs() and "token-three" not in m.logs()
+    assert m.proc is not None and m.proc.poll() is None
+
+
 def mtls_creds(c: Path) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=(c / "ca.pem").read_bytes(),

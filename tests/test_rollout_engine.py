@@ -35,6 +35,7 @@ class Fleet:
         self.notes = []
         self.update_calls: list[str] = []
         self.rollback_calls: list[str] = []
+        self.previous: dict[str, str] = {}  # the managers' previous release
 
     def feed(self, event):
         self.r, notes, actions = E.transition(self.r, event, self.now)
@@ -64,9 +65,14 @@ class Fleet:
                     queue += self.feed(E.OperationFinished(a.host, "op-" + a.host,
                                                            "rolled_back", "health gate"))
                 else:
+                    self.previous[a.host] = self.versions[a.host]
                     self.versions[a.host] = a.version
                     queue += self.feed(E.OperationFinished(a.host, "op-" + a.host,
                                                            "succeeded"))
+            elif isinstance(a, E.ReconcileHost):  # before a rollback: where would it go?
+                queue += self.feed(E.Reconciled(a.host, E.ManagerReport(
+                    self.versions[a.host], "", "", "", "",
+                    previous=self.previous.get(a.host, ""))))
             elif isinstance(a, E.RollbackHost):
                 self.rollback_calls.append(a.host)
                 self.versions[a.host] = "1.0"
@@ -382,8 +388,15 @@ def test_a_failed_rollback_ends_failed_and_is_counted():
     assert kinds[-1] == "rollout.halting" and "host.failed" in kinds
     r, _, acts = E.transition(r, E.Tick({others[0]: E.Observation(True, True, "2.0")}), 1006)
     assert r.state == E.RolloutState.ROLLING_BACK
-    assert sorted(a.host for a in acts if isinstance(a, E.RollbackHost)) == sorted(
+    # each manager is asked first where its rollback would go, then sent back
+    assert sorted(a.host for a in acts if isinstance(a, E.ReconcileHost)) == sorted(
         [canary, others[0]])
+    rollbacks = []
+    for host in (canary, others[0]):
+        r, _, acts = E.transition(r, E.Reconciled(host, E.ManagerReport(
+            "2.0", "", "op", "succeeded", "2.0", previous="1.0")), 1006)
+        rollbacks += [a.host for a in acts if isinstance(a, E.RollbackHost)]
+    assert sorted(rollbacks) == sorted([canary, others[0]])
     r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb1", "1.0"), 1007)
     r, _, _ = E.transition(r, E.OperationFinished(canary, "rb1", "succeeded"), 1008)
     r, _, _ = E.transition(r, E.CallFailed(others[0], True, "UNAVAILABLE"), 1008)
@@ -404,9 +417,11 @@ def test_reattached_watch_skips_the_steps_already_recorded():
     r, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "op", "", "", "")),
                               1004)
     assert acts == [E.WatchOperation("a", "op", skip=2)]
-    _, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "other", "", "", "")),
-                               1004)
-    assert acts == [E.WatchOperation("a", "other", skip=0)]  # someone else's: watch it all
+    r2, _, acts = E.transition(r, E.Reconciled("a", E.ManagerReport("1.0", "other", "", "",
+                                                                     "")), 1004)
+    # someone else's operation is never adopted: the host waits for it to end
+    assert acts == [E.AwaitOperation("a", "other")]
+    assert r2.hosts["a"].waiting_for == "other" and r2.hosts["a"].operation_id == "op"
 
 
 def test_host_that_updated_but_failed_health_is_rolled_back_too():
@@ -417,6 +432,9 @@ def test_host_that_updated_but_failed_health_is_rolled_back_too():
     crash = E.Tick({canary: E.Observation(True, False, "2.0")})  # crash-looping on 2.0
     r, _, acts = E.transition(r, crash, 1013)
     assert r.hosts[canary].state == E.HostState.ROLLING_BACK
+    assert acts == [E.ReconcileHost(canary, "")]  # where would its rollback go?
+    r, _, acts = E.transition(r, E.Reconciled(canary, E.ManagerReport(
+        "2.0", "", "op", "succeeded", "2.0", previous="1.0")), 1013)
     assert acts == [E.RollbackHost(canary, "")]
     r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb", "1.0"), 1014)
     r, _, _ = E.transition(r, E.CallFailed(canary, False, "no previous release"), 1015)
@@ -434,3 +452,81 @@ def test_retried_host_keeps_what_it_moved_from():
     r, _, _acts = E.transition(r, E.Control("retry_failed"), 1020)
     r, _, _ = E.transition(r, E.UpdateAccepted("a", "", "2.0"), 1021)  # already on 2.0
     assert r.hosts["a"].moved and r.hosts["a"].from_version == "1.0"
+
+
+# ------------------------------------------------------------------ why a host failed
+
+def test_a_rolled_back_host_says_which_step_failed_and_the_managers_words():
+    r, _, actions = start(waves=["1", "100%"], hosts=["a", "b"])
+    canary = updates(actions)[0]
+    r, _, _ = E.transition(r, E.UpdateAccepted(canary, "op", "1.0"), 1001)
+    for st, status, msg in (("download", "ok", ""), ("health", "started", ""),
+                            ("health", "failed", "http://127.0.0.1:9/health: 503"),
+                            ("rollback_start", "failed", "exec format error")):
+        r, _, _ = E.transition(r, E.OperationStep(canary, "op", st, status, msg), 1002)
+    final = ("health failed: http://127.0.0.1:9/health: 503; rolled back to version 1.0")
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "op", "rolled_back", final), 1003)
+    h = r.hosts[canary]
+    assert h.state == E.HostState.ROLLED_BACK
+    assert h.failed_step == "health"  # the first step that failed, not the rollback's
+    assert h.reason == final
+    skipped = next(x for x in r.hosts.values() if x.name != canary)
+    assert skipped.state == E.HostState.SKIPPED and not skipped.reason
+
+
+def test_hub_side_failures_name_their_step_and_retry_clears_them():
+    r, _, actions = start(waves=["100%"], hosts=["a", "b", "c", "d"], step_deadline_seconds=30,
+                          healthy_deadline_seconds=10, max_failures_per_wave="4",
+                          max_failures_total="4")
+    assert updates(actions) == ["a", "b", "c", "d"]
+    r, _, _ = E.transition(r, E.CallFailed("a", True, "UNAVAILABLE: connection refused"), 1001)
+    assert (r.hosts["a"].failed_step, r.hosts["a"].reason) == (
+        "update request", "UNAVAILABLE: connection refused")
+    r, _, _ = E.transition(r, E.UpdateAccepted("b", "op-b", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationStep("b", "op-b", "download", "started"), 1002)
+    r, _, _ = E.transition(r, E.UpdateAccepted("c", "op-c", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationFinished("c", "op-c", "succeeded"), 1002)
+    r, _, _ = E.transition(r, E.UpdateAccepted("d", "op-d", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationStep("d", "op-d", "verify", "failed",
+                                              "checksum mismatch"), 1002)
+    r, _, _ = E.transition(r, E.OperationFinished("d", "op-d", "failed",
+                                                  "verify failed: checksum mismatch"), 1003)
+    r, _, _ = E.transition(r, E.Tick({"c": E.Observation(True, False, "2.0")}), 1031)
+    b, c, d = r.hosts["b"], r.hosts["c"], r.hosts["d"]
+    assert b.state == E.HostState.FAILED and b.failed_step == "download"
+    assert "step deadline of 30s exceeded at download" in b.reason
+    assert c.state == E.HostState.FAILED and c.failed_step == "health gate"
+    assert "not healthy on 2.0 within 10s (not running)" in c.reason
+    assert d.state == E.HostState.FAILED and d.failed_step == "verify"
+    assert d.reason == "verify failed: checksum mismatch"
+    assert r.state == E.RolloutState.FAILED
+    r, _, _ = E.transition(r, E.Control("retry_failed"), 1040)
+    assert all(not h.failed_step and not h.reason for h in r.hosts.values()
+               if h.state == E.HostState.UPDATING)
+
+
+def test_hosts_the_rollout_sends_back_say_why():
+    r, _, actions = start(waves=["1", "100%"], hosts=["a", "b"])
+    canary = updates(actions)[0]
+    other = "b" if canary == "a" else "a"
+    r, _, _ = E.transition(r, E.UpdateAccepted(canary, "op", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "op", "succeeded"), 1002)
+    r, _, _ = E.transition(r, E.Tick({canary: E.Observation(True, True, "2.0")}), 1003)
+    r, _, _ = E.transition(r, E.CallFailed(other, False, "FAILED_PRECONDITION: busy"), 1004)
+    assert r.state == E.RolloutState.ROLLING_BACK
+    r, _, _ = E.transition(r, E.RollbackAccepted(canary, "rb", "1.0"), 1005)
+    r, _, _ = E.transition(r, E.OperationFinished(canary, "rb", "succeeded"), 1006)
+    h = r.hosts[canary]
+    assert h.state == E.HostState.ROLLED_BACK
+    assert "halted" in h.reason and "sent back to 1.0" in h.reason
+
+
+def test_reconciled_outcome_keeps_the_managers_message():
+    r, _, _ = start(waves=["100%"], hosts=["a"])
+    r, _, _ = E.transition(r, E.UpdateAccepted("a", "op", "1.0"), 1001)
+    r, _, _ = E.transition(r, E.Recover(), 1002)
+    report = E.ManagerReport("1.0", "", "op", "rolled_back", "2.0",
+                             last_message="start failed: exit 1; rolled back to version 1.0")
+    r, _, _ = E.transition(r, E.Reconciled("a", report), 1003)
+    assert r.hosts["a"].state == E.HostState.ROLLED_BACK
+    assert r.hosts["a"].reason == "start failed: exit 1; rolled back to version 1.0"

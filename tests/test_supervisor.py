@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from manager.supervision.restart_policy import Policy
 from manager.supervision.states import State
 from manager.supervision.supervisor import (
@@ -239,3 +241,15 @@ def test_start_while_running_or_stopping_changes_nothing():
     assert transition(core, StartRequested(), 0.0, P) == (core, [])
     stopping, _ = transition(core, StopRequested(), 0.0, P)
     assert transition(stopping, StartRequested(), 0.0, P) == (stopping, [])
+
+
+@pytest.mark.parametrize("state", [State.BACKOFF, State.EXITED, State.FATAL])
+def test_a_stopped_service_does_not_keep_the_message_of_why_it_was_down(state):
+    """Issue 11 item 5: "...; retrying in 2.08s" is not true of a STOPPED service."""
+    core = Core(state=state, timer=3, exit_code=1,
+                message="exited with code 1; retrying in 2.08s")
+    core, acts = transition(core, StopRequested(), 0.0, P)
+    assert core.state == State.STOPPED and acts == []
+    assert "retrying" not in core.message
+    assert core.message == f"stopped (was {state.value})"
+    assert core.exit_code == 1  # the last run's exit is still reported

@@ -193,11 +193,40 @@ def test_start_stop_restart_status(user_systemd: UserSystemd, manager: ManagerPr
     assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED"
     assert st.pid == 0
     assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
-    # forced stop of a running service: SIGKILL through systemctl kill, then stop
+    # forced stop of a running service: the stop job, SIGKILL through systemctl kill;
+    # stopped as asked, never FATAL (test_forced_stop_is_stopped_never_fatal)
     manager.stub().Start(pb.StartRequest(), timeout=60)
     st = manager.stub().Stop(pb.StopRequest(force=True), timeout=60)
-    assert pb.ServiceState.Name(st.state) in ("SERVICE_STATE_STOPPED", "SERVICE_STATE_EXITED")
-    assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] in ("inactive", "failed")
+    assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED", st.message
+    assert user_systemd.show(UNIT, "ActiveState")["ActiveState"] == "inactive"
+
+
+def test_forced_stop_is_stopped_never_fatal(user_systemd: UserSystemd, scratch_root: Path,
+                                            make_manager: Callable[..., ManagerProc]) -> None:
+    """A forced stop of a service that ignores SIGTERM (so only our SIGKILL ends it):
+    systemd records a main process killed that way as a failure (ActiveState=failed,
+    Result=signal), which for a Restart=always unit read as FATAL, "systemd gave up
+    restarting it" (and, killed before the stop job ran, systemd could schedule a
+    restart first). Repeated: STOPPED every time, the unit inactive, no restart counted,
+    and a start after it runs."""
+    rel = make_release(scratch_root, "1.0.0", "--interval", "0.2", "--ignore-term")
+    res = install(scratch_root, "--release", str(rel))
+    assert res.returncode == 0, res.stderr
+    try:
+        m = make_manager([systemd_service(scratch_root)]).start()
+        for _ in range(5):
+            first = m.stub().Start(pb.StartRequest(), timeout=60)
+            assert pb.ServiceState.Name(first.state) == "SERVICE_STATE_RUNNING"
+            restarts = int(user_systemd.show(UNIT, "NRestarts")["NRestarts"])
+            st = m.stub().Stop(pb.StopRequest(force=True), timeout=60)
+            assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_STOPPED", st.message
+            props = user_systemd.show(UNIT, "ActiveState", "Result", "NRestarts")
+            assert (props["ActiveState"], props["Result"]) == ("inactive", "success"), props
+            assert int(props["NRestarts"]) <= restarts, props
+            assert not psutil.pid_exists(first.pid) or _is_zombie(first.pid)
+    finally:
+        res = install(scratch_root, "--uninstall")
+        assert res.returncode == 0, res.stderr
 
 
 def _is_zombie(pid: int) -> bool:

@@ -158,12 +158,159 @@ def expect_failed(env: Env, m, version: str, match: str) -> list[pb.UpdateEvent]
     return events
 
 
-def test_version_missing_from_store(env):
+def expect_refused(env: Env, m, version: str, code: grpc.StatusCode | tuple,
+                   match: str, http_status: int | tuple = ()) -> str:
+    """The update to `version` is refused at once (over gRPC and POST /update) and
+    nothing changes: no operation, nothing journaled, the service untouched."""
+    pid = m.status().pid
+    last = m.status().update.last_operation_id
+    codes = code if isinstance(code, tuple) else (code,)
+    with pytest.raises(grpc.RpcError) as err:
+        update(m, version)
+    assert err.value.code() in codes, err.value.details()
+    assert match in err.value.details() and "nothing was changed" in err.value.details()
+    if http_status:
+        status, body = curl(m, "POST", "/update", json.dumps({"version": version}))
+        assert status in (http_status if isinstance(http_status, tuple) else (http_status,))
+        assert body["success"] is False and match in body["error"]
+    st = m.status()
+    assert st.pid == pid and st.update.last_operation_id == last
+    assert st.update.running_operation_id == ""
+    assert_on(env, m, "1.0.0")
+    assert env.on_disk() == ["1.0.0"]
+    return err.value.details()
+
+
+def test_version_missing_from_store_is_refused_with_the_url(env):
+    """Item 3 of issue 11: a version the store does not have is a 404 naming the URL
+    looked at (redacted), not a 200 "started"; nothing is journaled."""
     env.build("1.0.0")
     env.install("1.0.0")
     m = env.manager()
     started(env, m)
-    expect_failed(env, m, "9.9.9", "404")
+    for head in (False, True):  # a ranged GET of one byte, then HEAD
+        env.server.head = head
+        details = expect_refused(env, m, "9.9.9", grpc.StatusCode.NOT_FOUND,
+                                 f"{env.server.url}/9.9.9/agent-9.9.9.tar.gz", 404)
+        assert "HTTP 404" in details
+    methods = {r[0] for r in env.server.requests}
+    assert methods == {"GET", "HEAD"}
+    assert all(r[2].get("Range") == "bytes=0-0" for r in env.server.requests if r[0] == "GET")
+    code, body = curl(m, "GET", "/update")
+    assert code == 404 and "no update has run" in body["error"]
+    # the package is there but its SHA256SUMS is not: refused too, naming SHA256SUMS
+    env.build("1.1.0")
+    (env.store_root / "1.1.0" / "SHA256SUMS").unlink()
+    expect_refused(env, m, "1.1.0", grpc.StatusCode.NOT_FOUND, "1.1.0/SHA256SUMS", 404)
+
+
+def file_store_url(env: Env) -> str:
+    return (env.store_root / "{version}" / "agent-{version}.tar.gz").as_uri().replace(
+        "%7Bversion%7D", "{version}")
+
+
+def test_file_store_is_checked_before_an_update_is_accepted(env):
+    """Item 3 of issue 11 with a file:// package_url: a version the store does not have
+    is a 404 naming the path looked at; a release whose file is a directory, a FIFO, a
+    symlink loop or (for a non-root manager) unreadable is refused as clearly; nothing
+    is journaled, the service untouched. A good release from the same store updates."""
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager(package_url=file_store_url(env))
+    started(env, m)
+    path = env.store_root / "9.9.9" / "agent-9.9.9.tar.gz"
+    details = expect_refused(env, m, "9.9.9", grpc.StatusCode.NOT_FOUND, str(path), 404)
+    assert "version 9.9.9 is not in the package store" in details
+    assert f"file://{path} does not exist" in details
+    code, body = curl(m, "GET", "/update")
+    assert code == 404 and "no update has run" in body["error"]
+    # the package there, its SHA256SUMS not: refused naming SHA256SUMS
+    (env.store_root / "9.9.9").mkdir()
+    shutil.copy(env.store_root / "1.1.0" / "agent-1.1.0.tar.gz", path)
+    expect_refused(env, m, "9.9.9", grpc.StatusCode.NOT_FOUND,
+                   str(env.store_root / "9.9.9" / "SHA256SUMS"), 404)
+    # files that are there but cannot be a package
+    for version, make, words in (
+            ("2.0.0", lambda p: p.mkdir(), "is not a regular file"),
+            ("2.0.1", os.mkfifo, "is not a regular file"),
+            ("2.0.2", lambda p: p.symlink_to(p), "cannot be read"),
+            ("2.0.3", lambda p: p.symlink_to(p.parent / "elsewhere"), "does not exist")):
+        d = env.store_root / version
+        d.mkdir()
+        shutil.copy(env.store_root / "1.1.0" / "SHA256SUMS", d / "SHA256SUMS")
+        target = d / f"agent-{version}.tar.gz"
+        make(target)
+        want = (grpc.StatusCode.NOT_FOUND if words == "does not exist"
+                else grpc.StatusCode.FAILED_PRECONDITION)
+        details = expect_refused(env, m, version, want, str(target),
+                                 404 if words == "does not exist" else 409)
+        assert words in details, (version, details)
+    if os.geteuid() != 0:  # root reads any file: a mode cannot make it unreadable
+        unreadable = env.store_root / "1.1.0" / "agent-1.1.0.tar.gz"
+        unreadable.chmod(0)
+        try:
+            details = expect_refused(env, m, "1.1.0", grpc.StatusCode.FAILED_PRECONDITION,
+                                     str(unreadable), 409)
+            assert "permission denied" in details
+        finally:
+            unreadable.chmod(0o644)
+    assert m.status().update.last_operation_id == ""
+    events = watch_op(m, update(m, "1.1.0"))
+    assert events[-1].outcome == "succeeded", steps(events)
+    assert_on(env, m, "1.1.0")
+
+
+PROBE_AS_NOBODY = """
+import sys
+from manager.updates.fetch import FetchPolicy, probe
+try:
+    probe(sys.argv[1], FetchPolicy(), authorization=None, timeout=5)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+else:
+    print("ok")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root to run the check as another user")
+def test_an_unreadable_file_release_is_refused_by_the_check():
+    """What a non-root manager's store check says of a package it may not read (as
+    root the manager reads any file, so this runs the manager's check as nobody)."""
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp(prefix="store-", dir="/tmp"))
+    try:
+        d.chmod(0o755)
+        pkg = d / "agent-1.1.0.tar.gz"
+        pkg.write_bytes(b"x")
+        url = pkg.as_uri()
+
+        def check() -> str:
+            res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                                  "--clear-groups", PY, "-c", PROBE_AS_NOBODY, url],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stderr
+            return res.stdout.strip()
+
+        assert check() == "ok"
+        pkg.chmod(0)
+        assert check() == f"FetchFailed {url}: permission denied"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_release_lost_between_the_check_and_the_download(env):
+    """The store has it when asked, then not: the download fails and nothing changes."""
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager()
+    started(env, m)
+    env.server.download_fault = 404
+    expect_failed(env, m, "1.1.0", "404")
 
 
 def test_unreachable_store(env):
@@ -174,9 +321,36 @@ def test_unreachable_store(env):
     try:
         m = env.manager(package_url=f"http://127.0.0.1:{s.getsockname()[1]}/{{version}}/a.tgz")
         started(env, m)
-        expect_failed(env, m, "1.1.0", "unreachable")
+        expect_refused(env, m, "1.1.0", grpc.StatusCode.UNAVAILABLE, "unreachable", 503)
     finally:
         s.close()
+
+
+def test_store_that_goes_away_after_the_check(env):
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager()
+    started(env, m)
+    env.server.download_fault = "drop"
+    expect_failed(env, m, "1.1.0", "after 2 attempts")
+
+
+def test_store_check_is_bounded_in_time(env):
+    """A store that accepts the connection but never answers: the check gives up after
+    download_timeout (here 1 s) and answers 503; nothing changes."""
+    import time
+
+    env.build("1.0.0")
+    env.build("1.1.0")
+    env.install("1.0.0")
+    m = env.manager(download_timeout=1.0)
+    started(env, m)
+    env.server.hang = 5.0
+    t0 = time.monotonic()
+    expect_refused(env, m, "1.1.0", grpc.StatusCode.UNAVAILABLE, "1.1.0")
+    assert time.monotonic() - t0 < 4.0
+    env.server.hang = 0.0
 
 
 def test_truncated_download(env):
@@ -323,7 +497,11 @@ def test_bad_release_rolls_back(env, behavior, match):
     env.build("1.0.0")
     env.build("1.1.0", behavior=behavior)
     env.install("1.0.0")
-    m = env.manager(healthy_deadline=3.0)
+    # "crash" exits as soon as Python has started, which under load alone can outlast the
+    # usual start_secs of 0.3 s; the manager then rightly calls the release started and
+    # the health step fails instead. The window the crash must fall in is start_secs.
+    over = {"start_secs": 3.0} if behavior.get("crash") else {}
+    m = env.manager(healthy_deadline=3.0, **over)
     started(env, m)
     events = watch_op(m, update(m, "1.1.0"))
     final = events[-1]
@@ -375,11 +553,22 @@ def test_store_credentials_from_a_file_are_used_and_never_logged(env):
     m = env.manager(package_credentials_file=str(cred))
     started(env, m)
     assert watch_op(m, update(m, "1.1.0"))[-1].outcome == "succeeded"
+    assert all(r[2].get("Authorization") == env.server.require_auth
+               for r in env.server.requests)  # the store check sends them too
     cred.write_text("fleet:wrong-pass\n")
+    with pytest.raises(grpc.RpcError) as err:  # refused by the store check: no operation
+        update(m, "1.0.0")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "401" in err.value.details() and "nothing was changed" in err.value.details()
+    assert m.status().update.running_operation_id == ""
+    assert "Sup3rS3cret" not in m.logs() and "wrong-pass" not in m.logs()
+    assert "wrong-pass" not in err.value.details()
+    # the store lets the check through but refuses the download: the operation fails
+    cred.write_text("fleet:Sup3rS3cret\n")
+    env.server.download_fault = 401
     final = watch_op(m, update(m, "1.0.0"))[-1]
     assert final.outcome == "failed" and "401" in final.message
-    assert "Sup3rS3cret" not in m.logs() and "wrong-pass" not in m.logs()
-    assert "wrong-pass" not in final.message
+    assert "Sup3rS3cret" not in m.logs() and "Sup3rS3cret" not in final.message
 
 
 def test_https_store_with_its_own_ca(env):
@@ -395,16 +584,17 @@ def test_https_store_with_its_own_ca(env):
     try:
         m = env.manager(package_url=f"{https.url}/{{version}}/agent-{{version}}.tar.gz")
         fails_then_succeeds_with(env, m, "TLS certificate is not trusted",
-                                 package_ca_file=str(ca))
+                                 grpc.StatusCode.FAILED_PRECONDITION, package_ca_file=str(ca))
     finally:
         https.close()
 
 
-def fails_then_succeeds_with(env: Env, m, match: str, **keys: str) -> None:
-    """The update to 1.1.0 fails with `match`; with `keys` added to the service's
-    config (manager restarted), it succeeds."""
+def fails_then_succeeds_with(env: Env, m, match: str, code: grpc.StatusCode | tuple,
+                             **keys: str) -> None:
+    """The update to 1.1.0 is refused by the store check with `match`; with `keys` added
+    to the service's config (manager restarted), it succeeds."""
     started(env, m)
-    expect_failed(env, m, "1.1.0", match)
+    expect_refused(env, m, "1.1.0", code, match)
     m.stop()
     m.services[0].update(keys)
     m.start()
@@ -429,6 +619,8 @@ def test_https_store_that_wants_a_client_certificate(env, tmp_path_factory):
         # the store wants a certificate: it hangs up (TLS 1.3) or says so, either way
         # the message points at package_client_cert
         fails_then_succeeds_with(env, m, "package_client_cert",
+                                 (grpc.StatusCode.FAILED_PRECONDITION,
+                                  grpc.StatusCode.UNAVAILABLE),
                                  package_client_cert=str(certs / "client.pem"),
                                  package_client_key=str(certs / "client.key"))
     finally:

@@ -18,6 +18,7 @@ from manager.updates.plan import (
     Run,
     StepFailed,
     StepOk,
+    cancel,
     transition,
 )
 
@@ -126,3 +127,114 @@ def test_recovered_rollback_reports_the_interruption():
     assert isinstance(fin, Finish)
     assert fin.outcome is Outcome.ROLLED_BACK
     assert "interrupted by a manager restart during start" in fin.message
+
+
+# ---- cancels (a forced lifecycle request) and a service left stopped --------------------
+
+WHY = "cancelled by a stop request (force)"
+
+
+def drive_cancel(plan: Plan, at: Step, *, interrupted: bool = False,
+                 results: dict[Step, str | None] | None = None) -> tuple[list[Step], Finish]:
+    """Run a plan; the cancel arrives while `at` runs (interrupted: `at` then fails)."""
+    results = dict(results or {})
+    ran: list[Step] = []
+    plan, actions = transition(plan, Begin())
+    while True:
+        (action,) = actions
+        if isinstance(action, Finish):
+            return ran, action
+        assert isinstance(action, Run)
+        ran.append(action.step)
+        msg = results.get(action.step)
+        if action.step is at and not plan.cancel:
+            plan = cancel(plan, WHY)
+            if interrupted:
+                msg = f"interrupted: {WHY}"
+        ev = StepOk(action.step) if msg is None else StepFailed(action.step, msg)
+        plan, actions = transition(plan, ev)
+
+
+@pytest.mark.parametrize("step", ["download", "verify", "stage"])
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_cancel_before_stop_ends_at_once_with_the_service_untouched(step, interrupted):
+    ran, fin = drive_cancel(Plan(), Step(step), interrupted=interrupted)
+    assert ran[-1] is Step(step) and S.STOP not in ran
+    assert fin.outcome is Outcome.CANCELLED and not fin.rolled_back
+    assert fin.message == f"{WHY}; the service was not touched"
+
+
+@pytest.mark.parametrize("step", ["stop", "switch", "start", "health"])
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_cancel_after_the_service_was_touched_rolls_back(step, interrupted):
+    ran, fin = drive_cancel(Plan(), Step(step), interrupted=interrupted)
+    assert ran[ran.index(Step(step)) + 1:] == list(ROLLBACK_STEPS)
+    assert fin.outcome is Outcome.CANCELLED and fin.rolled_back
+    assert fin.message == f"{WHY}; rolled back"
+
+
+def test_cancel_during_commit_is_too_late():
+    ran, fin = drive_cancel(Plan(), S.COMMIT)
+    assert ran == list(UPDATE_STEPS) and fin.outcome is Outcome.SUCCEEDED
+
+
+def test_cancel_of_a_manual_rollback_restores_what_it_was_leaving():
+    ran, fin = drive_cancel(Plan(steps=ROLLBACK_OP_STEPS), S.SWITCH)
+    assert ran == [S.STOP, S.SWITCH, *ROLLBACK_STEPS] and fin.outcome is Outcome.CANCELLED
+
+
+def test_cancel_whose_rollback_fails_is_rollback_failed():
+    _ran, fin = drive_cancel(Plan(), S.HEALTH, results={S.ROLLBACK_SWITCH: "gone"})
+    assert fin.outcome is Outcome.ROLLBACK_FAILED
+    assert fin.message == f"{WHY}; rollback failed at rollback_switch: gone"
+
+
+def test_cancel_during_the_rollback_of_a_failure_lets_it_finish_as_rolled_back():
+    _ran, fin = drive_cancel(Plan(), S.ROLLBACK_SWITCH, results={S.HEALTH: "unhealthy"})
+    assert fin.outcome is Outcome.ROLLED_BACK and "health failed: unhealthy" in fin.message
+
+
+def test_a_second_cancel_and_a_cancel_of_a_finished_plan_change_nothing():
+    plan = cancel(Plan(), WHY)
+    assert cancel(plan, "cancelled by a restart request (force)") == plan
+    done, _ = transition(Plan(), Interrupted(S.DOWNLOAD, StepStatus.STARTED))
+    assert cancel(done, WHY) == done
+
+
+@pytest.mark.parametrize(("step", "status", "expect"), [
+    ("validate", "ok", "cancelled"),
+    ("download", "started", "cancelled"),
+    ("download", "failed", "cancelled"),
+    ("stage", "ok", "cancelled"),
+    ("stop", "started", "rollback"),
+    ("health", "started", "rollback"),
+    ("health", "failed", "rollback"),
+    ("health", "ok", "rollback"),      # without a cancel this would commit
+    ("commit", "started", "commit"),
+    ("rollback_switch", "started", "rollback"),
+])
+def test_recovery_of_a_cancel_finishes_the_same_cancel(step, status, expect):
+    plan, (action,) = transition(Plan(cancel=WHY),
+                                 Interrupted(Step(step), StepStatus(status), "why"))
+    if expect == "rollback":
+        assert action == Run(ROLLBACK_STEPS[0])
+        for s in ROLLBACK_STEPS:
+            plan, (action,) = transition(plan, StepOk(s))
+        assert isinstance(action, Finish) and action.outcome is Outcome.CANCELLED
+        assert action.message == f"{WHY}; rolled back"
+    elif expect == "commit":
+        assert action == Run(S.COMMIT)
+    else:
+        assert isinstance(action, Finish) and action.outcome is Outcome.CANCELLED
+
+
+def test_a_stopped_service_ends_installed_stopped():
+    ran, fin = drive(Plan(stopped=True), {})
+    assert ran == list(UPDATE_STEPS)  # the shell skips start and health itself
+    assert fin.outcome is Outcome.INSTALLED_STOPPED
+    _ran, fin = drive(Plan(steps=ROLLBACK_OP_STEPS, stopped=True), {})
+    assert fin.outcome is Outcome.INSTALLED_STOPPED
+    _ran, fin = drive(Plan(stopped=True), {S.SWITCH: "x"})
+    assert fin.outcome is Outcome.ROLLED_BACK
+    _plan, (action,) = transition(Plan(stopped=True), Interrupted(S.COMMIT, StepStatus.OK))
+    assert isinstance(action, Finish) and action.outcome is Outcome.INSTALLED_STOPPED

@@ -285,7 +285,8 @@ async def test_echo_with_a_plain_client(serve) -> None:
     (handshake_bytes("/echo", extra="Origin: null\r\n"), 403, "cross-origin"),
     (handshake_bytes("/echo", host="rebound.example:1",
                      extra="Origin: http://rebound.example:1\r\n"), 403, "IP address"),
-])
+], ids=["old-version", "bad-key", "short-key", "h2c", "connection-keep-alive", "no-upgrade",
+        "cross-origin", "origin-null", "dns-rebinding"])  # fixed ids: the keys are random
 async def test_bad_handshakes_get_a_clear_http_error(serve, request_bytes, status, needle):
     s = await serve()
     code, headers, body = await raw_http(s.port, request_bytes)
@@ -397,7 +398,7 @@ async def test_fragmented_oversized_message_is_closed_with_1009(serve) -> None:
     (frame(0x1, b"\xff\xfe not utf-8"), 1007),
     (frame(0x9, b"p" * 200), 1002),  # a control frame over 125 bytes
     (frame(0x3, b"reserved opcode"), 1002),
-])
+], ids=["unmasked", "not-utf8", "long-control", "reserved-opcode"])  # fixed ids: masks are random
 async def test_protocol_errors_are_closed_with_their_code(serve, data, code) -> None:
     s = await serve()
     raw, _, _ = await Raw.open(s.port, "/echo")

@@ -24,8 +24,7 @@ from tests.conftest import PY, ROOT, ManagerProc, assert_eventually
 # behaviour file, serves GET /health -> {"version": ...} on HEALTH_PORT (SO_REUSEPORT, so
 # the test can hold the port reserved without a race), and misbehaves on request.
 SERVICE_MAIN = r'''
-import json, os, signal, socket, sys, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import json, os, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
@@ -33,11 +32,16 @@ version = (root / "VERSION").read_text().strip()
 beh_path = root / "agent" / "behavior.json"
 behavior = json.loads(beh_path.read_text()) if beh_path.exists() else {}
 print(f"service starting version={version} pid={os.getpid()}", flush=True)
-if behavior.get("crash"):
-    print("crashing at start", flush=True)
+if behavior.get("crash") or str(behavior.get("crash_instance", "")) == os.environ.get(
+        "INSTANCE", "-"):  # crash_instance: only that instance of `instances = N` crashes
+    print("crashing at start", flush=True)  # (before the heavier imports: soon after spawn)
     sys.exit(3)
-reported = behavior.get("report_version", version)
+
+import signal
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+import socket, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+reported = behavior.get("report_version", version)
 
 
 class H(BaseHTTPRequestHandler):
@@ -166,6 +170,15 @@ class StoreServer(http.server.ThreadingHTTPServer):
         self.ranges = True         # honour Range
         self.require_auth = ""     # exact Authorization value required, if set
         self.throttle = 0.0        # seconds to pause after each 64 KiB sent (a slow store)
+        self.head = False          # answer HEAD (else 501, as http.server does)
+        # A fault for downloads only (a GET that is not the one-byte existence check):
+        # an HTTP status to answer, or "drop" to hang up; the store "loses" the release
+        # between the manager's check and its download.
+        self.download_fault: int | str = 0
+        self.hang = 0.0            # seconds to stall every request before answering
+        # Downloads (GETs other than the one-byte existence check) wait until this event
+        # is set: an update held in its download step, for as long as a test needs.
+        self.hold: threading.Event | None = None
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -203,9 +216,43 @@ class _StoreHandler(http.server.BaseHTTPRequestHandler):
             return False
         return True
 
+    def do_HEAD(self) -> None:
+        self.server.requests.append(("HEAD", self.path, dict(self.headers)))
+        if self.server.hang:
+            import time
+
+            time.sleep(self.server.hang)
+        if not self.server.head:
+            self.send_response(501)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if not self._authorized():
+            return
+        p = self._path()
+        self.send_response(200 if p is not None and p.is_file() else 404)
+        self.send_header("Content-Length", str(p.stat().st_size) if p and p.is_file() else "0")
+        self.end_headers()
+
     def do_GET(self) -> None:
         self.server.requests.append(("GET", self.path, dict(self.headers)))
+        if self.server.hang:
+            import time
+
+            time.sleep(self.server.hang)
         if not self._authorized():
+            return
+        hold = self.server.hold
+        if hold is not None and self.headers.get("Range") != "bytes=0-0":
+            hold.wait(60)
+        fault = self.server.download_fault
+        if fault and self.headers.get("Range") != "bytes=0-0":
+            if fault == "drop":
+                self.close_connection = True
+                return
+            self.send_response(int(fault))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         p = self._path()
         if p is None or not p.is_file():
@@ -215,13 +262,22 @@ class _StoreHandler(http.server.BaseHTTPRequestHandler):
             return
         data = p.read_bytes()
         start = 0
+        end = len(data)
         rng = self.headers.get("Range", "")
         if rng.startswith("bytes=") and rng.endswith("-") and self.server.ranges:
             start = int(rng[6:-1])
-        body = data[start:]
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        elif rng == "bytes=0-0" and self.server.ranges:  # the existence check
+            if not data:
+                self.send_response(416)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            end = 1
+        body = data[start:end]
+        partial = bool(start) or end < len(data)
+        self.send_response(206 if partial else 200)
+        if partial:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.server.truncate > 0:

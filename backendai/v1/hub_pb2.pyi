@@ -283,18 +283,24 @@ class StartRolloutRequest(_message.Message):
     def __init__(self, version: _Optional[str] = ..., target: _Optional[_Union[RolloutTarget, _Mapping]] = ..., strategy: _Optional[_Union[RolloutStrategy, _Mapping]] = ..., dry_run: _Optional[bool] = ..., service: _Optional[str] = ..., include_hub: _Optional[bool] = ..., description: _Optional[str] = ..., start_stopped: _Optional[bool] = ...) -> None: ...
 
 class PackageCheck(_message.Message):
-    __slots__ = ("service", "url", "available", "message", "hosts")
+    __slots__ = ("service", "url", "available", "message", "hosts", "checked", "package", "asked")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    ASKED_FIELD_NUMBER: _ClassVar[int]
     service: str
     url: str
     available: bool
     message: str
     hosts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, service: _Optional[str] = ..., url: _Optional[str] = ..., available: _Optional[bool] = ..., message: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+    checked: bool
+    package: str
+    asked: str
+    def __init__(self, service: _Optional[str] = ..., url: _Optional[str] = ..., available: _Optional[bool] = ..., message: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ..., checked: _Optional[bool] = ..., package: _Optional[str] = ..., asked: _Optional[str] = ...) -> None: ...
 
 class Wave(_message.Message):
     __slots__ = ("index", "spec", "hosts", "failures", "started", "done")

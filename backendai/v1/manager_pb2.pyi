@@ -205,10 +205,12 @@ class LogBatch(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchStatusRequest(_message.Message):
-    __slots__ = ("service",)
+    __slots__ = ("service", "keepalive_seconds")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    KEEPALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     service: str
-    def __init__(self, service: _Optional[str] = ...) -> None: ...
+    keepalive_seconds: float
+    def __init__(self, service: _Optional[str] = ..., keepalive_seconds: _Optional[float] = ...) -> None: ...
 
 class UpdateRequest(_message.Message):
     __slots__ = ("service", "version", "origin", "start_stopped")
@@ -233,12 +235,14 @@ class UpdateResponse(_message.Message):
     def __init__(self, operation_id: _Optional[str] = ..., message: _Optional[str] = ..., started: _Optional[bool] = ...) -> None: ...
 
 class GetUpdateRequest(_message.Message):
-    __slots__ = ("service", "operation_id")
+    __slots__ = ("service", "operation_id", "origin")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     service: str
     operation_id: str
-    def __init__(self, service: _Optional[str] = ..., operation_id: _Optional[str] = ...) -> None: ...
+    origin: str
+    def __init__(self, service: _Optional[str] = ..., operation_id: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class UpdateStep(_message.Message):
     __slots__ = ("step", "status", "message", "started_unix", "elapsed_seconds")
@@ -315,10 +319,14 @@ class UpdateEvent(_message.Message):
     def __init__(self, operation_id: _Optional[str] = ..., step: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., elapsed_seconds: _Optional[float] = ..., at_unix: _Optional[float] = ..., final: _Optional[bool] = ..., outcome: _Optional[str] = ..., from_version: _Optional[str] = ..., to_version: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
-    __slots__ = ("service",)
+    __slots__ = ("service", "origin", "version")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     service: str
-    def __init__(self, service: _Optional[str] = ...) -> None: ...
+    origin: str
+    version: str
+    def __init__(self, service: _Optional[str] = ..., origin: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class RollbackResponse(_message.Message):
     __slots__ = ("operation_id", "version")
@@ -351,6 +359,30 @@ class ListReleasesResponse(_message.Message):
     RELEASES_FIELD_NUMBER: _ClassVar[int]
     releases: _containers.RepeatedCompositeFieldContainer[Release]
     def __init__(self, releases: _Optional[_Iterable[_Union[Release, _Mapping]]] = ...) -> None: ...
+
+class CheckReleaseRequest(_message.Message):
+    __slots__ = ("service", "version")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    version: str
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class CheckReleaseResponse(_message.Message):
+    __slots__ = ("service", "version", "available", "url", "message", "package")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    version: str
+    available: bool
+    url: str
+    message: str
+    package: str
+    def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., available: _Optional[bool] = ..., url: _Optional[str] = ..., message: _Optional[str] = ..., package: _Optional[str] = ...) -> None: ...
 
 class VersionReport(_message.Message):
     __slots__ = ("version",)

@@ -110,6 +110,11 @@ class ManagerStub:
                 request_serializer=backendai_dot_v1_dot_manager__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=backendai_dot_v1_dot_manager__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.CheckRelease = channel.unary_unary(
+                '/backendai.v1.Manager/CheckRelease',
+                request_serializer=backendai_dot_v1_dot_manager__pb2.CheckReleaseRequest.SerializeToString,
+                response_deserializer=backendai_dot_v1_dot_manager__pb2.CheckReleaseResponse.FromString,
+                _registered_method=True)
         self.ListEvents = channel.unary_unary(
                 '/backendai.v1.Manager/ListEvents',
                 request_serializer=backendai_dot_v1_dot_events__pb2.ListEventsRequest.SerializeToString,
@@ -215,6 +220,12 @@ class ManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckRelease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -304,6 +315,11 @@ def add_ManagerServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=backendai_dot_v1_dot_manager__pb2.ReloadRequest.FromString,
                     response_serializer=backendai_dot_v1_dot_manager__pb2.ReloadResponse.SerializeToString,
+            ),
+            'CheckRelease': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRelease,
+                    request_deserializer=backendai_dot_v1_dot_manager__pb2.CheckReleaseRequest.FromString,
+                    response_serializer=backendai_dot_v1_dot_manager__pb2.CheckReleaseResponse.SerializeToString,
             ),
             'ListEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEvents,
@@ -721,6 +737,33 @@ class Manager:
             '/backendai.v1.Manager/Reload',
             backendai_dot_v1_dot_manager__pb2.ReloadRequest.SerializeToString,
             backendai_dot_v1_dot_manager__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckRelease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backendai.v1.Manager/CheckRelease',
+            backendai_dot_v1_dot_manager__pb2.CheckReleaseRequest.SerializeToString,
+            backendai_dot_v1_dot_manager__pb2.CheckReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

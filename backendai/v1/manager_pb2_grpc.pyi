@@ -49,6 +49,7 @@ class ManagerStub:
     ListReleases: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ListReleasesRequest, _manager_pb2.ListReleasesResponse]
     GetUpdate: _grpc.UnaryUnaryMultiCallable[_manager_pb2.GetUpdateRequest, _manager_pb2.UpdateOperation]
     Reload: _grpc.UnaryUnaryMultiCallable[_manager_pb2.ReloadRequest, _manager_pb2.ReloadResponse]
+    CheckRelease: _grpc.UnaryUnaryMultiCallable[_manager_pb2.CheckReleaseRequest, _manager_pb2.CheckReleaseResponse]
     ListEvents: _grpc.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]
     WatchEvents: _grpc.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]
 
@@ -70,6 +71,7 @@ class ManagerAsyncStub(ManagerStub):
     ListReleases: _aio.UnaryUnaryMultiCallable[_manager_pb2.ListReleasesRequest, _manager_pb2.ListReleasesResponse]  # type: ignore[assignment]
     GetUpdate: _aio.UnaryUnaryMultiCallable[_manager_pb2.GetUpdateRequest, _manager_pb2.UpdateOperation]  # type: ignore[assignment]
     Reload: _aio.UnaryUnaryMultiCallable[_manager_pb2.ReloadRequest, _manager_pb2.ReloadResponse]  # type: ignore[assignment]
+    CheckRelease: _aio.UnaryUnaryMultiCallable[_manager_pb2.CheckReleaseRequest, _manager_pb2.CheckReleaseResponse]  # type: ignore[assignment]
     ListEvents: _aio.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]  # type: ignore[assignment]
     WatchEvents: _aio.UnaryStreamMultiCallable[_events_pb2.WatchEventsRequest, _events_pb2.Event]  # type: ignore[assignment]
 
@@ -178,6 +180,13 @@ class ManagerServicer(metaclass=_abc_1.ABCMeta):
         request: _manager_pb2.ReloadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_manager_pb2.ReloadResponse, _abc.Awaitable[_manager_pb2.ReloadResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CheckRelease(
+        self,
+        request: _manager_pb2.CheckReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_manager_pb2.CheckReleaseResponse, _abc.Awaitable[_manager_pb2.CheckReleaseResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListEvents(

@@ -39,3 +39,23 @@ CREATE TABLE hub_lease (
     epoch bigint NOT NULL, expires_at timestamptz NOT NULL, renewed_at timestamptz NOT NULL);
 """),
 ))
+
+# The event history (backendai/events). Ids come from the one row of event_seq, taken
+# with its lock in the writing transaction: writers (of any hub) queue on it, so ids
+# become visible in order and a reader that saw id N never later finds a smaller one.
+EVENTS = Component("events", (
+    Migration(1, "event history and sink cursors", """
+CREATE TABLE event_seq (id integer PRIMARY KEY CHECK (id = 1), last bigint NOT NULL);
+INSERT INTO event_seq (id, last) VALUES (1, 0);
+CREATE TABLE events (
+    id bigint PRIMARY KEY, at double precision NOT NULL, kind text NOT NULL,
+    subject text NOT NULL, message text NOT NULL DEFAULT '',
+    fields text NOT NULL DEFAULT '{}', actor text NOT NULL DEFAULT '',
+    transport text NOT NULL DEFAULT '', peer text NOT NULL DEFAULT '',
+    result text NOT NULL DEFAULT '', host text NOT NULL DEFAULT '');
+CREATE INDEX events_subject ON events (subject, id);
+CREATE INDEX events_kind ON events (kind, id);
+CREATE TABLE event_cursors (
+    sink text PRIMARY KEY, last_id bigint NOT NULL, updated double precision NOT NULL);
+"""),
+))

@@ -4,6 +4,7 @@ EXISTS, so such a file adopts it as it is); version 2 adds the lease and the epo
 
 from __future__ import annotations
 
+from backendai.events.sqlite_store import SCHEMA as EVENTS_SCHEMA
 from hub.migrations import Component, Migration
 
 META = """
@@ -34,4 +35,9 @@ ALTER TABLE rollout_events ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE registered_hosts ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX registered_hosts_seq ON registered_hosts (seq);
 """),
+))
+
+# The event history (backendai/events): the same tables as the manager's state file.
+EVENTS = Component("events", (
+    Migration(1, "event history and sink cursors", EVENTS_SCHEMA),
 ))

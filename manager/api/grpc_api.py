@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from backendai.errors import Unimplemented
+from backendai.events import wire as event_wire
 from backendai.grpc_handlers import stream_sync, unary_sync
 from backendai.loop_bridge import LoopBridge
 from backendai.update_terms import outcome_text
@@ -23,6 +23,9 @@ from backendai.v1 import manager_pb2 as pb
 from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.api.control import ManagerControl
 from manager.supervision.states import ServiceStatus, State
+
+if TYPE_CHECKING:  # the updates wing loads only where updates are configured
+    from manager.updates.results import OperationReport
 
 SERVICE_NAME = "backendai.v1.Manager"
 
@@ -71,6 +74,18 @@ def _build(st: ServiceStatus) -> pb.ServiceStatus:
     return msg
 
 
+def operation_to_pb(r: OperationReport) -> pb.UpdateOperation:
+    op = r.op
+    return pb.UpdateOperation(
+        operation_id=op.id, service=op.service, kind=op.kind.value,
+        from_version=op.from_version, to_version=op.to_version, state=op.state,
+        outcome=outcome_text(op.outcome), message=op.message, origin=op.origin,
+        created_unix=op.created, finished_unix=op.finished,
+        steps=[pb.UpdateStep(step=s.step, status=s.status, message=s.message,
+                             started_unix=s.started, elapsed_seconds=s.elapsed)
+               for s in r.steps])
+
+
 class ManagerServicer(pb_grpc.ManagerServicer):
     def __init__(self, control: ManagerControl, bridge: LoopBridge) -> None:
         self.control = control
@@ -89,8 +104,10 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     def ListServices(self, request: pb.ListServicesRequest,
                      context: Any) -> pb.ListServicesResponse:
         now = time.time()
+        found = self.control.count(request.pattern)
         return pb.ListServicesResponse(
-            services=[status_to_pb(s, now) for s in self.control.list(request.pattern)])
+            services=[status_to_pb(s, now) for s in found.services], counts=found.counts,
+            total=found.total)
 
     @unary_sync
     def Version(self, request: pb.VersionRequest, context: Any) -> pb.VersionResponse:
@@ -103,7 +120,8 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Start(self, request: pb.StartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(self.bridge.call(
-            lambda: self.control.start(request.service, wait=not request.no_wait), context))
+            lambda: self.control.start(request.service, wait=not request.no_wait,
+                                       force=request.force), context))
 
     @unary_sync
     def Stop(self, request: pb.StopRequest, context: Any) -> pb.ServiceStatus:
@@ -114,7 +132,7 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @unary_sync
     def Restart(self, request: pb.RestartRequest, context: Any) -> pb.ServiceStatus:
         return status_to_pb(self.bridge.call(
-            lambda: self.control.restart(request.service), context))
+            lambda: self.control.restart(request.service, force=request.force), context))
 
     @unary_sync
     def Logs(self, request: pb.LogsRequest, context: Any) -> pb.LogsResponse:
@@ -132,14 +150,17 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     @stream_sync
     def WatchStatus(self, request: pb.WatchStatusRequest,
                     context: Any) -> Iterator[pb.ServiceStatus]:
-        for st in self.bridge.iterate(lambda: self.control.watch(request.service), context):
+        for st in self.bridge.iterate(lambda: self.control.watch(
+                request.service, request.keepalive_seconds), context):
             yield status_to_pb(st)
 
     @unary_sync
     def Update(self, request: pb.UpdateRequest, context: Any) -> pb.UpdateResponse:
-        started = self.bridge.call(
-            lambda: self.control.update(request.service, request.version), context)
-        return pb.UpdateResponse(operation_id=started.operation_id, message=started.message)
+        started = self.bridge.call(lambda: self.control.update(
+            request.service, request.version, origin=request.origin,
+            start_stopped=request.start_stopped), context)
+        return pb.UpdateResponse(operation_id=started.operation_id, message=started.message,
+                                 started=started.started)
 
     @stream_sync
     def WatchUpdate(self, request: pb.WatchUpdateRequest,
@@ -165,7 +186,8 @@ class ManagerServicer(pb_grpc.ManagerServicer):
 
     @unary_sync
     def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
-        started = self.bridge.call(lambda: self.control.rollback(request.service), context)
+        started = self.bridge.call(lambda: self.control.rollback(
+            request.service, origin=request.origin, version=request.version), context)
         return pb.RollbackResponse(operation_id=started.operation_id, version=started.version)
 
     @unary_sync
@@ -177,22 +199,46 @@ class ManagerServicer(pb_grpc.ManagerServicer):
                     for r in self.control.releases(request.service)]
         return pb.ListReleasesResponse(releases=self.bridge.call(releases, context))
 
+    @unary_sync
+    def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
+        async def get() -> OperationReport:  # the updater's state lives on the loop
+            return self.control.get_update(request.service, request.operation_id,
+                                           request.origin)
+        return operation_to_pb(self.bridge.call(get, context))
+
+    @unary_sync
+    def CheckRelease(self, request: pb.CheckReleaseRequest,
+                     context: Any) -> pb.CheckReleaseResponse:
+        unit = self.control.unit(request.service)
+        found = self.bridge.call(lambda: self.control.check_release(
+            unit.name, request.version), context)
+        return pb.CheckReleaseResponse(service=unit.name, version=request.version,
+                                       available=found.available, url=found.url,
+                                       message=found.message, package=unit.config.package)
+
     # ---- placeholders: this round's contract, not implemented yet ----------------------
 
     @unary_sync
-    def GetUpdate(self, request: pb.GetUpdateRequest, context: Any) -> pb.UpdateOperation:
-        raise Unimplemented("GetUpdate is not implemented yet")
-
-    @unary_sync
     def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
-        raise Unimplemented("Reload is not implemented yet")
+        done = self.bridge.call(self.control.reload, context)
+        return pb.ReloadResponse(added=done.added, removed=done.removed, changed=done.changed,
+                                 unchanged=done.unchanged, message=done.message)
+
+    # ---- the event history (backendai/events) -------------------------------------------
 
     @unary_sync
     def ListEvents(self, request: epb.ListEventsRequest, context: Any,
                    ) -> epb.ListEventsResponse:
-        raise Unimplemented("ListEvents is not implemented yet")
+        event_wire.no_host(request)
+        req = event_wire.page_request(request)
+        return event_wire.page_response(self.bridge.call(
+            lambda: self.control.list_events(req), context))
 
     @stream_sync
     def WatchEvents(self, request: epb.WatchEventsRequest, context: Any,
                     ) -> Iterator[epb.Event]:
-        raise Unimplemented("WatchEvents is not implemented yet")
+        event_wire.no_host(request)
+        flt = event_wire.watch_filter(request)
+        for ev in self.bridge.iterate(lambda: self.control.watch_events(
+                flt, after_id=request.after_id, from_now=request.from_now), context, depth=64):
+            yield event_wire.to_pb(ev)

@@ -1,14 +1,17 @@
 """The manager's live API for browsers, over WebSocket (message shapes: docs/DASHBOARD.md).
 
 - `WS /api/services/ws` (seed 004): a snapshot of every service, then one message per
-  change, from the same per-unit feeds WatchStatus reads. Each service's message is
-  published under its name, so a slow reader gets the latest status of each service,
-  never a backlog (backendai/websocket.py coalesces).
+  change, from the same per-unit feeds WatchStatus reads, and the services a config
+  reload adds (their `status`) or removes (`removed`), from the fleet's member feed.
+  Each service's message is published under its name, so a slow reader gets the latest
+  status of each service, never a backlog (backendai/websocket.py coalesces).
 - `WS /api/services/{name}/logs/ws?tail=N`: the last N lines, then new lines, in
   batches (at most ~10 messages a second); a slow reader holds the follower back
   (the log store reads from the file when asked), so memory stays bounded.
 - `WS /api/updates/{id}/ws`: every step of an update operation (replayed when it is
   over), as WatchUpdate sends them.
+- `WS /api/events/ws?subject=&kind=&limit=N`: the recent events, then each new one
+  (backendai/events/live_ws.py; the page shows a service's beside its details).
 
 A caller without a valid token is closed with 1008 before any data; a read-only token
 may watch (these are reads). What a request names is checked before the upgrade, for
@@ -28,11 +31,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from backendai.errors import InvalidArgument, NotFound
+from backendai.events import live_ws
 from backendai.http_router import Router, open_access
 from backendai.http_server import JSON, Request, Upgrade
 from backendai.update_terms import outcome_text
 from manager.api.control import ManagerControl
 from manager.supervision.states import ServiceStatus
+from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
     from backendai.websocket import Limits, WebSocket
@@ -101,6 +106,8 @@ class LiveRoutes:
         router.add("GET", "/api/services/(?P<name>[^/]+)/logs/ws", self._logs,
                    query=("tail",), auth=open_access)
         router.add("GET", "/api/updates/(?P<id>[^/]+)/ws", self._update, auth=open_access)
+        router.add("GET", "/api/events/ws", self._events, query=live_ws.QUERY,
+                   auth=open_access)
 
     # ---- WS /api/services/ws -------------------------------------------------------
 
@@ -116,10 +123,17 @@ class LiveRoutes:
                            "role": identity.role.value if identity.role else None}}
 
     async def _watch_services(self, ws: WebSocket) -> None:
+        """The snapshot, then each service's changes; a reload that adds a service starts
+        its messages (a `status` for a name not seen yet), one that removes a service
+        sends `removed` (under the service's key: a later status of a re-added service
+        replaces it)."""
         from backendai.websocket import ConnectionClosed  # noqa: PLC0415
 
-        feeds = {name: self.control.watch(name) for name in self.control.units}
+        members = self.control.fleet.members.subscribe()
+        forwards: dict[str, tuple[ServiceUnit, asyncio.Task[None]]] = {}
         try:
+            units = dict(await anext(members))
+            feeds = {name: unit.watch() for name, unit in units.items()}
             first = {name: await anext(feed) for name, feed in feeds.items()}
             now = time.time()
             await ws.send({"type": "snapshot", **self.hello(ws), "at": round(now, 3),
@@ -127,24 +141,49 @@ class LiveRoutes:
             try:
                 async with asyncio.TaskGroup() as tg:
                     for name, feed in feeds.items():
-                        tg.create_task(self._forward(ws, name, feed, first[name]))
+                        forwards[name] = (units[name], tg.create_task(
+                            self._forward(ws, name, feed, first[name])))
                     tg.create_task(self._drain(ws))
+                    async for now_members in members:
+                        self._follow_members(ws, tg, forwards, dict(now_members))
             except* ConnectionClosed:
                 pass
         finally:
-            for feed in feeds.values():
-                with contextlib.suppress(RuntimeError):
-                    await feed.aclose()  # type: ignore[attr-defined]
+            for _, task in forwards.values():
+                task.cancel()
+            with contextlib.suppress(RuntimeError):
+                await members.aclose()  # type: ignore[attr-defined]
+
+    def _follow_members(self, ws: WebSocket, tg: asyncio.TaskGroup,
+                        forwards: dict[str, tuple[ServiceUnit, asyncio.Task[None]]],
+                        units: dict[str, ServiceUnit]) -> None:
+        """A reload changed the set of services: stop following what went (saying so),
+        follow what came (its first status goes out as a `status`)."""
+        for name, (unit, task) in list(forwards.items()):
+            if units.get(name) is not unit:
+                task.cancel()
+                del forwards[name]
+                if name not in units:
+                    ws.publish(name, {"type": "removed", "at": round(time.time(), 3),
+                                      "service": name})
+        for name, unit in units.items():
+            if name not in forwards:
+                forwards[name] = (unit, tg.create_task(
+                    self._forward(ws, name, unit.watch(), None)))
 
     async def _forward(self, ws: WebSocket, name: str, feed: AsyncIterator[ServiceStatus],
-                       last: ServiceStatus) -> None:
-        async for st in feed:
-            if st is last:
-                continue
-            last = st
-            now = time.time()
-            ws.publish(name, {"type": "status", "at": round(now, 3),
-                              "service": status_json(st, now)})
+                       last: ServiceStatus | None) -> None:
+        try:
+            async for st in feed:
+                if st is last:
+                    continue
+                last = st
+                now = time.time()
+                ws.publish(name, {"type": "status", "at": round(now, 3),
+                                  "service": status_json(st, now)})
+        finally:
+            with contextlib.suppress(RuntimeError):
+                await feed.aclose()  # type: ignore[attr-defined]
 
     @staticmethod
     async def _drain(ws: WebSocket) -> None:
@@ -212,6 +251,22 @@ class LiveRoutes:
                 nxt.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await nxt
+
+    # ---- WS /api/events/ws ----------------------------------------------------------
+
+    async def _events(self, req: Request) -> Upgrade:
+        """The recent events of a subject (the page asks `subject=service/NAME`), then
+        each new one, from the history's own watch (backendai/events/live_ws.py)."""
+        page = live_ws.ws_request({})
+        if req.caller.identity.authenticated:
+            page = live_ws.ws_request(req.query)  # 400 before upgrading
+            self.control.require_events()  # 501 without a history
+
+        async def session(ws: WebSocket) -> None:
+            await live_ws.serve(ws, lambda: live_ws.stream(
+                ws, page, self.control.list_events,
+                lambda flt, after: self.control.watch_events(flt, after_id=after)))
+        return _accept(req, session, self.limits)
 
     # ---- WS /api/updates/{id}/ws -----------------------------------------------------
 

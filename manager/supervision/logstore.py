@@ -52,6 +52,7 @@ class LogStore:
         self._write_failing = False
         self._fd = os.open(self._path, _WRITE_FLAGS, 0o640)
         self._size = os.fstat(self._fd).st_size
+        self._opened_size = self._size  # bytes_written counts from here
         self._seq = 0  # sequence number of the current file
         # absolute stream offset of the first byte of each file still on disk, by sequence
         self._starts: dict[int, int] = {0: 0}
@@ -64,6 +65,19 @@ class LogStore:
     def path(self) -> Path:
         """The current log file."""
         return self._path
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes written to the log files since this store opened (across rotations);
+        computed from the offsets the store keeps anyway, so writing costs nothing more."""
+        return self._starts[self._seq] + self._size - self._opened_size
+
+    def reconfigure(self, *, max_bytes: int, backups: int) -> None:
+        """New rotation limits (a config reload); they apply from the next write."""
+        if max_bytes < 1 or backups < 0:
+            raise ValueError("max_bytes must be positive and backups >= 0")
+        self._max_bytes = max_bytes
+        self._backups = backups
 
     # ---- writing ----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import structlog
 from backendai.errors import BackendAIError, DeadlineExceeded, ServiceFailed
 from backendai.feed import Feed
 from manager.config import ServiceConfig
-from manager.supervision.states import ServiceStatus, State, UpdateSummary
+from manager.supervision.states import HealthView, ServiceStatus, State, UpdateSummary
 
 log = structlog.get_logger(__name__)
 
@@ -69,8 +69,13 @@ class PolledUnit:
         self._observed = Observed(State.STOPPED, message="not observed yet")
         self._state_since = time.time()
         self._version = read_version(config)
+        # What was last asked through the manager ("running" | "stopped"); "" unknown.
+        self.desired = ""
         self._asked = 0  # observations started / the newest one applied: a slow older
         self._applied = 0  # observation never overwrites a newer one
+        self.health = HealthView("unknown", "no check yet", time.time()) \
+            if config.health_check is not None else HealthView()
+        self._health_restart: asyncio.Task[None] | None = None
         self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
 
     # ---- subclass hooks -----------------------------------------------------------------
@@ -135,6 +140,27 @@ class PolledUnit:
         self.update_summary = summary
         self._publish()
 
+    # ---- hooks for the health monitor ---------------------------------------------------
+
+    def set_health(self, health: HealthView) -> None:
+        self.health = health
+        self._publish()
+
+    def unhealthy(self, pid: int, reason: str) -> None:
+        """The host's init runs the service: restart it through the backend (once at a
+        time; a failed restart is logged)."""
+        if self._health_restart is not None and not self._health_restart.done():
+            return
+        log.warning("service.health_restart", service=self.name, backend=self.backend,
+                    pid=pid, reason=reason)
+        self._health_restart = asyncio.get_running_loop().create_task(self._restart_quietly())
+
+    async def _restart_quietly(self) -> None:
+        try:
+            await self.restart()  # type: ignore[attr-defined]
+        except BackendAIError as exc:
+            log.warning("service.health_restart_failed", service=self.name, error=str(exc))
+
     # ---- observation ------------------------------------------------------------------
 
     async def refresh(self) -> Observed:
@@ -166,12 +192,21 @@ class PolledUnit:
 
     def _snapshot(self) -> ServiceStatus:
         obs = self._observed
+        cfg, health = self.config, self.health
         return ServiceStatus(
             name=self.name, state=obs.state, pid=obs.pid,
             started_at=obs.started_at if obs.pid else 0.0, restarts=obs.restarts,
             exit_code=obs.exit_code, exit_signal=obs.exit_signal, version=self._version,
-            package=self.config.package, backend=self.backend, message=obs.message,
-            state_since=self._state_since, update=self.update_summary)
+            package=cfg.package, backend=self.backend, message=obs.message,
+            state_since=self._state_since, update=self.update_summary,
+            desired=self.last_asked(),
+            health=health.health, health_message=health.message,
+            health_since=health.since, health_failures=health.failures,
+            instance_of=cfg.instance_of, instance=cfg.instance, after=cfg.after)
+
+    def last_asked(self) -> str:
+        """The `desired` the status reports (a subclass may know more)."""
+        return self.desired
 
     def _publish(self) -> None:
         snap = self._snapshot()

@@ -8,6 +8,10 @@
   service's writes fill the pipe buffer (raised to 1 MiB) instead of failing with
   EPIPE, and a restarted manager reopens the same FIFO and keeps reading.
 - A process is identified by pid *and* start time, so a reused pid is never adopted.
+  `identify` reads /proc directly, as psutil computes it (start time in clock ticks
+  since boot plus the boot time), so a start that finds no process to adopt never loads
+  psutil; the searches through the process table (`find_by_spawn_id`, `descendants`)
+  use psutil, imported at their first use.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 SPAWN_ID_ENV = "AI_MANAGER_SPAWN_ID"
 PIPE_SIZE = 1 << 20
@@ -61,15 +63,34 @@ def spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], output_fd: i
         user=user or None, group=group or None, extra_groups=[] if user else None)
 
 
+_BOOT_TIME: list[float] = []
+
+
+def _boot_time() -> float:
+    if not _BOOT_TIME:
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"btime"):
+                    _BOOT_TIME.append(float(line.split()[1]))
+                    break
+            else:
+                raise OSError("no btime in /proc/stat")
+    return _BOOT_TIME[0]
+
+
 def identify(pid: int) -> Identity | None:
-    """The process's identity, or None if it is gone or a zombie."""
+    """The process's identity, or None if it is gone or a zombie (psutil's create_time:
+    /proc/PID/stat's start time / clock ticks + boot time)."""
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return Identity(pid, proc.create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
         return None
+    fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "
+    if len(fields) < 20 or fields[0] == b"Z":  # fields[0] is field 3, the state
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return Identity(pid, int(fields[19]) / ticks + _boot_time())  # field 22, starttime
 
 
 def same_process(ident: Identity, create_time: float) -> bool:
@@ -78,6 +99,8 @@ def same_process(ident: Identity, create_time: float) -> bool:
 
 def find_by_spawn_id(spawn_id: str) -> Identity | None:
     """Find the leader of a spawn whose pid was never recorded (crash right after fork)."""
+    import psutil  # noqa: PLC0415 - see the module's docstring
+
     needle = spawn_id
     best: Identity | None = None
     for proc in psutil.process_iter(["pid", "create_time"]):
@@ -112,6 +135,8 @@ def signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 def descendants(pid: int) -> list[Identity]:
     """Every live descendant, including ones that left the group with setsid()."""
+    import psutil  # noqa: PLC0415 - see the module's docstring
+
     try:
         procs = psutil.Process(pid).children(recursive=True)
     except (psutil.NoSuchProcess, psutil.AccessDenied):

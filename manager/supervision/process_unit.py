@@ -26,7 +26,7 @@ from manager.config import ServiceConfig
 from manager.statestore import ServiceRecord, StateStore
 from manager.supervision import process_os, supervisor
 from manager.supervision.logstore import LogStore
-from manager.supervision.states import ServiceStatus, State, UpdateSummary
+from manager.supervision.states import HealthView, ServiceStatus, State, UpdateSummary
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +64,11 @@ class ProcessUnit:
         self._version = config.version or "unknown"
         self._stopped = asyncio.Event()
         self.ready = asyncio.Event()  # set once run() recovered the service
+        self.health = initial_health(config)
+        # Autostart waits for the fleet (start order) when the service starts `after`
+        # others, or when the fleet says so (a reload starts what it adds in order).
+        self.defer_autostart = bool(config.after)
+        self.autostart_pending = False
         self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
 
     # ---- the ServiceUnit contract ---------------------------------------------------
@@ -85,8 +90,17 @@ class ProcessUnit:
 
     async def restart(self) -> ServiceStatus:
         async with self._lock:
-            await self._stop(None, False)
+            # The record keeps desired "running" across the stop: a manager killed
+            # between the stop and the start brings the service back at its next start.
+            await self._stop(None, False, desired="running")
             return await self._start(wait=True)
+
+    async def pause(self) -> ServiceStatus:
+        """Stop for a start that follows (a config reload restarting a changed service):
+        like stop(), but the record keeps desired "running", so a manager killed before
+        the start brings the service back at its next start."""
+        async with self._lock:
+            return await self._stop(None, False, desired="running")
 
     async def tail(self, lines: int) -> list[str]:
         return await self.logs.tail(lines)
@@ -137,6 +151,33 @@ class ProcessUnit:
         self.update_summary = summary
         self._publish()
 
+    # ---- hooks for the health monitor and a reload -------------------------------------
+
+    def set_health(self, health: HealthView) -> None:
+        self.health = health
+        self._publish()
+
+    def unhealthy(self, pid: int, reason: str) -> None:
+        self._dispatch(supervisor.Unhealthy(pid, reason))
+
+    def reconfigure(self, config: ServiceConfig) -> None:
+        """A reload changed this service's spec (same name and backend): the next spawn
+        uses it. The caller stopped the service first."""
+        self.config = config
+        self.policy = config.policy
+        self.logs.reconfigure(max_bytes=config.log_max_bytes, backups=config.log_backups)
+        self.health = initial_health(config)
+        self.defer_autostart = bool(config.after)
+        self._publish()
+
+    def environment(self) -> dict[str, str]:
+        """The service's environment: the manager's own (with `inherit_env`, else only
+        PATH), then `[env]` and the service's `env` (merged by the config loader)."""
+        cfg = self.config
+        env = dict(os.environ) if cfg.inherit_env else {"PATH": os.defpath}
+        env.update(cfg.env)
+        return env
+
     # ---- lifecycle internals (called with the lock held) --------------------------------
 
     async def _start(self, *, wait: bool) -> ServiceStatus:
@@ -162,8 +203,9 @@ class ProcessUnit:
             raise DeadlineExceeded(
                 f"service {self.name!r} did not reach RUNNING within {deadline:g}s") from None
 
-    async def _stop(self, timeout: float | None, force: bool) -> ServiceStatus:
-        self._save(desired="stopped")
+    async def _stop(self, timeout: float | None, force: bool, *,
+                    desired: str = "stopped") -> ServiceStatus:
+        self._save(desired=desired)
         self._dispatch(supervisor.StopRequested(timeout=timeout, force=force))
         limit = (self.policy.stop_timeout if timeout is None else timeout) + \
             2 * supervisor.KILL_GRACE + WAIT_MARGIN
@@ -202,7 +244,8 @@ class ProcessUnit:
                              reason=self.core.message)
                 for action in actions:
                     self._act(action)
-                if self.core != old:
+                # a request may change only what was asked (`desired`): shown too
+                if self.core != old or self.feed.value.desired != self._record.desired:
                     self._publish()
         finally:
             self._dispatching = False
@@ -226,8 +269,7 @@ class ProcessUnit:
         spawn_id = uuid.uuid4().hex
         # Recorded before the fork: a crash right after it can still find the process.
         self._save(desired="running", spawn_id=spawn_id, pid=0, create_time=0.0)
-        env = dict(os.environ) if cfg.inherit_env else {"PATH": os.defpath}
-        env.update(cfg.env)
+        env = self.environment()
         env[process_os.SPAWN_ID_ENV] = spawn_id
         try:
             child_fd = self._output_fd()
@@ -311,8 +353,9 @@ class ProcessUnit:
     def _recover(self) -> None:
         rec = self.store.load_service(self.name)
         if rec is None:
-            if self.config.autostart:
-                self._save(desired="running")
+            if self.config.autostart and self.defer_autostart:
+                self.autostart_pending = True  # the fleet starts it, in start order
+            elif self.config.autostart:  # the spawn records desired "running" first
                 self._dispatch(supervisor.StartRequested())
             return
         self._record = rec
@@ -381,14 +424,25 @@ class ProcessUnit:
 
     def _snapshot(self) -> ServiceStatus:
         core = self.core
+        cfg, health = self.config, self.health
         return ServiceStatus(
             name=self.name, state=core.state, pid=core.pid,
             started_at=self._started_at if core.pid else 0.0, restarts=core.restarts,
             exit_code=core.exit_code, exit_signal=core.exit_signal, version=self._version,
-            package=self.config.package, backend=self.backend, message=core.message,
-            state_since=self._state_since, adopted=core.adopted, update=self.update_summary)
+            package=cfg.package, backend=self.backend, message=core.message,
+            state_since=self._state_since, adopted=core.adopted, update=self.update_summary,
+            desired=self._record.desired,
+            health=health.health, health_message=health.message,
+            health_since=health.since, health_failures=health.failures,
+            instance_of=cfg.instance_of, instance=cfg.instance, after=cfg.after)
 
     def _publish(self) -> None:
         self.feed.publish(self._snapshot())
         self._changed.set()
 
+
+def initial_health(config: ServiceConfig) -> HealthView:
+    """A service's health before its monitor reports: "unknown" with a check, else ""."""
+    if config.health_check is None:
+        return HealthView()
+    return HealthView("unknown", "no check yet", time.time())

@@ -73,13 +73,13 @@ class RcdUnit(PolledUnit):
     backend = "rcd"
 
     def __init__(self, config: ServiceConfig, store: StateStore | None = None) -> None:
+        record = store.load_service(config.name) if store is not None else None
+        self.core = rcd_supervisor.RcdCore(desired=record.desired if record else None)
         super().__init__(config)
         self.script = config.rc_script
         self.logs = ExternalLog(Path(config.log_file))
         self.store = store
         self.policy = config.policy
-        record = store.load_service(config.name) if store is not None else None
-        self.core = rcd_supervisor.RcdCore(desired=record.desired if record else None)
         self._requests = 0  # start/stop/restart requests so far: a newer one takes over
         self._pending: RestartDecision | None = None  # for the background loop to carry out
 
@@ -167,6 +167,9 @@ class RcdUnit(PolledUnit):
             raise
         await self.refresh()
         return self.status()
+
+    def last_asked(self) -> str:
+        return self.core.desired or ""
 
     def _save(self) -> None:
         if self.store is not None and self.core.desired is not None:

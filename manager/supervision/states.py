@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -32,6 +33,16 @@ class UpdateSummary:
     last_origin: str = ""
     running_version: str = ""  # the version the running operation targets
     running_step: str = ""  # the step it is at
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    """What a service's health check found, as its status shows it (health_monitor.py)."""
+
+    health: str = ""  # "" (no check configured) | "unknown" | "healthy" | "unhealthy"
+    message: str = ""  # the last check's result in words
+    since: float = 0.0  # wall clock: when `health` last changed
+    failures: int = 0  # consecutive failed checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +78,12 @@ class ServiceStatus:
     def running(self) -> bool:
         """What the seeds' GET /status calls "running"."""
         return self.state in (State.STARTING, State.RUNNING)
+
+
+def count_states(statuses: Iterable[ServiceStatus]) -> dict[str, int]:
+    """How many services are in each state, by state name ("RUNNING": 3); states with
+    none are left out (seed 003's Count)."""
+    counts: dict[str, int] = {}
+    for st in statuses:
+        counts[st.state.value] = counts.get(st.state.value, 0) + 1
+    return counts

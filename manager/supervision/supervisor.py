@@ -11,6 +11,11 @@ the rcd backend uses too: restart at once, back off, stay EXITED or go FATAL (se
 module for the rules). An exit is clean for `restart = "on-failure"` when its code is
 in `success_exit_codes` and no signal killed it; a vanished service's exit status is
 unknown, so it is not clean.
+
+A service its health check found unhealthy (`Unhealthy`, from health_monitor.py with
+`on_unhealthy = "restart"`) is stopped like a requested stop (stop_signal, then SIGKILL
+after stop_timeout), but its exit is then a failure: the same restart decision follows,
+so health restarts count toward backoff and the crash-loop limit.
 """
 
 from __future__ import annotations
@@ -78,8 +83,16 @@ class Vanished:
     """A manager restart found that the service it had running is gone."""
 
 
+@dataclass(frozen=True, slots=True)
+class Unhealthy:
+    """The health check of this process failed `failures` times (on_unhealthy restart)."""
+
+    pid: int
+    reason: str
+
+
 Event = (StartRequested | StopRequested | Spawned | SpawnFailed | Exited | TimerFired
-         | Adopted | Vanished)
+         | Adopted | Vanished | Unhealthy)
 
 
 # ---- actions ------------------------------------------------------------------------
@@ -122,6 +135,7 @@ class Core:
     start_failures: int = 0  # consecutive exits before start_secs
     crashes: tuple[float, ...] = field(default_factory=tuple)  # times of recent crashes
     adopted: bool = False
+    unhealthy: str = ""  # STOPPING because unhealthy: why (the exit is then a failure)
 
 
 def _arm(core: Core, delay: float) -> tuple[Core, SetTimer]:
@@ -136,7 +150,7 @@ def _disarm(core: Core) -> Core:
 def _spawn(core: Core, *, restart: bool) -> tuple[Core, list[Action]]:
     core = _disarm(core)
     return dataclasses.replace(
-        core, state=State.STARTING, pid=0, adopted=False,
+        core, state=State.STARTING, pid=0, adopted=False, unhealthy="",
         restarts=core.restarts + (1 if restart else 0)), [Spawn()]
 
 
@@ -200,12 +214,17 @@ def transition(core: Core, event: Event, now: float, policy: Policy,
                 core, timer = _arm(core, policy.stop_timeout if timeout is None else timeout)
                 return core, [SignalGroup(policy.stop_signal), timer]
             if state == State.STOPPING:
+                if core.unhealthy:  # the operator's stop wins: the exit is a stop
+                    core = dataclasses.replace(core, unhealthy="", message="stop requested")
                 if force:
                     core, timer = _arm(core, KILL_GRACE)
                     return core, [KillGroup(), timer]
                 return core, []
             if state in (State.BACKOFF, State.EXITED, State.FATAL):
-                return dataclasses.replace(_disarm(core), state=State.STOPPED, pid=0), []
+                # The message said why it was down ("...; retrying in 2.08s"): no longer
+                # true once stopped, so it says what happened instead.
+                return dataclasses.replace(_disarm(core), state=State.STOPPED, pid=0,
+                                           message=f"stopped (was {state.value})"), []
             return core, []
 
         case Spawned(pid=pid):
@@ -226,6 +245,12 @@ def transition(core: Core, event: Event, now: float, policy: Policy,
                 return core, [KillGroup()]  # a stale exit; still sweep what it left
             core = dataclasses.replace(core, exit_code=code, exit_signal=sig)
             reason = describe_exit(code, sig)
+            if state == State.STOPPING and core.unhealthy:
+                why = f"unhealthy: {core.unhealthy}"
+                core = dataclasses.replace(_disarm(core), unhealthy="")
+                core, actions = _after_failure(core, now, policy, roll, during_start=False,
+                                               reason=why, clean=False)
+                return core, [KillGroup(), *actions]
             if state == State.STOPPING:
                 core = dataclasses.replace(_disarm(core), state=State.STOPPED, pid=0,
                                            message=f"stopped ({reason})")
@@ -257,6 +282,14 @@ def transition(core: Core, event: Event, now: float, policy: Policy,
                 return core, []
             core = dataclasses.replace(core, pid=pid, adopted=True, message="re-adopted")
             return _running(core, policy, age)
+
+        case Unhealthy(pid=pid, reason=reason):
+            if state not in (State.STARTING, State.RUNNING) or pid != core.pid or pid == 0:
+                return core, []
+            core = dataclasses.replace(core, state=State.STOPPING, unhealthy=reason,
+                                       message=f"unhealthy, restarting: {reason}")
+            core, timer = _arm(core, policy.stop_timeout)
+            return core, [SignalGroup(policy.stop_signal), timer]
 
         case Vanished():
             if state != State.STOPPED:

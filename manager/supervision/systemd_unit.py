@@ -11,8 +11,11 @@ systemd restarts the service itself (the unit's `Restart=`, `RestartSec=`,
 pending -> BACKOFF, a failed unit that systemd would have restarted (or a start limit
 hit) -> FATAL ("systemd gave up"), a failed unit without `Restart=` -> EXITED. A manual
 start resets systemd's failed state first (as a manual start clears FATAL in the other
-backends). Status changes are found by polling `systemctl show` every `status_interval` seconds (one
-~10 ms call) and every 50 ms while a request waits for a state.
+backends). A forced stop queues the stop job before its SIGKILL (so systemd never
+schedules a restart for it) and clears the failed state systemd records for a process
+killed that way: the unit was stopped as asked, STOPPED, not FATAL. Status changes are
+found by polling `systemctl show` every `status_interval` seconds (one ~10 ms call) and
+every 50 ms while a request waits for a state.
 
 Logs come from `journalctl -u UNIT -o json` (last N; `-f` for StreamLogs; the journal
 files in `journal_directory` when set), or, when the service sets `log_file`, from that
@@ -22,6 +25,7 @@ file (the unit writes it with `StandardOutput=append:FILE`).
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
@@ -168,6 +172,7 @@ class SystemdUnit(PolledUnit):
 
     async def start(self, *, wait: bool = True) -> ServiceStatus:
         async with self._lock:
+            self.desired = "running"  # in memory: systemd keeps no "asked" state for us
             before = await self._existing()
             if before.state == State.RUNNING:
                 return self.status()
@@ -182,13 +187,20 @@ class SystemdUnit(PolledUnit):
 
     async def stop(self, *, timeout: float | None = None, force: bool = False) -> ServiceStatus:
         async with self._lock:
+            self.desired = "stopped"
             await self._existing()
             await self._stop(timeout, force)
             return self.status()
 
     async def _stop(self, timeout: float | None, force: bool) -> None:
         if force:
+            # The stop job first, then SIGKILL. Killed first, a `Restart=` unit whose
+            # main process systemd sees die before the stop job runs is scheduled for an
+            # automatic restart (a restart the operator never asked for, counted in
+            # NRestarts), and the stop then leaves it failed.
+            await self._act("stop", "--no-block")
             await self._kill()
+        killed = force
         limit = self.config.policy.stop_timeout if timeout is None else timeout
         try:
             await self._act("stop", timeout=limit + 1.0)
@@ -196,8 +208,17 @@ class SystemdUnit(PolledUnit):
             # systemd's own TimeoutStopSec is longer than the caller wants to wait.
             log.warning("systemd.stop_timeout", service=self.name, timeout=limit)
             await self._kill()
+            killed = True
             await self._act("stop")
-        await self.refresh()
+        obs = await self.refresh()
+        if (killed and obs.exit_signal == signal.SIGKILL
+                and obs.state in (State.FATAL, State.EXITED)):
+            # systemd records a main process that died of our SIGKILL as a failure
+            # (ActiveState=failed, Result=signal), which reads as FATAL ("gave up
+            # restarting it") for a `Restart=` unit. It was stopped as asked: clear it.
+            await self._systemctl_call("reset-failed", "--", self.unit)
+            log.info("systemd.reset_after_kill", service=self.name, unit=self.unit)
+            await self.refresh()
 
     async def _reset_failed(self, obs: Observed) -> None:
         """A manual start clears systemd's failed state and start-limit counter, as it
@@ -211,6 +232,7 @@ class SystemdUnit(PolledUnit):
 
     async def restart(self) -> ServiceStatus:
         async with self._lock:
+            self.desired = "running"
             before = await self._existing()
             await self._reset_failed(before)
             await self._act("restart",

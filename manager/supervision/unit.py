@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from manager.config import ServiceConfig
-from manager.supervision.states import ServiceStatus, UpdateSummary
+from manager.supervision.states import HealthView, ServiceStatus, UpdateSummary
 
 
 class ServiceUnit(Protocol):
@@ -65,4 +65,12 @@ class ServiceUnit(Protocol):
 
     def set_update_summary(self, summary: UpdateSummary) -> None:
         """The update in progress and the last outcome, shown in status (updater)."""
+        ...
+
+    def set_health(self, health: HealthView) -> None:
+        """What the health check found, shown in status (health_monitor.py)."""
+        ...
+
+    def unhealthy(self, pid: int, reason: str) -> None:
+        """The health check says restart this process (`on_unhealthy = "restart"`)."""
         ...

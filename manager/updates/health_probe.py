@@ -7,6 +7,11 @@ called with an empty request whose response field 1 is the version), HTTP GET (2
 JSON object body with "version" must equal the target), TCP connect, or a command (exit
 0; run with the service's `env` plus AI_EXPECTED_VERSION; a JSON object on stdout with
 "version" must match).
+
+Which check the gate uses: the `health_probe` keys when `health_probe` is not "none"
+(they can also check the version); else the service's `[services.health]` check when
+it has one (the same check that watches it while it runs,
+manager/supervision/health_probes.py); else none (the service only has to stay up).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from backendai.channels import open_channel
 from backendai.errors import BackendAIError
 from backendai.v1 import manager_pb2 as pb
 from manager.config import HealthGate
+from manager.health_config import HealthCheck
+from manager.supervision.health_probes import run_check
 
 PROBE_TIMEOUT = 5.0
 READY_FILE = "ready-file:"
@@ -45,11 +52,20 @@ class ProbeSpec:
 
     gate: HealthGate
     env: Mapping[str, str] = field(default_factory=dict)
+    check: HealthCheck | None = None  # `[services.health]`, used when health_probe is none
+    cwd: str | None = None  # where an exec check runs
 
     @property
     def timeout(self) -> float:
         """One probe's timeout: PROBE_TIMEOUT, or less when the whole gate is shorter."""
         return min(PROBE_TIMEOUT, self.gate.healthy_deadline)
+
+    @property
+    def kind(self) -> str:
+        """The probe in words: the health_probe, else "health check KIND", else none."""
+        if self.gate.health_probe != "none" or self.check is None:
+            return f"{self.gate.health_probe} probe"
+        return f"{self.check.kind} health check"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +111,10 @@ async def probe_once(spec: ProbeSpec, expected: str) -> ProbeResult:
                     return await _tcp(spec)
                 case "command":
                     return await _command(spec, expected)
+                case _ if spec.check is not None:
+                    env = {**os.environ, **spec.env}
+                    result = await run_check(spec.check, env=env, cwd=spec.cwd)
+                    return ProbeResult(result.ok, result.message)
                 case _:
                     return ProbeResult(True)
     except TimeoutError:
@@ -222,7 +242,7 @@ async def health_gate(spec: ProbeSpec, expected: str, *,
                     why = down_reason()
                     if why is not None:
                         raise HealthFailed(why)
-                    return (f"healthy ({spec.gate.health_probe} probe) after {up_for:.2f}s")
+                    return f"healthy ({spec.kind}) after {up_for:.2f}s"
                 if not result.ok:
                     last = result.message
                 wait = INTERVAL if not result.ok else min(

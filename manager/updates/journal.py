@@ -2,7 +2,9 @@
 
 An operation row plus its ordered events: each step's "started" event is written
 (durably: synchronous=FULL) before the step acts, so a restarted manager knows exactly
-where an interrupted operation stood. Events are also what WatchUpdate replays.
+where an interrupted operation stood. Events are also what WatchUpdate replays, and
+each is also written to the event history (`update.step`, the last one
+`update.outcome`) in the same transaction.
 
 Records carry the enums of backendai/update_terms.py; the tables hold their `.value`
 text, as they always have (older databases load unchanged).
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from backendai.errors import InvalidArgument
+from backendai.events.model import Event, make_event
 from backendai.update_terms import OpKind, Outcome, Step, StepStatus, outcome_text
-from manager.statestore import StateStore
+from manager.statestore import StateStore, add_missing_columns
 
 MAX_OPS_KEPT = 200
 OP_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -49,6 +52,10 @@ class OpRecord:
     message: str = ""
     created: float = 0.0
     finished: float = 0.0
+    origin: str = ""                  # who asked (UpdateRequest.origin); "" an operator
+    leave_stopped: bool = False       # the service was stopped: do not start it
+    cancel_request: str = ""          # "stop" | "start" | "restart" that cancelled it
+    cancel_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +72,16 @@ class EventRecord:
 
 
 _SELECT_OP = ("SELECT id, service, kind, from_version, to_version, state, outcome, message, "
-              "created, finished")
+              "created, finished, origin, leave_stopped, cancel_request, cancel_reason")
 _SELECT_EV = "SELECT op_id, seq, step, status, message, elapsed, at, final, outcome"
 
 
 def _op(row: Any) -> OpRecord:
     (op_id, service, kind, from_version, to_version, state, outcome, message, created,
-     finished) = row
+     finished, origin, leave_stopped, cancel_request, cancel_reason) = row
     return OpRecord(op_id, service, OpKind(kind), from_version, to_version, state,
-                    Outcome.parse(outcome), message, created, finished)
+                    Outcome.parse(outcome), message, created, finished, origin,
+                    bool(leave_stopped), cancel_request, cancel_reason)
 
 
 def _event(r: Any) -> EventRecord:
@@ -81,7 +89,25 @@ def _event(r: Any) -> EventRecord:
                        Outcome.parse(r[8]))
 
 
-SCHEMA_VERSION = 1
+def history_event(op: OpRecord, ev: EventRecord) -> Event:
+    """The event history's line for a journaled step event."""
+    what = f"{op.kind.value} {op.from_version or '(none)'} -> {op.to_version}"
+    if ev.final:
+        text = f"{what}: {outcome_text(ev.outcome)}"
+    else:
+        text = f"{what}: {ev.step.value} {ev.status.value}"
+    if ev.message:
+        text += f" ({ev.message})"
+    return make_event(
+        "update.outcome" if ev.final else "update.step", f"service/{op.service}", text,
+        {"operation": op.id, "operation_kind": op.kind.value, "step": ev.step.value,
+         "status": ev.status.value, "from_version": op.from_version,
+         "to_version": op.to_version, "elapsed_seconds": f"{ev.elapsed:.3f}",
+         "outcome": outcome_text(ev.outcome) or None}, at=ev.at or time.time())
+
+
+# 1: the first layout; 2: update_ops gains origin, leave_stopped and the cancel request.
+SCHEMA_VERSION = 2
 # Each step is recorded before it acts (see updater.py); releases and the pointer to the
 # previous one are what a rollback switches back to.
 SCHEMA = """
@@ -95,7 +121,11 @@ CREATE TABLE IF NOT EXISTS update_ops (
     outcome TEXT NOT NULL DEFAULT '',
     message TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
-    finished REAL NOT NULL DEFAULT 0
+    finished REAL NOT NULL DEFAULT 0,
+    origin TEXT NOT NULL DEFAULT '',
+    leave_stopped INTEGER NOT NULL DEFAULT 0,
+    cancel_request TEXT NOT NULL DEFAULT '',
+    cancel_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS update_events (
     op_id TEXT NOT NULL,
@@ -122,30 +152,43 @@ CREATE TABLE IF NOT EXISTS release_pointers (
 """
 
 
+# What version 2 added to update_ops (a database of version 1, or of the layout before
+# versions were recorded, gets these columns with their defaults).
+V2_COLUMNS = {"origin": "TEXT NOT NULL DEFAULT ''",
+              "leave_stopped": "INTEGER NOT NULL DEFAULT 0",
+              "cancel_request": "TEXT NOT NULL DEFAULT ''",
+              "cancel_reason": "TEXT NOT NULL DEFAULT ''"}
+
+
+def _migrate(db: sqlite3.Connection, found: int) -> None:
+    if found < 2:
+        add_missing_columns(db, "update_ops", V2_COLUMNS)
+
+
 class UpdateJournal:
     def __init__(self, store: StateStore) -> None:
-        store.ensure_schema("update_journal", SCHEMA_VERSION, SCHEMA)
+        store.ensure_schema("update_journal", SCHEMA_VERSION, SCHEMA, _migrate)
+        self.store = store
         self.db: sqlite3.Connection = store.db
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[None]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _tx(self) -> Iterator[list[Event]]:
+        """One transaction; the event history's lines for what it journals are added to
+        the list it yields, and written in it."""
+        with self.store.transaction() as history:
+            yield history
 
     def create_op(self, op: OpRecord, first: EventRecord) -> None:
-        with self._tx():
+        with self._tx() as history:
+            history.append(history_event(op, first))
             self.db.execute("INSERT INTO update_ops ("
                             "id, service, kind, from_version, to_version, state, outcome, message, "
-                            "created, finished)"
-                            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            "created, finished, origin, leave_stopped, cancel_request, "
+                            "cancel_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             (op.id, op.service, op.kind.value, op.from_version,
                              op.to_version, op.state, outcome_text(op.outcome), op.message,
-                             op.created, op.finished))
+                             op.created, op.finished, op.origin, int(op.leave_stopped),
+                             op.cancel_request, op.cancel_reason))
             self._insert_event(first)
         self._trim(op.service)
 
@@ -159,17 +202,38 @@ class UpdateJournal:
     def append(self, op_id: str, step: Step, status: StepStatus, message: str = "",
                elapsed: float = 0.0, *, final: bool = False,
                outcome: Outcome | None = None) -> EventRecord:
-        with self._tx():
-            row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
-                                  "WHERE op_id = ?", (op_id,)).fetchone()
-            ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed,
-                             time.time(), final, outcome)
-            self._insert_event(ev)
+        with self._tx() as history:
+            ev = self._add(op_id, step, status, message, elapsed=elapsed, final=final,
+                          outcome=outcome, history=history)
             if final:
                 self.db.execute("UPDATE update_ops SET state='done', outcome=?, message=?, "
                                 "finished=? WHERE id=?", (outcome_text(outcome), message, ev.at,
                                                           op_id))
         return ev
+
+    def _add(self, op_id: str, step: Step, status: StepStatus, message: str, *,
+             history: list[Event], elapsed: float = 0.0, final: bool = False,
+             outcome: Outcome | None = None) -> EventRecord:
+        """The operation's next event (in the caller's transaction, with its line in the
+        event history)."""
+        row = self.db.execute("SELECT COALESCE(MAX(seq), -1) FROM update_events "
+                              "WHERE op_id = ?", (op_id,)).fetchone()
+        ev = EventRecord(op_id, int(row[0]) + 1, step, status, message, elapsed, time.time(),
+                         final, outcome)
+        self._insert_event(ev)
+        op = self.op(op_id)
+        if op is not None:
+            history.append(history_event(op, ev))
+        return ev
+
+    def cancel(self, op_id: str, request: str, reason: str) -> EventRecord:
+        """Record that a forced lifecycle request cancels the operation (its `cancel`
+        event and the op's columns in one transaction): a manager that crashes during
+        the cancel finishes it as a cancel on its next start."""
+        with self._tx() as history:
+            self.db.execute("UPDATE update_ops SET cancel_request=?, cancel_reason=? "
+                            "WHERE id=?", (request, reason, op_id))
+            return self._add(op_id, Step.CANCEL, StepStatus.OK, reason, history=history)
 
     def op(self, op_id: str) -> OpRecord | None:
         row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE id = ?",
@@ -185,6 +249,19 @@ class UpdateJournal:
         row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? AND "
                               "state = 'done' ORDER BY finished DESC LIMIT 1",
                               (service,)).fetchone()
+        return _op(row) if row else None
+
+    def last_op(self, service: str) -> OpRecord | None:
+        """The service's newest operation, running or done."""
+        row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? "
+                              "ORDER BY created DESC LIMIT 1", (service,)).fetchone()
+        return _op(row) if row else None
+
+    def last_with_origin(self, service: str, origin: str) -> OpRecord | None:
+        """The service's newest operation issued with `origin` (kept operations only)."""
+        row = self.db.execute(_SELECT_OP + " FROM update_ops WHERE service = ? AND "
+                              "origin = ? ORDER BY created DESC LIMIT 1",
+                              (service, origin)).fetchone()
         return _op(row) if row else None
 
     def events(self, op_id: str, after: int = -1) -> list[EventRecord]:

@@ -1,10 +1,12 @@
 // The manager's services page: the table, live over WS /api/services/ws; start / stop /
 // restart with confirmation (POST /api/services/{name}/...); the selected service's
-// details, its update (live steps over WS /api/updates/{id}/ws) and its log tail (WS
-// /api/services/{name}/logs/ws). Message shapes: docs/DASHBOARD.md.
+// details, its update (live steps over WS /api/updates/{id}/ws), its log tail (WS
+// /api/services/{name}/logs/ws) and its recent events, live, with who asked for what
+// (WS /api/events/ws?subject=service/NAME). Message shapes: docs/DASHBOARD.md.
 import { api, askToken, onToken, token } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
 import { clear, duration, el, setText, timestamp } from "./shared/dom.js";
+import { EventList } from "./shared/events.js";
 import { LiveSocket } from "./shared/live.js";
 import { badge, setBadge } from "./shared/states.js";
 
@@ -143,8 +145,7 @@ function applySnapshot(msg) {
   page.order = msg.services.map((s) => s.name);
   body.replaceChildren(...page.order.map((n) => page.services.get(n).row));
   for (const entry of page.services.values()) paintRow(entry);
-  setText($("services-count"), `${page.order.length}`);
-  $("services-empty").hidden = page.order.length > 0;
+  countRows();
   if (!page.selected || !page.services.has(page.selected)) {
     select(page.order[0] || "");
   } else {
@@ -155,13 +156,38 @@ function applySnapshot(msg) {
 
 function applyStatus(msg) {
   const s = msg.service;
-  const entry = page.services.get(s.name);
-  if (!entry) return;  // a snapshot lists every service first
+  let entry = page.services.get(s.name);
+  if (!entry) {
+    // a service a config reload added: its row goes last (the manager's order, too)
+    entry = makeRow(s.name);
+    page.services.set(s.name, entry);
+    page.order.push(s.name);
+    $("services-body").append(entry.row);
+    countRows();
+  }
   entry.data = s;
   entry.receivedAt = performance.now();
   paintRow(entry);
   if (s.name === page.selected) paintDetail();
   stamp(msg.at);
+}
+
+/** A config reload removed the service: its row goes (and its details, if selected). */
+function applyRemoved(msg) {
+  const entry = page.services.get(msg.service);
+  if (!entry) return;
+  entry.row.remove();
+  page.services.delete(msg.service);
+  page.order = page.order.filter((n) => n !== msg.service);
+  page.busy.delete(msg.service);
+  countRows();
+  if (page.selected === msg.service) select(page.order[0] || "");
+  stamp(msg.at);
+}
+
+function countRows() {
+  setText($("services-count"), `${page.order.length}`);
+  $("services-empty").hidden = page.order.length > 0;
 }
 
 function stamp(at) {
@@ -220,14 +246,22 @@ function select(name) {
     entry.row.setAttribute("aria-selected", n === name ? "true" : "false");
   }
   paintDetail();
-  if (changed) openLog(name);
+  if (changed) {
+    openLog(name);
+    setText($("events-name"), name);
+    eventList.follow(name ? { subject: `service/${name}` } : null);
+  }
 }
 
 function paintDetail() {
   const entry = page.services.get(page.selected);
   setText($("detail-name"), page.selected);
   const dl = clear($("detail"));
-  if (!entry) return;
+  if (!entry) {  // nothing selected (no services, or the selected one was removed)
+    if (page.updateOp) watchUpdate("");
+    $("update").replaceChildren(el("p", { class: "muted" }, "No update yet."));
+    return;
+  }
   const s = entry.data;
   const up = ["RUNNING", "STARTING", "STOPPING"].includes(s.state);
   const rows = [
@@ -349,6 +383,9 @@ function appendLines(pre, lines, cls = "") {
 
 // ---- start ------------------------------------------------------------------------------
 
+const eventList = new EventList({ limit: 20, id: "events" });
+$("events-slot").append(eventList.node);
+
 const live = new LiveSocket("/api/services/ws", {
   onMessage: (msg) => {
     if (msg.type === "snapshot") {
@@ -356,6 +393,8 @@ const live = new LiveSocket("/api/services/ws", {
       if (page.authNotice) { page.authNotice = false; notice(""); }
     } else if (msg.type === "status") {
       applyStatus(msg);
+    } else if (msg.type === "removed") {
+      applyRemoved(msg);
     }
   },
   onStatus: (state, detail) => {
@@ -370,6 +409,7 @@ const live = new LiveSocket("/api/services/ws", {
 
 onToken(() => {
   live.start();
+  eventList.restart();
   if (page.selected) { const name = page.selected; page.selected = ""; select(name); }
 });
 

@@ -1,0 +1,157 @@
+"""The event history on the hub's PostgreSQL store (the EventStore of
+backendai/events/store.py; tables in hub/migrations/postgresql.py, component "events").
+
+Ids come from event_seq's one row, locked by the writing transaction, so ids become
+visible in order even with several hubs writing; each write NOTIFYs `events`, which
+wakes the other hubs' watchers and sinks. Listings run with a statement timeout of
+QUERY_BUDGET seconds (a scan that runs longer is stopped with a clear error); subject
+globs become LIKE patterns (only * and ? are wildcards).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from backendai.errors import DeadlineExceeded
+from backendai.events.model import Event, PageRequest
+from backendai.events.sqlite_store import PRUNE_CHUNK, QUERY_BUDGET, event_row, row_event
+from backendai.events.store import Bounds
+
+if TYPE_CHECKING:
+    from hub.store_postgres import PostgresStore
+
+_COLUMNS = "id, at, kind, subject, message, fields, actor, transport, peer, result, host"
+_INSERT = (f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608 - fixed columns
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+def like_pattern(glob: str) -> str:
+    """A glob with * and ? as a LIKE pattern (backslash escapes LIKE's own wildcards)."""
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def page_query(req: PageRequest, last_id: int) -> tuple[str, list[Any]]:
+    where: list[str] = ["id <= %s"]
+    params: list[Any] = [last_id]
+    if req.after_id:
+        where.append("id > %s")
+        params.append(req.after_id)
+    if req.before_id:
+        where.append("id < %s")
+        params.append(req.before_id)
+    flt = req.filter
+    if flt.kind and flt.kind_prefix:
+        where.append("kind LIKE %s")
+        params.append(like_pattern(flt.kind) + "%")
+    elif flt.kind:
+        where.append("kind = %s")
+        params.append(flt.kind)
+    if flt.subject and flt.subject_glob:
+        where.append("subject LIKE %s")
+        params.append(like_pattern(flt.subject))
+    elif flt.subject:
+        where.append("subject = %s")
+        params.append(flt.subject)
+    if flt.since:
+        where.append("at >= %s")
+        params.append(flt.since)
+    if flt.until:
+        where.append("at <= %s")
+        params.append(flt.until)
+    order = "DESC" if req.newest_first else "ASC"
+    sql = (f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments
+           f"ORDER BY id {order} LIMIT %s")
+    return sql, [*params, req.limit]
+
+
+async def insert_events(conn: psycopg.AsyncConnection[Any], events: Sequence[Event],
+                        channel: str) -> int:
+    """Insert inside the caller's open transaction (taking event_seq's lock until it
+    ends); the newest id written."""
+    cur = await conn.execute("UPDATE event_seq SET last = last + %s WHERE id = 1 "
+                             "RETURNING last", (len(events),))
+    row = await cur.fetchone()
+    assert row is not None  # noqa: S101 - the migration inserts the row
+    last = int(row[0])
+    first = last - len(events) + 1
+    async with conn.cursor() as c:
+        await c.executemany(_INSERT, [(first + i, *event_row(ev))
+                                      for i, ev in enumerate(events)])
+    await conn.execute("SELECT pg_notify(%s, 'events')", (channel,))
+    return last
+
+
+class PgEventStore:
+    def __init__(self, store: PostgresStore, channel: str) -> None:
+        self.store = store
+        self.channel = channel
+
+    async def append(self, events: Sequence[Event]) -> int:
+        async with self.store.connection("writing events") as conn, conn.transaction():
+            return await insert_events(conn, events, self.channel)
+
+    async def page(self, req: PageRequest, last_id: int) -> list[Event]:
+        sql, params = page_query(req, last_id)
+        budget = max(1, int(QUERY_BUDGET * 1000))
+        async with self.store.connection("reading events") as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL statement_timeout = {budget}")
+            try:
+                cur = await conn.execute(sql, params)
+                rows = await cur.fetchall()
+            except psycopg.errors.QueryCanceled:  # (the transaction is rolled back)
+                raise DeadlineExceeded(
+                    f"the event query scanned for more than {QUERY_BUDGET:g}s; narrow it "
+                    "(kind, subject, time range)") from None
+        return [row_event(r) for r in rows]
+
+    async def bounds(self) -> Bounds:
+        async with self.store.connection("reading events") as conn:
+            cur = await conn.execute("SELECT (SELECT last FROM event_seq WHERE id = 1), "
+                                     "(SELECT min(id) FROM events)")
+            row = await cur.fetchone()
+        assert row is not None  # noqa: S101 - a SELECT of two scalars
+        return Bounds(int(row[1] or 0), int(row[0] or 0))
+
+    async def prune(self, *, keep: int, before_time: float) -> int:
+        removed = 0
+        bounds = await self.bounds()
+        threshold = bounds.last_id - keep
+        oldest = bounds.oldest_id
+        while oldest and oldest <= threshold:
+            upto = min(threshold, oldest + PRUNE_CHUNK - 1)
+            removed += await self._delete("DELETE FROM events WHERE id <= %s", (upto,))
+            oldest = upto + 1
+        while before_time > 0:
+            n = await self._delete("DELETE FROM events WHERE id IN (SELECT id FROM events "
+                                   "ORDER BY id LIMIT %s) AND at < %s",
+                                   (PRUNE_CHUNK, before_time))
+            removed += n
+            if n < PRUNE_CHUNK:
+                break
+        return removed
+
+    async def _delete(self, sql: str, params: tuple[Any, ...]) -> int:
+        async with self.store.connection("pruning events") as conn:
+            cur = await conn.execute(sql, params)
+            return int(cur.rowcount)
+
+    async def cursor(self, sink: str) -> int | None:
+        async with self.store.connection("reading a sink cursor") as conn:
+            cur = await conn.execute("SELECT last_id FROM event_cursors WHERE sink = %s",
+                                     (sink,))
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def save_cursor(self, sink: str, last_id: int) -> None:
+        async with self.store.connection("saving a sink cursor") as conn:
+            await conn.execute(
+                "INSERT INTO event_cursors (sink, last_id, updated) VALUES "
+                "(%s, %s, extract(epoch FROM now())) ON CONFLICT (sink) DO UPDATE SET "
+                "last_id = excluded.last_id, updated = excluded.updated", (sink, last_id))
+
+    async def close(self) -> None:
+        return None  # the store owns the pool
