@@ -226,36 +226,47 @@ class PostgresStore:
         note_list = list(notes)
         history = note_events(r, note_list)
         last = 0
-        async with self._conn("saving a rollout") as conn, conn.pipeline() as pipeline, \
-                conn.transaction():
-            held = await conn.execute(FENCE, (fence.holder, fence.epoch))
-            await conn.execute(
-                "INSERT INTO rollouts (id, created, state, active, core, epoch) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-                "state = excluded.state, active = excluded.active, core = excluded.core, "
-                "epoch = excluded.epoch",
-                (r.id, r.created_at, r.state.value, r.active, encode_core(r), epoch))
-            # each table's rows as one statement over arrays (one parameter per column,
-            # not per row: adapting thousands of rows one by one cost more than the write)
-            if host_list:
-                await conn.execute(
-                    "INSERT INTO rollout_hosts (rollout_id, name, row) "
-                    "SELECT %s, * FROM unnest(%b::text[], %b::text[]) "
-                    "ON CONFLICT (rollout_id, name) DO UPDATE SET row = excluded.row",
-                    (r.id, [h.name for h in host_list], [encode_host(h) for h in host_list]))
-            if note_list:
-                await conn.execute(
-                    "INSERT INTO rollout_events (rollout_id, idx, event, epoch) "
-                    "SELECT %s, *, %s FROM unnest(%b::bigint[], %b::text[])",
-                    (r.id, epoch, [n.index for n in note_list],
-                     [encode_note(n) for n in note_list]))
-            if history:
-                last = await insert_events(conn, history, CHANNEL)
-            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "rollout:" + r.id))
-            await pipeline.sync()
-            if await held.fetchone() is None:
-                raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no longer "
-                                "current or has expired")
+        async with self._conn("saving a rollout") as conn:
+            try:
+                async with conn.pipeline() as pipeline, conn.transaction():
+                    held = await conn.execute(FENCE, (fence.holder, fence.epoch))
+                    await conn.execute(
+                        "INSERT INTO rollouts (id, created, state, active, core, epoch) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                        "state = excluded.state, active = excluded.active, "
+                        "core = excluded.core, epoch = excluded.epoch",
+                        (r.id, r.created_at, r.state.value, r.active, encode_core(r), epoch))
+                    # each table's rows as one statement over arrays (one parameter per
+                    # column, not per row: adapting thousands of rows one by one cost more
+                    # than the write)
+                    if host_list:
+                        await conn.execute(
+                            "INSERT INTO rollout_hosts (rollout_id, name, row) "
+                            "SELECT %s, * FROM unnest(%b::text[], %b::text[]) "
+                            "ON CONFLICT (rollout_id, name) DO UPDATE SET row = excluded.row",
+                            (r.id, [h.name for h in host_list],
+                             [encode_host(h) for h in host_list]))
+                    if note_list:
+                        await conn.execute(
+                            "INSERT INTO rollout_events (rollout_id, idx, event, epoch) "
+                            "SELECT %s, *, %s FROM unnest(%b::bigint[], %b::text[])",
+                            (r.id, epoch, [n.index for n in note_list],
+                             [encode_note(n) for n in note_list]))
+                    if history:
+                        last = await insert_events(conn, history, CHANNEL)
+                    await conn.execute("SELECT pg_notify(%s, %s)",
+                                       (CHANNEL, "rollout:" + r.id))
+                    await pipeline.sync()
+                    if await held.fetchone() is None:
+                        raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no "
+                                        "longer current or has expired")
+            except psycopg.errors.IntegrityError:
+                # a deposed leader's rows can collide with its successor's (the same
+                # event index) before the lease check's answer is read: the lease
+                # says what the refusal was
+                async with conn.transaction():
+                    await self._fence(conn, fence)
+                raise
         self.rollout_changes.poke()
         self._committed(last, len(history))
 
