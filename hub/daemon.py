@@ -88,7 +88,7 @@ class HubDaemon(DaemonLifecycle):
             stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
                                  call_timeout=cfg.call_timeout,
-                                 interceptors=stats.interceptors())
+                                 instrument=stats.instrument)
             inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval,
                                   watch_connects=cfg.admission.watch_connects,
                                   contact_interval=cfg.contact_interval)
