@@ -1,5 +1,6 @@
 """What the hub counts for /metrics (hub/metrics.py): rollout outcomes from the rollout
-event notes, and every call to a manager from the hub's stubs (HubStats.instrument). Plain counts updated where things happen (backendai/metric_counts.py: no
+event notes, and every call to a manager from the hub's stubs (HubStats.instrument).
+Plain counts updated where things happen (backendai/metric_counts.py: no
 prometheus_client here), all on the hub's event loop.
 
 Labels stay bounded: a method name from the Manager service, a gRPC status code name,

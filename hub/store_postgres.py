@@ -30,10 +30,10 @@ from backendai.backoff import reconnect_delay
 from backendai.errors import LeaseLost, StoreUnavailable
 from backendai.events.model import Event
 from hub.config import HostEntry
-from hub.events_pg import PgEventStore, insert_events
+from hub.events_pg import PgEventStore, insert_events, insert_rows
 from hub.migrations import pending
 from hub.migrations.postgresql import EVENTS, HUB, LOCK_KEY, META
-from hub.rollout_history import note_events
+from hub.rollout_history import note_rows
 from hub.rollout_model import HostRun, Note, Rollout
 from hub.store import (
     EVENT_PAGE,
@@ -224,7 +224,7 @@ class PostgresStore:
         epoch = fence.epoch
         host_list = list(hosts)
         note_list = list(notes)
-        history = note_events(r, note_list)
+        history = note_rows(r, note_list)
         last = 0
         async with self._conn("saving a rollout") as conn:
             try:
@@ -253,7 +253,7 @@ class PostgresStore:
                             (r.id, epoch, [n.index for n in note_list],
                              [encode_note(n) for n in note_list]))
                     if history:
-                        last = await insert_events(conn, history, CHANNEL)
+                        last = await insert_rows(conn, history, CHANNEL)
                     await conn.execute("SELECT pg_notify(%s, %s)",
                                        (CHANNEL, "rollout:" + r.id))
                     await pipeline.sync()
