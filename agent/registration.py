@@ -19,8 +19,8 @@ import structlog
 
 from agent.config import AgentConfig
 from backendai.auth import Token
-from backendai.hub_endpoints import HubEndpoints
-from backendai.registration_loop import keep_trying
+from backendai.hub_endpoints import HubEndpoints, retry_after
+from backendai.registration_loop import Later, keep_trying
 from backendai.v1 import agent_pb2 as apb
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
@@ -59,9 +59,11 @@ class Registration:
         finally:
             await self.hub.close()
 
-    async def _attempt(self, stub: pb_grpc.HubStub) -> bool:
+    async def _attempt(self, stub: pb_grpc.HubStub) -> bool | Later:
         """Heartbeat when registered, else register (also when the hub asks to register
-        again); False when the hub could not be reached or refused."""
+        again); False when the hub could not be reached or refused; Later when the hub
+        admits callers at a bounded rate and asks this one to come back (a registered
+        agent stays registered: its next heartbeat is just later)."""
         try:
             if self.registered:
                 async with asyncio.timeout(CALL_TIMEOUT):
@@ -74,6 +76,11 @@ class Registration:
                 log.info("agent.reregister", hub=self.hub.current)
             await self._register(stub)
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            wait = retry_after(exc)
+            if wait is not None:
+                log.info("agent.hub_busy", hub=self.hub.current, retry_in=round(wait, 2),
+                         registered=self.registered)
+                return Later(wait)
             reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else "timeout"
             if self.registered:
                 log.warning("agent.hub_lost", hub=self.hub.current, reason=reason)

@@ -80,6 +80,23 @@ class ConfigError(BackendAIError):
 
 
 LEADER_TRAILER = "backendai-leader"  # a follower hub names the leader's address here
+RETRY_AFTER_TRAILER = "backendai-retry-after-ms"  # a busy daemon says when to come back
+
+
+class ResourceExhausted(BackendAIError):
+    """The daemon is admitting callers at a bounded rate and this one is beyond it (a
+    fleet reconnecting after a restart): come back after `retry_after` seconds, said in
+    the `backendai-retry-after-ms` trailer."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((RETRY_AFTER_TRAILER, str(max(1, round(self.retry_after * 1000)))),)
 
 
 class NotLeader(FailedPrecondition):

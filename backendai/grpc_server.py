@@ -35,9 +35,16 @@ from backendai.auth import (
 from backendai.listen import ListenAddress
 
 MAX_MESSAGE_BYTES = 4 << 20
+# Our clients ping every 30 s on a busy channel (backendai/channels.py keepalive_time_ms).
+# gRPC's server default allows one ping per 5 minutes without data in between and
+# answers the third early one with GOAWAY "too_many_pings", which breaks every stream on
+# the connection: a manager dropped the hub's idle WatchStatus stream that way mid-
+# rollout at 10,000 hosts (docs/BENCHMARKS.md, "Hub scale"). Allow what our clients send.
+MIN_RECV_PING_INTERVAL_MS = 10_000
 OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-           ("grpc.so_reuseport", 0)]
+           ("grpc.so_reuseport", 0),
+           ("grpc.http2.min_ping_interval_without_data_ms", MIN_RECV_PING_INTERVAL_MS)]
 
 
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"  # the protocol's, fixed

@@ -6,7 +6,9 @@ next call goes elsewhere.
 - A follower answered FAILED_PRECONDITION with the `backendai-leader` trailer: the
   leader it names when that is one of the configured addresses, else the next. A hub
   never sends a client (and its token) to an address the client was not given.
-- Any other answer is the hub's real answer: asking another would change nothing.
+- Any other answer is the hub's real answer: asking another would change nothing. A
+  busy leader's "later" (RESOURCE_EXHAUSTED with a retry hint, `retry_after`) is one:
+  the caller waits as told and asks the same hub again.
 
 The wait between attempts stays the caller's (backendai/registration_loop.py: full
 jitter), so a fleet moving to a new leader after a failover arrives spread out.
@@ -21,7 +23,7 @@ import grpc
 
 from backendai.auth import Token
 from backendai.channels import open_channel
-from backendai.errors import LEADER_TRAILER
+from backendai.errors import LEADER_TRAILER, RETRY_AFTER_TRAILER
 from backendai.tls import ClientTLS
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 
@@ -34,13 +36,33 @@ def not_leader(exc: BaseException) -> str | None:
     if not isinstance(exc, grpc.RpcError) or \
             exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
         return None
+    return _trailer(exc, LEADER_TRAILER)
+
+
+MAX_RETRY_AFTER = 3600.0  # seconds: a hint beyond this is taken as this
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """None unless `exc` is a busy hub's "later" (RESOURCE_EXHAUSTED with the
+    `backendai-retry-after-ms` trailer, hub/admission.py); then the seconds it asks the
+    caller to wait (a garbled or hostile hint: None; clamped to 0-3600)."""
+    if not isinstance(exc, grpc.RpcError) or \
+            exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    value = _trailer(exc, RETRY_AFTER_TRAILER)
+    if value is None or not value.isdigit() or len(value) > 12:
+        return None
+    return min(int(value) / 1000.0, MAX_RETRY_AFTER)
+
+
+def _trailer(exc: grpc.RpcError, key: str) -> str | None:
     trailers = getattr(exc, "trailing_metadata", None)
     try:
         pairs: Any = (trailers() if callable(trailers) else None) or ()
     except Exception:  # noqa: BLE001 - a call that never started has no trailers
         return None
-    for key, value in pairs:
-        if key == LEADER_TRAILER:
+    for k, value in pairs:
+        if k == key:
             return value if isinstance(value, str) else value.decode("ascii", "replace")
     return None
 

@@ -1,163 +1,136 @@
 """Hub scale: one real `ai-hub` against many simulated managers (many servicers in a few
-processes, a no-op install; tests/fixtures/sim_manager.py).
+processes, a no-op install; tests/fixtures/sim_manager.py), on SQLite and on a private
+PostgreSQL side by side, at one or more fleet sizes.
 
-Measures: time until the hub sees every host, hub RSS and CPU per connected host,
-ListHosts / HostStatus latency over the whole fleet, and the wall time and hub CPU of a
-full staged rollout (default waves 1, 10%, 50%, 100%).
+Measures, per size and store: time until the hub sees every host, hub RSS per connected
+host, ListHosts latency over the whole fleet (and its hub-side part), HostStatus fan-out,
+and for each of `--rollouts` consecutive full staged rollouts (default waves 1, 10%,
+50%, 100%) the wall time, the hub's own CPU (from /proc of the hub process), the CPU of
+the simulators and of PostgreSQL, how busy the whole machine was, and the hub's RSS
+after it (does the memory a rollout takes come back?).
 
-    .venv/bin/python bench/hub_scale.py [--hosts 500] [--procs 4] [--delay 0.5] [--json]
+    .venv/bin/python bench/hub_scale.py [--hosts 1000,3000,10000] [--store sqlite,postgresql]
+        [--rollouts 5] [--procs N] [--delay 0.5] [--followers 2] [--profile DIR]
+        [--settle 1.5] [--idle 5] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import shutil
+import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import psutil
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from backendai.v1 import hub_pb2 as pb  # noqa: E402 - after the path setup
-from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for  # noqa: E402
+from hub_scale_probe import (  # noqa: E402 - after the path setup
+    TARGETS,
+    Fleet,
+    Pace,
+    PgCluster,
+    hub_side_list_ms,
+    measure,
+)
 
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+HOSTS_PER_PROC = 1250
 
 
-def hub_side_list_ms(n: int) -> float:
-    """What ListHosts costs inside the hub (no transport): building the response for n
-    hosts with live state, the same code the servicer runs; median of 30."""
-    import asyncio  # noqa: PLC0415 - only this measurement needs it
-
-    from backendai.v1 import manager_pb2 as mpb  # noqa: PLC0415
-    from hub.config import HostEntry  # noqa: PLC0415
-    from hub.grpc_api import HubServicer  # noqa: PLC0415
-    from hub.inventory import HostView, Inventory  # noqa: PLC0415
-
-    async def measure() -> float:
-        inv = Inventory(None, heartbeat_interval=10.0)  # type: ignore[arg-type]
-        for i in range(n):
-            view = HostView(HostEntry(f"h{i:05d}", f"10.0.{i // 250}.{i % 250}:3082",
-                                      {"group": "g" + str(i % 4)}))
-            view.reachable, view.last_seen = True, time.time()
-            view.status = mpb.ServiceStatus(name="ai-agent", state=mpb.SERVICE_STATE_RUNNING,
-                                            version="2.0", pid=1000 + i)
-            inv.hosts[view.name] = view
-        servicer = HubServicer(version="x", inventory=inv, fleet=None,  # type: ignore[arg-type]
-                               rollouts=None, leadership=None)  # type: ignore[arg-type]
-        return statistics.median(timed(lambda: servicer._hosts(
-            pb.ListHostsRequest(), None).SerializeToString(), 30))
-
-    return asyncio.run(measure())
+def table(results: list[dict[str, Any]]) -> str:
+    """One column per run (store and size), one row per figure, the target beside it."""
+    keys: list[str] = []
+    for r in results:
+        keys += [k for k in r if k not in keys]
+    heads = [f"{r['store']} {r['hosts']:,}" for r in results]
+    lines = ["| figure | " + " | ".join(heads) + " | target (10,000) |",
+             "|---" * (len(heads) + 2) + "|"]
+    for k in keys:
+        if k in ("store", "hosts"):
+            continue
+        cells = [str(r.get(k, "")) for r in results]
+        lines.append(f"| {k} | " + " | ".join(cells) + f" | {TARGETS.get(k, '')} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hosts", type=int, default=500)
-    ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument("--hosts", default="500", help="fleet sizes, comma-separated")
+    ap.add_argument("--store", default="sqlite", help="sqlite, postgresql, or both "
+                    "comma-separated (PostgreSQL: a private server the bench starts)")
+    ap.add_argument("--rollouts", type=int, default=1, help="consecutive full rollouts")
+    ap.add_argument("--procs", type=int, default=0,
+                    help=f"simulator processes (0: one per {HOSTS_PER_PROC} hosts)")
     ap.add_argument("--delay", type=float, default=0.5, help="simulated update time (s)")
+    ap.add_argument("--followers", type=int, default=0,
+                    help="PostgreSQL only: follower hubs beside the leader (their cost)")
+    ap.add_argument("--profile", type=Path, help="py-spy the hub through the first "
+                    "rollout and a ListHosts burst; collapsed stacks into this directory")
+    ap.add_argument("--settle", type=float, default=Pace.settle,
+                    help="seconds to let the hub go idle before sampling its RSS")
+    ap.add_argument("--idle", type=float, default=Pace.idle,
+                    help="seconds over which the idle hub's CPU is measured")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    sizes = [int(s) for s in args.hosts.split(",") if s.strip()]
+    stores = [s.strip() for s in args.store.split(",") if s.strip()]
+    bad = [s for s in stores if s not in ("sqlite", "postgresql")]
+    if bad or not sizes or min(sizes) < 1 or args.rollouts < 1 or not (
+            0 <= args.settle <= 600 and 0 < args.idle <= 600):
+        ap.error("--store: sqlite and/or postgresql; --hosts: positive counts; "
+                 "--rollouts: at least 1; --settle 0-600, --idle above 0 up to 600")
     tmp = Path(tempfile.mkdtemp(prefix="hub-scale-"))
-    sims: list[SimManagers] = []
-    hubs: list[HubProc] = []
-    results: dict[str, float | int | str] = {"hosts": args.hosts, "sim_processes": args.procs,
-                                             "update_seconds": args.delay}
+    results: list[dict[str, Any]] = []
+    pg: PgCluster | None = None
+    stop = _stop_on_signals()
     try:
-        # baseline: a hub with no hosts
-        base = HubProc(tmp, {}, name="hub-empty")
-        hubs.append(base)
-        base.start()
-        base.call("ListHosts", pb.ListHostsRequest())
-        time.sleep(1.0)  # bench, not a test: let the idle process settle before sampling
-        base_rss = psutil.Process(base.proc.pid).memory_info().rss
-        base.stop()
-
-        t0 = time.perf_counter()
-        per = -(-args.hosts // args.procs)
-        addresses: dict[str, str] = {}
-        for i in range(args.procs):
-            n = min(per, args.hosts - i * per)
-            sim = SimManagers(tmp, hosts=n, delay=args.delay, prefix=f"p{i}-", name=f"sim{i}")
-            sims.append(sim)
-            sim.start()
-            addresses.update(sim.hosts)
-        results["sim_start_seconds"] = round(time.perf_counter() - t0, 2)
-
-        hub = HubProc(tmp, addresses, extra={"tick_seconds": 0.25, "call_timeout": 30.0})
-        hubs.append(hub)
-        t0 = time.perf_counter()
-        hub.start()
-        proc = psutil.Process(hub.proc.pid)
-        wait_for(lambda: sum(h.reachable for h in hub.call(
-            "ListHosts", pb.ListHostsRequest(), timeout=60).hosts) == args.hosts, 300,
-            "every host reachable")
-        results["connect_all_seconds"] = round(time.perf_counter() - t0, 2)
-        time.sleep(2.0)  # bench: idle sample after the connect burst
-        cpu0 = proc.cpu_times()
-        time.sleep(5.0)
-        cpu1 = proc.cpu_times()
-        rss = proc.memory_info().rss
-        results["hub_rss_mb"] = round(rss / 2**20, 1)
-        results["hub_rss_empty_mb"] = round(base_rss / 2**20, 1)
-        results["rss_per_host_kb"] = round((rss - base_rss) / args.hosts / 1024, 1)
-        results["idle_cpu_percent"] = round(
-            100 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / 5.0, 2)
-
-        lat = timed(lambda: hub.call("ListHosts", pb.ListHostsRequest(), timeout=60), 30)
-        results["list_hosts_p50_ms"] = round(statistics.median(lat), 1)
-        results["list_hosts_p99_ms"] = round(percentile(lat, 0.99), 1)
-        lat = timed(lambda: hub.call("ListHosts", pb.ListHostsRequest(
-            names=[next(iter(addresses))]), timeout=60), 30)
-        results["list_one_host_p50_ms"] = round(statistics.median(lat), 1)
-        results["list_hosts_hub_side_ms"] = round(hub_side_list_ms(args.hosts), 2)
-        lat = timed(lambda: hub.call("HostStatus", pb.HostStatusRequest(timeout_seconds=30),
-                                     timeout=120), 5)
-        results["host_status_fanout_p50_ms"] = round(statistics.median(lat), 1)
-
-        cpu0 = proc.cpu_times()
-        t0 = time.perf_counter()
-        r = hub.call("StartRollout", pb.StartRolloutRequest(
-            version="2.0", strategy=pb.RolloutStrategy(seed=1))).rollout
-        done = hub.wait_rollout(r.id, TERMINAL, timeout=600)
-        wall = time.perf_counter() - t0
-        cpu1 = proc.cpu_times()
-        assert done.state == pb.ROLLOUT_STATE_SUCCEEDED, done.message
-        results["rollout_waves"] = ",".join(f"{w.spec}:{len(w.hosts)}" for w in done.waves)
-        results["rollout_wall_seconds"] = round(wall, 2)
-        results["rollout_hub_cpu_seconds"] = round(
-            (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 2)
-        results["rollout_events"] = done.next_event_index
-        updates = sum(sum(s.updates_per_host().values()) for s in sims)
-        results["updates_issued"] = updates
-        results["hub_rss_after_rollout_mb"] = round(proc.memory_info().rss / 2**20, 1)
+        if "postgresql" in stores:
+            pg = PgCluster(tmp / "pg").start()
+        versions = (f"{n}.0" for n in range(2, 10_000))
+        for size in sizes:
+            procs = args.procs or max(1, -(-size // HOSTS_PER_PROC))
+            with Fleet(tmp / f"sims-{size}", size, procs, args.delay) as fleet:
+                side = round(hub_side_list_ms(size), 2)
+                cold = round(hub_side_list_ms(size, cold=True), 2)
+                for store in stores:
+                    r = measure(tmp / f"{store}-{size}", fleet, store=store, pg=pg,
+                                rollouts=args.rollouts, versions=versions,
+                                followers=args.followers if store == "postgresql" else 0,
+                                profile=args.profile,
+                                pace=Pace(settle=args.settle, idle=args.idle))
+                    r["list_hosts_hub_side_ms"] = side
+                    r["list_hosts_hub_side_us_per_host"] = round(1000 * side / size, 2)
+                    r["list_hosts_hub_side_cold_ms"] = cold
+                    r["list_hosts_hub_side_cold_us_per_host"] = round(1000 * cold / size, 2)
+                    results.append(r)
+                    # each run's figures as it ends: a later run's failure keeps them
+                    print(f"# {store} {size}: {json.dumps(r)}", file=sys.stderr, flush=True)
     finally:
-        for p in [*hubs, *sims]:
-            p.cleanup()
+        if pg is not None:
+            pg.remove()
+        shutil.rmtree(tmp, ignore_errors=True)
+        stop()
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print("| figure | value |\n|---|---|")
-        for k, v in results.items():
-            print(f"| {k} | {v} |")
+        print(table(results))
     return 0
+
+
+def _stop_on_signals() -> Any:
+    """SIGTERM/SIGINT end the run through the finally blocks (every child stopped)."""
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    old = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM,)}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return restore
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from backendai.events.config import (
 )
 from backendai.listen import ListenAddress
 from backendai.tls import ClientTLS, ServerTLS
+from hub.admission import AdmissionConfig, load_admission
 from hub.store_config import HAConfig, StoreConfig, load_ha, load_store
 
 MAX_HOSTS = 100_000
@@ -77,6 +78,7 @@ class HubConfig:
     tick_seconds: float = 0.25
     store: StoreConfig = field(default_factory=StoreConfig)  # [store]: hub/store_config.py
     ha: HAConfig = field(default_factory=HAConfig)           # [ha]: several hubs, one leader
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # [admission]
     events: EventsConfig = field(default_factory=EventsConfig)  # [events]: backendai/events
     event_sinks: tuple[SinkConfig, ...] = ()                    # [[event_sinks]]
     metrics_open: bool = False  # GET /metrics without a token from anywhere
@@ -138,6 +140,7 @@ def load(path: Path) -> HubConfig:
         log_format=t.choice("log_format", LOG_FORMATS),
         store=load_store(t.table("store", defaults=StoreConfig)),
         ha=load_ha(t.table("ha", defaults=HAConfig)),
+        admission=load_admission(t.table("admission", defaults=AdmissionConfig)),
         # one name for every hub on a shared database (the history is theirs together)
         events=read_events(t.table("events", defaults=EventsConfig), source=default_source(
             self_host.name if self_host else "hub", "hub")),

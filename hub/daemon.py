@@ -24,6 +24,7 @@ from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.tls import ReloadableServerCredentials
 from hub import preflight
+from hub.admission import Admission
 from hub.config import HubConfig
 from hub.fleet import Fleet
 from hub.grpc_api import SERVICE_NAME, HubServicer
@@ -34,6 +35,7 @@ from hub.identity import advertise_address, local_hub_id
 from hub.inventory import Inventory
 from hub.leadership import Leadership
 from hub.manager_links import ManagerLinks
+from hub.memory import reclaim
 from hub.rollouts import Rollouts
 from hub.stats import HubStats
 from hub.store import HubStore, open_store
@@ -86,8 +88,9 @@ class HubDaemon(DaemonLifecycle):
             stats = HubStats()  # counts for /metrics (docs/METRICS.md)
             links = ManagerLinks(token=manager_token, tls=cfg.manager_tls,
                                  call_timeout=cfg.call_timeout,
-                                 interceptors=stats.interceptors())
+                                 instrument=stats.instrument)
             inventory = Inventory(links, heartbeat_interval=cfg.heartbeat_interval,
+                                  watch_connects=cfg.admission.watch_connects,
                                   contact_interval=cfg.contact_interval)
             static = [*cfg.hosts, *([cfg.self_host] if cfg.self_host else [])]
             for entry in static:
@@ -101,9 +104,11 @@ class HubDaemon(DaemonLifecycle):
             reachability = HostHistory(events, leadership, inventory)
             inventory.on_reachability = reachability.reachability
             fleet = Fleet(inventory=inventory, links=links, store=store,
-                          static_names=static_names, leadership=leadership, events=events)
+                          static_names=static_names, leadership=leadership, events=events,
+                          admission=Admission(cfg.admission))
             rollouts = Rollouts(store=store, links=links, inventory=inventory,
                                 leadership=leadership, before_lead=hosts.full,
+                                after_rollout=reclaim,
                                 hub_host=cfg.self_host.name if cfg.self_host else None,
                                 tick=cfg.tick_seconds, events=events)
             rollouts.note_observers.append(stats.rollout_notes)

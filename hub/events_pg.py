@@ -28,6 +28,20 @@ _INSERT = (f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608 - fixed columns
            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
+# the ids first..last of event_seq's row taken in the same statement, then the rows
+_INSERT_ROWS = (
+    "WITH seq AS ("  # noqa: S608 - fixed columns
+    "UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last), "
+    "ins AS ("
+    f"INSERT INTO events ({_COLUMNS}) "
+    "SELECT (SELECT last FROM seq) - %s + n, at, kind, subject, message, fields, actor, "
+    "transport, peer, result, host FROM unnest(%b::float8[], %b::text[], %b::text[], "
+    "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
+    "WITH ORDINALITY AS t(at, kind, subject, message, fields, actor, transport, peer, "
+    "result, host, n)) "
+    "SELECT last FROM seq")
+
+
 def like_pattern(glob: str) -> str:
     """A glob with * and ? as a LIKE pattern (backslash escapes LIKE's own wildcards)."""
     escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -83,6 +97,27 @@ async def insert_events(conn: psycopg.AsyncConnection[Any], events: Sequence[Eve
                                       for i, ev in enumerate(events)])
     await conn.execute("SELECT pg_notify(%s, 'events')", (channel,))
     return last
+
+
+async def insert_rows(conn: psycopg.AsyncConnection[Any], rows: Sequence[tuple[Any, ...]],
+                      channel: str) -> int:
+    """`insert_events` of rows made already (`event_row`'s form, as a rollout's notes
+    become: hub/rollout_history.py note_rows), many at once: one statement over one
+    array per column (unnest), not a statement per row. Pipelined with the caller's
+    other statements: the ids follow event_seq's row, taken by the UPDATE in the same
+    statement, so nothing is read back before the transaction's other writes go out."""
+    if not rows:
+        return 0
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    cur = await conn.execute(_INSERT_ROWS, (len(rows), len(rows), *columns))
+    await conn.execute("SELECT pg_notify(%s, 'events')", (channel,))
+    return await _last(cur)
+
+
+async def _last(cur: psycopg.AsyncCursor[Any]) -> int:
+    row = await cur.fetchone()
+    assert row is not None  # noqa: S101 - the migration inserts the row
+    return int(row[0])
 
 
 class PgEventStore:

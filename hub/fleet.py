@@ -31,6 +31,7 @@ from backendai.validate import (
     check_labels,
     check_service_name,
 )
+from hub.admission import Admission
 from hub.config import HostEntry
 from hub.inventory import HostView, Inventory
 from hub.leadership import Leadership
@@ -89,12 +90,16 @@ def relayed(who: Caller | None) -> tuple[tuple[str, str], ...]:
 class Fleet:
     def __init__(self, *, inventory: Inventory, links: ManagerLinks, store: HubStore,
                  static_names: frozenset[str], leadership: Leadership,
+                 admission: Admission | None = None,
                  events: EventLog | None = None) -> None:
+        """admission: the rate Register and Heartbeat are let in at (hub/admission.py);
+        None: no limit. events: the audit trail's log."""
         self.inventory = inventory
         self.links = links
         self.store = store
         self.static_names = static_names
         self.leadership = leadership
+        self.admission = admission
         self.events = events  # audit (backendai/events/audit.py)
 
     # ---------------------------------------------------------------- registration
@@ -115,14 +120,22 @@ class Fleet:
         if known is None and not manager:
             raise InvalidArgument("manager_address: required for a host the hub does not "
                                   "know yet")
+        entry = None
         if name not in self.static_names and manager:
             # the static inventory wins over registration for the hosts it names
             entry = HostEntry(name=name, manager_address=manager, labels=labels,
                               service=known.entry.service if known else "",
                               role=known.entry.role if known else "agent", source="registered")
-            news = known is None or known.entry != entry
+            if known is not None and known.entry == entry:
+                entry = None  # as known (the store has it): nothing to write
+        if self.admission is not None:
+            # a registration that writes the store is admitted at its own rate; one that
+            # changes nothing (a fleet coming back to a restarted or new leader, the
+            # managers' periodic re-registration) costs what a heartbeat does
+            self.admission.admit("register" if entry is not None else "heartbeat")
+        if entry is not None:
             await self.store.save_host(entry, time.time(), [registered(
-                entry, known.entry if known else None, peer)] if news else [])
+                entry, known.entry if known else None, peer)])
             self.inventory.add(entry)
         view = self.inventory.get(name)
         if req.role == "agent":
@@ -134,6 +147,8 @@ class Fleet:
     def heartbeat(self, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         name = check_host_name(req.name, "name")
         self.leadership.require("Heartbeat")
+        if self.admission is not None:
+            self.admission.admit("heartbeat")
         interval = self.inventory.heartbeat_interval
         if name not in self.inventory.hosts:
             return pb.HeartbeatResponse(heartbeat_interval_seconds=interval, reregister=True)

@@ -77,7 +77,7 @@ class HubServicer(pb_grpc.HubServicer):
     def _hosts(self, request: pb.ListHostsRequest, role: str | None) -> pb.ListHostsResponse:
         now = time.time()
         views = self.inventory.select(dict(request.labels), list(request.names), role=role)
-        return pb.ListHostsResponse(hosts=[conv.host(v, self.inventory, now) for v in views])
+        return conv.hosts_response(views, self.inventory, now)
 
     @unary
     async def ListHosts(self, request: pb.ListHostsRequest, context: Any) -> pb.ListHostsResponse:

@@ -30,6 +30,10 @@ log = structlog.get_logger(__name__)
 
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 30.0
+CONNECT_HOLD = 5.0  # seconds a stream being opened holds its place at most
+# HostView fields whose change keeps ListHosts' kept bytes: not shown, or appended to
+# them at every call (hub/pb_convert.py host_wire: the times every contact moves)
+UNCACHED = frozenset({"wire", "task", "last_seen", "agent_heartbeat"})
 
 
 @dataclass(slots=True)
@@ -44,6 +48,14 @@ class HostView:
     agent_heartbeat: float = 0.0
     facts: apb.HostFacts | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # the host as ListHosts sends it, serialized (hub/pb_convert.py host_wire); any
+    # change to the view drops it
+    wire: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name not in UNCACHED:
+            object.__setattr__(self, "wire", None)
 
     @property
     def name(self) -> str:
@@ -58,13 +70,41 @@ class HostView:
         return self.status is not None and self.status.state == mpb.SERVICE_STATE_RUNNING
 
 
+class _Permit:
+    """A place among the status streams being opened (Inventory's `watch_connects`):
+    given back at the stream's first message, at its end, or after CONNECT_HOLD seconds
+    (a manager that does not answer must not keep others waiting)."""
+
+    def __init__(self, gate: asyncio.Semaphore | None) -> None:
+        self.gate = gate
+        self.timer = asyncio.get_running_loop().call_later(CONNECT_HOLD, self.release) \
+            if gate is not None else None
+
+    @classmethod
+    async def take(cls, gate: asyncio.Semaphore | None) -> _Permit:
+        if gate is not None:
+            await gate.acquire()
+        return cls(gate)
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.gate.release()
+            self.gate = None
+            if self.timer is not None:
+                self.timer.cancel()
+
+
 class Inventory:
     def __init__(self, links: ManagerLinks, *, heartbeat_interval: float,
-                 contact_interval: float = 5.0) -> None:
+                 watch_connects: int = 0, contact_interval: float = 5.0) -> None:
+        """watch_connects: status streams being opened at once, at most (0: no limit;
+        hub/admission.py): a hub starting with 10,000 hosts connects them in waves."""
         self.links = links
         self.heartbeat_interval = heartbeat_interval
         self.contact_interval = contact_interval
+        self._connecting = asyncio.Semaphore(watch_connects) if watch_connects > 0 else None
         self.hosts: dict[str, HostView] = {}
+        self._by_name: list[HostView] | None = None  # every view, sorted by name
         self.changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.connected = 0
@@ -87,6 +127,7 @@ class Inventory:
             view.agent_address, view.agent_version = old.agent_address, old.agent_version
             view.agent_heartbeat, view.facts = old.agent_heartbeat, old.facts
         self.hosts[entry.name] = view
+        self._by_name = None
         self._start_watch(view)
         return view
 
@@ -101,6 +142,8 @@ class Inventory:
         wanted = list(names)
         for name in wanted:
             self.get(name)
+        if not wanted and not labels and role is None:
+            return list(self.by_name())
         out = []
         for view in self.hosts.values():
             if role is not None and view.entry.role != role:
@@ -111,6 +154,12 @@ class Inventory:
                 continue
             out.append(view)
         return sorted(out, key=lambda v: v.name)
+
+    def by_name(self) -> list[HostView]:
+        """Every view sorted by name (kept until a host is added or replaced)."""
+        if self._by_name is None or len(self._by_name) != len(self.hosts):
+            self._by_name = sorted(self.hosts.values(), key=lambda v: v.name)
+        return self._by_name
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -140,12 +189,14 @@ class Inventory:
         backoff = BACKOFF_INITIAL
         while True:
             entry = view.entry
+            permit = await _Permit.take(self._connecting)
             try:
                 stub = self.links.stub(entry.manager_address)
                 call = stub.WatchStatus(mpb.WatchStatusRequest(
                     service=entry.service, keepalive_seconds=self.contact_interval))
                 try:
                     async for st in call:
+                        permit.release()
                         view.last_seen = time.time()  # every message is a contact
                         if view.reachable and _same(view.status, st):
                             continue  # a keepalive: nothing changed
@@ -165,6 +216,8 @@ class Inventory:
             except Exception as exc:
                 log.exception("inventory.watch_error", host=view.name)
                 reason = f"internal error: {type(exc).__name__}"
+            finally:
+                permit.release()
             if view.reachable:
                 self.connected -= 1
                 log.warning("inventory.host_down", host=view.name, reason=reason)

@@ -12,7 +12,9 @@ from hub import config as config_mod
 
 def _daemon(cfg: config_mod.HubConfig, ready_file: Path | None) -> Daemon:
     from hub.daemon import HubDaemon  # noqa: PLC0415 - keep --help fast
+    from hub.memory import tune_gc  # noqa: PLC0415
 
+    tune_gc()
     version = release_version(cfg.version, release_anchors())
     return HubDaemon(cfg, ready_file=ready_file, version=version)
 

@@ -21,6 +21,7 @@ from hub.rollout_model import (
     HOST_DONE,
     IN_FLIGHT,
     ROLLBACK_OK,
+    STATE_INDEX,
     TERMINAL,
     Action,
     AwaitOperation,
@@ -46,13 +47,17 @@ from hub.rollout_model import (
     RollbackHost,
     Rollout,
     RolloutState,
+    Tally,
     Tick,
     UpdateAccepted,
     UpdateHost,
     WatchOperation,
     as_dict,
     as_dict_fields,
+    changed_hosts,
     counts,
+    counts_of,
+    tally_of,
 )
 from hub.rollout_plan import HUB_WAVE_SPEC, Plan, Strategy, budget
 
@@ -93,6 +98,7 @@ __all__ = [
     "WatchOperation",
     "as_dict",
     "as_dict_fields",
+    "changed_hosts",
     "counts",
     "new_rollout",
     "origin",
@@ -105,7 +111,10 @@ __all__ = [
 
 
 class _Step:
-    """Mutable scratch for one transition; the rollout itself stays immutable."""
+    """Mutable scratch for one transition; the rollout itself stays immutable. It keeps
+    the rollout's Tally in step with each host it changes, so what the machine asks about
+    the whole fleet (budgets, counts, is the wave done, the next pending host) costs the
+    number of waves, not the number of hosts: a transition costs what it changes."""
 
     def __init__(self, r: Rollout, now: float) -> None:
         self.r = r
@@ -113,6 +122,14 @@ class _Step:
         self.hosts = dict(r.hosts)
         self.notes: list[tuple[str, str, int, str, HostState | None]] = []
         self.actions: list[Action] = []
+        t = self.tally = tally_of(r)
+        self.states = list(t.states)
+        self.wave_failed = list(t.wave_failed)
+        self.wave_done = list(t.wave_done)
+        self.wave_pending = list(t.wave_pending)
+        self.wave_busy = list(t.wave_busy)
+        self.first_pending = t.first_pending
+        self.changed: dict[str, None] = {}  # names, in the order first changed
 
     def set(self, **changes: object) -> None:
         self.r = replace(self.r, **changes)  # type: ignore[arg-type]  # dataclass fields
@@ -125,11 +142,43 @@ class _Step:
             changes["message"] = note
         if changes.get("waiting_for") == "":
             changes.setdefault("waiting_origin", "")  # no longer waiting: no origin either
-        h = replace(self.hosts[name], **changes)  # type: ignore[arg-type]  # dataclass fields
+        old = self.hosts[name]
+        h = replace(old, **changes)  # type: ignore[arg-type]  # dataclass fields
         self.hosts[name] = h
+        self._count(old, -1)
+        self._count(h, 1)
+        if h.state == HostState.PENDING:
+            self.first_pending = min(self.first_pending, self.tally.position[name])
+        self.changed[name] = None
         if kind:
             self.notes.append((kind, name, h.wave, note or h.message, h.state))
         return h
+
+    def _count(self, h: HostRun, sign: int) -> None:
+        w = h.wave
+        self.states[STATE_INDEX[h.state]] += sign
+        self.wave_failed[w] += sign * h.failed
+        if h.state in HOST_DONE:
+            self.wave_done[w] += sign
+        elif h.state in IN_FLIGHT:
+            self.wave_busy[w] += sign
+        else:  # PENDING
+            self.wave_pending[w] += sign
+
+    def reached(self, wave: int) -> int:
+        """Hosts in waves 0..wave."""
+        return sum(len(names) for names in self.tally.waves[:wave + 1])
+
+    def busy(self) -> bool:
+        return any(self.wave_busy)
+
+    def new_tally(self) -> Tally:
+        t = self.tally
+        return Tally(of=self.hosts, order=t.order, waves=t.waves, states=tuple(self.states),
+                     wave_failed=tuple(self.wave_failed), wave_done=tuple(self.wave_done),
+                     wave_pending=tuple(self.wave_pending), wave_busy=tuple(self.wave_busy),
+                     first_pending=self.first_pending, position=t.position,
+                     parent=t.of, changed=tuple(sorted(self.changed, key=t.position.__getitem__)))
 
     def note(self, kind: str, message: str = "", wave: int = -1) -> None:
         self.notes.append((kind, "", wave, message, None))
@@ -210,8 +259,8 @@ def _dispatch(step: _Step, event: Event) -> None:
 
 
 def _finish(step: _Step) -> tuple[Rollout, list[Note], list[Action]]:
-    r = replace(step.r, hosts=step.hosts, updated_at=step.now)
-    c = counts(r)
+    r = replace(step.r, hosts=step.hosts, updated_at=step.now, tally=step.new_tally())
+    c = counts_of(step.states, len(step.hosts))
     notes = []
     for i, (kind, host, wave, message, host_state) in enumerate(step.notes):
         notes.append(Note(index=r.next_event + i, at=step.now, kind=kind, state=r.state,
@@ -485,6 +534,8 @@ def _rollback_checked(step: _Step, h: HostRun, rep: ManagerReport) -> None:
 def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
     now = step.now
     s = step.r.strategy
+    if not step.busy():
+        return  # nothing is being verified, updated or rolled back
     for h in list(step.hosts.values()):
         if h.state == HostState.VERIFYING:
             obs = observations.get(h.name)
@@ -563,7 +614,7 @@ def _advance(step: _Step) -> None:
 
 
 def _busy(step: _Step) -> bool:
-    return any(h.state in IN_FLIGHT for h in step.hosts.values())
+    return step.busy()
 
 
 def _drained(step: _Step) -> None:
@@ -619,11 +670,10 @@ def _over_budget(step: _Step) -> bool:
     s = r.strategy
     total_failed = 0
     for w in range(r.wave_count):
-        wave = [step.hosts[h.name] for h in r.wave_hosts(w)]
-        failed = sum(1 for h in wave if h.failed)
+        failed = step.wave_failed[w]
         total_failed += failed
         allowed = 0 if r.specs[w] == HUB_WAVE_SPEC else budget(s.max_failures_per_wave,
-                                                               len(wave))
+                                                               len(step.tally.waves[w]))
         if failed > allowed:
             _halt(step, f"wave {w} ({r.specs[w]}): {failed} failed hosts exceed the budget "
                   f"of {allowed}")
@@ -659,7 +709,7 @@ def _start_wave(step: _Step, wave: int) -> None:
     step.set(current_wave=wave,
              state=RolloutState.UPDATING_HUB if hub else RolloutState.RUNNING)
     step.note("wave.started", f"wave {wave} ({r.specs[wave]}): "
-              f"{len(r.wave_hosts(wave))} hosts", wave=wave)
+              f"{len(step.tally.waves[wave])} hosts", wave=wave)
     _progress(step)
 
 
@@ -669,23 +719,13 @@ def _progress(step: _Step) -> None:
         r = step.r
         if r.state not in (RolloutState.RUNNING, RolloutState.UPDATING_HUB):
             return
-        reached = [h for h in step.hosts.values() if h.wave <= r.current_wave]
-        busy = sum(1 for h in reached if h.state in IN_FLIGHT)
-        limit = r.strategy.max_parallel or len(reached)
-        for h in reached:
-            if busy >= limit:
-                break
-            if h.state == HostState.PENDING:
-                busy += 1
-                step.host(h.name, "host.started", f"updating to {r.version}",
-                          state=HostState.UPDATING, attempts=h.attempts + 1,
-                          started_at=step.now, finished_at=0.0, operation_id="",
-                          deadline=step.now + r.strategy.step_deadline_seconds,
-                          healthy_since=0.0, step="", message="", waiting_for="",
-                          stopped=False, failed_step="", reason="",
-                          origin=origin(r, h.name, "attempt", h.attempts + 1))
-                step.actions.append(UpdateHost(h.name, r.version, r.service))
-        if any(h.state not in HOST_DONE for h in (step.hosts[x.name] for x in reached)):
+        cw = r.current_wave
+        reached = step.reached(cw)
+        busy = sum(step.wave_busy[:cw + 1])
+        limit = r.strategy.max_parallel or reached
+        if busy < limit and any(step.wave_pending[:cw + 1]):
+            _start_pending(step, limit - busy)
+        if sum(step.wave_done[:cw + 1]) < reached:
             return
         step.note("wave.done", f"wave {r.current_wave} done", wave=r.current_wave)
         if r.current_wave + 1 >= r.wave_count:
@@ -718,4 +758,34 @@ def _progress(step: _Step) -> None:
         step.set(current_wave=nxt,
                  state=RolloutState.UPDATING_HUB if hub else RolloutState.RUNNING)
         step.note("wave.started", f"wave {nxt} ({r.specs[nxt]}): "
-                  f"{len(r.wave_hosts(nxt))} hosts", wave=nxt)
+                  f"{len(step.tally.waves[nxt])} hosts", wave=nxt)
+
+
+def _start_pending(step: _Step, room: int) -> None:
+    """Start up to `room` pending hosts of the waves reached, in plan order, from the
+    first host that may be pending (no host before `first_pending` is)."""
+    r = step.r
+    cw = r.current_wave
+    order = step.tally.order
+    left = sum(step.wave_pending[:cw + 1])
+    i = step.first_pending
+    prefix = True  # every host before i is known not to be pending
+    while room > 0 and left > 0 and i < len(order):
+        h = step.hosts[order[i]]
+        if h.state == HostState.PENDING:
+            if h.wave <= cw:
+                room -= 1
+                left -= 1
+                step.host(h.name, "host.started", f"updating to {r.version}",
+                          state=HostState.UPDATING, attempts=h.attempts + 1,
+                          started_at=step.now, finished_at=0.0, operation_id="",
+                          deadline=step.now + r.strategy.step_deadline_seconds,
+                          healthy_since=0.0, step="", message="", waiting_for="",
+                          stopped=False, failed_step="", reason="",
+                          origin=origin(r, h.name, "attempt", h.attempts + 1))
+                step.actions.append(UpdateHost(h.name, r.version, r.service))
+            else:
+                prefix = False  # a later wave's pending host: the cursor stays here
+        i += 1
+        if prefix:
+            step.first_pending = i

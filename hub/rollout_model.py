@@ -99,6 +99,35 @@ class PackageCheck:
     asked: str = ""              # the host whose manager answered
 
 
+HOST_STATES = tuple(HostState)
+STATE_INDEX = {s: i for i, s in enumerate(HOST_STATES)}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Tally:
+    """What the engine asks about a rollout's hosts as a whole (how many in each state,
+    failures and finished hosts per wave, where the next pending host is), kept in step
+    with every host change, so a transition costs what it changes rather than the
+    fleet's size (hub/rollout_engine.py). Derived, never stored: it describes the hosts
+    mapping `of` only, and is rebuilt from the hosts for any other (`tally_of`)."""
+
+    of: Mapping[str, HostRun]            # the hosts mapping it describes
+    order: tuple[str, ...]               # plan order (the mapping's insertion order)
+    waves: tuple[tuple[str, ...], ...]   # each wave's hosts in plan order
+    states: tuple[int, ...]              # hosts per HostState (HOST_STATES order)
+    wave_failed: tuple[int, ...]         # hosts counted against the budget, per wave
+    wave_done: tuple[int, ...]           # hosts in HOST_DONE, per wave
+    wave_pending: tuple[int, ...]
+    wave_busy: tuple[int, ...]           # hosts IN_FLIGHT, per wave
+    first_pending: int                   # no host before this index of `order` is PENDING
+    position: Mapping[str, int]          # name -> index in `order` (never changes)
+    parent: Mapping[str, HostRun] | None = None  # the hosts the transition started from
+    changed: tuple[str, ...] = ()        # the hosts that transition replaced
+
+    def count(self, *states: HostState) -> int:
+        return sum(self.states[STATE_INDEX[s]] for s in states)
+
+
 @dataclass(frozen=True, slots=True)
 class Rollout:
     id: str
@@ -127,13 +156,15 @@ class Rollout:
     issuer: str = ""                 # "hub:<hub id>" of the hub leading it (origins)
     # the store check made at the start; answered by StartRollout, not stored
     packages: tuple[PackageCheck, ...] = ()
+    tally: Tally | None = field(default=None, compare=False, repr=False)  # derived, not stored
 
     @property
     def wave_count(self) -> int:
         return len(self.specs)
 
     def wave_hosts(self, wave: int) -> list[HostRun]:
-        return [h for h in self.hosts.values() if h.wave == wave]
+        names = tally_of(self).waves
+        return [self.hosts[n] for n in names[wave]] if 0 <= wave < len(names) else []
 
     @property
     def active(self) -> bool:
@@ -153,17 +184,58 @@ class Counts:
     skipped: int = 0
 
 
+def tally_of(r: Rollout) -> Tally:
+    """The rollout's tally: the one it carries when that describes its hosts, else
+    counted afresh (a rollout loaded from the store, or built by hand)."""
+    t = r.tally
+    if t is not None and t.of is r.hosts:
+        return t
+    order = tuple(r.hosts)
+    n_waves = max(len(r.specs), max((h.wave + 1 for h in r.hosts.values()), default=0))
+    waves: list[list[str]] = [[] for _ in range(n_waves)]
+    states = [0] * len(HOST_STATES)
+    failed, done, pending, busy = ([0] * n_waves for _ in range(4))
+    first_pending = len(order)
+    for i, name in enumerate(order):
+        h = r.hosts[name]
+        waves[h.wave].append(name)
+        states[STATE_INDEX[h.state]] += 1
+        failed[h.wave] += h.failed
+        done[h.wave] += h.state in HOST_DONE
+        busy[h.wave] += h.state in IN_FLIGHT
+        if h.state == HostState.PENDING:
+            pending[h.wave] += 1
+            first_pending = min(first_pending, i)
+    return Tally(of=r.hosts, order=order, waves=tuple(tuple(w) for w in waves),
+                 states=tuple(states), wave_failed=tuple(failed), wave_done=tuple(done),
+                 wave_pending=tuple(pending), wave_busy=tuple(busy),
+                 first_pending=first_pending,
+                 position={name: i for i, name in enumerate(order)})
+
+
 def counts(r: Rollout) -> Counts:
-    tally = dict.fromkeys(HostState, 0)
-    for h in r.hosts.values():
-        tally[h.state] += 1
-    return Counts(total=len(r.hosts), pending=tally[HostState.PENDING],
-                  in_progress=sum(tally[s] for s in IN_FLIGHT),
-                  succeeded=tally[HostState.SUCCEEDED], failed=tally[HostState.FAILED],
-                  unreachable=tally[HostState.UNREACHABLE],
-                  rolled_back=tally[HostState.ROLLED_BACK],
-                  rollback_failed=tally[HostState.ROLLBACK_FAILED],
-                  skipped=tally[HostState.SKIPPED])
+    return counts_of(tally_of(r).states, len(r.hosts))
+
+
+def counts_of(c: tuple[int, ...] | list[int], total: int) -> Counts:
+    """Counts from hosts per HostState (HOST_STATES order)."""
+    return Counts(total=total, pending=c[STATE_INDEX[HostState.PENDING]],
+                  in_progress=sum(c[STATE_INDEX[s]] for s in IN_FLIGHT),
+                  succeeded=c[STATE_INDEX[HostState.SUCCEEDED]],
+                  failed=c[STATE_INDEX[HostState.FAILED]],
+                  unreachable=c[STATE_INDEX[HostState.UNREACHABLE]],
+                  rolled_back=c[STATE_INDEX[HostState.ROLLED_BACK]],
+                  rollback_failed=c[STATE_INDEX[HostState.ROLLBACK_FAILED]],
+                  skipped=c[STATE_INDEX[HostState.SKIPPED]])
+
+
+def changed_hosts(old: Rollout, new: Rollout) -> list[HostRun]:
+    """The host rows `new` holds that `old` did not (what a save must write): read off
+    the tally when `new` came from `old` by one transition, else compared one by one."""
+    t = new.tally
+    if t is not None and t.of is new.hosts and t.parent is old.hosts:
+        return [new.hosts[n] for n in t.changed]
+    return [h for name, h in new.hosts.items() if old.hosts.get(name) is not h]
 
 
 # ------------------------------------------------------------------ events in

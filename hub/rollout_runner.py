@@ -108,7 +108,7 @@ class RolloutRunner:
 
     async def _commit(self, old: E.Rollout, new: E.Rollout, notes: list[E.Note],
                       actions: list[E.Action]) -> E.Rollout:
-        changed = [h for name, h in new.hosts.items() if old.hosts.get(name) is not h]
+        changed = E.changed_hosts(old, new)
         if not notes and not actions and not changed and new.state == old.state:
             self.r = new  # only the clock moved: nothing to persist
             return new

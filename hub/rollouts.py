@@ -86,9 +86,11 @@ class Rollouts:
     def __init__(self, *, store: HubStore, links: ManagerLinks, inventory: Inventory,
                  leadership: Leadership, hub_host: str | None, tick: float,
                  before_lead: Callable[[], Awaitable[None]] | None = None,
+                 after_rollout: Callable[[], Awaitable[None]] | None = None,
                  events: EventLog | None = None) -> None:
         """before_lead(): brings this hub's view up to date before it leads (the hosts
-        other hubs registered); events: the audit trail's log."""
+        other hubs registered); after_rollout(): once a rollout ended (hub/memory.py
+        reclaim: what its burst took goes back); events: the audit trail's log."""
         self.events = events
         self.store = store
         self.links = links
@@ -97,6 +99,7 @@ class Rollouts:
         self.hub_host = hub_host
         self.tick = tick
         self.before_lead = before_lead
+        self.after_rollout = after_rollout
         self.runners: dict[str, RolloutRunner] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._term: Term | None = None
@@ -165,6 +168,8 @@ class Rollouts:
         async def go() -> None:
             try:
                 await runner.run(recovered=recovered)
+                if self.after_rollout is not None and not runner.r.active:
+                    await self.after_rollout()
             except (LeaseLost, StoreUnavailable) as exc:
                 log.warning("rollout.runner_stopped", rollout=r.id, reason=str(exc))
             except Exception:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from backendai.events.log import EventLog
 
 EVENT_PAGE = 1000
+CORE_SKIP = frozenset({"hosts", "tally", "packages"})  # own rows; derived; not stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,7 @@ class HubStore(Protocol):
 # ---------------------------------------------------------------- encoding (shared)
 
 def encode_core(r: Rollout) -> str:
-    return json.dumps(as_dict_fields(r, skip=frozenset({"hosts", "packages"})))
+    return json.dumps(as_dict_fields(r, skip=CORE_SKIP))
 
 
 def encode_host(h: HostRun) -> str:

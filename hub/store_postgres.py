@@ -30,10 +30,10 @@ from backendai.backoff import reconnect_delay
 from backendai.errors import LeaseLost, StoreUnavailable
 from backendai.events.model import Event
 from hub.config import HostEntry
-from hub.events_pg import PgEventStore, insert_events
+from hub.events_pg import PgEventStore, insert_events, insert_rows
 from hub.migrations import pending
 from hub.migrations.postgresql import EVENTS, HUB, LOCK_KEY, META
-from hub.rollout_history import note_events
+from hub.rollout_history import note_rows
 from hub.rollout_model import HostRun, Note, Rollout
 from hub.store import (
     EVENT_PAGE,
@@ -63,6 +63,8 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
               "keepalives_count": 3}
 SELECT_LEASE = ("SELECT holder, address, epoch, extract(epoch FROM expires_at)::float8, "
                 "extract(epoch FROM now())::float8 FROM hub_lease WHERE id = 1")
+FENCE = ("SELECT 1 FROM hub_lease WHERE id = 1 AND holder = %s AND epoch = %s "
+         "AND expires_at > now() FOR SHARE")
 # the database is away, or (read-only) a standby answered: the DSN should name the
 # primary, or list every host with target_session_attrs=read-write (docs/DEPLOY.md)
 STORE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, OSError,
@@ -206,9 +208,7 @@ class PostgresStore:
 
     @staticmethod
     async def _fence(conn: psycopg.AsyncConnection[Any], fence: Fence) -> None:
-        cur = await conn.execute(
-            "SELECT 1 FROM hub_lease WHERE id = 1 AND holder = %s AND epoch = %s "
-            "AND expires_at > now() FOR SHARE", (fence.holder, fence.epoch))
+        cur = await conn.execute(FENCE, (fence.holder, fence.epoch))
         if await cur.fetchone() is None:
             raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no longer "
                             "current or has expired")
@@ -216,34 +216,57 @@ class PostgresStore:
     async def save(self, r: Rollout, hosts: Iterable[HostRun], notes: Iterable[Note], *,
                    fence: Fence) -> None:
         """One transaction: the lease check, the rollout core, the changed host rows, the
-        new events (and their lines in the event history), the notification."""
+        new events (and their lines in the event history), the notification; sent as one
+        pipeline (one round trip to the database instead of one per statement, plus one
+        for the event history's sequence). The writes are sent before the lease check's
+        answer is read: when the lease is not ours, the transaction is rolled back and
+        nothing of it is kept."""
         epoch = fence.epoch
-        notes = list(notes)
-        host_rows = [(r.id, h.name, encode_host(h)) for h in hosts]
-        note_rows = [(r.id, n.index, encode_note(n), epoch) for n in notes]
-        history = note_events(r, notes)
+        host_list = list(hosts)
+        note_list = list(notes)
+        history = note_rows(r, note_list)
         last = 0
-        async with self._conn("saving a rollout") as conn, conn.transaction():
-            await self._fence(conn, fence)
-            await conn.execute(
-                "INSERT INTO rollouts (id, created, state, active, core, epoch) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-                "state = excluded.state, active = excluded.active, core = excluded.core, "
-                "epoch = excluded.epoch",
-                (r.id, r.created_at, r.state.value, r.active, encode_core(r), epoch))
-            async with conn.cursor() as cur:
-                if host_rows:
-                    await cur.executemany(
-                        "INSERT INTO rollout_hosts (rollout_id, name, row) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (rollout_id, name) DO UPDATE SET row = excluded.row",
-                        host_rows)
-                if note_rows:
-                    await cur.executemany(
-                        "INSERT INTO rollout_events (rollout_id, idx, event, epoch) "
-                        "VALUES (%s, %s, %s, %s)", note_rows)
-            if history:
-                last = await insert_events(conn, history, CHANNEL)
-            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "rollout:" + r.id))
+        async with self._conn("saving a rollout") as conn:
+            try:
+                async with conn.pipeline() as pipeline, conn.transaction():
+                    held = await conn.execute(FENCE, (fence.holder, fence.epoch))
+                    await conn.execute(
+                        "INSERT INTO rollouts (id, created, state, active, core, epoch) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                        "state = excluded.state, active = excluded.active, "
+                        "core = excluded.core, epoch = excluded.epoch",
+                        (r.id, r.created_at, r.state.value, r.active, encode_core(r), epoch))
+                    # each table's rows as one statement over arrays (one parameter per
+                    # column, not per row: adapting thousands of rows one by one cost more
+                    # than the write)
+                    if host_list:
+                        await conn.execute(
+                            "INSERT INTO rollout_hosts (rollout_id, name, row) "
+                            "SELECT %s, * FROM unnest(%b::text[], %b::text[]) "
+                            "ON CONFLICT (rollout_id, name) DO UPDATE SET row = excluded.row",
+                            (r.id, [h.name for h in host_list],
+                             [encode_host(h) for h in host_list]))
+                    if note_list:
+                        await conn.execute(
+                            "INSERT INTO rollout_events (rollout_id, idx, event, epoch) "
+                            "SELECT %s, *, %s FROM unnest(%b::bigint[], %b::text[])",
+                            (r.id, epoch, [n.index for n in note_list],
+                             [encode_note(n) for n in note_list]))
+                    if history:
+                        last = await insert_rows(conn, history, CHANNEL)
+                    await conn.execute("SELECT pg_notify(%s, %s)",
+                                       (CHANNEL, "rollout:" + r.id))
+                    await pipeline.sync()
+                    if await held.fetchone() is None:
+                        raise LeaseLost(f"lease epoch {fence.epoch} of {fence.holder} is no "
+                                        "longer current or has expired")
+            except psycopg.errors.IntegrityError:
+                # a deposed leader's rows can collide with its successor's (the same
+                # event index) before the lease check's answer is read: the lease
+                # says what the refusal was
+                async with conn.transaction():
+                    await self._fence(conn, fence)
+                raise
         self.rollout_changes.poke()
         self._committed(last, len(history))
 

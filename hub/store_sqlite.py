@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 from backendai.errors import LeaseLost
 from backendai.events.model import Event
-from backendai.events.sqlite_store import SqliteEventStore, insert_events
+from backendai.events.sqlite_store import SqliteEventStore, insert_events, insert_rows
 from hub.config import HostEntry
 from hub.migrations import pending
 from hub.migrations.sqlite import EVENTS, HUB, META
-from hub.rollout_history import note_events
+from hub.rollout_history import note_rows
 from hub.rollout_model import HostRun, Note, Rollout
 from hub.store import (
     EVENT_PAGE,
@@ -108,7 +108,7 @@ class SqliteStore:
         the new events (and their lines in the event history)."""
         epoch = fence.epoch
         notes = list(notes)
-        history = note_events(r, notes)
+        history = note_rows(r, notes)
         last = 0
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -126,7 +126,7 @@ class SqliteStore:
                 "INSERT INTO rollout_events (rollout_id, idx, event, epoch) VALUES (?,?,?,?)",
                 [(r.id, n.index, encode_note(n), epoch) for n in notes])
             if history:
-                last = insert_events(self.db, history)
+                last = insert_rows(self.db, history)
         self.rollout_changes.poke()
         self._committed(last, len(history))
 

@@ -6,7 +6,8 @@ Register(role "manager", the address the hub should dial, labels) at start, retr
 with exponential backoff and full jitter until the hub answers (a fleet of managers
 that lost a restarting hub comes back spread out), then again every
 `register_interval` (±10 %), so a hub that lost its state learns the host back: the
-loop every registration shares (backendai/registration_loop.py). The hub watches the
+loop every registration shares (backendai/registration_loop.py). A busy hub's "later"
+(its admission control) is waited out as asked. The hub watches the
 manager itself (WatchStatus) once it knows the address: no heartbeat here.
 
 With several hubs (`[hub] addresses`) it registers with the leading one, moving on when
@@ -22,8 +23,8 @@ import grpc
 import structlog
 
 from backendai.auth import Token
-from backendai.hub_endpoints import HubEndpoints
-from backendai.registration_loop import keep_trying
+from backendai.hub_endpoints import HubEndpoints, retry_after
+from backendai.registration_loop import Later, keep_trying
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import hub_pb2_grpc as pb_grpc
 from manager.config import HubLink
@@ -57,7 +58,7 @@ class HubRegistration:
         finally:
             await self.hub.close()
 
-    async def _register(self, stub: pb_grpc.HubStub) -> bool:
+    async def _register(self, stub: pb_grpc.HubStub) -> bool | Later:
         address = self.link.advertise_address or self.manager_address()
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
@@ -65,6 +66,10 @@ class HubRegistration:
                     name=self.link.name, role="manager", manager_address=address,
                     labels=dict(self.link.labels), version=self.version()))
         except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            wait = retry_after(exc)
+            if wait is not None:  # the hub admits registrations at a bounded rate
+                log.info("manager.hub_busy", hub=self.hub.current, retry_in=round(wait, 2))
+                return Later(wait)
             self.failures += 1
             reason = f"{exc.code().name}: {exc.details()}" \
                 if isinstance(exc, grpc.aio.AioRpcError) else "timeout"

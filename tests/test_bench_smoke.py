@@ -1,7 +1,8 @@
 """The other benchmarks keep working: bench/hub_scale.py (a real ai-hub against
-simulated managers) and bench/update_timing.py (a real manager updating a real
-release), each run tiny. Their figures are not asserted: timing belongs in
-docs/BENCHMARKS.md, not in a test."""
+simulated managers, on SQLite and a private PostgreSQL), bench/hub_storm.py (a fleet's
+real registration loops reconnecting after a kill -9 of the hub), bench/update_timing.py
+(a real manager updating a real release) and bench/hub_dashboard.py, each run tiny. Their
+figures are not asserted: timing belongs in docs/BENCHMARKS.md, not in a test."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import json
 import os
 import secrets
 import subprocess
+from typing import Any
 
 import psutil
 
 from tests.conftest import PY, ROOT
 
 MARKERS = ("hub.main", "manager.main", "agent.main", "sim_manager", "bin/ai-agent",
-           "service.py", "bin/postgres")
+           "service.py", "bin/postgres", "storm_agents.py")
 RUN_MARK = "BACKENDAI_BENCH_SMOKE_RUN"
 
 
@@ -48,13 +50,70 @@ def left_behind(mark: str) -> list[list[str]]:
 
 def test_hub_scale_runs_a_full_rollout_and_reports_its_figures():
     out, mark = bench("bench/hub_scale.py", "--hosts", "12", "--procs", "1",
-                      "--delay", "0.05", "--json", timeout=180)
+                      "--delay", "0.05", "--settle", "0.2", "--idle", "0.5", "--json")
     assert out.returncode == 0, out.stderr[-2000:]
-    figures = json.loads(out.stdout[out.stdout.index("{"):])
+    (figures,) = json.loads(out.stdout[out.stdout.index("["):])
+    assert (figures["store"], figures["hosts"]) == ("sqlite", 12)
     assert figures["updates_issued"] == 12
+    assert figures["each_host_updated_once_per_rollout"] is True
     for key in ("list_hosts_hub_side_ms", "rollout_wall_seconds", "rollout_hub_cpu_seconds",
-                "hub_rss_after_rollout_mb"):
+                "connect_all_seconds", "rss_per_host_kb"):
         assert figures[key] > 0, key
+    assert left_behind(mark) == []
+
+
+def test_hub_scale_both_stores_several_sizes_rollouts_and_followers_side_by_side():
+    """--store sqlite,postgresql (a private PostgreSQL the bench starts and removes),
+    two sizes, consecutive rollouts with the RSS after each, a follower hub's cost, and
+    the markdown table with a column per run and the targets beside."""
+    out, mark = bench("bench/hub_scale.py", "--hosts", "4,6", "--store", "sqlite,postgresql",
+                      "--rollouts", "2", "--followers", "1", "--delay", "0.05",
+                      "--settle", "0.1", "--idle", "0.5", "--json", timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs: list[dict[str, Any]] = json.loads(out.stdout[out.stdout.index("["):])
+    assert [(r["store"], r["hosts"]) for r in runs] == [
+        ("sqlite", 4), ("postgresql", 4), ("sqlite", 6), ("postgresql", 6)]
+    for r in runs:
+        assert r["updates_issued"] == 2 * r["hosts"]
+        assert len(r["hub_rss_after_each_rollout_mb"].split(" / ")) == 2
+        assert "rss_growth_first_to_last_percent" in r
+        assert r["rollout_hub_cpu_seconds"] > 0
+    for r in runs[1::2]:
+        assert r["follower_rss_mb"] > 0 and "rollout_postgres_cpu_seconds" in r
+    assert left_behind(mark) == []
+    from bench.hub_scale import table
+
+    text = table(runs)
+    assert text.splitlines()[0] == ("| figure | sqlite 4 | postgresql 4 | sqlite 6 | "
+                                    "postgresql 6 | target (10,000) |")
+    assert "| rss_per_host_kb |" in text and "≤ 70" in text
+
+
+def test_hub_scale_refuses_bad_options_before_starting_anything():
+    for argv in (["--store", "mysql"], ["--hosts", "0"], ["--rollouts", "0"],
+                 ["--settle", "-1"], ["--idle", "0"], ["--idle", "nan"], ["--settle", "1e9"]):
+        out, mark = bench("bench/hub_scale.py", *argv, timeout=60)
+        assert out.returncode == 2, argv
+        assert "--" in out.stderr.splitlines()[-1], (argv, out.stderr)
+        assert left_behind(mark) == []
+
+
+def test_hub_storm_brings_the_fleet_back_with_and_without_admission_and_state():
+    """Four storms in one run: the hub restarted with and without its state, each with
+    admission control off and on; every one ends with the whole fleet back."""
+    out, mark = bench("bench/hub_storm.py", "--hosts", "12", "--procs", "1", "--agent-procs",
+                      "2", "--channels", "2", "--heartbeat", "1", "--cap", "60", "--json")
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs: list[dict[str, Any]] = json.loads(out.stdout[out.stdout.index("["):])
+    assert [(r["restart"], r["admission"]) for r in runs] == [
+        ("with its state", "off"), ("with its state", "on"),
+        ("without its state", "off"), ("without its state", "on")]
+    for r in runs:
+        assert 0 < r["hub_answers_after_kill_seconds"] <= r["fleet_back_after_kill_seconds"]
+        assert r["get_info_probes"] > 0 and r["get_info_p99_ms"] > 0
+        assert r["hub_cpu_seconds"] >= 0
+    for r in runs[2:]:  # a hub without its state: the fleet registers anew
+        assert r["registrations"] > 0
     assert left_behind(mark) == []
 
 
@@ -78,17 +137,4 @@ def test_hub_dashboard_measures_the_api_the_page_and_the_dashboards_cpu():
                 "page_to_table_ms_median", "hub_cpu_s_dashboards", "messages_per_dashboard"):
         assert figures[key], key
     assert 1 <= figures["most_messages_in_1s_any_dashboard"] <= 5  # coalesced
-    assert left_behind(mark) == []
-
-
-def test_metrics_scrape_reports_scrapes_and_metrics_off_and_on():
-    out, mark = bench("bench/metrics_scrape.py", "--hosts", "12", "--procs", "1",
-                      "--smoke", "--json", timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    figures = json.loads(out.stdout[out.stdout.index("{"):])
-    for key in ("manager50_scrape_p50_ms", "hub_scrape_p50_ms", "hub_collect_in_process_ms",
-                "hub_scrape_after_rollout_p50_ms", "restart_ms_metrics_off",
-                "restart_ms_metrics_on", "status_p50_ms_grpc_metrics_on", "rss_mb_metrics_on"):
-        assert figures[key] > 0, key
-    assert figures["scrapes_during"] >= 1  # the "on" manager really was scraped
     assert left_behind(mark) == []

@@ -113,3 +113,16 @@ def test_every_hub_store_and_ha_key_is_documented(read_keys, tmp_path):
         keys = read_keys[table]
         assert len(keys) >= 3
         assert keys - documented(text) == set(), table
+
+
+def test_every_hub_admission_key_is_documented(read_keys, tmp_path):
+    from hub import config as hub_config
+
+    path = tmp_path / "hub.toml"
+    path.write_text(f'state_dir = "{tmp_path / "hub"}"\ngrpc_listen = "127.0.0.1:0"\n'
+                    '[admission]\nregister_rate = 5\n')
+    hub_config.load(path)
+    keys = read_keys["admission"]
+    assert len(keys) == 6
+    text = section(DOCS / "CONFIG_HUB_AGENT.md", "Hub `[admission]`")
+    assert keys - documented(text) == set()

@@ -417,7 +417,7 @@ def test_method_labels_are_bounded():
         assert method_label(bad) == "other"
 
 
-# -- the hub's call interceptor against a real gRPC server ------------------------------
+# -- the hub's call metrics against a real gRPC server ------------------------------
 
 class TinyManager(mpb_grpc.ManagerServicer):
     def __init__(self) -> None:
@@ -453,7 +453,7 @@ async def test_interceptor_times_calls_and_counts_failures():
 
     stats.stream_ended = recorded  # type: ignore[method-assign]
     links = ManagerLinks(token=b"tok", tls=None, call_timeout=5.0,
-                         interceptors=stats.interceptors())
+                         instrument=stats.instrument)
     try:
         stub = links.stub(f"127.0.0.1:{port}")
         for _ in range(3):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -101,6 +101,20 @@ class Manager:
         return op["id"], outcome
 
 
+def check_tally(old: E.Rollout, new: E.Rollout) -> None:
+    """The tally a transition carries forward equals the one counted afresh from the
+    hosts, and the changed rows it names are exactly the rows that changed."""
+    carried = new.tally
+    assert carried is not None and carried.of is new.hosts
+    fresh = E.tally_of(replace(new, tally=None))
+    for name in ("order", "waves", "states", "wave_failed", "wave_done", "wave_pending",
+                 "wave_busy"):
+        assert getattr(carried, name) == getattr(fresh, name), name
+    assert carried.first_pending <= fresh.first_pending
+    scanned = [h for n, h in new.hosts.items() if old.hosts.get(n) is not h]
+    assert E.changed_hosts(old, new) == scanned
+
+
 class World:
     def __init__(self, seed: int, hosts: int, failing: int, **strategy) -> None:
         self.rng = random.Random(seed)
@@ -123,7 +137,10 @@ class World:
         self.awaiting: dict[str, bool] = {}
 
     def apply(self, event: E.Event) -> list[E.Action]:
+        old = self.r
         self.r, notes, actions = E.transition(self.r, event, self.now)
+        if self.r is not old:
+            check_tally(old, self.r)
         self.notes += notes
         for h in self.r.hosts.values():  # never someone else's operation as its own
             ops = self.managers[h.name].ops

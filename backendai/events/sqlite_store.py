@@ -75,7 +75,12 @@ def row_event(r: Sequence[Any]) -> Event:
 
 def insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> int:
     """Insert inside the caller's open transaction; the newest id written."""
-    db.executemany(_INSERT, [event_row(ev) for ev in events])
+    return insert_rows(db, [event_row(ev) for ev in events])
+
+
+def insert_rows(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """`insert_events` of rows made already (`event_row`'s form)."""
+    db.executemany(_INSERT, rows)
     return int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
 
 
