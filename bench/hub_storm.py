@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from hub_scale_probe import Fleet, cpu_of, percentile  # noqa: E402 - after the path setup
 
+from aictl.demo_fleet import stable_ports  # noqa: E402
 from backendai.v1 import hub_pb2 as pb  # noqa: E402
 from backendai.v1 import hub_pb2_grpc as pb_grpc  # noqa: E402
 from tests.conftest import assert_eventually  # noqa: E402
@@ -181,8 +182,13 @@ def main() -> int:
         with Fleet(tmp / "sims", args.hosts, procs, 0.5) as fleet:
             hosts_file = tmp / "hosts.json"
             hosts_file.write_text(json.dumps(fleet.addresses))
+            # ports below the ephemeral range: thousands of clients redialing a port in
+            # it can self-connect and hold it, and the restarted hub could not bind
+            grpc_port, http_port = stable_ports(2)
             hub = HubProc(tmp, {}, extra={"heartbeat_interval": args.heartbeat,
-                                          "call_timeout": 30.0, "admission": OFF})
+                                          "call_timeout": 30.0, "admission": OFF,
+                                          "grpc_listen": f"127.0.0.1:{grpc_port}",
+                                          "http_listen": f"127.0.0.1:{http_port}"})
             hub.start()
             per = -(-args.hosts // args.agent_procs)
             for i in range(args.agent_procs):
