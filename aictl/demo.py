@@ -41,6 +41,7 @@ from aictl.demo_fleet import (
     install_release,
     manager_argv,
     repo_root,
+    stable_ports,
     sweep,
     wait_for,
 )
@@ -163,14 +164,15 @@ class DemoFleet:
             self.start_manager(host)
         hosts = [{"name": a.name, "manager": a.manager_grpc(), "labels": a.labels}
                  for a in self.agents]
-        self._write_hub_config(hosts, "127.0.0.1:0", "127.0.0.1:0")
-        self._start_service(self.hub)
-        info = wait_for(lambda: _read_json(self.hub.service_ready), 30, "the hub to be ready")
-        self.hub_address = f"127.0.0.1:{info['grpc_port']}"
-        self.hub_http = f"127.0.0.1:{info['http_port']}"
-        # Keep the ports the kernel picked: when the hub updates itself and restarts,
-        # the agents, aictl and an open dashboard find it where it was.
+        # Fixed ports (outside the kernel's ephemeral range, see stable_ports): when the
+        # hub updates itself and restarts, the agents, aictl and an open dashboard find
+        # it where it was.
+        grpc_port, http_port = stable_ports(2)
+        self.hub_address = f"127.0.0.1:{grpc_port}"
+        self.hub_http = f"127.0.0.1:{http_port}"
         self._write_hub_config(hosts, self.hub_address, self.hub_http)
+        self._start_service(self.hub)
+        wait_for(lambda: _read_json(self.hub.service_ready), 30, "the hub to be ready")
         for agent in self.agents:
             agent.service_config.write_text(tomli_w.dumps(
                 {"name": agent.name, "grpc_listen": "127.0.0.1:0",

@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -169,6 +171,29 @@ def sweep(tag: str, args: frozenset[str] = frozenset()) -> list[int]:
             continue
         killed.append(proc.pid)
     return killed
+
+
+def stable_ports(n: int) -> list[int]:
+    """n free loopback ports below the kernel's ephemeral range, for a daemon that
+    restarts where its clients know it. A client redialing a port inside that range
+    while nothing listens there can be connected to itself by the kernel (TCP
+    self-connect) and then holds the port, so the restarted daemon could not bind it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = 10000 if low > 12000 else 1024
+    found: list[int] = []
+    for port in random.sample(range(first, low), min(2000, low - first)):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == n:
+            return found
+    raise OSError(f"no {n} free loopback ports between {first} and {low - 1}")
 
 
 def manager_argv(config: Path, ready: Path) -> list[str]:

@@ -19,9 +19,9 @@ from aictl.grpc_calls import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    client_command,
     open_channel,
     print_json,
-    reporting,
     to_dict,
 )
 from aictl.hub_client import Hub, HubListError
@@ -44,22 +44,8 @@ def hub_command(handler: Callable[[Hub, argparse.Namespace], int],
                 ) -> Callable[[argparse.Namespace], int]:
     """Connect to the hub(s), run one command, turn failures into one clear line and an
     exit status (aictl/grpc_calls.py)."""
-    def run(args: argparse.Namespace) -> int:
-        box: list[Hub] = []
-
-        def body() -> int:
-            box.append(connect(args))
-            return handler(box[0], args)
-
-        def unreachable() -> str:
-            return f"{'hubs' if ',' in args.hub else 'hub'} {args.hub}"
-
-        try:
-            return reporting(body, unreachable, args)
-        finally:
-            if box:
-                box[0].close()
-    return run
+    return client_command(connect, handler,
+                          lambda args, _: f"{'hubs' if ',' in args.hub else 'hub'} {args.hub}")
 
 
 def either(on_hub: Callable[[Hub, argparse.Namespace], int],

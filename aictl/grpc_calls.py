@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import grpc
@@ -125,6 +125,35 @@ def reporting(body: Callable[[], int], unreachable: Callable[[], str],
             print(f"aictl: {exc}", file=sys.stderr)
             return EXIT_USAGE
         raise
+
+
+class Client(Protocol):
+    def close(self) -> None: ...
+
+
+ClientT = TypeVar("ClientT", bound=Client)
+
+
+def client_command(connect: Callable[[argparse.Namespace], ClientT],
+                   handler: Callable[[ClientT, argparse.Namespace], int],
+                   unreachable: Callable[[argparse.Namespace, ClientT | None], str],
+                   ) -> Callable[[argparse.Namespace], int]:
+    """A command as argparse runs it: connect (a hub or a manager client), run `handler`,
+    close the client, and report failures as `reporting` does; `unreachable(args,
+    client)` names what could not be reached (client is None when connecting failed)."""
+    def run(args: argparse.Namespace) -> int:
+        box: list[ClientT] = []
+
+        def body() -> int:
+            box.append(connect(args))
+            return handler(box[0], args)
+
+        try:
+            return reporting(body, lambda: unreachable(args, box[0] if box else None), args)
+        finally:
+            if box:
+                box[0].close()
+    return run
 
 
 def print_json(obj: Any) -> None:

@@ -26,8 +26,8 @@ from aictl.grpc_calls import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
+    client_command,
     print_json,
-    reporting,
     to_dict,
 )
 from aictl.manager_client import Manager, parse_manager
@@ -42,22 +42,9 @@ def manager_command(handler: Callable[[Manager, argparse.Namespace], int],
                     ) -> Callable[[argparse.Namespace], int]:
     """Connect to --manager, run one command, report failures (exit statuses as
     aictl/grpc_calls.py)."""
-    def run(args: argparse.Namespace) -> int:
-        box: list[Manager] = []
-
-        def body() -> int:
-            box.append(Manager(args))
-            return handler(box[0], args)
-
-        def unreachable() -> str:
-            return f"manager {box[0].address if box else args.manager}"
-
-        try:
-            return reporting(body, unreachable, args)
-        finally:
-            if box:
-                box[0].close()
-    return run
+    return client_command(
+        Manager, handler,
+        lambda args, m: f"manager {m.address if m is not None else args.manager}")
 
 
 def needs_manager(name: str) -> Callable[[argparse.Namespace], int]:

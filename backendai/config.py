@@ -19,7 +19,7 @@ import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backendai.auth import (
     ANONYMOUS,
@@ -32,7 +32,6 @@ from backendai.auth import (
 )
 from backendai.errors import ConfigError, InvalidArgument
 from backendai.listen import ListenAddress
-from backendai.tls import ClientTLS, ServerTLS
 from backendai.validate import (
     check_address,
     check_env,
@@ -42,6 +41,9 @@ from backendai.validate import (
     check_version,
     is_version,
 )
+
+if TYPE_CHECKING:  # loaded by the TLS tables' readers: a daemon without TLS never needs it
+    from backendai.tls import ClientTLS, ServerTLS
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_TEXT = 4096
@@ -352,12 +354,20 @@ class Table:
     def tls_server(self, name: str) -> ServerTLS | None:
         """`[tls]` of a server: cert_file, key_file, client_ca_file."""
         sub = self.table(name)
-        return None if sub is None else ServerTLS.from_table(sub)
+        if sub is None:
+            return None
+        from backendai.tls import ServerTLS  # noqa: PLC0415 - only with TLS configured
+
+        return ServerTLS.from_table(sub)
 
     def tls_client(self, name: str) -> ClientTLS | None:
         """`[..._tls]` of a client: ca_file, cert_file + key_file, server_name."""
         sub = self.table(name)
-        return None if sub is None else ClientTLS.from_table(sub)
+        if sub is None:
+            return None
+        from backendai.tls import ClientTLS  # noqa: PLC0415 - only with TLS configured
+
+        return ClientTLS.from_table(sub)
 
 
 def _token_name(value: Any) -> str:

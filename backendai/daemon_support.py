@@ -13,13 +13,15 @@ import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
 from backendai.auth import Token
 from backendai.errors import ConfigError, FailedPrecondition
-from backendai.tls import ReloadableServerCredentials
+
+if TYPE_CHECKING:
+    from backendai.tls import ReloadableServerCredentials
 
 log = structlog.get_logger(__name__)
 

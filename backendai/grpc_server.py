@@ -1,6 +1,7 @@
 """A gRPC server with what every daemon of ours serves besides its own service:
 grpc.health.v1.Health, server reflection (so `grpcurl list/describe` need no .proto),
-and the bearer-token interceptor when a token is configured.
+and the bearer-token interceptor when a token is configured. Reflection's module and
+servicer load at its first call (`LazyReflection`), not at every start.
 
 Two flavours behind one async lifecycle: a grpc.aio server (hub, agent), or, with
 `threads=N`, a thread-pool `grpc.server` (the manager: its unary calls answer ~0.1 ms
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
@@ -21,7 +23,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from backendai.auth import (
     SyncTokenInterceptor,
@@ -44,6 +45,46 @@ OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
            ("grpc.so_reuseport", 0),
            ("grpc.http2.min_ping_interval_without_data_ms", MIN_RECV_PING_INTERVAL_MS)]
+
+
+REFLECTION = "grpc.reflection.v1alpha.ServerReflection"  # the protocol's, fixed
+
+
+class LazyReflection(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc: untyped
+    """Server reflection (`grpcurl list/describe`), loaded at its first call: its module,
+    descriptors and servicer (~4 ms) stay off every start's path. It answers reflection's
+    method and nothing else (None: other handlers decide, or UNIMPLEMENTED)."""
+
+    def __init__(self, names: Sequence[str], *, aio: bool) -> None:
+        self.names = [*names, REFLECTION]
+        self.aio = aio
+        self._handler: Any = None
+        self._lock = threading.Lock()  # pool threads may ask at once
+
+    def service(self, handler_call_details: Any) -> Any:
+        method: str = handler_call_details.method
+        if not method.startswith(f"/{REFLECTION}/"):
+            return None
+        return self._load().service(handler_call_details)
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._handler is None:
+                # the first reflection call pays for it
+                from grpc_reflection.v1alpha import (  # noqa: PLC0415
+                    reflection,
+                    reflection_pb2,
+                )
+
+                servicer = (reflection.aio.ReflectionServicer(self.names) if self.aio
+                            else reflection.ReflectionServicer(self.names))
+                self._handler = grpc.method_handlers_generic_handler(REFLECTION, {
+                    "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                        servicer.ServerReflectionInfo,
+                        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                        response_serializer=(
+                            reflection_pb2.ServerReflectionResponse.SerializeToString))})
+            return self._handler
 
 
 class GrpcServer:
@@ -83,8 +124,8 @@ class GrpcServer:
         for _, add in services:
             add(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [*self.names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.server.add_generic_rpc_handlers(
+            (LazyReflection([*self.names, health.SERVICE_NAME], aio=not threads),))
         self.port = 0
         self.credentials = credentials
 

@@ -10,6 +10,7 @@ both paths meet those checks too.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +34,29 @@ def check_state_dir(path: Path, key: str = "state_dir") -> None:
         what = "is not writable" if probe == path else f"cannot be created: {str(probe)!r} " \
             "is not writable"
         raise ConfigError(f"{key}: {str(path)!r} {what} by this user (uid {os.getuid()})")
+
+
+def stored_schema_versions(path: Path) -> dict[str, int] | None:
+    """What an SQLite state database at `path` records in `schema_versions` (component ->
+    version), read without changing it; None when there is no database yet or it records
+    nothing (the start creates or migrates it). Refused when this user cannot both read
+    and write it, or it cannot be read."""
+    if not path.exists():
+        return None
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"state_dir: {path} is not readable and writable by this user "
+                          f"(uid {os.getuid()})")
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT component, version FROM schema_versions").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return None
+        raise ConfigError(f"state_dir: cannot read {path}: {exc}") from None
+    return {str(c): int(v) for c, v in rows}
 
 
 def check_sinks(sinks: Sequence[SinkConfig]) -> None:

@@ -1,7 +1,7 @@
 """Our ai-manager side by side with supervisord and a real `systemd --user`.
 
     .venv/bin/python bench/manager_vs_peers.py [--quick] [--rounds N] [--json PATH]
-        [--baseline REV] [--event-sinks] [--scrape SECONDS]
+        [--baseline REV] [--event-sinks] [--scrape SECONDS] [--starts-only]
 
 Each round starts every subject afresh, in an order that rotates from round to round,
 and measures the same figure on each in turn; the table shows the median over rounds,
@@ -10,7 +10,8 @@ sockets. supervisord is installed from PyPI into bench/.venv-peers on first use;
 systemd is skipped (and says why) where it cannot start. `--baseline REV` adds our
 manager as of git revision REV as one more subject (e.g. the code before the event
 history: `--baseline events-base`, see docs/BENCHMARKS.md); `--event-sinks` has ours
-deliver every event to a JSON lines file as it runs.
+deliver every event to a JSON lines file as it runs; `--starts-only` takes only the
+start -> ready samples (10 a round per subject, with the required stack's floors).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers_supervision
-from peers_grpc_floor import GrpcFloor
+from peers_grpc_floor import GrpcFloor, ImportFloor
 from peers_ours import pb
 from peers_subjects import Ours, Subject, SupervisordSubject, SystemdSubject
 from peers_supervisord import ensure_supervisord
@@ -72,7 +73,7 @@ EXTRA_UNITS = {"idle_cpu_pct_50": ("%", "", True), "hung_to_new_pid_max_s": ("s"
 FLOORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "status_p50_ms_grpc": ("status_p50_ms_grpc_floor", ("bare grpc.aio", "bare grpc.server")),
     "rss_mb_1": ("rss_mb_floor", ("required stack",)),
-    "start_ready_s": ("start_ready_s_floor", ("required stack",)),
+    "start_ready_s": ("start_ready_s_floor", ("required stack", "required imports")),
 }
 
 
@@ -223,6 +224,7 @@ class Bench:
         (rounds, self.calls, self.all_calls, self.kills, self.settle, self.log_lines,
          self.latency_secs, self.cpu_window, self.hangs, self.starts) = sizes
         self.rounds = args.rounds or rounds
+        self.starts_only = args.starts_only
         self.results = Results()
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
         self.subjects = ["ours", "supervisord"]
@@ -278,6 +280,10 @@ class Bench:
             t1 = time.monotonic()
             self.start_ready(rnd)
             self.note(f"start_ready: {time.monotonic() - t1:.1f}s")
+            if self.starts_only:
+                print(f"round {rnd + 1}/{self.rounds} (starts only) done in "
+                      f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
+                continue
             for together in (self.one_service, self.fifty_services):
                 t1 = time.monotonic()
                 together(rnd)
@@ -367,6 +373,10 @@ class Bench:
                 self.results.add("start_cpu_s_floor", "required stack", cpu_s(floor.proc.pid))
             finally:
                 floor.close()
+            imports = ImportFloor()
+            imports.run()
+            self.results.add("start_ready_s_floor", "required imports", imports.took)
+            self.results.add("start_cpu_s_floor", "required imports", imports.cpu)
 
     def one_service(self, rnd: int) -> None:
         with self.all_running(rnd, [svc("svc0", SLEEPER)]) as up:
@@ -605,6 +615,8 @@ def main() -> int:
                         help="ours delivers its events to a JSON lines file")
     parser.add_argument("--scrape", type=float, default=0.0, metavar="SECONDS",
                         help="GET our managers' /metrics this often, as Prometheus would")
+    parser.add_argument("--starts-only", action="store_true",
+                        help="only the start -> ready samples and their floors (no table)")
     parser.add_argument("--smoke", action="store_true",
                         help=argparse.SUPPRESS)  # one tiny round: the tests' check of the script
     parser.add_argument("--as-writer", nargs=3, metavar=("MODE", "COUNT", "GO"),
@@ -621,7 +633,12 @@ def main() -> int:
         res = bench.run()
     finally:
         shutil.rmtree(bench.tmp, ignore_errors=True)
-    print(table(res, bench.subjects))
+    if not args.starts_only:
+        print(table(res, bench.subjects))
+    else:
+        for key in ("start_ready_s", "start_cpu_s"):
+            print(key, *(f"{s} {cell(res, key, s)};" for s in bench.subjects
+                         if res.median(key, s) is not None))
     print(f"\nstatus_p50_ms_grpc of bare servers (same proto, constant reply, interleaved): "
           f"grpc.aio {cell(res, 'status_p50_ms_grpc_floor', 'bare grpc.aio')} ms, "
           f"thread-pool grpc.server "
@@ -631,6 +648,11 @@ def main() -> int:
           f"{cell(res, 'rss_mb_floor', 'required stack')} MB; its start -> serving "
           f"{cell(res, 'start_ready_s_floor', 'required stack')} s, CPU until then "
           f"{cell(res, 'start_cpu_s_floor', 'required stack')} s")
+    print(f"Start floor: a process that only imports grpc, the generated stubs, structlog "
+          f"and psutil: {cell(res, 'start_ready_s_floor', 'required imports')} s from spawn, "
+          f"CPU {cell(res, 'start_cpu_s_floor', 'required imports')} s; against "
+          f"supervisord's start -> ready {cell(res, 'start_ready_s', 'supervisord')} s, "
+          f"CPU {cell(res, 'start_cpu_s', 'supervisord')} s")
     print(f"\n{bench.rounds} rounds, {bench.calls} status calls per transport, "
           f"{bench.kills} kills per round; {time.monotonic() - t0:.0f}s total"
           + (f"; our managers scraped every {args.scrape:g}s" if args.scrape else ""))

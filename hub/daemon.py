@@ -249,5 +249,7 @@ async def _sinks_while_leading(leadership: Leadership, sinks: list[SinkRunner]) 
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(s.run(), name=f"sink-{s.name}") for s in sinks]
             await term.ended.wait()
-            for task in tasks:
-                task.cancel()
+            # a delivery in flight may end and store its cursor (the next leader then
+            # resumes past it); nothing new starts
+            for runner, task in zip(sinks, tasks, strict=True):
+                await runner.stop(task, GRACE)

@@ -20,12 +20,8 @@ connects and says).
 
 from __future__ import annotations
 
-import os
-import sqlite3
-
 from backendai.auth import Token, Tokens
-from backendai.errors import ConfigError
-from backendai.preflight import check_sinks, check_state_dir
+from backendai.preflight import check_sinks, check_state_dir, stored_schema_versions
 from hub.config import HubConfig
 from hub.identity import stored_hub_id
 from hub.migrations import pending
@@ -60,22 +56,9 @@ def database(cfg: HubConfig) -> None:
     if cfg.store.backend != "sqlite":
         return
     path = sqlite_path(cfg.state_dir)
-    if not path.exists():
-        return
-    if not os.access(path, os.R_OK | os.W_OK):
-        raise ConfigError(f"state_dir: {path} is not readable and writable by this user "
-                          f"(uid {os.getuid()})")
-    try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT component, version FROM schema_versions").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        if "no such table" in str(exc):
-            return  # nothing recorded yet: the start creates the schema
-        raise ConfigError(f"state_dir: cannot read {path}: {exc}") from None
-    stored = {str(c): int(v) for c, v in rows}
+    stored = stored_schema_versions(path)
+    if stored is None:
+        return  # no database, or nothing recorded yet: the start creates the schema
     for component in (HUB, EVENTS):  # in the order opening the store applies them
         pending(component, stored.get(component.name, 0), migrate=cfg.store.migrate,
                 where=str(path))

@@ -31,12 +31,12 @@ from backendai.events.config import (
     read_sinks,
 )
 from backendai.listen import ListenAddress
-from backendai.tls import ClientTLS, ServerTLS
 from backendai.validate import check_service_name, default_host_name
 from manager import instances as service_instances
 from manager import start_order
 
 if TYPE_CHECKING:
+    from backendai.tls import ClientTLS, ServerTLS
     from manager.health_config import HealthCheck
 
 ROLES = ("agent", "hub")

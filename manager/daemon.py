@@ -4,6 +4,18 @@ idempotent; `async with ManagerDaemon(...)` wraps both.
 Graceful stop order: health NOT_SERVING, stop accepting HTTP, gRPC stop with grace,
 then the units' background work, then the event log and its sinks. Supervised services
 keep running: a restarted manager re-adopts them.
+
+What the ready file (and the `manager.ready` log line) means: gRPC (and `grpc_socket`)
+and HTTP are bound and answer every call; every unit is ready (its service re-adopted or
+found gone, its first observation done, autostart services without `after` spawned, or
+asked to start); the updater, where configured, has recovered its interrupted
+operations; a reload is accepted. What may still be starting then, by design: services
+with `after` (started in order once what they follow is up) and services' own start-up
+(`start_secs`, health not known yet); the event log's flusher and pruner (events emitted
+until then are queued, or committed with a state write, and are listed once flushed,
+within a loop turn); the event sinks (each resumes from its durable cursor); the sweep
+that stops services the state names and the config no longer does; the registration with
+the hub.
 """
 
 from __future__ import annotations
@@ -26,7 +38,6 @@ from backendai.events.log import EventLog, Retention
 from backendai.grpc_server import GrpcServer
 from backendai.listen import ListenAddress
 from backendai.loop_bridge import LoopBridge
-from backendai.tls import ReloadableServerCredentials
 from manager import preflight
 from manager.api.control import ManagerControl
 from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
@@ -40,6 +51,7 @@ from manager.supervision.unit import ServiceUnit
 
 if TYPE_CHECKING:
     from backendai.events.sinks.runner import SinkRunner
+    from backendai.tls import ReloadableServerCredentials
     from manager.api.control import ReloadResult
     from manager.config_reload import ConfigReloader
     from manager.supervision.health_monitor import HealthMonitor
@@ -227,7 +239,11 @@ class ManagerDaemon(DaemonLifecycle):
             preflight.state_dir(cfg)
             lock.acquire()
             token, hub_token = preflight.tokens(cfg)
-            tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
+            tls: ReloadableServerCredentials | None = None
+            if cfg.tls is not None:  # only a manager with TLS loads it
+                from backendai.tls import ReloadableServerCredentials  # noqa: PLC0415
+
+                tls = ReloadableServerCredentials(cfg.tls)
             self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
             store = StateStore(cfg.state_dir / preflight.DATABASE)
             events = self._open_events(store)
@@ -257,22 +273,20 @@ class ManagerDaemon(DaemonLifecycle):
             await http.bind()
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                background = [tg.create_task(events.run(), name="events"),
-                              *(tg.create_task(s.run(), name=f"sink-{s.name}") for s in sinks)]
                 events.emit("manager.started", "manager",
                             f"manager {control.manager_version} started (pid {os.getpid()})",
                             {"pid": os.getpid(), "version": control.manager_version})
                 fleet.launch(tg)
                 if updater is not None:  # it waits for the units to be ready
                     tg.create_task(updater.run(), name="updater")
-                registering: asyncio.Task[None] | None = None
-                leftovers: asyncio.Task[None] | None = None
+                events_task: asyncio.Task[None] | None = None  # the event log's writer
+                sink_tasks: list[tuple[SinkRunner, asyncio.Task[None]]] = []
+                chores: list[asyncio.Task[None]] = []  # the leftovers' sweep, registration
                 try:
                     # Serve only once the units know their services (re-adopted, first
                     # observation done) and the updater knows its interrupted operations.
                     await wait_ready(units, updater, self._ready_timeout())
                     fleet.autostart()  # services that start after others, in order
-                    leftovers = tg.create_task(self._leftovers(store, cfg), name="leftovers")
                     source = cfg.source
                     if source is not None:
                         self.reloader = control.reloader = LazyReloader(
@@ -280,15 +294,20 @@ class ManagerDaemon(DaemonLifecycle):
                             self.record_reload)
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
-                    registering = self._register(tg, control, hub_token)
                     self._announce(started)
+                    # Ready (see the module doc): what answering does not need starts
+                    # now, off the start's critical path.
+                    events_task = tg.create_task(events.run(), name="events")
+                    sink_tasks = [(s, tg.create_task(s.run(), name=f"sink-{s.name}"))
+                                  for s in sinks]
+                    chores = [tg.create_task(self._leftovers(store, cfg), name="leftovers"),
+                              *self._register(tg, control, hub_token)]
                     await self._stop.wait()
                     log.info("manager.stopping")
                 finally:
                     self.reloader = None
-                    for task in (registering, leftovers):
-                        if task is not None:
-                            task.cancel()
+                    for task in chores:
+                        task.cancel()
                     await grpc_server.not_serving()
                     await http.stop(GRACE)
                     await grpc_server.stop(GRACE)
@@ -297,8 +316,12 @@ class ManagerDaemon(DaemonLifecycle):
                     await fleet.shutdown()
                     events.emit("manager.stopped", "manager", "manager stopped",
                                 {"pid": os.getpid()})
-                    for task in background:
-                        task.cancel()
+                    # deliveries in flight end and store their cursors: a clean restart
+                    # sends nothing twice
+                    for runner, task in sink_tasks:
+                        await runner.stop(task, GRACE)
+                    if events_task is not None:
+                        events_task.cancel()
         finally:
             if self.events is not None:
                 await self.events.close()
@@ -313,11 +336,11 @@ class ManagerDaemon(DaemonLifecycle):
         return max((s.call_timeout for s in self.config.services), default=0.0) + READY_MARGIN
 
     def _register(self, tg: asyncio.TaskGroup, control: ManagerControl,
-                  token: Token | None) -> asyncio.Task[None] | None:
+                  token: Token | None) -> list[asyncio.Task[None]]:
         """With `[hub]`: register this host with the hub, in the background."""
         link = self.config.hub
         if link is None:
-            return None
+            return []
         # Only a manager that registers loads the hub's protos.
         from manager.hub_registration import HubRegistration  # noqa: PLC0415
 
@@ -326,7 +349,7 @@ class ManagerDaemon(DaemonLifecycle):
             link, token=token,
             manager_address=lambda: str(ListenAddress(listen.host, self.grpc_port)),
             version=lambda: control.status().version)
-        return tg.create_task(registration.run(), name="hub-registration")
+        return [tg.create_task(registration.run(), name="hub-registration")]
 
     def _announce(self, started: float) -> None:
         cfg = self.config

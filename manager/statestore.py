@@ -23,7 +23,6 @@ capped a crash loop near 100 restarts a second on a virtual disk).
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +34,7 @@ from backendai.errors import ConfigError
 from backendai.events.audit import acting
 from backendai.events.model import Event, make_event
 from backendai.events.sqlite_store import SqliteEventStore, insert_events
+from backendai.preflight import stored_schema_versions
 
 if TYPE_CHECKING:
     from backendai.events.log import EventLog
@@ -229,22 +229,9 @@ def check_database(path: Path, known: Mapping[str, int]) -> None:
     """What opening the state database at start would refuse, checked without changing
     it (--check-config): it is readable and writable, and none of the `known`
     components (name -> this build's schema version) was written by a newer manager."""
-    if not path.exists():
-        return
-    if not os.access(path, os.R_OK | os.W_OK):
-        raise ConfigError(f"state_dir: {path} is not readable and writable by this user "
-                          f"(uid {os.getuid()})")
-    try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-        try:
-            rows = db.execute("SELECT component, version FROM schema_versions").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        if "no such table" in str(exc):
-            return  # a database from before versions were recorded: the start migrates
-        raise ConfigError(f"state_dir: cannot read {path}: {exc}") from None
-    stored = {str(c): int(v) for c, v in rows}
+    stored = stored_schema_versions(path)
+    if stored is None:
+        return  # no database, or one from before versions were recorded: the start migrates
     for component, version in known.items():  # in the order the start opens them
         found = stored.get(component, 0)
         if found > version:

@@ -92,14 +92,18 @@ class ManagerProc:
     def write_config(self) -> None:
         self.config_path.write_text(to_toml(self.top, self.services))
 
-    def start(self, timeout: float = 20.0, *, crash_at: str = "") -> ManagerProc:
+    def start(self, timeout: float = 20.0, *, crash_at: str = "",
+              entry: list[str] | None = None) -> ManagerProc:
         """crash_at: run the test-only entry point that dies right after journaling that
-        update step's start (tests/fixtures/crashing_manager.py)."""
+        update step's start (tests/fixtures/crashing_manager.py). entry: another
+        test-only entry module and its first arguments (`python -m ENTRY...`)."""
         self.write_config()
         with contextlib.suppress(FileNotFoundError):
             self.ready_path.unlink()
         log = self.log_path.open("ab")
-        entry = ["tests.fixtures.crashing_manager", crash_at] if crash_at else ["manager.main"]
+        if entry is None:
+            entry = (["tests.fixtures.crashing_manager", crash_at] if crash_at
+                     else ["manager.main"])
         self.proc = subprocess.Popen(
             [PY, "-m", *entry, "--config", str(self.config_path),
              "--ready-file", str(self.ready_path)],
@@ -290,5 +294,7 @@ def reserved_ports(count: int) -> Iterator[int]:
     raise AssertionError(f"no {count} consecutive free ports found")
 
 
-# PostgreSQL for the hub's store tests (imported last: it imports assert_eventually above)
+# PostgreSQL for the hub's store tests and a package store for the real fleets (imported
+# last: they import assert_eventually above)
 from tests.fixtures.pg import hub_store, pg_database, pg_server, store_spec  # noqa: E402, F401
+from tests.fixtures.real_fleet import store_server  # noqa: E402, F401

@@ -73,12 +73,16 @@ class World:
         await self.log.flush()
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with pytest.raises(asyncio.CancelledError):
-                await task
+        """A clean stop, as a daemon's: the sinks end their deliveries, then the log."""
+        log_task, *sink_tasks = self.tasks
+        for runner, task in zip(self.runners, sink_tasks, strict=True):
+            await runner.stop(task, 5.0)
+            assert not task.cancelled()  # ended within the grace, cursor stored
+        log_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await log_task
         self.tasks.clear()
+        self.runners.clear()
         if self.log is not None:
             await self.log.close()
         if self.store is not None:
@@ -177,7 +181,9 @@ async def test_a_receiver_that_hangs_or_trickles_costs_a_timeout_and_the_daemon_
         t0 = time.monotonic()
         await asyncio.sleep(0.01)
         worst = max(worst, time.monotonic() - t0 - 0.01)
-    assert worst < 0.1, worst
+    # a delivery that blocked the loop would stall it for a whole trickle gap (0.4 s) or
+    # timeout (0.5 s); a loaded machine's scheduling lag stays well below that
+    assert worst < 0.3, worst
     await eventually(lambda: runner.failures >= 2)
     assert "no complete answer within 0.5s" in runner.last_error
     receiver.set_mode("ok")

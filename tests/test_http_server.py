@@ -35,6 +35,7 @@ from backendai.http_server import (
     UpgradedStream,
 )
 from backendai.listen import ListenAddress
+from tests.fixtures.http_calls import Reply, assert_error, http_call, raw_exchange
 
 TOKEN = "tiny-token"
 METRICS = b"# TYPE up gauge\nup 1\n"
@@ -133,27 +134,6 @@ class Served:
         return await asyncio.to_thread(http_call, self.port, method, path, body, headers or {})
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def http_call(port: int, method: str, path: str, body: bytes | Iterable[bytes] | None,
-              headers: dict[str, str]) -> Reply:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return Reply(resp.status, resp.headers, resp.read())
-    finally:
-        conn.close()
-
-
 def split_responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     """Cut a byte stream of HTTP/1.1 responses framed by Content-Length apart."""
     out = []
@@ -165,18 +145,6 @@ def split_responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
         out.append((int(lines[0].split()[1]), headers, raw[:length]))
         raw = raw[length:]
     return out
-
-
-async def raw_exchange(port: int, data: bytes) -> bytes:
-    """Send bytes on a fresh connection and read until the server closes it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        async with asyncio.timeout(10):
-            return await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
@@ -206,16 +174,6 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Served]]]:
 @pytest.fixture
 async def served(serve: Callable[..., Awaitable[Served]]) -> Served:
     return await serve()
-
-
-def assert_error(reply: Reply, status: int, needle: str = "") -> str:
-    assert reply.status == status, reply.body
-    assert reply.headers["Content-Type"] == "application/json"
-    data = reply.json()
-    assert list(data) == ["success", "error"]
-    assert data["success"] is False
-    assert needle in data["error"]
-    return str(data["error"])
 
 
 # -- answers ---------------------------------------------------------------------------
@@ -319,7 +277,7 @@ async def test_errors_keep_their_status_and_unexpected_ones_say_internal(
     assert reply.headers["X-Tea"] == "earl grey"
     with capture_logs() as logs:
         reply = await served.call("GET", "/boom")
-    assert assert_error(reply, 500) == "internal error"
+    assert assert_error(reply, 500)["error"] == "internal error"
     assert b"secret" not in reply.body
     assert b"Traceback" not in reply.body
     failures = [e for e in logs if e["event"] == "http.internal_error"]

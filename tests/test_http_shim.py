@@ -10,7 +10,7 @@ import http.client
 import json
 import shlex
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from manager.api.http_routes import manager_http_server
 from manager.config import ServiceConfig, parse
 from manager.supervision.states import ServiceStatus, State
 from manager.updates.results import UpdateStarted
+from tests.fixtures.http_calls import Reply, assert_error, http_call, raw_exchange
 
 CURL = Path("/usr/bin/curl")
 needs_curl = pytest.mark.skipif(
@@ -131,16 +132,6 @@ class FakeUpdater:
 
 
 @dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
 class Env:
     shim: HttpServer
     control: ManagerControl
@@ -177,29 +168,6 @@ class Env:
         assert proc.returncode == 0, err
         body, _, code = out.rpartition(b"\n")
         return int(code), body
-
-
-def http_call(port: int, method: str, path: str, body: bytes | Iterable[bytes] | None,
-              headers: dict[str, str]) -> Reply:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return Reply(resp.status, resp.headers, resp.read())
-    finally:
-        conn.close()
-
-
-async def raw_exchange(port: int, data: bytes) -> bytes:
-    """Send bytes on a fresh connection and read until the server closes it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        async with asyncio.timeout(10):
-            return await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
 
 
 def parse_raw(raw: bytes) -> tuple[int, dict[str, str], Any]:
@@ -245,20 +213,6 @@ async def make_env(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Env]
 @pytest.fixture
 async def env(make_env: Callable[..., Awaitable[Env]]) -> Env:
     return await make_env()
-
-
-def assert_error(reply: Reply, status: int, needle: str = "") -> Any:
-    assert reply.status == status, reply.body
-    assert reply.headers["Content-Type"] == "application/json"
-    assert int(reply.headers["Content-Length"]) == len(reply.body)
-    data = reply.json()
-    assert list(data) == ["success", "error"]
-    assert data["success"] is False
-    assert isinstance(data["error"], str)
-    assert data["error"]
-    assert needle in data["error"]
-    assert "Traceback" not in data["error"]
-    return data
 
 
 # -- the seeds' commands, byte for byte --------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -30,17 +29,10 @@ from selenium.webdriver.support.ui import Select
 from backendai.auth import write_token
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
-from tests.conftest import PY, ROOT, assert_eventually, fast_service
+from tests.conftest import ROOT, fast_service
 from tests.fixtures.components import chromium, wait_until
 from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for
-from tests.update_support import (
-    StoreServer,
-    build_release,
-    install,
-    make_source,
-    reserved_port,
-    update_service,
-)
+from tests.fixtures.real_fleet import publish_releases, real_managers, wait_running
 
 pytestmark = pytest.mark.slow
 
@@ -122,35 +114,12 @@ def start_from_page(driver, hub, version: str, *, waves: str = "1, 100%",
 
 
 @pytest.fixture
-def store_server(tmp_path):
-    (tmp_path / "store").mkdir()
-    server = StoreServer(tmp_path / "store")
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def fleet(tmp_path, make_manager, store_server):
-    src = make_source(tmp_path)
-    out = tmp_path / "out"
-    for version, behavior in (("1.0.0", None), ("1.1.0", None), ("1.2.0", {"unhealthy": True}),
-                              ("1.3.0", None)):
-        build_release(src, out, version, behavior=behavior)
-        res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
-                              str(out), "--to", (tmp_path / "store").as_uri()], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
-        assert res.returncode == 0, res.stderr
-    url = f"{store_server.url}/{{version}}/agent-{{version}}.tar.gz"
-    with contextlib.ExitStack() as stack:
-        managers = {}
-        for i in range(HOSTS):
-            port = stack.enter_context(reserved_port())
-            root = tmp_path / f"host{i}" / "opt" / "ai-agent"
-            install(root, out / "1.0.0" / "agent-1.0.0.tar.gz", "1.0.0")
-            svc = update_service(root, url, port, healthy_deadline=4.0, min_healthy_time=0.3)
-            managers[f"host-{i}"] = make_manager([svc], name=f"m{i}").start()
-        for m in managers.values():
-            assert_eventually(lambda m=m: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
+    out = publish_releases(tmp_path, {"1.0.0": {}, "1.1.0": {},
+                                      "1.2.0": {"behavior": {"unhealthy": True}}, "1.3.0": {}})
+    with real_managers(make_manager, tmp_path, out, store_server, HOSTS,
+                       healthy_deadline=4.0, min_healthy_time=0.3) as managers:
+        wait_running(managers.values())
         hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in managers.items()}, token=TOKEN,
                       labels={n: {"site": "lab", "rack": str(i)}
                               for i, n in enumerate(sorted(managers))})

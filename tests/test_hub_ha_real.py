@@ -21,19 +21,11 @@ import time
 import pytest
 
 from backendai.v1 import hub_pb2 as pb
-from backendai.v1 import manager_pb2 as mpb
-from tests.conftest import PY, ROOT, assert_eventually
+from tests.conftest import PY, ROOT
 from tests.fixtures.hub_procs import TERMINAL, HubProc, wait_for
+from tests.fixtures.real_fleet import publish_releases, real_managers, wait_running
 from tests.test_agent import AgentProc
 from tests.test_hub_ha import TTL, start_hubs, wait_leader
-from tests.update_support import (
-    StoreServer,
-    build_release,
-    install,
-    make_source,
-    reserved_port,
-    update_service,
-)
 
 pytestmark = pytest.mark.slow
 
@@ -41,18 +33,8 @@ HOSTS = 4
 
 
 @pytest.fixture
-def releases(tmp_path):
-    (tmp_path / "store").mkdir()
-    server = StoreServer(tmp_path / "store")
-    src, out = make_source(tmp_path), tmp_path / "out"
-    for version in ("1.0.0", "1.1.0"):
-        build_release(src, out, version)
-        res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
-                              str(out), "--to", (tmp_path / "store").as_uri()], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
-        assert res.returncode == 0, res.stderr
-    yield server, out
-    server.close()
+def releases(tmp_path, store_server):
+    return store_server, publish_releases(tmp_path, {"1.0.0": {}, "1.1.0": {}})
 
 
 def update_ops(manager, version: str) -> list[str]:
@@ -81,17 +63,12 @@ def test_three_hubs_leader_killed_mid_wave_with_real_managers_aictl_and_an_agent
     server, out = releases
     hubs = start_hubs(procs, pg_database, {})
     addresses = [h.address for h in hubs]
-    url = f"{server.url}/{{version}}/agent-{{version}}.tar.gz"
     with contextlib.ExitStack() as stack:
-        managers = {}
-        for i in range(HOSTS):
-            port = stack.enter_context(reserved_port())
-            root = tmp_path / f"host{i}" / "opt" / "ai-agent"
-            install(root, out / "1.0.0" / "agent-1.0.0.tar.gz", "1.0.0")
-            svc = update_service(root, url, port, healthy_deadline=6.0, min_healthy_time=0.3)
-            managers[f"host-{i}"] = make_manager(
-                [svc], {"hub": {"addresses": addresses, "name": f"host-{i}",
-                                "register_interval": 1.0}}, name=f"m{i}").start()
+        managers = stack.enter_context(real_managers(
+            make_manager, tmp_path, out, server, HOSTS,
+            top=lambda name: {"hub": {"addresses": addresses, "name": name,
+                                      "register_interval": 1.0}},
+            healthy_deadline=6.0, min_healthy_time=0.3))
         leader = wait_leader(hubs)
         wait_for(lambda: len(leader.call("ListAgents", pb.ListHostsRequest()).hosts) == HOSTS,
                  30, "every manager registered with the leader")
@@ -99,8 +76,7 @@ def test_three_hubs_leader_killed_mid_wave_with_real_managers_aictl_and_an_agent
                       manager_address=managers["host-0"].grpc_addr,
                       heartbeat_interval=0.5, reconnect_max=1.0).start()
         wait_for(lambda: agent_connected(leader), 30, "the agent heartbeats to the leader")
-        for m in managers.values():
-            assert_eventually(lambda m=m: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
+        wait_running(managers.values())
         followers = [h for h in hubs if h is not leader]
         epoch = leader.info_now().epoch
 

@@ -22,23 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 
 import grpc
 import pytest
 
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
-from tests.conftest import PY, ROOT, assert_eventually
+from tests.conftest import assert_eventually
 from tests.fixtures.hub_procs import TERMINAL, HubProc, wait_for
-from tests.update_support import (
-    StoreServer,
-    build_release,
-    install,
-    make_source,
-    reserved_port,
-    update_service,
-)
+from tests.fixtures.real_fleet import downloads, publish_releases, real_managers, wait_running
+from tests.update_support import StoreServer
 
 pytestmark = pytest.mark.slow
 
@@ -46,42 +39,13 @@ HOSTS = 3
 
 
 @pytest.fixture
-def store_server(tmp_path):
-    (tmp_path / "store").mkdir()
-    server = StoreServer(tmp_path / "store")
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def fleet(tmp_path, make_manager, store_server):
     """Three real managers on 1.0.0; 1.0.5 and 1.1.0 in the store."""
-    src = make_source(tmp_path)
-    out = tmp_path / "out"
-    for version in ("1.0.0", "1.0.5", "1.1.0"):
-        build_release(src, out, version)
-        res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
-                              str(out), "--to", (tmp_path / "store").as_uri()], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
-        assert res.returncode == 0, res.stderr
-    url = f"{store_server.url}/{{version}}/agent-{{version}}.tar.gz"
-    with contextlib.ExitStack() as stack:
-        managers = {}
-        for i in range(HOSTS):
-            port = stack.enter_context(reserved_port())
-            root = tmp_path / f"host{i}" / "opt" / "ai-agent"
-            install(root, out / "1.0.0" / "agent-1.0.0.tar.gz", "1.0.0")
-            svc = update_service(root, url, port, healthy_deadline=6.0, min_healthy_time=2.0)
-            managers[f"host-{i}"] = make_manager([svc], name=f"m{i}").start()
-        for m in managers.values():
-            assert_eventually(lambda m=m: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
+    out = publish_releases(tmp_path, {"1.0.0": {}, "1.0.5": {}, "1.1.0": {}})
+    with real_managers(make_manager, tmp_path, out, store_server, HOSTS,
+                       healthy_deadline=6.0, min_healthy_time=2.0) as managers:
+        wait_running(managers.values())
         yield managers
-
-
-def downloads(server: StoreServer, version: str) -> int:
-    return sum(1 for method, path, headers in server.requests
-               if method == "GET" and path.endswith(f"agent-{version}.tar.gz")
-               and headers.get("Range") != "bytes=0-0")
 
 
 def operator_update(m, version: str) -> str:
@@ -258,20 +222,11 @@ def test_dry_run_and_refusal_with_real_managers(fleet, tmp_path, store_server):
 def held_host(tmp_path, make_manager, store_server):
     """One real manager on 1.0.0; 1.1.0 in the store is 4 MiB of noise, so a throttled
     store holds an update in its download for as long as the test needs."""
-    src = make_source(tmp_path)
-    out = tmp_path / "out"
-    for version, blob in (("1.0.0", 0), ("1.1.0", 4 << 20)):
-        build_release(src, out, version, blob_bytes=blob)
-        res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
-                              str(out), "--to", (tmp_path / "store").as_uri()], cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
-        assert res.returncode == 0, res.stderr
-    url = f"{store_server.url}/{{version}}/agent-{{version}}.tar.gz"
-    with reserved_port() as port:
-        root = tmp_path / "host0" / "opt" / "ai-agent"
-        install(root, out / "1.0.0" / "agent-1.0.0.tar.gz", "1.0.0")
-        m = make_manager([update_service(root, url, port)], name="m0").start()
-        assert_eventually(lambda: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
+    out = publish_releases(tmp_path, {"1.0.0": {}, "1.1.0": {"blob_bytes": 4 << 20}})
+    root = tmp_path / "host0" / "opt" / "ai-agent"
+    with real_managers(make_manager, tmp_path, out, store_server, 1) as managers:
+        m = managers["host-0"]
+        wait_running([m])
         hub = HubProc(tmp_path, {"host-0": m.grpc_addr})
         try:
             hub.start()
@@ -399,11 +354,7 @@ def test_hub_restarted_mid_rollout_never_adopts_an_operators_update(fleet, tmp_p
     update (from 1.0.7, recorded from its answer), the dead host halts the rollout, and
     the auto-rollback takes the canary back to 1.0.7 — the recorded from_version, not
     1.0.0 that the hub saw before it died."""
-    build_release(tmp_path / "src", tmp_path / "out", "1.0.7", blob_bytes=4 << 20)
-    res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", "1.0.7", "--out",
-                          str(tmp_path / "out"), "--to", (tmp_path / "store").as_uri()],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
+    publish_releases(tmp_path, {"1.0.7": {"blob_bytes": 4 << 20}})
     hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in fleet.items()})
     try:
         hub.start(crash="before-update")

@@ -5,23 +5,13 @@ rolls back, halting the rollout with every other host untouched."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-
 import pytest
 
 from backendai.v1 import hub_pb2 as pb
 from backendai.v1 import manager_pb2 as mpb
-from tests.conftest import PY, ROOT, assert_eventually, fast_service
+from tests.conftest import fast_service
 from tests.fixtures.hub_procs import TERMINAL, HubProc, wait_for
-from tests.update_support import (
-    StoreServer,
-    build_release,
-    install,
-    make_source,
-    reserved_port,
-    update_service,
-)
+from tests.fixtures.real_fleet import downloads, publish_releases, real_managers, wait_running
 
 pytestmark = pytest.mark.slow
 
@@ -29,39 +19,16 @@ HOSTS = 3
 
 
 @pytest.fixture
-def store_server(tmp_path):
-    (tmp_path / "store").mkdir()
-    server = StoreServer(tmp_path / "store")
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def fleet(tmp_path, make_manager, store_server):
-    src = make_source(tmp_path)
-    out = tmp_path / "out"
-    store = tmp_path / "store"
-    for version, behavior in (("1.0.0", None), ("1.1.0", None), ("1.2.0", {"unhealthy": True})):
-        build_release(src, out, version, behavior=behavior)
-        res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
-                              str(out), "--to", store.as_uri()], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
-        assert res.returncode == 0, res.stderr
-    url = f"{store_server.url}/{{version}}/agent-{{version}}.tar.gz"
-    with contextlib.ExitStack() as stack:
-        managers = {}
-        for i in range(HOSTS):
-            port = stack.enter_context(reserved_port())
-            root = tmp_path / f"host{i}" / "opt" / "ai-agent"
-            install(root, out / "1.0.0" / "agent-1.0.0.tar.gz", "1.0.0")
-            svc = update_service(root, url, port, healthy_deadline=4.0, min_healthy_time=0.3)
-            managers[f"host-{i}"] = make_manager([svc], name=f"m{i}").start()
+    out = publish_releases(tmp_path, {"1.0.0": {}, "1.1.0": {},
+                                      "1.2.0": {"behavior": {"unhealthy": True}}})
+    with real_managers(make_manager, tmp_path, out, store_server, HOSTS,
+                       healthy_deadline=4.0, min_healthy_time=0.3) as managers:
         yield managers
 
 
 def test_rollout_with_real_managers_then_broken_version_halts(fleet, tmp_path):
-    for m in fleet.values():
-        assert_eventually(lambda m=m: m.status().state == mpb.SERVICE_STATE_RUNNING, 20)
+    wait_running(fleet.values())
     hub = HubProc(tmp_path, {n: m.grpc_addr for n, m in fleet.items()})
     try:
         hub.start()
@@ -88,14 +55,6 @@ def test_rollout_with_real_managers_then_broken_version_halts(fleet, tmp_path):
         assert fleet[canary].status().update.last_outcome == "rolled_back"
     finally:
         hub.cleanup()
-
-
-def downloads(server: StoreServer, version: str) -> int:
-    """Downloads of the package (not the manager's one-byte check that the store has it,
-    made before each update is accepted)."""
-    return sum(1 for method, path, headers in server.requests
-               if method == "GET" and path.endswith(f"agent-{version}.tar.gz")
-               and headers.get("Range") != "bytes=0-0")
 
 
 def test_hub_kill9_mid_wave_with_real_managers_updates_each_host_once(fleet, tmp_path,

@@ -2,6 +2,7 @@
 // exponential backoff and jitter (0.5 s doubling to 15 s) after a drop, and a stop on
 // 1008 (policy: no or a wrong token) until a token is given.
 import { token } from "./auth.js";
+import { setText } from "./dom.js";
 
 export class LiveSocket {
   /**
@@ -72,4 +73,18 @@ export class LiveSocket {
       this.timer = setTimeout(() => { if (!this.stopped) this.open(); }, delay);
     });
   }
+}
+
+/** Show a LiveSocket's status (onStatus's state and detail) in `node`, the top bar's
+ * connection indicator: its data-state for the look, and words. */
+export function showStatus(node, state, detail) {
+  node.dataset.state = state;
+  const words = {
+    connecting: "Connecting…",
+    live: "Live",
+    reconnecting: detail ? `Reconnecting in ${Math.ceil(detail.delay / 1000)} s…` : "Reconnecting…",
+    denied: "Token needed",
+    closed: "Closed",
+  };
+  setText(node, words[state] || state);
 }

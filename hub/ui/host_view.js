@@ -9,7 +9,8 @@ import { confirmAction } from "./shared/confirm.js";
 import { clear, duration, el, setText, timestamp } from "./shared/dom.js";
 import { EventList } from "./shared/events.js";
 import { LiveSocket } from "./shared/live.js";
-import { badge, setBadge } from "./shared/states.js";
+import { paintServiceRow, serviceRow, uptimeOf } from "./shared/service_row.js";
+import { badge } from "./shared/states.js";
 import { ago, canAct, labelsText, notice, store } from "./page.js";
 
 const MAX_LOG_LINES = 2000;
@@ -135,57 +136,8 @@ export function hostView(name) {
 
   let hostFacts = null;
 
-  function makeRow(svc) {
-    const cells = {
-      name: el("td", { class: "name", title: svc }, svc),
-      state: el("td", { class: "state" }, badge("state", "")),
-      health: el("td", { class: "health" }, badge("health", "")),
-      pid: el("td", { class: "pid num" }),
-      uptime: el("td", { class: "uptime num" }),
-      version: el("td", { class: "version mono" }),
-      restarts: el("td", { class: "restarts num" }),
-      message: el("td", { class: "message" }),
-      actions: el("td", { class: "actions-cell" }),
-    };
-    const buttons = {};
-    const box = el("div", { class: "actions" });
-    for (const [action, label] of [["start", "Start"], ["stop", "Stop"], ["restart", "Restart"]]) {
-      buttons[action] = el("button", { type: "button", dataset: { action }, class: action === "stop" ? "danger" : "" }, label);
-      buttons[action].addEventListener("click", () => act(svc, action));
-      box.append(buttons[action]);
-    }
-    cells.actions.append(box);
-    const row = el("tr", { dataset: { service: svc } }, ...Object.values(cells));
-    return { row, cells, buttons, data: null, receivedAt: 0 };
-  }
-
   function paintService(entry) {
-    const s = entry.data;
-    const { cells, buttons, row } = entry;
-    row.dataset.state = s.state;
-    setBadge(cells.state.firstChild, "state", s.state);
-    setBadge(cells.health.firstChild, "health", s.health || "");
-    cells.health.title = s.health_message || "";
-    setText(cells.pid, s.pid || "");
-    setText(cells.uptime, duration(uptimeOf(entry)));
-    setText(cells.version, s.version);
-    setText(cells.restarts, s.restarts);
-    const message = s.message || (s.exit_code !== null && s.exit_code !== undefined ? `exit code ${s.exit_code}` : "");
-    setText(cells.message, message);
-    cells.message.title = message;
-    const readOnly = !canAct();
-    const isBusy = busy.has(s.name);
-    const up = ["RUNNING", "STARTING"].includes(s.state);
-    buttons.start.disabled = readOnly || isBusy || up;
-    buttons.stop.disabled = readOnly || isBusy || ["STOPPED", "EXITED", "FATAL"].includes(s.state);
-    buttons.restart.disabled = readOnly || isBusy;
-    for (const b of Object.values(buttons)) b.title = readOnly ? "This token is read-only" : "";
-  }
-
-  function uptimeOf(entry) {
-    const s = entry.data;
-    if (!["RUNNING", "STARTING", "STOPPING"].includes(s.state) || !s.uptime_seconds) return 0;
-    return s.uptime_seconds + (performance.now() - entry.receivedAt) / 1000;
+    paintServiceRow(entry, { readOnly: !canAct(), busy: busy.has(entry.data.name) });
   }
 
   async function refresh() {
@@ -210,7 +162,7 @@ export function hostView(name) {
     for (const s of doc.services) {
       seen.add(s.name);
       let entry = services.get(s.name);
-      if (!entry) { entry = makeRow(s.name); services.set(s.name, entry); }
+      if (!entry) { entry = serviceRow(s.name, act); services.set(s.name, entry); }
       entry.data = s;
       entry.receivedAt = now;
     }

@@ -7,7 +7,7 @@
 // a snapshot, then merged changes a few times a second (docs/DASHBOARD.md).
 import { api, askToken, onToken, token } from "./shared/auth.js";
 import { setText } from "./shared/dom.js";
-import { LiveSocket } from "./shared/live.js";
+import { LiveSocket, showStatus } from "./shared/live.js";
 import { hostsView } from "./hosts_view.js";
 import { hostView } from "./host_view.js";
 import { rolloutsView } from "./rollouts_view.js";
@@ -97,7 +97,7 @@ function connect(path) {
       if (changed.snapshot) performance.mark("hub:painted");
     },
     onStatus: (state, detail) => {
-      showConn(state, detail);
+      showStatus($("conn"), state, detail);
       if (state === "denied") {
         notice(token() ? "The hub did not accept this token." : "This hub needs a token.", "error");
         authNotice = true;
@@ -109,19 +109,6 @@ function connect(path) {
 }
 
 let authNotice = false;
-
-function showConn(state, detail) {
-  const node = $("conn");
-  node.dataset.state = state;
-  const words = {
-    connecting: "Connecting…",
-    live: "Live",
-    reconnecting: detail ? `Reconnecting in ${Math.ceil(detail.delay / 1000)} s…` : "Reconnecting…",
-    denied: "Token needed",
-    closed: "Closed",
-  };
-  setText(node, words[state] || state);
-}
 
 // ---- the router --------------------------------------------------------------------------
 

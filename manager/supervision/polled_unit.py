@@ -24,7 +24,8 @@ import structlog
 from backendai.errors import BackendAIError, DeadlineExceeded, ServiceFailed
 from backendai.feed import Feed
 from manager.config import ServiceConfig
-from manager.supervision.states import HealthView, ServiceStatus, State, UpdateSummary
+from manager.supervision.states import ServiceStatus, State, UpdateSummary
+from manager.supervision.unit_hooks import UnitHooks, initial_health
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +57,7 @@ def read_version(cfg: ServiceConfig) -> str:
     return cfg.version or "unknown"
 
 
-class PolledUnit:
+class PolledUnit(UnitHooks):
     backend = "polled"
 
     def __init__(self, config: ServiceConfig) -> None:
@@ -73,8 +74,7 @@ class PolledUnit:
         self.desired = ""
         self._asked = 0  # observations started / the newest one applied: a slow older
         self._applied = 0  # observation never overwrites a newer one
-        self.health = HealthView("unknown", "no check yet", time.time()) \
-            if config.health_check is not None else HealthView()
+        self.health = initial_health(config)
         self._health_restart: asyncio.Task[None] | None = None
         self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
 
@@ -130,21 +130,7 @@ class PolledUnit:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
-    # ---- hooks for the updater ----------------------------------------------------------
-
-    def set_version(self, version: str) -> None:
-        self._version = version
-        self._publish()
-
-    def set_update_summary(self, summary: UpdateSummary) -> None:
-        self.update_summary = summary
-        self._publish()
-
-    # ---- hooks for the health monitor ---------------------------------------------------
-
-    def set_health(self, health: HealthView) -> None:
-        self.health = health
-        self._publish()
+    # ---- the health monitor's hook (set_version and the rest: UnitHooks) ---------------
 
     def unhealthy(self, pid: int, reason: str) -> None:
         """The host's init runs the service: restart it through the backend (once at a

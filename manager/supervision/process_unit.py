@@ -26,7 +26,8 @@ from manager.config import ServiceConfig
 from manager.statestore import ServiceRecord, StateStore
 from manager.supervision import process_os, supervisor
 from manager.supervision.logstore import LogStore
-from manager.supervision.states import HealthView, ServiceStatus, State, UpdateSummary
+from manager.supervision.states import ServiceStatus, State, UpdateSummary
+from manager.supervision.unit_hooks import UnitHooks, initial_health
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +36,7 @@ READ_BUDGET = 8 << 20  # bytes drained per loop callback before yielding to othe
 WAIT_MARGIN = 10.0
 
 
-class ProcessUnit:
+class ProcessUnit(UnitHooks):
     backend = "process"
 
     def __init__(self, config: ServiceConfig, *, state_dir: Path, store: StateStore) -> None:
@@ -141,21 +142,7 @@ class ProcessUnit:
         self.logs.close()
         self.feed.close()
 
-    # ---- hooks for the updater --------------------------------------------------------
-
-    def set_version(self, version: str) -> None:
-        self._version = version
-        self._publish()
-
-    def set_update_summary(self, summary: UpdateSummary) -> None:
-        self.update_summary = summary
-        self._publish()
-
-    # ---- hooks for the health monitor and a reload -------------------------------------
-
-    def set_health(self, health: HealthView) -> None:
-        self.health = health
-        self._publish()
+    # ---- the health monitor's hook and a reload (set_version and the rest: UnitHooks) --
 
     def unhealthy(self, pid: int, reason: str) -> None:
         self._dispatch(supervisor.Unhealthy(pid, reason))
@@ -440,9 +427,3 @@ class ProcessUnit:
         self.feed.publish(self._snapshot())
         self._changed.set()
 
-
-def initial_health(config: ServiceConfig) -> HealthView:
-    """A service's health before its monitor reports: "unknown" with a check, else ""."""
-    if config.health_check is None:
-        return HealthView()
-    return HealthView("unknown", "no check yet", time.time())

@@ -9,7 +9,9 @@ at most once per interrupted batch. A sink that fell behind the retention window
 resumes from the oldest event kept and logs how many it missed (`events.sink_gap`).
 
 Deliveries never block the daemon: each runs in this task with its own timeout, and
-the store reads happen in a worker thread.
+the store reads happen in a worker thread. A daemon that stops cleanly calls `stop`: a
+delivery in flight ends (within a grace) and its cursor is stored, so a clean restart
+repeats nothing; only a kill -9 (or a grace run out) repeats its batch.
 """
 
 from __future__ import annotations
@@ -91,6 +93,17 @@ class SinkRunner:
         self.delivered = 0  # events delivered since start
         self.failures = 0  # consecutive failed deliveries
         self.last_error = ""
+        self._stopping = asyncio.Event()
+
+    async def stop(self, task: asyncio.Task[None], grace: float) -> None:
+        """End `task` (this runner's `run`) cleanly: no new delivery starts, the one in
+        flight may finish and store its cursor within `grace` seconds; then it is
+        cancelled. Returns once the task has ended."""
+        self._stopping.set()
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
 
     @property
     def name(self) -> str:
@@ -125,6 +138,8 @@ class SinkRunner:
                                         self.cfg.backoff_max, self.roll())
                     log.warning("events.sink_error", sink=self.name, error=self.last_error,
                                 retry_in=round(delay, 3))
+                    if self._stopping.is_set():
+                        return
                     await asyncio.sleep(delay)
                 else:
                     return
@@ -135,14 +150,24 @@ class SinkRunner:
         self.cursor = await self._start_cursor()
         log.info("events.sink_started", sink=self.name, target=self.sink.shown,
                  cursor=self.cursor, last_id=self.events.last_id)
-        while True:
+        while not self._stopping.is_set():
             batch = await self._next_batch()
             if not batch:
-                await self.events.wait_beyond(self.cursor)
-                if self.events.last_id <= self.cursor:
-                    return  # the log closed
+                if not await self._wait_beyond_cursor():
+                    return  # the log closed, or stop() was called
                 continue
             await self._deliver(batch)
+
+    async def _wait_beyond_cursor(self) -> bool:
+        """Wait for an event past the cursor; False when the log closed or we stop."""
+        beyond = asyncio.ensure_future(self.events.wait_beyond(self.cursor))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({beyond, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            beyond.cancel()
+            stopping.cancel()
+        return not self._stopping.is_set() and self.events.last_id > self.cursor
 
     async def _next_batch(self) -> list[Event]:
         last = self.events.last_id
@@ -159,7 +184,7 @@ class SinkRunner:
 
     async def _deliver(self, batch: list[Event]) -> None:
         done = 0
-        while done < len(batch):
+        while done < len(batch) and not (done and self._stopping.is_set()):
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self.cfg.timeout + SAFETY_MARGIN):
@@ -186,4 +211,6 @@ class SinkRunner:
                         failures=self.failures, retry_in=round(delay, 3),
                         behind=self.events.last_id - self.cursor,
                         took=round(time.monotonic() - started, 3))
+            if self._stopping.is_set():
+                return  # no retry while stopping: the stored cursor resumes it
             await asyncio.sleep(delay)

@@ -7,8 +7,9 @@ import { api, askToken, onToken, token } from "./shared/auth.js";
 import { confirmAction } from "./shared/confirm.js";
 import { clear, duration, el, setText, timestamp } from "./shared/dom.js";
 import { EventList } from "./shared/events.js";
-import { LiveSocket } from "./shared/live.js";
-import { badge, setBadge } from "./shared/states.js";
+import { LiveSocket, showStatus } from "./shared/live.js";
+import { paintServiceRow, serviceRow, uptimeOf } from "./shared/service_row.js";
+import { badge } from "./shared/states.js";
 
 const MAX_LOG_LINES = 2000;
 const UPDATE_STEPS = ["download", "verify", "stage", "stop", "switch", "start", "health", "commit"];
@@ -28,21 +29,6 @@ const page = {
   authNotice: false,
 };
 
-// ---- connection state ------------------------------------------------------------------
-
-function showConn(state, detail) {
-  const node = $("conn");
-  node.dataset.state = state;
-  const words = {
-    connecting: "Connecting…",
-    live: "Live",
-    reconnecting: detail ? `Reconnecting in ${Math.ceil(detail.delay / 1000)} s…` : "Reconnecting…",
-    denied: "Token needed",
-    closed: "Closed",
-  };
-  setText(node, words[state] || state);
-}
-
 let noticeTimer = null;
 
 /** A toast (it floats: nothing on the page moves). Errors stay until clicked. */
@@ -59,65 +45,18 @@ function notice(text, kind = "info") {
 // ---- the table -------------------------------------------------------------------------
 
 function makeRow(name) {
-  const cells = {
-    name: el("td", { class: "name", title: name }, name),
-    state: el("td", { class: "state" }, badge("state", "")),
-    health: el("td", { class: "health" }, badge("health", "")),
-    pid: el("td", { class: "pid num" }),
-    uptime: el("td", { class: "uptime num" }),
-    version: el("td", { class: "version" }),
-    restarts: el("td", { class: "restarts num" }),
-    message: el("td", { class: "message" }),
-    actions: el("td", { class: "actions-cell" }),
-  };
-  const buttons = {};
-  const box = el("div", { class: "actions" });
-  for (const [action, label] of [["start", "Start"], ["stop", "Stop"], ["restart", "Restart"]]) {
-    buttons[action] = el("button", { type: "button", dataset: { action }, class: action === "stop" ? "danger" : "" }, label);
-    buttons[action].addEventListener("click", (ev) => { ev.stopPropagation(); act(name, action); });
-    box.append(buttons[action]);
-  }
-  cells.actions.append(box);
-  const row = el("tr", { dataset: { service: name }, tabindex: "0", "aria-selected": "false" },
-    ...Object.values(cells));
+  const entry = serviceRow(name, act);
+  const { row } = entry;
+  row.tabIndex = 0;
+  row.setAttribute("aria-selected", "false");
   row.addEventListener("click", () => select(name));
   row.addEventListener("keydown", (ev) => { if (ev.key === "Enter") select(name); });
-  return { row, cells, buttons };
-}
-
-function uptimeOf(entry) {
-  const s = entry.data;
-  if (!s.started_at || !["RUNNING", "STARTING", "STOPPING"].includes(s.state)) return 0;
-  return s.uptime_seconds + (performance.now() - entry.receivedAt) / 1000;
+  return entry;
 }
 
 function paintRow(entry) {
-  const s = entry.data;
-  const { cells, buttons, row } = entry;
-  row.dataset.state = s.state;
-  setBadge(cells.state.firstChild, "state", s.state);
-  cells.state.dataset.state = s.state;
-  setBadge(cells.health.firstChild, "health", s.health || "");
-  cells.health.dataset.health = s.health || "";
-  cells.health.title = s.health_message || "";
-  setText(cells.pid, s.pid || "");
-  setText(cells.uptime, duration(uptimeOf(entry)));
-  setText(cells.version, s.version);
-  cells.version.title = s.version;
-  setText(cells.restarts, s.restarts);
-  const up = ["RUNNING", "STARTING", "STOPPING"].includes(s.state);
-  const message = s.message || (!up && s.exit_code !== null && s.exit_code !== undefined
-    ? `exit code ${s.exit_code}` : "");
-  setText(cells.message, message);
-  cells.message.title = message;
-  const readOnly = page.caller && page.caller.role !== "admin";
-  const busy = page.busy.has(s.name);
-  buttons.start.disabled = readOnly || busy || ["RUNNING", "STARTING"].includes(s.state);
-  buttons.stop.disabled = readOnly || busy || ["STOPPED", "EXITED", "FATAL"].includes(s.state);
-  buttons.restart.disabled = readOnly || busy;
-  for (const b of [buttons.start, buttons.stop, buttons.restart]) {
-    b.title = readOnly ? "This token is read-only" : "";
-  }
+  paintServiceRow(entry, { readOnly: page.caller && page.caller.role !== "admin",
+    busy: page.busy.has(entry.data.name) });
 }
 
 function applySnapshot(msg) {
@@ -398,7 +337,7 @@ const live = new LiveSocket("/api/services/ws", {
     }
   },
   onStatus: (state, detail) => {
-    showConn(state, detail);
+    showStatus($("conn"), state, detail);
     if (state === "denied") {
       notice(token() ? "The manager did not accept this token." : "This manager needs a token.", "error");
       page.authNotice = true;
