@@ -58,6 +58,10 @@ class RolloutRunner:
         self.inventory = inventory
         self.term = term
         self.tick = tick
+        # the hosts being verified, kept as commits change them: each tick observes
+        # them without a pass over every host of the rollout
+        self._verifying = {name for name, h in self.r.hosts.items()
+                           if h.state == E.HostState.VERIFYING}
         self.queue: asyncio.Queue[E.Event] = asyncio.Queue()
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.timeout = links.call_timeout
@@ -118,6 +122,11 @@ class RolloutRunner:
             self.term.end(f"rollout {new.id}: write refused: {exc}")
             raise
         self.r = new
+        for h in changed:
+            if h.state == E.HostState.VERIFYING:
+                self._verifying.add(h.name)
+            else:
+                self._verifying.discard(h.name)
         if self.observe is not None and notes:
             self.observe(new.id, notes)
         for action in actions:
@@ -126,11 +135,10 @@ class RolloutRunner:
 
     def _observations(self) -> dict[str, E.Observation]:
         out = {}
-        for name, h in self.r.hosts.items():
-            if h.state == E.HostState.VERIFYING:
-                view = self.inventory.hosts.get(name)
-                if view is not None and view.status is not None:
-                    out[name] = E.Observation(view.reachable, view.running, view.version)
+        for name in self._verifying:
+            view = self.inventory.hosts.get(name)
+            if view is not None and view.status is not None:
+                out[name] = E.Observation(view.reachable, view.running, view.version)
         return out
 
     # ---------------------------------------------------------------- actions
