@@ -152,6 +152,17 @@ def bearer_ok(header: str | bytes | None, token: bytes) -> bool:
     return given is not None and _same(given, token)
 
 
+def check_distinct(tokens: Sequence[Token], values: Sequence[bytes]) -> None:
+    """ConfigError unless every token's value (`values`, in the order of `tokens`: the
+    values in use, or the ones a reload read) differs: a value two names share could
+    not say who called."""
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise ConfigError(f"{tokens[i].key}: the same token as "
+                              f"{tokens[values.index(value)].name!r}; every named "
+                              "token must differ")
+
+
 class Tokens:
     """The tokens a server accepts. Every check compares the presented value with every
     token (constant time each); the first match in config order names the caller."""
@@ -162,12 +173,7 @@ class Tokens:
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise ConfigError(f"auth_tokens: two tokens named {name!r}")
-        values = [t.value for t in self.tokens]
-        for i, value in enumerate(values):
-            if value in values[:i]:
-                raise ConfigError(f"{self.tokens[i].key}: the same token as "
-                                  f"{self.tokens[values.index(value)].name!r}; every named "
-                                  "token must differ")
+        check_distinct(self.tokens, [t.value for t in self.tokens])
 
     @classmethod
     def load(cls, auth_token_file: Path | None,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
-from backendai.auth import Token
+from backendai.auth import Token, Tokens, check_distinct
 from backendai.errors import ConfigError, FailedPrecondition
 
 if TYPE_CHECKING:
@@ -91,14 +91,20 @@ class Secrets:
     stays as it was."""
 
     def __init__(self, tokens: Sequence[Token | None] = (),
-                 tls: ReloadableServerCredentials | None = None) -> None:
+                 tls: ReloadableServerCredentials | None = None, *,
+                 server: Tokens | None = None) -> None:
+        """`server`: the tokens the daemon accepts (among `tokens`), which must still
+        differ from each other after a reload."""
         self.tokens = [t for t in tokens if t is not None]
         self.tls = tls
+        self.server = server.tokens if server is not None else ()
         self.error = ""  # why the last reload() failed
 
     def reload(self) -> bool:
         try:
             values = [t.reread() for t in self.tokens]
+            new = {id(t): v for t, v in zip(self.tokens, values, strict=True)}
+            check_distinct(self.server, [new.get(id(t), t.value) for t in self.server])
             tls = self.tls.prepare() if self.tls is not None else None
         except ConfigError as exc:
             self.error = str(exc)

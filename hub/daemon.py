@@ -76,7 +76,7 @@ class HubDaemon(DaemonLifecycle):
             tls = ReloadableServerCredentials(cfg.tls) if cfg.tls else None
             self.secrets = Secrets([*(token.tokens if token else ()),
                                     *([manager_token] if manager_token is not admin else [])],
-                                   tls)
+                                   tls, server=token)
             hub_id = cfg.ha.hub_id or local_hub_id(cfg.state_dir)
             preflight.database(cfg)
             store = await self._open_store()

@@ -244,7 +244,8 @@ class ManagerDaemon(DaemonLifecycle):
                 from backendai.tls import ReloadableServerCredentials  # noqa: PLC0415
 
                 tls = ReloadableServerCredentials(cfg.tls)
-            self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls)
+            self.secrets = Secrets([*(token.tokens if token else ()), hub_token], tls,
+                                   server=token)
             store = StateStore(cfg.state_dir / preflight.DATABASE)
             events = self._open_events(store)
             await events.open()

@@ -75,6 +75,51 @@ def test_manager_sighup_rotates_its_token_and_keeps_it_when_the_file_is_bad(
     assert m.proc is not None and m.proc.poll() is None
 
 
+def test_sighup_refuses_two_named_tokens_that_became_one_value(make_manager, tmp_path):
+    """The start refuses two `[[auth_tokens]]` sharing a value (it could not say who
+    called); so does a SIGHUP that would make them share one: both stay as they were."""
+    ops, viewer = tmp_path / "ops.token", tmp_path / "viewer.token"
+    write_token(ops, "ops-secret")
+    write_token(viewer, "viewer-secret")
+    m = make_manager([fast_service("svc")], top={"auth_tokens": [
+        {"name": "ops", "file": str(ops), "role": "admin"},
+        {"name": "viewer", "file": str(viewer), "role": "read"}]}).start()
+    stub = m.stub()
+    assert grpc_code(stub, "viewer-secret") == grpc.StatusCode.OK
+    write_token(viewer, "ops-secret")
+    hup(m)
+    assert_eventually(lambda: any(e["event"] == "daemon.reload_failed"
+                                  for e in log_events(m)), 10)
+    failed = next(e for e in log_events(m) if e["event"] == "daemon.reload_failed")
+    assert "the same token as 'ops'" in str(failed["error"])
+    assert "ops-secret" not in m.logs()
+    assert grpc_code(stub, "viewer-secret") == grpc.StatusCode.OK  # nothing changed
+    code, _ = m.http("POST", "/restart", headers={"Authorization": "Bearer viewer-secret"})
+    assert code == 403  # still the read-only viewer's token, not an admin's
+    write_token(viewer, "viewer-two")
+    hup(m)
+    assert_eventually(lambda: grpc_code(stub, "viewer-two") == grpc.StatusCode.OK, 10)
+    assert grpc_code(stub, "viewer-secret") == grpc.StatusCode.UNAUTHENTICATED
+    assert m.proc is not None and m.proc.poll() is None
+
+
+def test_secrets_reload_checks_only_the_tokens_the_server_accepts(tmp_path):
+    """A client token (the one a daemon presents to its hub) may equal a server token."""
+    from backendai.auth import Tokens
+
+    a, b, client = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for f, v in ((a, "one"), (b, "two"), (client, "three")):
+        write_token(f, v)
+    server = Tokens([Token.from_file(a, name="a"), Token.from_file(b, name="b")])
+    hub_token = Token.from_file(client)
+    secrets = Secrets([*server.tokens, hub_token], server=server)
+    write_token(client, "one")
+    assert secrets.reload() is True and hub_token.value == b"one"
+    write_token(b, "one")
+    assert secrets.reload() is False and "the same token as 'a'" in secrets.error
+    assert [t.value for t in server.tokens] == [b"one", b"two"]
+
+
 def test_manager_grpc_and_http_reload_rotate_its_token_as_sighup_does(make_manager, tmp_path):
     """Reload (gRPC) and POST /reload re-read the secrets as SIGHUP does: the new token
     works and the old one is refused on both transports; an unusable file fails the
