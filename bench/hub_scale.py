@@ -68,7 +68,7 @@ def main() -> int:
     ap.add_argument("--delay", type=float, default=0.5, help="simulated update time (s)")
     ap.add_argument("--followers", type=int, default=0,
                     help="PostgreSQL only: follower hubs beside the leader (their cost)")
-    ap.add_argument("--profile", type=Path, help="py-spy the hub through the first "
+    ap.add_argument("--profile", type=Path, help="py-spy the hub through each "
                     "rollout and a ListHosts burst; collapsed stacks into this directory")
     ap.add_argument("--settle", type=float, default=Pace.settle,
                     help="seconds to let the hub go idle before sampling its RSS")

@@ -334,8 +334,7 @@ def _rollouts(res: dict[str, Any], hub: HubProc, proc: psutil.Process, fleet: Fl
     ncpu = psutil.cpu_count() or 1
     for n in range(rollouts):
         version = next(versions)
-        spy = Profiler(profile if n == 0 else None, proc.pid,
-                       f"{res['store']}-{fleet.hosts}-rollout")
+        spy = Profiler(profile, proc.pid, f"{res['store']}-{fleet.hosts}-rollout{n + 1}")
         pgp = pg.procs() if pg is not None and res["store"] == "postgresql" else []
         c_hub, c_sim, c_pg, c_fol = (cpu_of([proc]), cpu_of(sims), cpu_of(pgp),
                                      cpu_of(followers))

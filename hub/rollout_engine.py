@@ -352,7 +352,8 @@ def _host_event(step: _Step, ev: Event) -> None:
                       update_op=ev.operation_id, from_version=ev.from_version, lost=False,
                       op_events=0)
     elif isinstance(ev, RollbackAccepted) and h.state == HostState.ROLLING_BACK:
-        step.host(name, "host.step", f"rollback {ev.operation_id} to {ev.to_version}",
+        step.host(name, "host.rollback_accepted",
+                  f"rollback {ev.operation_id} to {ev.to_version}",
                   operation_id=ev.operation_id, lost=False, op_events=0)
     elif isinstance(ev, CallFailed):
         if h.state == HostState.UPDATING:
@@ -382,8 +383,8 @@ def _host_event(step: _Step, ev: Event) -> None:
     elif isinstance(ev, OperationEnded):
         if h.state in (HostState.UPDATING, HostState.ROLLING_BACK) \
                 and h.waiting_for == ev.operation_id:
-            step.host(name, "host.step", f"operation {ev.operation_id}, which this rollout "
-                      f"did not start, ended {ev.outcome or '(no outcome)'}; going on",
+            step.host(name, "host.wait_over", f"operation {ev.operation_id}, which this "
+                      f"rollout did not start, ended {ev.outcome or '(no outcome)'}; going on",
                       waiting_for="")
             step.actions.append(ReconcileHost(name, step.r.service))
     elif isinstance(ev, Reconciled):
@@ -526,8 +527,8 @@ def _rollback_checked(step: _Step, h: HostRun, rep: ManagerReport) -> None:
                   finished_at=step.now, lost=False, waiting_for="",
                   failed_step=h.failed_step or "rollback check", reason=_both(h.reason, why))
         return
-    step.host(h.name, "host.step", f"rolling back to {h.from_version}", lost=False,
-              waiting_for="")
+    step.host(h.name, "host.rollback_started", f"rolling back to {h.from_version}",
+              lost=False, waiting_for="")
     step.actions.append(RollbackHost(h.name, step.r.service))
 
 
@@ -550,7 +551,7 @@ def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
                 if not h.healthy_since:
                     step.host(h.name, None, healthy_since=since)
             elif obs is not None and h.healthy_since:
-                step.host(h.name, "host.step", "unhealthy again; health timer restarts",
+                step.host(h.name, "host.unhealthy", "unhealthy again; health timer restarts",
                           healthy_since=0.0)
             if now >= step.hosts[h.name].deadline and \
                     step.hosts[h.name].state == HostState.VERIFYING:

@@ -212,18 +212,18 @@ class RolloutRunner:
         return self.r.hosts.get(host)
 
     async def _update(self, host: str, version: str, service: str) -> None:
+        """Ask for the update straight away: a manager refuses an Update while an
+        operation runs (FAILED_PRECONDITION), and only then is its Status asked whose
+        the operation is (the engine decides: its own is watched, anyone else's waited
+        for; never a second one). The answer names the version the host updates from;
+        asking Status before every Update cost a 10,000-host rollout ~5 % of the
+        hub's CPU."""
         stub = self.links.stub(self._address(host))
         row = self._row(host)
         origin = row.origin if row is not None else ""
+        if not self.term.may_act():
+            return  # deposed (or paused past the lease): the next leader reconciles
         try:
-            st = await self._status(host, service)
-            if st.update.running_operation_id:
-                # an operation already runs there: the engine decides (its own: watch it;
-                # anyone else's: wait for it), never a second one
-                self.queue.put_nowait(E.Reconciled(host, self._report(st)))
-                return
-            if not self.term.may_act():
-                return  # deposed (or paused past the lease): the next leader reconciles
             async with step_deadline(f"update of {service or 'the service'} on host {host} "
                                      f"to {version}", self.timeout):
                 resp = await stub.Update(mpb.UpdateRequest(
@@ -232,17 +232,36 @@ class RolloutRunner:
         except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
             if isinstance(exc, grpc.aio.AioRpcError) and \
                     exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                # someone started an operation between our Status and our Update
+                # an operation runs there (or began since): its Status says whose
                 with contextlib.suppress(grpc.aio.AioRpcError, DeadlineExceeded):
-                    again = await self._status(host, service)
-                    if again.update.running_operation_id:
-                        self.queue.put_nowait(E.Reconciled(host, self._report(again)))
+                    st = await self._status(host, service)
+                    if st.update.running_operation_id:
+                        self.queue.put_nowait(E.Reconciled(host, self._report(st)))
                         return
             self.queue.put_nowait(_call_failed(host, exc))
             return
-        self.queue.put_nowait(E.UpdateAccepted(host, resp.operation_id, st.version))
+        from_version = resp.from_version or (
+            version if not resp.operation_id else
+            await self._from_version(host, service, resp.operation_id))
+        self.queue.put_nowait(E.UpdateAccepted(host, resp.operation_id, from_version))
         if resp.operation_id:
             await self._watch(host, resp.operation_id)
+
+    async def _from_version(self, host: str, service: str, op_id: str) -> str:
+        """What a manager older than UpdateResponse.from_version updates from: its
+        operation's own record ("" when it cannot be read now: the engine then
+        has no version to roll that host back to, and never guesses one)."""
+        stub = self.links.stub(self._address(host))
+        try:
+            async with step_deadline(f"update state of {service or 'the service'} on host "
+                                     f"{host}", self.timeout):
+                op: mpb.UpdateOperation = await stub.GetUpdate(
+                    mpb.GetUpdateRequest(service=service, operation_id=op_id))
+        except (grpc.aio.AioRpcError, DeadlineExceeded) as exc:
+            log.warning("rollout.from_version_unknown", host=host, operation=op_id,
+                        reason=str(exc))
+            return ""
+        return op.from_version
 
     async def _rollback(self, host: str, service: str) -> None:
         stub = self.links.stub(self._address(host))

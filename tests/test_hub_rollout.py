@@ -95,6 +95,33 @@ def test_budget_hit_in_later_wave_rolls_back_moved_hosts(hub_store, procs):
              == {"1.0"}, what="every host back on 1.0")
 
 
+def test_managers_that_do_not_name_the_version_they_update_from(hub_store, procs):
+    """Managers from before UpdateResponse.from_version: the hub reads each operation's
+    own record instead, so a budget rollback still knows where each host goes back to."""
+    sim = procs(SimManagers, hosts=8, delay=0.1).start()
+    hub = procs(HubProc, sim.hosts, store=hub_store).start()
+    plan = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
+            seed=1, waves=["1", "3", "100%"]))).rollout
+    last = list(plan.waves[2].hosts)
+    sim.rules([{"host": last[0], "outcome": "failed", "old_response": True},
+               {"host": last[1], "outcome": "failed", "old_response": True},
+               {"old_response": True}])
+    r = start_rollout(hub, waves=("1", "3", "100%"), max_failures_per_wave="1",
+                      max_failures_total="1")
+    done = hub.wait_rollout(r.id, TERMINAL)
+    assert done.state == pb.ROLLOUT_STATE_ROLLED_BACK, done
+    assert {h.from_version for h in done.hosts if h.state != pb.HOST_ROLLOUT_STATE_SKIPPED
+            } == {"1.0"}
+    rollbacks = [e for e in sim.journal() if e["call"] == "rollback"]
+    moved = {h.name for h in done.hosts if h.state == pb.HOST_ROLLOUT_STATE_ROLLED_BACK
+             and h.name not in last[:2]}
+    assert {e["host"] for e in rollbacks} == moved and len(moved) >= 3
+    assert len(rollbacks) == len(moved)  # each moved host rolled back once
+    wait_for(lambda: {h.version for h in hub.call("ListAgents", pb.ListHostsRequest()).hosts}
+             == {"1.0"}, what="every host back on 1.0")
+
+
 def test_hung_host_hits_step_deadline(hub_store, procs):
     sim = procs(SimManagers, hosts=3, delay=0.1).start()
     hub = procs(HubProc, sim.hosts, store=hub_store).start()

@@ -64,3 +64,20 @@ def test_a_kind_too_long_for_the_history_is_refused_by_both():
         note_events(r, long)
     with pytest.raises(ValueError, match="not an event kind"):
         note_rows(r, long)
+
+
+def test_the_managers_step_progress_stays_out_of_the_history():
+    """`host.step` notes (a manager's "download started", "verify ok", ...) are the
+    rollout log's alone; every other note, host notes included, is history."""
+    r, notes = rolled_back_rollout()
+    host_note = next(n for n in notes if n.host)
+    steps = [dataclasses.replace(host_note, kind="host.step", message=f"{s} ok")
+             for s in ("download", "verify", "switch")]
+    mixed = [notes[0], *steps, host_note]
+    rows = note_rows(r, mixed)
+    assert [row[1] for row in rows] == [f"rollout.{notes[0].kind}".replace(
+        "rollout.rollout.", "rollout."), f"rollout.{host_note.kind}"]
+    assert rows == rows_of_events(r, mixed)
+    assert [e.fields["index"] for e in note_events(r, mixed)] == [
+        str(notes[0].index), str(host_note.index)]
+    assert note_rows(r, steps) == []

@@ -225,14 +225,16 @@ class UpdateRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., origin: _Optional[str] = ..., start_stopped: _Optional[bool] = ...) -> None: ...
 
 class UpdateResponse(_message.Message):
-    __slots__ = ("operation_id", "message", "started")
+    __slots__ = ("operation_id", "message", "started", "from_version")
     OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     operation_id: str
     message: str
     started: bool
-    def __init__(self, operation_id: _Optional[str] = ..., message: _Optional[str] = ..., started: _Optional[bool] = ...) -> None: ...
+    from_version: str
+    def __init__(self, operation_id: _Optional[str] = ..., message: _Optional[str] = ..., started: _Optional[bool] = ..., from_version: _Optional[str] = ...) -> None: ...
 
 class GetUpdateRequest(_message.Message):
     __slots__ = ("service", "operation_id", "origin")

@@ -160,7 +160,7 @@ class ManagerServicer(pb_grpc.ManagerServicer):
             request.service, request.version, origin=request.origin,
             start_stopped=request.start_stopped), context)
         return pb.UpdateResponse(operation_id=started.operation_id, message=started.message,
-                                 started=started.started)
+                                 started=started.started, from_version=started.from_version)
 
     @stream_sync
     def WatchUpdate(self, request: pb.WatchUpdateRequest,

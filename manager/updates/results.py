@@ -13,6 +13,7 @@ class UpdateStarted:
     operation_id: str  # empty when the service already runs that version
     version: str
     message: str
+    from_version: str = ""  # what the service ran when the request was decided
 
     @property
     def started(self) -> bool:

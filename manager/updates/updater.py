@@ -253,13 +253,15 @@ class Updater:
             self._check_idle(service)
             current = ReleaseDirs(cfg.install_root).current_version()
             if current == version:
-                return UpdateStarted("", version, f"already on version {version}")
+                return UpdateStarted("", version, f"already on version {version}",
+                                     from_version=version)
             await check_store(cfg, version)
             self._check_idle(service)
             op = self._create(service, OpKind.UPDATE, current, version,
                               f"update {current or '(none)'} -> {version}", origin=origin,
                               leave_stopped=self._leave_stopped(service, start_stopped))
-        return UpdateStarted(op.id, version, f"update to version {version} started")
+        return UpdateStarted(op.id, version, f"update to version {version} started",
+                             from_version=current)
 
     async def check_release(self, service: str, version: str) -> ReleaseCheck:
         """Whether the store has `version` for `service` (the check `update` makes first;
