@@ -41,9 +41,9 @@ from manager.api.control import ManagerControl, ReloadResult
 from manager.config import ManagerConfig, ServiceConfig
 from manager.config_diff import diff, fixed_change
 from manager.statestore import StateStore
-from manager.supervision.fleet import Fleet
 from manager.supervision.states import State
 from manager.supervision.unit import ServiceUnit
+from manager.supervision.units import SupervisedUnits
 
 log = structlog.get_logger(__name__)
 
@@ -61,14 +61,14 @@ class UpdateGate(Protocol):
 
 
 class ConfigReloader:
-    def __init__(self, path: Path, *, fleet: Fleet, control: ManagerControl,
+    def __init__(self, path: Path, *, supervised: SupervisedUnits, control: ManagerControl,
                  secrets: Secrets, store: StateStore,
                  make_unit: Callable[[ServiceConfig], ServiceUnit],
                  updates: Callable[[ManagerConfig | None], UpdateGate | None]) -> None:
         """`updates(None)`: the updater, if any; `updates(config)`: the updater for that
         config (the daemon starts one when a reload adds the first updatable service)."""
         self.path = path
-        self.fleet = fleet
+        self.supervised = supervised
         self.control = control
         self.secrets = secrets
         self.store = store
@@ -84,7 +84,7 @@ class ConfigReloader:
             except ConfigError as exc:
                 log.warning("daemon.reload_failed", error=str(exc))
                 raise
-            problem = fixed_change(self.fleet.config, new)
+            problem = fixed_change(self.supervised.config, new)
             if problem:
                 log.warning("daemon.reload_failed", error=problem)
                 raise ConfigError(problem)
@@ -108,20 +108,20 @@ class ConfigReloader:
                     gate.release()
 
     async def _apply(self, new: ManagerConfig) -> ReloadResult:
-        fleet = self.fleet
-        old = fleet.config
+        supervised = self.supervised
+        old = supervised.config
         d = diff(old, new)
         wanted = [n for n in d.changed if self._wanted_up(n)]
         problems: list[str] = []
         try:
-            await fleet.stop_many([*d.removed, *wanted], pausing=frozenset(wanted))
+            await supervised.stop_many([*d.removed, *wanted], pausing=frozenset(wanted))
         except BackendAIError as exc:
             problems.append(f"stop: {exc}")
         for name in d.removed:
-            await fleet.remove(name)
+            await supervised.remove(name)
             self.store.forget_service(name)
             log.info("service.removed", service=name)
-        fleet.config = self.control.config = new
+        supervised.config = self.control.config = new
         gate = self.updates(new)
         if gate is not None:
             gate.configure(new)
@@ -132,14 +132,14 @@ class ConfigReloader:
             unit = self.make_unit(configs[name])
             if hasattr(unit, "defer_autostart"):
                 unit.defer_autostart = True  # started below, in start order
-            await fleet.add(unit)
+            await supervised.add(unit)
             log.info("service.added", service=name)
         starting = wanted + [n for n in d.added
-                             if getattr(fleet.units[n], "autostart_pending", False)]
+                             if getattr(supervised.units[n], "autostart_pending", False)]
         order = {s.name: i for i, s in enumerate(new.services)}
         starting.sort(key=order.__getitem__)
         try:
-            await fleet.start_many(starting, wait=False, waiting_ok=True)
+            await supervised.start_many(starting, wait=False, waiting_ok=True)
         except BackendAIError as exc:
             problems.append(f"start: {exc}")
         parts = [f"{len(d.added)} added", f"{len(d.removed)} removed",
@@ -154,24 +154,24 @@ class ConfigReloader:
 
     def _wanted_up(self, name: str) -> bool:
         """Whether a changed service should run again after it got its new spec."""
-        unit = self.fleet.units[name]
+        unit = self.supervised.units[name]
         if getattr(unit, "autostart_pending", False):
             return True
         state = unit.status().state
         return state.is_up or state is State.BACKOFF
 
     async def _change(self, cfg: ServiceConfig) -> None:
-        fleet = self.fleet
-        unit = fleet.units[cfg.name]
+        supervised = self.supervised
+        unit = supervised.units[cfg.name]
         reconfigure = getattr(unit, "reconfigure", None)
         if reconfigure is not None and unit.config.backend == cfg.backend:
             reconfigure(cfg)
-            fleet.restart_monitor(unit)
+            supervised.restart_monitor(unit)
         else:
-            await fleet.remove(cfg.name)
+            await supervised.remove(cfg.name)
             fresh = self.make_unit(cfg)
             if hasattr(fresh, "defer_autostart"):
                 fresh.defer_autostart = True
             with contextlib.suppress(BackendAIError):
-                await fleet.add(fresh)
+                await supervised.add(fresh)
         log.info("service.changed", service=cfg.name)

@@ -44,10 +44,10 @@ from manager.api.grpc_api import SERVICE_NAME, ManagerServicer
 from manager.api.http_routes import manager_http_server
 from manager.config import ManagerConfig, ServiceConfig
 from manager.statestore import StateStore
-from manager.supervision.fleet import Fleet
 from manager.supervision.history import ServiceHistory
 from manager.supervision.process_unit import ProcessUnit
 from manager.supervision.unit import ServiceUnit
+from manager.supervision.units import SupervisedUnits
 
 if TYPE_CHECKING:
     from backendai.events.sinks.runner import SinkRunner
@@ -151,7 +151,7 @@ class ManagerDaemon(DaemonLifecycle):
     def _make_units(self, store: StateStore) -> dict[str, ServiceUnit]:
         return {svc.name: self._make_unit(svc, store) for svc in self.config.services}
 
-    def _updates(self, config: ManagerConfig | None, fleet: Fleet,
+    def _updates(self, config: ManagerConfig | None, supervised: SupervisedUnits,
                  store: StateStore) -> Updater | None:
         """The updater; with a config (a reload's) that has an updatable service and no
         updater yet, one is made and started."""
@@ -160,7 +160,7 @@ class ManagerDaemon(DaemonLifecycle):
             return self.updater
         from manager.updates.updater import Updater  # noqa: PLC0415
 
-        updater = self.updater = Updater(config, fleet.units, store, faults=self.faults)
+        updater = self.updater = Updater(config, supervised.units, store, faults=self.faults)
         self._tg.create_task(updater.run(), name="updater")
         if self.control is not None:
             self.control.updater = updater
@@ -177,13 +177,13 @@ class ManagerDaemon(DaemonLifecycle):
         except (OSError, BackendAIError) as exc:
             log.warning("manager.leftovers_failed", error=str(exc))
 
-    def _reloader(self, source: Path, fleet: Fleet, control: ManagerControl,
+    def _reloader(self, source: Path, supervised: SupervisedUnits, control: ManagerControl,
                   store: StateStore) -> ConfigReloader:
         from manager.config_reload import ConfigReloader  # noqa: PLC0415
 
-        return ConfigReloader(source, fleet=fleet, control=control, secrets=self.secrets,
+        return ConfigReloader(source, supervised=supervised, control=control, secrets=self.secrets,
                               store=store, make_unit=lambda svc: self._make_unit(svc, store),
-                              updates=lambda new: self._updates(new, fleet, store))
+                              updates=lambda new: self._updates(new, supervised, store))
 
     def _open_events(self, store: StateStore) -> EventLog:
         """The event history in the state database; state writes commit its events."""
@@ -251,13 +251,13 @@ class ManagerDaemon(DaemonLifecycle):
             await events.open()
             sinks = self._make_sinks(events)
             units = self._make_units(store)
-            fleet = Fleet(cfg, units, monitor_for)
+            supervised = SupervisedUnits(cfg, units, monitor_for)
             updater: Updater | None = None
             if any(s.install_root for s in cfg.services):
                 # Only a manager that updates loads the updater (and urllib, tarfile, ...).
                 from manager.updates.updater import Updater  # noqa: PLC0415
                 updater = self.updater = Updater(cfg, units, store, faults=self.faults)
-            control = self.control = ManagerControl(cfg, units, updater, fleet=fleet,
+            control = self.control = ManagerControl(cfg, units, updater, supervised=supervised,
                                                     events=events)
             servicer = ManagerServicer(control, LoopBridge(asyncio.get_running_loop()))
             grpc_server = GrpcServer(cfg.grpc_listen, token=token,
@@ -277,7 +277,7 @@ class ManagerDaemon(DaemonLifecycle):
                 events.emit("manager.started", "manager",
                             f"manager {control.manager_version} started (pid {os.getpid()})",
                             {"pid": os.getpid(), "version": control.manager_version})
-                fleet.launch(tg)
+                supervised.launch(tg)
                 if updater is not None:  # it waits for the units to be ready
                     tg.create_task(updater.run(), name="updater")
                 events_task: asyncio.Task[None] | None = None  # the event log's writer
@@ -287,11 +287,11 @@ class ManagerDaemon(DaemonLifecycle):
                     # Serve only once the units know their services (re-adopted, first
                     # observation done) and the updater knows its interrupted operations.
                     await wait_ready(units, updater, self._ready_timeout())
-                    fleet.autostart()  # services that start after others, in order
+                    supervised.autostart()  # services that start after others, in order
                     source = cfg.source
                     if source is not None:
                         self.reloader = control.reloader = LazyReloader(
-                            lambda: self._reloader(source, fleet, control, store),
+                            lambda: self._reloader(source, supervised, control, store),
                             self.record_reload)
                     _, self.grpc_port = await grpc_server.start()
                     _, self.http_port = await http.start()
@@ -314,7 +314,7 @@ class ManagerDaemon(DaemonLifecycle):
                     await grpc_server.stop(GRACE)
                     if self.updater is not None:
                         await self.updater.shutdown()
-                    await fleet.shutdown()
+                    await supervised.shutdown()
                     events.emit("manager.stopped", "manager", "manager stopped",
                                 {"pid": os.getpid()})
                     # deliveries in flight end and store their cursors: a clean restart

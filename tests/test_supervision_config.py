@@ -11,8 +11,8 @@ import pytest
 from backendai.errors import ConfigError
 from manager import config, start_order
 from manager.config_diff import diff, fixed_change
-from manager.supervision.fleet import Readiness, readiness
 from manager.supervision.states import ServiceStatus, State, count_states
+from manager.supervision.units import Readiness, readiness
 
 
 def doc(*services: dict[str, Any], **top: Any) -> dict[str, Any]:

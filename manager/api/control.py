@@ -31,9 +31,9 @@ from backendai.events.model import Event, EventFilter, Page, PageRequest, cut
 from backendai.feed import with_keepalive
 from backendai.validate import check_origin, check_version, is_service_name
 from manager.config import ManagerConfig
-from manager.supervision.fleet import Fleet
 from manager.supervision.states import ServiceStatus, count_states
 from manager.supervision.unit import ServiceUnit
+from manager.supervision.units import SupervisedUnits
 
 if TYPE_CHECKING:  # the updates wing loads only where updates are configured
     from manager.updates.journal import EventRecord, OpRecord
@@ -174,16 +174,18 @@ def _forced(control: ManagerControl, *args: object, **kwargs: object) -> dict[st
 
 class ManagerControl:
     def __init__(self, config: ManagerConfig, units: Mapping[str, ServiceUnit],
-                 updater: Updater | None = None, *, fleet: Fleet | None = None,
+                 updater: Updater | None = None, *,
+                 supervised: SupervisedUnits | None = None,
                  events: EventLog | None = None) -> None:
-        """`fleet`: the daemon's (its `units` is the live mapping a reload changes);
-        without one, a fleet of `units` without health monitors. `events`: the event
-        history (the audit trail of every operator action goes there)."""
+        """`supervised`: the daemon's set of supervised units (its `units` is the live
+        mapping a reload changes); without one, a set of `units` without health
+        monitors. `events`: the event history (the audit trail of every operator action
+        goes there)."""
         self.events = events
         self.config = config
-        self.fleet = fleet if fleet is not None else Fleet(config, dict(units),
-                                                           lambda _unit: None)
-        self.units = self.fleet.units
+        self.supervised = (supervised if supervised is not None
+                           else SupervisedUnits(config, dict(units), lambda _unit: None))
+        self.units = self.supervised.units
         self.updater = updater
         self.reloader: Reloader | None = None  # set by the daemon
         self.manager_version = __version__
@@ -255,7 +257,7 @@ class ManagerControl:
         units = self._targets(name)
         await self._before_lifecycle(units, "start", force)
         if is_pattern(name) or units[0].config.after:
-            return (await self.fleet.start_many([u.name for u in units], wait=wait))[0]
+            return (await self.supervised.start_many([u.name for u in units], wait=wait))[0]
         return await units[0].start(wait=wait)
 
     @audited("stop", service_subject, request=_forced)
@@ -268,7 +270,7 @@ class ManagerControl:
         timeout = validate_timeout(timeout)
         await self._before_lifecycle(units, "stop", force)
         if is_pattern(name):
-            return (await self.fleet.stop_many([u.name for u in units], timeout=timeout,
+            return (await self.supervised.stop_many([u.name for u in units], timeout=timeout,
                                                force=force))[0]
         return await units[0].stop(timeout=timeout, force=force)
 
@@ -281,8 +283,8 @@ class ManagerControl:
         await self._before_lifecycle(units, "restart", force)
         if is_pattern(name):
             names = [u.name for u in units]
-            await self.fleet.stop_many(names, pausing=frozenset(names))
-            return (await self.fleet.start_many(names))[0]
+            await self.supervised.stop_many(names, pausing=frozenset(names))
+            return (await self.supervised.start_many(names))[0]
         return await units[0].restart()
 
     @audited("reload", lambda self: "manager")

@@ -2,7 +2,7 @@
 
 - `WS /api/services/ws` (seed 004): a snapshot of every service, then one message per
   change, from the same per-unit feeds WatchStatus reads, and the services a config
-  reload adds (their `status`) or removes (`removed`), from the fleet's member feed.
+  reload adds (their `status`) or removes (`removed`), from the supervised units' member feed.
   Each service's message is published under its name, so a slow reader gets the latest
   status of each service, never a backlog (backendai/websocket.py coalesces).
 - `WS /api/services/{name}/logs/ws?tail=N`: the last N lines, then new lines, in
@@ -129,7 +129,7 @@ class LiveRoutes:
         replaces it)."""
         from backendai.websocket import ConnectionClosed  # noqa: PLC0415
 
-        members = self.control.fleet.members.subscribe()
+        members = self.control.supervised.members.subscribe()
         forwards: dict[str, tuple[ServiceUnit, asyncio.Task[None]]] = {}
         try:
             units = dict(await anext(members))

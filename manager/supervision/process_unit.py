@@ -66,8 +66,8 @@ class ProcessUnit(UnitHooks):
         self._stopped = asyncio.Event()
         self.ready = asyncio.Event()  # set once run() recovered the service
         self.health = initial_health(config)
-        # Autostart waits for the fleet (start order) when the service starts `after`
-        # others, or when the fleet says so (a reload starts what it adds in order).
+        # Autostart waits for SupervisedUnits (start order) when the service starts `after`
+        # others, or when SupervisedUnits says so (a reload starts what it adds in order).
         self.defer_autostart = bool(config.after)
         self.autostart_pending = False
         self.feed: Feed[ServiceStatus] = Feed(self._snapshot())
@@ -341,7 +341,7 @@ class ProcessUnit(UnitHooks):
         rec = self.store.load_service(self.name)
         if rec is None:
             if self.config.autostart and self.defer_autostart:
-                self.autostart_pending = True  # the fleet starts it, in start order
+                self.autostart_pending = True  # SupervisedUnits starts it, in order
             elif self.config.autostart:  # the spawn records desired "running" first
                 self._dispatch(supervisor.StartRequested())
             return

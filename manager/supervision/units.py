@@ -69,7 +69,7 @@ def up_deadline(cfg: ServiceConfig) -> float:
 MonitorFactory = Callable[[ServiceUnit], "HealthMonitor | None"]
 
 
-class Fleet:
+class SupervisedUnits:
     def __init__(self, config: ManagerConfig, units: dict[str, ServiceUnit],
                  monitor_for: MonitorFactory) -> None:
         self.config = config
