@@ -703,3 +703,38 @@ def test_nothing_jumps_while_a_rollout_updates_the_page(procs):
         assert cls < GOOD_CLS, shifts
         shot(d, "rollout-steady")
         assert d.get_log("browser") == []
+
+
+def test_a_late_notice_moves_nothing(procs):
+    """The notice line appearing while someone reads the fleet table (no input of
+    theirs: the hub came back with another token, so the page's reconnect is refused)
+    moves none of the page: a cumulative layout shift of ~0 from that moment on, with
+    the notice shown, announced (role=alert) and its text whole. Simulated managers."""
+    sim = procs(SimManagers, hosts=12, delay=0.2).start()
+    hub = procs(HubProc, sim.hosts, token=TOKEN).start()
+    wait_for(lambda: hub.http("GET", "/api/info")[1]["reachable"] == 12, 20)
+    with chromium(window=(1280, 900)) as d:
+        d.get(f"{hub.http_url}/ui/#/hosts")
+        use_token(d, TOKEN)
+        wait_until(lambda: len(texts(d, "#hosts-body .row")) == 12
+                   and css(d, "#conn").text == "Live", 15, "the fleet table, live")
+        d.execute_script(OBSERVE_SHIFTS)
+        settled = "const done = arguments[arguments.length - 1];" \
+                  "requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, 200)));"
+        d.execute_async_script(settled)
+        d.execute_script("window.__shifts = []")  # from here on: what the notice does
+        table_top = css(d, "#hosts-body").rect["y"]
+
+        hub.stop()
+        hub.token = "another-token-2"
+        hub.start(same_port=True)
+        wait_until(lambda: css(d, "#notice").is_displayed(), 30, "the notice")
+        notice = css(d, "#notice")
+        assert notice.text == "The hub did not accept this token."
+        assert notice.get_attribute("role") == "alert"
+        assert notice.get_attribute("data-kind") == "error"
+        d.execute_async_script(settled)
+        cls, shifts = layout_shift(d)
+        assert cls < 0.001, shifts
+        assert css(d, "#hosts-body").rect["y"] == table_top
+        shot(d, "late-notice")

@@ -12,7 +12,7 @@ import { hostsView } from "./hosts_view.js";
 import { hostView } from "./host_view.js";
 import { rolloutsView } from "./rollouts_view.js";
 import { rolloutView } from "./rollout_view.js";
-import { go, notice, store } from "./page.js";
+import { dismissibleNotice, go, notice, store } from "./page.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -164,6 +164,7 @@ onToken(() => {
 $("token-button").addEventListener("click", () => {
   askToken(token() ? "Enter a new token for this tab (Cancel keeps the current one)." : "");
 });
+dismissibleNotice();
 window.addEventListener("hashchange", route);
 setInterval(() => { if (current && current.view.tick) current.view.tick(); }, 1000);
 route();

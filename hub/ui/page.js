@@ -34,12 +34,28 @@ export function ago(unix) {
   return `${Math.floor(s / 86400)}d ago`;
 }
 
+let noticeTimer = null;
+
+/** The notice: a toast floating over the page's corner, so its coming and going moves
+ * nothing under the reader's eyes. An error stays until dismissed (a click, or Escape)
+ * or replaced; other notices go by themselves after a while. "" hides it. */
 export function notice(text, kind = "info") {
   const node = document.getElementById("notice");
+  clearTimeout(noticeTimer);
   if (!text) { node.hidden = true; return; }
   node.dataset.kind = kind;
   setText(node, text);
   node.hidden = false;
+  if (kind !== "error") noticeTimer = setTimeout(() => { node.hidden = true; }, 8000);
+}
+
+/** Dismissing the notice: a click on it, or Escape when no dialog is open (a dialog's
+ * Escape is its own). */
+export function dismissibleNotice() {
+  document.getElementById("notice").addEventListener("click", () => notice(""));
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && !document.querySelector("dialog[open]")) notice("");
+  });
 }
 
 export function go(hash) {
