@@ -297,4 +297,4 @@ def reserved_ports(count: int) -> Iterator[int]:
 # PostgreSQL for the hub's store tests and a package store for the real fleets (imported
 # last: they import assert_eventually above)
 from tests.fixtures.pg import hub_store, pg_database, pg_server, store_spec  # noqa: E402, F401
-from tests.fixtures.real_fleet import store_server  # noqa: E402, F401
+from tests.update_support import store_server  # noqa: E402, F401

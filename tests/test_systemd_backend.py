@@ -31,11 +31,10 @@ from backendai.v1 import manager_pb2_grpc as pb_grpc
 from manager.supervision.states import State
 from manager.supervision.systemd_unit import journal_message, observe_properties, parse_show
 from tests.conftest import PY, ROOT, SERVICE, ManagerProc, assert_eventually
+from tests.fixtures.real_fleet import publish_releases
 from tests.systemd_harness import UserSystemd, scratch_root, user_systemd
 from tests.update_support import (
     StoreServer,
-    build_release,
-    make_source,
     reserved_port,
     running_version,
     steps,
@@ -363,26 +362,11 @@ def test_update_and_rollback_through_systemd(user_systemd: UserSystemd, scratch_
     """Releases built by `aictl release build`, served over HTTP on 127.0.0.1; the unit's
     ExecStart runs from current/, so a switch plus a restart through systemctl updates it.
     A release that crashes at start (systemd keeps restarting it) is rolled back."""
-    src = make_source(scratch_root)
-    out = scratch_root / "out"
-    store_root = scratch_root / "store"
-    store_root.mkdir()
-
-    def publish(version: str, **kw: Any) -> Path:
-        build_release(src, out, version, **kw)
-        res = subprocess.run(
-            [PY, "-m", "aictl.main", "release", "publish", version, "--out", str(out),
-             "--to", store_root.as_uri()], cwd=ROOT, capture_output=True, text=True,
-            timeout=60, check=False)
-        assert res.returncode == 0, res.stderr
-        return out / version / f"agent-{version}.tar.gz"
-
-    first = publish("1.0.0")
-    publish("1.1.0")
-    publish("1.2.0", behavior={"crash": True})
-    res = install(scratch_root, "--release", str(first))
+    out = publish_releases(scratch_root, {"1.0.0": {}, "1.1.0": {},
+                                          "1.2.0": {"behavior": {"crash": True}}})
+    res = install(scratch_root, "--release", str(out / "1.0.0" / "agent-1.0.0.tar.gz"))
     assert res.returncode == 0, res.stderr
-    server = StoreServer(store_root)
+    server = StoreServer(scratch_root / "store")
     dropin = user_systemd.unit_dir / f"{UNIT}.d"
     try:
         with reserved_port() as port:
@@ -391,7 +375,7 @@ def test_update_and_rollback_through_systemd(user_systemd: UserSystemd, scratch_
                 f"[Service]\nEnvironment=HEALTH_PORT={port} AI_PYTHON={PY}\n")
             user_systemd.systemctl("daemon-reload")
             m = make_manager([systemd_service(
-                scratch_root, package_url=f"{server.url}/{{version}}/agent-{{version}}.tar.gz",
+                scratch_root, package_url=server.package_url,
                 health_probe="http", health_target=f"http://127.0.0.1:{port}/health",
                 min_healthy_time=0.5, healthy_deadline=5.0, download_timeout=5.0)]).start()
             m.stub().Start(pb.StartRequest(), timeout=60)

@@ -580,13 +580,10 @@ def test_https_store_with_its_own_ca(env):
     env.build("1.1.0")
     env.install("1.0.0")
     tls, ca = self_signed_tls(env.tmp)
-    https = StoreServer(env.store_root, tls=tls)
-    try:
-        m = env.manager(package_url=f"{https.url}/{{version}}/agent-{{version}}.tar.gz")
+    with StoreServer(env.store_root, tls=tls) as https:
+        m = env.manager(package_url=https.package_url)
         fails_then_succeeds_with(env, m, "TLS certificate is not trusted",
                                  grpc.StatusCode.FAILED_PRECONDITION, package_ca_file=str(ca))
-    finally:
-        https.close()
 
 
 def fails_then_succeeds_with(env: Env, m, match: str, code: grpc.StatusCode | tuple,
@@ -612,10 +609,8 @@ def test_https_store_that_wants_a_client_certificate(env, tmp_path_factory):
     env.build("1.0.0")
     env.build("1.1.0")
     env.install("1.0.0")
-    https = StoreServer(env.store_root, tls=mutual_tls_server_context(certs))
-    try:
-        m = env.manager(package_url=f"{https.url}/{{version}}/agent-{{version}}.tar.gz",
-                        package_ca_file=str(certs / "ca.pem"))
+    with StoreServer(env.store_root, tls=mutual_tls_server_context(certs)) as https:
+        m = env.manager(package_url=https.package_url, package_ca_file=str(certs / "ca.pem"))
         # the store wants a certificate: it hangs up (TLS 1.3) or says so, either way
         # the message points at package_client_cert
         fails_then_succeeds_with(env, m, "package_client_cert",
@@ -623,5 +618,3 @@ def test_https_store_that_wants_a_client_certificate(env, tmp_path_factory):
                                   grpc.StatusCode.UNAVAILABLE),
                                  package_client_cert=str(certs / "client.pem"),
                                  package_client_key=str(certs / "client.key"))
-    finally:
-        https.close()

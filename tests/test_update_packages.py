@@ -28,19 +28,12 @@ from manager.updates.fetch import (
     fetch,
 )
 from manager.updates.verify import VerifyFailed, parse_sums, verify_package
-from tests.update_support import StoreServer
 
 FAST = FetchPolicy(UpdateSource(download_timeout=5.0, download_retries=2,
                                 package_max_bytes=1 << 20), backoff=0.01)
 
-
-@pytest.fixture
-def store(tmp_path):
-    root = tmp_path / "store"
-    root.mkdir()
-    srv = StoreServer(root)
-    yield srv
-    srv.close()
+# `store_server` (tests/update_support.py, through conftest): a StoreServer
+# serving tmp_path/store.
 
 
 # ---- versions -------------------------------------------------------------------------
@@ -60,19 +53,19 @@ def test_invalid_versions_are_refused(bad):
 
 # ---- fetch --------------------------------------------------------------------------------
 
-def test_http_fetch_streams_the_file(store, tmp_path):
+def test_http_fetch_streams_the_file(store_server, tmp_path):
     data = os.urandom(300_000)
-    (store.root / "1.0").mkdir()
-    (store.root / "1.0" / "a.tar.gz").write_bytes(data)
+    (store_server.root / "1.0").mkdir()
+    (store_server.root / "1.0" / "a.tar.gz").write_bytes(data)
     dest = tmp_path / "a.tar.gz"
-    assert fetch(f"{store.url}/1.0/a.tar.gz", dest, FAST) == len(data)
+    assert fetch(f"{store_server.url}/1.0/a.tar.gz", dest, FAST) == len(data)
     assert dest.read_bytes() == data
 
 
-def test_http_404_is_not_found_without_retries(store, tmp_path):
+def test_http_404_is_not_found_without_retries(store_server, tmp_path):
     with pytest.raises(NotFound, match="404"):
-        fetch(f"{store.url}/9.9/a.tar.gz", tmp_path / "x", FAST)
-    assert len(store.requests) == 1
+        fetch(f"{store_server.url}/9.9/a.tar.gz", tmp_path / "x", FAST)
+    assert len(store_server.requests) == 1
 
 
 def test_unreachable_store_fails_after_bounded_retries(tmp_path):
@@ -86,38 +79,38 @@ def test_unreachable_store_fails_after_bounded_retries(tmp_path):
         s.close()
 
 
-def test_truncated_download_is_resumed_with_range(store, tmp_path):
+def test_truncated_download_is_resumed_with_range(store_server, tmp_path):
     data = os.urandom(200_000)
-    (store.root / "a.bin").write_bytes(data)
-    store.truncate = 1
+    (store_server.root / "a.bin").write_bytes(data)
+    store_server.truncate = 1
     dest = tmp_path / "a.bin"
-    assert fetch(f"{store.url}/a.bin", dest, FAST, sleep=lambda _s: None) == len(data)
+    assert fetch(f"{store_server.url}/a.bin", dest, FAST, sleep=lambda _s: None) == len(data)
     assert dest.read_bytes() == data
-    ranges = [h.get("Range") for _m, _p, h in store.requests]
+    ranges = [h.get("Range") for _m, _p, h in store_server.requests]
     assert ranges[0] is None
     assert ranges[1] == f"bytes={len(data) // 2}-"
 
 
-def test_resume_restarts_when_the_server_ignores_range(store, tmp_path):
+def test_resume_restarts_when_the_server_ignores_range(store_server, tmp_path):
     data = os.urandom(100_000)
-    (store.root / "a.bin").write_bytes(data)
-    store.truncate, store.ranges = 1, False
+    (store_server.root / "a.bin").write_bytes(data)
+    store_server.truncate, store_server.ranges = 1, False
     dest = tmp_path / "a.bin"
-    assert fetch(f"{store.url}/a.bin", dest, FAST, sleep=lambda _s: None) == len(data)
+    assert fetch(f"{store_server.url}/a.bin", dest, FAST, sleep=lambda _s: None) == len(data)
     assert dest.read_bytes() == data
 
 
-def test_always_truncated_download_fails(store, tmp_path):
-    (store.root / "a.bin").write_bytes(os.urandom(100_000))
-    store.truncate = 100
+def test_always_truncated_download_fails(store_server, tmp_path):
+    (store_server.root / "a.bin").write_bytes(os.urandom(100_000))
+    store_server.truncate = 100
     with pytest.raises(Unavailable, match=r"truncated|interrupted"):
-        fetch(f"{store.url}/a.bin", tmp_path / "a.bin", FAST, sleep=lambda _s: None)
+        fetch(f"{store_server.url}/a.bin", tmp_path / "a.bin", FAST, sleep=lambda _s: None)
 
 
-def test_too_large_is_refused(store, tmp_path):
-    (store.root / "a.bin").write_bytes(os.urandom(2 << 20))
+def test_too_large_is_refused(store_server, tmp_path):
+    (store_server.root / "a.bin").write_bytes(os.urandom(2 << 20))
     with pytest.raises(TooLarge):
-        fetch(f"{store.url}/a.bin", tmp_path / "a.bin", FAST)
+        fetch(f"{store_server.url}/a.bin", tmp_path / "a.bin", FAST)
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(2 << 20))
     with pytest.raises(TooLarge):
@@ -139,19 +132,19 @@ def test_file_store(tmp_path):
     ("ops:s3cret-pw", "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()),
     ("Bearer tok-s3cret", "Bearer tok-s3cret"),
 ])
-def test_credentials_are_sent_and_never_logged(store, tmp_path, content, header):
+def test_credentials_are_sent_and_never_logged(store_server, tmp_path, content, header):
     cred = tmp_path / "cred"
     cred.write_text(content + "\n")
     auth = load_credentials(cred)
     assert auth == header
-    (store.root / "a.bin").write_bytes(b"data")
-    store.require_auth = header
+    (store_server.root / "a.bin").write_bytes(b"data")
+    store_server.require_auth = header
     with capture_logs() as logs, pytest.raises(FetchFailed, match="401") as err:
-        fetch(f"{store.url}/a.bin", tmp_path / "x", FAST, authorization="Bearer wrong")
+        fetch(f"{store_server.url}/a.bin", tmp_path / "x", FAST, authorization="Bearer wrong")
     assert "s3cret" not in str(err.value) and "wrong" not in str(err.value)
-    store.truncate = 1
+    store_server.truncate = 1
     with capture_logs() as logs:
-        fetch(f"{store.url}/a.bin", tmp_path / "y", FAST, authorization=auth,
+        fetch(f"{store_server.url}/a.bin", tmp_path / "y", FAST, authorization=auth,
               sleep=lambda _s: None)
     assert "s3cret" not in repr(logs)
     assert (tmp_path / "y").read_bytes() == b"data"

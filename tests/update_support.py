@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from backendai.v1 import manager_pb2 as pb
 from tests.conftest import PY, ROOT, ManagerProc, assert_eventually
 
@@ -118,6 +120,15 @@ def build_release(src: Path, out: Path, version: str, *, behavior: dict[str, Any
     return out / version
 
 
+def publish_release(out: Path, version: str, store_root: Path) -> None:
+    """Publish OUT/VERSION with the real CLI (`aictl release publish`) to the file://
+    store in `store_root` (a StoreServer serves that folder)."""
+    res = subprocess.run([PY, "-m", "aictl.main", "release", "publish", version, "--out",
+                          str(out), "--to", store_root.as_uri()], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
 def install(install_root: Path, archive: Path, version: str) -> None:
     """What the installer does for the first release: extract it and point current at it."""
     from manager.config import UpdateSource
@@ -186,12 +197,28 @@ class StoreServer(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.server_address[1]}"
 
+    @property
+    def package_url(self) -> str:
+        """A service's package_url template for the agent releases in this store."""
+        return f"{self.url}/{{version}}/agent-{{version}}.tar.gz"
+
     def close(self) -> None:
         self.shutdown()
         self.server_close()
 
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # `with StoreServer(...)`: stop serving, then close the socket
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-response (a killed manager) is expected here."""
+
+
+@pytest.fixture
+def store_server(tmp_path: Path) -> Iterator[StoreServer]:
+    """A package store serving tmp_path/store over HTTP (a fixture: conftest imports it)."""
+    (tmp_path / "store").mkdir()
+    with StoreServer(tmp_path / "store") as server:
+        yield server
 
 
 class _StoreHandler(http.server.BaseHTTPRequestHandler):
@@ -383,16 +410,12 @@ class Env:
         self.install_root = tmp_path / "opt" / "ai-agent"
         self.port = port
         self.make_manager = make_manager
-        self.url = f"{self.server.url}/{{version}}/agent-{{version}}.tar.gz"
+        self.url = self.server.package_url
 
     def build(self, version: str, *, publish: bool = True, **kw) -> Path:
         d = build_release(self.src, self.out, version, **kw)
         if publish:
-            res = subprocess.run(
-                [PY, "-m", "aictl.main", "release", "publish", version, "--out", str(self.out),
-                 "--to", self.store_root.as_uri()], cwd=ROOT, capture_output=True, text=True,
-                timeout=60)
-            assert res.returncode == 0, res.stderr
+            publish_release(self.out, version, self.store_root)
         return d
 
     def install(self, version: str) -> None:
