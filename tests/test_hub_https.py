@@ -10,6 +10,7 @@ counterpart: tests/test_manager_https.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.client
 import json
@@ -28,6 +29,7 @@ from websockets.exceptions import InvalidHandshake
 from backendai.errors import ConfigError
 from hub import config as hub_config
 from tests.conftest import PY, ROOT, assert_eventually
+from tests.fixtures.components import chromium, wait_until
 from tests.fixtures.hub_procs import HubProc, SimManagers, make_certs, wait_for
 from tests.test_check_config import base, refusal
 
@@ -308,3 +310,33 @@ def test_http_tls_defaults_off_and_the_ready_file_says_http(procs, tmp_path, cer
                           "--check-config"], capture_output=True, text=True, cwd=ROOT,
                          timeout=60, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def spki_pin(c: Path) -> str:
+    """base64(SHA-256(the certificate's public key)): what Chromium's
+    --ignore-certificate-errors-spki-list trusts (this certificate and no other)."""
+    pub = subprocess.run(["openssl", "x509", "-in", str(c / "server.pem"), "-pubkey",
+                          "-noout"], capture_output=True, check=True, timeout=30).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub,
+                         capture_output=True, check=True, timeout=30).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@pytest.mark.slow
+def test_the_dashboard_in_a_browser_over_https_goes_live_over_wss(procs, certs):
+    """The page at https://.../ui/ (headless Chromium trusting the test certificate):
+    its fleet socket is built from the page's own URL, so it connects over wss and the
+    table goes live; the hub's log shows no plaintext attempt."""
+    sim = procs(SimManagers, hosts=3).start()
+    hub = https_hub(procs, sim.hosts, tls_table(certs))
+    page = f"https://127.0.0.1:{hub.info['http_port']}/ui/"
+    with chromium(flags=(f"--ignore-certificate-errors-spki-list={spki_pin(certs)}",)) as d:
+        d.get(page)
+        d.execute_script("sessionStorage.setItem('backendai.token', arguments[0])", TOKEN)
+        d.refresh()
+        wait_until(lambda: len(d.find_elements("css selector", "#hosts-body .row")) == 3
+                   and d.find_element("css selector", "#conn").text == "Live", 20,
+                   "the fleet table, live over wss")
+        assert d.execute_script("return location.protocol") == "https:"
+        severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
