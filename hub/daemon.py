@@ -147,6 +147,7 @@ class HubDaemon(DaemonLifecycle):
                     _, self.port = await server.start()
                     _, self.http_port = await http.start()
                     servicer.http_address = f"{cfg.http_listen.host}:{self.http_port}"
+                    servicer.http_scheme = "https" if cfg.http_tls else "http"
                     with contextlib.suppress(StoreUnavailable):  # the loop retries
                         await leadership.try_acquire()
                     lead = tg.create_task(leadership.run(), name="leadership")

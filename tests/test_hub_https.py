@@ -21,12 +21,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import tomli_w
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake
 
 from backendai.errors import ConfigError
+from backendai.v1 import hub_pb2 as hpb
+from backendai.v1 import hub_pb2_grpc as hpb_grpc
 from hub import config as hub_config
 from tests.conftest import PY, ROOT, assert_eventually
 from tests.fixtures.components import chromium, wait_until
@@ -147,6 +150,13 @@ def test_https_with_curl_the_same_json_as_http(procs, certs, other):
     plain = procs(HubProc, sim.hosts, token=TOKEN, name="plain").start()
     assert plain.info["http_scheme"] == "http"
     hub = https_hub(procs, sim.hosts, tls_table(certs))
+    # GetInfo says how to reach the HTTP listener it names
+    assert plain.call("GetInfo", hpb.HubInfoRequest()).http_scheme == "http"
+    with grpc.secure_channel(hub.address, grpc.ssl_channel_credentials(
+            (certs / "ca.pem").read_bytes())) as channel:
+        info = hpb_grpc.HubStub(channel).GetInfo(hpb.HubInfoRequest(), timeout=10,
+                                                 metadata=hub.metadata())
+    assert (info.http_scheme, info.http_address) == ("https", hub.info["http"])
     wait_for(lambda: https(hub, client_context(certs), path="/api/info")[1]["reachable"] == 3,
              20, "every host reachable over https")
     wait_for(lambda: plain.http("GET", "/api/info")[1]["reachable"] == 3, 20)
