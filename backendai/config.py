@@ -392,6 +392,14 @@ def require_token_off_loopback(listens: dict[str, ListenAddress], token: Path | 
                           "true to accept unauthenticated commands)")
 
 
+def require_tls_for_https(http_tls: bool, tls: ServerTLS | None) -> None:
+    """`http_tls = true` (the HTTP listener serves HTTPS) needs `[tls]`: its certificate
+    is the one served."""
+    if http_tls and tls is None:
+        raise ConfigError("http_tls: needs [tls] (cert_file and key_file, and client_ca_file "
+                          "for mutual TLS): the HTTPS listener serves that certificate")
+
+
 def release_version(configured: str, anchors: list[Path]) -> str:
     """The running release's version: `configured` (checked by the loader), else the
     first `VERSION` file found in the anchors (a release root holds one), else

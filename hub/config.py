@@ -3,6 +3,7 @@ start; errors name the key. Keys and defaults are documented in docs/CONFIG.md (
 
     grpc_listen = "0.0.0.0:3000"
     http_listen = "127.0.0.1:3001"                       # dashboard, /api (JSON, WebSocket)
+    http_tls = true                                      # ... over HTTPS with [tls]
     state_dir = "/var/lib/backend-ai/hub"
     auth_token_file = "/etc/backend-ai/hub.token"       # callers (aictl, agents) send it
     manager_token_file = "/etc/backend-ai/manager.token" # sent to managers
@@ -26,6 +27,7 @@ from backendai.config import (
     LOG_LEVELS,
     Table,
     load_toml,
+    require_tls_for_https,
     require_token_off_loopback,
 )
 from backendai.errors import ConfigError
@@ -72,6 +74,7 @@ class HubConfig:
     contact_interval: float = 5.0       # managers re-send their status this often when idle
     call_timeout: float = 10.0
     tls: ServerTLS | None = None
+    http_tls: bool = False  # the HTTP listener on http_listen serves HTTPS with `[tls]` too
     manager_tls: ClientTLS | None = None
     log_level: str = "info"
     log_format: str = "auto"
@@ -135,6 +138,7 @@ def load(path: Path) -> HubConfig:
         tick_seconds=t.number("tick_seconds", low=0.01, high=10),
         metrics_open=t.flag("metrics_open"),
         tls=t.tls_server("tls"),
+        http_tls=t.flag("http_tls"),
         manager_tls=t.tls_client("manager_tls"),
         log_level=t.choice("log_level", LOG_LEVELS),
         log_format=t.choice("log_format", LOG_FORMATS),
@@ -147,6 +151,7 @@ def load(path: Path) -> HubConfig:
         event_sinks=read_sinks(t),
     )
     t.done()
+    require_tls_for_https(cfg.http_tls, cfg.tls)
     any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
     require_token_off_loopback({"grpc_listen": cfg.grpc_listen, "http_listen": cfg.http_listen},
                                any_token, cfg.insecure_no_auth)

@@ -123,7 +123,9 @@ class HubDaemon(DaemonLifecycle):
                                 open_methods=("/backendai.v1.Hub/GetInfo",))
             web = HubHttp(cfg.http_listen, tokens=token, version=version,
                           inventory=inventory, fleet=fleet, rollouts=rollouts,
-                          stats=stats, metrics_open=cfg.metrics_open, events=events)
+                          stats=stats, metrics_open=cfg.metrics_open, events=events,
+                          ssl_context=tls.ssl_context() if tls is not None and cfg.http_tls
+                          else None)
             http = web.server
             async with asyncio.TaskGroup() as tg:
                 background = [tg.create_task(inventory.run(), name="inventory"),
@@ -145,6 +147,7 @@ class HubDaemon(DaemonLifecycle):
                     _, self.port = await server.start()
                     _, self.http_port = await http.start()
                     servicer.http_address = f"{cfg.http_listen.host}:{self.http_port}"
+                    servicer.http_scheme = "https" if cfg.http_tls else "http"
                     with contextlib.suppress(StoreUnavailable):  # the loop retries
                         await leadership.try_acquire()
                     lead = tg.create_task(leadership.run(), name="leadership")
@@ -210,7 +213,8 @@ class HubDaemon(DaemonLifecycle):
                 "grpc_port": self.port, "version": version, "state_dir": str(cfg.state_dir),
                 "hub_id": leadership.hub_id, "leader": leadership.leading,
                 "store_backend": cfg.store.backend,
-                "http": f"{cfg.http_listen.host}:{self.http_port}", "http_port": self.http_port}
+                "http": f"{cfg.http_listen.host}:{self.http_port}", "http_port": self.http_port,
+                "http_scheme": "https" if cfg.http_tls else "http"}
         if self.ready_file is not None:
             write_ready_file(self.ready_file, info)
         log.info("hub.ready", startup_seconds=round(time.monotonic() - started, 3),

@@ -52,6 +52,7 @@ class HubServicer(pb_grpc.HubServicer):
         self.started = time.time()
         self.hostname = socket.gethostname()
         self.http_address = ""  # the HTTP listener, once bound
+        self.http_scheme = "http"  # "https" with http_tls
 
     def add_to(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_HubServicer_to_server(self, server)
@@ -72,7 +73,7 @@ class HubServicer(pb_grpc.HubServicer):
                           epoch=lease.epoch if lease else 0,
                           store_backend=self.rollouts.store.backend,
                           lease_expires_unix=lease.expires_at if lease else 0.0,
-                          http_address=self.http_address)
+                          http_address=self.http_address, http_scheme=self.http_scheme)
 
     def _hosts(self, request: pb.ListHostsRequest, role: str | None) -> pb.ListHostsResponse:
         now = time.time()

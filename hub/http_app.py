@@ -5,6 +5,8 @@ and log WebSockets (hub/fleet_ws.py) and the dashboard's pages, on the shared tr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from backendai.auth import Tokens
 from backendai.events.log import EventLog
 from backendai.http_router import open_access
@@ -22,6 +24,9 @@ from hub.rollouts import Rollouts
 from hub.stats import HubStats
 from hub.ui_routes import add_ui_routes
 
+if TYPE_CHECKING:
+    import ssl
+
 
 class HubHttp:
     """The server and the feed its dashboards watch (run `feed.run()` beside it)."""
@@ -29,9 +34,11 @@ class HubHttp:
     def __init__(self, listen: ListenAddress, *, tokens: Tokens | None, version: str,
                  inventory: Inventory, fleet: Fleet, rollouts: Rollouts,
                  stats: HubStats | None = None, metrics_open: bool = False,
-                 events: EventLog | None = None) -> None:
+                 events: EventLog | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         """stats: the hub's counts; with them the listener also serves GET /metrics;
-        events: the hub's history, served at GET /api/events."""
+        events: the hub's history, served at GET /api/events; ssl_context: serve HTTPS
+        (`http_tls`; the context follows SIGHUP's certificate, backendai/tls.py)."""
         self.feed = FleetFeed(inventory, rollouts)
         routes = HubRoutes(version=version, inventory=inventory, fleet=fleet,
                            rollouts=rollouts)
@@ -50,4 +57,4 @@ class HubHttp:
         if stats is not None:
             add_metrics_routes(r, inventory=inventory, rollouts=rollouts, stats=stats,
                                version=version, open_=metrics_open)
-        self.server = HttpServer(listen, r, token=tokens)
+        self.server = HttpServer(listen, r, token=tokens, ssl_context=ssl_context)

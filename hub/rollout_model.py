@@ -369,8 +369,9 @@ Event = (Tick | Recover | UpdateAccepted | RollbackAccepted | CallFailed | Opera
 
 @dataclass(frozen=True, slots=True)
 class UpdateHost:
-    """Update the host (Status first; a running operation is reported, not doubled). The
-    shell sends the origin recorded in the host's row, which this transition wrote."""
+    """Update the host (a running operation is reported, not doubled: the manager refuses
+    the Update, and its Status says whose operation runs). The shell sends the origin
+    recorded in the host's row, which this transition wrote."""
 
     host: str
     version: str

@@ -20,6 +20,7 @@ from backendai.config import (
     UNSET,
     Table,
     load_toml,
+    require_tls_for_https,
     require_token_off_loopback,
 )
 from backendai.errors import ConfigError
@@ -448,9 +449,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None) -> ManagerConfig:
         event_sinks=read_sinks(t),
         source=source)
     t.done()
-    if cfg.http_tls and cfg.tls is None:
-        raise ConfigError("http_tls: needs [tls] (cert_file and key_file, and client_ca_file "
-                          "for mutual TLS): the HTTPS listener serves that certificate")
+    require_tls_for_https(cfg.http_tls, cfg.tls)
     any_token = cfg.auth_token_file or (cfg.auth_tokens[0].file if cfg.auth_tokens else None)
     require_token_off_loopback({"http_listen": http_listen, "grpc_listen": grpc_listen},
                                any_token, cfg.insecure_no_auth)

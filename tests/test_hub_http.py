@@ -40,6 +40,7 @@ def test_listener_is_reported_like_the_grpc_address(fleet):
     assert hub.info["http_port"] > 0
     info = hub.call("GetInfo", pb.HubInfoRequest())
     assert info.http_address == hub.info["http"]
+    assert info.http_scheme == hub.info["http_scheme"] == "http"
     status, doc = hub.http("GET", "/api/info")
     assert status == 200 and doc["version"] == "9.9.9" and doc["host_count"] == 4
 

@@ -69,7 +69,7 @@ class HubInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HubInfo(_message.Message):
-    __slots__ = ("version", "uptime_seconds", "hostname", "host_count", "active_rollout_id", "started_unix", "leader", "leader_address", "hub_id", "epoch", "store_backend", "lease_expires_unix", "http_address")
+    __slots__ = ("version", "uptime_seconds", "hostname", "host_count", "active_rollout_id", "started_unix", "leader", "leader_address", "hub_id", "epoch", "store_backend", "lease_expires_unix", "http_address", "http_scheme")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class HubInfo(_message.Message):
     STORE_BACKEND_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_UNIX_FIELD_NUMBER: _ClassVar[int]
     HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_SCHEME_FIELD_NUMBER: _ClassVar[int]
     version: str
     uptime_seconds: float
     hostname: str
@@ -96,7 +97,8 @@ class HubInfo(_message.Message):
     store_backend: str
     lease_expires_unix: float
     http_address: str
-    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., hostname: _Optional[str] = ..., host_count: _Optional[int] = ..., active_rollout_id: _Optional[str] = ..., started_unix: _Optional[float] = ..., leader: _Optional[bool] = ..., leader_address: _Optional[str] = ..., hub_id: _Optional[str] = ..., epoch: _Optional[int] = ..., store_backend: _Optional[str] = ..., lease_expires_unix: _Optional[float] = ..., http_address: _Optional[str] = ...) -> None: ...
+    http_scheme: str
+    def __init__(self, version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., hostname: _Optional[str] = ..., host_count: _Optional[int] = ..., active_rollout_id: _Optional[str] = ..., started_unix: _Optional[float] = ..., leader: _Optional[bool] = ..., leader_address: _Optional[str] = ..., hub_id: _Optional[str] = ..., epoch: _Optional[int] = ..., store_backend: _Optional[str] = ..., lease_expires_unix: _Optional[float] = ..., http_address: _Optional[str] = ..., http_scheme: _Optional[str] = ...) -> None: ...
 
 class Host(_message.Message):
     __slots__ = ("name", "manager_address", "labels", "role", "source", "reachable", "state", "version", "last_seen_unix", "message", "service", "update", "agent_address", "agent_version", "agent_last_heartbeat_unix", "facts", "agent_connected", "last_contact_unix", "health")
