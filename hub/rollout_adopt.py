@@ -63,13 +63,17 @@ def _from(found: OwnOperation | None, operation_id: str) -> str:
         found.operation_id == operation_id else ""
 
 
+def whose(origin: str) -> str:
+    """Who issued an operation, in words, by its origin."""
+    return f"origin {origin!r}" if origin else "no origin: an operator's request"
+
+
 def foreign(h: HostRun, rep: ManagerReport) -> str:
     """The running operation this rollout did not start, in words ("" when none)."""
     op = rep.running_operation_id
     if not op or is_own(h, op, rep.running_origin):
         return ""
-    who = f"origin {rep.running_origin!r}" if rep.running_origin else \
-        "no origin: an operator's request"
+    who = whose(rep.running_origin)
     to = f" to {rep.running_version}" if rep.running_version else ""
     at = f", at {rep.running_step}" if rep.running_step else ""
     return f"operation {op}{to} ({who}{at})"

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from backendai.errors import FailedPrecondition
 from backendai.update_terms import Outcome, StepStatus, outcome_text
-from hub.rollout_adopt import foreign, own_operation, rollback_refusal
+from hub.rollout_adopt import foreign, own_operation, rollback_refusal, whose
 from hub.rollout_model import (
     HOST_DONE,
     IN_FLIGHT,
@@ -566,8 +566,8 @@ def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
             step.actions.append(CancelHost(h.name))
             if h.state == HostState.ROLLING_BACK:
                 why = "rollback step deadline exceeded" + (
-                    f" waiting for operation {h.waiting_for}, which this rollout did not "
-                    "start" if h.waiting_for else "")
+                    f" waiting for operation {h.waiting_for} ({whose(h.waiting_origin)}), "
+                    "which this rollout did not start" if h.waiting_for else "")
                 step.host(h.name, "host.rollback_failed", why,
                           state=HostState.ROLLBACK_FAILED, finished_at=now,
                           failed_step=h.failed_step or h.step or "rollback",
@@ -575,8 +575,9 @@ def _observe(step: _Step, observations: Mapping[str, Observation]) -> None:
             else:
                 st = HostState.UNREACHABLE if h.lost else HostState.FAILED
                 if h.waiting_for and not h.lost:
-                    where = (f" waiting for operation {h.waiting_for}, which this rollout "
-                             "did not start (the host was not updated)")
+                    where = (f" waiting for operation {h.waiting_for} "
+                             f"({whose(h.waiting_origin)}), which this rollout did not start "
+                             "(the host was not updated)")
                 else:
                     where = " (manager unreachable)" if h.lost else f" at {h.step or 'start'}"
                 why = f"step deadline of {s.step_deadline_seconds:g}s exceeded" + where

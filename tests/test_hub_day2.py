@@ -164,6 +164,7 @@ def test_a_foreign_update_past_the_step_deadline_fails_the_host_naming_it(procs)
     host = done.hosts[0]
     assert host.state == pb.HOST_ROLLOUT_STATE_FAILED
     assert op in host.message and "did not start" in host.message
+    assert "origin 'deploy-bot'" in host.message and "origin 'deploy-bot'" in host.reason
     assert not [e for e in sim.journal() if e["call"] == "update" and e["version"] == "2.0"]
 
 

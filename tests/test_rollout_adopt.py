@@ -98,6 +98,17 @@ def test_a_foreign_operation_past_the_step_deadline_fails_the_host_naming_it():
     assert h.state == E.HostState.FAILED and E.CancelHost("a") in acts
     assert "op-x" in h.message and "did not start" in h.message
     assert "not updated" in h.message
+    assert "no origin: an operator's request" in h.reason  # whose it was, too
+
+
+def test_the_step_deadline_names_the_foreign_operations_origin():
+    r, _, _ = start(step_deadline_seconds=30)
+    r, _, _ = E.transition(r, E.Reconciled("a", report(
+        running="op-y", running_version="3.0", running_origin="deploy-bot")), T0 + 1)
+    r, _, _ = E.transition(r, E.Tick(), T0 + 31)
+    h = r.hosts["a"]
+    assert h.state == E.HostState.FAILED
+    assert "op-y (origin 'deploy-bot')" in h.message and "op-y" in h.reason
 
 
 def test_a_finished_foreign_operation_at_the_target_is_not_taken_as_ours_after_recover():
