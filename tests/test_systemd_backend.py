@@ -582,11 +582,16 @@ def test_start_limit_is_fatal_and_a_manual_start_clears_it(
         assert err.value.code() == grpc.StatusCode.ABORTED
         assert_eventually(lambda: state_of(m) == "SERVICE_STATE_FATAL", 30, what="FATAL")
         assert "systemd gave up restarting it" in m.status().message
+        crashed = m.status().restarts
+        assert crashed == int(user_systemd.show(unit, "NRestarts")["NRestarts"]) >= 2
         path.write_text(path.read_text().replace("/bin/false", "/bin/sleep 600"))
         user_systemd.systemctl("daemon-reload")
         st = m.stub().Start(pb.StartRequest(), timeout=60)
         assert pb.ServiceState.Name(st.state) == "SERVICE_STATE_RUNNING"
         assert st.pid == int(user_systemd.show(unit, "MainPID")["MainPID"]) > 0
+        # the start's reset-failed zeroed systemd's count; the manager's does not go back
+        assert int(user_systemd.show(unit, "NRestarts")["NRestarts"]) == 0
+        assert st.restarts == m.status().restarts == crashed
     finally:
         user_systemd.systemctl("stop", unit, check=False)
         path.unlink()

@@ -28,6 +28,7 @@ import json
 import signal
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -143,6 +144,11 @@ class SystemdUnit(PolledUnit):
         else:
             self._journal = ["journalctl", "--user", match] if user else ["journalctl", match]
         self._file = ExternalLog(Path(config.log_file)) if config.log_file else None
+        # `reset-failed` zeroes systemd's NRestarts; the restarts it had counted by then
+        # are kept here, so the count this manager reports only grows (as the process
+        # backend's does). In memory: a restarted manager starts from systemd's count.
+        self._restarts_before_reset = 0
+        self._nrestarts = 0  # NRestarts as last observed
 
     async def _systemctl_call(self, *args: str, timeout: float | None = None) -> CommandResult:
         return await run_command([*self._systemctl, *args],
@@ -154,8 +160,17 @@ class SystemdUnit(PolledUnit):
         if res.returncode != 0:  # e.g. "Failed to connect to bus": no systemd to ask
             raise Unavailable(f"cannot get the status of {self.unit} from systemd: "
                               f"{res.reason}")
-        return observe_properties(parse_show(res.stdout), self.unit, now_wall=time.time(),
-                                  now_mono=time.monotonic())
+        obs = observe_properties(parse_show(res.stdout), self.unit, now_wall=time.time(),
+                                 now_mono=time.monotonic())
+        self._nrestarts = obs.restarts
+        return replace(obs, restarts=obs.restarts + self._restarts_before_reset)
+
+    async def _reset(self) -> None:
+        """`systemctl reset-failed`, keeping the restarts systemd counted until now (both
+        callers observed the unit just before)."""
+        self._restarts_before_reset += self._nrestarts
+        self._nrestarts = 0
+        await self._systemctl_call("reset-failed", "--", self.unit)
 
     async def _existing(self) -> Observed:
         obs = await self.refresh()
@@ -216,7 +231,7 @@ class SystemdUnit(PolledUnit):
             # systemd records a main process that died of our SIGKILL as a failure
             # (ActiveState=failed, Result=signal), which reads as FATAL ("gave up
             # restarting it") for a `Restart=` unit. It was stopped as asked: clear it.
-            await self._systemctl_call("reset-failed", "--", self.unit)
+            await self._reset()
             log.info("systemd.reset_after_kill", service=self.name, unit=self.unit)
             await self.refresh()
 
@@ -224,7 +239,7 @@ class SystemdUnit(PolledUnit):
         """A manual start clears systemd's failed state and start-limit counter, as it
         clears the crash-loop state of the process backend."""
         if obs.state in (State.FATAL, State.EXITED):
-            await self._systemctl_call("reset-failed", "--", self.unit)
+            await self._reset()
 
     async def _kill(self) -> None:
         res = await self._systemctl_call("kill", "--signal=SIGKILL", "--", self.unit)
