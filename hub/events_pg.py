@@ -17,14 +17,15 @@ import psycopg
 
 from backendai.errors import DeadlineExceeded
 from backendai.events.model import Event, PageRequest
+from backendai.events.page_query import COLUMNS, POSTGRESQL
+from backendai.events.page_query import page_query as build_page_query
 from backendai.events.sqlite_store import PRUNE_CHUNK, QUERY_BUDGET, event_row, row_event
 from backendai.events.store import Bounds
 
 if TYPE_CHECKING:
     from hub.store_postgres import PostgresStore
 
-_COLUMNS = "id, at, kind, subject, message, fields, actor, transport, peer, result, host"
-_INSERT = (f"INSERT INTO events ({_COLUMNS}) "  # noqa: S608 - fixed columns
+_INSERT = (f"INSERT INTO events ({COLUMNS}) "  # noqa: S608 - fixed columns
            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
 
 
@@ -33,7 +34,7 @@ _INSERT_ROWS = (
     "WITH seq AS ("  # noqa: S608 - fixed columns
     "UPDATE event_seq SET last = last + %s WHERE id = 1 RETURNING last), "
     "ins AS ("
-    f"INSERT INTO events ({_COLUMNS}) "
+    f"INSERT INTO events ({COLUMNS}) "
     "SELECT (SELECT last FROM seq) - %s + n, at, kind, subject, message, fields, actor, "
     "transport, peer, result, host FROM unnest(%b::float8[], %b::text[], %b::text[], "
     "%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) "
@@ -42,44 +43,8 @@ _INSERT_ROWS = (
     "SELECT last FROM seq")
 
 
-def like_pattern(glob: str) -> str:
-    """A glob with * and ? as a LIKE pattern (backslash escapes LIKE's own wildcards)."""
-    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
 def page_query(req: PageRequest, last_id: int) -> tuple[str, list[Any]]:
-    where: list[str] = ["id <= %s"]
-    params: list[Any] = [last_id]
-    if req.after_id:
-        where.append("id > %s")
-        params.append(req.after_id)
-    if req.before_id:
-        where.append("id < %s")
-        params.append(req.before_id)
-    flt = req.filter
-    if flt.kind and flt.kind_prefix:
-        where.append("kind LIKE %s")
-        params.append(like_pattern(flt.kind) + "%")
-    elif flt.kind:
-        where.append("kind = %s")
-        params.append(flt.kind)
-    if flt.subject and flt.subject_glob:
-        where.append("subject LIKE %s")
-        params.append(like_pattern(flt.subject))
-    elif flt.subject:
-        where.append("subject = %s")
-        params.append(flt.subject)
-    if flt.since:
-        where.append("at >= %s")
-        params.append(flt.since)
-    if flt.until:
-        where.append("at <= %s")
-        params.append(flt.until)
-    order = "DESC" if req.newest_first else "ASC"
-    sql = (f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments
-           f"ORDER BY id {order} LIMIT %s")
-    return sql, [*params, req.limit]
+    return build_page_query(req, last_id, POSTGRESQL)
 
 
 async def insert_events(conn: psycopg.AsyncConnection[Any], events: Sequence[Event],

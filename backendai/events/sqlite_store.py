@@ -24,6 +24,7 @@ from typing import Any
 
 from backendai.errors import DeadlineExceeded
 from backendai.events.model import Event, PageRequest
+from backendai.events.page_query import SQLITE, page_query
 from backendai.events.store import Bounds
 
 SCHEMA_VERSION = 1
@@ -53,7 +54,6 @@ CREATE TABLE IF NOT EXISTS event_cursors (
 QUERY_BUDGET = 2.0  # seconds a listing may scan before it is stopped
 PRUNE_CHUNK = 500  # rows deleted per transaction (each a short stall of the loop)
 NORMAL = 1  # PRAGMA synchronous
-_COLUMNS = "id, at, kind, subject, message, fields, actor, transport, peer, result, host"
 _INSERT = ("INSERT INTO events (at, kind, subject, message, fields, actor, transport, peer, "
            "result, host) VALUES (?,?,?,?,?,?,?,?,?,?)")
 
@@ -88,43 +88,6 @@ def read_bounds(db: sqlite3.Connection) -> Bounds:
     seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
     oldest = db.execute("SELECT MIN(id) FROM events").fetchone()[0]
     return Bounds(int(oldest or 0), int(seq[0]) if seq else 0)
-
-
-def _upper(prefix: str) -> str:
-    """The smallest string above every string that starts with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-def page_query(req: PageRequest, last_id: int) -> tuple[str, list[Any]]:
-    """The SELECT for a page (subject globs use GLOB: our globs only know * and ?)."""
-    where: list[str] = ["id <= ?"]
-    params: list[Any] = [last_id]
-    if req.after_id:
-        where.append("id > ?")
-        params.append(req.after_id)
-    if req.before_id:
-        where.append("id < ?")
-        params.append(req.before_id)
-    flt = req.filter
-    if flt.kind and flt.kind_prefix:
-        where.append("kind >= ? AND kind < ?")
-        params += [flt.kind, _upper(flt.kind)]
-    elif flt.kind:
-        where.append("kind = ?")
-        params.append(flt.kind)
-    if flt.subject:
-        where.append("subject GLOB ?" if flt.subject_glob else "subject = ?")
-        params.append(flt.subject)
-    if flt.since:
-        where.append("at >= ?")
-        params.append(flt.since)
-    if flt.until:
-        where.append("at <= ?")
-        params.append(flt.until)
-    order = "DESC" if req.newest_first else "ASC"
-    sql = (f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments
-           f"ORDER BY id {order} LIMIT ?")
-    return sql, [*params, req.limit]
 
 
 class SqliteEventStore:
@@ -214,7 +177,7 @@ class SqliteEventStore:
     # ---- reads (a worker thread, a read-only connection) ------------------------------
 
     async def page(self, req: PageRequest, last_id: int) -> list[Event]:
-        sql, params = page_query(req, last_id)
+        sql, params = page_query(req, last_id, SQLITE)
         return await asyncio.to_thread(self._read, sql, params)
 
     def _read(self, sql: str, params: list[Any]) -> list[Event]:
