@@ -76,6 +76,11 @@ class Leadership:
         self.lease: Lease | None = None   # as this hub last saw it
         self.changes = ChangeFeed()       # a term started or ended
         self.stopping = False             # released: never lead again in this process
+        # Another process took the lease under this hub's id (a cloned machine or
+        # state_dir, a copied config): why. This hub then takes the lease only once it
+        # has expired, never from a live holder of its id, so the two stop deposing
+        # each other at every renewal, and the fleet keeps a leader.
+        self.conflict = ""
 
     # ---------------------------------------------------------------- queries
 
@@ -87,7 +92,7 @@ class Leadership:
         if self.leading:
             return self.address()
         lease = self.lease
-        if lease is not None and lease.holder != self.hub_id:
+        if lease is not None and (lease.holder != self.hub_id or self.conflict):
             return lease.address
         return ""
 
@@ -144,7 +149,8 @@ class Leadership:
         if self.stopping:
             return self.ttl
         started = self.clock()
-        lease, mine = await self.store.acquire_lease(self.hub_id, self.address(), self.ttl)
+        lease, mine = await self.store.acquire_lease(self.hub_id, self.address(), self.ttl,
+                                                     only_if_expired=bool(self.conflict))
         self.lease = lease
         if mine:
             self.term = Term(lease.epoch, started + self.ttl * ACT_FRACTION, self.hub_id,
@@ -184,9 +190,26 @@ class Leadership:
                 continue
             if lease is None:
                 term.end("the lease is gone: another hub leads, or it ran out")
+                await self._check_conflict(term)
                 break
             self.lease = lease
             term.act_until = started + self.ttl * ACT_FRACTION
+
+    async def _check_conflict(self, term: Term) -> None:
+        """After losing the lease: was it taken under this hub's own id?"""
+        try:
+            lease = await self.store.read_lease()
+        except StoreUnavailable:
+            return
+        if lease is None:
+            return
+        self.lease = lease
+        if lease.holder == self.hub_id and lease.epoch > term.epoch and not self.conflict:
+            self.conflict = (f"another hub process holds the lease under this hub's id "
+                             f"{self.hub_id!r} (at {lease.address or 'an unknown address'}, "
+                             f"epoch {lease.epoch}); give every hub its own [ha] hub_id")
+            log.error("leader.same_hub_id", hub_id=self.hub_id, other=lease.address,
+                      epoch=lease.epoch, reason=self.conflict)
 
     async def release(self) -> None:
         """On a graceful stop: end the term and let the lease run out now, so a follower

@@ -353,11 +353,12 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- the lease
 
-    async def acquire_lease(self, hub_id: str, address: str,
-                            ttl: float) -> tuple[Lease, bool]:
+    async def acquire_lease(self, hub_id: str, address: str, ttl: float, *,
+                            only_if_expired: bool = False) -> tuple[Lease, bool]:
         """Take the lease when it is free, expired, or this hub's own (a restarted hub
-        with the same id: state_dir's lock proves the old process is gone); each taking
-        raises the epoch. Otherwise the lease as it stands."""
+        with the same id: state_dir's lock proves the old process is gone; not with
+        `only_if_expired`, which a hub that found another process under its id asks);
+        each taking raises the epoch. Otherwise the lease as it stands."""
         async with self._conn("taking the lease") as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO hub_lease AS l (id, holder, address, epoch, expires_at, "
@@ -365,10 +366,12 @@ class PostgresStore:
                 "now() + make_interval(secs => %(ttl)s), now()) ON CONFLICT (id) DO UPDATE SET "
                 "holder = excluded.holder, address = excluded.address, epoch = l.epoch + 1, "
                 "expires_at = excluded.expires_at, renewed_at = excluded.renewed_at "
-                "WHERE l.expires_at <= now() OR l.holder = excluded.holder "
+                "WHERE l.expires_at <= now() OR (l.holder = excluded.holder "
+                "AND NOT %(only_if_expired)s) "
                 "RETURNING holder, address, epoch, extract(epoch FROM expires_at)::float8, "
                 "extract(epoch FROM now())::float8",
-                {"me": hub_id, "address": address, "ttl": ttl})
+                {"me": hub_id, "address": address, "ttl": ttl,
+                 "only_if_expired": only_if_expired})
             row = await cur.fetchone()
             if row is not None:
                 return Lease(*row), True

@@ -213,9 +213,10 @@ class SqliteStore:
                               "WHERE id=1").fetchone()
         return Lease(row[0], row[1], row[2], row[3], now) if row else None
 
-    async def acquire_lease(self, hub_id: str, address: str,
-                            ttl: float) -> tuple[Lease, bool]:
-        """Always ours: state_dir's lock keeps every other hub off this file."""
+    async def acquire_lease(self, hub_id: str, address: str, ttl: float, *,
+                            only_if_expired: bool = False) -> tuple[Lease, bool]:
+        """Always ours: state_dir's lock keeps every other hub off this file (so no
+        other process can hold it under this hub's id either)."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")

@@ -197,6 +197,40 @@ def test_leader_paused_past_its_ttl_writes_nothing_and_follows(pg_database, proc
     assert leader.info_now().epoch >= old_epoch + 1
 
 
+def test_two_hubs_under_one_hub_id_stop_deposing_each_other(pg_database, procs):
+    """A cloned machine: two hub processes with the same [ha] hub_id. The second takes
+    the lease from the first (as a restarted hub does); the first sees its id holding the
+    lease at a newer epoch, says so, and from then on takes the lease only once it has
+    expired: one leader, the epoch settles, and the first still takes over when the
+    leader dies."""
+    sim = procs(SimManagers, hosts=2, delay=0.1).start()
+    first = procs(HubProc, sim.hosts, name="first", store=pg_database.store_table(),
+                  ha={"lease_ttl": TTL, "hub_id": "same"}).start()
+    wait_for(lambda: first.info_now().leader, 20, "the first hub leads")
+    second = procs(HubProc, sim.hosts, name="second", store=pg_database.store_table(),
+                   ha={"lease_ttl": TTL, "hub_id": "same"}).start()
+    wait_for(lambda: '"leader.same_hub_id"' in first.logs(), 20,
+             "the first hub finds its id held by another process")
+    assert "give every hub its own [ha] hub_id" in first.logs()
+    leader = wait_leader([first, second])
+    assert leader is second
+    epoch = second.info_now().epoch
+    # they no longer depose each other: several TTLs (one renewal every TTL/3) pass with
+    # the same leader at the same epoch
+    deadline = time.monotonic() + 3 * TTL
+    while time.monotonic() < deadline:
+        seen = infos([first, second])
+        assert seen["second"].leader and seen["second"].epoch == epoch, seen
+        assert not seen["first"].leader and seen["first"].leader_address == second.address
+        time.sleep(0.2)  # sampling the state over a window, not waiting for an event
+    r = start_rollout(second, waves=("100%",))
+    assert second.wait_rollout(r.id, TERMINAL).state == pb.ROLLOUT_STATE_SUCCEEDED
+    second.kill9()
+    wait_for(lambda: first.info_now().leader, 4 * TTL, "the first hub takes over")
+    assert first.info_now().epoch > epoch
+    assert sim.updates_per_host() == dict.fromkeys(sim.hosts, 1)
+
+
 def test_two_hubs_on_different_databases_each_lead_their_own(pg_server, procs):
     """A misconfiguration the lease cannot see: each database has its own lease, so
     each hub leads (docs/DEPLOY.md says to give every hub the same DSN)."""

@@ -179,6 +179,13 @@ async def test_postgresql_lease_is_taken_only_when_free(pg_database):
         pg_database.psql("UPDATE hub_lease SET expires_at = now() - interval '1 second'")
         again, mine = await a.acquire_lease("hub-a", "10.0.0.1:3000", 30.0)
         assert mine and again.epoch == taken.epoch + 1
+        # a live lease of this hub's own id: taken (a restarted hub), unless only an
+        # expired one may be (another process was found holding it under that id)
+        seen, mine = await b.acquire_lease("hub-a", "10.0.0.3:3000", 30.0,
+                                           only_if_expired=True)
+        assert not mine and (seen.epoch, seen.address) == (again.epoch, "10.0.0.1:3000")
+        own, mine = await b.acquire_lease("hub-a", "10.0.0.3:3000", 30.0)
+        assert mine and own.epoch == again.epoch + 1
     finally:
         await a.close()
         await b.close()
