@@ -207,7 +207,8 @@ async def open_store(cfg: HubConfig, *, migrate: bool | None = None) -> HubStore
     if cfg.store.backend == "postgresql":
         from hub.store_postgres import PostgresStore  # noqa: PLC0415 - psycopg only here
 
-        return await PostgresStore.open(cfg.store, migrate=allow)
+        return await PostgresStore.open(cfg.store, migrate=allow,
+                                        transaction_limit=cfg.ha.lease_ttl)
     from hub.store_sqlite import SqliteStore  # noqa: PLC0415
 
     return SqliteStore(sqlite_path(cfg.state_dir), migrate=allow)

@@ -111,10 +111,20 @@ class PostgresStore:
     # ---------------------------------------------------------------- opening
 
     @classmethod
-    async def open(cls, cfg: StoreConfig, *, migrate: bool,
-                   attempts: int = 0) -> PostgresStore:
+    async def open(cls, cfg: StoreConfig, *, migrate: bool, attempts: int = 0,
+                   transaction_limit: float | None = None) -> PostgresStore:
         """Connect (retrying with backoff while the database cannot be reached; forever
-        when `attempts` is 0), check and migrate the schema, then open the pool."""
+        when `attempts` is 0), check and migrate the schema, then open the pool.
+
+        `transaction_limit` (the lease's TTL): no statement of the hub's sessions runs
+        longer (`statement_timeout`), and no transaction stays idle longer
+        (`idle_in_transaction_session_timeout`). A hub paused mid-write (SIGSTOP, a
+        frozen VM, a stalled event loop) holds the lease row FOR SHARE and the event
+        counter's row lock, and with its pipeline half sent the database sees the
+        statement as still running; without the limit, the hub taking over waited for
+        those locks as long as the pause lasted (seen in tests/test_hub_ha.py under
+        load: no leader for 30 s). A write that long could not have kept its lease
+        either: it is rolled back, and its hub steps down."""
         where = describe_dsn(cfg.dsn)
         kwargs = {**cfg.connect_kwargs(), **KEEPALIVES, "application_name": "ai-hub"}
         conn = await _connect_retrying(cfg, where, kwargs, attempts)
@@ -128,7 +138,16 @@ class PostgresStore:
                                    f"{_reason(exc)}") from None
         finally:
             await conn.close()
+        limit_ms = max(1, round(transaction_limit * 1000)) if transaction_limit else 0
+
+        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+            if limit_ms:
+                await conn.execute(f"SET idle_in_transaction_session_timeout = {limit_ms}")
+                await conn.execute(f"SET statement_timeout = {limit_ms}")
+                await conn.commit()
+
         pool = AsyncConnectionPool(cfg.dsn, kwargs=kwargs, min_size=2, max_size=cfg.pool_size,
+                                   configure=configure,
                                    open=False, timeout=cfg.timeout, name="hub",
                                    check=AsyncConnectionPool.check_connection,
                                    reconnect_timeout=cfg.timeout * 6)
