@@ -13,6 +13,7 @@ import pytest
 
 from backendai.errors import LeaseLost, NotLeader
 from hub.leadership import ACT_FRACTION, Leadership, Term
+from hub.store import Fence
 from tests.fixtures.pg import StoreSpec
 from tests.test_hub_store import make
 
@@ -97,3 +98,41 @@ def test_a_term_stops_acting_when_not_renewed_in_time():
     assert not term.may_act()
     term.end("test")
     assert term.ended.is_set() and term.why == "test" and not term.may_act()
+
+
+async def test_a_follower_watcher_that_is_never_woken_still_reads_every_event(two_stores):
+    """A follower's WatchRollout is woken by NOTIFY, but always reads by index: with
+    no wake-up at all (this store's LISTEN never runs), the leader's later events,
+    the final one included, still arrive, in order and without a gap."""
+    from hub import rollout_engine as E
+    from hub.rollouts import Rollouts
+
+    leader, follower = two_stores
+    lease, mine = await leader.acquire_lease("hub-a", "127.0.0.1:3000", 30.0)
+    assert mine
+    fence = Fence("hub-a", lease.epoch)
+    r, notes = make("r1")
+    await leader.save(r, r.hosts.values(), notes, fence=fence)
+    rollouts = Rollouts(store=follower, links=None, inventory=None,  # type: ignore[arg-type]
+                        leadership=Leadership(follower, hub_id="hub-b",
+                                              address=lambda: "", ttl=30.0),
+                        hub_host=None, tick=1.0)
+    woken = follower.rollout_changes.generation
+    seen: list[E.Note] = []
+    first = asyncio.Event()
+
+    async def watch() -> None:
+        async for note in rollouts.watch("r1", 0, True):
+            seen.append(note)
+            if len(seen) == len(notes):
+                first.set()
+
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
+        tg.create_task(watch())
+        await first.wait()  # the watcher has read what was there and waits
+        done, more, _ = E.transition(r, E.Control("abort", "test"), time.time())
+        assert done.state in E.TERMINAL and more[-1].final
+        await leader.save(done, done.hosts.values(), more, fence=fence)
+    assert [n.index for n in seen] == list(range(len(notes) + len(more)))
+    assert seen[-1].final
+    assert follower.rollout_changes.generation == woken  # nothing woke it
