@@ -36,6 +36,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hub_scale_probe import timed  # noqa: E402 - bench/, beside this script
+
 from backendai.v1 import hub_pb2 as pb  # noqa: E402 - after the path setup
 from tests.fixtures.hub_procs import TERMINAL, HubProc, SimManagers, wait_for  # noqa: E402
 
@@ -67,15 +69,6 @@ def http_get(port: int, path: str) -> bytes:
         return body
     finally:
         conn.close()
-
-
-def timed(fn: Any, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 def cpu_seconds(proc: psutil.Process) -> float:

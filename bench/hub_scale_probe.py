@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,15 @@ HUB_EXTRA = {"tick_seconds": 0.25, "call_timeout": 30.0}
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def keep_logs(procs: Sequence[Any], prefix: str) -> None:
+    """A failed run's daemon logs, copied out of the temp dir it is about to remove."""
+    for p in procs:
+        if p.log_path.exists():
+            kept = Path(tempfile.gettempdir()) / f"{prefix}-{p.name}.log"
+            shutil.copy(p.log_path, kept)
+            print(f"# {p.name} log kept: {kept}", file=sys.stderr)
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -311,11 +320,7 @@ def measure(root: Path, fleet: Fleet, *, store: str, pg: PgCluster | None, rollo
         _rollouts(res, hub, proc, fleet, pg=pg, followers=others, rollouts=rollouts,
                   versions=versions, profile=profile, pace=pace)
     except BaseException:
-        for h in hubs:  # the evidence outlives the temp dir
-            if h.log_path.exists():
-                kept = Path(tempfile.gettempdir()) / f"hub-scale-{store}-{fleet.hosts}-{h.name}.log"
-                shutil.copy(h.log_path, kept)
-                print(f"# {h.name} log kept: {kept}", file=sys.stderr)
+        keep_logs(hubs, f"hub-scale-{store}-{fleet.hosts}")
         raise
     finally:
         for h in hubs:

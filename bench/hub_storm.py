@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from hub_scale_probe import Fleet, cpu_of, percentile  # noqa: E402 - after the path setup
+from hub_scale_probe import Fleet, cpu_of, keep_logs, percentile  # noqa: E402
 
 from aictl.demo_fleet import stable_ports  # noqa: E402
 from backendai.v1 import hub_pb2 as pb  # noqa: E402
@@ -210,11 +210,7 @@ def main() -> int:
                     print(f"# storm {results[-1]['restart']}, admission {mode}: done",
                           file=sys.stderr, flush=True)
     except BaseException:
-        for p in [*agents, *([hub] if hub else [])]:  # the evidence outlives the temp dir
-            if p.log_path.exists():
-                kept = Path(tempfile.gettempdir()) / f"hub-storm-{p.name}.log"
-                shutil.copy(p.log_path, kept)
-                print(f"# {p.name} log kept: {kept}", file=sys.stderr)
+        keep_logs([*agents, *([hub] if hub else [])], "hub-storm")
         raise
     finally:
         for p in [*agents, *([hub] if hub else [])]:

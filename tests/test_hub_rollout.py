@@ -73,13 +73,18 @@ def test_canary_failing_health_gate_halts_rolls_back_others_untouched(hub_store,
     assert set(versions.values()) == {"1.0"}
 
 
+def last_wave(hub, waves) -> list[str]:
+    """The hosts the last wave of a rollout with `waves` (seed 1) will take (a dry run)."""
+    plan = hub.call("StartRollout", pb.StartRolloutRequest(
+        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
+            seed=1, waves=list(waves)))).rollout
+    return list(plan.waves[-1].hosts)
+
+
 def test_budget_hit_in_later_wave_rolls_back_moved_hosts(hub_store, procs):
     sim = procs(SimManagers, hosts=8, delay=0.1).start()
     hub = procs(HubProc, sim.hosts, store=hub_store).start()
-    plan = hub.call("StartRollout", pb.StartRolloutRequest(
-        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
-            seed=1, waves=["1", "3", "100%"]))).rollout
-    last = list(plan.waves[2].hosts)
+    last = last_wave(hub, ("1", "3", "100%"))
     sim.rules([{"host": last[0], "outcome": "failed"}, {"host": last[1], "outcome": "failed"}])
     r = start_rollout(hub, waves=("1", "3", "100%"), max_failures_per_wave="1",
                       max_failures_total="1")
@@ -100,10 +105,7 @@ def test_managers_that_do_not_name_the_version_they_update_from(hub_store, procs
     own record instead, so a budget rollback still knows where each host goes back to."""
     sim = procs(SimManagers, hosts=8, delay=0.1).start()
     hub = procs(HubProc, sim.hosts, store=hub_store).start()
-    plan = hub.call("StartRollout", pb.StartRolloutRequest(
-        version="2.0", dry_run=True, strategy=pb.RolloutStrategy(
-            seed=1, waves=["1", "3", "100%"]))).rollout
-    last = list(plan.waves[2].hosts)
+    last = last_wave(hub, ("1", "3", "100%"))
     sim.rules([{"host": last[0], "outcome": "failed", "old_response": True},
                {"host": last[1], "outcome": "failed", "old_response": True},
                {"old_response": True}])
