@@ -172,6 +172,8 @@ class PostgresStore:
             async with asyncio.timeout(self.timeout), \
                     self.pool.connection(timeout=self.timeout) as conn:
                 yield conn
+        except psycopg.errors.LockNotAvailable:
+            raise  # a lock_timeout its caller set: the caller decides
         except STORE_ERRORS as exc:
             raise StoreUnavailable(f"database {self.where}: {what} failed: "
                                    f"{_reason(exc)}") from None
@@ -377,8 +379,36 @@ class PostgresStore:
         """Take the lease when it is free, expired, or this hub's own (a restarted hub
         with the same id: state_dir's lock proves the old process is gone; not with
         `only_if_expired`, which a hub that found another process under its id asks);
-        each taking raises the epoch. Otherwise the lease as it stands."""
+        each taking raises the epoch. Otherwise the lease as it stands.
+
+        The lease row is waited for at most half a TTL (or of the store's timeout): a
+        hub paused in the middle of a write holds it FOR SHARE, and with its pipeline
+        half sent no server timeout ends that (statement_timeout stops counting when a
+        statement completes). Then
+        every hub transaction open longer than a TTL (by the database's clock: none of
+        ours may outlive the lease that fences it) is ended, and the caller retries."""
+        try:
+            return await self._take_lease(hub_id, address, ttl, only_if_expired)
+        except psycopg.errors.LockNotAvailable:
+            pass
+        async with self._conn("ending stale hub transactions") as conn:
+            cur = await conn.execute(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'ai-hub' "
+                "AND pid <> pg_backend_pid() AND state <> 'idle' "
+                "AND xact_start < now() - make_interval(secs => %s)", (ttl,))
+            ended = [pid for pid, done in await cur.fetchall() if done]
+        log.warning("store.stale_transactions_ended", database=self.where, pids=ended,
+                    reason="the lease row stayed locked past half a TTL")
+        raise StoreUnavailable(f"database {self.where}: the lease row was locked; ended "
+                               f"{len(ended)} hub transaction(s) open longer than the "
+                               "lease's TTL")
+
+    async def _take_lease(self, hub_id: str, address: str, ttl: float,
+                          only_if_expired: bool) -> tuple[Lease, bool]:
         async with self._conn("taking the lease") as conn, conn.transaction():
+            wait_ms = max(1, round(min(ttl, self.timeout) * 500))
+            await conn.execute(f"SET LOCAL lock_timeout = {wait_ms}")
             cur = await conn.execute(
                 "INSERT INTO hub_lease AS l (id, holder, address, epoch, expires_at, "
                 "renewed_at) VALUES (1, %(me)s, %(address)s, 1, "
